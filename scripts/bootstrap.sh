@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian machine: apt packages, then a venv with the project and its test tools.
+# Fast when everything is already there: each step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+APT_PACKAGES=(git pkg-config gcc libvirt-dev libvirt-clients xenstore-utils)
+WHEELHOUSE=${WHEELHOUSE:-$HOME/.cache/git-toolstack/wheels}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+python_ok() { python3 -c 'import venv, ensurepip, sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; }
+if ! python_ok; then missing+=(python3-dev python3-venv); fi
+if ((${#missing[@]})); then
+    echo "bootstrap: installing apt packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp="$VENV/.bootstrap-stamp"
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/bootstrap.sh ]; then
+    exit 0
+fi
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+# libvirt-python is source-only on PyPI and takes ~10 s to build: keep the wheel outside the repository.
+mkdir -p "$WHEELHOUSE"
+if ! ls "$WHEELHOUSE"/libvirt_python-*.whl >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip wheel -q --no-deps -w "$WHEELHOUSE" libvirt-python
+fi
+"$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" -e '.[libvirt,dev]'
+touch "$stamp"
+echo "bootstrap: environment ready in $VENV"

@@ -1,0 +1,322 @@
+"""The driver contract every hypervisor implements, and the event plumbing they share.
+
+Each abstract method's docstring is the contract (after Nova's virt driver): the contract suite in
+``tests/drivers/test_contract.py`` checks every statement made here against every driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid as uuidlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from drivers.errors import DomainNotFound, InvalidArgument, InvalidState
+from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Scope
+
+log = logging.getLogger(__name__)
+
+DomainRef = uuidlib.UUID | str
+EventCallback = Callable[[DomainEvent], None]
+
+
+class Subscription:
+    """A registered event callback; ``close()`` (or leaving the ``with`` block) unsubscribes it."""
+
+    def __init__(self, hub: EventHub, callback: EventCallback) -> None:
+        self._hub = hub
+        self.callback = callback
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop delivering events to the callback. Idempotent."""
+        if not self.closed:
+            self.closed = True
+            self._hub.remove(self)
+
+    unsubscribe = close
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventHub:
+    """Thread-safe fan-out of DomainEvents to subscribers.
+
+    A callback that raises is logged and does not stop delivery to the others: one faulty subscriber must not
+    hide events from the rest, and the hypervisor's event thread must survive it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscriptions: tuple[Subscription, ...] = ()
+
+    def subscribe(self, callback: EventCallback) -> Subscription:
+        """Register ``callback``; returns the Subscription that removes it."""
+        subscription = Subscription(self, callback)
+        with self._lock:
+            self._subscriptions = (*self._subscriptions, subscription)
+        return subscription
+
+    def remove(self, subscription: Subscription) -> None:
+        """Forget one subscription."""
+        with self._lock:
+            self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+
+    def clear(self) -> None:
+        """Forget all subscriptions (used by ``close()``)."""
+        with self._lock:
+            for subscription in self._subscriptions:
+                subscription.closed = True
+            self._subscriptions = ()
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens; drivers skip building events when nobody does."""
+        return bool(self._subscriptions)
+
+    def emit(self, event: DomainEvent) -> None:
+        """Deliver ``event`` to every current subscriber, in subscription order."""
+        for subscription in self._subscriptions:
+            try:
+                subscription.callback(event)
+            except Exception:
+                log.exception("event callback %r failed on %s", subscription.callback, event)
+
+
+class Driver(ABC):
+    """One hypervisor connection, behind one contract.
+
+    Domains are addressed by UUID (a ``uuid.UUID`` or its text). Every method raises only ``DriverError``
+    subclasses (plus ``pydantic.ValidationError`` when a spec is built from bad data, which happens before any
+    hypervisor call). Methods are safe to call from several threads.
+
+    Attributes:
+        uri: The URI this driver was opened with.
+    """
+
+    uri: str
+
+    @abstractmethod
+    def define(self, spec: DomainSpec) -> None:
+        """Create or update the persistent configuration of ``spec.uuid``.
+
+        Contract:
+            - A new uuid becomes a defined, shut-off domain; a DEFINED event follows.
+            - An existing uuid gets ``spec`` as its new persistent configuration; a running domain keeps its
+              live configuration until it is next started.
+            - Raises DomainExists if another domain holds ``spec.name``, or if the update would rename the
+              domain (rename is not an update).
+            - Never starts the domain.
+        """
+
+    @abstractmethod
+    def undefine(self, uuid: DomainRef) -> None:
+        """Remove the persistent configuration.
+
+        Contract:
+            - Succeeds if the domain is absent (idempotent, safe for cleanup).
+            - Raises InvalidState if the domain is active (running or paused): stop it first.
+            - An UNDEFINED event follows.
+        """
+
+    @abstractmethod
+    def start(self, uuid: DomainRef) -> None:
+        """Boot a defined, shut-off domain from its persistent configuration.
+
+        Contract:
+            - Raises DomainNotFound if absent, InvalidState if already active (running or paused).
+            - On return the domain is running with a domid; a STARTED event follows.
+        """
+
+    @abstractmethod
+    def shutdown(self, uuid: DomainRef, timeout: float = 60.0) -> bool:
+        """Ask the guest to power off, and wait up to ``timeout`` seconds for it to be shut off.
+
+        Contract:
+            - Returns True once the domain is shut off, False if it is still active when the timeout expires
+              (the guest may ignore the request; the caller may then ``destroy``). ``timeout=0`` only asks.
+            - Succeeds (True) if the domain is already shut off. Raises DomainNotFound if absent.
+        """
+
+    @abstractmethod
+    def reboot(self, uuid: DomainRef) -> None:
+        """Ask the guest to reboot; the domain stays defined and active.
+
+        Contract:
+            - Raises DomainNotFound if absent, InvalidState if not running.
+        """
+
+    @abstractmethod
+    def destroy(self, uuid: DomainRef) -> None:
+        """Power the domain off immediately, like pulling the plug; the persistent config stays.
+
+        Contract:
+            - Succeeds if the domain is absent or already shut off (idempotent).
+            - A running or paused domain is shut off on return; a STOPPED event follows.
+        """
+
+    @abstractmethod
+    def pause(self, uuid: DomainRef) -> None:
+        """Suspend the vCPUs of a running domain, keeping its memory.
+
+        Contract:
+            - Succeeds if already paused. Raises DomainNotFound if absent, InvalidState if not active.
+        """
+
+    @abstractmethod
+    def resume(self, uuid: DomainRef) -> None:
+        """Resume a paused domain.
+
+        Contract:
+            - Succeeds if already running. Raises DomainNotFound if absent, InvalidState if not active.
+        """
+
+    @abstractmethod
+    def attach_device(self, uuid: DomainRef, device: object, scope: Scope | None = None) -> None:
+        """Add a Disk or Nic.
+
+        Args:
+            uuid: The domain.
+            device: A ``Disk`` or ``Nic``.
+            scope: LIVE, PERSISTENT or both; None means PERSISTENT plus LIVE if the domain is active.
+
+        Contract:
+            - Raises DomainNotFound if absent; InvalidState if LIVE is asked of an inactive domain;
+              Unsupported if LIVE is asked and the hypervisor cannot hotplug; DeviceExists if the device id,
+              target dev or MAC is already used in an addressed configuration.
+            - LIVE is applied before PERSISTENT: if the hotplug fails, the persistent config is unchanged.
+            - A live attach emits DEVICE_ADDED with the device id as detail when the hypervisor reports it.
+        """
+
+    @abstractmethod
+    def detach_device(self, uuid: DomainRef, device: object, scope: Scope | None = None) -> None:
+        """Remove a device, given as a Disk, a Nic or a device id.
+
+        Contract:
+            - Same errors and scope rules as ``attach_device``; DeviceNotFound if an addressed configuration
+              has no such device.
+            - A LIVE detach is a request: the guest must cooperate. It is complete when DEVICE_REMOVED arrives
+              (and ``get_spec(live=True)`` no longer lists the device).
+        """
+
+    @abstractmethod
+    def set_vcpus(self, uuid: DomainRef, count: int, scope: Scope | None = None) -> None:
+        """Set the number of online vCPUs.
+
+        Contract:
+            - Raises InvalidArgument if ``count`` < 1 or above the domain's ``max_vcpus``; otherwise the same
+              scope rules as ``attach_device`` (Unsupported if LIVE is impossible here).
+        """
+
+    @abstractmethod
+    def set_memory(self, uuid: DomainRef, mib: int, scope: Scope | None = None) -> None:
+        """Set the memory (balloon target when LIVE) in MiB.
+
+        Contract:
+            - Raises InvalidArgument if ``mib`` < 1 or above the domain's ``max_memory``; otherwise the same
+              scope rules as ``attach_device``.
+        """
+
+    @abstractmethod
+    def info(self, uuid: DomainRef) -> DomainInfo:
+        """Report the current state of one domain. Raises DomainNotFound if absent."""
+
+    @abstractmethod
+    def list(self) -> list[DomainInfo]:
+        """Report every domain the hypervisor knows, defined or running, including ones this driver did not
+        create (so that callers can adopt or report them)."""
+
+    @abstractmethod
+    def get_spec(self, uuid: DomainRef, live: bool = False) -> DomainSpec:
+        """Read back a domain's configuration as a DomainSpec.
+
+        Args:
+            uuid: The domain.
+            live: Read the running configuration instead of the persistent one.
+
+        Contract:
+            - Raises DomainNotFound if absent; InvalidState if ``live`` and the domain is not active.
+            - ``get_spec(u)`` after ``define(spec)`` equals ``spec``.
+        """
+
+    def events(self, callback: EventCallback) -> Subscription:
+        """Subscribe ``callback`` to DomainEvents of this connection.
+
+        Contract:
+            - Callbacks may run on another thread; they must be quick and must not call back into the driver
+              synchronously. Events are hints and may be late or coalesced: reconcile with ``info``.
+            - Without ``Capability.EVENTS`` only operations made through this driver object are reported.
+        """
+        return self._hub.subscribe(callback)
+
+    @abstractmethod
+    def capabilities(self) -> frozenset[str]:
+        """The optional features available, as ``Capability`` values (strings such as ``"live-attach"``)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection and stop event delivery. Idempotent; the driver is unusable afterwards."""
+
+    @property
+    def _hub(self) -> EventHub:
+        hub: EventHub | None = self.__dict__.get("_event_hub")
+        if hub is None:
+            hub = self.__dict__.setdefault("_event_hub", EventHub())
+        return hub
+
+    def _emit(self, event: DomainEvent) -> None:
+        self._hub.emit(event)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.uri}>"
+
+
+def device_id_of(device: object) -> str:
+    """The device id named by a Disk, a Nic or a plain id string."""
+    if isinstance(device, Disk | Nic):
+        return device.id
+    if isinstance(device, str):
+        return device
+    raise InvalidArgument(f"expected a Disk, a Nic or a device id, got {type(device).__name__}")
+
+
+def resolve_scope(scope: Scope | None, active: bool, *, uuid: object, operation: str) -> Scope:
+    """Turn ``None`` into "PERSISTENT, plus LIVE if active", and refuse LIVE on an inactive domain."""
+    if scope is None:
+        return Scope.BOTH if active else Scope.PERSISTENT
+    if not isinstance(scope, Scope) or not scope:
+        raise InvalidArgument(f"scope must be Scope.LIVE, Scope.PERSISTENT or both, got {scope!r}")
+    if Scope.LIVE in scope and not active:
+        raise InvalidState("a LIVE change needs an active domain", uuid=uuid, operation=operation)
+    return scope
+
+
+def not_found(uuid: object, operation: str) -> DomainNotFound:
+    """The DomainNotFound every driver raises for an unknown uuid."""
+    return DomainNotFound("no such domain", uuid=uuid, operation=operation)
+
+
+__all__ = [
+    "DomainRef",
+    "Driver",
+    "EventCallback",
+    "EventHub",
+    "Subscription",
+    "device_id_of",
+    "resolve_scope",
+]

@@ -1,0 +1,502 @@
+"""Domain models shared by every driver: what a domain should be (DomainSpec) and what it is (DomainInfo).
+
+Specs are validated completely on construction, before any hypervisor is called: an invalid spec raises
+``pydantic.ValidationError`` (a ``ValueError``) whose message names the offending field. Devices are
+self-describing (a ``kind`` discriminator), so one device serialised on its own parses back with ``DEVICE``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from drivers.errors import InvalidArgument
+
+# Safe for libvirt (no '/', no leading '.'), for xl (not all digits: xl would read it as a domid), for file
+# names of the simulator and xl.cfg files, and for shells.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Device ids become libvirt user aliases ("ua-<id>"), which QEMU restricts to this alphabet.
+_DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+_TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]{1,3}$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MEMORY_RE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+_MEMORY_UNITS_TO_MIB = {
+    "": 1,
+    "m": 1,
+    "mb": 1,
+    "mib": 1,
+    "g": 1024,
+    "gb": 1024,
+    "gib": 1024,
+    "t": 1024 * 1024,
+    "tb": 1024 * 1024,
+    "tib": 1024 * 1024,
+}
+MAX_MEMORY_MIB = 16 * 1024 * 1024
+MAX_VCPUS = 512
+
+Bus = Literal["virtio", "scsi", "sata", "ide", "xen", "usb"]
+DiskFormat = Literal["raw", "qcow2"]
+NicModel = Literal["virtio", "e1000", "e1000e", "rtl8139", "netfront"]
+BootDevice = Literal["hd", "cdrom", "network"]
+LifecycleAction = Literal[
+    "destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"
+]
+
+
+def parse_memory(text: str | int) -> int:
+    """Parse a memory size into whole MiB.
+
+    Args:
+        text: An int (already MiB) or text such as ``"512"``, ``"512M"``, ``"512MiB"``, ``"2G"``, ``"1T"``.
+            A bare number means MiB.
+
+    Returns:
+        The size in MiB, always > 0.
+
+    Raises:
+        ValueError: The text is not a positive size with a known unit; the message quotes the text.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"invalid memory size {text!r}: expected MiB or text like '512M' or '2G'")
+    if isinstance(text, int):
+        mib = text
+    else:
+        match = _MEMORY_RE.match(text)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _MEMORY_UNITS_TO_MIB:
+            raise ValueError(
+                f"invalid memory size {text!r}: expected a number with an optional unit M, MiB, G, GiB or T"
+            )
+        mib = int(match.group(1)) * _MEMORY_UNITS_TO_MIB[unit]
+    if mib <= 0:
+        raise ValueError(f"invalid memory size {text!r}: must be greater than 0 MiB")
+    if mib > MAX_MEMORY_MIB:
+        raise ValueError(f"invalid memory size {text!r}: larger than {MAX_MEMORY_MIB} MiB")
+    return mib
+
+
+def as_uuid(value: uuidlib.UUID | str) -> uuidlib.UUID:
+    """Normalise a domain reference given as UUID or text.
+
+    Raises:
+        InvalidArgument: The text is not a UUID.
+    """
+    if isinstance(value, uuidlib.UUID):
+        return value
+    try:
+        return uuidlib.UUID(str(value))
+    except ValueError:
+        raise InvalidArgument(f"{value!r} is not a valid domain UUID") from None
+
+
+def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not pattern.match(value):
+        raise ValueError(f"invalid {what} {value!r}: must match {pattern.pattern}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Disk(_Model):
+    """A block device backed by a file or block device on the host.
+
+    Attributes:
+        kind: Always ``"disk"``; lets a device file parse back on its own.
+        id: Stable identifier chosen by the user, unique among the domain's devices.
+        source: Absolute host path of the image or block device.
+        format: Image format.
+        target: Guest device name (``vda``, ``sdb``, ``xvda``, ``hdc``), unique among the domain's disks.
+        bus: Guest bus.
+        readonly: Whether the guest sees the disk read-only.
+    """
+
+    kind: Literal["disk"] = "disk"
+    id: str
+    source: str
+    format: DiskFormat = "raw"
+    target: str
+    bus: Bus = "virtio"
+    readonly: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return _check(_DEVICE_ID_RE, value, "device id")
+
+    @field_validator("source")
+    @classmethod
+    def _valid_source(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"invalid disk source {value!r}: must be an absolute path")
+        if any(char in value for char in "\n\r\0'\","):
+            raise ValueError(
+                f"invalid disk source {value!r}: quotes, commas and control characters are not allowed"
+            )
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _valid_target(cls, value: str) -> str:
+        return _check(_TARGET_RE, value, "disk target dev")
+
+
+class Nic(_Model):
+    """A network interface attached to a libvirt network or a host bridge (exactly one of the two).
+
+    Attributes:
+        kind: Always ``"nic"``.
+        id: Stable identifier, unique among the domain's devices.
+        mac: Unicast MAC address, normalised to lower case.
+        network: Name of a libvirt network, or None.
+        bridge: Name of a host bridge, or None.
+        model: Guest NIC model; ``netfront`` is Xen's paravirtual NIC.
+    """
+
+    kind: Literal["nic"] = "nic"
+    id: str
+    mac: str
+    network: str | None = None
+    bridge: str | None = None
+    model: NicModel = "virtio"
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return _check(_DEVICE_ID_RE, value, "device id")
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _valid_mac(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        mac = value.strip().lower().replace("-", ":")
+        if not _MAC_RE.match(mac):
+            raise ValueError(f"invalid MAC address {value!r}: expected six hex octets like 52:54:00:12:34:56")
+        if int(mac[:2], 16) & 1:
+            raise ValueError(f"invalid MAC address {value!r}: multicast addresses cannot be used by a NIC")
+        return mac
+
+    @field_validator("network")
+    @classmethod
+    def _valid_network(cls, value: str | None) -> str | None:
+        return None if value is None else _check(_NETWORK_RE, value, "network name")
+
+    @field_validator("bridge")
+    @classmethod
+    def _valid_bridge(cls, value: str | None) -> str | None:
+        return None if value is None else _check(_BRIDGE_RE, value, "bridge name")
+
+    @model_validator(mode="after")
+    def _one_attachment(self) -> Self:
+        if (self.network is None) == (self.bridge is None):
+            raise ValueError(f"nic {self.id!r}: exactly one of 'network' or 'bridge' must be set")
+        return self
+
+
+Device = Annotated[Disk | Nic, Field(discriminator="kind")]
+DEVICE: TypeAdapter[Disk | Nic] = TypeAdapter(Device)
+
+
+class Boot(_Model):
+    """How the domain boots: a direct kernel (with optional initrd and command line), or a boot device.
+
+    Attributes:
+        kernel: Absolute host path of the kernel image, or None to boot from ``device``.
+        initrd: Absolute host path of the initial ramdisk; needs ``kernel``.
+        cmdline: Kernel command line; needs ``kernel``.
+        device: Boot device used when there is no kernel.
+    """
+
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    device: BootDevice | None = None
+
+    @field_validator("kernel", "initrd")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(c in value for c in "\n\r\0'\"")):
+            raise ValueError(f"invalid path {value!r}: must be absolute, without quotes or control chars")
+        return value
+
+    @field_validator("cmdline")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and any(char in value for char in '\n\r\0"'):
+            raise ValueError(f"invalid kernel cmdline {value!r}: newlines, NUL and double quotes are refused")
+        return value
+
+    @model_validator(mode="after")
+    def _kernel_xor_device(self) -> Self:
+        if self.kernel is None:
+            if self.initrd is not None or self.cmdline is not None:
+                raise ValueError("boot: 'initrd' and 'cmdline' need a 'kernel'")
+            if self.device is None:
+                raise ValueError("boot: set either 'kernel' or 'device'")
+        elif self.device is not None:
+            raise ValueError("boot: 'kernel' and 'device' are mutually exclusive")
+        return self
+
+
+class DomainSpec(_Model):
+    """The desired configuration of one domain.
+
+    Attributes:
+        uuid: Identity of the domain; never changes.
+        name: Unique on the host; letters, digits, '.', '_' and '-', not all digits.
+        memory: Memory at boot, in MiB (accepts text such as ``"2G"``).
+        max_memory: Ceiling for live ballooning, in MiB; defaults to ``memory``.
+        vcpus: vCPUs online at boot.
+        max_vcpus: Ceiling for vCPU hotplug; defaults to ``vcpus``.
+        boot: Direct kernel boot or boot device.
+        disks: Block devices, in guest order.
+        nics: Network interfaces, in guest order.
+        on_poweroff: What the hypervisor does when the guest powers off.
+        on_reboot: What it does when the guest reboots.
+        on_crash: What it does when the guest crashes.
+        metadata: Free-form string pairs kept with the domain by the hypervisor.
+    """
+
+    uuid: uuidlib.UUID
+    name: str
+    memory: int
+    max_memory: int | None = None
+    vcpus: int = 1
+    max_vcpus: int | None = None
+    boot: Boot = Boot(device="hd")
+    disks: tuple[Disk, ...] = ()
+    nics: tuple[Nic, ...] = ()
+    on_poweroff: LifecycleAction = "destroy"
+    on_reboot: LifecycleAction = "restart"
+    on_crash: LifecycleAction = "destroy"
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        _check(_NAME_RE, value, "domain name")
+        if value.isdigit():
+            raise ValueError(f"invalid domain name {value!r}: xl would read an all-digit name as a domain id")
+        return value
+
+    @field_validator("memory", "max_memory", mode="before")
+    @classmethod
+    def _memory_text(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return parse_memory(value)
+        return value
+
+    @field_validator("vcpus", "max_vcpus")
+    @classmethod
+    def _vcpu_range(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= MAX_VCPUS:
+            raise ValueError(f"vcpus must be between 1 and {MAX_VCPUS}, got {value}")
+        return value
+
+    @field_validator("on_poweroff", "on_reboot")
+    @classmethod
+    def _no_coredump(cls, value: str) -> str:
+        if value.startswith("coredump"):
+            raise ValueError(f"{value!r} is only valid for on_crash")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_text(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not key or any(ord(char) < 32 for char in key + item if char not in "\t\n"):
+                raise ValueError(f"metadata {key!r}: need a non-empty key; no control chars")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.max_memory is not None and self.max_memory < self.memory:
+            raise ValueError(f"max_memory ({self.max_memory} MiB) is below memory ({self.memory} MiB)")
+        if self.max_vcpus is not None and self.max_vcpus < self.vcpus:
+            raise ValueError(f"max_vcpus ({self.max_vcpus}) is below vcpus ({self.vcpus})")
+        _unique("device id", [device.id for device in self.devices])
+        _unique("disk target dev", [disk.target for disk in self.disks])
+        _unique("nic MAC address", [nic.mac for nic in self.nics])
+        return self
+
+    @property
+    def devices(self) -> tuple[Disk | Nic, ...]:
+        """Disks then NICs, in guest order."""
+        return (*self.disks, *self.nics)
+
+    @property
+    def effective_max_memory(self) -> int:
+        """The live ballooning ceiling in MiB."""
+        return self.max_memory if self.max_memory is not None else self.memory
+
+    @property
+    def effective_max_vcpus(self) -> int:
+        """The vCPU hotplug ceiling."""
+        return self.max_vcpus if self.max_vcpus is not None else self.vcpus
+
+    def device(self, device_id: str) -> Disk | Nic | None:
+        """The device with this id, or None."""
+        return next((device for device in self.devices if device.id == device_id), None)
+
+    def with_device(self, device: Disk | Nic) -> DomainSpec:
+        """A copy with ``device`` appended; raises ValueError (naming the clash) if it collides."""
+        if isinstance(device, Disk):
+            return self._revalidated(disks=(*self.disks, device))
+        return self._revalidated(nics=(*self.nics, device))
+
+    def without_device(self, device_id: str) -> DomainSpec:
+        """A copy without the device ``device_id`` (unchanged if absent)."""
+        return self._revalidated(
+            disks=tuple(d for d in self.disks if d.id != device_id),
+            nics=tuple(n for n in self.nics if n.id != device_id),
+        )
+
+    def _revalidated(self, **changes: object) -> DomainSpec:
+        # model_copy(update=...) skips validation; device clashes must be caught.
+        return DomainSpec.model_validate({**self.model_dump(), **changes})
+
+
+def _unique(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+class DomainState(enum.StrEnum):
+    """Run state of a domain, as libvirt names them."""
+
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"  # a guest shutdown is in progress
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+
+    @property
+    def is_active(self) -> bool:
+        """True while the domain has a domid (it runs, is paused or is shutting down)."""
+        return self not in (DomainState.SHUTOFF, DomainState.CRASHED, DomainState.NOSTATE)
+
+
+class DomainInfo(_Model):
+    """What the hypervisor reports about one domain right now.
+
+    Attributes:
+        uuid: Identity.
+        name: Current name.
+        state: Run state.
+        domid: Hypervisor domain id while active, else None.
+        memory: Current memory in MiB (the balloon target while running).
+        vcpus: vCPUs currently online (configured count while shut off).
+        persistent: Whether the domain has a persistent configuration (False for transient/unknown ones).
+    """
+
+    uuid: uuidlib.UUID
+    name: str
+    state: DomainState
+    domid: int | None
+    memory: int
+    vcpus: int
+    persistent: bool = True
+
+
+class Scope(enum.Flag):
+    """Which configuration a change applies to.
+
+    ``LIVE`` changes the running domain now; ``PERSISTENT`` changes the stored configuration used at next
+    start.
+    Methods that take ``scope=None`` mean "PERSISTENT, plus LIVE if the domain is active".
+    """
+
+    LIVE = enum.auto()
+    PERSISTENT = enum.auto()
+    BOTH = LIVE | PERSISTENT
+
+
+class Capability(enum.StrEnum):
+    """Optional features a driver may offer; ``Driver.capabilities()`` returns a set of these."""
+
+    LIVE_ATTACH = "live-attach"  # hotplug and unplug of disks and NICs on a running domain
+    LIVE_VCPUS = "live-vcpus"
+    LIVE_MEMORY = "live-memory"
+    MIGRATE = "migrate"
+    EVENTS = "events"  # events also report changes made outside this driver
+    PERSISTENT_STATE = "persistent-state"  # state survives the process (another process sees the same host)
+    GUEST_SHUTDOWN = "guest-shutdown"  # shutdown() asks a real guest OS, which may ignore it
+
+
+class EventKind(enum.StrEnum):
+    """Kinds of domain events, after libvirt's lifecycle events plus device events."""
+
+    DEFINED = "defined"
+    UNDEFINED = "undefined"
+    STARTED = "started"
+    SUSPENDED = "suspended"
+    RESUMED = "resumed"
+    STOPPED = "stopped"
+    SHUTDOWN = "shutdown"  # the guest started to shut down; STOPPED follows
+    REBOOTED = "rebooted"
+    CRASHED = "crashed"
+    DEVICE_ADDED = "device-added"
+    DEVICE_REMOVED = "device-removed"
+    MEMORY_CHANGED = "memory-changed"
+    VCPUS_CHANGED = "vcpus-changed"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """Something happened to a domain. Events are hints: reconcile against ``info`` anyway.
+
+    Attributes:
+        uuid: The domain.
+        name: Its name when the event fired.
+        kind: What happened.
+        detail: Hypervisor-specific precision (e.g. ``"destroyed"``, or the device id for device events).
+        timestamp: Seconds since the epoch when the driver saw the event.
+    """
+
+    uuid: uuidlib.UUID
+    name: str
+    kind: EventKind
+    detail: str = ""
+    timestamp: float = field(default_factory=time.time)
+
+
+__all__ = [
+    "DEVICE",
+    "Boot",
+    "BootDevice",
+    "Bus",
+    "Capability",
+    "Device",
+    "Disk",
+    "DiskFormat",
+    "DomainEvent",
+    "DomainInfo",
+    "DomainSpec",
+    "DomainState",
+    "EventKind",
+    "LifecycleAction",
+    "Nic",
+    "NicModel",
+    "Scope",
+    "as_uuid",
+    "parse_memory",
+]

@@ -1,0 +1,194 @@
+"""Backends hold objects and refs. ``MemoryBackend`` and ``DiskBackend`` are twins behind one interface.
+
+The layers above (trees, transactions, history) see only this interface: raw objects by id, a batch write
+that is durable when it returns, and a compare-and-swap on refs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable
+
+from store.errors import CorruptObject
+from store.objects import TREE, ObjectId
+
+TreeEntries = dict[str, tuple[bool, ObjectId]]  # name -> (is_directory, object id)
+
+
+class ObjectCache:
+    """A bounded id -> value map for immutable objects (first in, first out).
+
+    Objects never change under an id, so a cache hit is always right; FIFO eviction keeps every operation a
+    single dict call, which is safe under the GIL without a lock.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: dict[Hashable, object] = {}
+
+    def get(self, key: Hashable) -> object | None:
+        return self._items.get(key)
+
+    def put(self, key: Hashable, value: object) -> None:
+        items = self._items
+        if len(items) >= self._capacity:
+            # Another thread may have evicted first.
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del items[next(iter(items))]
+        items[key] = value
+
+
+class Backend(ABC):
+    """Objects by id, plus refs with compare-and-swap."""
+
+    def __init__(self) -> None:
+        self._trees = ObjectCache(1 << 16)
+        self._blobs = ObjectCache(1 << 14)
+
+    # -- objects -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
+        """Return (type number, raw bytes) of an object.
+
+        Raises:
+            KeyError: The object is absent.
+        """
+
+    @abstractmethod
+    def contains(self, oid: ObjectId) -> bool:
+        """Whether the object is present."""
+
+    @abstractmethod
+    def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
+        """Store a batch of (id, type number, raw bytes); durable (on a disk backend) when it returns."""
+
+    @abstractmethod
+    def find_prefix(self, prefix: str) -> list[ObjectId]:
+        """Ids of the objects whose hex id starts with ``prefix``."""
+
+    def tree_entries(self, oid: ObjectId) -> TreeEntries:
+        """The parsed entries of a tree object, cached by id."""
+        cached = self._trees.get(oid)
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        type_num, raw = self.get_raw(oid)
+        if type_num != TREE:
+            raise CorruptObject(oid.decode(), f"expected a tree, found type {type_num}")
+        entries = parse_tree_entries(raw)
+        self._trees.put(oid, entries)
+        return entries
+
+    def blob(self, oid: ObjectId) -> bytes:
+        """The content of a blob, cached by id."""
+        cached = self._blobs.get(oid)
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        _, raw = self.get_raw(oid)
+        if len(raw) <= 65536:
+            self._blobs.put(oid, raw)
+        return raw
+
+    def remember(self, oid: ObjectId, type_num: int, raw: bytes, entries: TreeEntries | None = None) -> None:
+        """Prime the caches with an object this process just wrote."""
+        if type_num == TREE and entries is not None:
+            self._trees.put(oid, entries)
+        elif len(raw) <= 65536 and type_num != TREE:
+            self._blobs.put(oid, raw)
+
+    # -- refs ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def read_ref(self, name: str) -> str | None:
+        """The commit id a ref points to, or None if it does not exist."""
+
+    @abstractmethod
+    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+        """Point ``name`` at ``new`` if it currently points at ``old`` (None: absent / delete).
+
+        Returns:
+            True if the ref was updated, False if it had moved.
+        """
+
+    @abstractmethod
+    def list_refs(self, prefix: str) -> dict[str, str]:
+        """Every ref under ``prefix`` (e.g. "refs/heads/") with its commit id."""
+
+    @abstractmethod
+    def symbolic_head(self) -> str | None:
+        """The ref HEAD points to (e.g. "refs/heads/main"), or None if HEAD is detached or absent."""
+
+    def ref_token(self, name: str) -> object:
+        """A cheap value that changes when the ref may have changed (used by watchers to poll)."""
+        return self.read_ref(name)
+
+    def maintenance(self) -> None:  # noqa: B027 - optional hook
+        """Compact storage if needed (a no-op in memory)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files and handles."""
+
+
+def parse_tree_entries(raw: bytes) -> TreeEntries:
+    """Parse a raw tree into {name: (is_dir, id)}."""
+    entries: TreeEntries = {}
+    pos = 0
+    length = len(raw)
+    while pos < length:
+        space = raw.index(b" ", pos)
+        nul = raw.index(b"\0", space)
+        mode = raw[pos:space]
+        name = raw[space + 1 : nul].decode("utf-8", "surrogateescape")
+        oid = raw[nul + 1 : nul + 21].hex().encode("ascii")
+        # Directories are "40000"; anything else (blobs, executables, symlinks) reads as a value.
+        entries[name] = (mode == b"40000", oid)
+        pos = nul + 21
+    return entries
+
+
+class MemoryBackend(Backend):
+    """Objects and refs in dictionaries; the twin of :class:`store.disk.DiskBackend`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._objects: dict[ObjectId, tuple[int, bytes]] = {}
+        self._refs: dict[str, str] = {}
+        self._head: str = "refs/heads/main"
+        self._lock = threading.Lock()
+
+    def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
+        return self._objects[oid]
+
+    def contains(self, oid: ObjectId) -> bool:
+        return oid in self._objects
+
+    def find_prefix(self, prefix: str) -> list[ObjectId]:
+        wanted = prefix.encode("ascii")
+        return [oid for oid in list(self._objects) if oid.startswith(wanted)]
+
+    def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
+        for oid, type_num, raw in objects:
+            self._objects[oid] = (type_num, raw)
+
+    def read_ref(self, name: str) -> str | None:
+        return self._refs.get(name)
+
+    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+        with self._lock:
+            if self._refs.get(name) != old:
+                return False
+            if new is None:
+                self._refs.pop(name, None)
+            else:
+                self._refs[name] = new
+            return True
+
+    def list_refs(self, prefix: str) -> dict[str, str]:
+        return {name: oid for name, oid in list(self._refs.items()) if name.startswith(prefix)}
+
+    def symbolic_head(self) -> str | None:
+        return self._head
+
+    def all_objects(self) -> dict[ObjectId, tuple[int, bytes]]:
+        """Every object (for copying a memory store to disk or inspecting it in tests)."""
+        return dict(self._objects)

@@ -1,0 +1,423 @@
+"""The on-disk backend: a real git repository, read through dulwich, written as fsynced packs.
+
+Each batch of new objects (one transaction, or a group of them) becomes one small pack written to a
+temporary file, fsynced, and renamed into place, before any ref points at it. Small packs are rolled up
+geometrically (as `git repack --geometric=2` does) so lookups stay cheap. Refs follow git's lock-file
+protocol, guarded by an flock lease so that locks left by killed processes are recovered.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import struct
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Iterable
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.pack import Pack
+
+from store.backend import Backend
+from store.errors import StoreError
+from store.locks import Lease, create_git_lock, fsync_directory, pid_alive
+from store.objects import ObjectId
+
+_TMP_PATTERN = re.compile(r"^tmp-(\d+)-[0-9a-f]+\.(pack|idx)$")
+MAX_SMALL_PACKS = 16
+MAINTENANCE_EVERY = 8
+ORPHAN_GRACE_SECONDS = 600.0
+
+
+_OPEN_BACKENDS: weakref.WeakSet[DiskBackend] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_backends() -> None:
+    # dulwich's pack finalisers fail noisily during interpreter shutdown; close packs while we still can.
+    for backend in list(_OPEN_BACKENDS):
+        backend.close()
+
+
+def _pack_object_header(type_num: int, size: int) -> bytes:
+    byte = (type_num << 4) | (size & 0x0F)
+    size >>= 4
+    out = bytearray()
+    while size:
+        out.append(byte | 0x80)
+        byte = size & 0x7F
+        size >>= 7
+    out.append(byte)
+    return bytes(out)
+
+
+def encode_pack(objects: Iterable[tuple[ObjectId, int, bytes]]) -> tuple[bytes, bytes, bytes]:
+    """Build a version-2 pack and its version-2 index from whole (undeltified) objects.
+
+    Returns:
+        (pack bytes, index bytes, pack checksum).
+    """
+    unique: dict[ObjectId, tuple[int, bytes]] = {}
+    for oid, type_num, raw in objects:
+        unique[oid] = (type_num, raw)
+    body = bytearray(b"PACK" + struct.pack(">II", 2, len(unique)))
+    entries: list[tuple[bytes, int, int]] = []
+    for oid, (type_num, raw) in unique.items():
+        chunk = _pack_object_header(type_num, len(raw)) + zlib.compress(raw, 1)
+        entries.append((bytes.fromhex(oid.decode("ascii")), len(body), zlib.crc32(chunk)))
+        body += chunk
+    checksum = hashlib.sha1(body).digest()
+    body += checksum
+    entries.sort()
+    fanout = [0] * 256
+    for sha, _, _ in entries:
+        fanout[sha[0]] += 1
+    running = 0
+    for i in range(256):
+        running += fanout[i]
+        fanout[i] = running
+    index = bytearray(b"\377tOc" + struct.pack(">L", 2))
+    index += struct.pack(">256L", *fanout)
+    index += b"".join(sha for sha, _, _ in entries)
+    index += b"".join(struct.pack(">L", crc) for _, _, crc in entries)
+    large: list[int] = []
+    for _, offset, _ in entries:
+        if offset < 0x80000000:
+            index += struct.pack(">L", offset)
+        else:
+            index += struct.pack(">L", 0x80000000 | len(large))
+            large.append(offset)
+    index += b"".join(struct.pack(">Q", offset) for offset in large)
+    index += checksum
+    index += hashlib.sha1(index).digest()
+    return bytes(body), bytes(index), checksum
+
+
+def _write_file(path: str, data: bytes, durable: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DiskBackend(Backend):
+    """A git repository on disk.
+
+    Args:
+        gitdir: The repository's git directory (the bare repository, or the ``.git`` of a work tree).
+        durable: fsync objects before refs, and refs before returning (default). Without it a crash may lose
+            recent commits, though never corrupt history.
+    """
+
+    def __init__(self, gitdir: str, durable: bool = True) -> None:
+        super().__init__()
+        self.gitdir = os.path.abspath(gitdir)
+        self.durable = durable
+        self._objects = DiskObjectStore(os.path.join(self.gitdir, "objects"))
+        # A multi-pack-index written by `git` would be stale after our next pack; don't consult it.
+        self._objects._use_midx = False
+        self.pack_dir = os.path.join(self.gitdir, "objects", "pack")
+        os.makedirs(self.pack_dir, exist_ok=True)
+        self._private = os.path.join(self.gitdir, "gitstore")
+        os.makedirs(os.path.join(self._private, "locks"), exist_ok=True)
+        self._leases: dict[str, Lease] = {}
+        self._leases_mutex = threading.Lock()
+        self._objects_mutex = threading.Lock()
+        self._writes_since_maintenance = 0
+        self._packed_refs_cache: tuple[tuple[int, int, int], dict[str, str]] | None = None
+        self._remove_orphans()
+        _OPEN_BACKENDS.add(self)
+
+    # -- objects -------------------------------------------------------------------------------------------
+    def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
+        return self._objects.get_raw(oid)
+
+    def contains(self, oid: ObjectId) -> bool:
+        return oid in self._objects
+
+    def find_prefix(self, prefix: str) -> list[ObjectId]:
+        return list(self._objects.iter_prefix(prefix.encode("ascii")))
+
+    def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
+        pack, index, checksum = encode_pack(objects)
+        if len(pack) <= 32:  # header and trailer only: nothing to write
+            return
+        name = "pack-" + checksum.hex()
+        self._install_pack(name, pack, index)
+        with self._objects_mutex:
+            self._writes_since_maintenance += 1
+            due = self._writes_since_maintenance >= MAINTENANCE_EVERY
+            if due:
+                self._writes_since_maintenance = 0
+        if due:
+            self.maintenance()
+
+    def _install_pack(self, name: str, pack: bytes, index: bytes) -> None:
+        base = os.path.join(self.pack_dir, name)
+        if os.path.exists(base + ".idx") and os.path.exists(base + ".pack"):
+            return  # the same objects, already durable
+        tmp = os.path.join(self.pack_dir, f"tmp-{os.getpid()}-{secrets.token_hex(6)}")
+        try:
+            _write_file(tmp + ".pack", pack, self.durable)
+            _write_file(tmp + ".idx", index, self.durable)
+            # The index appears last: a .pack with its .idx is complete, for git and for dulwich.
+            os.replace(tmp + ".pack", base + ".pack")
+            os.replace(tmp + ".idx", base + ".idx")
+        finally:
+            for leftover in (tmp + ".pack", tmp + ".idx"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+        if self.durable:
+            fsync_directory(self.pack_dir)
+        with self._objects_mutex:
+            self._objects._add_cached_pack(name, Pack(base, object_format=self._objects.object_format))
+
+    def _list_packs(self) -> list[tuple[str, int]]:
+        """(basename, object count) of complete packs that may be rolled up (no .keep)."""
+        names = set(os.listdir(self.pack_dir))
+        packs = []
+        for entry in names:
+            if not entry.endswith(".pack"):
+                continue
+            base = entry[:-5]
+            if base + ".idx" not in names or base + ".keep" in names or base.startswith("tmp-"):
+                continue
+            try:
+                size = os.path.getsize(os.path.join(self.pack_dir, base + ".idx"))
+            except FileNotFoundError:
+                continue
+            packs.append((base, max(1, (size - 8 - 1024 - 40) // 28)))
+        return packs
+
+    def maintenance(self) -> None:
+        """Roll small packs up into one, keeping the pack sizes a geometric progression."""
+        packs = self._list_packs()
+        if len(packs) <= MAX_SMALL_PACKS:
+            return
+        lease = self._lease("repack")
+        fd = lease.try_hold()
+        if fd is None:
+            return  # another process is rolling up
+        try:
+            self._roll_up(sorted(self._list_packs(), key=lambda p: p[1]))
+        finally:
+            os.close(fd)
+
+    def _roll_up(self, packs: list[tuple[str, int]]) -> None:
+        counts = [count for _, count in packs]
+        split = 0
+        for i in range(len(counts) - 1, 0, -1):
+            if counts[i] < 2 * counts[i - 1]:
+                split = i
+                break
+        rolled = sum(counts[:split])
+        while split < len(counts) and counts[split] < 2 * rolled:
+            rolled += counts[split]
+            split += 1
+        victims = [name for name, _ in packs[:split]]
+        if len(victims) < 2:
+            return
+        objects: list[tuple[ObjectId, int, bytes]] = []
+        for name in victims:
+            pack = Pack(os.path.join(self.pack_dir, name), object_format=self._objects.object_format)
+            try:
+                for sha in pack.index.iter_shas() if hasattr(pack.index, "iter_shas") else pack.index:
+                    hexsha = sha if len(sha) == 40 else sha.hex().encode("ascii")
+                    type_num, raw = pack.get_raw(bytes.fromhex(hexsha.decode("ascii")))
+                    objects.append((hexsha, type_num, raw))
+            finally:
+                pack.close()
+        pack_bytes, index, checksum = encode_pack(objects)
+        new_name = "pack-" + checksum.hex()
+        self._install_pack(new_name, pack_bytes, index)
+        for name in victims:
+            if name == new_name:
+                continue
+            for suffix in (".idx", ".pack", ".rev", ".bitmap"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.pack_dir, name + suffix))
+        with self._objects_mutex:
+            self._objects._update_pack_cache()
+
+    def _remove_orphans(self) -> None:
+        """Delete temporary packs of dead writers and packs that never got an index."""
+        now = time.time()
+        try:
+            names = set(os.listdir(self.pack_dir))
+        except FileNotFoundError:
+            return
+        for entry in names:
+            path = os.path.join(self.pack_dir, entry)
+            match = _TMP_PATTERN.match(entry)
+            try:
+                if (match and not pid_alive(int(match.group(1)))) or (
+                    entry.endswith(".pack")
+                    and entry[:-5] + ".idx" not in names
+                    and now - os.stat(path).st_mtime > ORPHAN_GRACE_SECONDS
+                ):
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    # -- refs ----------------------------------------------------------------------------------------------
+    def _ref_path(self, name: str) -> str:
+        return os.path.join(self.gitdir, *name.split("/"))
+
+    def _lease(self, name: str) -> Lease:
+        with self._leases_mutex:
+            lease = self._leases.get(name)
+            if lease is None:
+                digest = hashlib.sha1(name.encode()).hexdigest()[:20]
+                lease = Lease(os.path.join(self._private, "locks", digest))
+                self._leases[name] = lease
+            return lease
+
+    def _packed_refs(self) -> dict[str, str]:
+        path = os.path.join(self.gitdir, "packed-refs")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._packed_refs_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        refs: dict[str, str] = {}
+        with open(path, "rb") as f:
+            for line in f:
+                if line.startswith((b"#", b"^")):
+                    continue
+                parts = line.strip().split(b" ", 1)
+                if len(parts) == 2:
+                    refs[parts[1].decode("utf-8", "surrogateescape")] = parts[0].decode("ascii")
+        self._packed_refs_cache = (key, refs)
+        return refs
+
+    def read_ref(self, name: str) -> str | None:
+        for _ in range(5):  # follow symbolic refs a few levels, as git does
+            try:
+                with open(self._ref_path(name), "rb") as f:
+                    content = f.read().strip()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return self._packed_refs().get(name)
+            if content.startswith(b"ref: "):
+                name = content[5:].decode("utf-8", "surrogateescape")
+                continue
+            return content.decode("ascii") if content else None
+        raise StoreError(f"symbolic ref loop at {name}")
+
+    def ref_token(self, name: str) -> object:
+        try:
+            st = os.stat(self._ref_path(name))
+            loose: object = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            loose = None
+        try:
+            st = os.stat(os.path.join(self.gitdir, "packed-refs"))
+            packed: object = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            packed = None
+        return (loose, packed)
+
+    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+        path = self._ref_path(name)
+        with self._lease(name).hold():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            lock_path = path + ".lock"
+            fd = create_git_lock(lock_path)
+            renamed = False
+            try:
+                if self.read_ref(name) != old:
+                    return False
+                if new is None:
+                    self._delete_ref(name, path)
+                    return True
+                os.write(fd, new.encode("ascii") + b"\n")
+                if self.durable:
+                    os.fsync(fd)
+                os.close(fd)
+                fd = -1
+                os.replace(lock_path, path)
+                renamed = True
+                if self.durable:
+                    fsync_directory(os.path.dirname(path))
+                return True
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+                if not renamed:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock_path)
+
+    def _delete_ref(self, name: str, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if name in self._packed_refs():
+            packed_path = os.path.join(self.gitdir, "packed-refs")
+            with self._lease("packed-refs").hold():
+                lock_path = packed_path + ".lock"
+                fd = create_git_lock(lock_path)
+                try:
+                    with open(packed_path, "rb") as f:
+                        lines = f.readlines()
+                    kept: list[bytes] = []
+                    skip_peeled = False
+                    for line in lines:
+                        if line.startswith(b"^"):
+                            if not skip_peeled:
+                                kept.append(line)
+                            continue
+                        skip_peeled = line.rstrip(b"\n").endswith(b" " + name.encode())
+                        if not skip_peeled:
+                            kept.append(line)
+                    os.write(fd, b"".join(kept))
+                    if self.durable:
+                        os.fsync(fd)
+                    os.close(fd)
+                    fd = -1
+                    os.replace(lock_path, packed_path)
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
+                        os.unlink(lock_path)
+        if self.durable:
+            fsync_directory(os.path.dirname(path))
+
+    def list_refs(self, prefix: str) -> dict[str, str]:
+        refs = {name: oid for name, oid in self._packed_refs().items() if name.startswith(prefix)}
+        root = self._ref_path(prefix.rstrip("/"))
+        for dirpath, _, files in os.walk(root):
+            for file in files:
+                if file.endswith(".lock"):
+                    continue
+                full = os.path.join(dirpath, file)
+                name = os.path.relpath(full, self.gitdir).replace(os.sep, "/")
+                value = self.read_ref(name)
+                if value is not None:
+                    refs[name] = value
+        return refs
+
+    def symbolic_head(self) -> str | None:
+        try:
+            with open(os.path.join(self.gitdir, "HEAD"), "rb") as f:
+                content = f.read().strip()
+        except FileNotFoundError:
+            return None
+        if content.startswith(b"ref: "):
+            return content[5:].decode("utf-8", "surrogateescape")
+        return None
+
+    def close(self) -> None:
+        self._objects.close()

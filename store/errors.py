@@ -1,0 +1,203 @@
+"""The store's error tree.
+
+Every error the store raises derives from :class:`StoreError` and carries structured fields (paths, branch,
+commit ids) so that callers can report them without parsing messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class StoreError(Exception):
+    """Base class of every error raised by the store."""
+
+
+class InvalidPath(StoreError, ValueError):
+    """A path is malformed: empty segments, ".", "..", NUL, or a leading or trailing "/".
+
+    Attributes:
+        path: The offending path, as given.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"invalid path {path!r}: {reason}")
+
+
+class NotADirectory(StoreError, ValueError):
+    """A write would put a child under a path that holds a value.
+
+    Attributes:
+        path: The path of the value that stands in the way.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path!r} holds a value, not a directory")
+
+
+class IsADirectory(StoreError, ValueError):
+    """A value write targets a path that holds children.
+
+    Attributes:
+        path: The directory path.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path!r} is a directory, not a value")
+
+
+class NotFound(StoreError, KeyError):
+    """A named branch or commit does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+class UnknownBranch(NotFound):
+    """The named branch does not exist.
+
+    Attributes:
+        branch: The branch name.
+    """
+
+    def __init__(self, branch: str) -> None:
+        self.branch = branch
+        super().__init__(f"no branch named {branch!r}")
+
+
+class BranchExists(StoreError):
+    """A branch to be created already exists.
+
+    Attributes:
+        branch: The branch name.
+    """
+
+    def __init__(self, branch: str) -> None:
+        self.branch = branch
+        super().__init__(f"branch {branch!r} already exists")
+
+
+class NotARepository(StoreError):
+    """A path cannot be opened as a git repository.
+
+    Attributes:
+        path: The path.
+        reason: Why not.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class UnknownCommit(NotFound):
+    """A commit id (or other revision) does not name a commit in this store.
+
+    Attributes:
+        commit: The revision as given.
+    """
+
+    def __init__(self, commit: str, reason: str = "no such commit") -> None:
+        self.commit = commit
+        super().__init__(f"{commit!r}: {reason}")
+
+
+class HistoryLost(StoreError):
+    """A commit that a reader resumes from is no longer an ancestor of the branch head.
+
+    This happens after history is squashed or a branch is reset; the reader must resynchronise.
+
+    Attributes:
+        commit: The commit the reader asked to resume from.
+        branch: The branch it was read from.
+    """
+
+    def __init__(self, commit: str, branch: str) -> None:
+        self.commit = commit
+        self.branch = branch
+        super().__init__(f"commit {commit} is not in the history of branch {branch!r}: resynchronise")
+
+
+@dataclass(frozen=True)
+class ConflictEntry:
+    """One path that could not be merged.
+
+    Attributes:
+        path: The path in the tree.
+        reason: Why the merge function refused.
+        base: The value in the common ancestor (None if absent).
+        ours: The value on the branch being merged into (None if absent).
+        theirs: The value being merged in (None if absent).
+    """
+
+    path: str
+    reason: str
+    base: bytes | None
+    ours: bytes | None
+    theirs: bytes | None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        # Lets callers unpack an entry as (path, reason, base, ours, theirs).
+        return iter((self.path, self.reason, self.base, self.ours, self.theirs))
+
+
+class Conflict(StoreError):
+    """A 3-way merge failed.
+
+    Attributes:
+        conflicts: Every conflicting path of the whole tree, not just the first.
+        branch: The branch being written, if any.
+    """
+
+    def __init__(self, conflicts: list[ConflictEntry], branch: str | None = None) -> None:
+        self.conflicts = conflicts
+        self.branch = branch
+        paths = ", ".join(f"{c.path} ({c.reason})" for c in conflicts[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        where = f" on branch {branch!r}" if branch else ""
+        super().__init__(f"merge conflict{where}: {paths}{more}")
+
+
+class TooManyRetries(StoreError):
+    """A transaction lost the compare-and-swap race more times than allowed.
+
+    Attributes:
+        branch: The contended branch.
+        attempts: How many times the update was tried.
+    """
+
+    def __init__(self, branch: str, attempts: int) -> None:
+        self.branch = branch
+        self.attempts = attempts
+        super().__init__(f"branch {branch!r} kept moving: gave up after {attempts} attempts")
+
+
+class LockTimeout(StoreError):
+    """A lock stayed held by a live owner for longer than the caller would wait.
+
+    Attributes:
+        path: The lock file.
+    """
+
+    def __init__(self, path: str, waited: float) -> None:
+        self.path = path
+        self.waited = waited
+        super().__init__(f"lock {path} still held after {waited:.1f}s")
+
+
+class CorruptObject(StoreError):
+    """An object in the repository is missing or of the wrong type.
+
+    Attributes:
+        object_id: The object's id.
+    """
+
+    def __init__(self, object_id: str, reason: str) -> None:
+        self.object_id = object_id
+        super().__init__(f"object {object_id}: {reason}")

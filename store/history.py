@@ -1,0 +1,253 @@
+"""Reading history: commits, ancestry, merge bases, and per-path walks.
+
+History walks touch tens of thousands of commits, so this module works on raw objects: a commit is read for
+its tree, parents and time only, and a path is followed through trees by looking up one name in each raw
+tree, never parsing a whole directory. Results are cached by object id (objects never change).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from store.backend import Backend, ObjectCache
+from store.errors import CorruptObject, UnknownCommit
+from store.objects import COMMIT, TREE, CommitInfo, ObjectId, commit_links, decode_commit
+from store.paths import Key
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One commit in a log.
+
+    Attributes:
+        commit: The parsed commit.
+        paths: The paths it changed against its first parent (all paths for a root commit).
+    """
+
+    commit: CommitInfo
+    paths: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.commit.id
+
+    @property
+    def message(self) -> str:
+        return self.commit.message
+
+    @property
+    def author(self) -> str:
+        return self.commit.author
+
+    @property
+    def time(self) -> int:
+        return self.commit.author_time
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A commit that changed one key, and the key's value after it (None: removed)."""
+
+    commit: CommitInfo
+    value: bytes | None
+
+    @property
+    def id(self) -> str:
+        return self.commit.id
+
+
+def lookup_entry(raw: bytes, name: bytes) -> tuple[bool, ObjectId] | None:
+    """Find one entry in a raw tree without parsing the others.
+
+    A match of b" <name>\\0" is accepted only where an entry can start: after a mode of digits that begins
+    the tree or follows the 20-byte id of the previous entry.
+    """
+    needle = b" " + name + b"\0"
+    start = 0
+    while True:
+        i = raw.find(needle, start)
+        if i < 0:
+            return None
+        j = i
+        while j > 0 and 48 <= raw[j - 1] <= 55:  # octal digits of the mode
+            j -= 1
+        if i - j >= 5 and (j == 0 or (j >= 21 and raw[j - 21] == 0)):
+            sha_at = i + len(needle)
+            return raw[j:i] == b"40000", raw[sha_at : sha_at + 20].hex().encode("ascii")
+        start = i + 1
+
+
+class CommitGraph:
+    """Commits of one repository, parsed lazily and cached."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._links = ObjectCache(1 << 18)
+        self._infos = ObjectCache(1 << 14)
+        self._path_cache = ObjectCache(1 << 16)
+
+    def _raw_commit(self, commit_id: str) -> bytes:
+        try:
+            type_num, raw = self.backend.get_raw(commit_id.encode("ascii"))
+        except (KeyError, ValueError, AssertionError):
+            raise UnknownCommit(commit_id) from None
+        if type_num != COMMIT:
+            raise UnknownCommit(commit_id, "not a commit")
+        return raw
+
+    def links(self, commit_id: str) -> tuple[ObjectId, tuple[str, ...], int]:
+        """(tree id, parent ids, committer time) of a commit."""
+        key = commit_id.encode("ascii")
+        cached = self._links.get(key)
+        if cached is None:
+            cached = commit_links(self._raw_commit(commit_id))
+            self._links.put(key, cached)
+        return cached  # type: ignore[return-value]
+
+    def remember(self, commit_id: str, tree: ObjectId, parents: tuple[str, ...], when: int) -> None:
+        """Prime the cache with a commit this process just wrote."""
+        self._links.put(commit_id.encode("ascii"), (tree, parents, when))
+
+    def info(self, commit_id: str) -> CommitInfo:
+        key = commit_id.encode("ascii")
+        cached = self._infos.get(key)
+        if cached is None:
+            cached = decode_commit(commit_id, self._raw_commit(commit_id))
+            self._infos.put(key, cached)
+        return cached  # type: ignore[return-value]
+
+    def tree_of(self, commit_id: str | None) -> ObjectId | None:
+        return None if commit_id is None else self.links(commit_id)[0]
+
+    def parents(self, commit_id: str) -> tuple[str, ...]:
+        return self.links(commit_id)[1]
+
+    def time(self, commit_id: str) -> int:
+        return self.links(commit_id)[2]
+
+    def exists(self, commit_id: str) -> bool:
+        try:
+            self.links(commit_id)
+        except UnknownCommit:
+            return False
+        return True
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def path_node(self, tree: ObjectId | None, key: Key) -> tuple[bool, ObjectId] | None:
+        """The (is_dir, id) entry at ``key`` under ``tree``, or None; (True, tree) for the root."""
+        if tree is None:
+            return None
+        node: tuple[bool, ObjectId] = (True, tree)
+        for segment in key:
+            is_dir, oid = node
+            if not is_dir:
+                return None
+            cache_key = oid + b"/" + segment.encode("utf-8", "surrogateescape")
+            found = self._path_cache.get(cache_key)
+            if found is None:
+                type_num, raw = self.backend.get_raw(oid)
+                if type_num != TREE:
+                    raise CorruptObject(oid.decode(), "expected a tree")
+                found = lookup_entry(raw, segment.encode("utf-8", "surrogateescape")) or False
+                self._path_cache.put(cache_key, found)
+            if found is False:
+                return None
+            node = found  # type: ignore[assignment]
+        return node
+
+    # -- walks ---------------------------------------------------------------------------------------------
+    def walk(self, heads: list[str]) -> Iterator[str]:
+        """Every commit reachable from ``heads``, newest (by committer time) first, each once."""
+        seen = set(heads)
+        queue = [(-self.time(h), h) for h in heads]
+        heapq.heapify(queue)
+        while queue:
+            _, commit_id = heapq.heappop(queue)
+            yield commit_id
+            for parent in self.parents(commit_id):
+                if parent not in seen:
+                    seen.add(parent)
+                    heapq.heappush(queue, (-self.time(parent), parent))
+
+    def walk_path(self, head: str, key: Key) -> Iterator[str]:
+        """Commits that changed ``key``, newest first, with git's default history simplification.
+
+        A merge whose entry at ``key`` equals that of one parent is followed through that parent only and
+        not shown; a commit is shown when its entry differs from every parent's.
+        """
+        seen = {head}
+        queue = [(-self.time(head), head)]
+        while queue:
+            _, commit_id = heapq.heappop(queue)
+            tree, parents, _ = self.links(commit_id)
+            mine = self.path_node(tree, key)
+            follow: tuple[str, ...] = parents
+            changed = True
+            for parent in parents:
+                if self.path_node(self.tree_of(parent), key) == mine:
+                    follow = (parent,)
+                    changed = False
+                    break
+            if changed and not (mine is None and not parents):
+                yield commit_id
+            for parent in follow:
+                if parent not in seen:
+                    seen.add(parent)
+                    heapq.heappush(queue, (-self.time(parent), parent))
+
+    def first_parent_chain(self, head: str, stop: str | None = None) -> Iterator[str]:
+        """head, its first parent, and so on, ending before ``stop`` (or at the root)."""
+        commit_id: str | None = head
+        while commit_id is not None and commit_id != stop:
+            yield commit_id
+            parents = self.parents(commit_id)
+            commit_id = parents[0] if parents else None
+
+    # -- ancestry ------------------------------------------------------------------------------------------
+    def merge_bases(self, a: str, b: str) -> list[str]:
+        """All lowest common ancestors of two commits (more than one in criss-cross histories)."""
+        if a == b:
+            return [a]
+        one, two, stale, result_flag = 1, 2, 4, 8
+        flags: dict[str, int] = {a: one, b: two}
+        queue = [(-self.time(a), a), (-self.time(b), b)]
+        heapq.heapify(queue)
+        results: list[str] = []
+        while any(not flags[c] & stale for _, c in queue):
+            _, commit_id = heapq.heappop(queue)
+            current = flags[commit_id] & (one | two | stale)
+            if current & (one | two) == (one | two):
+                if not flags[commit_id] & result_flag:
+                    flags[commit_id] |= result_flag
+                    results.append(commit_id)
+                current |= stale
+            for parent in self.parents(commit_id):
+                if flags.get(parent, 0) & current == current:
+                    continue
+                flags[parent] = flags.get(parent, 0) | current
+                heapq.heappush(queue, (-self.time(parent), parent))
+        if len(results) <= 1:
+            return results
+        # Drop candidates that are ancestors of other candidates.
+        return [r for r in results if not any(other != r and self.is_ancestor(r, other) for other in results)]
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor)."""
+        if ancestor == descendant:
+            return True
+        target_time = self.time(ancestor)
+        seen = {descendant}
+        stack = [descendant]
+        while stack:
+            commit_id = stack.pop()
+            for parent in self.parents(commit_id):
+                if parent == ancestor:
+                    return True
+                if parent not in seen:
+                    seen.add(parent)
+                    # Allow a day of clock skew before giving up on an old branch of history.
+                    if self.time(parent) >= target_time - 86400:
+                        stack.append(parent)
+        return False

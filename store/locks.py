@@ -1,0 +1,123 @@
+"""File locks that survive their owner's death.
+
+Git's own protocol for updating a ref is an O_EXCL "<ref>.lock" file renamed over the ref. A process killed
+while holding one leaves it behind and blocks every later writer, git's included. We therefore take an
+``flock`` lease first: the kernel releases it when its holder dies, so a ``.lock`` file found while we hold
+the lease belongs either to a git CLI process (held for milliseconds) or to a dead writer, and its age tells
+which.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from store.errors import LockTimeout
+
+STALE_LOCK_SECONDS = 2.0
+LOCK_TIMEOUT_SECONDS = 30.0
+
+
+def fsync_directory(path: str) -> None:
+    """Make a rename or a new file in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Lease:
+    """An exclusive ``flock`` on a file, shared by threads of one process through a mutex.
+
+    Args:
+        path: The lease file; created if missing, never deleted (deleting it would let two holders in).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._mutex = threading.Lock()
+
+    @contextmanager
+    def hold(self, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+        """Hold the lease; raises LockTimeout if a live holder keeps it longer than ``timeout``."""
+        if not self._mutex.acquire(timeout=timeout):
+            raise LockTimeout(self.path, timeout)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._flock(fd, timeout)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
+        finally:
+            self._mutex.release()
+
+    def try_hold(self) -> int | None:
+        """Take the lease without waiting; returns a descriptor to close to release it, or None."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def _flock(self, fd: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() > deadline:
+                raise LockTimeout(self.path, timeout)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+
+def create_git_lock(lock_path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> int:
+    """Create git's "<file>.lock" with O_EXCL, breaking it if it is stale.
+
+    Call this only while holding the matching :class:`Lease`: then no writer of this library can own an
+    existing lock file, and one older than STALE_LOCK_SECONDS was left by a dead process.
+
+    Returns:
+        The open descriptor of the new lock file.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        try:
+            age = time.time() - os.stat(lock_path).st_mtime
+        except FileNotFoundError:
+            continue
+        if age > STALE_LOCK_SECONDS:
+            with suppress(FileNotFoundError):
+                os.unlink(lock_path)
+            continue
+        if time.monotonic() > deadline:
+            raise LockTimeout(lock_path, timeout)
+        time.sleep(0.002)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,420 @@
+"""Merging is a property of the content type.
+
+A merge function takes (base, ours, theirs) decoded values, ``None`` standing for an absent value, and
+returns the merged value (``None`` to delete) or a :class:`Conflicted`. A :class:`Schema` maps path globs to
+a merge function and a codec; :func:`merge_trees` merges whole trees path by path, descending only into
+subtrees that differ on both sides.
+
+Every built-in obeys the merge laws: ``f(b, x, b) == x``, ``f(b, b, y) == y``, and changes to disjoint parts
+commute.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from store.backend import Backend
+from store.codec import BYTES, JSON, Codec
+from store.errors import ConflictEntry
+from store.paths import Key, join, parse
+from store.tree import Leaf, Node, Tree
+
+
+@dataclass(frozen=True)
+class Conflicted:
+    """The result of a merge function that cannot reconcile the two sides."""
+
+    reason: str
+
+
+MergeFunction = Callable[[Any, Any, Any], Any]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def trivial_first(function: Callable[[Any, Any, Any], Any]) -> MergeFunction:
+    """Decorate a merge function so that the cases needing no merge are settled before it runs."""
+
+    @functools.wraps(function)
+    def merge(base: Any, ours: Any, theirs: Any) -> Any:
+        if ours == theirs:
+            return ours
+        if base == ours:
+            return theirs
+        if base == theirs:
+            return ours
+        return function(base, ours, theirs)
+
+    return merge
+
+
+@trivial_first
+def default(base: Any, ours: Any, theirs: Any) -> Any:
+    """Take the side that changed; the same change on both sides is fine; anything else conflicts."""
+    if ours is None:
+        return Conflicted("deleted on one side, changed on the other")
+    if theirs is None:
+        return Conflicted("changed on one side, deleted on the other")
+    return Conflicted("changed on both sides")
+
+
+default.codec = BYTES  # type: ignore[attr-defined]
+
+_MISSING = object()
+
+
+def _merge_json(base: Any, ours: Any, theirs: Any, field: tuple[str, ...], conflicts: list[str]) -> Any:
+    if ours == theirs:
+        return ours
+    if base == ours:
+        return theirs
+    if base == theirs:
+        return ours
+    if isinstance(ours, dict) and isinstance(theirs, dict) and (isinstance(base, dict) or base is _MISSING):
+        base_fields = base if isinstance(base, dict) else {}
+        merged = {}
+        for name in sorted(set(base_fields) | set(ours) | set(theirs)):
+            value = _merge_json(
+                base_fields.get(name, _MISSING),
+                ours.get(name, _MISSING),
+                theirs.get(name, _MISSING),
+                (*field, name),
+                conflicts,
+            )
+            if value is not _MISSING:
+                merged[name] = value
+        return merged
+    where = ".".join(field) or "(whole value)"
+    show = lambda v: "<absent>" if v is _MISSING else _canonical(v)  # noqa: E731
+    conflicts.append(f"{where}: ours={show(ours)} theirs={show(theirs)} base={show(base)}")
+    return ours
+
+
+@trivial_first
+def json_object(base: Any, ours: Any, theirs: Any) -> Any:
+    """Field-level merge of JSON objects, recursively; each field that both sides changed differently is
+    reported."""
+    conflicts: list[str] = []
+    missing = lambda v: _MISSING if v is None else v  # noqa: E731
+    merged = _merge_json(missing(base), missing(ours), missing(theirs), (), conflicts)
+    if conflicts:
+        return Conflicted("conflicting fields: " + "; ".join(conflicts))
+    return None if merged is _MISSING else merged
+
+
+json_object.codec = JSON  # type: ignore[attr-defined]
+
+
+@trivial_first
+def counter(base: Any, ours: Any, theirs: Any) -> Any:
+    """Integers: base + (ours - base) + (theirs - base). An absent base counts as 0."""
+    if ours is None or theirs is None:
+        return default(base, ours, theirs)
+    numbers = (base or 0, ours, theirs)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+        return Conflicted(f"counter values must be integers, got {numbers!r}")
+    b, o, t = numbers
+    return o + t - b
+
+
+counter.codec = JSON  # type: ignore[attr-defined]
+
+
+@trivial_first
+def set_(base: Any, ours: Any, theirs: Any) -> Any:
+    """A JSON array treated as a set: additions and removals from both sides apply. The result is sorted."""
+    if ours is None or theirs is None:
+        return default(base, ours, theirs)
+    lists = (base or [], ours, theirs)
+    if not all(isinstance(v, list) for v in lists):
+        return Conflicted("set values must be JSON arrays")
+    b, o, t = ({_canonical(x): x for x in v} for v in lists)
+    keys = (set(b) | set(o) | set(t)) - (set(b) - set(o)) - (set(b) - set(t))
+    every = {**b, **o, **t}
+    return [every[k] for k in sorted(keys)]
+
+
+set_.codec = JSON  # type: ignore[attr-defined]
+
+
+def _timestamp(value: Any, field: str) -> Any:
+    if isinstance(value, dict):
+        return value.get(field, 0)
+    return 0
+
+
+def make_lww(field: str = "timestamp") -> MergeFunction:
+    """Last writer wins, by the numeric or ISO-8601 ``field`` of JSON objects; ties break by content.
+
+    A deletion loses to a concurrent write (there is no timestamp on an absence).
+    """
+
+    @trivial_first
+    def lww(base: Any, ours: Any, theirs: Any) -> Any:
+        if ours is None:
+            return theirs
+        if theirs is None:
+            return ours
+        key_ours = (_timestamp(ours, field), _canonical(ours))
+        key_theirs = (_timestamp(theirs, field), _canonical(theirs))
+        try:
+            return ours if key_ours >= key_theirs else theirs
+        except TypeError:
+            return Conflicted(f"lww: timestamps in field {field!r} are not comparable")
+
+    lww.codec = JSON  # type: ignore[attr-defined]
+    return lww
+
+
+lww = make_lww()
+
+
+def make_log(field: str = "time") -> MergeFunction:
+    """Append-only logs (JSON arrays): the union of entries, ordered by ``field`` then content."""
+
+    @trivial_first
+    def log(base: Any, ours: Any, theirs: Any) -> Any:
+        lists = (base or [], ours or [], theirs or [])
+        if not all(isinstance(v, list) for v in lists):
+            return Conflicted("log values must be JSON arrays")
+        union: dict[str, Any] = {}
+        for entries in lists:
+            for entry in entries:
+                union.setdefault(_canonical(entry), entry)
+        try:
+            return [union[k] for k in sorted(union, key=lambda k: (_timestamp(union[k], field), k))]
+        except TypeError:
+            return Conflicted(f"log: times in field {field!r} are not comparable")
+
+    log.codec = JSON  # type: ignore[attr-defined]
+    return log
+
+
+log = make_log()
+
+
+def _queue_ops(base: list[Any], side: list[Any]) -> tuple[int, list[Any]] | None:
+    # side == base[pops:] + pushes, with the fewest pops.
+    for pops in range(len(base) + 1):
+        kept = len(base) - pops
+        if side[:kept] == base[pops:]:
+            return pops, side[kept:]
+    return None
+
+
+@trivial_first
+def queue(base: Any, ours: Any, theirs: Any) -> Any:
+    """A FIFO queue (JSON array): pushes from both sides are kept, and each pop is applied once."""
+    lists = (base or [], ours or [], theirs or [])
+    if not all(isinstance(v, list) for v in lists):
+        return Conflicted("queue values must be JSON arrays")
+    b, o, t = lists
+    ops_ours, ops_theirs = _queue_ops(b, o), _queue_ops(b, t)
+    if ops_ours is None or ops_theirs is None:
+        return Conflicted("queue changed other than by pops at the front and pushes at the back")
+    (pops_o, pushes_o), (pops_t, pushes_t) = ops_ours, ops_theirs
+    first, second = sorted((pushes_o, pushes_t), key=_canonical)
+    return b[max(pops_o, pops_t) :] + first + second
+
+
+queue.codec = JSON  # type: ignore[attr-defined]
+
+BUILTINS: dict[str, MergeFunction] = {
+    "default": default,
+    "json_object": json_object,
+    "counter": counter,
+    "set": set_,
+    "lww": lww,
+    "log": log,
+    "queue": queue,
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Paths matching ``pattern`` merge with ``merge`` on values decoded by ``codec``.
+
+    Patterns are "/"-separated globs matched segment by segment (``*`` never crosses "/"); a ``**``
+    segment matches any number of segments.
+    """
+
+    pattern: str
+    merge: MergeFunction
+    codec: Codec
+
+    def matches(self, key: Key) -> bool:
+        return _match(tuple(self.pattern.split("/")), key)
+
+
+def _match(pattern: tuple[str, ...], key: Key) -> bool:
+    if not pattern:
+        return not key
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_match(rest, key[i:]) for i in range(len(key) + 1))
+    return bool(key) and fnmatchcase(key[0], head) and _match(rest, key[1:])
+
+
+class Schema:
+    """Maps path globs to merge functions and codecs; the first matching rule wins.
+
+    Args:
+        rules: Initial rules, as :class:`Rule` or (pattern, merge function[, codec]) tuples.
+        fallback: The rule for paths no pattern matches (default: ``default`` on bytes).
+    """
+
+    def __init__(
+        self,
+        rules: Iterable[Rule | tuple[Any, ...]] = (),
+        fallback: MergeFunction = default,
+    ) -> None:
+        self._rules: list[Rule] = []
+        self._fallback = Rule("**", fallback, getattr(fallback, "codec", BYTES))
+        self._cache: dict[Key, Rule] = {}
+        for rule in rules:
+            if isinstance(rule, Rule):
+                self.add(rule.pattern, rule.merge, rule.codec)
+            else:
+                self.add(*rule)
+
+    def add(self, pattern: str, merge: MergeFunction | str, codec: Codec | None = None) -> Schema:
+        """Register a rule; ``merge`` may name a built-in ("json_object", "counter", …)."""
+        parse(pattern.replace("**", "x").replace("*", "x").replace("?", "x").replace("[", "x"))
+        if isinstance(merge, str):
+            if merge not in BUILTINS:
+                raise ValueError(f"unknown merge function {merge!r}; built-ins: {', '.join(BUILTINS)}")
+            merge = BUILTINS[merge]
+        self._rules.append(Rule(pattern, merge, codec or getattr(merge, "codec", BYTES)))
+        self._cache.clear()
+        return self
+
+    def rule_for(self, path: str | Key) -> Rule:
+        key = parse(path) if isinstance(path, str) else path
+        rule = self._cache.get(key)
+        if rule is None:
+            rule = next((r for r in self._rules if r.matches(key)), self._fallback)
+            if len(self._cache) < 100_000:
+                self._cache[key] = rule
+        return rule
+
+    @property
+    def rules(self) -> list[Rule]:
+        return list(self._rules)
+
+
+DEFAULT_SCHEMA = Schema()
+_GLOB = re.compile(r"[*?\[]")
+
+
+def merge_values(rule: Rule, path: str, base: bytes | None, ours: bytes | None, theirs: bytes | None) -> Any:
+    """Merge three encoded values with a rule; returns bytes, None (deleted) or a ConflictEntry."""
+    if ours == theirs:
+        return ours
+    if base == ours:
+        return theirs
+    if base == theirs:
+        return ours
+    try:
+        decoded = [None if v is None else rule.codec.decode(v) for v in (base, ours, theirs)]
+    except ValueError as err:
+        return ConflictEntry(path, f"cannot decode as {rule.codec.name}: {err}", base, ours, theirs)
+    try:
+        result = rule.merge(*decoded)
+    except Exception as err:  # a user merge function failing is a conflict, not a crash
+        return ConflictEntry(path, f"merge function failed: {err!r}", base, ours, theirs)
+    if isinstance(result, Conflicted):
+        return ConflictEntry(path, result.reason, base, ours, theirs)
+    return None if result is None else rule.codec.encode(result)
+
+
+def merge_trees(
+    backend: Backend, base: Tree, ours: Tree, theirs: Tree, schema: Schema = DEFAULT_SCHEMA
+) -> tuple[Tree, list[ConflictEntry]]:
+    """3-way merge of trees, path by path.
+
+    Returns:
+        The merged tree (with ours kept at conflicting paths) and every conflict found.
+    """
+    conflicts: list[ConflictEntry] = []
+    merged = _merge_node(backend, base, ours, theirs, (), schema, conflicts)
+    if merged is None:
+        return Tree.empty(backend), conflicts
+    if isinstance(merged, Leaf):  # cannot happen at the root
+        raise AssertionError("root merged into a value")
+    return merged, conflicts
+
+
+def _same(a: Node | None, b: Node | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return type(a) is type(b) and a.oid == b.oid
+
+
+def _merge_node(
+    backend: Backend,
+    base: Node | None,
+    ours: Node | None,
+    theirs: Node | None,
+    key: Key,
+    schema: Schema,
+    conflicts: list[ConflictEntry],
+) -> Node | None:
+    if _same(ours, theirs):
+        return ours
+    if _same(base, ours):
+        return theirs
+    if _same(base, theirs):
+        return ours
+    if (
+        isinstance(ours, Tree | None)
+        and isinstance(theirs, Tree | None)
+        and not (ours is None and theirs is None)
+    ):
+        base_tree = base if isinstance(base, Tree) else None
+        if ours is None or theirs is None:
+            # A directory deleted on one side and changed on the other: merge per path against empty.
+            ours = ours or Tree.empty(backend)
+            theirs = theirs or Tree.empty(backend)
+        names = set(ours._entries()) | set(theirs._entries())
+        if base_tree is not None:
+            names |= set(base_tree._entries())
+        children: dict[str, Any] = {}
+        for name in sorted(names):
+            child = _merge_node(
+                backend,
+                base_tree._node(name) if base_tree is not None else None,
+                ours._node(name),
+                theirs._node(name),
+                (*key, name),
+                schema,
+                conflicts,
+            )
+            if child is not None and not (isinstance(child, Tree) and child.is_empty()):
+                children[name] = child
+        return Tree(backend, None, children) if children else None
+    if isinstance(ours, Tree) or isinstance(theirs, Tree) or isinstance(base, Tree):
+        path = join(key)
+        value = lambda n: n.value if isinstance(n, Leaf) else None  # noqa: E731
+        conflicts.append(
+            ConflictEntry(
+                path, "a value on one side, a directory on the other", value(base), value(ours), value(theirs)
+            )
+        )
+        return ours
+    path = join(key)
+    value = lambda n: None if n is None else n.value  # noqa: E731
+    result = merge_values(schema.rule_for(key), path, value(base), value(ours), value(theirs))
+    if isinstance(result, ConflictEntry):
+        conflicts.append(result)
+        return ours
+    if result is None:
+        return None
+    return Leaf(backend, None, result)

@@ -1,0 +1,299 @@
+"""Transactions: snapshot, function, compare-and-swap of the branch ref, with bounded retries.
+
+A transaction reads a snapshot of the branch head and writes into an immutable tree. On success its tree is
+committed on the starting head. Committing goes through the branch's :class:`Committer`, which implements
+group commit: the transactions that finish while one batch is being made durable form the next batch; the
+whole batch is merged onto the head in order, written as one pack with one fsync, and published with one
+compare-and-swap. If another process moved the branch meanwhile, the batch is merged again onto the new head,
+up to ``retries`` times.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from store.codec import Codec
+from store.errors import Conflict, ConflictEntry, StoreError, TooManyRetries
+from store.merge import Schema, merge_trees
+from store.objects import COMMIT, ObjectId, encode_commit, normalise_identity, object_id
+from store.paths import Path
+from store.tree import Tree
+
+if TYPE_CHECKING:
+    from store.store import Store
+
+DEFAULT_RETRIES = 13
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A transaction waiting to be published."""
+
+    base: str | None
+    tree: Tree
+    message: str
+    author: str
+    retries: int
+    keep_ref: str | None
+    no_ff: bool
+    schema: Schema
+    own_commit: str = ""
+    own_raw: bytes = b""
+    result: str | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Committer:
+    """Publishes transactions on one branch with group commit (leader/follower).
+
+    The first thread to arrive becomes the leader and publishes every pending transaction in batches until
+    none is left; the others wait for their outcome.
+    """
+
+    def __init__(self, store: Store, ref: str) -> None:
+        self._store = store
+        self._ref = ref
+        self._mutex = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._leading = False
+
+    def submit(self, pending: _Pending) -> str:
+        """Publish one transaction; returns the new head, or raises Conflict / TooManyRetries."""
+        self._prepare(pending)
+        with self._mutex:
+            self._queue.append(pending)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+        if lead:
+            try:
+                while True:
+                    with self._mutex:
+                        batch, self._queue = self._queue, []
+                        if not batch:
+                            self._leading = False
+                            break
+                    self._publish(batch)
+            except BaseException as err:
+                with self._mutex:
+                    stranded, self._queue = self._queue, []
+                    self._leading = False
+                for item in stranded:
+                    item.error = err
+                    item.done.set()
+                raise
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _prepare(self, pending: _Pending) -> None:
+        # Hash the transaction's own commit outside the batch, in the caller's thread.
+        parents = [pending.base] if pending.base else []
+        raw = encode_commit(pending.tree.oid, parents, pending.author, pending.author, pending.message)
+        pending.own_raw = raw
+        pending.own_commit = object_id(COMMIT, raw).decode("ascii")
+
+    def _publish(self, batch: list[_Pending]) -> None:
+        store = self._store
+        backend = store.backend
+        objects: list[tuple[ObjectId, int, bytes]] = []
+        for pending in batch:
+            objects.extend(pending.tree.new_objects())
+            objects.append((pending.own_commit.encode("ascii"), COMMIT, pending.own_raw))
+        written = False
+        attempts = max(p.retries for p in batch) + 1
+        try:
+            for _attempt in range(attempts):
+                head = backend.read_ref(self._ref)
+                chain, outcomes, merge_objects, trees = self._chain(head, batch)
+                if not written or merge_objects:
+                    backend.write_objects(objects + merge_objects if not written else merge_objects)
+                    written = True
+                if chain == head or backend.compare_and_swap(self._ref, head, chain):
+                    self._finish(batch, outcomes, trees)
+                    return
+            for pending in batch:
+                pending.error = TooManyRetries(self._ref, attempts)
+                pending.done.set()
+        except BaseException as err:
+            for pending in batch:
+                if not pending.done.is_set():
+                    pending.error = (
+                        err if isinstance(err, StoreError) else StoreError(f"commit failed: {err!r}")
+                    )
+                    pending.done.set()
+            if not isinstance(err, Exception):
+                raise
+
+    def _chain(
+        self, head: str | None, batch: list[_Pending]
+    ) -> tuple[str | None, dict[int, Any], list[tuple[ObjectId, int, bytes]], dict[str, Tree]]:
+        """Fold the batch onto ``head``: fast-forward where possible, merge otherwise."""
+        store = self._store
+        chain = head
+        chain_tree = store.tree_at(head) if head is not None else Tree.empty(store.backend)
+        outcomes: dict[int, Any] = {}
+        objects: list[tuple[ObjectId, int, bytes]] = []
+        trees: dict[str, Tree] = {}
+        for index, pending in enumerate(batch):
+            if chain == pending.base and not pending.no_ff:
+                chain, chain_tree = pending.own_commit, pending.tree
+                outcomes[index] = chain
+                trees[chain] = chain_tree
+                continue
+            if chain == pending.base:
+                merged = pending.tree
+                conflicts: list[ConflictEntry] = []
+            else:
+                base_tree = store.tree_at(pending.base)
+                merged, conflicts = merge_trees(
+                    store.backend, base_tree, chain_tree, pending.tree, pending.schema
+                )
+            if conflicts:
+                outcomes[index] = Conflict(conflicts, branch=self._ref.removeprefix("refs/heads/"))
+                continue
+            parents = [chain, pending.own_commit] if chain else [pending.own_commit]
+            subject = pending.message.splitlines()[0] if pending.message else "transaction"
+            raw = encode_commit(merged.oid, parents, pending.author, pending.author, f"Merge: {subject}\n")
+            merge_id = object_id(COMMIT, raw)
+            objects.extend(merged.new_objects())
+            objects.append((merge_id, COMMIT, raw))
+            chain, chain_tree = merge_id.decode("ascii"), merged
+            outcomes[index] = chain
+            trees[chain] = chain_tree
+        return chain, outcomes, objects, trees
+
+    def _finish(self, batch: list[_Pending], outcomes: dict[int, Any], trees: dict[str, Tree]) -> None:
+        store = self._store
+        for commit_id, tree in trees.items():
+            store.remember_tree(commit_id, tree)
+        for index, pending in enumerate(batch):
+            outcome = outcomes[index]
+            if pending.keep_ref:
+                try:
+                    current = store.backend.read_ref(pending.keep_ref)
+                    store.backend.compare_and_swap(pending.keep_ref, current, pending.own_commit)
+                except StoreError:
+                    pass  # the audit ref is a convenience; the transaction itself succeeded or failed
+            if isinstance(outcome, BaseException):
+                pending.error = outcome
+            else:
+                pending.result = outcome
+            pending.done.set()
+        store.notify(self._ref)
+
+
+class Transaction:
+    """A unit of work on a branch: reads see a snapshot of the starting head plus the transaction's own
+    writes.
+
+    Use it as ``with branch.transaction(message=..., author=...) as tx:``. Leaving the block with an
+    exception writes nothing; leaving it with no effective change makes no commit. Otherwise the commit is
+    published (fast-forward, or merged if the branch moved) and ``tx.commit_id`` holds the new head.
+
+    Attributes:
+        base: The commit the transaction started from (None on an empty branch).
+        commit_id: The branch head after the transaction (set when the block exits).
+        own_commit: The transaction's own commit on ``base`` (differs from commit_id after a merge).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        branch: str,
+        *,
+        message: str,
+        author: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        keep_branch: str | bool | None = None,
+        no_ff: bool = False,
+        schema: Schema | None = None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self._store = store
+        self.branch = branch
+        self.message = message
+        self.author = normalise_identity(author)
+        self.retries = retries
+        self.no_ff = no_ff
+        self.schema = schema or store.schema
+        self.base = store.backend.read_ref(store.ref_name(branch))
+        self._start_tree = store.tree_at(self.base) if self.base else Tree.empty(store.backend)
+        self.tree = self._start_tree
+        self.commit_id: str | None = None
+        self.own_commit: str | None = None
+        self.started = time.time()
+        if keep_branch is True:
+            keep_branch = f"tx/{branch}/{int(self.started * 1000)}-{id(self) & 0xFFFFFF:06x}"
+        self.keep_branch: str | None = keep_branch or None
+        self._finished = False
+
+    # -- reads and writes ----------------------------------------------------------------------------------
+    def get(self, path: Path, default: bytes | None = None, codec: Codec | None = None) -> Any:
+        value = self.tree.get(path)
+        if value is None:
+            return default
+        return codec.decode(value) if codec else value
+
+    def set(self, path: Path, value: Any, codec: Codec | None = None) -> None:
+        self._check_open()
+        self.tree = self.tree.set(path, codec.encode(value) if codec else value)
+
+    def remove(self, path: Path) -> None:
+        self._check_open()
+        self.tree = self.tree.remove(path)
+
+    def list(self, path: Path = "") -> list[str]:
+        return self.tree.list(path)
+
+    def exists(self, path: Path) -> bool:
+        return path in self.tree
+
+    def walk(self, path: Path = "") -> Iterator[tuple[str, bytes]]:
+        return self.tree.walk(path)
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise StoreError("transaction already finished")
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self._finished = True
+            return
+        self.commit()
+
+    def commit(self) -> str | None:
+        """Publish the transaction (called by the ``with`` block); returns the new head."""
+        self._check_open()
+        self._finished = True
+        if self.tree.oid == self._start_tree.oid:
+            self.commit_id = self.base
+            return self.commit_id
+        keep_ref = f"refs/heads/{self.keep_branch}" if self.keep_branch else None
+        pending = _Pending(
+            base=self.base,
+            tree=self.tree,
+            message=self.message,
+            author=self.author,
+            retries=self.retries,
+            keep_ref=keep_ref,
+            no_ff=self.no_ff,
+            schema=self.schema,
+        )
+        try:
+            self.commit_id = self._store.committer(self.branch).submit(pending)
+        finally:
+            self.own_commit = pending.own_commit
+        return self.commit_id

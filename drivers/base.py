@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from drivers.errors import DomainNotFound, InvalidArgument, InvalidState
+from drivers.errors import DeviceExists, DomainNotFound, InvalidArgument, InvalidState
 from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Scope
 
 log = logging.getLogger(__name__)
@@ -306,6 +306,21 @@ def resolve_scope(scope: Scope | None, active: bool, *, uuid: object, operation:
     return scope
 
 
+def check_device_free(spec: DomainSpec, device: Disk | Nic, uuid: object) -> None:
+    """Raise DeviceExists if ``device`` clashes with ``spec`` by id, target dev or MAC address."""
+    clash = None
+    if spec.device(device.id) is not None:
+        clash = f"device id {device.id!r}"
+    elif isinstance(device, Disk) and any(disk.target == device.target for disk in spec.disks):
+        clash = f"target dev {device.target!r}"
+    elif isinstance(device, Nic) and any(nic.mac == device.mac for nic in spec.nics):
+        clash = f"MAC address {device.mac}"
+    if clash:
+        raise DeviceExists(
+            f"{clash} is already in use", device_id=device.id, uuid=uuid, operation="attach_device"
+        )
+
+
 def not_found(uuid: object, operation: str) -> DomainNotFound:
     """The DomainNotFound every driver raises for an unknown uuid."""
     return DomainNotFound("no such domain", uuid=uuid, operation=operation)
@@ -317,6 +332,7 @@ __all__ = [
     "EventCallback",
     "EventHub",
     "Subscription",
+    "check_device_free",
     "device_id_of",
     "resolve_scope",
 ]

@@ -282,6 +282,27 @@ class DomainSpec(_Model):
     on_crash: LifecycleAction = "destroy"
     metadata: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_maxima(cls, data: object) -> object:
+        # A maximum equal to the boot value is the same spec as no maximum: one canonical form, so that
+        # specs read back from a hypervisor compare equal to the ones written.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for ceiling, base, parse in (
+            ("max_memory", "memory", parse_memory),
+            ("max_vcpus", "vcpus", int),
+        ):
+            if data.get(ceiling) is None:
+                continue
+            try:
+                if parse(data[ceiling]) == parse(data.get(base, 1)):
+                    data[ceiling] = None
+            except (TypeError, ValueError):
+                pass  # the field validators report it, naming the field
+        return data
+
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
@@ -354,18 +375,18 @@ class DomainSpec(_Model):
     def with_device(self, device: Disk | Nic) -> DomainSpec:
         """A copy with ``device`` appended; raises ValueError (naming the clash) if it collides."""
         if isinstance(device, Disk):
-            return self._revalidated(disks=(*self.disks, device))
-        return self._revalidated(nics=(*self.nics, device))
+            return self.evolve(disks=(*self.disks, device))
+        return self.evolve(nics=(*self.nics, device))
 
     def without_device(self, device_id: str) -> DomainSpec:
         """A copy without the device ``device_id`` (unchanged if absent)."""
-        return self._revalidated(
+        return self.evolve(
             disks=tuple(d for d in self.disks if d.id != device_id),
             nics=tuple(n for n in self.nics if n.id != device_id),
         )
 
-    def _revalidated(self, **changes: object) -> DomainSpec:
-        # model_copy(update=...) skips validation; device clashes must be caught.
+    def evolve(self, **changes: object) -> DomainSpec:
+        """A validated copy with ``changes`` applied (``model_copy(update=...)`` would skip validation)."""
         return DomainSpec.model_validate({**self.model_dump(), **changes})
 
 

@@ -269,11 +269,18 @@ class SimDriver(Driver):
     def _oob_resource(self, uuid: DomainRef, field_name: str, value: int) -> None:
         ref = as_uuid(uuid)
 
+        ceiling = "max_memory" if field_name == "memory" else "max_vcpus"
+
+        def drifted(spec: DomainSpec) -> DomainSpec:
+            # Drift may exceed the configured maximum (someone raised it too): keep the spec valid.
+            current_max = spec.effective_max_memory if field_name == "memory" else spec.effective_max_vcpus
+            return spec.evolve(**{field_name: value, ceiling: max(value, current_max)})
+
         def change(domain: SimDomain) -> SimDomain:
             if domain.live is not None:
-                return domain.model_copy(update={"live": domain.live.model_copy(update={field_name: value})})
+                return domain.model_copy(update={"live": drifted(domain.live)})
             assert domain.config is not None
-            return domain.model_copy(update={"config": domain.config.model_copy(update={field_name: value})})
+            return domain.model_copy(update={"config": drifted(domain.config)})
 
         kind = EventKind.MEMORY_CHANGED if field_name == "memory" else EventKind.VCPUS_CHANGED
         self.host.force(ref, f"oob_set_{field_name}", change, event=(kind, str(value)))

@@ -12,8 +12,8 @@ import threading
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 
+from drivers.base import check_device_free
 from drivers.errors import (
-    DeviceExists,
     DeviceNotFound,
     DomainExists,
     DomainNotFound,
@@ -176,7 +176,7 @@ class SimHost:
             updates = {}
             for field in self._fields(live, config):
                 spec = getattr(domain, field)
-                _check_free(spec, device, uuid)
+                check_device_free(spec, device, uuid)
                 updates[field] = spec.with_device(device)
             domain = domain.model_copy(update=updates)
             tx.put(domain)
@@ -218,7 +218,7 @@ class SimHost:
                         uuid=uuid,
                         operation=operation,
                     )
-                updates[field] = spec.model_copy(update={field_name: value})
+                updates[field] = spec.evolve(**{field_name: value})
             domain = domain.model_copy(update=updates)
             tx.put(domain)
             if live:
@@ -302,20 +302,6 @@ class SimHost:
 
     def _event(self, domain: SimDomain, kind: EventKind, detail: str) -> None:
         self._pending.events.append(DomainEvent(uuid=domain.uuid, name=domain.name, kind=kind, detail=detail))
-
-
-def _check_free(spec: DomainSpec, device: Disk | Nic, uuid: uuidlib.UUID) -> None:
-    clash = None
-    if spec.device(device.id) is not None:
-        clash = f"device id {device.id!r}"
-    elif isinstance(device, Disk) and any(d.target == device.target for d in spec.disks):
-        clash = f"target dev {device.target!r}"
-    elif isinstance(device, Nic) and any(n.mac == device.mac for n in spec.nics):
-        clash = f"MAC address {device.mac}"
-    if clash:
-        raise DeviceExists(
-            f"{clash} is already in use", device_id=device.id, uuid=uuid, operation="attach_device"
-        )
 
 
 def _label(field: str) -> str:

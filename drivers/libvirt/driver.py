@@ -1,0 +1,356 @@
+"""``test:///default``, ``qemu:///system``, ``xen:///system``: the Driver contract on libvirt."""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from drivers.base import DomainRef, Driver, check_device_free, device_id_of, resolve_scope
+from drivers.errors import (
+    DeviceNotFound,
+    DomainNotFound,
+    InvalidArgument,
+    InvalidState,
+    Unsupported,
+)
+from drivers.libvirt import binding
+from drivers.libvirt.connection import LibvirtConnection
+from drivers.libvirt.xml import device_to_xml, spec_to_xml, xml_to_spec
+from drivers.models import Capability, Disk, DomainInfo, DomainSpec, DomainState, Nic, Scope, as_uuid
+
+# virDomainState values, in libvirt's order.
+_STATES = (
+    DomainState.NOSTATE,
+    DomainState.RUNNING,
+    DomainState.BLOCKED,
+    DomainState.PAUSED,
+    DomainState.SHUTDOWN,
+    DomainState.SHUTOFF,
+    DomainState.CRASHED,
+    DomainState.PMSUSPENDED,
+)
+AFFECT_LIVE = 1
+AFFECT_CONFIG = 2
+XML_INACTIVE = 2
+UNDEFINE_MANAGED_SAVE = 1
+UNDEFINE_SNAPSHOTS_METADATA = 2
+_DOMAIN_TYPES = {"test": "test", "qemu": "qemu", "xen": "xen", "lxc": "lxc"}
+_SHUTDOWN_POLL_SECONDS = 0.1
+
+
+class LibvirtDriver(Driver):
+    """A Driver over one libvirt connection.
+
+    QEMU domains are defined with ``type='qemu'`` (TCG), so they run without KVM. On ``test:///default``
+    live device changes are impossible (libvirt's test driver lacks hotplug): they raise Unsupported, while
+    persistent device changes work by redefining the domain.
+
+    Args:
+        uri: A libvirt URI.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        scheme = urlsplit(uri).scheme.partition("+")[0]
+        self.domain_type = _DOMAIN_TYPES.get(scheme, "qemu")
+        self._is_test_driver = scheme == "test"
+        self.connection = LibvirtConnection(uri, self._emit)
+
+    # -- configuration -------------------------------------------------------------------------------------
+
+    def define(self, spec: DomainSpec) -> None:
+        xml = spec_to_xml(spec, self.domain_type)
+        self.connection.call("define", spec.uuid, lambda conn: conn.defineXML(xml))
+
+    def undefine(self, uuid: DomainRef) -> None:
+        ref = as_uuid(uuid)
+
+        def work(conn: Any) -> None:
+            dom = self._lookup_or_none(conn, ref)
+            if dom is None:
+                return
+            if dom.isActive():
+                raise InvalidState(
+                    "domain is active: stop it before undefining", uuid=ref, operation="undefine"
+                )
+            if dom.isPersistent():
+                dom.undefineFlags(UNDEFINE_MANAGED_SAVE | UNDEFINE_SNAPSHOTS_METADATA)
+
+        self._call("undefine", ref, work, absent_ok=True)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self, uuid: DomainRef) -> None:
+        ref = as_uuid(uuid)
+
+        def work(conn: Any) -> None:
+            dom = self._lookup(conn, ref, "start")
+            if dom.isActive():
+                raise InvalidState(f"domain {dom.name()!r} is already running", uuid=ref, operation="start")
+            dom.create()
+
+        self._call("start", ref, work)
+
+    def shutdown(self, uuid: DomainRef, timeout: float = 60.0) -> bool:
+        ref = as_uuid(uuid)
+        lv = binding.module()
+
+        def request(conn: Any) -> bool:
+            dom = self._lookup(conn, ref, "shutdown")
+            if not dom.isActive():
+                return False
+            try:
+                dom.shutdown()
+            except lv.libvirtError as error:
+                if dom.isActive():
+                    raise
+                del error  # it stopped between the check and the request
+            return True
+
+        if not self._call("shutdown", ref, request):
+            return True
+        deadline = time.monotonic() + timeout
+        while self._state(ref, "shutdown").is_active:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(_SHUTDOWN_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        return True
+
+    def reboot(self, uuid: DomainRef) -> None:
+        ref = as_uuid(uuid)
+
+        def work(conn: Any) -> None:
+            dom = self._lookup(conn, ref, "reboot")
+            state = _STATES[dom.state()[0]]
+            if state != DomainState.RUNNING:
+                raise InvalidState(f"domain is {state}, not running", uuid=ref, operation="reboot")
+            dom.reboot(0)
+
+        self._call("reboot", ref, work)
+
+    def destroy(self, uuid: DomainRef) -> None:
+        ref = as_uuid(uuid)
+
+        def work(conn: Any) -> None:
+            dom = self._lookup_or_none(conn, ref)
+            if dom is not None and dom.isActive():
+                dom.destroy()
+
+        try:
+            self._call("destroy", ref, work, absent_ok=True)
+        except InvalidState:
+            return  # it stopped between the check and the request: destroy's contract is met
+
+    def pause(self, uuid: DomainRef) -> None:
+        self._run_state("pause", as_uuid(uuid), DomainState.PAUSED)
+
+    def resume(self, uuid: DomainRef) -> None:
+        self._run_state("resume", as_uuid(uuid), DomainState.RUNNING)
+
+    # -- devices and resources -----------------------------------------------------------------------------
+
+    def attach_device(self, uuid: DomainRef, device: object, scope: Scope | None = None) -> None:
+        ref = as_uuid(uuid)
+        if not isinstance(device, Disk | Nic):
+            raise InvalidArgument(f"attach_device needs a Disk or a Nic, got {type(device).__name__}")
+        resolved = self._resolve(ref, scope, "attach_device")
+        if Scope.LIVE in resolved:
+            check_device_free(self.get_spec(ref, live=True), device, ref)
+        if Scope.PERSISTENT in resolved:
+            check_device_free(self.get_spec(ref), device, ref)
+            updated = self.get_spec(ref).with_device(device)
+        if Scope.LIVE in resolved:
+            self._hotplug("attach_device", ref, device, attach=True)
+        if Scope.PERSISTENT in resolved:
+            self.define(updated)
+
+    def detach_device(self, uuid: DomainRef, device: object, scope: Scope | None = None) -> None:
+        ref = as_uuid(uuid)
+        device_id = device_id_of(device)
+        resolved = self._resolve(ref, scope, "detach_device")
+        live_device = None
+        if Scope.LIVE in resolved:
+            live_device = self._existing(self.get_spec(ref, live=True), device_id, ref, "live")
+        if Scope.PERSISTENT in resolved:
+            persistent = self.get_spec(ref)
+            self._existing(persistent, device_id, ref, "persistent")
+        if live_device is not None:
+            self._hotplug("detach_device", ref, live_device, attach=False)
+        if Scope.PERSISTENT in resolved:
+            self.define(persistent.without_device(device_id))
+
+    def set_vcpus(self, uuid: DomainRef, count: int, scope: Scope | None = None) -> None:
+        ref = as_uuid(uuid)
+        self._set_resource("set_vcpus", ref, count, scope, lambda dom, flags: dom.setVcpusFlags(count, flags))
+
+    def set_memory(self, uuid: DomainRef, mib: int, scope: Scope | None = None) -> None:
+        ref = as_uuid(uuid)
+        self._set_resource(
+            "set_memory", ref, mib, scope, lambda dom, flags: dom.setMemoryFlags(mib * 1024, flags)
+        )
+
+    # -- queries -------------------------------------------------------------------------------------------
+
+    def info(self, uuid: DomainRef) -> DomainInfo:
+        ref = as_uuid(uuid)
+        return self._call("info", ref, lambda conn: _info(self._lookup(conn, ref, "info")))
+
+    def list(self) -> list[DomainInfo]:
+        lv = binding.module()
+
+        def work(conn: Any) -> list[DomainInfo]:
+            result = []
+            for dom in conn.listAllDomains(0):
+                try:
+                    result.append(_info(dom))
+                except lv.libvirtError:
+                    continue  # undefined between the listing and the query
+            return result
+
+        return self.connection.call("list", None, work)
+
+    def get_spec(self, uuid: DomainRef, live: bool = False) -> DomainSpec:
+        ref = as_uuid(uuid)
+
+        def work(conn: Any) -> str:
+            dom = self._lookup(conn, ref, "get_spec")
+            if live and not dom.isActive():
+                raise InvalidState("domain is not active", uuid=ref, operation="get_spec")
+            if not live and not dom.isPersistent():
+                raise InvalidState(
+                    "domain is transient: it has no persistent config", uuid=ref, operation="get_spec"
+                )
+            return dom.XMLDesc(0 if live else XML_INACTIVE)
+
+        return xml_to_spec(self._call("get_spec", ref, work))
+
+    def capabilities(self) -> frozenset[str]:
+        capabilities = {Capability.EVENTS, Capability.LIVE_VCPUS, Capability.LIVE_MEMORY}
+        if not self._is_test_driver:
+            capabilities |= {Capability.LIVE_ATTACH, Capability.PERSISTENT_STATE, Capability.GUEST_SHUTDOWN}
+        return frozenset(capabilities)
+
+    def close(self) -> None:
+        self.connection.close()
+        self._hub.clear()
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _call(self, operation: str, ref: uuidlib.UUID, work: Any, absent_ok: bool = False) -> Any:
+        try:
+            return self.connection.call(operation, ref, work)
+        except DomainNotFound:
+            if absent_ok:
+                return None
+            raise
+
+    @staticmethod
+    def _lookup_or_none(conn: Any, ref: uuidlib.UUID) -> Any:
+        lv = binding.module()
+        try:
+            return conn.lookupByUUIDString(str(ref))
+        except lv.libvirtError as error:
+            if error.get_error_code() == 42:  # VIR_ERR_NO_DOMAIN
+                return None
+            raise
+
+    def _lookup(self, conn: Any, ref: uuidlib.UUID, operation: str) -> Any:
+        dom = self._lookup_or_none(conn, ref)
+        if dom is None:
+            raise DomainNotFound("no such domain", uuid=ref, operation=operation)
+        return dom
+
+    def _state(self, ref: uuidlib.UUID, operation: str) -> DomainState:
+        try:
+            return self._call(
+                operation, ref, lambda conn: _STATES[self._lookup(conn, ref, operation).state()[0]]
+            )
+        except DomainNotFound:
+            return DomainState.SHUTOFF  # a transient domain vanishes when it stops
+
+    def _resolve(self, ref: uuidlib.UUID, scope: Scope | None, operation: str) -> Scope:
+        active = self._call(operation, ref, lambda conn: bool(self._lookup(conn, ref, operation).isActive()))
+        return resolve_scope(scope, active, uuid=ref, operation=operation)
+
+    def _run_state(self, operation: str, ref: uuidlib.UUID, wanted: DomainState) -> None:
+        def work(conn: Any) -> None:
+            dom = self._lookup(conn, ref, operation)
+            state = _STATES[dom.state()[0]]
+            if state == wanted:
+                return
+            if not state.is_active:
+                raise InvalidState(f"domain is {state}", uuid=ref, operation=operation)
+            if wanted == DomainState.PAUSED:
+                dom.suspend()
+            else:
+                dom.resume()
+
+        self._call(operation, ref, work)
+
+    def _hotplug(self, operation: str, ref: uuidlib.UUID, device: Disk | Nic, attach: bool) -> None:
+        if self._is_test_driver:
+            raise Unsupported(
+                f"{self.uri} cannot change devices of a running domain; use Scope.PERSISTENT",
+                uuid=ref,
+                operation=operation,
+            )
+        xml = device_to_xml(device)
+
+        def work(conn: Any) -> None:
+            dom = self._lookup(conn, ref, operation)
+            if attach:
+                dom.attachDeviceFlags(xml, AFFECT_LIVE)
+            else:
+                dom.detachDeviceFlags(xml, AFFECT_LIVE)
+
+        self._call(operation, ref, work)
+
+    def _set_resource(
+        self, operation: str, ref: uuidlib.UUID, value: int, scope: Scope | None, apply: Any
+    ) -> None:
+        resolved = self._resolve(ref, scope, operation)
+        field = "vcpus" if operation == "set_vcpus" else "memory"
+        for wanted, live in ((Scope.LIVE, True), (Scope.PERSISTENT, False)):
+            if wanted not in resolved:
+                continue
+            spec = self.get_spec(ref, live=live)
+            ceiling = spec.effective_max_vcpus if field == "vcpus" else spec.effective_max_memory
+            if not isinstance(value, int) or not 1 <= value <= ceiling:
+                raise InvalidArgument(
+                    f"{field} must be between 1 and the maximum {ceiling}, got {value}",
+                    uuid=ref,
+                    operation=operation,
+                )
+        for wanted, flag in ((Scope.LIVE, AFFECT_LIVE), (Scope.PERSISTENT, AFFECT_CONFIG)):
+            if wanted in resolved:
+                self._call(
+                    operation, ref, lambda conn, flag=flag: apply(self._lookup(conn, ref, operation), flag)
+                )
+
+    @staticmethod
+    def _existing(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: str) -> Disk | Nic:
+        device = spec.device(device_id)
+        if device is None:
+            raise DeviceNotFound(
+                f"no device {device_id!r} in the {where} configuration",
+                device_id=device_id,
+                uuid=ref,
+                operation="detach_device",
+            )
+        return device
+
+
+def _info(dom: Any) -> DomainInfo:
+    state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
+    domid = dom.ID()
+    return DomainInfo(
+        uuid=uuidlib.UUID(dom.UUIDString()),
+        name=dom.name(),
+        state=_STATES[state] if 0 <= state < len(_STATES) else DomainState.NOSTATE,
+        domid=domid if domid >= 0 else None,
+        memory=max(1, memory_kib // 1024),
+        vcpus=vcpus,
+        persistent=bool(dom.isPersistent()),
+    )

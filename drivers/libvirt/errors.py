@@ -80,7 +80,7 @@ def translate(error: Exception, *, uuid: object | None = None, operation: str | 
     lowered = message.lower()
     cls: type[DriverError] = _BY_CODE.get(code, DriverError) if code is not None else DriverError
     if cls is DriverError:
-        if "already exists" in lowered:
+        if "already exists" in lowered or "already defined" in lowered:
             cls = DomainExists
         elif "already running" in lowered or "is already active" in lowered or "not running" in lowered:
             cls = InvalidState

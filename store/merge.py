@@ -40,23 +40,36 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def trivial_first(function: Callable[[Any, Any, Any], Any]) -> MergeFunction:
-    """Decorate a merge function so that the cases needing no merge are settled before it runs."""
+def merge_function(
+    codec: Codec = JSON, idempotent: bool = True
+) -> Callable[[Callable[[Any, Any, Any], Any]], MergeFunction]:
+    """Declare a merge function: settle the cases that need no merge before it runs, and record its codec.
 
-    @functools.wraps(function)
-    def merge(base: Any, ours: Any, theirs: Any) -> Any:
-        if ours == theirs:
-            return ours
-        if base == ours:
-            return theirs
-        if base == theirs:
-            return ours
-        return function(base, ours, theirs)
+    Args:
+        codec: How the values it merges are stored.
+        idempotent: Whether the same change on both sides counts once. Counters and queues say no: two
+            increments of one, or two pushes of the same item, are two operations.
+    """
 
-    return merge
+    def decorate(function: Callable[[Any, Any, Any], Any]) -> MergeFunction:
+        @functools.wraps(function)
+        def merge(base: Any, ours: Any, theirs: Any) -> Any:
+            if idempotent and ours == theirs:
+                return ours
+            if base == ours:
+                return theirs
+            if base == theirs:
+                return ours
+            return function(base, ours, theirs)
+
+        merge.codec = codec  # type: ignore[attr-defined]
+        merge.idempotent = idempotent  # type: ignore[attr-defined]
+        return merge
+
+    return decorate
 
 
-@trivial_first
+@merge_function(codec=BYTES)
 def default(base: Any, ours: Any, theirs: Any) -> Any:
     """Take the side that changed; the same change on both sides is fine; anything else conflicts."""
     if ours is None:
@@ -65,8 +78,6 @@ def default(base: Any, ours: Any, theirs: Any) -> Any:
         return Conflicted("changed on one side, deleted on the other")
     return Conflicted("changed on both sides")
 
-
-default.codec = BYTES  # type: ignore[attr-defined]
 
 _MISSING = object()
 
@@ -98,7 +109,7 @@ def _merge_json(base: Any, ours: Any, theirs: Any, field: tuple[str, ...], confl
     return ours
 
 
-@trivial_first
+@merge_function()
 def json_object(base: Any, ours: Any, theirs: Any) -> Any:
     """Field-level merge of JSON objects, recursively; each field that both sides changed differently is
     reported."""
@@ -110,10 +121,7 @@ def json_object(base: Any, ours: Any, theirs: Any) -> Any:
     return None if merged is _MISSING else merged
 
 
-json_object.codec = JSON  # type: ignore[attr-defined]
-
-
-@trivial_first
+@merge_function(idempotent=False)
 def counter(base: Any, ours: Any, theirs: Any) -> Any:
     """Integers: base + (ours - base) + (theirs - base). An absent base counts as 0."""
     if ours is None or theirs is None:
@@ -125,10 +133,7 @@ def counter(base: Any, ours: Any, theirs: Any) -> Any:
     return o + t - b
 
 
-counter.codec = JSON  # type: ignore[attr-defined]
-
-
-@trivial_first
+@merge_function()
 def set_(base: Any, ours: Any, theirs: Any) -> Any:
     """A JSON array treated as a set: additions and removals from both sides apply. The result is sorted."""
     if ours is None or theirs is None:
@@ -140,9 +145,6 @@ def set_(base: Any, ours: Any, theirs: Any) -> Any:
     keys = (set(b) | set(o) | set(t)) - (set(b) - set(o)) - (set(b) - set(t))
     every = {**b, **o, **t}
     return [every[k] for k in sorted(keys)]
-
-
-set_.codec = JSON  # type: ignore[attr-defined]
 
 
 def _timestamp(value: Any, field: str) -> Any:
@@ -157,7 +159,7 @@ def make_lww(field: str = "timestamp") -> MergeFunction:
     A deletion loses to a concurrent write (there is no timestamp on an absence).
     """
 
-    @trivial_first
+    @merge_function()
     def lww(base: Any, ours: Any, theirs: Any) -> Any:
         if ours is None:
             return theirs
@@ -170,7 +172,6 @@ def make_lww(field: str = "timestamp") -> MergeFunction:
         except TypeError:
             return Conflicted(f"lww: timestamps in field {field!r} are not comparable")
 
-    lww.codec = JSON  # type: ignore[attr-defined]
     return lww
 
 
@@ -180,7 +181,7 @@ lww = make_lww()
 def make_log(field: str = "time") -> MergeFunction:
     """Append-only logs (JSON arrays): the union of entries, ordered by ``field`` then content."""
 
-    @trivial_first
+    @merge_function()
     def log(base: Any, ours: Any, theirs: Any) -> Any:
         lists = (base or [], ours or [], theirs or [])
         if not all(isinstance(v, list) for v in lists):
@@ -194,7 +195,6 @@ def make_log(field: str = "time") -> MergeFunction:
         except TypeError:
             return Conflicted(f"log: times in field {field!r} are not comparable")
 
-    log.codec = JSON  # type: ignore[attr-defined]
     return log
 
 
@@ -210,7 +210,7 @@ def _queue_ops(base: list[Any], side: list[Any]) -> tuple[int, list[Any]] | None
     return None
 
 
-@trivial_first
+@merge_function(idempotent=False)
 def queue(base: Any, ours: Any, theirs: Any) -> Any:
     """A FIFO queue (JSON array): pushes from both sides are kept, and each pop is applied once."""
     lists = (base or [], ours or [], theirs or [])
@@ -224,8 +224,6 @@ def queue(base: Any, ours: Any, theirs: Any) -> Any:
     first, second = sorted((pushes_o, pushes_t), key=_canonical)
     return b[max(pops_o, pops_t) :] + first + second
 
-
-queue.codec = JSON  # type: ignore[attr-defined]
 
 BUILTINS: dict[str, MergeFunction] = {
     "default": default,
@@ -309,6 +307,11 @@ class Schema:
     def rules(self) -> list[Rule]:
         return list(self._rules)
 
+    @property
+    def idempotent(self) -> bool:
+        """Whether every rule treats the same change on both sides as one change."""
+        return all(getattr(r.merge, "idempotent", True) for r in [*self._rules, self._fallback])
+
 
 DEFAULT_SCHEMA = Schema()
 _GLOB = re.compile(r"[*?\[]")
@@ -316,7 +319,7 @@ _GLOB = re.compile(r"[*?\[]")
 
 def merge_values(rule: Rule, path: str, base: bytes | None, ours: bytes | None, theirs: bytes | None) -> Any:
     """Merge three encoded values with a rule; returns bytes, None (deleted) or a ConflictEntry."""
-    if ours == theirs:
+    if ours == theirs and getattr(rule.merge, "idempotent", True):
         return ours
     if base == ours:
         return theirs
@@ -367,7 +370,11 @@ def _merge_node(
     schema: Schema,
     conflicts: list[ConflictEntry],
 ) -> Node | None:
-    if _same(ours, theirs):
+    if _same(ours, theirs) and (
+        schema.idempotent
+        or ours is None
+        or (isinstance(ours, Leaf) and getattr(schema.rule_for(key).merge, "idempotent", True))
+    ):
         return ours
     if _same(base, ours):
         return theirs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
@@ -306,10 +305,7 @@ class Store:
         return tree
 
     def remember_tree(self, commit_id: str, tree: Tree) -> None:
-        if len(self._trees) > 64:
-            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                del self._trees[next(iter(self._trees))]
-        self._trees[commit_id] = tree
+        self._trees.put(commit_id, tree)
 
     def changed_paths(self, commit_id: str) -> list[str]:
         """Paths a commit changed against its first parent (all paths for a root commit)."""
@@ -399,6 +395,7 @@ class Store:
                 commit_oid: ObjectId = object_id(COMMIT, raw)
                 self.backend.write_objects([*merged.new_objects(), (commit_oid, COMMIT, raw)])
                 new = commit_oid.decode("ascii")
+                merged.mark_stored()
                 self.remember_tree(new, merged)
             if self.backend.compare_and_swap(ref, head, new):
                 self.notify(ref)

@@ -173,6 +173,7 @@ class Committer:
     def _finish(self, batch: list[_Pending], outcomes: dict[int, Any], trees: dict[str, Tree]) -> None:
         store = self._store
         for commit_id, tree in trees.items():
+            tree.mark_stored()
             store.remember_tree(commit_id, tree)
         for index, pending in enumerate(batch):
             outcome = outcomes[index]

@@ -22,12 +22,13 @@ EMPTY_TREE_ID: ObjectId = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 class Leaf:
     """A value (git blob): its bytes, its id, or both, each computed on demand."""
 
-    __slots__ = ("_backend", "_oid", "_value")
+    __slots__ = ("_backend", "_oid", "_stored", "_value")
 
     def __init__(self, backend: Backend, oid: ObjectId | None = None, value: bytes | None = None) -> None:
         self._backend = backend
         self._oid = oid
         self._value = value
+        self._stored = value is None
 
     @property
     def oid(self) -> ObjectId:
@@ -45,7 +46,8 @@ class Leaf:
 
     @property
     def is_new(self) -> bool:
-        return self._value is not None
+        """Built in memory and not yet known to be in the repository."""
+        return not self._stored
 
 
 Node = Union["Tree", Leaf]
@@ -321,6 +323,17 @@ class Tree:
         out: list[tuple[ObjectId, int, bytes]] = []
         _collect(self, out)
         return out
+
+    def mark_stored(self) -> None:
+        """Record that every object of this tree is now in the repository (after a write)."""
+        if self._stored:
+            return
+        for child in self._entries().values():
+            if isinstance(child, Tree):
+                child.mark_stored()
+            elif isinstance(child, Leaf):
+                child._stored = True
+        self._stored = True
 
 
 def _walk(node: Node, key: Key) -> Iterator[tuple[str, bytes]]:

@@ -1,0 +1,28 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+
+def git(repo: str | os.PathLike[str], *args: str, check: bool = True, **kw: object) -> str:
+    """Run the real git CLI on a repository and return its stdout."""
+    result = subprocess.run(
+        ["git", "-C", os.fspath(repo), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": os.environ.get("HOME", "/root")},
+        **kw,  # type: ignore[arg-type]
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result.stdout
+
+
+@pytest.fixture
+def run_git():
+    return git

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import pytest
+
+from store import Store
+
+
+@pytest.fixture(params=["memory", "disk"])
+def store(request, tmp_path):
+    """The same behaviour is required of the in-memory and the on-disk store."""
+    if request.param == "memory":
+        s = Store.memory()
+    else:
+        s = Store.open(tmp_path / "repo")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def disk_store(tmp_path):
+    s = Store.open(tmp_path / "repo")
+    yield s
+    s.close()

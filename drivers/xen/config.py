@@ -1,0 +1,104 @@
+"""DomainSpec → xl.cfg (see xl.cfg(5), xl-disk-configuration(5), xl-network-configuration(5)).
+
+xl has no "defined but stopped" domains: like xl users, we keep one xl.cfg per domain in a configuration
+directory as the persistent config. The file also carries the whole spec as a JSON comment, because xl.cfg
+has no place for device ids or free-form metadata; xl ignores comments.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from drivers.errors import Unsupported
+from drivers.models import Disk, DomainSpec, Nic
+
+SPEC_MARKER = "# toolstack-spec: "
+HEADER = "# Written by git-toolstack's xl driver; edit the domain spec instead of this file."
+_BOOT_ORDER = {"hd": "c", "cdrom": "d", "network": "n"}
+_EMULATED_NIC_MODELS = {"e1000", "e1000e", "rtl8139"}
+
+
+def check_supported(spec_or_device: DomainSpec | Disk | Nic, uuid: object) -> None:
+    """Refuse what xl cannot express, naming the device and the field.
+
+    Raises:
+        Unsupported: a virtio disk (``vd*`` target or ``virtio`` bus) or a NIC on a libvirt network.
+    """
+    devices = spec_or_device.devices if isinstance(spec_or_device, DomainSpec) else (spec_or_device,)
+    for device in devices:
+        if isinstance(device, Disk) and (device.target.startswith("vd") or device.bus == "virtio"):
+            raise Unsupported(
+                f"disk {device.id!r}: xl has no virtio disks on x86; use an xvd* target with bus 'xen'",
+                uuid=uuid,
+                operation="define",
+            )
+        if isinstance(device, Nic) and device.network is not None:
+            raise Unsupported(
+                f"nic {device.id!r}: xl attaches NICs to bridges, not to networks ({device.network!r})",
+                uuid=uuid,
+                operation="define",
+            )
+
+
+def disk_spec(disk: Disk) -> str:
+    """The xl diskspec; ``target=`` must come last because it may contain anything but a newline."""
+    access = "ro" if disk.readonly else "rw"
+    return f"format={disk.format}, vdev={disk.target}, access={access}, target={disk.source}"
+
+
+def vif_spec(nic: Nic) -> str:
+    """The xl vifspec; PV (netfront) unless an emulated model is asked for."""
+    parts = [f"mac={nic.mac}", f"bridge={nic.bridge}"]
+    if nic.model in _EMULATED_NIC_MODELS:
+        parts += ["type=ioemu", f"model={nic.model}"]
+    return ",".join(parts)
+
+
+def render(spec: DomainSpec) -> str:
+    """The xl.cfg text for ``spec``."""
+    lines = [
+        HEADER,
+        SPEC_MARKER + spec.model_dump_json(),
+        f'name = "{spec.name}"',
+        f'uuid = "{spec.uuid}"',
+        f'type = "{"pvh" if spec.boot.kernel else "hvm"}"',
+        f"memory = {spec.memory}",
+        f"maxmem = {spec.effective_max_memory}",
+        f"vcpus = {spec.vcpus}",
+        f"maxvcpus = {spec.effective_max_vcpus}",
+    ]
+    if spec.boot.kernel:
+        lines.append(f'kernel = "{spec.boot.kernel}"')
+        if spec.boot.initrd:
+            lines.append(f'ramdisk = "{spec.boot.initrd}"')
+        if spec.boot.cmdline is not None:
+            lines.append(f'cmdline = "{spec.boot.cmdline}"')
+    else:
+        lines.append(f'boot = "{_BOOT_ORDER[spec.boot.device or "hd"]}"')
+    lines.append(_list("disk", [disk_spec(disk) for disk in spec.disks]))
+    lines.append(_list("vif", [vif_spec(nic) for nic in spec.nics]))
+    lines += [
+        f'on_poweroff = "{spec.on_poweroff}"',
+        f'on_reboot = "{spec.on_reboot}"',
+        f'on_crash = "{spec.on_crash}"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _list(key: str, items: list[str]) -> str:
+    if not items:
+        return f"{key} = []"
+    return f"{key} = [ " + ", ".join(f"'{item}'" for item in items) + " ]"
+
+
+def read_spec(path: Path) -> DomainSpec | None:
+    """The spec embedded in an xl.cfg we wrote; None for files written by someone else."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        if line.startswith(SPEC_MARKER):
+            return DomainSpec.model_validate(json.loads(line[len(SPEC_MARKER) :]))
+    return None

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
+from contextlib import contextmanager
 
 from store.errors import CorruptObject
 from store.objects import TREE, ObjectId
@@ -109,6 +110,12 @@ class Backend(ABC):
         Returns:
             True if the ref was updated, False if it had moved.
         """
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Keep other writers of this library off a ref for a while (a writer that keeps losing the
+        compare-and-swap race takes it to guarantee progress). A no-op where there is no contention."""
+        yield
 
     @abstractmethod
     def list_refs(self, prefix: str) -> dict[str, str]:

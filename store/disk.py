@@ -19,7 +19,8 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.pack import Pack
@@ -29,7 +30,8 @@ from store.errors import StoreError
 from store.locks import Lease, create_git_lock, fsync_directory, pid_alive
 from store.objects import ObjectId
 
-_TMP_PATTERN = re.compile(r"^tmp-(\d+)-[0-9a-f]+\.(pack|idx)$")
+# Temporary names must not end in .pack/.idx: readers would take a half-written pair for a pack.
+_TMP_PATTERN = re.compile(r"^tmp_(?:pack|idx)_(\d+)_[0-9a-f]+$")
 MAX_SMALL_PACKS = 16
 MAINTENANCE_EVERY = 8
 ORPHAN_GRACE_SECONDS = 600.0
@@ -142,10 +144,30 @@ class DiskBackend(Backend):
 
     # -- objects -------------------------------------------------------------------------------------------
     def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
-        return self._objects.get_raw(oid)
+        try:
+            return self._objects.get_raw(oid)
+        except KeyError:
+            pass
+        # A directory listing made while another process rolls packs up can miss both the old pack and
+        # its replacement (readdir is not atomic against renames), so look again before saying "absent".
+        for delay in (0.0, 0.002, 0.01):
+            time.sleep(delay)
+            with self._objects_mutex:
+                self._objects._update_pack_cache()
+            try:
+                return self._objects.get_raw(oid)
+            except KeyError:
+                continue
+        raise KeyError(oid)
 
     def contains(self, oid: ObjectId) -> bool:
-        return oid in self._objects
+        if oid in self._objects:
+            return True
+        try:
+            self.get_raw(oid)
+        except KeyError:
+            return False
+        return True
 
     def find_prefix(self, prefix: str) -> list[ObjectId]:
         return list(self._objects.iter_prefix(prefix.encode("ascii")))
@@ -168,15 +190,17 @@ class DiskBackend(Backend):
         base = os.path.join(self.pack_dir, name)
         if os.path.exists(base + ".idx") and os.path.exists(base + ".pack"):
             return  # the same objects, already durable
-        tmp = os.path.join(self.pack_dir, f"tmp-{os.getpid()}-{secrets.token_hex(6)}")
+        suffix = f"{os.getpid()}_{secrets.token_hex(6)}"
+        tmp_pack = os.path.join(self.pack_dir, f"tmp_pack_{suffix}")
+        tmp_idx = os.path.join(self.pack_dir, f"tmp_idx_{suffix}")
         try:
-            _write_file(tmp + ".pack", pack, self.durable)
-            _write_file(tmp + ".idx", index, self.durable)
+            _write_file(tmp_pack, pack, self.durable)
+            _write_file(tmp_idx, index, self.durable)
             # The index appears last: a .pack with its .idx is complete, for git and for dulwich.
-            os.replace(tmp + ".pack", base + ".pack")
-            os.replace(tmp + ".idx", base + ".idx")
+            os.replace(tmp_pack, base + ".pack")
+            os.replace(tmp_idx, base + ".idx")
         finally:
-            for leftover in (tmp + ".pack", tmp + ".idx"):
+            for leftover in (tmp_pack, tmp_idx):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
         if self.durable:
@@ -192,7 +216,7 @@ class DiskBackend(Backend):
             if not entry.endswith(".pack"):
                 continue
             base = entry[:-5]
-            if base + ".idx" not in names or base + ".keep" in names or base.startswith("tmp-"):
+            if base + ".idx" not in names or base + ".keep" in names:
                 continue
             try:
                 size = os.path.getsize(os.path.join(self.pack_dir, base + ".idx"))
@@ -330,6 +354,12 @@ class DiskBackend(Backend):
         except OSError:
             packed = None
         return (loose, packed)
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Hold the ref's lease: no writer of this library, in any process, can move it meanwhile."""
+        with self._lease(name).hold():
+            yield
 
     def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
         path = self._ref_path(name)

@@ -41,18 +41,31 @@ class Lease:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()
+        self._depth = 0  # re-entries by the thread that holds the lease
 
     @contextmanager
     def hold(self, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
-        """Hold the lease; raises LockTimeout if a live holder keeps it longer than ``timeout``."""
+        """Hold the lease (re-entrant within a thread); raises LockTimeout if a live holder keeps it longer
+        than ``timeout``."""
         if not self._mutex.acquire(timeout=timeout):
             raise LockTimeout(self.path, timeout)
         try:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 self._flock(fd, timeout)
-                yield
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
             finally:
                 os.close(fd)  # closing releases the flock
         finally:

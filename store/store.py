@@ -196,7 +196,7 @@ class Store:
 
     def branch(self, name: str | None = None) -> Branch:
         """The branch ``name`` (default: the repository's default branch), existing or not."""
-        return Branch(self, name or self.default_branch)
+        return Branch(self, self.default_branch if name is None else name)
 
     def main(self) -> Branch:
         return self.branch()

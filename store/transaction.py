@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from store.store import Store
 
 DEFAULT_RETRIES = 13
+OPTIMISTIC_ATTEMPTS = 2
 
 
 @dataclass(eq=False)
@@ -110,24 +112,29 @@ class Committer:
         written = False
         attempts = max(p.retries for p in batch) + 1
         try:
-            for _attempt in range(attempts):
-                head = backend.read_ref(self._ref)
-                chain, outcomes, merge_objects, trees = self._chain(head, batch)
-                if not written or merge_objects:
-                    backend.write_objects(objects + merge_objects if not written else merge_objects)
-                    written = True
-                if chain == head or backend.compare_and_swap(self._ref, head, chain):
-                    self._finish(batch, outcomes, trees)
-                    return
+            for attempt in range(attempts):
+                # Optimistic first; a batch that keeps losing the race to other processes then holds the
+                # ref's lease while it merges, so that it cannot starve.
+                with backend.locked(self._ref) if attempt >= OPTIMISTIC_ATTEMPTS else nullcontext():
+                    head = backend.read_ref(self._ref)
+                    chain, outcomes, merge_objects, trees = self._chain(head, batch)
+                    if not written or merge_objects:
+                        backend.write_objects(objects + merge_objects if not written else merge_objects)
+                        written = True
+                    if chain == head or backend.compare_and_swap(self._ref, head, chain):
+                        self._finish(batch, outcomes, trees)
+                        return
             for pending in batch:
                 pending.error = TooManyRetries(self._ref, attempts)
                 pending.done.set()
         except BaseException as err:
             for pending in batch:
                 if not pending.done.is_set():
-                    pending.error = (
-                        err if isinstance(err, StoreError) else StoreError(f"commit failed: {err!r}")
-                    )
+                    if isinstance(err, StoreError):
+                        pending.error = err
+                    else:
+                        pending.error = StoreError(f"commit failed: {err!r}")
+                        pending.error.__cause__ = err
                     pending.done.set()
             if not isinstance(err, Exception):
                 raise

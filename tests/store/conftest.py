@@ -8,10 +8,7 @@ from store import Store
 @pytest.fixture(params=["memory", "disk"])
 def store(request, tmp_path):
     """The same behaviour is required of the in-memory and the on-disk store."""
-    if request.param == "memory":
-        s = Store.memory()
-    else:
-        s = Store.open(tmp_path / "repo")
+    s = Store.memory() if request.param == "memory" else Store.open(tmp_path / "repo")
     yield s
     s.close()
 

@@ -131,7 +131,7 @@ def test_tree_merge_uses_the_schema_per_path():
     assert json.loads(both_plus_one.get("count")) == 7
 
 
-# -- the laws ---------------------------------------------------------------------------------------------------
+# -- the laws --------------------------------------------------------------------------------------
 json_scalars = st.one_of(st.integers(-5, 5), st.text(alphabet="ab", max_size=2), st.booleans())
 objects = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), json_scalars, max_size=4)
 LAW_CASES = {

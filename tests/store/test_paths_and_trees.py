@@ -92,7 +92,7 @@ def test_a_committed_tree_loads_lazily_and_writes_only_changed_subtrees(disk_sto
     assert len(new) == 4
 
 
-# -- properties -----------------------------------------------------------------------------------------------
+# -- properties ------------------------------------------------------------------------------------
 segment = st.text(alphabet="abcxyz-_.0123", min_size=1, max_size=4).filter(lambda s: s not in {".", ".."})
 path_strategy = st.lists(segment, min_size=1, max_size=3).map(tuple)
 values = st.binary(max_size=8)

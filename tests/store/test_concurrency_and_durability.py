@@ -1,0 +1,165 @@
+"""Many processes and threads lose no update; acknowledged commits survive SIGKILL; stale locks recover."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from store import JSON, Store
+
+WORKER = os.path.join(os.path.dirname(__file__), "_worker.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": ROOT}
+
+
+def test_four_processes_of_threads_incrementing_counters_give_the_exact_total(tmp_path, run_git):
+    repo = str(tmp_path / "repo")
+    Store.open(repo).close()
+    processes, threads, increments = 4, 3, 15
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, "counters", repo, str(w), str(threads), str(increments)],
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(processes)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err  # writers on disjoint keys never saw a Conflict
+    with Store.open(repo) as s:
+        main = s.branch()
+        total = sum(main.get(f"count/{k}", codec=JSON) or 0 for k in range(3))
+        assert total == processes * threads * increments
+        own = sum(1 for _ in main.tree.paths("own"))
+        assert own == processes * threads * increments
+    run_git(repo, "fsck", "--full")
+
+
+def test_acknowledged_commits_survive_sigkill_at_random_moments(tmp_path, run_git):
+    repo = str(tmp_path / "repo")
+    Store.open(repo).close()
+    rng = random.Random(1234)
+    acknowledged: list[str] = []
+    for _round in range(50):
+        proc = subprocess.Popen(
+            [sys.executable, WORKER, "loop", repo], env=_env(), stdout=subprocess.PIPE, text=True
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda p=proc, out=lines: out.extend(p.stdout))
+        reader.start()
+        # Let it get going (imports take ~0.2 s), then kill it at a random moment.
+        time.sleep(0.25 + rng.random() * 0.15)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        reader.join()
+        acknowledged.extend(line.strip() for line in lines if len(line.strip()) == 40)
+        with Store.open(repo) as s:
+            head = s.branch().head
+            assert head is not None
+            for commit_id in acknowledged[-5:]:
+                assert s.graph.is_ancestor(commit_id, head), f"acknowledged {commit_id} lost"
+    assert len(acknowledged) > 50
+    with Store.open(repo) as s:
+        head = s.branch().head
+        reachable = set(s.graph.walk([head]))
+        lost = [c for c in acknowledged if c not in reachable]
+        assert lost == []
+        with s.branch().transaction(message="after the storm") as tx:
+            tx.set("ok", b"1")
+    run_git(repo, "fsck", "--full")
+    leftovers = [n for n in os.listdir(os.path.join(repo, "objects", "pack")) if n.startswith("tmp_")]
+    assert leftovers == []
+
+
+def test_a_stale_ref_lock_left_by_a_dead_writer_is_recovered(disk_store):
+    main = disk_store.branch()
+    with main.transaction(message="seed") as tx:
+        tx.set("a", b"0")
+    lock = os.path.join(disk_store.gitdir, "refs", "heads", "main.lock")
+    with open(lock, "w") as f:
+        f.write("garbage from a killed process\n")
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    with main.transaction(message="after stale lock") as tx:
+        tx.set("a", b"1")
+    assert main.get("a") == b"1"
+    assert not os.path.exists(lock)
+
+
+def test_a_fresh_lock_is_waited_for_before_it_is_judged_stale(disk_store):
+    main = disk_store.branch()
+    with main.transaction(message="seed") as tx:
+        tx.set("a", b"0")
+    lock = os.path.join(disk_store.gitdir, "refs", "heads", "main.lock")
+    with open(lock, "w") as f:
+        f.write("held by a (pretend) git process\n")
+    started = time.monotonic()
+    with main.transaction(message="waits") as tx:
+        tx.set("a", b"1")
+    assert time.monotonic() - started >= 1.5
+    assert main.get("a") == b"1"
+
+
+def test_a_lease_held_by_a_killed_process_is_released(disk_store, tmp_path):
+    main = disk_store.branch()
+    with main.transaction(message="seed") as tx:
+        tx.set("a", b"0")
+    lease = disk_store.backend._lease(main.ref).path
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({lease!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    threading.Timer(0.3, lambda: holder.send_signal(signal.SIGKILL)).start()
+    with main.transaction(message="after the holder died") as tx:
+        tx.set("a", b"1")
+    holder.wait()
+    assert main.get("a") == b"1"
+
+
+@pytest.mark.parametrize("objects_fsync", [True])
+def test_objects_are_fsynced_before_the_ref(disk_store, mocker, objects_fsync):
+    calls: list[str] = []
+    real_fsync = os.fsync
+    real_replace = os.replace
+
+    def fsync(fd):
+        calls.append("fsync:" + os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 2)[-1])
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append("rename:" + os.path.basename(str(dst)))
+        return real_replace(src, dst)
+
+    mocker.patch("os.fsync", side_effect=fsync)
+    mocker.patch("os.replace", side_effect=replace)
+    with disk_store.branch().transaction(message="durable") as tx:
+        tx.set("a", b"1")
+    ref_rename = calls.index("rename:main")
+    pack_renames = [i for i, c in enumerate(calls) if c.startswith("rename:pack-")]
+    assert pack_renames and max(pack_renames) < ref_rename
+    # The pack, its index, the pack directory, the ref and its directory are all fsynced.
+    assert any(c.startswith("fsync:tmp_pack_") for c in calls[: min(pack_renames)])
+    assert "fsync:pack" in calls[:ref_rename]
+    assert calls[ref_rename + 1] == "fsync:heads"

@@ -1,0 +1,151 @@
+"""The store is a real git repository: git reads what the store writes, and the store reads git's commits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+from store import Store
+
+
+def commit(branch, changes, message="change", author="Alice Example <alice@example.org>"):
+    with branch.transaction(message=message, author=author) as tx:
+        for path, value in changes.items():
+            tx.set(path, value)
+    return tx.commit_id
+
+
+def test_git_fsck_is_clean_after_a_mixed_workload(disk_store, run_git):
+    main = disk_store.branch()
+    disk_store.schema.add("count", "counter")
+    for i in range(30):
+        commit(main, {f"vms/{i % 7}/config": f"{i}".encode(), "count": str(i).encode()})
+    task = main.transaction(message="task", keep_branch=True, no_ff=True)
+    task.set("tasks/1", b"done")
+    task.commit()
+    disk_store.fork("side", "main")
+    commit(disk_store.branch("side"), {"side": b"1"})
+    commit(main, {"main": b"1"})
+    disk_store.merge("side", into="main")
+    threads = [
+        threading.Thread(target=lambda n=n: [commit(main, {f"t/{n}/{i}": b"x"}) for i in range(10)])
+        for n in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run_git(disk_store.gitdir, "fsck", "--full", "--strict")
+    assert run_git(disk_store.gitdir, "rev-list", "--count", "main").strip() == str(
+        sum(1 for _ in disk_store.graph.walk([main.head]))
+    )
+
+
+def test_git_log_shows_messages_authors_and_dates(disk_store, run_git):
+    main = disk_store.branch()
+    commit(main, {"a": b"1"}, message="vm start web1 (1234)\n\nDetails here.")
+    out = run_git(disk_store.gitdir, "log", "-1", "--format=%an|%ae|%s|%b|%at")
+    name, email, subject, body, timestamp = out.strip().split("|")
+    assert (name, email, subject, body.strip()) == (
+        "Alice Example",
+        "alice@example.org",
+        "vm start web1 (1234)",
+        "Details here.",
+    )
+    info = disk_store.graph.info(main.head)
+    assert int(timestamp) == info.author_time
+
+
+def test_git_show_and_checkout_give_the_stored_bytes(disk_store, run_git, tmp_path):
+    main = disk_store.branch()
+    payload = bytes(range(256)) * 3
+    first = commit(main, {"bin/blob": payload, "text": b"hello\n"})
+    commit(main, {"text": b"changed\n"})
+    shown = subprocess.run(
+        ["git", "-C", disk_store.gitdir, "show", f"{first}:bin/blob"], capture_output=True, check=True
+    ).stdout
+    assert shown == payload
+    checkout = tmp_path / "checkout"
+    run_git(tmp_path, "clone", "-q", disk_store.gitdir, str(checkout))
+    run_git(checkout, "checkout", "-q", first)
+    assert (checkout / "text").read_bytes() == b"hello\n"
+    assert (checkout / "bin" / "blob").read_bytes() == payload
+
+
+def test_a_commit_made_with_the_git_cli_is_read_logged_and_merged(tmp_path, run_git):
+    with Store.open(tmp_path / "repo", bare=False) as s:
+        main = s.branch()
+        commit(main, {"vms/a/config": b"store\n"})
+    work = tmp_path / "repo"
+    run_git(work, "checkout", "-q", "main")
+    run_git(work, "checkout", "-q", "-b", "cli")
+    (work / "vms" / "b").mkdir(parents=True)
+    (work / "vms" / "b" / "config").write_bytes(b"from git\n")
+    run_git(work, "add", "-A")
+    run_git(
+        work,
+        "-c",
+        "user.name=Git User",
+        "-c",
+        "user.email=git@example.org",
+        "commit",
+        "-q",
+        "-m",
+        "cli commit",
+    )
+    cli_head = run_git(work, "rev-parse", "HEAD").strip()
+    with Store.open(work) as s:
+        cli = s.branch("cli")
+        assert cli.head == cli_head
+        assert cli.get("vms/b/config") == b"from git\n"
+        assert cli.log()[0].author == "Git User <git@example.org>"
+        assert cli.log()[0].paths == ["vms/b/config"]
+        main = s.branch("main")
+        commit(main, {"vms/a/config": b"store again\n"})
+        s.merge("cli", into="main")
+        assert main.get("vms/b/config") == b"from git\n"
+        assert main.get("vms/a/config") == b"store again\n"
+        merged = main.head
+    assert run_git(work, "rev-parse", "main").strip() == merged
+    run_git(work, "fsck", "--full")
+
+
+def test_git_gc_and_repack_leave_the_store_readable(disk_store, run_git):
+    main = disk_store.branch()
+    for i in range(40):
+        commit(main, {f"k/{i}": b"v"})
+    head = main.head
+    run_git(disk_store.gitdir, "gc", "-q", "--prune=now")
+    with Store.open(disk_store.path) as reopened:
+        assert reopened.branch().head == head
+        assert reopened.branch().get("k/39") == b"v"
+        commit(reopened.branch(), {"after": b"gc"})
+    run_git(disk_store.gitdir, "fsck", "--full")
+
+
+def test_packed_refs_written_by_git_are_read_and_updated(disk_store, run_git):
+    main = disk_store.branch()
+    commit(main, {"a": b"1"})
+    run_git(disk_store.gitdir, "pack-refs", "--all")
+    assert not os.path.exists(os.path.join(disk_store.gitdir, "refs", "heads", "main"))
+    with Store.open(disk_store.path) as reopened:
+        assert reopened.branch().get("a") == b"1"
+        commit(reopened.branch(), {"a": b"2"})
+        reopened.fork("tmp", "main")
+    run_git(disk_store.gitdir, "pack-refs", "--all")
+    with Store.open(disk_store.path) as reopened:
+        reopened.delete_branch("tmp")
+        assert reopened.branches() == ["main"]
+    assert "tmp" not in run_git(disk_store.gitdir, "branch", "--list")
+    assert run_git(disk_store.gitdir, "show", "main:a") == "2"
+
+
+def test_small_packs_are_rolled_up(disk_store, run_git):
+    main = disk_store.branch()
+    for i in range(120):
+        commit(main, {f"k/{i}": b"v"})
+    packs = [p for p in os.listdir(os.path.join(disk_store.gitdir, "objects", "pack")) if p.endswith(".pack")]
+    assert len(packs) <= 24
+    run_git(disk_store.gitdir, "fsck", "--full")
+    assert main.get("k/0") == b"v" and len(main.list("k")) == 120

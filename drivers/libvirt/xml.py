@@ -73,6 +73,11 @@ def spec_to_xml(spec: DomainSpec, domain_type: str = "qemu") -> str:
     if spec.effective_max_vcpus != spec.vcpus:
         vcpu.set("current", str(spec.vcpus))
     _os(root, spec.boot, domain_type)
+    if root.findtext("os/type") == "hvm":
+        # Without ACPI the guest gets no power button (shutdown() would be ignored) and no PCI hotplug.
+        features = _sub(root, "features")
+        _sub(features, "acpi")
+        _sub(features, "apic")
     _sub(root, "on_poweroff", spec.on_poweroff)
     _sub(root, "on_reboot", spec.on_reboot)
     _sub(root, "on_crash", spec.on_crash)
@@ -161,6 +166,10 @@ def xml_to_spec(text: str) -> DomainSpec:
     max_vcpus = int(vcpu.text or "1") if vcpu is not None else 1
     vcpus = int(vcpu.get("current", max_vcpus)) if vcpu is not None else 1
     disks, nics = _read_devices(root, device_ids)
+    # libvirt keeps disks sorted by bus and target, not in the order given: our metadata remembers it.
+    rank = {device_id: index for index, device_id in enumerate(device_ids.values())}
+    disks.sort(key=lambda disk: rank.get(disk.id, len(rank)))
+    nics.sort(key=lambda nic: rank.get(nic.id, len(rank)))
     return DomainSpec(
         uuid=uuidlib.UUID(_required_text(root, "uuid")),
         name=_required_text(root, "name"),

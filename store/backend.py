@@ -71,15 +71,22 @@ class Backend(ABC):
 
     def tree_entries(self, oid: ObjectId) -> TreeEntries:
         """The parsed entries of a tree object, cached by id."""
+        return self._tree(oid)[0]
+
+    def tree_raw(self, oid: ObjectId) -> bytes:
+        """The raw bytes of a tree object, cached by id (new trees are derived from them by splicing)."""
+        return self._tree(oid)[1]
+
+    def _tree(self, oid: ObjectId) -> tuple[TreeEntries, bytes]:
         cached = self._trees.get(oid)
         if cached is not None:
             return cached  # type: ignore[return-value]
         type_num, raw = self.get_raw(oid)
         if type_num != TREE:
             raise CorruptObject(oid.decode(), f"expected a tree, found type {type_num}")
-        entries = parse_tree_entries(raw)
-        self._trees.put(oid, entries)
-        return entries
+        parsed = (parse_tree_entries(raw), raw)
+        self._trees.put(oid, parsed)
+        return parsed
 
     def blob(self, oid: ObjectId) -> bytes:
         """The content of a blob, cached by id."""
@@ -94,7 +101,7 @@ class Backend(ABC):
     def remember(self, oid: ObjectId, type_num: int, raw: bytes, entries: TreeEntries | None = None) -> None:
         """Prime the caches with an object this process just wrote."""
         if type_num == TREE and entries is not None:
-            self._trees.put(oid, entries)
+            self._trees.put(oid, (entries, raw))
         elif len(raw) <= 65536 and type_num != TREE:
             self._blobs.put(oid, raw)
 

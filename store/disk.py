@@ -27,7 +27,7 @@ from dulwich.pack import Pack
 
 from store.backend import Backend
 from store.errors import StoreError
-from store.locks import Lease, create_git_lock, fsync_directory, pid_alive
+from store.locks import DirectorySyncer, Lease, create_git_lock, pid_alive
 from store.objects import ObjectId
 
 # Temporary names must not end in .pack/.idx: readers would take a half-written pair for a pack.
@@ -59,20 +59,31 @@ def _pack_object_header(type_num: int, size: int) -> bytes:
     return bytes(out)
 
 
-def encode_pack(objects: Iterable[tuple[ObjectId, int, bytes]]) -> tuple[bytes, bytes, bytes]:
+def encode_pack(
+    objects: Iterable[tuple[ObjectId, int, bytes]],
+    chunks: Iterable[tuple[bytes, bytes, int]] = (),
+) -> tuple[bytes, bytes, bytes]:
     """Build a version-2 pack and its version-2 index from whole (undeltified) objects.
+
+    Args:
+        objects: (hex id, type number, raw bytes) to compress.
+        chunks: (binary id, pack entry bytes, crc32) copied verbatim from another pack.
 
     Returns:
         (pack bytes, index bytes, pack checksum).
     """
-    unique: dict[ObjectId, tuple[int, bytes]] = {}
+    entries_by_sha: dict[bytes, bytes | tuple[bytes, int]] = {}
+    for sha, chunk, crc in chunks:
+        entries_by_sha[sha] = (chunk, crc)
     for oid, type_num, raw in objects:
-        unique[oid] = (type_num, raw)
-    body = bytearray(b"PACK" + struct.pack(">II", 2, len(unique)))
+        entries_by_sha[bytes.fromhex(oid.decode("ascii"))] = _pack_object_header(type_num, len(raw)) + (
+            zlib.compress(raw, 1)
+        )
+    body = bytearray(b"PACK" + struct.pack(">II", 2, len(entries_by_sha)))
     entries: list[tuple[bytes, int, int]] = []
-    for oid, (type_num, raw) in unique.items():
-        chunk = _pack_object_header(type_num, len(raw)) + zlib.compress(raw, 1)
-        entries.append((bytes.fromhex(oid.decode("ascii")), len(body), zlib.crc32(chunk)))
+    for sha, entry in entries_by_sha.items():
+        chunk, crc = entry if isinstance(entry, tuple) else (entry, zlib.crc32(entry))
+        entries.append((sha, len(body), crc))
         body += chunk
     checksum = hashlib.sha1(body).digest()
     body += checksum
@@ -99,6 +110,42 @@ def encode_pack(objects: Iterable[tuple[ObjectId, int, bytes]]) -> tuple[bytes, 
     index += checksum
     index += hashlib.sha1(index).digest()
     return bytes(body), bytes(index), checksum
+
+
+def read_whole_object_chunks(base: str) -> list[tuple[bytes, bytes, int]] | None:
+    """The entries of a pack as (binary id, entry bytes, crc32), if none of them is a delta.
+
+    Rolling up packs this library wrote then copies compressed bytes instead of inflating and deflating
+    every object. Returns None for packs with deltas (e.g. written by `git gc`), or an index that is not v2.
+    """
+    with open(base + ".idx", "rb") as f:
+        index = f.read()
+    with open(base + ".pack", "rb") as f:
+        pack = f.read()
+    if index[:8] != b"\377tOc" + struct.pack(">L", 2):
+        return None
+    count = struct.unpack_from(">L", index, 8 + 255 * 4)[0]
+    shas_at = 8 + 1024
+    crcs_at = shas_at + 20 * count
+    offsets_at = crcs_at + 4 * count
+    large_at = offsets_at + 4 * count
+    located = []
+    for i in range(count):
+        offset = struct.unpack_from(">L", index, offsets_at + 4 * i)[0]
+        if offset & 0x80000000:
+            offset = struct.unpack_from(">Q", index, large_at + 8 * (offset & 0x7FFFFFFF))[0]
+        located.append((offset, i))
+    located.sort()
+    end_of_data = len(pack) - 20
+    chunks = []
+    for position, (offset, i) in enumerate(located):
+        if (pack[offset] >> 4) & 7 not in (1, 2, 3, 4):  # 6 and 7 are deltas
+            return None
+        end = located[position + 1][0] if position + 1 < len(located) else end_of_data
+        sha = index[shas_at + 20 * i : shas_at + 20 * (i + 1)]
+        crc = struct.unpack_from(">L", index, crcs_at + 4 * i)[0]
+        chunks.append((sha, pack[offset:end], crc))
+    return chunks
 
 
 def _write_file(path: str, data: bytes, durable: bool) -> None:
@@ -134,6 +181,7 @@ class DiskBackend(Backend):
         os.makedirs(self.pack_dir, exist_ok=True)
         self._private = os.path.join(self.gitdir, "gitstore")
         os.makedirs(os.path.join(self._private, "locks"), exist_ok=True)
+        self._directories = DirectorySyncer()
         self._leases: dict[str, Lease] = {}
         self._leases_mutex = threading.Lock()
         self._objects_mutex = threading.Lock()
@@ -204,7 +252,7 @@ class DiskBackend(Backend):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
         if self.durable:
-            fsync_directory(self.pack_dir)
+            self._directories.sync(self.pack_dir)
         with self._objects_mutex:
             self._objects._add_cached_pack(name, Pack(base, object_format=self._objects.object_format))
 
@@ -254,24 +302,34 @@ class DiskBackend(Backend):
         if len(victims) < 2:
             return
         objects: list[tuple[ObjectId, int, bytes]] = []
+        chunks: list[tuple[bytes, bytes, int]] = []
         for name in victims:
-            pack = Pack(os.path.join(self.pack_dir, name), object_format=self._objects.object_format)
+            base = os.path.join(self.pack_dir, name)
             try:
-                for sha in pack.index.iter_shas() if hasattr(pack.index, "iter_shas") else pack.index:
-                    hexsha = sha if len(sha) == 40 else sha.hex().encode("ascii")
-                    type_num, raw = pack.get_raw(bytes.fromhex(hexsha.decode("ascii")))
-                    objects.append((hexsha, type_num, raw))
+                copied = read_whole_object_chunks(base)
+            except FileNotFoundError:
+                return  # removed under us (by `git gc`?): try again later
+            if copied is not None:
+                chunks.extend(copied)
+                continue
+            pack = Pack(base, object_format=self._objects.object_format)
+            try:
+                for sha in pack.index:
+                    type_num, raw = pack.get_raw(sha)
+                    objects.append((sha.hex().encode("ascii"), type_num, raw))
             finally:
                 pack.close()
-        pack_bytes, index, checksum = encode_pack(objects)
+        pack_bytes, index, checksum = encode_pack(objects, chunks)
         new_name = "pack-" + checksum.hex()
         self._install_pack(new_name, pack_bytes, index)
+        present = set(os.listdir(self.pack_dir))
         for name in victims:
             if name == new_name:
                 continue
             for suffix in (".idx", ".pack", ".rev", ".bitmap"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.pack_dir, name + suffix))
+                if name + suffix in present:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.pack_dir, name + suffix))
         with self._objects_mutex:
             self._objects._update_pack_cache()
 
@@ -382,7 +440,7 @@ class DiskBackend(Backend):
                 os.replace(lock_path, path)
                 renamed = True
                 if self.durable:
-                    fsync_directory(os.path.dirname(path))
+                    self._directories.sync(os.path.dirname(path))
                 return True
             finally:
                 if fd >= 0:
@@ -423,7 +481,7 @@ class DiskBackend(Backend):
                         os.close(fd)
                         os.unlink(lock_path)
         if self.durable:
-            fsync_directory(os.path.dirname(path))
+            self._directories.sync(os.path.dirname(path))
 
     def list_refs(self, prefix: str) -> dict[str, str]:
         refs = {name: oid for name, oid in self._packed_refs().items() if name.startswith(prefix)}
@@ -451,3 +509,7 @@ class DiskBackend(Backend):
 
     def close(self) -> None:
         self._objects.close()
+        self._directories.close()
+        with self._leases_mutex:
+            for lease in self._leases.values():
+                lease.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from store.backend import Backend, ObjectCache
 from store.errors import CorruptObject, UnknownCommit
-from store.objects import COMMIT, TREE, CommitInfo, ObjectId, commit_links, decode_commit
+from store.objects import COMMIT, TREE, CommitInfo, ObjectId, commit_links, decode_commit, find_entry
 from store.paths import Key
 
 
@@ -59,24 +59,12 @@ class HistoryEntry:
 
 
 def lookup_entry(raw: bytes, name: bytes) -> tuple[bool, ObjectId] | None:
-    """Find one entry in a raw tree without parsing the others.
-
-    A match of b" <name>\\0" is accepted only where an entry can start: after a mode of digits that begins
-    the tree or follows the 20-byte id of the previous entry.
-    """
-    needle = b" " + name + b"\0"
-    start = 0
-    while True:
-        i = raw.find(needle, start)
-        if i < 0:
-            return None
-        j = i
-        while j > 0 and 48 <= raw[j - 1] <= 55:  # octal digits of the mode
-            j -= 1
-        if i - j >= 5 and (j == 0 or (j >= 21 and raw[j - 21] == 0)):
-            sha_at = i + len(needle)
-            return raw[j:i] == b"40000", raw[sha_at : sha_at + 20].hex().encode("ascii")
-        start = i + 1
+    """The (is_dir, id) of one entry of a raw tree, found without parsing the others."""
+    found = find_entry(raw, name)
+    if found is None:
+        return None
+    mode_at, sha_at = found
+    return raw[mode_at : mode_at + 6] == b"40000 ", raw[sha_at : sha_at + 20].hex().encode("ascii")
 
 
 class CommitGraph:

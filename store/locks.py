@@ -25,11 +25,43 @@ LOCK_TIMEOUT_SECONDS = 30.0
 
 def fsync_directory(path: str) -> None:
     """Make a rename or a new file in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirectorySyncer:
+    """fsyncs directories through descriptors kept open (a directory's descriptor stays valid across the
+    renames made in it)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._mutex = threading.Lock()
+
+    def sync(self, path: str) -> None:
+        fd = self._fds.get(path)
+        if fd is None:
+            with self._mutex:
+                fd = self._fds.get(path)
+                if fd is None:
+                    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    if len(self._fds) < 64:
+                        self._fds[path] = fd
+                    else:
+                        try:
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
+                        return
+        os.fsync(fd)
+
+    def close(self) -> None:
+        with self._mutex:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
 
 class Lease:
@@ -43,6 +75,7 @@ class Lease:
         self.path = path
         self._mutex = threading.RLock()
         self._depth = 0  # re-entries by the thread that holds the lease
+        self._fd = -1  # kept open: taking the lease is then one flock call
 
     @contextmanager
     def hold(self, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
@@ -58,18 +91,23 @@ class Lease:
                 finally:
                     self._depth -= 1
                 return
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._flock(self._fd, timeout)
+            self._depth = 1
             try:
-                self._flock(fd, timeout)
-                self._depth = 1
-                try:
-                    yield
-                finally:
-                    self._depth = 0
+                yield
             finally:
-                os.close(fd)  # closing releases the flock
+                self._depth = 0
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._mutex.release()
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def try_hold(self) -> int | None:
         """Take the lease without waiting; returns a descriptor to close to release it, or None."""

@@ -13,7 +13,7 @@ from typing import Literal, Union
 
 from store.backend import Backend
 from store.errors import IsADirectory, NotADirectory
-from store.objects import BLOB, TREE, ObjectId, encode_tree, object_id
+from store.objects import BLOB, TREE, ObjectId, encode_tree, find_entry, object_id
 from store.paths import Key, Path, join, parse
 
 EMPTY_TREE_ID: ObjectId = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -84,18 +84,30 @@ class Tree:
     Build one from a store (``branch.tree``, ``store.at(commit).tree``) or start from ``Tree.empty(...)``.
     """
 
-    __slots__ = ("_backend", "_children", "_oid", "_raw", "_stored")
+    __slots__ = ("_backend", "_children", "_dirty", "_oid", "_origin", "_raw", "_stored")
 
     def __init__(
         self,
         backend: Backend,
         oid: ObjectId | None = None,
         children: dict[str, Child] | None = None,
+        origin: tuple[Tree, str] | None = None,
     ) -> None:
         self._backend = backend
         self._oid = oid
         self._children = children
         self._raw: bytes | None = None
+        # The tree this one was derived from by changing one child: its raw bytes can be spliced.
+        self._origin = origin
+        # Names of children that may not be in the repository yet (None: any of them), so that writing
+        # and marking a commit visit only the changed path, not every sibling.
+        self._dirty: frozenset[str] | None = None
+        if origin is not None:
+            previous, name = origin
+            if previous._stored:
+                self._dirty = frozenset((name,))
+            elif previous._dirty is not None:
+                self._dirty = previous._dirty | {name}
         # A tree with an id and no in-memory children came from the repository: nothing to write.
         self._stored = oid is not None and children is None
 
@@ -146,6 +158,11 @@ class Tree:
     @property
     def oid(self) -> ObjectId:
         if self._oid is None:
+            raw = self._splice()
+            if raw is not None:
+                self._raw = raw
+                self._oid = object_id(TREE, raw)
+                return self._oid
             entries = []
             for name, child in self._entries().items():
                 if isinstance(child, Tree):
@@ -157,6 +174,41 @@ class Tree:
             self._raw = encode_tree(entries)
             self._oid = object_id(TREE, self._raw)
         return self._oid
+
+    def _has_raw(self) -> bool:
+        return self._raw is not None or self._stored
+
+    def _raw_bytes(self) -> bytes:
+        if self._raw is None:
+            assert self._oid is not None
+            return self._backend.tree_raw(self._oid)
+        return self._raw
+
+    def _splice(self) -> bytes | None:
+        """Encode by replacing one entry's id in the raw bytes of the tree this one came from.
+
+        Committing a one-leaf change then costs a byte search per tree on its path instead of re-encoding
+        every sibling; insertions, deletions and type changes fall back to a full encoding.
+        """
+        if self._origin is None:
+            return None
+        previous, name = self._origin
+        self._origin = None
+        old = previous._entries().get(name)
+        new = self._entries().get(name)
+        if old is None or new is None:
+            return None
+        old_is_dir = isinstance(old, Tree) if not isinstance(old, tuple) else old[0]
+        new_is_dir = isinstance(new, Tree) if not isinstance(new, tuple) else new[0]
+        if old_is_dir != new_is_dir:
+            return None
+        previous_raw = previous._raw_bytes()
+        found = find_entry(previous_raw, name.encode("utf-8", "surrogateescape"))
+        if found is None:
+            return None
+        new_oid = new[1] if isinstance(new, tuple) else new.oid
+        sha_at = found[1]
+        return previous_raw[:sha_at] + bytes.fromhex(new_oid.decode("ascii")) + previous_raw[sha_at + 20 :]
 
     def is_empty(self) -> bool:
         return not self._entries()
@@ -251,6 +303,7 @@ class Tree:
                 if isinstance(existing, Tree) and not existing.is_empty():
                     raise IsADirectory(join(key))
                 children[name] = leaf
+            return Tree(self._backend, None, children, origin=(self, name) if self._has_raw() else None)
         else:
             child = self._node(name)
             if isinstance(child, Leaf):
@@ -266,7 +319,7 @@ class Tree:
                 children.pop(name, None)
             else:
                 children[name] = new_child
-        return Tree(self._backend, None, children)
+        return Tree(self._backend, None, children, origin=(self, name) if self._has_raw() else None)
 
     def apply(self, changes: Iterable[Change]) -> Tree:
         """A new tree with each change applied (``new`` None removes the path)."""
@@ -324,11 +377,17 @@ class Tree:
         _collect(self, out)
         return out
 
+    def _maybe_new_children(self) -> Iterable[Child]:
+        entries = self._entries()
+        if self._dirty is None:
+            return entries.values()
+        return [entries[name] for name in self._dirty if name in entries]
+
     def mark_stored(self) -> None:
         """Record that every object of this tree is now in the repository (after a write)."""
         if self._stored:
             return
-        for child in self._entries().values():
+        for child in self._maybe_new_children():
             if isinstance(child, Tree):
                 child.mark_stored()
             elif isinstance(child, Leaf):
@@ -382,7 +441,7 @@ def _collect(tree: Tree, out: list[tuple[ObjectId, int, bytes]]) -> None:
     if tree._stored:
         return
     oid = tree.oid
-    for child in tree._entries().values():
+    for child in tree._maybe_new_children():
         if isinstance(child, Tree):
             _collect(child, out)
         elif isinstance(child, Leaf) and child.is_new:

@@ -58,8 +58,15 @@ if ! ip link show gtbr0 >/dev/null 2>&1; then
 fi
 
 # -- 3. the guest ---------------------------------------------------------------------------------------
+# Modules the guest loads, in dependency order (busybox insmod does not resolve dependencies): the ACPI power
+# button and evdev (so shutdown() works), and virtio-pci plus the balloon (so live set_memory() works).
+GUEST_MODULES=(drivers/acpi/button drivers/input/evdev drivers/virtio/virtio_ring drivers/virtio/virtio
+    drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci
+    drivers/virtio/virtio_balloon)
+GUEST_VERSION="2 ${GUEST_MODULES[*]}"
 mkdir -p "$E2E_DIR"
-if [ ! -s "$E2E_DIR/vmlinuz" ] || [ ! -s "$E2E_DIR/initrd.img" ]; then
+if [ ! -s "$E2E_DIR/vmlinuz" ] || [ ! -s "$E2E_DIR/initrd.img" ] \
+    || [ "$(cat "$E2E_DIR/guest-version" 2>/dev/null)" != "$GUEST_VERSION" ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     image_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
@@ -73,15 +80,17 @@ if [ ! -s "$E2E_DIR/vmlinuz" ] || [ ! -s "$E2E_DIR/initrd.img" ]; then
     root="$work/initramfs"
     mkdir -p "$root"/{bin,dev,proc,sys,lib/modules}
     cp /bin/busybox "$root/bin/busybox"
-    # Modules the power button needs when they are not built in (Debian ships them as .ko or .ko.xz).
-    for module in drivers/acpi/button drivers/input/evdev; do
+    # Copied as NN-name.ko so that the init's glob loads them in order; built-in ones are simply absent.
+    index=10
+    for module in "${GUEST_MODULES[@]}"; do
         found=$(find "$work/kernel/lib/modules/$release/kernel" -path "*/$module.ko*" | head -n1 || true)
-        if [ -n "$found" ]; then
-            case "$found" in
-                *.xz) xz -dc "$found" >"$root/lib/modules/$(basename "${found%.xz}")" ;;
-                *) cp "$found" "$root/lib/modules/" ;;
-            esac
-        fi
+        target="$root/lib/modules/$index-$(basename "$module").ko"
+        case "$found" in
+            "") ;;
+            *.xz) xz -dc "$found" >"$target" ;;
+            *) cp "$found" "$target" ;;
+        esac
+        index=$((index + 1))
     done
     cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
@@ -101,6 +110,7 @@ while true; do sleep 3600; done
 INIT
     chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) >"$E2E_DIR/initrd.img"
+    echo "$GUEST_VERSION" >"$E2E_DIR/guest-version"
     log "guest ready in $E2E_DIR ($release)"
 fi
 log "ready: libvirtd runs, guest kernel and initramfs in $E2E_DIR"

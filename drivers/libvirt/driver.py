@@ -38,6 +38,7 @@ UNDEFINE_MANAGED_SAVE = 1
 UNDEFINE_SNAPSHOTS_METADATA = 2
 _DOMAIN_TYPES = {"test": "test", "qemu": "qemu", "xen": "xen", "lxc": "lxc"}
 _SHUTDOWN_POLL_SECONDS = 0.1
+_SHUTDOWN_RETRY_SECONDS = 5.0
 
 
 class LibvirtDriver(Driver):
@@ -45,7 +46,8 @@ class LibvirtDriver(Driver):
 
     QEMU domains are defined with ``type='qemu'`` (TCG), so they run without KVM. On ``test:///default``
     live device changes are impossible (libvirt's test driver lacks hotplug): they raise Unsupported, while
-    persistent device changes work by redefining the domain.
+    persistent device changes work by redefining the domain. ``shutdown`` presses the ACPI power button again
+    every few seconds while it waits, since a press during the guest's boot is lost.
 
     Args:
         uri: A libvirt URI.
@@ -112,10 +114,17 @@ class LibvirtDriver(Driver):
         if not self._call("shutdown", ref, request):
             return True
         deadline = time.monotonic() + timeout
+        next_request = time.monotonic() + _SHUTDOWN_RETRY_SECONDS
         while self._state(ref, "shutdown").is_active:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 return False
-            time.sleep(min(_SHUTDOWN_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            if now >= next_request:
+                # An ACPI press that arrives while the guest is still booting is lost: press again, like Nova.
+                next_request = now + _SHUTDOWN_RETRY_SECONDS
+                if not self._call("shutdown", ref, request):
+                    return True
+            time.sleep(min(_SHUTDOWN_POLL_SECONDS, max(0.0, deadline - now)))
         return True
 
     def reboot(self, uuid: DomainRef) -> None:

@@ -50,7 +50,7 @@ class RecordedXl:
         self.calls: list[tuple[str, ...]] = []
 
     def reply(self, argv: Sequence[str], stdout: str = "", stderr: str = "", returncode: int = 0) -> None:
-        """Answer ``argv`` with this output from now on (queued after earlier one-shot answers)."""
+        """Answer ``argv`` with this output from now on, replacing earlier answers."""
         self.responses[tuple(argv)] = [CompletedCommand(tuple(argv), returncode, stdout, stderr)]
 
     def then(self, argv: Sequence[str], stdout: str = "", stderr: str = "", returncode: int = 0) -> None:

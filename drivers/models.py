@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import enum
 import re
-import time
 import uuid as uuidlib
-from dataclasses import dataclass, field
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from drivers.errors import InvalidArgument
+from drivers.events import DomainEvent, EventKind
 
 # Safe for libvirt (no '/', no leading '.'), for xl (not all digits: xl would read it as a domid), for file
 # names of the simulator and xl.cfg files, and for shells.
@@ -461,43 +460,6 @@ class Capability(enum.StrEnum):
     EVENTS = "events"  # events also report changes made outside this driver
     PERSISTENT_STATE = "persistent-state"  # state survives the process (another process sees the same host)
     GUEST_SHUTDOWN = "guest-shutdown"  # shutdown() asks a real guest OS, which may ignore it
-
-
-class EventKind(enum.StrEnum):
-    """Kinds of domain events, after libvirt's lifecycle events plus device events."""
-
-    DEFINED = "defined"
-    UNDEFINED = "undefined"
-    STARTED = "started"
-    SUSPENDED = "suspended"
-    RESUMED = "resumed"
-    STOPPED = "stopped"
-    SHUTDOWN = "shutdown"  # the guest started to shut down; STOPPED follows
-    REBOOTED = "rebooted"
-    CRASHED = "crashed"
-    DEVICE_ADDED = "device-added"
-    DEVICE_REMOVED = "device-removed"
-    MEMORY_CHANGED = "memory-changed"
-    VCPUS_CHANGED = "vcpus-changed"
-
-
-@dataclass(frozen=True, slots=True)
-class DomainEvent:
-    """Something happened to a domain. Events are hints: reconcile against ``info`` anyway.
-
-    Attributes:
-        uuid: The domain.
-        name: Its name when the event fired.
-        kind: What happened.
-        detail: Hypervisor-specific precision (e.g. ``"destroyed"``, or the device id for device events).
-        timestamp: Seconds since the epoch when the driver saw the event.
-    """
-
-    uuid: uuidlib.UUID
-    name: str
-    kind: EventKind
-    detail: str = ""
-    timestamp: float = field(default_factory=time.time)
 
 
 __all__ = [

@@ -54,26 +54,23 @@ def encode_tree(entries: list[tuple[bytes, bool, ObjectId]]) -> bytes:
 
 
 def find_entry(raw: bytes, name: bytes) -> tuple[int, int] | None:
-    """Locate one entry of a raw tree without parsing the others.
+    """Locate one entry of a raw tree without building the others.
 
-    A match of b" <name>\\0" is accepted only where an entry can start: after a mode of octal digits that
-    begins the tree or follows the previous entry's NUL and 20-byte id.
+    Walks the entries with C-level searches only (one NUL search per entry): ids are arbitrary bytes, so
+    searching for the name directly could match inside an id.
 
     Returns:
         (offset of the mode, offset of the 20-byte id), or None if absent.
     """
-    needle = b" " + name + b"\0"
-    start = 0
-    while True:
-        i = raw.find(needle, start)
-        if i < 0:
-            return None
-        j = i
-        while j > 0 and 48 <= raw[j - 1] <= 55:
-            j -= 1
-        if i - j >= 5 and (j == 0 or (j >= 21 and raw[j - 21] == 0)):
-            return j, i + len(needle)
-        start = i + 1
+    target = b" " + name
+    length = len(raw)
+    position = 0
+    while position < length:
+        nul = raw.index(b"\0", position)
+        if raw.endswith(target, position, nul) and raw.find(b" ", position, nul) == nul - len(target):
+            return position, nul + 1
+        position = nul + 21
+    return None
 
 
 _IDENTITY = re.compile(r"^[^<>\n]+ <[^<>\n]*>$")

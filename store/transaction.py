@@ -108,6 +108,9 @@ class Committer:
         objects: list[tuple[ObjectId, int, bytes]] = []
         for pending in batch:
             objects.extend(pending.tree.new_objects())
+            # Written below before anything refers to them (or the whole batch fails and is discarded):
+            # marking them now keeps the merges of this batch from collecting them again.
+            pending.tree.mark_stored()
             objects.append((pending.own_commit.encode("ascii"), COMMIT, pending.own_raw))
         written = False
         attempts = max(p.retries for p in batch) + 1
@@ -171,6 +174,7 @@ class Committer:
             raw = encode_commit(merged.oid, parents, pending.author, pending.author, f"Merge: {subject}\n")
             merge_id = object_id(COMMIT, raw)
             objects.extend(merged.new_objects())
+            merged.mark_stored()
             objects.append((merge_id, COMMIT, raw))
             chain, chain_tree = merge_id.decode("ascii"), merged
             outcomes[index] = chain

@@ -149,3 +149,27 @@ def test_small_packs_are_rolled_up(disk_store, run_git):
     assert len(packs) <= 24
     run_git(disk_store.gitdir, "fsck", "--full")
     assert main.get("k/0") == b"v" and len(main.list("k")) == 120
+
+
+def test_deltified_objects_from_git_gc_read_back_exactly(disk_store, run_git):
+    main = disk_store.branch()
+    versions = []
+    for i in range(15):
+        text = "".join(f"line {n} of a long config {'edited ' * (n == i)}\n" for n in range(200)).encode()
+        versions.append(text)
+        commit(main, {"big/config": text})
+    run_git(disk_store.gitdir, "gc", "-q", "--aggressive", "--prune=now")
+    verify = run_git(
+        disk_store.gitdir,
+        "verify-pack",
+        "-v",
+        *[
+            os.path.join(disk_store.gitdir, "objects", "pack", p)
+            for p in os.listdir(os.path.join(disk_store.gitdir, "objects", "pack"))
+            if p.endswith(".idx")
+        ],
+    )
+    assert " delta " in verify or "chain length" in verify  # git did store deltas
+    with Store.open(disk_store.path) as reopened:
+        history = reopened.branch().history("big/config")
+        assert [h.value for h in history] == list(reversed(versions))

@@ -134,3 +134,32 @@ def test_property_applying_diff_a_b_to_a_gives_b(ops_a, ops_b):
     c, _ = _apply(Tree.empty(backend), ops_b)
     assert a.apply(a.diff(c)) == c
     assert a.diff(a) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(alphabet="0123456789abc-", min_size=1, max_size=3),
+        st.tuples(
+            st.booleans(),
+            st.one_of(
+                st.binary(min_size=20, max_size=20),
+                st.lists(st.sampled_from(b"\x0001234567 "), min_size=20, max_size=20).map(bytes),
+            ),
+        ),
+        max_size=30,
+    ),
+    st.text(alphabet="0123456789abc-", min_size=1, max_size=3),
+)
+def test_property_single_entry_lookup_agrees_with_a_full_parse(entries, absent):
+    # Ids full of ASCII digits and NULs are the hard case for finding an entry without parsing.
+    from store.backend import parse_tree_entries
+    from store.history import lookup_entry
+    from store.objects import encode_tree
+
+    raw = encode_tree([(n.encode(), is_dir, sha.hex().encode()) for n, (is_dir, sha) in entries.items()])
+    parsed = parse_tree_entries(raw)
+    for name in entries:
+        assert lookup_entry(raw, name.encode()) == parsed[name]
+    if absent not in entries:
+        assert lookup_entry(raw, absent.encode()) is None

@@ -1,0 +1,326 @@
+"""Benchmark of the versioned store against baselines measured in the same run.
+
+Workload: a repository of 10,000 VM-like records, ``vms/<hex>/<hex>/<uuid>/config`` plus two device files
+each, and one-leaf transactions. The two one-hex-digit shard levels keep every tree small (16, 16 and ~40
+entries), so a commit rewrites ~4 KB of trees; a flat ``vms/`` of 10,000 entries would rewrite ~600 KB. Every figure is printed beside
+its baseline: the git CLI's plumbing (hash-object, update-index, write-tree, commit-tree, update-ref),
+pygit2 when it is installed, and the disk's own fsync rate. This is a benchmark, not a test: the machine
+is noisy, so compare ratios within one run.
+
+Run: ``.venv/bin/python bench/store_bench.py [--records 10000] [--seconds 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from store import Conflict, Store
+
+CONFIG = b'{\n  "memory": %d,\n  "name": "vm-%d",\n  "vcpus": 2\n}\n'
+
+
+def record_path(vm: str, leaf: str = "config") -> str:
+    return f"vms/{vm[0]}/{vm[1]}/{vm}/{leaf}"
+
+
+def fsync_rate(directory: str, seconds: float = 1.0) -> float:
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    count = 0
+    start = time.perf_counter()
+    try:
+        while time.perf_counter() - start < seconds:
+            os.write(fd, b"x" * 512)
+            os.fsync(fd)
+            count += 1
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return count / (time.perf_counter() - start)
+
+
+def seed(store: Store, records: int) -> list[str]:
+    rng = random.Random(42)
+    vms = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(records)]
+    with store.branch().transaction(message=f"seed {records} records", author="bench") as tx:
+        for n, vm in enumerate(vms):
+            tx.set(record_path(vm), CONFIG % (512, n))
+            tx.set(record_path(vm, "devices/disk0"), b'{"path": "/var/lib/images/%d.qcow2"}\n' % n)
+            tx.set(
+                record_path(vm, "devices/nic0"),
+                b'{"mac": "00:16:3e:00:%02x:%02x"}\n' % (n >> 8 & 255, n & 255),
+            )
+    return vms
+
+
+def timed_loop(seconds: float, step) -> float:  # type: ignore[no-untyped-def]
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step(count)
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def bench_store_single_writer(store: Store, vms: list[str], seconds: float) -> float:
+    branch = store.branch()
+    rng = random.Random(1)
+
+    def step(i: int) -> None:
+        vm = rng.choice(vms)
+        with branch.transaction(message=f"vm set {vm}", author="bench") as tx:
+            tx.set(record_path(vm), CONFIG % (1024 + i, i))
+
+    return timed_loop(seconds, step)
+
+
+def git(repo: str, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> str:
+    return (
+        subprocess.run(["git", "-C", repo, *args], input=stdin, capture_output=True, check=True, env=env)
+        .stdout.decode()
+        .strip()
+    )
+
+
+def bench_git_plumbing(gitdir: str, vms: list[str], seconds: float) -> float:
+    index = os.path.join(gitdir, "bench-index")
+    env = {
+        **os.environ,
+        "GIT_INDEX_FILE": index,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "b@x",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "b@x",
+    }
+    git(gitdir, "read-tree", "main", env=env)
+    head = git(gitdir, "rev-parse", "main")
+    git(gitdir, "update-ref", "refs/heads/bench-git", head)
+    rng = random.Random(2)
+    state = {"head": head}
+
+    def step(i: int) -> None:
+        vm = rng.choice(vms)
+        blob = git(gitdir, "hash-object", "-w", "--stdin", stdin=CONFIG % (2048 + i, i), env=env)
+        git(gitdir, "update-index", "--cacheinfo", f"100644,{blob},{record_path(vm)}", env=env)
+        tree = git(gitdir, "write-tree", env=env)
+        commit = git(gitdir, "commit-tree", tree, "-p", state["head"], "-m", f"vm set {vm}", env=env)
+        git(gitdir, "update-ref", "refs/heads/bench-git", commit, state["head"], env=env)
+        state["head"] = commit
+
+    try:
+        return timed_loop(seconds, step)
+    finally:
+        os.unlink(index)
+
+
+def bench_pygit2(gitdir: str, vms: list[str], seconds: float, fsync: bool) -> float | None:
+    try:
+        import pygit2
+    except ImportError:
+        return None
+    pygit2.option(pygit2.enums.Option.ENABLE_FSYNC_GITDIR, fsync)
+    repo = pygit2.Repository(gitdir)
+    ref = f"refs/heads/bench-pygit2-{int(fsync)}"
+    head = repo.references["refs/heads/main"].target
+    repo.references.create(ref, head, force=True)
+    signature = pygit2.Signature("bench", "b@x")
+    rng = random.Random(3)
+
+    def step(i: int) -> None:
+        vm = rng.choice(vms)
+        parent = repo[repo.references[ref].target]
+        blob = repo.create_blob(CONFIG % (4096 + i, i))
+        # Rebuild the trees on the path, innermost first, each from its old version.
+        names = record_path(vm).split("/")
+        trees = [parent.tree]
+        for name in names[:-1]:
+            trees.append(repo[trees[-1][name].id])
+        new_id = blob
+        mode = pygit2.GIT_FILEMODE_BLOB
+        for depth in range(len(names) - 1, -1, -1):
+            builder = repo.TreeBuilder(trees[depth])
+            builder.insert(names[depth], new_id, mode)
+            new_id = builder.write()
+            mode = pygit2.GIT_FILEMODE_TREE
+        repo.create_commit(ref, signature, signature, f"vm set {vm}", new_id, [parent.id])
+
+    try:
+        return timed_loop(seconds, step)
+    finally:
+        pygit2.option(pygit2.enums.Option.ENABLE_FSYNC_GITDIR, False)
+
+
+def bench_threads(store: Store, vms: list[str], threads: int, per_thread: int) -> tuple[float, int, int]:
+    branch = store.branch()
+    conflicts = 0
+    errors = 0
+    lock = threading.Lock()
+    chunks = [vms[i::threads] for i in range(threads)]
+
+    def writer(n: int) -> None:
+        nonlocal conflicts, errors
+        rng = random.Random(100 + n)
+        for i in range(per_thread):
+            vm = rng.choice(chunks[n])
+            try:
+                with branch.transaction(message=f"vm set {vm}", author=f"writer{n}") as tx:
+                    tx.set(record_path(vm), CONFIG % (8192 + i, i))
+            except Conflict:
+                with lock:
+                    conflicts += 1
+            except Exception:
+                with lock:
+                    errors += 1
+
+    pool = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+    start = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return threads * per_thread / elapsed, conflicts, errors
+
+
+def bench_reads(store: Store, vms: list[str], count: int = 20000) -> float:
+    branch = store.branch()
+    rng = random.Random(4)
+    keys = [record_path(rng.choice(vms)) for _ in range(count)]
+    for key in keys:  # warm the caches
+        branch.get(key)
+    start = time.perf_counter()
+    for key in keys:
+        branch.get(key)
+    return (time.perf_counter() - start) / count
+
+
+def bench_git_cat_file(gitdir: str, vms: list[str], count: int = 50) -> float:
+    start = time.perf_counter()
+    for vm in vms[:count]:
+        git(gitdir, "cat-file", "-p", f"main:{record_path(vm)}")
+    return (time.perf_counter() - start) / count
+
+
+def build_history(path: str, vms: list[str], commits: int, watched: str) -> None:
+    """``commits`` one-leaf commits on branch "history"; ``watched`` changes in every 50th."""
+    with Store.open(path, durable=False) as store:
+        store.fork("history", "main")
+        branch = store.branch("history")
+        rng = random.Random(5)
+        for i in range(commits):
+            vm = watched if i % 50 == 0 else rng.choice(vms)
+            with branch.transaction(message=f"history {i}", author="bench") as tx:
+                tx.set(record_path(vm), CONFIG % (i, i))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--history-commits", type=int, default=10_000)
+    parser.add_argument("--dir", default=None, help="where to build the repositories (default: a temp dir)")
+    args = parser.parse_args()
+
+    workdir = tempfile.mkdtemp(prefix="store-bench-", dir=args.dir)
+    try:
+        repo = os.path.join(workdir, "repo")
+        print(f"# store benchmark: {args.records} records, {args.seconds:.0f} s per figure, in {workdir}")
+        disk_fsyncs = fsync_rate(workdir)
+        print(f"disk fsync rate (context):               {disk_fsyncs:8.0f} fsync/s")
+
+        store = Store.open(repo)
+        started = time.perf_counter()
+        vms = seed(store, args.records)
+        print(
+            f"seed {args.records} records (3 files each):     {time.perf_counter() - started:8.2f} s, one transaction"
+        )
+
+        ours = bench_store_single_writer(store, vms, args.seconds)
+        plumbing = bench_git_plumbing(repo, vms, args.seconds)
+        pygit2_fsync = bench_pygit2(repo, vms, args.seconds, fsync=True)
+        pygit2_plain = bench_pygit2(repo, vms, args.seconds, fsync=False)
+        print("\n## durable one-leaf commits, 1 writer (target >= 300/s, >= 20x git CLI, >= 3x pygit2+fsync)")
+        print(f"store (objects + ref fsynced)            {ours:8.0f} commits/s")
+        print(
+            f"git CLI plumbing                         {plumbing:8.1f} commits/s   store = {ours / plumbing:6.1f}x"
+        )
+        if pygit2_fsync is None:
+            print("pygit2                                   not installed")
+        else:
+            print(
+                f"pygit2 with fsync                        {pygit2_fsync:8.0f} commits/s   store = {ours / pygit2_fsync:6.1f}x"
+            )
+            print(
+                f"pygit2 without fsync (not durable)       {pygit2_plain:8.0f} commits/s   store = {ours / pygit2_plain:6.1f}x"
+            )
+        print(f"fsyncs the disk allows per store commit  {disk_fsyncs / ours:8.1f}")
+
+        rate, conflicts, errors = bench_threads(
+            store, vms, threads=16, per_thread=max(20, int(60 * args.seconds))
+        )
+        print("\n## 16 writer threads on disjoint keys (target >= 1,000 tx/s, 0 conflicts)")
+        print(
+            f"store, group commit                      {rate:8.0f} tx/s   = {rate / ours:5.1f}x one writer;"
+            f" conflicts {conflicts}, errors {errors}"
+        )
+
+        read = bench_reads(store, vms)
+        cat_file = bench_git_cat_file(repo, vms)
+        print("\n## read one key at head, warm (target <= 0.1 ms)")
+        print(f"store Branch.get                         {read * 1e3:8.4f} ms")
+        print(
+            f"git cat-file -p (one process per read)   {cat_file * 1e3:8.2f} ms   store = {cat_file / read:6.0f}x faster"
+        )
+        store.close()
+
+        watched = vms[0]
+        started = time.perf_counter()
+        build_history(repo, vms, args.history_commits, watched)
+        print(f"\n## one key's history over {args.history_commits} commits (target <= 0.5 s)")
+        print(
+            f"(built {args.history_commits} commits, not durable, in {time.perf_counter() - started:.1f} s)"
+        )
+        with Store.open(repo) as cold:
+            start = time.perf_counter()
+            entries = cold.branch("history").history(record_path(watched))
+            ours_cold = time.perf_counter() - start
+            start = time.perf_counter()
+            cold.branch("history").history(record_path(watched))
+            ours_warm = time.perf_counter() - start
+        start = time.perf_counter()
+        git_ids = git(repo, "log", "--format=%H", "history", "--", record_path(watched)).split()
+        git_log = time.perf_counter() - start
+        agree = "same commits as git" if git_ids == [e.id for e in entries] else "DIFFERENT commits from git"
+        print(
+            f"store Branch.history, fresh process      {ours_cold:8.3f} s   ({len(entries)} commits, {agree})"
+        )
+        print(f"store Branch.history, warm               {ours_warm:8.3f} s")
+        print(
+            f"git log -- path                          {git_log:8.3f} s   store (fresh) = {git_log / ours_cold:5.1f}x"
+        )
+        samples = []
+        for _ in range(5):
+            start = time.perf_counter()
+            git(repo, "rev-parse", "history")
+            samples.append(time.perf_counter() - start)
+        print(f"(git process start-up, for scale: {statistics.median(samples) * 1e3:.1f} ms)")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,8 +2,8 @@
 
 Workload: a repository of 10,000 VM-like records, ``vms/<hex>/<hex>/<uuid>/config`` plus two device files
 each, and one-leaf transactions. The two one-hex-digit shard levels keep every tree small (16, 16 and ~40
-entries), so a commit rewrites ~4 KB of trees; a flat ``vms/`` of 10,000 entries would rewrite ~600 KB. Every figure is printed beside
-its baseline: the git CLI's plumbing (hash-object, update-index, write-tree, commit-tree, update-ref),
+entries), so a commit rewrites ~4 KB of trees; a flat ``vms/`` of 10,000 entries would rewrite ~600 KB.
+Every figure is printed beside its baseline: the git CLI's plumbing (hash-object, update-index, write-tree, commit-tree, update-ref),
 pygit2 when it is installed, and the disk's own fsync rate. This is a benchmark, not a test: the machine
 is noisy, so compare ratios within one run.
 

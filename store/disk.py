@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -28,7 +29,7 @@ from dulwich.pack import Pack
 from store.backend import Backend
 from store.errors import StoreError
 from store.locks import DirectorySyncer, Lease, create_git_lock, pid_alive
-from store.objects import ObjectId
+from store.objects import TREE, ObjectId
 from store.packs import PackSet
 
 # Temporary names must not end in .pack/.idx: readers would take a half-written pair for a pack.
@@ -38,6 +39,7 @@ MAINTENANCE_EVERY = 8
 ORPHAN_GRACE_SECONDS = 600.0
 
 
+log = logging.getLogger(__name__)
 _OPEN_BACKENDS: weakref.WeakSet[DiskBackend] = weakref.WeakSet()
 
 
@@ -68,6 +70,26 @@ def _deflate(raw: bytes) -> bytes:
     return stream.compress(raw) + stream.flush()
 
 
+def _zlib_stored(raw: bytes) -> bytes:
+    """A valid zlib stream of uncompressed ("stored") deflate blocks, built without zlib's set-up cost.
+
+    Trees are mostly 20-byte ids, which do not compress; `git gc` recompresses them anyway.
+    """
+    out = bytearray(b"\x78\x01")
+    view = memoryview(raw)
+    position = 0
+    while True:
+        block = view[position : position + 65535]
+        position += len(block)
+        final = position >= len(raw)
+        out += struct.pack("<BHH", 1 if final else 0, len(block), len(block) ^ 0xFFFF)
+        out += block
+        if final:
+            break
+    out += struct.pack(">L", zlib.adler32(raw))
+    return bytes(out)
+
+
 def encode_pack(
     objects: Iterable[tuple[ObjectId, int, bytes]],
     chunks: Iterable[tuple[bytes, bytes, int]] = (),
@@ -87,7 +109,8 @@ def encode_pack(
     for oid, type_num, raw in objects:
         sha = bytes.fromhex(oid.decode("ascii"))
         if sha not in entries_by_sha:
-            entries_by_sha[sha] = _pack_object_header(type_num, len(raw)) + _deflate(raw)
+            body = _zlib_stored(raw) if type_num == TREE else _deflate(raw)
+            entries_by_sha[sha] = _pack_object_header(type_num, len(raw)) + body
     body = bytearray(b"PACK" + struct.pack(">II", 2, len(entries_by_sha)))
     entries: list[tuple[bytes, int, int]] = []
     for sha, entry in entries_by_sha.items():
@@ -196,6 +219,10 @@ class DiskBackend(Backend):
         self._leases_mutex = threading.Lock()
         self._objects_mutex = threading.Lock()
         self._writes_since_maintenance = 0
+        self._maintenance_due = threading.Event()
+        self._maintainer: threading.Thread | None = None
+        self._maintaining = False
+        self._closed = False
         self._packed_refs_cache: tuple[tuple[int, int, int], dict[str, str]] | None = None
         self._remove_orphans()
         self._packs.rescan()
@@ -251,7 +278,31 @@ class DiskBackend(Backend):
             if due:
                 self._writes_since_maintenance = 0
         if due:
-            self.maintenance()
+            self._request_maintenance()
+
+    def _request_maintenance(self) -> None:
+        # Roll-ups run in a background thread so that the committing thread (the group-commit leader, which
+        # every waiting transaction depends on) never pays for them.
+        with self._objects_mutex:
+            self._maintenance_due.set()
+            if self._maintainer is None or not self._maintainer.is_alive():
+                self._maintainer = threading.Thread(
+                    target=self._maintain, name="store-pack-maintenance", daemon=True
+                )
+                self._maintainer.start()
+
+    def _maintain(self) -> None:
+        while not self._closed:
+            if not self._maintenance_due.wait(timeout=5.0):
+                return  # idle: the next request starts a new thread
+            self._maintaining = True
+            self._maintenance_due.clear()
+            try:
+                self.maintenance()
+            except Exception:
+                log.exception("pack maintenance failed in %s; will retry on a later commit", self.pack_dir)
+            finally:
+                self._maintaining = False
 
     def _install_pack(self, name: str, pack: bytes, index: bytes) -> None:
         base = os.path.join(self.pack_dir, name)
@@ -273,8 +324,6 @@ class DiskBackend(Backend):
         if self.durable:
             self._directories.sync(self.pack_dir)
         self._packs.add(name)
-        with self._objects_mutex:
-            self._objects._add_cached_pack(name, Pack(base, object_format=self._objects.object_format))
 
     def _list_packs(self) -> list[tuple[str, int]]:
         """(basename, object count) of complete packs that may be rolled up (no .keep)."""
@@ -292,6 +341,15 @@ class DiskBackend(Backend):
                 continue
             packs.append((base, max(1, (size - 8 - 1024 - 40) // 28)))
         return packs
+
+    def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
+        """Wait until no roll-up is pending or running (for tests and orderly shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._maintenance_due.is_set() or self._maintaining:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def maintenance(self) -> None:
         """Roll small packs up into one, keeping the pack sizes a geometric progression."""
@@ -411,10 +469,15 @@ class DiskBackend(Backend):
     def read_ref(self, name: str) -> str | None:
         for _ in range(5):  # follow symbolic refs a few levels, as git does
             try:
-                with open(self._ref_path(name), "rb") as f:
-                    content = f.read().strip()
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                fd = os.open(self._ref_path(name), os.O_RDONLY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
                 return self._packed_refs().get(name)
+            try:
+                content = os.read(fd, 4096).strip()
+            except IsADirectoryError:
+                return self._packed_refs().get(name)
+            finally:
+                os.close(fd)
             if content.startswith(b"ref: "):
                 name = content[5:].decode("utf-8", "surrogateescape")
                 continue
@@ -529,6 +592,11 @@ class DiskBackend(Backend):
         return None
 
     def close(self) -> None:
+        self._closed = True
+        self._maintenance_due.set()
+        maintainer = self._maintainer
+        if maintainer is not None and maintainer is not threading.current_thread():
+            maintainer.join(timeout=30)
         self._objects.close()
         self._directories.close()
         with self._leases_mutex:

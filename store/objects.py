@@ -6,6 +6,7 @@ operations per object; the output is byte-identical to git's (`git fsck --full` 
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import os
@@ -89,7 +90,12 @@ def normalise_identity(who: str | None) -> str:
         return who
     if not who or any(c in who for c in "<>\n"):
         raise ValueError(f"invalid identity {who!r}: expected 'Name <email>' or a plain name")
-    return f"{who} <{who}@{socket.gethostname() or 'localhost'}>"
+    return f"{who} <{who}@{_hostname()}>"
+
+
+@functools.cache
+def _hostname() -> str:
+    return socket.gethostname() or "localhost"
 
 
 def default_identity() -> str:
@@ -102,7 +108,7 @@ def default_identity() -> str:
         except (KeyError, OSError):
             name = "unknown"
     if not email:
-        email = f"{name}@{socket.gethostname() or 'localhost'}"
+        email = f"{name}@{_hostname()}"
     return f"{name} <{email}>"
 
 

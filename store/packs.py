@@ -96,11 +96,20 @@ class PackSet:
         self.pack_dir = pack_dir
         self._packs: list[PackView] = []
         self._mutex = threading.Lock()
+        self._last: PackView | None = None  # objects read together tend to live in one pack
 
     def get_raw(self, sha: bytes) -> tuple[int, bytes] | None:
+        last = self._last
+        if last is not None:
+            offset = last.offset(sha)
+            if offset is not None:
+                return last.read(offset)
         for pack in self._packs:
+            if pack is last:
+                continue
             offset = pack.offset(sha)
             if offset is not None:
+                self._last = pack
                 return pack.read(offset)
         return None
 
@@ -130,5 +139,7 @@ class PackSet:
                 except (OSError, ValueError):
                     continue
             kept = [p for p in self._packs if p.name in names]
+            if self._last is not None and self._last.name not in names:
+                self._last = None
             # Small packs are the recent ones; look in them first.
             self._packs = sorted(fresh, key=lambda p: p._count) + kept

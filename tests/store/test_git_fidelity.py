@@ -145,6 +145,7 @@ def test_small_packs_are_rolled_up(disk_store, run_git):
     main = disk_store.branch()
     for i in range(120):
         commit(main, {f"k/{i}": b"v"})
+    assert disk_store.backend.wait_for_maintenance()
     packs = [p for p in os.listdir(os.path.join(disk_store.gitdir, "objects", "pack")) if p.endswith(".pack")]
     assert len(packs) <= 24
     run_git(disk_store.gitdir, "fsck", "--full")

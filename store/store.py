@@ -350,6 +350,27 @@ class Store:
             current = other
         return tree
 
+    def write_commit(
+        self,
+        tree: Tree,
+        parents: list[str],
+        message: str,
+        author: str | None = None,
+    ) -> str:
+        """Write ``tree`` and a commit of it with ``parents`` (durably, on disk) and return the commit id.
+
+        No ref moves: pair it with :meth:`fork` (or ``set_branch``) to publish it, for example to create a
+        branch whose first commit already differs from its source in one atomic step.
+        """
+        identity = normalise_identity(author)
+        raw = encode_commit(tree.oid, parents, identity, identity, message)
+        commit_oid = object_id(COMMIT, raw)
+        self.backend.write_objects([*tree.new_objects(), (commit_oid, COMMIT, raw)])
+        tree.mark_stored()
+        commit_id = commit_oid.decode("ascii")
+        self.remember_tree(commit_id, tree)
+        return commit_id
+
     def merge(
         self,
         source: str,

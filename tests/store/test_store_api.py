@@ -111,3 +111,16 @@ def test_revisions_resolve_like_git(store):
         store.resolve("0" * 40)
     with pytest.raises(UnknownCommit):
         store.resolve("nonexistent-branch")
+
+
+def test_write_commit_then_fork_publishes_a_prepared_commit_atomically(store):
+    main = store.branch("main")
+    base = commit(main, "a", b"1")
+    tree = main.tree.set("lock/owner", b"me")
+    prepared = store.write_commit(tree, [base], "claim", author="tester")
+    assert store.branch("claim").head is None  # nothing published yet
+    store.fork("claim", prepared)
+    assert store.branch("claim").get("lock/owner") == b"me"
+    assert store.graph.parents(prepared) == (base,)
+    with pytest.raises(BranchExists):
+        store.fork("claim", prepared)

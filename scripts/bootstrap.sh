@@ -32,6 +32,7 @@ mkdir -p "$WHEELHOUSE"
 if ! ls "$WHEELHOUSE"/libvirt_python-*.whl >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip wheel -q --no-deps -w "$WHEELHOUSE" libvirt-python
 fi
-"$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" -e '.[libvirt,dev]'
+# compat mode: a .pth entry for the checkout, so packages added later import without reinstalling.
+"$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" --config-settings editable_mode=compat -e '.[libvirt,dev]'
 touch "$stamp"
 echo "bootstrap: environment ready in $VENV"

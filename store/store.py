@@ -136,20 +136,36 @@ class Store:
                 with ``create=False``.
         """
         root = os.path.abspath(os.fspath(path))
-        gitdir = _find_gitdir(root)
+        gitdir = cls.check(root, create)
         if gitdir is None:
-            if os.path.isfile(root) or (os.path.exists(root) and not os.path.isdir(root)):
-                raise NotARepository(root, "is a file, not a repository")
-            if os.path.isdir(root) and os.listdir(root):
-                raise NotARepository(root, "is a non-empty directory that is not a git repository")
-            if not create:
-                raise NotARepository(root, "no repository here (and create=False)")
             os.makedirs(root, exist_ok=True)
             repo = Repo.init_bare(root) if bare else Repo.init(root)
             repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
             repo.close()
             gitdir = root if bare else os.path.join(root, ".git")
         return cls(DiskBackend(gitdir, durable=durable), path=root, schema=schema)
+
+    @staticmethod
+    def check(path: str | os.PathLike[str], create: bool = True) -> str | None:
+        """Validate a path for :meth:`open` without writing anything.
+
+        Returns:
+            The git directory of an existing repository, or None if one would be created there.
+
+        Raises:
+            NotARepository: as :meth:`open` would.
+        """
+        root = os.path.abspath(os.fspath(path))
+        gitdir = _find_gitdir(root)
+        if gitdir is not None:
+            return gitdir
+        if os.path.isfile(root) or (os.path.exists(root) and not os.path.isdir(root)):
+            raise NotARepository(root, "is a file, not a repository")
+        if os.path.isdir(root) and os.listdir(root):
+            raise NotARepository(root, "is a non-empty directory that is not a git repository")
+        if not create:
+            raise NotARepository(root, "no repository here (and create=False)")
+        return None
 
     @classmethod
     def memory(cls, schema: Schema | None = None) -> Store:

@@ -1,0 +1,178 @@
+"""History of the state repository, as operations on VMs: log, show, diff and rollback.
+
+Every operation is a merge commit on main's first-parent chain, so the operations on one VM are the
+first-parent commits that changed ``vms/<uuid>/``. Walking 100,000 commits for each ``log`` would be slow,
+so a cache in the git directory (``gitstore/vm-log.sqlite``) indexes them: it is derived data, git itself
+still reads everything, and a clone rebuilds it on first use by walking main once.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from store import Store, Tree
+from store.objects import CommitInfo
+from toolstack import layout
+
+if TYPE_CHECKING:
+    from toolstack.ops import Toolstack
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One commit on main, as the log shows it."""
+
+    commit: str
+    time: int
+    author: str
+    message: str
+    vms: tuple[str, ...]
+
+    @property
+    def subject(self) -> str:
+        return self.message.splitlines()[0] if self.message else ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "commit": self.commit,
+            "time": self.time,
+            "author": self.author,
+            "message": self.subject,
+            "vms": list(self.vms),
+        }
+
+
+def changed_vms(store: Store, parent: str | None, commit: str) -> tuple[str, ...]:
+    """The uuids whose ``vms/<uuid>/`` differs between two commits (comparing subtree ids only)."""
+    graph = store.graph
+    new = graph.path_node(graph.tree_of(commit), (layout.VMS,))
+    old = graph.path_node(graph.tree_of(parent), (layout.VMS,)) if parent else None
+    if new == old:
+        return ()
+    new_entries = store.backend.tree_entries(new[1]) if new and new[0] else {}
+    old_entries = store.backend.tree_entries(old[1]) if old and old[0] else {}
+    return tuple(
+        sorted(u for u in set(new_entries) | set(old_entries) if new_entries.get(u) != old_entries.get(u))
+    )
+
+
+class VMLogIndex:
+    """first-parent commits of main and the VMs each changed, cached in SQLite beside the repository."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        gitdir = store.gitdir
+        path = os.path.join(gitdir, "gitstore", "vm-log.sqlite") if gitdir else ":memory:"
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self._mutex = threading.Lock()
+        with self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS ops (commit_id TEXT PRIMARY KEY, seq INTEGER, time INTEGER, "
+                "author TEXT, message TEXT)"
+            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS op_vms (vm TEXT, seq INTEGER, commit_id TEXT)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS op_vms_by_vm ON op_vms (vm, seq)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _indexed_head(self) -> tuple[str | None, int]:
+        row = self._db.execute("SELECT value FROM meta WHERE key='head'").fetchone()
+        seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM ops").fetchone()[0]
+        return (row[0] if row else None), seq
+
+    def update(self) -> None:
+        """Index main's first-parent commits added since the last update."""
+        head = self.store.branch(layout.MAIN).head
+        with self._mutex:
+            indexed, seq = self._indexed_head()
+            if head is None or head == indexed:
+                return
+            graph = self.store.graph
+            if indexed is not None and not graph.is_ancestor(indexed, head):
+                indexed, seq = None, 0  # main was reset or squashed: rebuild
+                with self._db:
+                    self._db.execute("DELETE FROM ops")
+                    self._db.execute("DELETE FROM op_vms")
+            pending = list(graph.first_parent_chain(head, stop=indexed))
+            rows, vm_rows = [], []
+            for commit_id in reversed(pending):
+                seq += 1
+                info = graph.info(commit_id)
+                parents = info.parents
+                vms = changed_vms(self.store, parents[0] if parents else None, commit_id)
+                rows.append((commit_id, seq, info.author_time, info.author, info.message))
+                vm_rows.extend((vm, seq, commit_id) for vm in vms)
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO ops VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT INTO op_vms VALUES (?, ?, ?)", vm_rows)
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
+
+    def log(self, vm: str | None = None, limit: int | None = None, offset: int = 0) -> list[Operation]:
+        """Operations newest first: all of them, or those that changed one VM."""
+        self.update()
+        bound = -1 if limit is None else limit
+        if vm is None:
+            rows = self._db.execute(
+                "SELECT commit_id, time, author, message FROM ops ORDER BY seq DESC LIMIT ? OFFSET ?",
+                (bound, offset),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT o.commit_id, o.time, o.author, o.message FROM op_vms v JOIN ops o "
+                "ON o.seq = v.seq WHERE v.vm = ? ORDER BY v.seq DESC LIMIT ? OFFSET ?",
+                (vm, bound, offset),
+            ).fetchall()
+        out = []
+        for commit_id, when, author, message in rows:
+            vms = tuple(
+                r[0] for r in self._db.execute("SELECT vm FROM op_vms WHERE commit_id = ?", (commit_id,))
+            )
+            out.append(Operation(commit_id, when, author, message, vms))
+        return out
+
+
+@dataclass(frozen=True)
+class CommitView:
+    """A commit with what it changed against its first parent."""
+
+    info: CommitInfo
+    changes: list[tuple[str, bytes | None, bytes | None]]
+
+
+def show(ts: Toolstack, rev: str) -> CommitView:
+    store = ts.store
+    commit_id = store.resolve(rev)
+    info = store.graph.info(commit_id)
+    parent = info.parents[0] if info.parents else None
+    old = store.tree_at(parent) if parent else Tree.empty(store.backend)
+    changes = [(c.path, c.old, c.new) for c in old.diff(store.tree_at(commit_id))]
+    return CommitView(info, changes)
+
+
+def rollback_tree(ts: Toolstack, rev: str, vm: str | None = None) -> tuple[str, Tree]:
+    """The desired-state tree after rolling back to ``rev``: ``vms/`` and ``names/`` as they were then
+    (only one VM's, if ``vm`` is given). Observed state and task records are facts, not desired state:
+    they stay."""
+    store = ts.store
+    target = store.resolve(rev)
+    old = store.tree_at(target)
+    tree = ts.main.tree
+    if vm is None:
+        tree = tree.graft(layout.VMS, old.subtree(layout.VMS)).graft(layout.NAMES, old.subtree(layout.NAMES))
+        return target, tree
+    from toolstack.models import read_vm, uuid_for_name
+
+    uuid = uuid_for_name(tree, vm) or uuid_for_name(old, vm) or vm
+    for name in [n for n in tree.list(layout.NAMES) if tree.get(layout.name_path(n)) == f"{uuid}\n".encode()]:
+        tree = tree.remove(layout.name_path(name))
+    tree = tree.graft(layout.vm_dir(uuid), old.subtree(layout.vm_dir(uuid)))
+    if old.kind(layout.vm_dir(uuid)) == "directory":
+        tree = tree.set(layout.name_path(read_vm(old, uuid).name), f"{uuid}\n".encode())
+    return target, tree

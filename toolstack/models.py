@@ -1,0 +1,208 @@
+"""The toolstack's records: VMs as stored (spec + desired state), observed state, and tasks.
+
+Domain configuration reuses the drivers' pydantic models, so that the CLI, the API, GitOps edits and the
+hypervisor all validate with the same rules.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from drivers import DomainSpec
+from drivers.models import DEVICE, Disk, DomainState, Nic
+from store import Tree
+from toolstack import layout
+from toolstack.errors import InvalidInput
+
+MANAGED_KEY = "managed-by"
+MANAGED_VALUE = "git-toolstack"
+
+
+class Desired(enum.StrEnum):
+    """What the operator wants a VM to be doing."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+    @classmethod
+    def of_state(cls, state: DomainState) -> Desired:
+        if state == DomainState.PAUSED:
+            return cls.PAUSED
+        return cls.RUNNING if state.is_active else cls.STOPPED
+
+    def matches(self, state: DomainState) -> bool:
+        return Desired.of_state(state) == self
+
+
+class TaskStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    def encode(self) -> bytes:
+        return (json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2) + "\n").encode()
+
+
+class Observed(Record):
+    """What one host's hypervisor last reported about a domain."""
+
+    state: str
+    domid: int | None = None
+    memory: int | None = None
+    vcpus: int | None = None
+    seen_at: float
+
+
+class Task(Record):
+    """One operation, as recorded in ``tasks/<id>``."""
+
+    id: str
+    operation: str
+    vm: str
+    vm_name: str
+    who: str
+    status: TaskStatus = TaskStatus.RUNNING
+    error: str | None = None
+    started: float
+    finished: float | None = None
+    host: str
+    pid: int
+    detail: dict[str, Any] = {}
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished is None else self.finished - self.started
+
+
+class VM(BaseModel):
+    """A VM as the state repository describes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: DomainSpec
+    desired: Desired
+    observed: Observed | None = None
+    host: str | None = None
+
+    @property
+    def uuid(self) -> str:
+        return str(self.spec.uuid)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def config_document(spec: DomainSpec) -> dict[str, Any]:
+    """The ``vms/<uuid>/config`` document: the spec without its uuid (the directory) and devices (files)."""
+    return spec.model_dump(mode="json", exclude={"uuid", "disks", "nics"})
+
+
+def encode_json(document: Any) -> bytes:
+    return (json.dumps(document, sort_keys=True, indent=2) + "\n").encode()
+
+
+def vm_files(spec: DomainSpec, desired: Desired) -> dict[str, bytes]:
+    """Every file that describes a VM, by path."""
+    uuid = str(spec.uuid)
+    files = {
+        layout.config_path(uuid): encode_json(config_document(spec)),
+        layout.desired_path(uuid): f"{desired.value}\n".encode(),
+        layout.name_path(spec.name): f"{uuid}\n".encode(),
+    }
+    for device in spec.devices:
+        files[layout.device_path(uuid, device.id)] = encode_json(device.model_dump(mode="json"))
+    return files
+
+
+def _load_json(tree: Tree, path: str) -> Any:
+    raw = tree.get(path)
+    if raw is None:
+        raise InvalidInput(f"{path} is missing")
+    try:
+        return json.loads(raw)
+    except ValueError as err:
+        raise InvalidInput(f"{path} is not valid JSON: {err}") from err
+
+
+def _field_errors(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(value)'}: {e['msg']}" for e in err.errors())
+
+
+def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
+    """Load and validate one VM from a tree (main's, a commit's, or a transaction's).
+
+    Raises:
+        InvalidInput: a file is missing or does not validate; the message names the path and the field.
+    """
+    config = _load_json(tree, layout.config_path(uuid))
+    devices = []
+    for device_id in tree.list(layout.devices_dir(uuid)):
+        path = layout.device_path(uuid, device_id)
+        try:
+            device = DEVICE.validate_python(_load_json(tree, path))
+        except ValidationError as err:
+            raise InvalidInput(f"{path}: {_field_errors(err)}", vm=uuid) from err
+        if device.id != device_id:
+            raise InvalidInput(f"{path}: id {device.id!r} does not match the file name", vm=uuid)
+        devices.append(device)
+    disks = sorted((d for d in devices if isinstance(d, Disk)), key=lambda d: (len(d.target), d.target))
+    nics = sorted((d for d in devices if isinstance(d, Nic)), key=lambda d: d.id)
+    if not isinstance(config, dict):
+        raise InvalidInput(f"{layout.config_path(uuid)}: expected a JSON object", vm=uuid)
+    try:
+        spec = DomainSpec.model_validate({**config, "uuid": uuid, "disks": disks, "nics": nics})
+    except ValidationError as err:
+        raise InvalidInput(f"{layout.config_path(uuid)}: {_field_errors(err)}", vm=uuid) from err
+    desired_raw = (tree.get(layout.desired_path(uuid)) or b"stopped").decode().strip()
+    try:
+        desired = Desired(desired_raw)
+    except ValueError as err:
+        raise InvalidInput(
+            f"{layout.desired_path(uuid)}: {desired_raw!r} is not one of running, paused, stopped", vm=uuid
+        ) from err
+    observed = None
+    if host is not None:
+        raw = tree.get(layout.observed_path(host, uuid))
+        if raw is not None:
+            try:
+                observed = Observed.model_validate_json(raw)
+            except ValidationError:
+                observed = None  # observed state is advisory; a damaged record is re-read from the hypervisor
+    placed = tree.get(layout.host_path(uuid))
+    return VM(spec=spec, desired=desired, observed=observed, host=placed.decode().strip() if placed else None)
+
+
+def vm_uuids(tree: Tree) -> list[str]:
+    return tree.list(layout.VMS)
+
+
+def uuid_for_name(tree: Tree, name: str) -> str | None:
+    raw = tree.get(layout.name_path(name)) if _plain_name(name) else None
+    return raw.decode().strip() if raw else None
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and name not in {".", ".."} and "\0" not in name
+
+
+def observed_of(state: DomainState, domid: int | None, memory: int | None, vcpus: int | None) -> Observed:
+    return Observed(state=state.value, domid=domid, memory=memory, vcpus=vcpus, seen_at=time.time())
+
+
+def managed(spec: DomainSpec) -> DomainSpec:
+    """The spec as given to the hypervisor: marked as managed by this toolstack."""
+    if spec.metadata.get(MANAGED_KEY) == MANAGED_VALUE:
+        return spec
+    return spec.evolve(metadata={**spec.metadata, MANAGED_KEY: MANAGED_VALUE})

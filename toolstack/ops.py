@@ -1,0 +1,531 @@
+"""VM operations (``toolstack.ops``): each one a task on the state repository that drives the hypervisor.
+
+>>> ts = Toolstack.open("state.git", "sim://")
+>>> vm = ts.create("web1", memory="512M", vcpus=2)
+>>> ts.start("web1")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+import drivers
+from drivers import Disk, DomainSpec, Driver, DriverError, Nic
+from drivers.errors import DomainExists, DomainNotFound
+from drivers.models import DomainInfo, DomainState, Scope, parse_memory
+from store import NotARepository, Store
+from toolstack import layout
+from toolstack.errors import (
+    ConflictError,
+    InvalidInput,
+    OperationFailed,
+    ToolstackError,
+    VMExists,
+    VMNotFound,
+)
+from toolstack.history import Operation as LogOp
+from toolstack.history import VMLogIndex, rollback_tree
+from toolstack.models import (
+    VM,
+    Desired,
+    Task,
+    managed,
+    read_vm,
+    uuid_for_name,
+    vm_files,
+    vm_uuids,
+)
+from toolstack.reconcile import Action, Plan, apply_plan, make_plan
+from toolstack.tasks import Operation, TaskRunner
+
+STATE_README = b"""This repository is the state of a git-toolstack: every change to VM configuration and
+lifecycle is a commit. See `git log --first-parent main` for the operations, and
+vms/<uuid>/ for each VM (config, devices/<id>, desired); names/<name> maps names to
+uuids; hosts/<host>/domains/<uuid> is the state last observed; tasks/<id> the tasks.
+"""
+
+
+def _field_errors(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors())
+
+
+def default_mac(uuid: str, index: int) -> str:
+    """A stable, locally administered MAC for a VM's n-th NIC (Xen's 00:16:3e prefix)."""
+    digest = hashlib.sha1(f"{uuid}/{index}".encode()).digest()
+    return "00:16:3e:" + ":".join(f"{b:02x}" for b in (digest[0] & 0x7F, digest[1], digest[2]))
+
+
+def disk_from_path(
+    path: str, index: int, target: str | None = None, device_id: str | None = None, readonly: bool = False
+) -> Disk:
+    fmt = "qcow2" if path.endswith(".qcow2") else "raw"
+    return Disk(
+        id=device_id or f"disk{index}",
+        source=os.path.abspath(path),
+        format=fmt,
+        target=target or f"vd{chr(ord('a') + index)}",
+        readonly=readonly,
+    )
+
+
+class Toolstack:
+    """The toolstack: a state repository (main = desired state) and a hypervisor driver for this host.
+
+    Args:
+        store: The state repository.
+        driver: The hypervisor.
+        host: This host's name (observed state lives under ``hosts/<host>/``).
+        author: The operator, recorded as the author of every commit.
+        recover: Settle operations left unfinished by killed processes before doing anything else.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        driver: Driver,
+        host: str | None = None,
+        author: str | None = None,
+        recover: bool = True,
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        store.schema = layout.schema()
+        self.runner = TaskRunner(store, driver, host, author, converge=self._converge)
+        self.host = self.runner.host
+        self.main = store.branch(layout.MAIN)
+        self._log_index: VMLogIndex | None = None
+        if self.main.head is None:
+            # A root commit first, so that every operation after it is a merge commit on main.
+            with self.main.transaction(
+                message="Initialize the toolstack state repository", author=author
+            ) as tx:
+                tx.set("README", STATE_README)
+        self.recovered: list[Task] = self.runner.recover() if recover else []
+
+    @classmethod
+    def open(
+        cls,
+        repo: str,
+        driver_uri: str,
+        *,
+        host: str | None = None,
+        author: str | None = None,
+        create: bool = True,
+        recover: bool = True,
+    ) -> Toolstack:
+        """Open the driver first, then the repository, so that a bad URI writes nothing."""
+        try:
+            Store.check(repo, create=create)
+        except NotARepository as err:
+            raise ToolstackError(str(err)) from err
+        driver = drivers.open(driver_uri)
+        try:
+            store = Store.open(repo, create=create)
+        except NotARepository as err:
+            driver.close()
+            raise ToolstackError(str(err)) from err
+        return cls(store, driver, host, author, recover=recover)
+
+    def close(self) -> None:
+        if self._log_index is not None:
+            self._log_index.close()
+        self.driver.close()
+        self.store.close()
+
+    def __enter__(self) -> Toolstack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _converge(self, uuid: str) -> None:
+        from toolstack.reconcile import converge_vm
+
+        converge_vm(self, uuid)
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def vms(self) -> list[VM]:
+        tree = self.main.tree
+        return sorted((read_vm(tree, u, self.host) for u in vm_uuids(tree)), key=lambda vm: vm.name)
+
+    def vm(self, ref: str) -> VM:
+        """A VM by name or uuid (or a unique uuid prefix of at least 4 characters)."""
+        tree = self.main.tree
+        uuid = uuid_for_name(tree, ref)
+        if uuid is None:
+            matches = [u for u in vm_uuids(tree) if u == ref or (len(ref) >= 4 and u.startswith(ref))]
+            if len(matches) != 1:
+                raise VMNotFound(ref)
+            uuid = matches[0]
+        if tree.kind(layout.vm_dir(uuid)) != "directory":
+            raise VMNotFound(ref)
+        return read_vm(tree, uuid, self.host)
+
+    def info(self, vm: VM) -> DomainInfo | None:
+        try:
+            return self.driver.info(vm.uuid)
+        except DomainNotFound:
+            return None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def create(
+        self,
+        name: str,
+        memory: int | str,
+        vcpus: int = 1,
+        disks: Sequence[str | Disk] = (),
+        nics: Sequence[str | Nic] = (),
+        **spec_fields: Any,
+    ) -> VM:
+        """Define a new VM (stopped). Disks may be paths, NICs network names.
+
+        Raises:
+            InvalidInput: the spec does not validate (the message names the field).
+            VMExists: the name is taken (also when a concurrent create wins the race).
+        """
+        uuid = str(spec_fields.pop("uuid", None) or uuidlib.uuid4())
+        try:
+            disk_models = [d if isinstance(d, Disk) else disk_from_path(d, i) for i, d in enumerate(disks)]
+            nic_models = [
+                n if isinstance(n, Nic) else Nic(id=f"nic{i}", mac=default_mac(uuid, i), network=n)
+                for i, n in enumerate(nics)
+            ]
+            spec = managed(
+                DomainSpec(
+                    uuid=uuid,
+                    name=name,
+                    memory=memory,
+                    vcpus=vcpus,
+                    disks=disk_models,
+                    nics=nic_models,
+                    **spec_fields,
+                )
+            )
+        except ValidationError as err:
+            raise InvalidInput(f"invalid VM {name!r}: {_field_errors(err)}", vm=name) from err
+        except ValueError as err:
+            raise InvalidInput(f"invalid VM {name!r}: {err}", vm=name) from err
+        if uuid_for_name(self.main.tree, name) is not None:
+            raise VMExists(name)
+
+        def undo() -> None:
+            self.driver.destroy(uuid)
+            self.driver.undefine(uuid)
+
+        operation = Operation(
+            "create",
+            uuid,
+            name,
+            dict(vm_files(spec, Desired.STOPPED)),
+            act=lambda: self.driver.define(spec),
+            compensate=undo,
+        )
+        try:
+            self.runner.run(operation)
+        except ConflictError as err:
+            if any(c.path == layout.name_path(name) for c in err.conflicts):
+                raise VMExists(name) from err  # a concurrent create of the same name merged first
+            raise
+        except OperationFailed as err:
+            if isinstance(err.cause, DomainExists):
+                raise VMExists(name) from err  # the hypervisor already has a domain of that name
+            raise
+        return self.vm(uuid)
+
+    def _lifecycle(self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None]) -> VM:
+        vm = self.vm(ref)
+        before = self.info(vm)
+        operation = Operation(
+            verb,
+            vm.uuid,
+            vm.name,
+            {layout.desired_path(vm.uuid): f"{desired.value}\n".encode()},
+            act=lambda: act(vm),
+            compensate=lambda: self._restore_state(vm, before),
+        )
+        self.runner.run(operation)
+        return self.vm(vm.uuid)
+
+    def start(self, ref: str) -> VM:
+        return self._lifecycle(ref, "start", Desired.RUNNING, lambda vm: self.driver.start(vm.uuid))
+
+    def shutdown(self, ref: str, timeout: float = 60.0, force: bool = False) -> VM:
+        """Ask the guest to power off; with ``force``, destroy it if it has not within ``timeout``."""
+
+        def act(vm: VM) -> None:
+            if not self.driver.shutdown(vm.uuid, timeout=timeout):
+                if not force:
+                    raise _GuestIgnoredShutdown(vm, timeout)
+                self.driver.destroy(vm.uuid)
+
+        return self._lifecycle(ref, "shutdown", Desired.STOPPED, act)
+
+    def reboot(self, ref: str) -> VM:
+        return self._lifecycle(ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid))
+
+    def pause(self, ref: str) -> VM:
+        return self._lifecycle(ref, "pause", Desired.PAUSED, lambda vm: self.driver.pause(vm.uuid))
+
+    def resume(self, ref: str) -> VM:
+        return self._lifecycle(ref, "resume", Desired.RUNNING, lambda vm: self.driver.resume(vm.uuid))
+
+    def destroy(self, ref: str) -> VM:
+        return self._lifecycle(ref, "destroy", Desired.STOPPED, lambda vm: self.driver.destroy(vm.uuid))
+
+    def delete(self, ref: str) -> None:
+        """Destroy if running, then undefine, and remove the VM from the state repository."""
+        vm = self.vm(ref)
+        before = self.info(vm)
+        intended: dict[str, bytes | None] = {
+            layout.vm_dir(vm.uuid): None,
+            layout.name_path(vm.name): None,
+            layout.observed_path(self.host, vm.uuid): None,
+        }
+
+        def act() -> None:
+            self.driver.destroy(vm.uuid)
+            self.driver.undefine(vm.uuid)
+
+        def undo() -> None:
+            if self.info(vm) is None:
+                self.driver.define(vm.spec)
+            self._restore_state(vm, before)
+
+        self.runner.run(Operation("delete", vm.uuid, vm.name, intended, act=act, compensate=undo))
+
+    def _restore_state(self, vm: VM, before: DomainInfo | None) -> None:
+        """Bring the domain back to the run state it had before a failed operation."""
+        now = self.info(vm)
+        if before is None or now is None or now.state == before.state:
+            return
+        if before.state == DomainState.RUNNING:
+            if now.state == DomainState.PAUSED:
+                self.driver.resume(vm.uuid)
+            elif not now.state.is_active:
+                self.driver.start(vm.uuid)
+        elif before.state == DomainState.PAUSED:
+            if not now.state.is_active:
+                self.driver.start(vm.uuid)
+            self.driver.pause(vm.uuid)
+        elif not before.state.is_active and now.state.is_active:
+            self.driver.destroy(vm.uuid)
+
+    # -- configuration ---------------------------------------------------------------------------------------
+    def set_resources(self, ref: str, memory: int | str | None = None, vcpus: int | None = None) -> VM:
+        """Change memory and/or vCPUs: persistently, and live if the VM runs."""
+        vm = self.vm(ref)
+        changes: dict[str, Any] = {}
+        try:
+            if memory is not None:
+                changes["memory"] = parse_memory(memory)
+            if vcpus is not None:
+                changes["vcpus"] = vcpus
+            ceilings = {}
+            # Growing past a ceiling raises the ceiling (in the persistent config: the next boot gets it).
+            if "memory" in changes and changes["memory"] > vm.spec.effective_max_memory:
+                ceilings["max_memory"] = None
+            if "vcpus" in changes and changes["vcpus"] > vm.spec.effective_max_vcpus:
+                ceilings["max_vcpus"] = None
+            spec = vm.spec.evolve(**changes, **ceilings)
+        except ValidationError as err:
+            raise InvalidInput(f"vm set {vm.name}: {_field_errors(err)}", vm=vm.name) from err
+        except ValueError as err:
+            raise InvalidInput(f"vm set {vm.name}: {err}", vm=vm.name) from err
+        if not changes:
+            raise InvalidInput("vm set: give --memory and/or --vcpus", vm=vm.name)
+        old = vm.spec
+        before = self.info(vm)
+        live = before is not None and before.state.is_active
+
+        def act() -> None:
+            # Live where the running domain allows it (within its maxima); the persistent config always.
+            if live and "memory" in changes and spec.memory <= old.effective_max_memory:
+                self.driver.set_memory(vm.uuid, spec.memory, Scope.LIVE)
+            if live and "vcpus" in changes and spec.vcpus <= old.effective_max_vcpus:
+                self.driver.set_vcpus(vm.uuid, spec.vcpus, Scope.LIVE)
+            self.driver.define(spec)
+
+        def undo() -> None:
+            self.driver.define(old)
+            if live and before is not None:
+                now = self.driver.info(vm.uuid)
+                if now.state.is_active and now.memory != before.memory:
+                    self.driver.set_memory(vm.uuid, before.memory, Scope.LIVE)
+                if now.state.is_active and now.vcpus != before.vcpus:
+                    self.driver.set_vcpus(vm.uuid, before.vcpus, Scope.LIVE)
+
+        config = layout.config_path(vm.uuid)
+        self.runner.run(
+            Operation(
+                "set",
+                vm.uuid,
+                vm.name,
+                {config: vm_files(spec, vm.desired)[config]},
+                act=act,
+                compensate=undo,
+                detail={"changes": changes},
+            )
+        )
+        return self.vm(vm.uuid)
+
+    def attach(self, ref: str, device: Disk | Nic) -> VM:
+        """Add a device, persistently and (if the VM runs) live."""
+        vm = self.vm(ref)
+        try:
+            spec = vm.spec.with_device(device)
+        except ValueError as err:
+            raise InvalidInput(f"{device.kind} attach {vm.name}: {err}", vm=vm.name) from err
+        path = layout.device_path(vm.uuid, device.id)
+
+        def undo() -> None:
+            if self.driver.get_spec(vm.uuid).device(device.id) is not None:
+                self.driver.detach_device(vm.uuid, device.id)
+
+        self.runner.run(
+            Operation(
+                f"{device.kind} attach",
+                vm.uuid,
+                vm.name,
+                {path: vm_files(spec, vm.desired)[path]},
+                act=lambda: self.driver.attach_device(vm.uuid, device),
+                compensate=undo,
+                detail={"device": device.id},
+            )
+        )
+        return self.vm(vm.uuid)
+
+    def attach_disk(
+        self,
+        ref: str,
+        path: str,
+        target: str | None = None,
+        device_id: str | None = None,
+        readonly: bool = False,
+    ) -> VM:
+        vm = self.vm(ref)
+        used_targets = {d.target for d in vm.spec.disks}
+        index = 0
+        while target is None and f"vd{chr(ord('a') + index)}" in used_targets:
+            index += 1
+        device_id = device_id or _free_id("disk", {d.id for d in vm.spec.devices})
+        try:
+            disk = disk_from_path(path, index, target, device_id, readonly)
+        except ValueError as err:
+            raise InvalidInput(f"disk attach {vm.name}: {err}", vm=vm.name) from err
+        return self.attach(vm.uuid, disk)
+
+    def attach_nic(
+        self,
+        ref: str,
+        network: str | None = None,
+        bridge: str | None = None,
+        mac: str | None = None,
+        device_id: str | None = None,
+    ) -> VM:
+        vm = self.vm(ref)
+        device_id = device_id or _free_id("nic", {d.id for d in vm.spec.devices})
+        try:
+            nic = Nic(
+                id=device_id,
+                mac=mac or default_mac(vm.uuid, len(vm.spec.nics) + 7),
+                network=network,
+                bridge=bridge,
+            )
+        except ValueError as err:
+            raise InvalidInput(f"nic attach {vm.name}: {err}", vm=vm.name) from err
+        return self.attach(vm.uuid, nic)
+
+    def detach(self, ref: str, device_id: str) -> VM:
+        """Remove a device by id, persistently and (if the VM runs) live."""
+        vm = self.vm(ref)
+        device = vm.spec.device(device_id)
+        if device is None:
+            raise InvalidInput(f"VM {vm.name} has no device {device_id!r}", vm=vm.name)
+
+        def undo() -> None:
+            if self.driver.get_spec(vm.uuid).device(device_id) is None:
+                self.driver.attach_device(vm.uuid, device)
+
+        self.runner.run(
+            Operation(
+                f"{device.kind} detach",
+                vm.uuid,
+                vm.name,
+                {layout.device_path(vm.uuid, device_id): None},
+                act=lambda: self.driver.detach_device(vm.uuid, device_id),
+                compensate=undo,
+                detail={"device": device_id},
+            )
+        )
+        return self.vm(vm.uuid)
+
+    # -- history, reconcile, rollback ------------------------------------------------------------------------
+    def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogOp]:
+        """Operations newest first, on one VM (name or uuid; a deleted VM by uuid) or on all."""
+        if self._log_index is None:
+            self._log_index = VMLogIndex(self.store)
+        uuid = None
+        if ref is not None:
+            try:
+                uuid = self.vm(ref).uuid
+            except VMNotFound:
+                if not self._log_index.log(ref, limit=1):
+                    raise
+                uuid = ref
+        return self._log_index.log(uuid, limit=limit, offset=offset)
+
+    def reconcile(
+        self, dry_run: bool = False, adopt: bool = False, progress: Callable[[Action], None] | None = None
+    ) -> Plan:
+        """Compare main with the hypervisor; unless ``dry_run``, apply the difference and record drift."""
+        plan = make_plan(self, adopt=adopt)
+        if dry_run or not plan:
+            return plan
+        return apply_plan(self, plan, progress=progress)
+
+    def rollback(
+        self,
+        rev: str,
+        vm: str | None = None,
+        dry_run: bool = False,
+        progress: Callable[[Action], None] | None = None,
+    ) -> Plan:
+        """Restore the desired state of ``rev`` (all VMs, or one) in a forward commit, then reconcile."""
+        target, tree = rollback_tree(self, rev, vm)
+        only = None
+        if vm is not None:
+            only = {vm} | {u for t in (tree, self.main.tree) if (u := uuid_for_name(t, vm)) is not None}
+        plan = make_plan(self, tree=tree, only=only)
+        plan.drift.clear()
+        if dry_run:
+            return plan
+        what = f"vm {vm}" if vm else "all VMs"
+        with self.main.transaction(
+            message=f"rollback {what} to {target[:12]}", author=self.runner.author
+        ) as tx:
+            tx.tree = tree
+        plan = make_plan(self, only=only)
+        plan.drift.clear()
+        return apply_plan(self, plan, progress=progress) if plan else plan
+
+
+def _free_id(prefix: str, used: set[str]) -> str:
+    number = 0
+    while f"{prefix}{number}" in used:
+        number += 1
+    return f"{prefix}{number}"
+
+
+class _GuestIgnoredShutdown(DriverError):
+    def __init__(self, vm: VM, timeout: float) -> None:
+        super().__init__(
+            f"the guest did not power off within {timeout:g}s (use --force to destroy it)",
+            uuid=vm.uuid,
+            operation="shutdown",
+        )

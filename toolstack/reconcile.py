@@ -1,0 +1,247 @@
+"""Reconcile: make the hypervisor match main (the desired state), and record what was found.
+
+A plan lists, per domain, what would be done: define (or update), start, stop, pause, resume, undefine,
+adopt. Differences between what the toolstack last observed and what the hypervisor now reports are drift
+(for example a VM stopped outside the toolstack): drift is committed first, in a commit that says so, then the
+plan is applied and the new observed state committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from drivers import DriverError
+from drivers.errors import DomainNotFound
+from drivers.models import DomainInfo, DomainSpec
+from store import Tree
+from toolstack import layout
+from toolstack.errors import InvalidInput
+from toolstack.models import MANAGED_KEY, MANAGED_VALUE, VM, Desired, Observed, observed_of, read_vm, vm_files
+
+if TYPE_CHECKING:
+    from toolstack.ops import Toolstack
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan."""
+
+    kind: str  # define, update, start, stop, pause, resume, undefine, adopt
+    uuid: str
+    name: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name} ({self.uuid[:8]}): {self.reason}"
+
+
+@dataclass
+class Plan:
+    """What reconciling would do, and what it found."""
+
+    actions: list[Action] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    applied: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.actions or self.drift)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "actions": [a.__dict__ for a in self.actions],
+            "drift": self.drift,
+            "unknown": self.unknown,
+            "invalid": self.invalid,
+            "busy": self.busy,
+            "errors": self.errors,
+            "applied": self.applied,
+        }
+
+
+def desired_vms(tree: Tree, plan: Plan) -> dict[str, VM]:
+    """Every valid VM of a tree by uuid; invalid ones are reported in the plan and left alone."""
+    vms = {}
+    for uuid in tree.list(layout.VMS):
+        try:
+            vms[uuid] = read_vm(tree, uuid)
+        except InvalidInput as err:
+            plan.invalid.append(str(err))
+    return vms
+
+
+def make_plan(
+    ts: Toolstack, tree: Tree | None = None, adopt: bool = False, only: set[str] | None = None
+) -> Plan:
+    """Compare a desired tree (default: main's) with the hypervisor."""
+    plan = Plan()
+    desired = desired_vms(tree if tree is not None else ts.main.tree, plan)
+    observed_tree = ts.main.tree
+    busy = {ref.rsplit("/", 1)[-1] for ref in ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")}
+    actual = {str(info.uuid): info for info in ts.driver.list()}
+    for uuid, vm in sorted(desired.items(), key=lambda item: item[1].name):
+        if only is not None and uuid not in only:
+            continue
+        if vm.host is not None and vm.host != ts.host:
+            continue  # placed on another host: that host's agent reconciles it
+        if uuid in busy:
+            plan.busy.append(f"{vm.name}: an operation is in progress")
+            continue
+        info = actual.get(uuid)
+        _plan_vm(ts, vm, info, observed_tree, plan)
+    for uuid, info in sorted(actual.items(), key=lambda item: item[1].name):
+        if uuid in desired or (only is not None and uuid not in only) or uuid in busy:
+            continue
+        try:
+            spec = ts.driver.get_spec(uuid)
+        except DomainNotFound:
+            continue
+        if spec.metadata.get(MANAGED_KEY) == MANAGED_VALUE:
+            if info.state.is_active:
+                plan.actions.append(Action("stop", uuid, info.name, "not in the desired state"))
+            plan.actions.append(Action("undefine", uuid, info.name, "not in the desired state"))
+        elif adopt:
+            plan.actions.append(Action("adopt", uuid, info.name, f"unknown domain ({info.state.value})"))
+        else:
+            plan.unknown.append(f"{info.name} ({uuid}) {info.state.value}: not managed (use --adopt)")
+    return plan
+
+
+def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree, plan: Plan) -> None:
+    if info is None:
+        plan.actions.append(Action("define", vm.uuid, vm.name, "missing from the hypervisor"))
+        if vm.desired != Desired.STOPPED:
+            plan.actions.append(Action("start", vm.uuid, vm.name, f"desired {vm.desired.value}"))
+        if vm.desired == Desired.PAUSED:
+            plan.actions.append(Action("pause", vm.uuid, vm.name, "desired paused"))
+        return
+    raw = observed_tree.get(layout.observed_path(ts.host, vm.uuid))
+    if raw is not None:
+        try:
+            last = Observed.model_validate_json(raw)
+            if last.state != info.state.value:
+                plan.drift.append(
+                    f"vm {vm.name} ({vm.uuid}) is {info.state.value}, was {last.state}, desired "
+                    f"{vm.desired.value}: changed outside the toolstack"
+                )
+        except ValueError:
+            pass
+    try:
+        current = ts.driver.get_spec(vm.uuid)
+    except DriverError as err:
+        plan.errors.append(f"{vm.name}: cannot read its configuration: {err}")
+        return
+    if current != vm.spec:
+        plan.actions.append(Action("update", vm.uuid, vm.name, _spec_difference(current, vm.spec)))
+    if vm.desired.matches(info.state):
+        return
+    if vm.desired == Desired.STOPPED:
+        plan.actions.append(Action("stop", vm.uuid, vm.name, f"{info.state.value}, desired stopped"))
+    elif not info.state.is_active:
+        plan.actions.append(
+            Action("start", vm.uuid, vm.name, f"{info.state.value}, desired {vm.desired.value}")
+        )
+        if vm.desired == Desired.PAUSED:
+            plan.actions.append(Action("pause", vm.uuid, vm.name, "desired paused"))
+    elif vm.desired == Desired.PAUSED:
+        plan.actions.append(Action("pause", vm.uuid, vm.name, f"{info.state.value}, desired paused"))
+    else:
+        plan.actions.append(Action("resume", vm.uuid, vm.name, f"{info.state.value}, desired running"))
+
+
+def _spec_difference(current: DomainSpec, wanted: DomainSpec) -> str:
+    have, want = current.model_dump(mode="json"), wanted.model_dump(mode="json")
+    fields = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    return "configuration differs: " + ", ".join(fields)
+
+
+def apply_plan(
+    ts: Toolstack, plan: Plan, tree: Tree | None = None, progress: Callable[[Action], None] | None = None
+) -> Plan:
+    """Carry a plan out, then commit drift (first) and the observed state (after)."""
+    source = tree if tree is not None else ts.main.tree
+    if plan.drift:
+        _record(ts, plan.drift, "drift: " + "; ".join(plan.drift), {})
+    adopted: dict[str, bytes | None] = {}
+    for action in plan.actions:
+        try:
+            _apply(ts, action, source, adopted)
+        except DriverError as err:
+            plan.errors.append(f"{action.describe()}: {err}")
+        if progress is not None:
+            progress(action)
+    plan.applied = True
+    if plan.actions:
+        summary = ", ".join(f"{a.kind} {a.name}" for a in plan.actions[:8])
+        more = f" and {len(plan.actions) - 8} more" if len(plan.actions) > 8 else ""
+        _record(ts, [a.uuid for a in plan.actions], f"reconcile: {summary}{more}", adopted)
+    return plan
+
+
+def _apply(ts: Toolstack, action: Action, source: Tree, adopted: dict[str, bytes | None]) -> None:
+    driver = ts.driver
+    uuid = action.uuid
+    if action.kind in ("define", "update"):
+        driver.define(read_vm(source, uuid).spec)
+    elif action.kind == "start":
+        driver.start(uuid)
+    elif action.kind == "stop":
+        driver.destroy(uuid)
+    elif action.kind == "pause":
+        driver.pause(uuid)
+    elif action.kind == "resume":
+        driver.resume(uuid)
+    elif action.kind == "undefine":
+        driver.destroy(uuid)
+        driver.undefine(uuid)
+    elif action.kind == "adopt":
+        spec = driver.get_spec(uuid)
+        spec = spec.evolve(metadata={**spec.metadata, MANAGED_KEY: MANAGED_VALUE})
+        if source.get(layout.name_path(spec.name)) is not None:
+            raise DomainNameTaken(spec.name, uuid)
+        driver.define(spec)
+        desired = Desired.of_state(driver.info(uuid).state)
+        adopted.update(vm_files(spec, desired))
+    else:
+        raise ValueError(f"unknown action {action.kind!r}")
+
+
+class DomainNameTaken(DriverError):
+    def __init__(self, name: str, uuid: str) -> None:
+        super().__init__(
+            f"cannot adopt: the name {name!r} is already used by another VM", uuid=uuid, operation="adopt"
+        )
+
+
+def _record(ts: Toolstack, uuids: list[str], message: str, files: dict[str, bytes | None]) -> None:
+    """Commit the observed state of the given domains (all domains for drift) plus ``files``."""
+    actual: dict[str, DomainInfo] = {str(info.uuid): info for info in ts.driver.list()}
+    with ts.main.transaction(message=message, author=ts.runner.author) as tx:
+        for path, value in files.items():
+            if value is None:
+                tx.remove(path)
+            else:
+                tx.set(path, value)
+        known = set(tx.list(layout.VMS))
+        for uuid in known:
+            info = actual.get(uuid)
+            path = layout.observed_path(ts.host, uuid)
+            if info is None:
+                tx.remove(path)
+            else:
+                tx.set(path, observed_of(info.state, info.domid, info.memory, info.vcpus).encode())
+        for uuid in tx.list(f"{layout.HOSTS}/{ts.host}/domains"):
+            if uuid not in known:
+                tx.remove(layout.observed_path(ts.host, uuid))
+
+
+def converge_vm(ts: Toolstack, uuid: str) -> Plan:
+    """Reconcile one VM (used after an interrupted task is rolled back)."""
+    plan = make_plan(ts, only={uuid})
+    plan.drift.clear()  # the interruption explains the difference; the rollback commit already says so
+    return apply_plan(ts, plan) if plan.actions else plan

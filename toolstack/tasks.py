@@ -1,0 +1,288 @@
+"""Operations as tasks: a branch per task, merged into main on success (xapi's distributed-database design).
+
+An operation on a VM:
+  1. claims the VM by creating ``refs/heads/vm-task/<uuid>`` with one compare-and-swap: its first commit,
+     on main's head, records the task (status running, who, pid) and the intended state. A second operation
+     on the VM finds the branch and fails with OperationInProgress.
+  2. calls the driver;
+  3. commits the observed state and the task's outcome on the task branch;
+  4. merges the task branch into main (always a merge commit, "vm start web1 (<uuid>)", by the operator),
+     then drops the claim.
+If the driver fails, the partial change is compensated, main is left as it was, and the task branch is kept
+as ``refs/heads/failed-tasks/<task>`` for audit. A process killed mid-operation leaves its claim behind;
+:meth:`TaskRunner.recover` (run at start-up) compares it with the hypervisor and completes or rolls it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drivers import Driver, DriverError
+from drivers.errors import DomainNotFound
+from drivers.models import DomainInfo
+from store import BranchExists, Conflict, Store, Tree, UnknownCommit
+from store.locks import pid_alive
+from toolstack import layout
+from toolstack.errors import ConflictError, OperationFailed, OperationInProgress, ToolstackError
+from toolstack.models import Observed, Task, TaskStatus, observed_of, read_vm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Operation:
+    """What a task does.
+
+    Attributes:
+        name: "create", "start", ... (the verb in commit messages).
+        uuid: The VM.
+        vm_name: Its name, for messages.
+        intended: Files to write (bytes) or remove (None) on main if the operation succeeds.
+        act: The driver calls.
+        compensate: Undoes ``act`` after a failure (it may find the change half done or not done).
+        detail: Extra fields for the task record.
+    """
+
+    name: str
+    uuid: str
+    vm_name: str
+    intended: dict[str, bytes | None]
+    act: Callable[[], None]
+    compensate: Callable[[], None]
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+def new_task_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuidlib.uuid4().hex[:8]
+
+
+class TaskRunner:
+    """Runs operations as task branches on a store, against one driver, for one host."""
+
+    def __init__(
+        self,
+        store: Store,
+        driver: Driver,
+        host: str | None = None,
+        author: str | None = None,
+        converge: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        # Brings one VM's domain in line with main (used after rolling back an interrupted task).
+        self.converge = converge
+        self.driver = driver
+        self.host = host or socket.gethostname()
+        self.author = author
+        self.main = store.branch(layout.MAIN)
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def run(self, op: Operation) -> Task:
+        task = Task(
+            id=new_task_id(),
+            operation=op.name,
+            vm=op.uuid,
+            vm_name=op.vm_name,
+            who=self.author or "",
+            started=time.time(),
+            host=self.host,
+            pid=os.getpid(),
+            detail=op.detail,
+        )
+        claim = self._claim(op, task)
+        try:
+            op.act()
+        except DriverError as err:
+            compensation_error = self._compensate(op)
+            self._fail(claim, task, f"{type(err).__name__}: {err}")
+            raise OperationFailed(op.vm_name, op.name, task.id, err, compensation_error) from err
+        except BaseException as err:
+            # Anything else (a bug, KeyboardInterrupt): leave the claim for recovery to judge.
+            log.error("task %s interrupted by %r; recovery will settle it", task.id, err)
+            raise
+        return self._succeed(claim, task, op)
+
+    def _claim(self, op: Operation, task: Task) -> str:
+        ref = f"{layout.LOCK_PREFIX}/{op.uuid}"
+        for _ in range(3):
+            base = self.main.head
+            tree = self.store.tree_at(base).set(layout.task_path(task.id), task.encode())
+            for path, value in op.intended.items():
+                tree = tree.remove(path) if value is None else tree.set(path, value)
+            message = f"task {task.id}: vm {op.name} {op.vm_name} ({op.uuid})"
+            commit = self.store.write_commit(tree, [base] if base else [], message, self.author)
+            try:
+                self.store.fork(ref, commit)
+                return ref
+            except BranchExists:
+                holder = self._holder(op.uuid)
+                if holder is not None and self._alive(holder):
+                    raise OperationInProgress(op.vm_name, op.name, holder.id, holder.operation) from None
+                self.recover_one(op.uuid)  # a dead process's claim: settle it, then try again
+        raise OperationInProgress(op.vm_name, op.name, "unknown", "unknown")
+
+    def _observe(self, uuid: str) -> Observed | None:
+        try:
+            info = self.driver.info(uuid)
+        except DriverError:
+            return None
+        return observed_of(info.state, info.domid, info.memory, info.vcpus)
+
+    def _succeed(self, claim: str, task: Task, op: Operation) -> Task:
+        observed = self._observe(op.uuid)
+        done = task.model_copy(update={"status": TaskStatus.SUCCEEDED, "finished": time.time()})
+        with self.store.branch(claim).transaction(message=f"task {task.id}: done", author=self.author) as tx:
+            tx.set(layout.task_path(task.id), done.encode())
+            path = layout.observed_path(self.host, op.uuid)
+            if observed is None:
+                tx.remove(path)
+            else:
+                tx.set(path, observed.encode())
+        try:
+            self.store.merge(
+                claim,
+                into=layout.MAIN,
+                message=f"vm {op.name} {op.vm_name} ({op.uuid})",
+                author=self.author,
+                ff=False,
+            )
+        except Conflict as err:
+            compensation_error = self._compensate(op)
+            self._fail(claim, task, f"conflict: {err}")
+            if compensation_error is not None:
+                log.error("undoing %s of %s failed: %s", op.name, op.vm_name, compensation_error)
+            raise ConflictError(
+                f"vm {op.name} {op.vm_name}", err.conflicts, vm=op.vm_name, operation=op.name
+            ) from err
+        self._release(claim)
+        return done
+
+    def _compensate(self, op: Operation) -> BaseException | None:
+        try:
+            op.compensate()
+        except Exception as err:  # reported with the original failure; reconcile repairs the hypervisor
+            log.error("compensating %s of %s failed: %s", op.name, op.vm_name, err)
+            return err
+        return None
+
+    def _fail(self, claim: str, task: Task, error: str) -> None:
+        failed = task.model_copy(
+            update={"status": TaskStatus.FAILED, "error": error, "finished": time.time()}
+        )
+        branch = self.store.branch(claim)
+        with branch.transaction(message=f"task {task.id}: failed", author=self.author) as tx:
+            tx.set(layout.task_path(task.id), failed.encode())
+        head = branch.head
+        if head is not None:
+            with contextlib.suppress(BranchExists):
+                self.store.fork(f"{layout.FAILED_PREFIX}/{task.id}", head)
+        self._release(claim)
+
+    def _release(self, claim: str) -> None:
+        try:
+            self.store.delete_branch(claim)
+        except ToolstackError:
+            raise
+        except Exception as err:  # already gone: recovery or another process settled it
+            log.debug("claim %s already released: %s", claim, err)
+
+    # -- recovery --------------------------------------------------------------------------------------------
+    def _holder(self, uuid: str) -> Task | None:
+        """The task recorded on a VM's claim branch, or None (no claim, or no task on it)."""
+        ref = f"{layout.LOCK_PREFIX}/{uuid}"
+        head = self.store.branch(ref).head
+        if head is None:
+            return None
+        tree = self.store.tree_at(head)
+        for task_id in reversed(tree.list(layout.TASKS)):
+            raw = tree.get(layout.task_path(task_id))
+            if raw is None:
+                continue
+            task = Task.model_validate_json(raw)
+            if task.vm == uuid and self.main.get(layout.task_path(task_id)) != raw:
+                return task
+        return None
+
+    def _alive(self, task: Task) -> bool:
+        if task.host != self.host:
+            return True  # another host's task: only that host can judge it
+        return task.pid != os.getpid() and pid_alive(task.pid)
+
+    def recover(self) -> list[Task]:
+        """Settle every claim left by a dead process on this host; returns the settled tasks."""
+        settled = []
+        for ref in self.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/"):
+            uuid = ref.rsplit("/", 1)[-1]
+            task = self.recover_one(uuid)
+            if task is not None:
+                settled.append(task)
+        return settled
+
+    def recover_one(self, uuid: str) -> Task | None:
+        ref = f"{layout.LOCK_PREFIX}/{uuid}"
+        branch = self.store.branch(ref)
+        head = branch.head
+        if head is None:
+            return None
+        task = self._holder(uuid)
+        if task is not None and self._alive(task):
+            return None
+        main_head = self.main.head
+        try:
+            merged = main_head is not None and self.store.graph.is_ancestor(head, main_head)
+        except UnknownCommit:
+            merged = False
+        if task is None or merged:
+            self._release(ref)  # nothing recorded yet, or already merged: the claim is all that is left
+            return task
+        if self._claim_achieved(branch.tree, uuid):
+            log.warning(
+                "recovery: task %s (%s %s) completed by the hypervisor; recording it",
+                task.id,
+                task.operation,
+                task.vm_name,
+            )
+            op = Operation(task.operation, uuid, task.vm_name, {}, act=lambda: None, compensate=lambda: None)
+            return self._succeed(ref, task, op)
+        log.warning(
+            "recovery: task %s (%s %s) did not complete; rolling it back",
+            task.id,
+            task.operation,
+            task.vm_name,
+        )
+        rolled = task.model_copy(
+            update={
+                "status": TaskStatus.ROLLED_BACK,
+                "finished": time.time(),
+                "error": "interrupted before it completed; rolled back",
+            }
+        )
+        message = f"recover: task {task.id} (vm {task.operation} {task.vm_name}) rolled back"
+        with self.main.transaction(message=message, author=self.author) as tx:
+            tx.set(layout.task_path(task.id), rolled.encode())
+        self._fail(ref, task, rolled.error or "rolled back")
+        if self.converge is not None:
+            self.converge(uuid)
+        return rolled
+
+    def _claim_achieved(self, claim_tree: Tree, uuid: str) -> bool:
+        """Whether the hypervisor already shows what the claim intended (config and run state)."""
+        try:
+            info: DomainInfo | None = self.driver.info(uuid)
+        except DomainNotFound:
+            info = None
+        if claim_tree.kind(layout.vm_dir(uuid)) is None:
+            return info is None  # the task deleted the VM
+        if info is None:
+            return False
+        try:
+            intended = read_vm(claim_tree, uuid)
+        except ToolstackError:
+            return False
+        return intended.desired.matches(info.state) and self.driver.get_spec(uuid) == intended.spec

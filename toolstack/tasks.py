@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -59,6 +60,11 @@ class Operation:
     detail: dict[str, object] = field(default_factory=dict)
 
 
+# Tasks running in this process, by id: a claim with this process's pid is live only if it is listed here.
+_IN_FLIGHT: set[str] = set()
+_IN_FLIGHT_MUTEX = threading.Lock()
+
+
 def new_task_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuidlib.uuid4().hex[:8]
 
@@ -95,6 +101,15 @@ class TaskRunner:
             pid=os.getpid(),
             detail=op.detail,
         )
+        with _IN_FLIGHT_MUTEX:
+            _IN_FLIGHT.add(task.id)
+        try:
+            return self._run(op, task)
+        finally:
+            with _IN_FLIGHT_MUTEX:
+                _IN_FLIGHT.discard(task.id)
+
+    def _run(self, op: Operation, task: Task) -> Task:
         claim = self._claim(op, task)
         try:
             op.act()
@@ -212,7 +227,9 @@ class TaskRunner:
     def _alive(self, task: Task) -> bool:
         if task.host != self.host:
             return True  # another host's task: only that host can judge it
-        return task.pid != os.getpid() and pid_alive(task.pid)
+        if task.pid == os.getpid():
+            return task.id in _IN_FLIGHT
+        return pid_alive(task.pid)
 
     def recover(self) -> list[Task]:
         """Settle every claim left by a dead process on this host; returns the settled tasks."""

@@ -1,0 +1,41 @@
+"""Fixtures: a toolstack on a real git repository, over the simulator or libvirt's test driver."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from toolstack.ops import Toolstack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(params=["sim", "libvirt-test"])
+def ts(request, tmp_path):
+    """The lifecycle must hold on the simulator and on libvirt's own test hypervisor."""
+    uri = f"sim://{tmp_path}/sim" if request.param == "sim" else "test:///default"
+    toolstack = Toolstack.open(str(tmp_path / "state.git"), uri, author="Tester <tester@example.org>")
+    created: list[str] = []
+    toolstack.test_names = created  # type: ignore[attr-defined]
+    yield toolstack
+    # libvirt's test:///default is shared by the process: leave it as found.
+    for vm in toolstack.vms():
+        try:
+            toolstack.driver.destroy(vm.uuid)
+            toolstack.driver.undefine(vm.uuid)
+        except Exception:
+            pass
+    toolstack.close()
+
+
+@pytest.fixture
+def sim_ts(tmp_path):
+    toolstack = Toolstack.open(str(tmp_path / "state.git"), f"sim://{tmp_path}/sim", author="tester")
+    yield toolstack
+    toolstack.close()
+
+
+def unique(prefix: str = "vm") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

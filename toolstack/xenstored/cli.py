@@ -1,0 +1,91 @@
+"""``toolstack xenstored``: run the daemon (also ``python -m toolstack.xenstored``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import click
+
+from toolstack.xenstored.quotas import Quotas
+from toolstack.xenstored.server import ServerConfig, XenstoreServer
+
+
+@click.command("xenstored")
+@click.option(
+    "--socket", "socket_path", required=True, type=click.Path(), help="The dom0 unix socket to serve."
+)
+@click.option(
+    "--repo",
+    default="xenstore.git",
+    show_default=True,
+    type=click.Path(),
+    help="The git repository holding the state (created if missing).",
+)
+@click.option("--branch", default="main", show_default=True, help="The branch holding the state.")
+@click.option(
+    "--durable/--no-durable",
+    default=False,
+    show_default=True,
+    help="Reply to a change only once its commit is on disk (otherwise commits follow within milliseconds).",
+)
+@click.option(
+    "--domain-socket-dir",
+    type=click.Path(),
+    default=None,
+    help="Where an introduced domain N gets a socket N speaking as that domain (default: <socket>.d).",
+)
+@click.option("--quota-nodes", default=1000, show_default=True, help="Nodes an unprivileged domain may own.")
+@click.option(
+    "--quota-watches", default=128, show_default=True, help="Watches an unprivileged domain may hold."
+)
+@click.option(
+    "--quota-value-size", default=2048, show_default=True, help="Bytes in a node value (unprivileged)."
+)
+@click.option(
+    "--quota-transactions",
+    default=10,
+    show_default=True,
+    help="Open transactions per connection (unprivileged).",
+)
+@click.option(
+    "--pid-file", type=click.Path(), default=None, help="Write the daemon's pid here once it serves."
+)
+@click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
+def xenstored(
+    socket_path: str,
+    repo: str,
+    branch: str,
+    durable: bool,
+    domain_socket_dir: str | None,
+    quota_nodes: int,
+    quota_watches: int,
+    quota_value_size: int,
+    quota_transactions: int,
+    pid_file: str | None,
+    log_level: str,
+) -> None:
+    """Serve the xenstore wire protocol on SOCKET, keeping the state in a git repository."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ServerConfig(
+        socket=socket_path,
+        repo=repo,
+        branch=branch,
+        durable=durable,
+        domain_socket_dir=domain_socket_dir,
+        quotas=Quotas(
+            nodes=quota_nodes,
+            watches=quota_watches,
+            value_size=quota_value_size,
+            transactions=quota_transactions,
+        ),
+    )
+    server = XenstoreServer(config)
+
+    def ready() -> None:
+        if pid_file:
+            with open(pid_file, "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+
+    asyncio.run(server.serve(ready))

@@ -1,0 +1,88 @@
+"""Quotas, with the reference daemons' defaults, and the per-domain node count they need.
+
+As in C xenstored, quotas bind unprivileged domains; dom0 is only held to hard safety limits that keep one
+runaway client from exhausting the daemon's memory.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from store import Tree
+from toolstack.xenstored.nodes import PERMS, LeafChange
+from toolstack.xenstored.perms import Permissions
+
+
+@dataclass
+class Quotas:
+    """Limits for unprivileged domains (C xenstored's defaults), and hard limits for everyone.
+
+    Attributes:
+        nodes: Nodes a domain may own.
+        watches: Watches a domain may hold.
+        value_size: Bytes in one node's value.
+        transactions: Open transactions per connection.
+        hard_watches: Watches per connection, for every caller.
+        hard_transactions: Open transactions per connection, for every caller.
+    """
+
+    nodes: int = 1000
+    watches: int = 128
+    value_size: int = 2048
+    transactions: int = 10
+    hard_watches: int = 8192
+    hard_transactions: int = 1024
+
+    def describe(self) -> str:
+        return "".join(f"{name} {value}\n" for name, value in vars(self).items())
+
+    def set(self, name: str, value: int) -> None:
+        """Change one limit (CONTROL quota).
+
+        Raises:
+            KeyError: No such quota.
+        """
+        if name not in vars(self):
+            raise KeyError(name)
+        setattr(self, name, value)
+
+
+def owner_of(stored: bytes | None) -> int | None:
+    if stored is None:
+        return None
+    perms = Permissions.decode(stored)
+    return None if perms is None else perms.owner
+
+
+def owner_deltas(changes: Iterable[LeafChange]) -> Counter[int]:
+    """How many nodes each domain gains (or loses) through these changes."""
+    deltas: Counter[int] = Counter()
+    for change in changes:
+        if change.key and change.key[-1] == PERMS:
+            old, new = owner_of(change.old), owner_of(change.new)
+            if old != new:
+                if old is not None:
+                    deltas[old] -= 1
+                if new is not None:
+                    deltas[new] += 1
+    return deltas
+
+
+class NodeCounts:
+    """Nodes owned per domain, kept up to date from every change applied to the state."""
+
+    def __init__(self, tree: Tree) -> None:
+        self._counts: Counter[int] = Counter()
+        for path in tree.paths():
+            if path == PERMS or path.endswith("/" + PERMS):
+                owner = owner_of(tree.get(path))
+                if owner is not None:
+                    self._counts[owner] += 1
+
+    def apply(self, changes: Iterable[LeafChange]) -> None:
+        self._counts.update(owner_deltas(changes))
+
+    def __getitem__(self, domid: int) -> int:
+        return self._counts[domid]

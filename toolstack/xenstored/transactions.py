@@ -1,0 +1,98 @@
+"""Transactions: a branch of the state, merged back node by node.
+
+TRANSACTION_START forks the current state: the transaction gets the immutable tree of that moment (an O(1)
+fork, sharing every subtree) and works on its own copy. Each node it reads is recorded with how it looked
+to the reader. TRANSACTION_END with T merges the transaction back with a per-node three-way merge:
+
+- base = the fork point, ours = the state now, theirs = the transaction's tree;
+- if a node the transaction read (READ, DIRECTORY, GET_PERMS) differs between base and ours, the merge is
+  refused with EAGAIN, as C xenstored does; a removed subtree counts as read in full;
+- otherwise every node the transaction changed takes the transaction's version: writes to disjoint nodes
+  never conflict, identical writes merge to themselves, and a node only written (never read) on both sides
+  goes to the last writer, the transaction.
+
+The check and the merge run under the state's lock, against the latest state, so that no commit can slip
+in between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from store import Tree
+from toolstack.xenstored import nodes
+from toolstack.xenstored.nodes import LeafChange, Mutation
+from toolstack.xenstored.paths import Key
+from toolstack.xenstored.perms import Caller
+from toolstack.xenstored.quotas import owner_deltas
+
+ReadKind = Literal["node", "subtree"]
+
+
+@dataclass(eq=False)
+class Transaction:
+    """One open transaction of a connection.
+
+    Attributes:
+        id: The transaction id sent to the client (unique in the daemon, never 0).
+        caller: Who opened it (the author of its commit).
+        base: The state at TRANSACTION_START.
+        tree: The transaction's own view: base plus its writes.
+        reads: Nodes read, and whether the whole subtree matters.
+        writes: Final value of every blob the transaction changed (None: removed), by key.
+        log: A line per operation, for the commit message.
+    """
+
+    id: int
+    caller: Caller
+    base: Tree
+    tree: Tree = field(init=False)
+    reads: dict[Key, ReadKind] = field(default_factory=dict)
+    writes: dict[Key, bytes | None] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    owned_delta: int = 0
+
+    def __post_init__(self) -> None:
+        self.tree = self.base
+
+    def read(self, key: Key, kind: ReadKind = "node") -> None:
+        if self.reads.get(key) != "subtree":
+            self.reads[key] = kind
+
+    def record(self, mutation: Mutation, description: str) -> None:
+        """Take a mutation computed on ``self.tree`` as the transaction's new view."""
+        self.tree = mutation.tree
+        for change in mutation.changes:
+            self.writes[change.key] = change.new
+        self.owned_delta += owner_deltas(mutation.changes).get(self.caller.domid, 0)
+        self.log.append(description)
+
+    def stale_reads(self, current: Tree) -> list[Key]:
+        """Nodes read by the transaction that changed between its fork point and ``current``."""
+        stale = []
+        for key, kind in self.reads.items():
+            if kind == "subtree":
+                before = self.base.subtree(key) if nodes.exists(self.base, key) else None
+                after = current.subtree(key) if nodes.exists(current, key) else None
+                same = (before is None and after is None) or (
+                    before is not None and after is not None and before == after
+                )
+            else:
+                same = nodes.fingerprint(self.base, key) == nodes.fingerprint(current, key)
+            if not same:
+                stale.append(key)
+        return stale
+
+    def merge_into(self, current: Tree) -> Mutation:
+        """The transaction's changes applied node by node onto ``current`` (after :meth:`stale_reads`)."""
+        changes = [LeafChange(key, None, new) for key, new in self.writes.items()]
+        return nodes.apply(current, changes)
+
+    def summary(self) -> list[str]:
+        """The commit message lines: a subject, then one line per operation."""
+        more = len(self.log) - 1
+        subject = f"transaction {self.id}: {self.log[0]}" if self.log else f"transaction {self.id}"
+        if more > 0:
+            subject += f" (and {more} more)"
+        return [subject, *self.log] if more > 0 else [subject]

@@ -241,7 +241,7 @@ def _lifecycle_command(verb: str, help_text: str) -> None:
     @pass_ctx
     @handled
     def command(c: Context, name: str) -> None:
-        ts = c.toolstack()
+        ts = c.toolstack(create=False)
         if verb == "delete":
             ts.delete(name)
             emit({"name": name, "deleted": True}, c.json, f"deleted {name}")
@@ -274,7 +274,7 @@ for _verb, _help in [
 @handled
 def vm_shutdown(c: Context, name: str, timeout: float, force: bool) -> None:
     """Ask a VM's guest to power off."""
-    result = c.toolstack().shutdown(name, timeout=timeout, force=force)
+    result = c.toolstack(create=False).shutdown(name, timeout=timeout, force=force)
     emit(vm_record(result), c.json, f"shutdown {result.name}: stopped")
 
 
@@ -286,7 +286,7 @@ def vm_shutdown(c: Context, name: str, timeout: float, force: bool) -> None:
 @handled
 def vm_set(c: Context, name: str, memory: int | None, vcpus: int | None) -> None:
     """Change memory and/or vCPUs (live where the VM allows, persistently always)."""
-    result = c.toolstack().set_resources(name, memory=memory, vcpus=vcpus)
+    result = c.toolstack(create=False).set_resources(name, memory=memory, vcpus=vcpus)
     emit(
         vm_record(result),
         c.json,
@@ -311,7 +311,9 @@ def disk() -> None:
 def disk_attach(
     c: Context, name: str, path: str, target: str | None, device_id: str | None, readonly: bool
 ) -> None:
-    result = c.toolstack().attach_disk(name, path, target=target, device_id=device_id, readonly=readonly)
+    result = c.toolstack(create=False).attach_disk(
+        name, path, target=target, device_id=device_id, readonly=readonly
+    )
     emit(vm_record(result), c.json, f"attached {path} to {result.name}")
 
 
@@ -321,7 +323,7 @@ def disk_attach(
 @pass_ctx
 @handled
 def disk_detach(c: Context, name: str, device_id: str) -> None:
-    result = c.toolstack().detach(name, device_id)
+    result = c.toolstack(create=False).detach(name, device_id)
     emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
 
 
@@ -343,7 +345,9 @@ def nic_attach(
 ) -> None:
     if (network is None) == (bridge is None):
         raise click.UsageError("give a NETWORK or --bridge (one of them)")
-    result = c.toolstack().attach_nic(name, network=network, bridge=bridge, mac=mac, device_id=device_id)
+    result = c.toolstack(create=False).attach_nic(
+        name, network=network, bridge=bridge, mac=mac, device_id=device_id
+    )
     emit(vm_record(result), c.json, f"attached a nic to {result.name}")
 
 
@@ -353,7 +357,7 @@ def nic_attach(
 @pass_ctx
 @handled
 def nic_detach(c: Context, name: str, device_id: str) -> None:
-    result = c.toolstack().detach(name, device_id)
+    result = c.toolstack(create=False).detach(name, device_id)
     emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
 
 

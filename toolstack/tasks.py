@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -63,6 +64,13 @@ class Operation:
 # Tasks running in this process, by id: a claim with this process's pid is live only if it is listed here.
 _IN_FLIGHT: set[str] = set()
 _IN_FLIGHT_MUTEX = threading.Lock()
+
+
+def crash_point(name: str) -> None:
+    """Die here, as if killed, when $TOOLSTACK_CRASH_AT names this point (crash-recovery tests use it to
+    stop a CLI between any two steps of an operation)."""
+    if os.environ.get("TOOLSTACK_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def new_task_id() -> str:
@@ -111,6 +119,7 @@ class TaskRunner:
 
     def _run(self, op: Operation, task: Task) -> Task:
         claim = self._claim(op, task)
+        crash_point("claimed")
         try:
             op.act()
         except DriverError as err:
@@ -121,6 +130,7 @@ class TaskRunner:
             # Anything else (a bug, KeyboardInterrupt): leave the claim for recovery to judge.
             log.error("task %s interrupted by %r; recovery will settle it", task.id, err)
             raise
+        crash_point("acted")
         return self._succeed(claim, task, op)
 
     def _claim(self, op: Operation, task: Task) -> str:
@@ -159,6 +169,7 @@ class TaskRunner:
                 tx.remove(path)
             else:
                 tx.set(path, observed.encode())
+        crash_point("recorded")
         try:
             self.store.merge(
                 claim,
@@ -175,6 +186,7 @@ class TaskRunner:
             raise ConflictError(
                 f"vm {op.name} {op.vm_name}", err.conflicts, vm=op.vm_name, operation=op.name
             ) from err
+        crash_point("merged")
         self._release(claim)
         return done
 

@@ -139,19 +139,20 @@ def test_a_busy_vm_exits_with_the_busy_code(tmp_path):
     # Hold the VM from another (live) process: a claim whose task names a running pid.
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        script = (
-            "import sys; sys.path.insert(0, %r)\n"
-            "from toolstack.ops import Toolstack\n"
-            "from toolstack.tasks import Operation\n"
-            "ts = Toolstack.open(%r, %r, author='holder')\n"
-            "vm = ts.vm('busy')\n"
-            "import toolstack.tasks as t, os\n"
-            "runner = ts.runner\n"
-            "task = t.Task(id='held', operation='start', vm=vm.uuid, vm_name='busy', who='holder', started=0,"
-            " host=runner.host, pid=%d)\n"
-            "runner._claim(Operation('start', vm.uuid, 'busy', {}, act=lambda: None, compensate=lambda: None),"
-            " task)\n"
-        ) % (ROOT, str(tmp_path / "state.git"), f"sim://{tmp_path}/sim", holder.pid)
+        repo, uri = str(tmp_path / "state.git"), f"sim://{tmp_path}/sim"
+        script = "\n".join(
+            [
+                f"import sys; sys.path.insert(0, {ROOT!r})",
+                "from toolstack.ops import Toolstack",
+                "from toolstack.tasks import Operation, Task",
+                f"ts = Toolstack.open({repo!r}, {uri!r}, author='holder')",
+                "vm = ts.vm('busy')",
+                "task = Task(id='held', operation='start', vm=vm.uuid, vm_name='busy', who='holder', started=0,",
+                f"            host=ts.runner.host, pid={holder.pid})",
+                "noop = Operation('start', vm.uuid, 'busy', {}, act=lambda: None, compensate=lambda: None)",
+                "ts.runner._claim(noop, task)",
+            ]
+        )
         subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
         result = run(tmp_path, "vm", "start", "busy", check=False)
         assert result.returncode == 4

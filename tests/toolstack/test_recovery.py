@@ -93,7 +93,7 @@ def test_sigkill_at_random_moments_twenty_times(tmp_path):
     ]
     kills = 0
     for round_ in range(20):
-        operation = rng.choice(choices + [("vm", "create", f"r{round_}", "--memory", "32M")])
+        operation = rng.choice([*choices, ("vm", "create", f"r{round_}", "--memory", "32M")])
         process = cli(tmp_path, *operation, wait=False)
         # The CLI spends ~0.3-0.5 s importing and ~10-50 ms operating: aim around the end of start-up.
         time.sleep(rng.uniform(0.2, 0.7))

@@ -147,8 +147,8 @@ def test_a_busy_vm_exits_with_the_busy_code(tmp_path):
                 "from toolstack.tasks import Operation, Task",
                 f"ts = Toolstack.open({repo!r}, {uri!r}, author='holder')",
                 "vm = ts.vm('busy')",
-                "task = Task(id='held', operation='start', vm=vm.uuid, vm_name='busy', who='holder', started=0,",
-                f"            host=ts.runner.host, pid={holder.pid})",
+                "task = Task(id='held', operation='start', vm=vm.uuid, vm_name='busy', who='holder',",
+                f"            started=0, host=ts.runner.host, pid={holder.pid})",
                 "noop = Operation('start', vm.uuid, 'busy', {}, act=lambda: None, compensate=lambda: None)",
                 "ts.runner._claim(noop, task)",
             ]

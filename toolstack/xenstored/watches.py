@@ -116,12 +116,19 @@ class WatchRegistry:
     def fire(self, changes: Iterable[LeafChange], tree: Tree) -> None:
         """Fire every watch concerned by these changes; ``tree`` is the state after them."""
         changed: dict[Key, bool] = {}
+        created: set[Key] = set()
         for change in changes:
             node = change.node
             if node not in changed:
                 changed[node] = change.new is None and not nodes.exists(tree, node)
+            if change.key[-1] == nodes.PERMS and change.old is None:
+                created.add(node)
         if not changed or not self._by_path:
             return
+        # A node created only as the parent of a written one is told through that one (as in C xenstored).
+        above = {node[:depth] for node in changed for depth in range(len(node))}
+        for node in created & above:
+            del changed[node]
         removed = {node for node, gone in changed.items() if gone}
         roots = [node for node in removed if not any(node[:d] in removed for d in range(len(node)))]
         delivered: set[tuple[int, str]] = set()

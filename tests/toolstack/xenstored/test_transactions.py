@@ -1,0 +1,145 @@
+"""Transactions: forks of the state merged back node by node, with C xenstored's EAGAIN rule."""
+
+from __future__ import annotations
+
+import threading
+
+from pyxs import Client
+
+from tests.toolstack.xenstored.conftest import wait_for_log
+from tests.toolstack.xenstored.wire import error_name
+from toolstack.xenstored.protocol import Op
+
+
+class TestMergeRules:
+    def test_a_node_read_in_the_transaction_and_changed_since_gives_eagain(self, daemon):
+        with daemon.wire() as a, daemon.wire() as b:
+            a.write("/t/x", "1")
+            tx = a.start()
+            assert a.call(Op.READ, "/t/x", tx_id=tx).payload == b"1"
+            b.write("/t/x", "2")
+            a.write("/t/y", "from-tx", tx_id=tx)
+            assert error_name(a.end(tx)) == "EAGAIN"
+            assert a.call(Op.READ, "/t/x").payload == b"2"
+            assert error_name(a.call(Op.READ, "/t/y")) == "ENOENT"
+
+    def test_a_listing_read_in_the_transaction_conflicts_with_a_new_child(self, daemon):
+        with daemon.wire() as a, daemon.wire() as b:
+            a.write("/t/dir/one", "1")
+            tx = a.start()
+            a.call(Op.DIRECTORY, "/t/dir", tx_id=tx)
+            b.write("/t/dir/two", "2")
+            a.write("/t/dir/count", "1", tx_id=tx)
+            assert error_name(a.end(tx)) == "EAGAIN"
+
+    def test_writes_to_disjoint_nodes_never_conflict(self, daemon):
+        with daemon.wire() as a, daemon.wire() as b:
+            a.write("/vm/a/name", "a")
+            tx_a, tx_b = a.start(), b.start()
+            a.call(Op.READ, "/vm/a/name", tx_id=tx_a)
+            a.write("/vm/a/state", "running", tx_id=tx_a)
+            b.write("/vm/b/state", "running", tx_id=tx_b)
+            b.write("/local/domain/9/name", "b", tx_id=tx_b)
+            assert b.end(tx_b).op == Op.TRANSACTION_END
+            assert a.end(tx_a).op == Op.TRANSACTION_END
+            assert a.call(Op.DIRECTORY, "/vm").payload == b"a\0b\0"
+            assert a.call(Op.READ, "/local/domain/9/name").payload == b"b"
+
+    def test_identical_writes_merge(self, daemon):
+        with daemon.wire() as a, daemon.wire() as b:
+            tx_a, tx_b = a.start(), b.start()
+            a.write("/same/node", "v", tx_id=tx_a)
+            b.write("/same/node", "v", tx_id=tx_b)
+            assert a.end(tx_a).op == Op.TRANSACTION_END
+            assert b.end(tx_b).op == Op.TRANSACTION_END
+            assert a.call(Op.READ, "/same/node").payload == b"v"
+
+    def test_a_node_only_written_goes_to_the_last_writer(self, daemon):
+        with daemon.wire() as a, daemon.wire() as b:
+            tx = a.start()
+            a.write("/lww", "tx", tx_id=tx)
+            b.write("/lww", "outside")
+            assert a.end(tx).op == Op.TRANSACTION_END
+            assert b.call(Op.READ, "/lww").payload == b"tx"
+
+    def test_the_transaction_sees_its_snapshot_and_its_own_writes(self, daemon):
+        with daemon.wire() as a, daemon.wire() as b:
+            a.write("/snap", "old")
+            tx = a.start()
+            b.write("/snap", "new")
+            assert a.call(Op.READ, "/snap", tx_id=tx).payload == b"old"
+            a.write("/mine", "m", tx_id=tx)
+            assert a.call(Op.READ, "/mine", tx_id=tx).payload == b"m"
+            assert error_name(b.call(Op.READ, "/mine")) == "ENOENT"
+            assert a.end(tx, commit=False).op == Op.TRANSACTION_END
+            assert error_name(b.call(Op.READ, "/mine")) == "ENOENT"
+
+    def test_removing_a_subtree_that_changed_since_gives_eagain(self, daemon):
+        with daemon.wire() as a, daemon.wire() as b:
+            a.write("/gone/x", "1")
+            tx = a.start()
+            a.call(Op.RM, "/gone", tx_id=tx)
+            b.write("/gone/y", "2")
+            assert error_name(a.end(tx)) == "EAGAIN"
+            assert a.call(Op.DIRECTORY, "/gone").payload == b"x\0y\0"
+
+    def test_a_merged_transaction_is_one_commit_naming_its_author(self, daemon):
+        with daemon.wire() as a:
+            tx = a.start()
+            a.write("/local/domain/3/name", "guest", tx_id=tx)
+            a.write("/vm/u1/name", "guest", tx_id=tx)
+            a.end(tx)
+        message = wait_for_log(daemon.repo, "transaction ")
+        assert "dom0|transaction " in message
+        assert "write /local/domain/3/name = guest" in message
+        assert "write /vm/u1/name = guest" in message
+
+
+class TestConcurrency:
+    def test_parallel_read_modify_write_on_disjoint_keys_never_gets_eagain(self, daemon):
+        eagain = []
+
+        def worker(n: int) -> None:
+            with Client(unix_socket_path=daemon.socket) as client:
+                path = f"/rmw/{n}".encode()
+                client.write(path, b"0")
+                for _ in range(30):
+                    client.transaction()
+                    value = int(client.read(path))
+                    client.write(path, str(value + 1).encode())
+                    if not client.commit():
+                        eagain.append(n)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert eagain == []
+        with Client(unix_socket_path=daemon.socket) as client:
+            assert [client.read(f"/rmw/{n}".encode()) for n in range(6)] == [b"30"] * 6
+
+    def test_parallel_increments_of_one_counter_lose_no_update(self, daemon):
+        with Client(unix_socket_path=daemon.socket) as client:
+            client.write(b"/counter", b"0")
+        retries = []
+
+        def worker() -> None:
+            with Client(unix_socket_path=daemon.socket) as client:
+                done = 0
+                while done < 25:
+                    client.transaction()
+                    value = int(client.read(b"/counter"))
+                    client.write(b"/counter", str(value + 1).encode())
+                    if client.commit():
+                        done += 1
+                    else:
+                        retries.append(1)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        with Client(unix_socket_path=daemon.socket) as client:
+            assert client.read(b"/counter") == b"100"

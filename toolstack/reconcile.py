@@ -137,7 +137,10 @@ def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree
         plan.errors.append(f"{vm.name}: cannot read its configuration: {err}")
         return
     if current != vm.spec:
-        plan.actions.append(Action("update", vm.uuid, vm.name, _spec_difference(current, vm.spec)))
+        reason = _spec_difference(current, vm.spec)
+        if info.state.is_active:
+            reason += " (the running domain gets it at its next boot)"
+        plan.actions.append(Action("update", vm.uuid, vm.name, reason))
     if vm.desired.matches(info.state):
         return
     if vm.desired == Desired.STOPPED:

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,9 +16,10 @@ from pydantic import ValidationError
 import drivers
 from drivers import Disk, DomainSpec, Driver, DriverError, Nic
 from drivers.errors import DomainExists, DomainNotFound
-from drivers.models import DomainInfo, DomainState, Scope, parse_memory
+from drivers.models import DomainInfo, DomainState
 from store import NotARepository, Store
 from toolstack import layout
+from toolstack.devices import ConfigOperations, default_mac, disk_from_path
 from toolstack.errors import (
     ConflictError,
     InvalidInput,
@@ -55,26 +54,7 @@ def _field_errors(err: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors())
 
 
-def default_mac(uuid: str, index: int) -> str:
-    """A stable, locally administered MAC for a VM's n-th NIC (Xen's 00:16:3e prefix)."""
-    digest = hashlib.sha1(f"{uuid}/{index}".encode()).digest()
-    return "00:16:3e:" + ":".join(f"{b:02x}" for b in (digest[0] & 0x7F, digest[1], digest[2]))
-
-
-def disk_from_path(
-    path: str, index: int, target: str | None = None, device_id: str | None = None, readonly: bool = False
-) -> Disk:
-    fmt = "qcow2" if path.endswith(".qcow2") else "raw"
-    return Disk(
-        id=device_id or f"disk{index}",
-        source=os.path.abspath(path),
-        format=fmt,
-        target=target or f"vd{chr(ord('a') + index)}",
-        readonly=readonly,
-    )
-
-
-class Toolstack:
+class Toolstack(ConfigOperations):
     """The toolstack: a state repository (main = desired state) and a hypervisor driver for this host.
 
     Args:
@@ -316,155 +296,6 @@ class Toolstack:
         elif not before.state.is_active and now.state.is_active:
             self.driver.destroy(vm.uuid)
 
-    # -- configuration ---------------------------------------------------------------------------------------
-    def set_resources(self, ref: str, memory: int | str | None = None, vcpus: int | None = None) -> VM:
-        """Change memory and/or vCPUs: persistently, and live if the VM runs."""
-        vm = self.vm(ref)
-        changes: dict[str, Any] = {}
-        try:
-            if memory is not None:
-                changes["memory"] = parse_memory(memory)
-            if vcpus is not None:
-                changes["vcpus"] = vcpus
-            ceilings = {}
-            # Growing past a ceiling raises the ceiling (in the persistent config: the next boot gets it).
-            if "memory" in changes and changes["memory"] > vm.spec.effective_max_memory:
-                ceilings["max_memory"] = None
-            if "vcpus" in changes and changes["vcpus"] > vm.spec.effective_max_vcpus:
-                ceilings["max_vcpus"] = None
-            spec = vm.spec.evolve(**changes, **ceilings)
-        except ValidationError as err:
-            raise InvalidInput(f"vm set {vm.name}: {_field_errors(err)}", vm=vm.name) from err
-        except ValueError as err:
-            raise InvalidInput(f"vm set {vm.name}: {err}", vm=vm.name) from err
-        if not changes:
-            raise InvalidInput("vm set: give --memory and/or --vcpus", vm=vm.name)
-        old = vm.spec
-        before = self.info(vm)
-        live = before is not None and before.state.is_active
-
-        def act() -> None:
-            # Live where the running domain allows it (within its maxima); the persistent config always.
-            if live and "memory" in changes and spec.memory <= old.effective_max_memory:
-                self.driver.set_memory(vm.uuid, spec.memory, Scope.LIVE)
-            if live and "vcpus" in changes and spec.vcpus <= old.effective_max_vcpus:
-                self.driver.set_vcpus(vm.uuid, spec.vcpus, Scope.LIVE)
-            self.driver.define(spec)
-
-        def undo() -> None:
-            self.driver.define(old)
-            if live and before is not None:
-                now = self.driver.info(vm.uuid)
-                if now.state.is_active and now.memory != before.memory:
-                    self.driver.set_memory(vm.uuid, before.memory, Scope.LIVE)
-                if now.state.is_active and now.vcpus != before.vcpus:
-                    self.driver.set_vcpus(vm.uuid, before.vcpus, Scope.LIVE)
-
-        config = layout.config_path(vm.uuid)
-        self.runner.run(
-            Operation(
-                "set",
-                vm.uuid,
-                vm.name,
-                {config: vm_files(spec, vm.desired)[config]},
-                act=act,
-                compensate=undo,
-                detail={"changes": changes},
-            )
-        )
-        return self.vm(vm.uuid)
-
-    def attach(self, ref: str, device: Disk | Nic) -> VM:
-        """Add a device, persistently and (if the VM runs) live."""
-        vm = self.vm(ref)
-        try:
-            spec = vm.spec.with_device(device)
-        except ValueError as err:
-            raise InvalidInput(f"{device.kind} attach {vm.name}: {err}", vm=vm.name) from err
-        path = layout.device_path(vm.uuid, device.id)
-
-        def undo() -> None:
-            if self.driver.get_spec(vm.uuid).device(device.id) is not None:
-                self.driver.detach_device(vm.uuid, device.id)
-
-        self.runner.run(
-            Operation(
-                f"{device.kind} attach",
-                vm.uuid,
-                vm.name,
-                {path: vm_files(spec, vm.desired)[path]},
-                act=lambda: self.driver.attach_device(vm.uuid, device),
-                compensate=undo,
-                detail={"device": device.id},
-            )
-        )
-        return self.vm(vm.uuid)
-
-    def attach_disk(
-        self,
-        ref: str,
-        path: str,
-        target: str | None = None,
-        device_id: str | None = None,
-        readonly: bool = False,
-    ) -> VM:
-        vm = self.vm(ref)
-        used_targets = {d.target for d in vm.spec.disks}
-        index = 0
-        while target is None and f"vd{chr(ord('a') + index)}" in used_targets:
-            index += 1
-        device_id = device_id or _free_id("disk", {d.id for d in vm.spec.devices})
-        try:
-            disk = disk_from_path(path, index, target, device_id, readonly)
-        except ValueError as err:
-            raise InvalidInput(f"disk attach {vm.name}: {err}", vm=vm.name) from err
-        return self.attach(vm.uuid, disk)
-
-    def attach_nic(
-        self,
-        ref: str,
-        network: str | None = None,
-        bridge: str | None = None,
-        mac: str | None = None,
-        device_id: str | None = None,
-    ) -> VM:
-        vm = self.vm(ref)
-        device_id = device_id or _free_id("nic", {d.id for d in vm.spec.devices})
-        try:
-            nic = Nic(
-                id=device_id,
-                mac=mac or default_mac(vm.uuid, len(vm.spec.nics) + 7),
-                network=network,
-                bridge=bridge,
-            )
-        except ValueError as err:
-            raise InvalidInput(f"nic attach {vm.name}: {err}", vm=vm.name) from err
-        return self.attach(vm.uuid, nic)
-
-    def detach(self, ref: str, device_id: str) -> VM:
-        """Remove a device by id, persistently and (if the VM runs) live."""
-        vm = self.vm(ref)
-        device = vm.spec.device(device_id)
-        if device is None:
-            raise InvalidInput(f"VM {vm.name} has no device {device_id!r}", vm=vm.name)
-
-        def undo() -> None:
-            if self.driver.get_spec(vm.uuid).device(device_id) is None:
-                self.driver.attach_device(vm.uuid, device)
-
-        self.runner.run(
-            Operation(
-                f"{device.kind} detach",
-                vm.uuid,
-                vm.name,
-                {layout.device_path(vm.uuid, device_id): None},
-                act=lambda: self.driver.detach_device(vm.uuid, device_id),
-                compensate=undo,
-                detail={"device": device_id},
-            )
-        )
-        return self.vm(vm.uuid)
-
     # -- history, reconcile, rollback ------------------------------------------------------------------------
     def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogOp]:
         """Operations newest first, on one VM (name or uuid; a deleted VM by uuid) or on all."""
@@ -513,13 +344,6 @@ class Toolstack:
         plan = make_plan(self, only=only)
         plan.drift.clear()
         return apply_plan(self, plan, progress=progress) if plan else plan
-
-
-def _free_id(prefix: str, used: set[str]) -> str:
-    number = 0
-    while f"{prefix}{number}" in used:
-        number += 1
-    return f"{prefix}{number}"
 
 
 class _GuestIgnoredShutdown(DriverError):

@@ -1,0 +1,5 @@
+"""`python -m toolstack` runs the CLI."""
+
+from toolstack.cli import main
+
+main()

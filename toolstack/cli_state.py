@@ -1,0 +1,249 @@
+"""CLI commands about the state repository: log, show, diff, rollback, reconcile, tasks and raw store
+access. Registered on :data:`toolstack.cli.main` when that module is imported."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from toolstack import layout
+from toolstack.cli import EXIT_ERROR, Context, handled, main, pass_ctx
+from toolstack.errors import ToolstackError
+from toolstack.history import show as show_commit
+from toolstack.models import Task
+from toolstack.output import emit, emit_lines, table, when
+
+
+# -- history -----------------------------------------------------------------------------------------------
+@main.command("log")
+@click.argument("name", required=False)
+@click.option("-n", "--limit", type=int, default=None, help="At most this many entries")
+@pass_ctx
+@handled
+def log_command(c: Context, name: str | None, limit: int | None) -> None:
+    """Operations newest first, on one VM or on all."""
+    ops = c.toolstack(create=False).log(name, limit=limit)
+    rows = [(op.commit[:10], when(op.time), op.author, op.subject) for op in ops]
+    emit_lines([op.to_dict() for op in ops], c.json, table(["commit", "date", "author", "operation"], rows))
+
+
+def _render_value(value: bytes | None) -> str:
+    if value is None:
+        return "-"
+    text = value.decode("utf-8", "replace").strip()
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+@main.command("show")
+@click.argument("commit")
+@pass_ctx
+@handled
+def show_command(c: Context, commit: str) -> None:
+    """Show a commit and what it changed."""
+    view = show_commit(c.toolstack(create=False), commit)
+    info = view.info
+    record = {
+        "commit": info.id,
+        "parents": list(info.parents),
+        "author": info.author,
+        "time": info.author_time,
+        "message": info.message,
+        "changes": [
+            {"path": p, "old": _render_value(o), "new": _render_value(n)} for p, o, n in view.changes
+        ],
+    }
+    lines = [
+        f"commit {info.id}",
+        f"Author: {info.author}",
+        f"Date:   {when(info.author_time)}",
+        "",
+        *[f"    {line}" for line in info.message.rstrip().splitlines()],
+        "",
+    ]
+    for path, old, new in view.changes:
+        kind = "added" if old is None else "removed" if new is None else "changed"
+        lines.append(f"{kind:8} {path}")
+    emit(record, c.json, "\n".join(lines))
+
+
+@main.command("diff")
+@click.argument("a")
+@click.argument("b")
+@pass_ctx
+@handled
+def diff_command(c: Context, a: str, b: str) -> None:
+    """What changed from revision A to revision B."""
+    diff = c.toolstack(create=False).store.diff(a, b)
+    records = [
+        {"path": ch.path, "kind": ch.kind, "old": _render_value(ch.old), "new": _render_value(ch.new)}
+        for ch in diff
+    ]
+    rows = [(r["kind"], r["path"], r["old"].replace("\n", " "), r["new"].replace("\n", " ")) for r in records]
+    emit(records, c.json, table(["change", "path", "old", "new"], rows))
+
+
+def _run_plan(
+    c: Context, compute: Callable[[Callable[[Any], None] | None], Any], dry_run: bool, title: str
+) -> None:
+    if dry_run or c.json:
+        plan = compute(None)
+    else:
+        with click.progressbar(length=1_000_000, label=title, file=sys.stderr, show_eta=False) as bar:
+            plan = compute(lambda action: bar.update(1))
+    record = plan.to_dict()
+    lines = [f"{'would ' if dry_run else ''}{a.describe()}" for a in plan.actions] or ["nothing to do"]
+    lines += [f"drift: {d}" for d in plan.drift] + [f"unknown: {u}" for u in plan.unknown]
+    lines += [f"invalid: {i}" for i in plan.invalid] + [f"busy: {b}" for b in plan.busy]
+    lines += [f"error: {e}" for e in plan.errors]
+    emit(record, c.json, "\n".join(lines))
+    if plan.errors:
+        sys.exit(EXIT_ERROR)
+
+
+@main.command("rollback")
+@click.argument("commit")
+@click.option("--vm", "vm_name", default=None, help="Roll back only this VM")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing")
+@pass_ctx
+@handled
+def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool) -> None:
+    """Restore the VM state of COMMIT in a new commit, then reconcile the hypervisor to it."""
+    ts = c.toolstack(create=False)
+    _run_plan(
+        c,
+        lambda progress: ts.rollback(commit, vm=vm_name, dry_run=dry_run, progress=progress),
+        dry_run,
+        f"rollback to {commit}",
+    )
+
+
+@main.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing")
+@click.option("--adopt", is_flag=True, help="Import domains the toolstack does not know")
+@pass_ctx
+@handled
+def reconcile_command(c: Context, dry_run: bool, adopt: bool) -> None:
+    """Make the hypervisor match the desired state; record drift."""
+    ts = c.toolstack()
+    _run_plan(
+        c,
+        lambda progress: ts.reconcile(dry_run=dry_run, adopt=adopt, progress=progress),
+        dry_run,
+        "reconcile",
+    )
+
+
+# -- tasks -------------------------------------------------------------------------------------------------
+@main.group()
+def task() -> None:
+    """Inspect tasks (each operation is one)."""
+
+
+def _all_tasks(c: Context) -> list[Task]:
+    ts = c.toolstack(create=False)
+    found: dict[str, Task] = {}
+    refs = ts.store.backend.list_refs(f"refs/heads/{layout.FAILED_PREFIX}/")
+    refs.update(ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/"))
+    trees = [ts.main.tree] + [ts.store.tree_at(commit) for commit in refs.values()]
+    for tree in trees:
+        for task_id in tree.list(layout.TASKS):
+            raw = tree.get(layout.task_path(task_id))
+            if raw is not None:
+                record = Task.model_validate_json(raw)
+                if task_id not in found or record.status != "running":
+                    found[task_id] = record
+    return sorted(found.values(), key=lambda t: t.started, reverse=True)
+
+
+@task.command("list")
+@click.option("-n", "--limit", type=int, default=50, show_default=True)
+@pass_ctx
+@handled
+def task_list(c: Context, limit: int) -> None:
+    tasks = _all_tasks(c)[:limit]
+    rows = [
+        (
+            t.id,
+            t.operation,
+            t.vm_name,
+            t.status.value,
+            t.who,
+            when(t.started),
+            "-" if t.duration is None else f"{t.duration:.2f}s",
+        )
+        for t in tasks
+    ]
+    emit_lines(
+        [t.model_dump(mode="json") for t in tasks],
+        c.json,
+        table(["id", "operation", "vm", "status", "who", "started", "took"], rows),
+    )
+
+
+@task.command("show")
+@click.argument("task_id")
+@pass_ctx
+@handled
+def task_show(c: Context, task_id: str) -> None:
+    matches = [t for t in _all_tasks(c) if t.id == task_id or t.id.endswith(task_id)]
+    if len(matches) != 1:
+        raise ToolstackError(f"no task {task_id!r}" if not matches else f"task id {task_id!r} is ambiguous")
+    record = matches[0].model_dump(mode="json")
+    emit(record, c.json, "\n".join(f"{k}: {v}" for k, v in record.items()))
+
+
+# -- raw store access --------------------------------------------------------------------------------------
+@main.group("store")
+def store_group() -> None:
+    """Raw access to the state repository."""
+
+
+@store_group.command("get")
+@click.argument("path")
+@click.option("--rev", default="main", show_default=True)
+@pass_ctx
+@handled
+def store_get(c: Context, path: str, rev: str) -> None:
+    store = c.toolstack(create=False).store
+    value = store.at(rev).get(path)
+    if value is None:
+        raise ToolstackError(f"{path}: no value at {rev}")
+    if c.json:
+        emit({"path": path, "value": value.decode("utf-8", "replace")}, True)
+    else:
+        sys.stdout.buffer.write(value)
+
+
+@store_group.command("set")
+@click.argument("path")
+@click.argument("value")
+@click.option("-m", "--message", default=None)
+@pass_ctx
+@handled
+def store_set(c: Context, path: str, value: str, message: str | None) -> None:
+    ts = c.toolstack()
+    with ts.main.transaction(message=message or f"store set {path}", author=ts.runner.author) as tx:
+        tx.set(path, value.encode())
+    emit({"path": path, "commit": tx.commit_id}, c.json, tx.commit_id or "")
+
+
+@store_group.command("ls")
+@click.argument("path", default="")
+@click.option("--rev", default="main", show_default=True)
+@pass_ctx
+@handled
+def store_ls(c: Context, path: str, rev: str) -> None:
+    names = c.toolstack(create=False).store.at(rev).list(path)
+    emit(names, c.json, "\n".join(names))
+
+
+@store_group.command("branches")
+@pass_ctx
+@handled
+def store_branches(c: Context) -> None:
+    store = c.toolstack(create=False).store
+    records = [{"branch": b, "head": store.branch(b).head} for b in store.branches()]
+    emit(records, c.json, table(["branch", "head"], [(r["branch"], r["head"]) for r in records]))

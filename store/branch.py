@@ -78,6 +78,9 @@ class Branch:
         keep_branch: str | bool | None = None,
         no_ff: bool = False,
         schema: Schema | None = None,
+        base: str | None = None,
+        parents: list[str] | None = None,
+        merge_message: str | None = None,
     ) -> Transaction:
         """Start a transaction on this branch (use it in a ``with`` block).
 
@@ -89,6 +92,11 @@ class Branch:
                 "tx/<branch>/<time>-<n>"), so that ``git log --graph`` shows the fork and the merge.
             no_ff: Always make a merge commit, even when nothing intervened.
             schema: Merge rules for this transaction (default: the store's).
+            base: Start from this commit instead of the head (it must be in the branch's history); the
+                transaction is then merged with whatever the branch has gained since.
+            parents: Parents of the transaction's own commit (default: ``[base]``), e.g. to land the tip of
+                a task branch that forked from ``base``.
+            merge_message: Message of the merge commit, if one is made (default: "Merge: <message>").
         """
         return Transaction(
             self.store,
@@ -99,6 +107,9 @@ class Branch:
             keep_branch=keep_branch,
             no_ff=no_ff,
             schema=schema,
+            base=base,
+            parents=parents,
+            merge_message=merge_message,
         )
 
     def revert_to(

@@ -8,6 +8,7 @@ tree, never parsing a whole directory. Results are cached by object id (objects 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -194,17 +195,20 @@ class CommitGraph:
             commit_id = parents[0] if parents else None
 
     # -- ancestry ------------------------------------------------------------------------------------------
-    def merge_bases(self, a: str, b: str) -> list[str]:
-        """All lowest common ancestors of two commits (more than one in criss-cross histories)."""
-        if a == b:
-            return [a]
+    def _paint_down(self, a: str, b: str) -> list[str]:
+        """Common ancestors of ``a`` and ``b`` that are not below another one found first (git's
+        paint_down_to_common): walks newest first and stops once every queued commit is reachable from
+        both, so the cost is the history since the fork, not the whole history."""
         one, two, stale, result_flag = 1, 2, 4, 8
         flags: dict[str, int] = {a: one, b: two}
-        queue = [(-self.time(a), a), (-self.time(b), b)]
+        # Newest first; among equal times (git stores whole seconds) first queued first, so that a child is
+        # visited before its parents and fewer redundant candidates need weeding out afterwards.
+        order = itertools.count()
+        queue = [(-self.time(a), next(order), a), (-self.time(b), next(order), b)]
         heapq.heapify(queue)
         results: list[str] = []
-        while any(not flags[c] & stale for _, c in queue):
-            _, commit_id = heapq.heappop(queue)
+        while any(not flags[c] & stale for _, _, c in queue):
+            _, _, commit_id = heapq.heappop(queue)
             current = flags[commit_id] & (one | two | stale)
             if current & (one | two) == (one | two):
                 if not flags[commit_id] & result_flag:
@@ -215,9 +219,19 @@ class CommitGraph:
                 if flags.get(parent, 0) & current == current:
                     continue
                 flags[parent] = flags.get(parent, 0) | current
-                heapq.heappush(queue, (-self.time(parent), parent))
+                heapq.heappush(queue, (-self.time(parent), next(order), parent))
+        return results
+
+    def merge_bases(self, a: str, b: str) -> list[str]:
+        """All lowest common ancestors of two commits (more than one in criss-cross histories)."""
+        if a == b:
+            return [a]
+        results = self._paint_down(a, b)
         if len(results) <= 1:
             return results
+        for end in (a, b):
+            if end in results:
+                return [end]  # one is an ancestor of the other: it is the only lowest common ancestor
         # Drop candidates that are ancestors of other candidates.
         return [r for r in results if not any(other != r and self.is_ancestor(r, other) for other in results)]
 
@@ -225,17 +239,4 @@ class CommitGraph:
         """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor)."""
         if ancestor == descendant:
             return True
-        target_time = self.time(ancestor)
-        seen = {descendant}
-        stack = [descendant]
-        while stack:
-            commit_id = stack.pop()
-            for parent in self.parents(commit_id):
-                if parent == ancestor:
-                    return True
-                if parent not in seen:
-                    seen.add(parent)
-                    # Allow a day of clock skew before giving up on an old branch of history.
-                    if self.time(parent) >= target_time - 86400:
-                        stack.append(parent)
-        return False
+        return ancestor in self._paint_down(ancestor, descendant)

@@ -349,7 +349,9 @@ class Store:
         Raises:
             Conflict: the common ancestors themselves do not merge cleanly.
         """
-        bases = self.graph.merge_bases(a, b)
+        return self._base_tree(self.graph.merge_bases(a, b), schema, depth)
+
+    def _base_tree(self, bases: list[str], schema: Schema | None = None, depth: int = 0) -> Tree:
         if not bases:
             return Tree.empty(self.backend)
         tree = self.tree_at(bases[0])
@@ -414,14 +416,15 @@ class Store:
         schema = schema or self.schema
         for _ in range(retries + 1):
             head = self.backend.read_ref(ref)
+            bases = [] if head is None else self.graph.merge_bases(head, source_id)
             if head is None:
                 new = source_id
-            elif self.graph.is_ancestor(source_id, head):
-                return head
-            elif ff and self.graph.is_ancestor(head, source_id):
+            elif source_id in bases:
+                return head  # already merged
+            elif ff and head in bases:
                 new = source_id
             else:
-                base = self.merge_base_tree(head, source_id, schema)
+                base = self._base_tree(bases, schema)
                 merged, conflicts = merge_trees(
                     self.backend, base, self.tree_at(head), self.tree_at(source_id), schema
                 )

@@ -43,6 +43,8 @@ class _Pending:
     keep_ref: str | None
     no_ff: bool
     schema: Schema
+    parents: list[str] | None = None
+    merge_message: str | None = None
     own_commit: str = ""
     own_raw: bytes = b""
     result: str | None = None
@@ -97,7 +99,10 @@ class Committer:
 
     def _prepare(self, pending: _Pending) -> None:
         # Hash the transaction's own commit outside the batch, in the caller's thread.
-        parents = [pending.base] if pending.base else []
+        if pending.parents is not None:
+            parents = list(pending.parents)
+        else:
+            parents = [pending.base] if pending.base else []
         raw = encode_commit(pending.tree.oid, parents, pending.author, pending.author, pending.message)
         pending.own_raw = raw
         pending.own_commit = object_id(COMMIT, raw).decode("ascii")
@@ -170,8 +175,11 @@ class Committer:
                 outcomes[index] = Conflict(conflicts, branch=self._ref.removeprefix("refs/heads/"))
                 continue
             parents = [chain, pending.own_commit] if chain else [pending.own_commit]
-            subject = pending.message.splitlines()[0] if pending.message else "transaction"
-            raw = encode_commit(merged.oid, parents, pending.author, pending.author, f"Merge: {subject}\n")
+            if pending.merge_message is not None:
+                text = pending.merge_message
+            else:
+                text = "Merge: " + (pending.message.splitlines()[0] if pending.message else "transaction")
+            raw = encode_commit(merged.oid, parents, pending.author, pending.author, text)
             merge_id = object_id(COMMIT, raw)
             objects.extend(merged.new_objects())
             merged.mark_stored()
@@ -227,6 +235,9 @@ class Transaction:
         keep_branch: str | bool | None = None,
         no_ff: bool = False,
         schema: Schema | None = None,
+        base: str | None = None,
+        parents: list[str] | None = None,
+        merge_message: str | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -237,7 +248,9 @@ class Transaction:
         self.retries = retries
         self.no_ff = no_ff
         self.schema = schema or store.schema
-        self.base = store.backend.read_ref(store.ref_name(branch))
+        self.base = base if base is not None else store.backend.read_ref(store.ref_name(branch))
+        self.parents = parents
+        self.merge_message = merge_message
         self._start_tree = store.tree_at(self.base) if self.base else Tree.empty(store.backend)
         self.tree = self._start_tree
         self.commit_id: str | None = None
@@ -303,6 +316,8 @@ class Transaction:
             keep_ref=keep_ref,
             no_ff=self.no_ff,
             schema=self.schema,
+            parents=self.parents,
+            merge_message=self.merge_message,
         )
         try:
             self.commit_id = self._store.committer(self.branch).submit(pending)

@@ -60,6 +60,9 @@ def changed_vms(store: Store, parent: str | None, commit: str) -> tuple[str, ...
     )
 
 
+SCHEMA_VERSION = "2"
+
+
 class VMLogIndex:
     """first-parent commits of main and the VMs each changed, cached in SQLite beside the repository."""
 
@@ -71,13 +74,21 @@ class VMLogIndex:
         self._mutex = threading.Lock()
         with self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is None or version[0] != SCHEMA_VERSION:
+                # A cache: an index written by another version is dropped and rebuilt from git.
+                self._db.execute("DROP TABLE IF EXISTS ops")
+                self._db.execute("DROP TABLE IF EXISTS op_vms")
+                self._db.execute("DELETE FROM meta")
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS ops (commit_id TEXT PRIMARY KEY, seq INTEGER, time INTEGER, "
+                "CREATE TABLE IF NOT EXISTS ops (seq INTEGER PRIMARY KEY, commit_id TEXT, time INTEGER, "
                 "author TEXT, message TEXT)"
             )
-            self._db.execute("CREATE TABLE IF NOT EXISTS op_vms (vm TEXT, seq INTEGER, commit_id TEXT)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS op_vms (vm TEXT, seq INTEGER)")
             self._db.execute("CREATE INDEX IF NOT EXISTS op_vms_by_vm ON op_vms (vm, seq)")
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS op_vms_by_seq ON op_vms (seq)")
 
     def close(self) -> None:
         self._db.close()
@@ -107,11 +118,11 @@ class VMLogIndex:
                 info = graph.info(commit_id)
                 parents = info.parents
                 vms = changed_vms(self.store, parents[0] if parents else None, commit_id)
-                rows.append((commit_id, seq, info.author_time, info.author, info.message))
-                vm_rows.extend((vm, seq, commit_id) for vm in vms)
+                rows.append((seq, commit_id, info.author_time, info.author, info.message))
+                vm_rows.extend((vm, seq) for vm in vms)
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO ops VALUES (?, ?, ?, ?, ?)", rows)
-                self._db.executemany("INSERT INTO op_vms VALUES (?, ?, ?)", vm_rows)
+                self._db.executemany("INSERT INTO op_vms VALUES (?, ?)", vm_rows)
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
 
     def log(self, vm: str | None = None, limit: int | None = None, offset: int = 0) -> list[Operation]:
@@ -120,21 +131,19 @@ class VMLogIndex:
         bound = -1 if limit is None else limit
         if vm is None:
             rows = self._db.execute(
-                "SELECT commit_id, time, author, message FROM ops ORDER BY seq DESC LIMIT ? OFFSET ?",
+                "SELECT seq, commit_id, time, author, message FROM ops ORDER BY seq DESC LIMIT ? OFFSET ?",
                 (bound, offset),
             ).fetchall()
         else:
             rows = self._db.execute(
-                "SELECT o.commit_id, o.time, o.author, o.message FROM op_vms v JOIN ops o "
+                "SELECT o.seq, o.commit_id, o.time, o.author, o.message FROM op_vms v JOIN ops o "
                 "ON o.seq = v.seq WHERE v.vm = ? ORDER BY v.seq DESC LIMIT ? OFFSET ?",
                 (vm, bound, offset),
             ).fetchall()
         out = []
-        for commit_id, when, author, message in rows:
-            vms = tuple(
-                r[0] for r in self._db.execute("SELECT vm FROM op_vms WHERE commit_id = ?", (commit_id,))
-            )
-            out.append(Operation(commit_id, when, author, message, vms))
+        for seq, commit_id, when, author, message in rows:
+            found = self._db.execute("SELECT vm FROM op_vms WHERE seq = ?", (seq,))
+            out.append(Operation(commit_id, when, author, message, tuple(row[0] for row in found)))
         return out
 
 

@@ -162,22 +162,26 @@ class TaskRunner:
     def _succeed(self, claim: str, task: Task, op: Operation) -> Task:
         observed = self._observe(op.uuid)
         done = task.model_copy(update={"status": TaskStatus.SUCCEEDED, "finished": time.time()})
-        with self.store.branch(claim).transaction(message=f"task {task.id}: done", author=self.author) as tx:
-            tx.set(layout.task_path(task.id), done.encode())
-            path = layout.observed_path(self.host, op.uuid)
-            if observed is None:
-                tx.remove(path)
-            else:
-                tx.set(path, observed.encode())
+        # The outcome is committed on the claim's head and merged straight into main by one transaction
+        # (group-committed with concurrent operations on other VMs); the claim ref itself need not move:
+        # recovery sees the claim's commit in main's history and just drops the claim.
+        head = self.store.branch(claim).head
+        assert head is not None
+        claimed_from = self.store.graph.parents(head)
+        tree = self.store.tree_at(head).set(layout.task_path(task.id), done.encode())
+        path = layout.observed_path(self.host, op.uuid)
+        tree = tree.remove(path) if observed is None else tree.set(path, observed.encode())
         crash_point("recorded")
         try:
-            self.store.merge(
-                claim,
-                into=layout.MAIN,
-                message=f"vm {op.name} {op.vm_name} ({op.uuid})",
+            with self.main.transaction(
+                message=f"task {task.id}: done",
                 author=self.author,
-                ff=False,
-            )
+                base=claimed_from[0] if claimed_from else None,
+                parents=[head],
+                no_ff=True,
+                merge_message=f"vm {op.name} {op.vm_name} ({op.uuid})",
+            ) as tx:
+                tx.tree = tree
         except Conflict as err:
             compensation_error = self._compensate(op)
             self._fail(claim, task, f"conflict: {err}")

@@ -1,0 +1,178 @@
+"""Benchmark of the toolstack against baselines measured in the same run.
+
+1. create+start operations per second through ``toolstack.ops`` (each operation a task branch merged into
+   main, durably), on the simulator and on libvirt's ``test:///default``, beside the raw driver's
+   define+start rate: the ratio is the cost of keeping every change in git.
+2. ``toolstack log VM`` on a repository with 100,000 commits on main, beside ``git log -- vms/<uuid>``
+   (target: >= 50x faster and <= 50 ms). The history is written directly with the store (shaped like the
+   toolstack's: one first-parent commit per operation on one of 100 VMs), since 100,000 real operations would
+   take an hour here.
+
+Run: ``.venv/bin/python bench/toolstack_bench.py [--ops 200] [--commits 100000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuidlib
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import drivers
+from drivers import DomainSpec
+from store import Store
+from store.objects import COMMIT, encode_commit, object_id
+from toolstack.models import Desired, vm_files
+from toolstack.ops import Toolstack
+
+
+def raw_define_start(uri: str, count: int) -> float:
+    driver = drivers.open(uri)
+    specs = [
+        DomainSpec(uuid=uuidlib.uuid4(), name=f"raw-{uuidlib.uuid4().hex[:10]}", memory=64)
+        for _ in range(count)
+    ]
+    try:
+        start = time.perf_counter()
+        for spec in specs:
+            driver.define(spec)
+            driver.start(spec.uuid)
+        elapsed = time.perf_counter() - start
+    finally:
+        for spec in specs:
+            driver.destroy(spec.uuid)
+            driver.undefine(spec.uuid)
+        driver.close()
+    return count / elapsed
+
+
+def toolstack_create_start(workdir: str, uri: str, count: int) -> float:
+    repo = os.path.join(workdir, f"ops-{uuidlib.uuid4().hex[:6]}.git")
+    with Toolstack.open(repo, uri, author="bench") as ts:
+        names = [f"vm-{uuidlib.uuid4().hex[:10]}" for _ in range(count)]
+        start = time.perf_counter()
+        for name in names:
+            ts.create(name, memory="64M")
+            ts.start(name)
+        elapsed = time.perf_counter() - start
+        for vm in ts.vms():
+            ts.driver.destroy(vm.uuid)
+            ts.driver.undefine(vm.uuid)
+    return count / elapsed
+
+
+def build_history(repo: str, commits: int, vms: int = 100) -> str:
+    """``commits`` first-parent commits on main, each changing one VM's config; returns one VM's uuid."""
+    rng = random.Random(7)
+    uuids = [str(uuidlib.UUID(int=rng.getrandbits(128), version=4)) for _ in range(vms)]
+    with Store.open(repo, durable=False) as store:
+        tree = store.tree_at(None)
+        for n, uuid in enumerate(uuids):
+            spec = DomainSpec(uuid=uuid, name=f"vm{n}", memory=512)
+            for path, value in vm_files(spec, Desired.STOPPED).items():
+                tree = tree.set(path, value)
+        head = store.write_commit(tree, [], "seed", "bench")
+        pending = []
+        for i in range(commits):
+            n = rng.randrange(vms)
+            uuid = uuids[n]
+            spec = DomainSpec(uuid=uuid, name=f"vm{n}", memory=256 + i % 4096)
+            tree = tree.set(f"vms/{uuid}/config", vm_files(spec, Desired.STOPPED)[f"vms/{uuid}/config"])
+            raw = encode_commit(
+                tree.oid,
+                [head],
+                "bench <b@x>",
+                "bench <b@x>",
+                f"vm set vm{n} ({uuid})",
+                timestamp=1_700_000_000 + i,
+            )
+            pending.extend(tree.new_objects())
+            tree.mark_stored()
+            oid = object_id(COMMIT, raw)
+            pending.append((oid, COMMIT, raw))
+            head = oid.decode()
+            if len(pending) > 20_000:
+                store.backend.write_objects(pending)
+                pending = []
+        store.backend.write_objects(pending)
+        store.set_branch("main", head)
+    return uuids[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ops", type=int, default=200)
+    parser.add_argument("--commits", type=int, default=100_000)
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="toolstack-bench-")
+    try:
+        print(f"# toolstack benchmark in {workdir}")
+        print(f"\n## create+start, {args.ops} VMs (each operation a durable task branch merged into main)")
+        for label, uri in (
+            ("simulator (sim://, in memory)", "sim://"),
+            ("libvirt test:///default", "test:///default"),
+        ):
+            raw = raw_define_start(uri, args.ops)
+            ours = toolstack_create_start(workdir, uri, args.ops)
+            print(
+                f"{label:32} raw driver define+start {raw:8.0f}/s   toolstack create+start {ours:6.1f}/s"
+                f"   = 1/{raw / ours:.0f} of the raw rate"
+            )
+
+        print(f"\n## per-VM log with {args.commits} commits on main (target >= 50x git log, <= 50 ms)")
+        repo = os.path.join(workdir, "history.git")
+        started = time.perf_counter()
+        vm = build_history(repo, args.commits)
+        print(f"(built {args.commits} commits in {time.perf_counter() - started:.1f} s)")
+        started = time.perf_counter()
+        expected = subprocess.run(
+            ["git", "-C", repo, "log", "--format=%H", "main", "--", f"vms/{vm}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        git_log = time.perf_counter() - started
+        with Toolstack.open(repo, "sim://", author="bench") as ts:
+            started = time.perf_counter()
+            first = ts.log(vm)
+            index_build = time.perf_counter() - started
+            samples = []
+            for _ in range(20):
+                started = time.perf_counter()
+                entries = ts.log(vm)
+                samples.append(time.perf_counter() - started)
+            ts.set_resources(vm, memory="1G")  # one more operation: the index catches up incrementally
+            started = time.perf_counter()
+            after_op = ts.log(vm)
+            catch_up = time.perf_counter() - started
+        samples.sort()
+        query = samples[len(samples) // 2]
+        same = [e.commit for e in first][: len(expected)] == expected[: len(first)] and len(first) == len(
+            expected
+        )
+        print(
+            f"git log -- vms/<uuid>                     {git_log * 1e3:8.1f} ms   ({len(expected)} commits)"
+        )
+        print(
+            f"toolstack log, index up to date (median)  {query * 1e3:8.1f} ms   git log / toolstack = {git_log / query:6.0f}x"
+            f"   ({len(entries)} entries, {'same commits as git' if same else 'DIFFERENT from git'})"
+        )
+        print(
+            f"toolstack log after one more operation    {catch_up * 1e3:8.1f} ms   ({len(after_op)} entries)"
+        )
+        print(f"toolstack log, first use (builds index)   {index_build:8.2f} s    (once per clone)")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

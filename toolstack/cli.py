@@ -18,7 +18,7 @@ import click
 
 from drivers import DriverError
 from drivers.models import parse_memory
-from store import Conflict, StoreError
+from store import Conflict, HistoryLost, StoreError
 from toolstack.errors import ToolstackError
 from toolstack.models import VM
 from toolstack.output import emit, table, when
@@ -105,6 +105,8 @@ def handled(command: F) -> F:
             return command(*args, **kwargs)
         except ToolstackError as err:
             _fail(str(err), err.exit_code)
+        except HistoryLost as err:
+            _fail(str(err), EXIT_ERROR)
         except Conflict as err:
             _fail(str(err), EXIT_CONFLICT)
         except (DriverError, StoreError, ValueError) as err:

@@ -3,6 +3,7 @@ access. Registered on :data:`toolstack.cli.main` when that module is imported.""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -247,3 +248,38 @@ def store_branches(c: Context) -> None:
     store = c.toolstack(create=False).store
     records = [{"branch": b, "head": store.branch(b).head} for b in store.branches()]
     emit(records, c.json, table(["branch", "head"], [(r["branch"], r["head"]) for r in records]))
+
+
+@main.command("events")
+@click.option("--since", "token", default=None, help="Resume after this token (a commit id)")
+@click.option("--follow", is_flag=True, help="Keep streaming new events")
+@pass_ctx
+@handled
+def events_command(c: Context, token: str | None, follow: bool) -> None:
+    """VM events (created, started, stopped, config changed, ...) derived from main's history."""
+    from toolstack.events import events_since
+    from toolstack.events import follow as follow_events
+
+    store = c.toolstack(create=False).store
+    # A full commit id is taken as is: one squashed away is reported as lost events, not as a bad argument.
+    since = token if token is None or re.fullmatch(r"[0-9a-f]{40}", token) else store.resolve(token)
+
+    def show(event: Any) -> None:
+        if c.json:
+            emit(event.to_dict(), True)
+        else:
+            detail = " ".join(f"{k}={v}" for k, v in event.detail.items())
+            click.echo(
+                f"{event.token[:12]}  {when(event.time)}  {event.kind:15} {event.name or event.vm}  {detail}"
+            )
+        sys.stdout.flush()
+
+    for event in events_since(store, since):
+        show(event)
+    if follow:
+        head = store.branch(layout.MAIN).head
+        try:
+            for event in follow_events(store, head):
+                show(event)
+        except KeyboardInterrupt:
+            pass

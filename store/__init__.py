@@ -34,6 +34,7 @@ from store.errors import (
 from store.history import HistoryEntry, LogEntry
 from store.merge import Conflicted, Rule, Schema
 from store.objects import CommitInfo
+from store.remote import NonFastForward, Remote, RemoteError
 from store.store import Diff, Snapshot, Store
 from store.transaction import Transaction
 from store.tree import Change, Tree
@@ -60,9 +61,12 @@ __all__ = [
     "JsonCodec",
     "LockTimeout",
     "LogEntry",
+    "NonFastForward",
     "NotADirectory",
     "NotARepository",
     "NotFound",
+    "Remote",
+    "RemoteError",
     "Rule",
     "Schema",
     "Snapshot",

@@ -136,6 +136,9 @@ class Backend(ABC):
         """A cheap value that changes when the ref may have changed (used by watchers to poll)."""
         return self.read_ref(name)
 
+    def refresh(self) -> None:  # noqa: B027 - optional hook
+        """Pick up objects another writer (e.g. a fetch) added behind this backend's back."""
+
     def maintenance(self) -> None:  # noqa: B027 - optional hook
         """Compact storage if needed (a no-op in memory)."""
 

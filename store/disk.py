@@ -342,6 +342,11 @@ class DiskBackend(Backend):
             packs.append((base, max(1, (size - 8 - 1024 - 40) // 28)))
         return packs
 
+    def refresh(self) -> None:
+        self._packs.rescan()
+        with self._objects_mutex:
+            self._objects._update_pack_cache()
+
     def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
         """Wait until no roll-up is pending or running (for tests and orderly shutdown)."""
         deadline = time.monotonic() + timeout

@@ -26,6 +26,7 @@ from store.history import CommitGraph
 from store.merge import Schema, merge_trees
 from store.objects import COMMIT, CommitInfo, ObjectId, encode_commit, normalise_identity, object_id
 from store.paths import Path
+from store.remote import Remote, configured_url, remember_remote
 from store.transaction import DEFAULT_RETRIES, Committer
 from store.tree import Change, Tree
 from store.watch import Watcher
@@ -144,6 +145,49 @@ class Store:
             repo.close()
             gitdir = root if bare else os.path.join(root, ".git")
         return cls(DiskBackend(gitdir, durable=durable), path=root, schema=schema)
+
+    @classmethod
+    def clone(
+        cls,
+        url: str,
+        path: str | os.PathLike[str],
+        *,
+        name: str = "origin",
+        durable: bool = True,
+        schema: Schema | None = None,
+    ) -> Store:
+        """Create a bare repository at ``path`` with every branch of the repository at ``url``.
+
+        Raises:
+            NotARepository: ``path`` exists and is not an empty directory.
+            RemoteError: the remote cannot be reached.
+        """
+        store = cls.open(path, create=True, durable=durable, schema=schema)
+        try:
+            remote = store.remote(name, url)
+            for branch, commit in remote.fetch().items():
+                store.backend.compare_and_swap(store.ref_name(branch), None, commit)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def remote(self, name: str, url: str | None = None) -> Remote:
+        """The remote ``name``: recorded in the repository's config when ``url`` is given (as
+        `git remote add` does), read from it otherwise.
+
+        Raises:
+            StoreError: no URL is given and none is configured.
+        """
+        if self.gitdir is None:
+            raise StoreError("remotes need a store on disk (Store.open), not an in-memory one")
+        if url is None:
+            url = configured_url(self.gitdir, name)
+            if url is None:
+                raise StoreError(f"no remote named {name!r}")
+        elif configured_url(self.gitdir, name) != url:
+            remember_remote(self.gitdir, name, url)
+        return Remote(self, name, url)
 
     @staticmethod
     def check(path: str | os.PathLike[str], create: bool = True) -> str | None:

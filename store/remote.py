@@ -1,0 +1,262 @@
+"""Remotes: clone, fetch, pull and push through any git server (a path, file://, git://, http(s)://, ssh://).
+
+The distributed engine is git itself: dulwich speaks git's own protocols to a real server, remote-tracking
+refs live where git keeps them (``refs/remotes/<name>/<branch>``), and the remote is recorded in the
+repository's config, so ``git fetch``/``git push`` in the same repository see it too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from dulwich.client import get_transport_and_path
+from dulwich.config import ConfigFile
+from dulwich.errors import GitProtocolError, HangupException
+from dulwich.objects import ZERO_SHA
+from dulwich.repo import Repo
+
+from store.errors import Conflict, StoreError, UnknownBranch
+
+if TYPE_CHECKING:
+    from store.store import Store
+
+
+class RemoteError(StoreError):
+    """A remote could not be reached or refused an operation.
+
+    Attributes:
+        remote: The remote's name.
+        url: Its URL.
+    """
+
+    def __init__(self, remote: str, url: str, reason: str) -> None:
+        self.remote = remote
+        self.url = url
+        super().__init__(f"remote {remote!r} ({url}): {reason}")
+
+
+class NonFastForward(RemoteError):
+    """A push would discard commits on the remote (push with force=True to do it anyway), or a pull with
+    strategy "ff-only" cannot fast-forward.
+
+    Attributes:
+        branch: The branch concerned.
+    """
+
+    def __init__(self, remote: str, url: str, branch: str, reason: str) -> None:
+        self.branch = branch
+        super().__init__(remote, url, reason)
+
+
+class Remote:
+    """A named remote of a disk store.
+
+    Args:
+        store: The local store.
+        name: The remote's name (e.g. "origin").
+        url: Where it lives.
+    """
+
+    def __init__(self, store: Store, name: str, url: str) -> None:
+        if store.gitdir is None:
+            raise StoreError("remotes need a store on disk (Store.open), not an in-memory one")
+        self.store = store
+        self.name = name
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"Remote({self.name!r}, {self.url!r})"
+
+    def _client(self, operation: str) -> tuple[object, str]:
+        try:
+            return get_transport_and_path(self.url, operation=operation)
+        except ValueError as err:
+            raise RemoteError(self.name, self.url, f"unsupported URL: {err}") from err
+
+    def tracking_ref(self, branch: str) -> str:
+        return f"refs/remotes/{self.name}/{branch}"
+
+    # -- fetch ---------------------------------------------------------------------------------------------
+    def fetch(self) -> dict[str, str]:
+        """Download the remote's branches and their objects; update ``refs/remotes/<name>/*``.
+
+        Returns:
+            {branch: commit id} as the remote has them.
+        """
+        client, path = self._client("pull")
+        gitdir = self.store.gitdir
+        assert gitdir is not None
+        before = set(os.listdir(os.path.join(gitdir, "objects", "pack")))
+        repo = Repo(gitdir)
+        try:
+            result = client.fetch(  # type: ignore[attr-defined]
+                path, repo, determine_wants=_wants_branches(repo), progress=None
+            )
+        except (GitProtocolError, HangupException, OSError) as err:
+            raise RemoteError(self.name, self.url, f"fetch failed: {err}") from err
+        finally:
+            repo.close()
+        self._sync_new_packs(before)
+        branches: dict[str, str] = {}
+        for ref, sha in result.refs.items():
+            if ref.startswith(b"refs/heads/") and sha and sha != ZERO_SHA:
+                branch = ref[len(b"refs/heads/") :].decode()
+                branches[branch] = sha.decode("ascii")
+        backend = self.store.backend
+        for branch, sha in branches.items():
+            tracking = self.tracking_ref(branch)
+            for _ in range(5):
+                if backend.compare_and_swap(tracking, backend.read_ref(tracking), sha):
+                    break
+        return branches
+
+    def _sync_new_packs(self, before: set[str]) -> None:
+        """Make the packs a fetch wrote durable before any ref points into them, and visible to readers."""
+        gitdir = self.store.gitdir
+        assert gitdir is not None
+        pack_dir = os.path.join(gitdir, "objects", "pack")
+        for name in sorted(set(os.listdir(pack_dir)) - before):
+            if name.endswith((".pack", ".idx")):
+                fd = os.open(os.path.join(pack_dir, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        dir_fd = os.open(pack_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.store.backend.refresh()
+
+    # -- pull ----------------------------------------------------------------------------------------------
+    def pull(
+        self,
+        branch: str = "main",
+        strategy: str = "merge",
+        into: str | None = None,
+        author: str | None = None,
+        message: str | None = None,
+    ) -> str | None:
+        """Fetch, then bring the remote's ``branch`` into local ``into`` (default: same name).
+
+        Args:
+            strategy: "merge" (3-way merge with the store's schema when both moved) or "ff-only".
+
+        Returns:
+            The new head of the local branch.
+
+        Raises:
+            Conflict: the merge conflicts (nothing moves).
+            NonFastForward: "ff-only" and the histories diverged.
+        """
+        if strategy not in ("merge", "ff-only"):
+            raise ValueError(f"unknown pull strategy {strategy!r}; use 'merge' or 'ff-only'")
+        remote_branches = self.fetch()
+        if branch not in remote_branches:
+            raise UnknownBranch(f"{self.name}/{branch}")
+        target = into or branch
+        incoming = remote_branches[branch]
+        local = self.store.branch(target).head
+        graph = self.store.graph
+        if strategy == "ff-only" and local is not None and not graph.is_ancestor(local, incoming):
+            if graph.is_ancestor(incoming, local):
+                return local  # already up to date
+            raise NonFastForward(self.name, self.url, target, f"{target} and {self.name}/{branch} diverged")
+        return self.store.merge(
+            incoming,
+            into=target,
+            author=author,
+            message=message or f"Merge {self.name}/{branch} into {target}",
+        )
+
+    # -- push ----------------------------------------------------------------------------------------------
+    def push(self, branch: str = "main", remote_branch: str | None = None, force: bool = False) -> str:
+        """Upload local ``branch`` to the remote's ``remote_branch`` (default: same name).
+
+        Raises:
+            NonFastForward: the remote has commits the local branch lacks (fetch and merge, or force).
+            RemoteError: the server refused or could not be reached.
+        """
+        local = self.store.branch(branch).head
+        if local is None:
+            raise UnknownBranch(branch)
+        ref = f"refs/heads/{remote_branch or branch}".encode()
+        graph = self.store.graph
+        refusal: list[str] = []
+
+        def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
+            old = refs.get(ref)
+            if old and old != ZERO_SHA and not force:
+                old_id = old.decode("ascii")
+                known = graph.exists(old_id)
+                if not known or not graph.is_ancestor(old_id, local):
+                    refusal.append(old_id)
+                    return {}
+            return {ref: local.encode("ascii")}
+
+        client, path = self._client("push")
+        gitdir = self.store.gitdir
+        assert gitdir is not None
+        repo = Repo(gitdir)
+        try:
+            result = client.send_pack(  # type: ignore[attr-defined]
+                path, update_refs, generate_pack_data=repo.generate_pack_data
+            )
+        except (GitProtocolError, HangupException, OSError) as err:
+            raise RemoteError(self.name, self.url, f"push failed: {err}") from err
+        finally:
+            repo.close()
+        if refusal:
+            raise NonFastForward(
+                self.name,
+                self.url,
+                branch,
+                f"push of {branch} rejected: the remote has commits it lacks (fetch first)",
+            )
+        errors = {k: v for k, v in (getattr(result, "ref_status", None) or {}).items() if v}
+        if errors:
+            raise RemoteError(self.name, self.url, f"the server refused: {errors}")
+        tracking = self.tracking_ref(remote_branch or branch)
+        backend = self.store.backend
+        backend.compare_and_swap(tracking, backend.read_ref(tracking), local)
+        return local
+
+
+def _wants_branches(repo: Repo) -> Callable[..., list[bytes]]:
+    """Fetch every remote branch whose commit we do not have."""
+
+    def determine_wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
+        return [
+            sha
+            for ref, sha in refs.items()
+            if ref.startswith(b"refs/heads/") and sha != ZERO_SHA and sha not in repo.object_store
+        ]
+
+    return determine_wants
+
+
+def remember_remote(gitdir: str, name: str, url: str) -> None:
+    """Record a remote in the repository's config the way `git remote add` does."""
+    path = os.path.join(gitdir, "config")
+    config = ConfigFile.from_path(path) if os.path.exists(path) else ConfigFile()
+    section = (b"remote", name.encode())
+    config.set(section, b"url", url.encode())
+    config.set(section, b"fetch", f"+refs/heads/*:refs/remotes/{name}/*".encode())
+    config.path = path
+    config.write_to_path()
+
+
+def configured_url(gitdir: str, name: str) -> str | None:
+    path = os.path.join(gitdir, "config")
+    if not os.path.exists(path):
+        return None
+    try:
+        return ConfigFile.from_path(path).get((b"remote", name.encode()), b"url").decode()
+    except KeyError:
+        return None
+
+
+__all__ = ["Conflict", "NonFastForward", "Remote", "RemoteError", "configured_url", "remember_remote"]

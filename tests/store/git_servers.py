@@ -1,0 +1,110 @@
+"""Real git servers on 127.0.0.1 for tests: `git daemon` (git://) and `git http-backend` (smart HTTP)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def git_daemon(base: str) -> Iterator[str]:
+    """`git daemon --enable=receive-pack` serving every repository under ``base``; yields git://host:port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--enable=receive-pack",
+            f"--base-path={base}",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            base,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _http_backend_app(base: str):  # type: ignore[no-untyped-def]
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        env = {
+            "GIT_PROJECT_ROOT": base,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": environ["REQUEST_METHOD"],
+            "PATH_INFO": environ.get("PATH_INFO", ""),
+            "QUERY_STRING": environ.get("QUERY_STRING", ""),
+            "CONTENT_TYPE": environ.get("CONTENT_TYPE", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": "tester",  # http-backend allows receive-pack for authenticated users
+            "REMOTE_ADDR": "127.0.0.1",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        }
+        if environ.get("HTTP_GIT_PROTOCOL"):
+            env["GIT_PROTOCOL"] = environ["HTTP_GIT_PROTOCOL"]
+        result = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+        )
+        head, _, payload = result.stdout.partition(b"\r\n\r\n")
+        status = "200 OK"
+        headers = []
+        for line in head.decode("latin-1").split("\r\n"):
+            if not line:
+                continue
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = value.strip()
+            else:
+                headers.append((key.strip(), value.strip()))
+        start_response(status, headers)
+        return [payload]
+
+    return app
+
+
+@contextmanager
+def git_http_backend(base: str) -> Iterator[str]:
+    """Smart HTTP through `git http-backend` serving ``base``; yields http://host:port."""
+    port = free_port()
+    server = make_server(
+        "127.0.0.1", port, _http_backend_app(base), server_class=WSGIServer, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()

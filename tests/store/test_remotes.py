@@ -1,0 +1,119 @@
+"""Clone, fetch, pull and push through real git servers, and plain git against the store's repositories."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from store import Conflict, NonFastForward, RemoteError, Store
+from tests.store.git_servers import git_daemon, git_http_backend
+
+
+def commit(branch, changes, message="change", author="tester"):
+    with branch.transaction(message=message, author=author) as tx:
+        for path, value in changes.items():
+            tx.set(path, value)
+    return tx.commit_id
+
+
+@pytest.fixture(params=["path", "file", "git-daemon", "smart-http"])
+def served(request, tmp_path):
+    """A store acting as the central repository, and the URL clients reach it by."""
+    base = tmp_path / "server"
+    base.mkdir()
+    central = Store.open(base / "central.git")
+    commit(central.branch("main"), {"vms/a/config": b'{"memory": 512}\n'}, "seed")
+    subprocess.run(["git", "-C", str(base / "central.git"), "config", "http.receivepack", "true"], check=True)
+    if request.param == "path":
+        yield central, str(base / "central.git")
+    elif request.param == "file":
+        yield central, f"file://{base}/central.git"
+    elif request.param == "git-daemon":
+        with git_daemon(str(base)) as url:
+            yield central, f"{url}/central.git"
+    else:
+        with git_http_backend(str(base)) as url:
+            yield central, f"{url}/central.git"
+    central.close()
+
+
+def test_clone_push_fetch_and_pull_through_every_transport(served, tmp_path):
+    central, url = served
+    one = Store.clone(url, tmp_path / "one.git")
+    two = Store.clone(url, tmp_path / "two.git")
+    assert one.branch("main").get("vms/a/config") == b'{"memory": 512}\n'
+    commit(one.branch("main"), {"vms/b/config": b"{}\n"}, "add b")
+    one.remote("origin").push("main")
+    assert central.branch("main").get("vms/b/config") == b"{}\n"
+    # two edits a different VM meanwhile: its push is refused until it pulls, then both changes merge.
+    commit(two.branch("main"), {"vms/c/config": b"{}\n"}, "add c")
+    with pytest.raises(NonFastForward):
+        two.remote("origin").push("main")
+    two.remote("origin").pull("main")
+    two.remote("origin").push("main")
+    assert sorted(central.branch("main").list("vms")) == ["a", "b", "c"]
+    one.remote("origin").pull("main", strategy="ff-only")
+    assert one.branch("main").head == central.branch("main").head
+    for store in (one, two):
+        store.close()
+    for repo in (central.gitdir, tmp_path / "one.git", tmp_path / "two.git"):
+        subprocess.run(["git", "-C", str(repo), "fsck", "--full"], check=True, capture_output=True)
+
+
+def test_same_field_edited_on_two_clones_conflicts_with_both_values(served, tmp_path):
+    central, url = served
+    central.schema.add("vms/*/config", "json_object")
+    one, two = Store.clone(url, tmp_path / "one.git"), Store.clone(url, tmp_path / "two.git")
+    for store in (one, two):
+        store.schema.add("vms/*/config", "json_object")
+    commit(one.branch("main"), {"vms/a/config": b'{"memory": 1024}\n'}, "one sets memory")
+    one.remote("origin").push("main")
+    commit(two.branch("main"), {"vms/a/config": b'{"memory": 2048}\n'}, "two sets memory")
+    head = two.branch("main").head
+    with pytest.raises(Conflict) as err:
+        two.remote("origin").pull("main")
+    (entry,) = err.value.conflicts
+    assert entry.path == "vms/a/config"
+    assert "memory" in entry.reason and "1024" in entry.reason and "2048" in entry.reason
+    assert two.branch("main").head == head
+    with pytest.raises(NonFastForward):
+        two.remote("origin").pull("main", strategy="ff-only")
+    one.close()
+    two.close()
+
+
+def test_force_push_replaces_the_remote_branch(served, tmp_path):
+    central, url = served
+    mine = Store.clone(url, tmp_path / "mine.git")
+    commit(central.branch("main"), {"elsewhere": b"1"}, "remote-only commit")
+    commit(mine.branch("main"), {"mine": b"1"}, "local commit")
+    with pytest.raises(NonFastForward):
+        mine.remote("origin").push("main")
+    mine.remote("origin").push("main", force=True)
+    assert central.branch("main").head == mine.branch("main").head
+    mine.close()
+
+
+def test_the_real_git_cli_clones_fetches_and_pushes_the_stores_repository(served, tmp_path):
+    central, url = served
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", url, str(work)], check=True)
+    assert (work / "vms" / "a" / "config").read_bytes() == b'{"memory": 512}\n'
+    (work / "vms" / "a" / "config").write_bytes(b'{"memory": 768}\n')
+    identity = ["-c", "user.name=Operator", "-c", "user.email=op@example.org"]
+    subprocess.run(["git", "-C", str(work), *identity, "commit", "-qam", "operator edit"], check=True)
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "main"], check=True, capture_output=True)
+    assert central.branch("main").get("vms/a/config") == b'{"memory": 768}\n'
+    assert central.branch("main").log()[0].author == "Operator <op@example.org>"
+    commit(central.branch("main"), {"from/store": b"1"}, "store commit")
+    subprocess.run(["git", "-C", str(work), "pull", "-q", "--ff-only"], check=True, capture_output=True)
+    assert (work / "from" / "store").read_bytes() == b"1"
+
+
+def test_an_unreachable_remote_is_a_clear_error(tmp_path):
+    store = Store.open(tmp_path / "lonely.git")
+    commit(store.branch("main"), {"a": b"1"})
+    with pytest.raises(RemoteError, match="nowhere"):
+        store.remote("nowhere", "git://127.0.0.1:1/none.git").fetch()
+    store.close()

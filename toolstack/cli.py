@@ -362,7 +362,7 @@ def nic_detach(c: Context, name: str, device_id: str) -> None:
 
 
 # The history, plan, task and raw-store commands live in cli_state; importing it registers them on `main`.
-from toolstack import cli_state  # noqa: E402, F401
+from toolstack import cli_state, cli_sync  # noqa: E402, F401
 
 
 def _register_optional_commands() -> None:

@@ -1,0 +1,77 @@
+"""GitOps: an operator edits a clone with plain git and pushes; the toolstack merges, validates, reconciles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from store import Store
+from tests.store.git_servers import git_daemon
+from toolstack.ops import Toolstack
+from toolstack.sync import pull
+
+IDENTITY = ["-c", "user.name=Operator", "-c", "user.email=op@example.org"]
+
+
+def git(path, *args):
+    return subprocess.run(
+        ["git", "-C", str(path), *IDENTITY, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A central repository on a real git daemon, a host toolstack cloned from it, an operator's clone."""
+    base = tmp_path / "server"
+    base.mkdir()
+    with git_daemon(str(base)) as daemon:
+        url = f"{daemon}/central.git"
+        with Toolstack.open(str(tmp_path / "host.git"), f"sim://{tmp_path}/sim", author="host") as ts:
+            vm = ts.create("web", memory="256M")
+            ts.start("web")
+            Store.open(base / "central.git").close()
+            ts.store.remote("origin", url).push("main")
+            work = tmp_path / "operator"
+            subprocess.run(["git", "clone", "-q", url, str(work)], check=True)
+            yield ts, vm, work
+
+
+def test_a_valid_edit_pushed_with_plain_git_is_merged_and_reconciled(served):
+    ts, vm, work = served
+    config_file = work / "vms" / vm.uuid / "config"
+    config = json.loads(config_file.read_text())
+    config["memory"] = 512
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    git(work, "commit", "-qam", "more memory for web")
+    git(work, "push", "-q", "origin", "main")
+    result = pull(ts, push=True)
+    assert result.changed == [vm.uuid] and result.rejected == {}
+    assert ts.vm("web").spec.memory == 512
+    assert ts.driver.get_spec(vm.uuid).memory == 512  # reconciled into the hypervisor
+    assert [a.kind for a in result.plan.actions] == ["update"]
+    assert result.pushed
+    git(work, "pull", "-q", "--ff-only")  # the operator's clone receives the host's merge
+
+
+def test_an_invalid_edit_is_reverted_by_a_commit_that_names_the_error(served):
+    ts, vm, work = served
+    config_file = work / "vms" / vm.uuid / "config"
+    config = json.loads(config_file.read_text())
+    config["memory"] = -5
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    git(work, "commit", "-qam", "oops")
+    git(work, "push", "-q", "origin", "main")
+    result = pull(ts, push=True)
+    assert list(result.rejected) == [vm.uuid]
+    assert "memory" in result.rejected[vm.uuid]
+    assert ts.vm("web").spec.memory == 256  # not applied
+    assert ts.driver.get_spec(vm.uuid).memory == 256
+    subject = ts.store.graph.info(ts.main.head).message
+    assert subject.startswith("gitops: reverted an invalid edit from origin") and "memory" in subject
+    # Nothing is lost: the operator's commit is in main's history, and the revert reaches the operator.
+    git(work, "pull", "-q", "--ff-only")
+    log = git(work, "log", "--format=%s", "main")
+    assert "oops" in log and "gitops: reverted" in log
+    assert json.loads(config_file.read_text())["memory"] == 256

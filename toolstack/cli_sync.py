@@ -1,4 +1,4 @@
-"""CLI commands for sync between hosts and clones: pull and push (registered on :data:`toolstack.cli.main`)."""
+"""CLI commands for sync between hosts and clones: pull, push and gc (registered on ``toolstack.cli.main``)."""
 
 from __future__ import annotations
 
@@ -41,3 +41,49 @@ def push_command(c: Context, remote: str, url: str | None, force: bool) -> None:
 
     head = push(c.toolstack(create=False), remote, url, force=force)
     emit({"remote": remote, "main": head}, c.json, f"pushed main ({head[:12]}) to {remote}")
+
+
+@main.command("gc")
+@click.option("--before", "before", required=True, help="A commit, or a date (YYYY-MM-DD[ HH:MM[:SS]])")
+@click.option("--prune-archives", is_flag=True, help="Also drop archived history (then git gc reclaims it)")
+@pass_ctx
+@handled
+def gc_command(c: Context, before: str, prune_archives: bool) -> None:
+    """Squash main's history up to BEFORE into a new root commit and repack; the old history is archived
+    under refs/archive/main/ until pruned. Event tokens from before it then report lost events."""
+    import datetime
+
+    from store.squash import find_before, squash
+    from store.squash import prune_archives as prune
+    from toolstack import layout
+    from toolstack.errors import ToolstackError
+
+    ts = c.toolstack(create=False)
+    busy = ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")
+    if busy:
+        raise ToolstackError(f"{len(busy)} operation(s) in progress: run gc when no VM is busy")
+    point: str | float = before
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"):
+        try:
+            point = datetime.datetime.strptime(before, fmt).timestamp()
+            break
+        except ValueError:
+            continue
+    commit = find_before(ts.store, layout.MAIN, point)
+    result = squash(ts.store, commit)
+    record = {
+        "old_head": result.old_head,
+        "new_head": result.new_head,
+        "archive": result.archive,
+        "rewritten": result.rewritten,
+        "pruned": [],
+    }
+    if prune_archives:
+        record["pruned"] = prune(ts.store)
+    emit(
+        record,
+        c.json,
+        f"squashed history up to {commit[:12]}: main {result.old_head[:12]} -> "
+        f"{result.new_head[:12]} ({result.rewritten} commits kept), old history at {result.archive}"
+        + (f"; pruned {len(record['pruned'])} archive(s)" if prune_archives else ""),
+    )

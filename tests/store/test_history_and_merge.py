@@ -149,3 +149,26 @@ def test_changes_since_a_commit_that_is_gone_raise_history_lost(store):
         list(main.changes(since=foreign))
     with pytest.raises(HistoryLost):
         list(main.changes(since="f" * 40))
+
+
+def test_squash_keeps_content_and_recent_log_and_archives_the_old_history(disk_store, run_git):
+    from store.squash import prune_archives, squash
+
+    main = disk_store.branch("main")
+    commits = [commit(main, {f"k{i}": str(i).encode()}, f"change {i}") for i in range(6)]
+    tree_before = main.tree
+    result = squash(disk_store, commits[2])
+    assert main.tree == tree_before
+    assert result.rewritten == 3
+    log = main.log()
+    assert [e.message for e in log] == ["change 5\n", "change 4\n", "change 3\n", log[-1].message]
+    assert log[-1].message.startswith("Squashed history up to")
+    assert disk_store.graph.parents(result.root) == ()
+    assert disk_store.backend.read_ref(result.archive) == commits[-1]
+    with pytest.raises(HistoryLost):
+        list(main.changes(since=commits[1]))
+    assert [c.path for c in main.changes(since=log[1].id)] == ["k5"]
+    run_git(disk_store.gitdir, "fsck", "--full")
+    assert prune_archives(disk_store) == [result.archive]
+    run_git(disk_store.gitdir, "fsck", "--full")
+    assert run_git(disk_store.gitdir, "cat-file", "-t", commits[0], check=False) == ""

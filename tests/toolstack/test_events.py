@@ -74,3 +74,36 @@ def test_follow_streams_events_made_after_it_started(sim_ts):
     reader.join(timeout=10)
     stop.set()
     assert "started" in seen
+
+
+def test_gc_squashes_history_and_old_tokens_report_lost_events(sim_ts, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.toolstack.conftest import ROOT
+
+    sim_ts.create("old", memory="64M")
+    old_token = sim_ts.main.head
+    sim_ts.start("old")
+    sim_ts.create("new", memory="64M")
+    recent = sim_ts.main.head
+    env = {"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin"}
+    base = [
+        sys.executable,
+        "-m",
+        "toolstack.cli",
+        "--repo",
+        sim_ts.store.gitdir,
+        "--driver",
+        f"sim://{tmp_path}/sim",
+        "--json",
+    ]
+    subprocess.run([*base, "gc", "--before", "main~1"], check=True, capture_output=True, env=env)
+    lost = subprocess.run([*base, "events", "--since", old_token], capture_output=True, text=True, env=env)
+    assert lost.returncode == 1 and "lost" in lost.stderr
+    with pytest.raises(EventsLost):
+        events_since(sim_ts.store, old_token)
+    # The state itself is intact, and the archived history still holds the old commits.
+    assert sorted(vm.name for vm in sim_ts.vms()) == ["new", "old"]
+    archived = sim_ts.store.backend.list_refs("refs/archive/")
+    assert list(archived.values()) == [recent]

@@ -1,4 +1,4 @@
-"""GitOps: an operator edits a clone with plain git and pushes; the toolstack merges, validates, reconciles."""
+"""GitOps: an operator edits a clone with plain git and pushes; the toolstack merges, checks, reconciles."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLI commands for sync between hosts and clones: pull, push and gc (registered on ``toolstack.cli.main``)."""
+"""CLI commands for sync between hosts and clones: pull, push and gc (registered on the main group)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,63 @@
+"""The application factory: ``create_app(toolstack, token)`` gives the FastAPI app of ``toolstack serve``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from toolstack.api.auth import require_token
+from toolstack.api.deps import ApiSettings, ApiState
+from toolstack.api.errors import install_error_handlers
+from toolstack.api.jobs import OperationJobs, observe_tasks
+from toolstack.api.middleware import BodyLimit, SecurityHeaders
+from toolstack.api.routes import actions, devices, events, health, history, plans, tasks, vms
+from toolstack.ops import Toolstack
+
+DESCRIPTION = """The git-toolstack over HTTP: VMs, their lifecycle and devices, tasks, history with diffs,
+rollback and reconcile with dry-run plans, and an event stream.
+
+Every route but `/health` and the web page needs `Authorization: Bearer <token>`, the token the server wrote
+to its `--token-file` on first start. Writes that name a VM accept `If-Match: <the VM's ETag>`: the ETag is
+the commit where the VM last changed, and a stale one gets 412. Operations answer 200 (201 for a create) with
+their task once finished, or 202 with the running task (`Location: /tasks/{id}`) after `wait` seconds.
+"""
+
+
+def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -> FastAPI:
+    """The API over one toolstack (its store and driver must be thread-safe: requests run in threads).
+
+    Args:
+        ts: The toolstack; its task runner is replaced by one that reports tasks to the API.
+        token: The bearer token every route but /health and the page needs.
+        settings: Limits and timings.
+    """
+    if len(token) < 16:
+        raise ValueError("the API token must have at least 16 characters")
+    settings = settings or ApiSettings()
+    observe_tasks(ts)
+    jobs = OperationJobs()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.close()
+
+    app = FastAPI(
+        title="git-toolstack",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.api = ApiState(ts=ts, token=token, settings=settings, jobs=jobs)
+    install_error_handlers(app)
+    authenticated = [Depends(require_token)]
+    for module in (vms, actions, devices, tasks, history, plans, events):
+        app.include_router(module.router, dependencies=authenticated)
+    app.include_router(health.router)
+    app.mount("/static", StaticFiles(directory=health.STATIC_DIR), name="static")
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

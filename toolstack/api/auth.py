@@ -1,0 +1,78 @@
+"""The bearer token: generated on first start into a file only its owner can read, checked on every route.
+
+No token gets 401 (with ``WWW-Authenticate: Bearer``), a wrong one 403. Tokens are compared in constant time
+and are never logged: the server only ever prints the token file's path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import stat
+from typing import Annotated
+
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+MIN_TOKEN_CHARS = 16
+
+
+class TokenFileError(Exception):
+    """The token file cannot be used (readable by others, not ours, empty...)."""
+
+
+def default_token_file(repo: str) -> str:
+    """Beside the repository: ``toolstack.git`` -> ``toolstack.api-token``."""
+    return os.path.splitext(os.path.abspath(repo))[0] + ".api-token"
+
+
+def load_or_create_token(path: str) -> tuple[str, bool]:
+    """The token in ``path``, created (mode 0600) if the file does not exist; returns (token, created).
+
+    Raises:
+        TokenFileError: the file is readable or writable by group or others, is not owned by this user, or
+            holds no usable token.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_token(path), False
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return token, True
+
+
+def _read_token(path: str) -> str:
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        raise TokenFileError(f"{path} is owned by uid {info.st_uid}, not by this user")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TokenFileError(
+            f"{path} is accessible by other users (mode {stat.S_IMODE(info.st_mode):o}): chmod 600 it"
+        )
+    with open(path, encoding="utf-8") as handle:
+        token = handle.read().strip()
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise TokenFileError(f"{path} holds no usable token (at least {MIN_TOKEN_CHARS} characters)")
+    return token
+
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="The token the server wrote to its --token-file on first start.",
+)
+
+
+async def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
+) -> None:
+    """The dependency every route but /health and the page's files has."""
+    expected: str = request.app.state.api.token
+    if credentials is None:
+        raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise HTTPException(403, "the bearer token is wrong", headers={"WWW-Authenticate": "Bearer"})

@@ -1,0 +1,50 @@
+"""What routes share: the toolstack, the operation workers, the token and the settings of one server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from toolstack.api.jobs import OperationJobs
+from toolstack.ops import Toolstack
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Tunables of one server.
+
+    Attributes:
+        max_body_bytes: Larger request bodies get 413.
+        default_wait: Seconds an operation request waits for the outcome before answering 202 with the task.
+        max_wait: The largest ``wait`` a client may ask for.
+        events_poll: Seconds between checks of main in an event stream.
+        events_heartbeat: Seconds between SSE comments that keep an idle stream (and its proxies) alive.
+    """
+
+    max_body_bytes: int = 64 * 1024
+    default_wait: float = 10.0
+    max_wait: float = 60.0
+    events_poll: float = 0.2
+    events_heartbeat: float = 15.0
+
+
+@dataclass
+class ApiState:
+    ts: Toolstack
+    token: str
+    settings: ApiSettings = field(default_factory=ApiSettings)
+    jobs: OperationJobs = field(default_factory=OperationJobs)
+
+
+def api_state(request: Request) -> ApiState:
+    return request.app.state.api
+
+
+def toolstack(request: Request) -> Toolstack:
+    return request.app.state.api.ts
+
+
+State = Annotated[ApiState, Depends(api_state)]
+TS = Annotated[Toolstack, Depends(toolstack)]

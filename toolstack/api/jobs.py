@@ -1,0 +1,144 @@
+"""Running toolstack operations for HTTP requests: wait a while for the outcome, else hand back the task.
+
+The toolstack's operations are synchronous and return the VM, not their task. To give a client a task it can
+follow, the API runs each operation in a worker thread and learns its task the moment the operation has
+claimed the VM: :class:`ObservedTaskRunner` (the toolstack's own ``TaskRunner``, installed in its place)
+reads the task from the claim branch, which only this operation can hold, right before the hypervisor is
+called. The request then waits up to ``wait`` seconds: finished in time, it answers with the outcome; not,
+it answers 202 with the running task, which ``GET /tasks/{id}`` follows to its end.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from toolstack import layout
+from toolstack.models import Task
+from toolstack.ops import Toolstack
+from toolstack.tasks import Operation, TaskRunner
+
+T = TypeVar("T")
+
+
+class TaskWatch:
+    """What one submitted operation has reached: its task once it holds the VM, then its outcome.
+
+    Attributes:
+        guard: Called under the claim, before the hypervisor (e.g. an If-Match re-check); raising a
+            ``DriverError`` there fails the operation cleanly.
+    """
+
+    def __init__(self, guard: Callable[[], None] | None = None) -> None:
+        self.guard = guard
+        self.task: Task | None = None
+        self.finished: Task | None = None
+        self.progress = threading.Event()
+
+    def claimed(self, task: Task | None) -> None:
+        self.task = task
+        self.progress.set()
+
+
+_WATCH: contextvars.ContextVar[TaskWatch | None] = contextvars.ContextVar("toolstack_api_watch", default=None)
+
+
+class ObservedTaskRunner(TaskRunner):
+    """The toolstack's TaskRunner, telling the API which task an operation runs as, once it has claimed."""
+
+    def run(self, op: Operation) -> Task:
+        watch = _WATCH.get()
+        if watch is None:
+            return super().run(op)
+        act = op.act
+
+        def observed_act() -> None:
+            watch.claimed(self.claimed_task(op.uuid))
+            if watch.guard is not None:
+                watch.guard()
+            act()
+
+        task = super().run(dataclasses.replace(op, act=observed_act))
+        watch.finished = task
+        return task
+
+    def claimed_task(self, uuid: str) -> Task | None:
+        """The task on VM ``uuid``'s claim branch (the claim commit adds exactly one ``tasks/<id>``)."""
+        head = self.store.branch(f"{layout.LOCK_PREFIX}/{uuid}").head
+        if head is None:
+            return None
+        tree = self.store.tree_at(head)
+        for path in self.store.changed_paths(head):
+            if path.startswith(f"{layout.TASKS}/"):
+                raw = tree.get(path)
+                if raw is not None:
+                    return Task.model_validate_json(raw)
+        return None
+
+
+def observe_tasks(ts: Toolstack) -> None:
+    """Put an :class:`ObservedTaskRunner` in place of the toolstack's runner (same store, driver, host)."""
+    if isinstance(ts.runner, ObservedTaskRunner):
+        return
+    old = ts.runner
+    ts.runner = ObservedTaskRunner(old.store, old.driver, old.host, old.author, converge=old.converge)
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """An operation's result if it finished within the wait, else its running task."""
+
+    done: bool
+    result: T | None
+    task: Task | None
+
+
+class OperationJobs:
+    """A pool of worker threads for operations (so that a request can stop waiting without stopping it)."""
+
+    def __init__(self, workers: int = 32) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="toolstack-op")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def run(
+        self, operation: Callable[[], T], wait: float, guard: Callable[[], None] | None = None
+    ) -> Outcome[T]:
+        """Run ``operation``; return its outcome if it ends within ``wait`` seconds, else its running task.
+
+        Errors the operation raises within the wait (not found, busy, failed...) are raised here.
+        """
+        watch = TaskWatch(guard)
+        future: Future[T] = self._pool.submit(self._watched, watch, operation)
+        future.add_done_callback(lambda _: watch.progress.set())
+        finished = _wait_done(future, wait)
+        if not finished:
+            # Past the wait: answer as soon as the task is known (the claim comes first, and quickly).
+            while not (watch.task is not None or future.done()):
+                watch.progress.wait(0.05)
+        if future.done():
+            result = future.result()  # raises the operation's error
+            return Outcome(True, result, watch.finished or watch.task)
+        return Outcome(False, None, watch.task)
+
+    @staticmethod
+    def _watched(watch: TaskWatch, operation: Callable[[], T]) -> T:
+        token = _WATCH.set(watch)
+        try:
+            return operation()
+        finally:
+            _WATCH.reset(token)
+
+
+def _wait_done(future: Future[T], wait: float) -> bool:
+    try:
+        future.exception(timeout=wait)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,79 @@
+"""What the operation routes share: the ``wait`` and If-Match parameters, and answering with a task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Header, Query, Response
+
+from toolstack.api.deps import ApiState
+from toolstack.api.errors import error_responses
+from toolstack.api.etags import VMVersionGuard, etag, vm_version
+from toolstack.api.jobs import Outcome
+from toolstack.api.schemas import OperationResult
+from toolstack.api.views import vm_out
+from toolstack.models import VM
+
+Wait = Annotated[
+    float | None,
+    Query(
+        ge=0,
+        le=60,
+        description="Seconds to wait for the outcome (default 10): after that the answer is 202 with the "
+        "running task, to follow at /tasks/{id}.",
+    ),
+]
+IfMatch = Annotated[
+    str | None,
+    Header(description="The VM's ETag as last read: the write is refused with 412 if the VM changed since."),
+]
+
+OPERATION_RESPONSES = {
+    202: {"model": OperationResult, "description": "Still running: follow the task (Location: /tasks/{id})"},
+    **error_responses(404, 409, 412, 502, 503),
+}
+
+
+def run_on_vm(
+    api: ApiState,
+    response: Response,
+    ref: str,
+    operation: Callable[[str], VM | None],
+    wait: float | None,
+    if_match: str | None,
+) -> OperationResult:
+    """Run ``operation(uuid)`` on VM ``ref`` (404 if unknown), after checking If-Match (412 if stale).
+
+    The If-Match check is made before the operation is submitted and again once the operation holds the VM
+    (see :class:`VMVersionGuard`), so that a write cannot land on a version the client has not seen.
+    """
+    vm = api.ts.vm(ref)
+    guard = None
+    if if_match is not None:
+        guard = VMVersionGuard(api.ts, vm.uuid, if_match, vm.name)
+        guard.check_before()
+    outcome = api.jobs.run(lambda: operation(vm.uuid), effective_wait(api, wait), guard)
+    return respond(api, response, outcome)
+
+
+def effective_wait(api: ApiState, wait: float | None) -> float:
+    return api.settings.default_wait if wait is None else min(wait, api.settings.max_wait)
+
+
+def respond(
+    api: ApiState, response: Response, outcome: Outcome[VM | None], done_status: int = 200
+) -> OperationResult:
+    """200 (or ``done_status``) with the task and the VM after it, or 202 with the running task."""
+    task = outcome.task
+    assert task is not None, "every toolstack operation runs as a task"
+    if not outcome.done:
+        response.status_code = 202
+        response.headers["Location"] = f"/tasks/{task.id}"
+        return OperationResult(task=task, vm=None)
+    response.status_code = done_status
+    vm = outcome.result
+    if vm is None:
+        return OperationResult(task=task, vm=None)
+    response.headers["ETag"] = etag(vm_version(api.ts, vm.uuid))
+    return OperationResult(task=task, vm=vm_out(vm, api.ts.info(vm)))

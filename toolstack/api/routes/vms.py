@@ -1,0 +1,87 @@
+"""VMs: list, get, create, update (memory and vCPUs), delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from toolstack.api.deps import TS, State
+from toolstack.api.errors import error_responses
+from toolstack.api.etags import etag, main_version, vm_version
+from toolstack.api.routes.common import OPERATION_RESPONSES, IfMatch, Wait, effective_wait, respond, run_on_vm
+from toolstack.api.schemas import OperationResult, VMCreate, VMOut, VMUpdate
+from toolstack.api.views import vm_out
+from toolstack.models import VM
+
+router = APIRouter(prefix="/vms", tags=["vms"])
+
+
+@router.get("", response_model=list[VMOut], responses=error_responses())
+def list_vms(ts: TS, response: Response) -> list[VMOut]:
+    """Every VM, by name, with the hypervisor's state now. The ETag is main's head (an events token)."""
+    head = main_version(ts)
+    states = {str(info.uuid): info for info in ts.driver.list()}
+    response.headers["ETag"] = etag(head)
+    return [vm_out(vm, states.get(vm.uuid)) for vm in ts.vms()]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=OperationResult,
+    responses={**OPERATION_RESPONSES, **error_responses(409, 502, 503)},
+)
+def create_vm(api: State, response: Response, body: VMCreate, wait: Wait = None) -> OperationResult:
+    """Define a new VM (stopped, or started with ``start``): 201 with its task, or 202 while it runs."""
+    ts = api.ts
+
+    def create() -> VM:
+        vm = ts.create(
+            body.name,
+            memory=body.memory,
+            vcpus=body.vcpus,
+            disks=body.disks,
+            nics=body.nics,
+            **body.spec_fields(),
+        )
+        return ts.start(vm.uuid) if body.start else vm
+
+    outcome = api.jobs.run(create, effective_wait(api, wait))
+    result = respond(api, response, outcome, done_status=201)
+    if result.vm is not None:
+        response.headers["Location"] = f"/vms/{result.vm.uuid}"
+    return result
+
+
+@router.get("/{vm}", response_model=VMOut, responses=error_responses(404))
+def get_vm(ts: TS, vm: str, response: Response) -> VMOut:
+    """One VM by name or uuid. The ETag is the commit where it last changed."""
+    found = ts.vm(vm)
+    response.headers["ETag"] = etag(vm_version(ts, found.uuid))
+    return vm_out(found, ts.info(found))
+
+
+@router.patch("/{vm}", response_model=OperationResult, responses=OPERATION_RESPONSES)
+def update_vm(
+    api: State, response: Response, vm: str, body: VMUpdate, wait: Wait = None, if_match: IfMatch = None
+) -> OperationResult:
+    """Change memory and/or vCPUs: persistently, and live where the running VM allows."""
+    return run_on_vm(
+        api,
+        response,
+        vm,
+        lambda uuid: api.ts.set_resources(uuid, memory=body.memory, vcpus=body.vcpus),
+        wait,
+        if_match,
+    )
+
+
+@router.delete("/{vm}", response_model=OperationResult, responses=OPERATION_RESPONSES)
+def delete_vm(
+    api: State, response: Response, vm: str, wait: Wait = None, if_match: IfMatch = None
+) -> OperationResult:
+    """Power off, undefine, and remove the VM from the state (its history stays)."""
+
+    def delete(uuid: str) -> None:
+        api.ts.delete(uuid)
+
+    return run_on_vm(api, response, vm, delete, wait, if_match)

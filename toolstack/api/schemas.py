@@ -1,0 +1,286 @@
+"""Request and response bodies of the HTTP API.
+
+Responses reuse the toolstack's own models (``DomainSpec``, ``Observed``, ``Task``, ``Desired``); requests
+validate each field with the rules of ``drivers.models.DomainSpec`` itself, so that a bad value is refused
+with a 422 naming the field, before any operation starts, and with the same message the CLI gives.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers.models import Boot, Disk, DomainSpec, LifecycleAction, Nic
+from toolstack.models import Desired, Observed, Task
+
+_PROBE_UUID = uuidlib.UUID(int=0)
+
+
+def validate_model_field(model: type[BaseModel], field: str, value: Any, **others: Any) -> Any:
+    """Validate one field with the rules of ``model`` itself (other fields filled with valid ``others``).
+
+    Returns the parsed value.
+
+    Raises:
+        ValueError: the value is refused; the message is the model's.
+    """
+    try:
+        parsed = model.model_validate({**others, field: value})
+    except ValidationError as err:
+        messages = [
+            str(e["msg"]).removeprefix("Value error, ")
+            for e in err.errors()
+            if e["loc"][:1] in ((field,), ())
+        ]
+        raise ValueError("; ".join(messages) or f"invalid {field}") from None
+    return getattr(parsed, field)
+
+
+def validate_spec_field(field: str, value: Any) -> Any:
+    """Validate one ``DomainSpec`` field with DomainSpec's own validators."""
+    return validate_model_field(DomainSpec, field, value, uuid=_PROBE_UUID, name="probe", memory=1)
+
+
+class Request(BaseModel):
+    """A request body: unknown fields are refused (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- VMs ---------------------------------------------------------------------------------------------------
+class VMOut(BaseModel):
+    """A VM: its desired configuration and state in main, and what the hypervisor reports now."""
+
+    uuid: str
+    name: str
+    desired: Desired
+    state: str = Field(description="The hypervisor's run state now, or 'absent'.")
+    domid: int | None = None
+    spec: DomainSpec
+    observed: Observed | None = Field(None, description="What this host last recorded in the repository.")
+    host: str | None = Field(None, description="The host the VM is placed on, if any.")
+
+
+class VMCreate(Request):
+    """A new VM. Disks may be image paths or full disk objects, NICs network names or full NIC objects."""
+
+    name: str
+    memory: int | str = Field(description="MiB, or text such as '512M' or '2G'.")
+    vcpus: int = 1
+    max_memory: int | str | None = None
+    max_vcpus: int | None = None
+    boot: Boot | None = None
+    disks: list[str | Disk] = Field(default_factory=list, max_length=64)
+    nics: list[str | Nic] = Field(default_factory=list, max_length=64)
+    on_poweroff: LifecycleAction | None = None
+    on_reboot: LifecycleAction | None = None
+    on_crash: LifecycleAction | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    start: bool = Field(False, description="Start the VM once it is created (a second task).")
+
+    @field_validator("name", "memory", "vcpus", "max_memory", "max_vcpus", "on_poweroff", "on_reboot")
+    @classmethod
+    def _spec_rules(cls, value: Any, info: Any) -> Any:
+        return value if value is None else validate_spec_field(info.field_name, value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_rules(cls, value: dict[str, str]) -> dict[str, str]:
+        return validate_spec_field("metadata", value)
+
+    def spec_fields(self) -> dict[str, Any]:
+        """The optional DomainSpec fields that were given."""
+        names = ("max_memory", "max_vcpus", "boot", "on_poweroff", "on_reboot", "on_crash")
+        fields = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        if self.metadata:
+            fields["metadata"] = self.metadata
+        return fields
+
+
+class VMUpdate(Request):
+    """A change of memory and/or vCPUs (live where the VM allows, persistently always)."""
+
+    memory: int | str | None = Field(None, description="MiB, or text such as '1G'.")
+    vcpus: int | None = None
+
+    @field_validator("memory", "vcpus")
+    @classmethod
+    def _spec_rules(cls, value: Any, info: Any) -> Any:
+        return value if value is None else validate_spec_field(info.field_name, value)
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.memory is None and self.vcpus is None:
+            raise ValueError("give memory and/or vcpus")
+        return self
+
+
+class ShutdownRequest(Request):
+    timeout: float = Field(60.0, ge=0, le=3600, description="Seconds to wait for the guest to power off.")
+    force: bool = Field(False, description="Destroy the VM if the guest has not powered off in time.")
+
+
+class DiskAttach(Request):
+    """A disk image to attach."""
+
+    source: str = Field(description="Absolute path of the image or block device on the host.")
+    target: str | None = Field(None, description="Guest device, e.g. vdb (default: the next free one).")
+    id: str | None = Field(None, description="Device id (default: the next free diskN).")
+    readonly: bool = False
+
+    @field_validator("source", "target", "id")
+    @classmethod
+    def _disk_rules(cls, value: str | None, info: Any) -> str | None:
+        probe = {"id": "probe", "source": "/probe", "target": "vda"}
+        return value if value is None else validate_model_field(Disk, info.field_name, value, **probe)
+
+
+class NicAttach(Request):
+    """A network interface to attach: to a network or to a bridge (exactly one)."""
+
+    network: str | None = None
+    bridge: str | None = None
+    mac: str | None = None
+    id: str | None = None
+
+    @field_validator("network", "bridge", "mac", "id")
+    @classmethod
+    def _nic_rules(cls, value: str | None, info: Any) -> str | None:
+        probe: dict[str, Any] = {"id": "probe", "mac": "52:54:00:00:00:01", "network": "probe"}
+        if info.field_name == "bridge":
+            probe["network"] = None
+        return value if value is None else validate_model_field(Nic, info.field_name, value, **probe)
+
+    @model_validator(mode="after")
+    def _one_attachment(self) -> Self:
+        if (self.network is None) == (self.bridge is None):
+            raise ValueError("give exactly one of 'network' or 'bridge'")
+        return self
+
+
+# -- tasks -------------------------------------------------------------------------------------------------
+class OperationResult(BaseModel):
+    """An operation's task, and the VM after it (None while it runs, and after a delete)."""
+
+    task: Task
+    vm: VMOut | None = None
+
+
+class TaskPage(BaseModel):
+    items: list[Task]
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
+# -- history -----------------------------------------------------------------------------------------------
+class HistoryEntry(BaseModel):
+    """One commit on main's first-parent history: one operation."""
+
+    commit: str
+    time: int
+    author: str
+    message: str
+    vms: list[str]
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryEntry]
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
+class PathChange(BaseModel):
+    """One path a commit changed; values are shown as text (``binary`` if they are not UTF-8)."""
+
+    path: str
+    kind: Literal["added", "removed", "changed"]
+    old: str | None
+    new: str | None
+    diff: str = Field(description="A unified diff of the two values.")
+    binary: bool = False
+
+
+class CommitOut(BaseModel):
+    commit: str
+    parents: list[str]
+    author: str
+    time: int
+    message: str
+    changes: list[PathChange] = Field(description="What the commit changed against its first parent.")
+
+
+class BranchOut(BaseModel):
+    name: str
+    head: str | None
+
+
+# -- plans -------------------------------------------------------------------------------------------------
+class ActionOut(BaseModel):
+    kind: str = Field(description="define, update, start, stop, pause, resume, undefine or adopt")
+    uuid: str
+    name: str
+    reason: str
+
+
+class PlanOut(BaseModel):
+    """What reconciling does (or would do, in a dry run), and what it found."""
+
+    actions: list[ActionOut]
+    drift: list[str]
+    unknown: list[str]
+    invalid: list[str]
+    busy: list[str]
+    errors: list[str]
+    applied: bool
+    dry_run: bool
+
+
+class RollbackRequest(Request):
+    commit: str = Field(min_length=1, max_length=256, description="Any revision: a commit id, main~3...")
+    vm: str | None = Field(None, min_length=1, max_length=256, description="Roll back only this VM.")
+    dry_run: bool = Field(False, description="Compute the plan; change nothing.")
+
+
+class RollbackOut(PlanOut):
+    target: str = Field(description="The commit whose VM state is restored.")
+    head: str | None = Field(description="main after the rollback (unchanged by a dry run).")
+
+
+class ReconcileRequest(Request):
+    dry_run: bool = False
+    adopt: bool = Field(False, description="Import domains the toolstack does not know.")
+
+
+# -- errors ------------------------------------------------------------------------------------------------
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ConflictOut(BaseModel):
+    """One path that could not be merged, with its three values as text."""
+
+    path: str
+    reason: str
+    base: str | None
+    ours: str | None
+    theirs: str | None
+
+
+class ErrorOut(BaseModel):
+    """Every error response has this shape."""
+
+    error: str = Field(description="A stable code: not_found, busy, conflict, precondition_failed, ...")
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+    conflicts: list[ConflictOut] = Field(default_factory=list)
+    task: str | None = Field(None, description="The task concerned (the running one, for 'busy').")
+    running_operation: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

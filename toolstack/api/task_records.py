@@ -1,0 +1,83 @@
+"""Reading task records: finished ones on main's ``tasks/<id>``, failed ones on ``failed-tasks/<id>``,
+running ones on the VMs' claim branches (``vm-task/<uuid>``), as ``toolstack task list`` shows them."""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+from toolstack import layout
+from toolstack.models import Task, TaskStatus
+from toolstack.ops import Toolstack
+
+# Task ids begin with their start time to the second ("20250101T120000-<hex>").
+_SECOND = len("20250101T120000")
+
+
+def _read(raw: bytes | None) -> Task | None:
+    return None if raw is None else Task.model_validate_json(raw)
+
+
+def _side_tasks(ts: Toolstack) -> dict[str, Task]:
+    """Tasks recorded off main: failed ones, and running ones on claim branches."""
+    found: dict[str, Task] = {}
+    backend = ts.store.backend
+    for ref, commit in backend.list_refs(f"refs/heads/{layout.FAILED_PREFIX}/").items():
+        task = _read(ts.store.tree_at(commit).get(layout.task_path(ref.rsplit("/", 1)[-1])))
+        if task is not None:
+            found[task.id] = task
+    for commit in backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/").values():
+        tree = ts.store.tree_at(commit)
+        for path in ts.store.changed_paths(commit):
+            if path.startswith(f"{layout.TASKS}/"):
+                task = _read(tree.get(path))
+                if task is not None and task.id not in found:
+                    found[task.id] = task
+    return found
+
+
+def get_task(ts: Toolstack, task_id: str) -> Task | None:
+    """One task by id; a failed task's own branch wins over main's record (which never says 'failed')."""
+    if not task_id or "/" in task_id or task_id in (".", ".."):
+        return None
+    failed = ts.store.branch(f"{layout.FAILED_PREFIX}/{task_id}").head
+    if failed is not None:
+        task = _read(ts.store.tree_at(failed).get(layout.task_path(task_id)))
+        if task is not None:
+            return task
+    task = _read(ts.main.get(layout.task_path(task_id)))
+    if task is not None:
+        return task
+    return _side_tasks(ts).get(task_id)
+
+
+def list_tasks(
+    ts: Toolstack,
+    limit: int,
+    offset: int = 0,
+    vm: str | None = None,
+    status: TaskStatus | None = None,
+) -> tuple[list[Task], bool]:
+    """Tasks newest first, filtered by VM uuid or name and status; returns (page, whether more follow).
+
+    Task ids start with their start time, so main's tasks are read newest first and only as far as the page
+    needs (unless a filter is given).
+    """
+    side = _side_tasks(ts)
+    ids = {*ts.main.list(layout.TASKS), *side}
+    page: list[Task] = []
+    skipped = 0
+    for _, group in groupby(sorted(ids, reverse=True), key=lambda task_id: task_id[:_SECOND]):
+        # Ids order tasks to the second; within one second, their start times do.
+        loaded = [side.get(task_id) or _read(ts.main.get(layout.task_path(task_id))) for task_id in group]
+        for task in sorted((t for t in loaded if t is not None), key=lambda t: t.started, reverse=True):
+            if vm is not None and vm not in (task.vm, task.vm_name):
+                continue
+            if status is not None and task.status != status:
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            if len(page) == limit:
+                return page, True
+            page.append(task)
+    return page, False

@@ -1,0 +1,93 @@
+"""The toolstack's objects as response bodies."""
+
+from __future__ import annotations
+
+import difflib
+
+from drivers.models import DomainInfo
+from toolstack.api.schemas import (
+    ActionOut,
+    CommitOut,
+    HistoryEntry,
+    PathChange,
+    PlanOut,
+    VMOut,
+)
+from toolstack.history import CommitView
+from toolstack.history import Operation as LogOperation
+from toolstack.models import VM
+from toolstack.reconcile import Plan
+
+# Values in the state repository are small JSON documents; a huge one is cut rather than sent whole.
+MAX_VALUE_CHARS = 64 * 1024
+
+
+def vm_out(vm: VM, info: DomainInfo | None) -> VMOut:
+    return VMOut(
+        uuid=vm.uuid,
+        name=vm.name,
+        desired=vm.desired,
+        state=info.state.value if info is not None else "absent",
+        domid=info.domid if info is not None else None,
+        spec=vm.spec,
+        observed=vm.observed,
+        host=vm.host,
+    )
+
+
+def history_entry(op: LogOperation) -> HistoryEntry:
+    return HistoryEntry(
+        commit=op.commit, time=op.time, author=op.author, message=op.subject, vms=list(op.vms)
+    )
+
+
+def plan_out(plan: Plan, dry_run: bool) -> PlanOut:
+    return PlanOut(
+        actions=[ActionOut(kind=a.kind, uuid=a.uuid, name=a.name, reason=a.reason) for a in plan.actions],
+        drift=list(plan.drift),
+        unknown=list(plan.unknown),
+        invalid=list(plan.invalid),
+        busy=list(plan.busy),
+        errors=list(plan.errors),
+        applied=plan.applied,
+        dry_run=dry_run,
+    )
+
+
+def _as_text(value: bytes | None) -> tuple[str | None, bool]:
+    if value is None:
+        return None, False
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("utf-8", "replace")[:MAX_VALUE_CHARS], True
+    return text[:MAX_VALUE_CHARS], False
+
+
+def path_change(path: str, old: bytes | None, new: bytes | None) -> PathChange:
+    old_text, old_binary = _as_text(old)
+    new_text, new_binary = _as_text(new)
+    kind = "added" if old is None else "removed" if new is None else "changed"
+    diff = "".join(
+        difflib.unified_diff(
+            (old_text or "").splitlines(keepends=True),
+            (new_text or "").splitlines(keepends=True),
+            fromfile=f"a/{path}" if old is not None else "/dev/null",
+            tofile=f"b/{path}" if new is not None else "/dev/null",
+        )
+    )
+    return PathChange(
+        path=path, kind=kind, old=old_text, new=new_text, diff=diff, binary=old_binary or new_binary
+    )
+
+
+def commit_out(view: CommitView) -> CommitOut:
+    info = view.info
+    return CommitOut(
+        commit=info.id,
+        parents=list(info.parents),
+        author=info.author,
+        time=info.author_time,
+        message=info.message,
+        changes=[path_change(path, old, new) for path, old, new in view.changes],
+    )

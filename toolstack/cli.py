@@ -367,6 +367,7 @@ from toolstack import cli_state, cli_sync  # noqa: E402, F401
 
 def _register_optional_commands() -> None:
     """Commands from optional subpackages (e.g. the xenstored daemon) join the CLI when present."""
+    main.add_command(__import__("toolstack.api.cli", fromlist=["serve"]).serve)  # imports click only
     try:
         from toolstack.xenstored.cli import xenstored
     except ImportError:

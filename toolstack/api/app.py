@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from toolstack.api.auth import require_token
@@ -50,6 +51,10 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # The spec is served below, behind the token; the interactive docs would load scripts from a CDN.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.api = ApiState(ts=ts, token=token, settings=settings, jobs=jobs)
     install_error_handlers(app)
@@ -57,6 +62,11 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
     for module in (vms, actions, devices, tasks, history, plans, events):
         app.include_router(module.router, dependencies=authenticated)
     app.include_router(health.router)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     app.mount("/static", StaticFiles(directory=health.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

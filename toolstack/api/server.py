@@ -1,0 +1,55 @@
+"""Running the API: open the toolstack, load or create the token, serve with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import uvicorn
+
+from toolstack.api.app import create_app
+from toolstack.api.auth import load_or_create_token
+from toolstack.api.deps import ApiSettings
+from toolstack.ops import Toolstack
+
+log = logging.getLogger("toolstack.api")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    ts: Toolstack,
+    token_file: str,
+    host: str = "127.0.0.1",
+    port: int = 8427,
+    settings: ApiSettings | None = None,
+    log_level: str = "info",
+    announce: bool = True,
+) -> None:
+    """Serve the API until interrupted. The token is read from (or created in) ``token_file``; only the
+    file's path is ever printed or logged, never the token."""
+    token, created = load_or_create_token(token_file)
+    app = create_app(ts, token, settings)
+    if announce:
+        origin = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        made = "created a new token in" if created else "token in"
+        print(f"toolstack serve: {origin}/ ({made} {token_file}; open {origin}/#token=<token>)", flush=True)
+    if not is_loopback(host):
+        log.warning("serving on %s, not loopback: the token crosses the network in clear text", host)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=2,
+    )
+    uvicorn.Server(config).run()

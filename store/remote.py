@@ -50,6 +50,10 @@ class NonFastForward(RemoteError):
         super().__init__(remote, url, reason)
 
 
+# What git's receive-pack says when the ref moved under it: retry after fetching, as for a non-fast-forward.
+_RACE_MARKERS = ("failed to update ref", "failed to lock", "non-fast-forward", "fetch first", "stale info")
+
+
 class Remote:
     """A named remote of a disk store.
 
@@ -216,9 +220,13 @@ class Remote:
                 branch,
                 f"push of {branch} rejected: the remote has commits it lacks (fetch first)",
             )
-        errors = {k: v for k, v in (getattr(result, "ref_status", None) or {}).items() if v}
+        errors = {k.decode(): v for k, v in (getattr(result, "ref_status", None) or {}).items() if v}
         if errors:
-            raise RemoteError(self.name, self.url, f"the server refused: {errors}")
+            reasons = "; ".join(f"{ref}: {why}" for ref, why in errors.items())
+            if any(marker in why for why in errors.values() for marker in _RACE_MARKERS):
+                # Another client updated the branch between the server's advertisement and our update.
+                raise NonFastForward(self.name, self.url, branch, f"push of {branch} lost a race: {reasons}")
+            raise RemoteError(self.name, self.url, f"the server refused: {reasons}")
         tracking = self.tracking_ref(remote_branch or branch)
         backend = self.store.backend
         backend.compare_and_swap(tracking, backend.read_ref(tracking), local)

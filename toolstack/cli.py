@@ -173,14 +173,22 @@ def vm_record(vm_: VM, state: str | None = None) -> dict[str, Any]:
 @click.option("--disk", "disks", multiple=True, type=click.Path(), help="Disk image path (repeatable)")
 @click.option("--nic", "nics", multiple=True, help="Network name (repeatable)")
 @click.option("--start", is_flag=True, help="Start it once created")
+@click.option("--on", "placement", default=None, help="Place it on this pool host (its agent runs it)")
 @pass_ctx
 @handled
 def vm_create(
-    c: Context, name: str, memory: int, vcpus: int, disks: tuple[str, ...], nics: tuple[str, ...], start: bool
+    c: Context,
+    name: str,
+    memory: int,
+    vcpus: int,
+    disks: tuple[str, ...],
+    nics: tuple[str, ...],
+    start: bool,
+    placement: str | None,
 ) -> None:
     """Define a new VM."""
     ts = c.toolstack()
-    created = ts.create(name, memory=memory, vcpus=vcpus, disks=list(disks), nics=list(nics))
+    created = ts.create(name, memory=memory, vcpus=vcpus, disks=list(disks), nics=list(nics), host=placement)
     if start:
         created = ts.start(created.uuid)
     emit(
@@ -276,6 +284,17 @@ def vm_shutdown(c: Context, name: str, timeout: float, force: bool) -> None:
     """Ask a VM's guest to power off."""
     result = c.toolstack(create=False).shutdown(name, timeout=timeout, force=force)
     emit(vm_record(result), c.json, f"shutdown {result.name}: stopped")
+
+
+@vm.command("migrate")
+@click.argument("name")
+@click.option("--to", "to_host", required=True, help="The pool host to move it to")
+@pass_ctx
+@handled
+def vm_migrate(c: Context, name: str, to_host: str) -> None:
+    """Move a VM to another pool host (stopped here, started there by that host's agent)."""
+    result = c.toolstack(create=False).migrate(name, to_host)
+    emit(vm_record(result), c.json, f"{result.name} placed on {to_host}")
 
 
 @vm.command("set")

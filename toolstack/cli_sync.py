@@ -87,3 +87,28 @@ def gc_command(c: Context, before: str, prune_archives: bool) -> None:
         f"{result.new_head[:12]} ({result.rewritten} commits kept), old history at {result.archive}"
         + (f"; pruned {len(record['pruned'])} archive(s)" if prune_archives else ""),
     )
+
+
+@main.command("agent")
+@click.option("--host", "host_name", required=True, help="This host's name in the pool")
+@click.option("--remote", "url", required=True, help="URL of the shared state repository")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between rounds")
+@click.option("--once", is_flag=True, help="One round, then exit")
+@pass_ctx
+@handled
+def agent_command(c: Context, host_name: str, url: str, interval: float, once: bool) -> None:
+    """Run this host's share of the pool: pull, reconcile the VMs placed here, push observed state."""
+    import sys
+
+    from toolstack.agent import open_agent, run_agent
+
+    ts = open_agent(c.repo, c.driver_uri, host_name, url)
+    try:
+        click.echo(f"agent {host_name}: {c.repo} <-> {url}, driver {c.driver_uri}", err=True)
+        run_agent(
+            ts, interval=interval, once=once, report=lambda line: (click.echo(line), sys.stdout.flush())
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ts.close()

@@ -161,9 +161,13 @@ class Toolstack(ConfigOperations):
         vcpus: int = 1,
         disks: Sequence[str | Disk] = (),
         nics: Sequence[str | Nic] = (),
+        host: str | None = None,
         **spec_fields: Any,
     ) -> VM:
         """Define a new VM (stopped). Disks may be paths, NICs network names.
+
+        With ``host`` naming another host, the VM is only recorded, placed there: that host's agent defines
+        it (every later operation on it is likewise a desired-state change that its agent applies).
 
         Raises:
             InvalidInput: the spec does not validate (the message names the field).
@@ -198,13 +202,11 @@ class Toolstack(ConfigOperations):
             self.driver.destroy(uuid)
             self.driver.undefine(uuid)
 
+        files: dict[str, bytes | None] = dict(vm_files(spec, Desired.STOPPED))
+        if host is not None:
+            files[layout.host_path(uuid)] = f"{host}\n".encode()
         operation = Operation(
-            "create",
-            uuid,
-            name,
-            dict(vm_files(spec, Desired.STOPPED)),
-            act=lambda: self.driver.define(spec),
-            compensate=undo,
+            "create", uuid, name, files, act=lambda: self.driver.define(spec), compensate=undo
         )
         try:
             self.runner.run(operation)
@@ -296,6 +298,45 @@ class Toolstack(ConfigOperations):
         elif not before.state.is_active and now.state.is_active:
             self.driver.destroy(vm.uuid)
 
+    def migrate(self, ref: str, to_host: str) -> VM:
+        """Move a VM to another host: stop and undefine it here (if it is here), and place it there; that
+        host's agent then defines it and brings it to its desired state. (No driver here can live-migrate.)"""
+        vm = self.vm(ref)
+        if not to_host or "/" in to_host:
+            raise InvalidInput(f"invalid host name {to_host!r}", vm=vm.name)
+        if vm.host == to_host:
+            return vm
+        here = vm.host in (None, self.host)
+        before = self.info(vm) if here else None
+
+        def act() -> None:
+            if before is not None:
+                self.driver.destroy(vm.uuid)
+                self.driver.undefine(vm.uuid)
+
+        def undo() -> None:
+            if before is not None and self.info(vm) is None:
+                self.driver.define(vm.spec)
+            self._restore_state(vm, before)
+
+        intended: dict[str, bytes | None] = {
+            layout.host_path(vm.uuid): f"{to_host}\n".encode(),
+            layout.observed_path(self.host, vm.uuid): None,
+        }
+        self.runner.run(
+            Operation(
+                "migrate",
+                vm.uuid,
+                vm.name,
+                intended,
+                act=act,
+                compensate=undo,
+                detail={"to": to_host},
+                remote=not here,
+            )
+        )
+        return self.vm(vm.uuid)
+
     # -- history, reconcile, rollback ------------------------------------------------------------------------
     def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogOp]:
         """Operations newest first, on one VM (name or uuid; a deleted VM by uuid) or on all."""
@@ -312,10 +353,14 @@ class Toolstack(ConfigOperations):
         return self._log_index.log(uuid, limit=limit, offset=offset)
 
     def reconcile(
-        self, dry_run: bool = False, adopt: bool = False, progress: Callable[[Action], None] | None = None
+        self,
+        dry_run: bool = False,
+        adopt: bool = False,
+        progress: Callable[[Action], None] | None = None,
+        placed_only: bool = False,
     ) -> Plan:
         """Compare main with the hypervisor; unless ``dry_run``, apply the difference and record drift."""
-        plan = make_plan(self, adopt=adopt)
+        plan = make_plan(self, adopt=adopt, placed_only=placed_only)
         if dry_run or not plan:
             return plan
         return apply_plan(self, plan, progress=progress)

@@ -76,9 +76,17 @@ def desired_vms(tree: Tree, plan: Plan) -> dict[str, VM]:
 
 
 def make_plan(
-    ts: Toolstack, tree: Tree | None = None, adopt: bool = False, only: set[str] | None = None
+    ts: Toolstack,
+    tree: Tree | None = None,
+    adopt: bool = False,
+    only: set[str] | None = None,
+    placed_only: bool = False,
 ) -> Plan:
-    """Compare a desired tree (default: main's) with the hypervisor."""
+    """Compare a desired tree (default: main's) with the hypervisor.
+
+    Args:
+        placed_only: Leave VMs that are placed on no host alone (an agent runs only its own VMs).
+    """
     plan = Plan()
     desired = desired_vms(tree if tree is not None else ts.main.tree, plan)
     observed_tree = ts.main.tree
@@ -88,7 +96,14 @@ def make_plan(
         if only is not None and uuid not in only:
             continue
         if vm.host is not None and vm.host != ts.host:
-            continue  # placed on another host: that host's agent reconciles it
+            # Placed on another host: that host's agent runs it; a copy here was migrated away.
+            if uuid in actual and uuid not in busy:
+                if actual[uuid].state.is_active:
+                    plan.actions.append(Action("stop", uuid, vm.name, f"placed on {vm.host}"))
+                plan.actions.append(Action("undefine", uuid, vm.name, f"placed on {vm.host}"))
+            continue
+        if vm.host is None and placed_only:
+            continue  # an agent runs only what is placed on its host
         if uuid in busy:
             plan.busy.append(f"{vm.name}: an operation is in progress")
             continue

@@ -89,6 +89,7 @@ def pull(
     push: bool = False,
     reconcile: bool = True,
     attempts: int = 5,
+    placed_only: bool = False,
 ) -> PullResult:
     """Fetch and merge the remote's main, revert invalid VM edits, reconcile, and optionally push back.
 
@@ -125,9 +126,11 @@ def pull(
         elif incoming is None and head is None:
             break
         if reconcile and (result.changed or result.plan is None):
-            result.plan = ts.reconcile()
+            result.plan = ts.reconcile(placed_only=placed_only)
         if not push:
             break
+        if ts.main.head == store.backend.read_ref(link.tracking_ref(layout.MAIN)):
+            break  # the remote has it all already
         try:
             link.push(layout.MAIN)
             result.pushed = True

@@ -59,6 +59,9 @@ class Operation:
     act: Callable[[], None]
     compensate: Callable[[], None]
     detail: dict[str, object] = field(default_factory=dict)
+    # The VM is placed on another host: only the desired state changes; that host's agent applies it.
+    # None: decided from the VM's placement (vms/<uuid>/host, as the operation leaves it).
+    remote: bool | None = None
 
 
 # Tasks running in this process, by id: a claim with this process's pid is live only if it is listed here.
@@ -117,11 +120,20 @@ class TaskRunner:
             with _IN_FLIGHT_MUTEX:
                 _IN_FLIGHT.discard(task.id)
 
+    def _placed_elsewhere(self, op: Operation) -> bool:
+        placement = op.intended.get(layout.host_path(op.uuid))
+        if layout.host_path(op.uuid) not in op.intended:
+            placement = self.main.get(layout.host_path(op.uuid))
+        return placement is not None and placement.decode().strip() != self.host
+
     def _run(self, op: Operation, task: Task) -> Task:
+        if op.remote is None:
+            op.remote = self._placed_elsewhere(op)
         claim = self._claim(op, task)
         crash_point("claimed")
         try:
-            op.act()
+            if not op.remote:
+                op.act()
         except DriverError as err:
             compensation_error = self._compensate(op)
             self._fail(claim, task, f"{type(err).__name__}: {err}")
@@ -160,7 +172,7 @@ class TaskRunner:
         return observed_of(info.state, info.domid, info.memory, info.vcpus)
 
     def _succeed(self, claim: str, task: Task, op: Operation) -> Task:
-        observed = self._observe(op.uuid)
+        observed = None if op.remote else self._observe(op.uuid)
         done = task.model_copy(update={"status": TaskStatus.SUCCEEDED, "finished": time.time()})
         # The outcome is committed on the claim's head and merged straight into main by one transaction
         # (group-committed with concurrent operations on other VMs); the claim ref itself need not move:
@@ -170,7 +182,8 @@ class TaskRunner:
         claimed_from = self.store.graph.parents(head)
         tree = self.store.tree_at(head).set(layout.task_path(task.id), done.encode())
         path = layout.observed_path(self.host, op.uuid)
-        tree = tree.remove(path) if observed is None else tree.set(path, observed.encode())
+        if not op.remote:
+            tree = tree.remove(path) if observed is None else tree.set(path, observed.encode())
         crash_point("recorded")
         try:
             with self.main.transaction(
@@ -195,6 +208,8 @@ class TaskRunner:
         return done
 
     def _compensate(self, op: Operation) -> BaseException | None:
+        if op.remote:
+            return None
         try:
             op.compensate()
         except Exception as err:  # reported with the original failure; reconcile repairs the hypervisor

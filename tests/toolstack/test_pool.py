@@ -1,0 +1,119 @@
+"""A pool of three agents (three processes, three simulated hosts) around one git daemon converges, even when
+an agent is killed and restarted; no commit is lost and every clone passes git fsck."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import drivers
+from drivers.models import DomainState
+from store import Store
+from tests.store.git_servers import git_daemon
+from tests.toolstack.conftest import ROOT
+from toolstack.ops import Toolstack
+from toolstack.sync import pull
+
+HOSTS = ["h1", "h2", "h3"]
+
+
+def start_agent(tmp_path, url, host):
+    log = open(tmp_path / f"{host}.log", "ab")  # noqa: SIM115 - closed with the process by the test
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toolstack.cli",
+            "--repo",
+            str(tmp_path / f"{host}.git"),
+            "--driver",
+            f"sim://{tmp_path}/{host}.sim",
+            "agent",
+            "--host",
+            host,
+            "--remote",
+            url,
+            "--interval",
+            "0.3",
+        ],
+        env={**os.environ, "PYTHONPATH": ROOT},
+        stdout=log,
+        stderr=log,
+    )
+
+
+def running_on(tmp_path, host):
+    with drivers.open(f"sim://{tmp_path}/{host}.sim") as hv:
+        return {str(i.uuid): i.state for i in hv.list()}
+
+
+def converged(tmp_path, placement):
+    for host in HOSTS:
+        domains = running_on(tmp_path, host)
+        wanted = {uuid for uuid, where in placement.items() if where == host}
+        if set(domains) != wanted or any(state != DomainState.RUNNING for state in domains.values()):
+            return False
+    return True
+
+
+def wait_until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return predicate()
+
+
+def test_three_agents_place_migrate_survive_a_kill_and_converge(tmp_path):
+    base = tmp_path / "server"
+    base.mkdir()
+    with git_daemon(str(base)) as daemon:
+        url = f"{daemon}/pool.git"
+        operator = Toolstack.open(
+            str(tmp_path / "operator.git"), "sim://", host="operator", author="operator"
+        )
+        Store.open(base / "pool.git").close()
+        operator.store.remote("origin", url).push("main")
+        agents = {host: start_agent(tmp_path, url, host) for host in HOSTS}
+        try:
+            placement = {}
+            for n in range(30):
+                vm = operator.create(f"vm{n:02d}", memory="32M", host=HOSTS[n % 3])
+                operator.start(vm.uuid)
+                placement[vm.uuid] = HOSTS[n % 3]
+            assert pull(operator, push=True, reconcile=False).pushed
+            assert wait_until(lambda: converged(tmp_path, placement), 120), "placement did not converge"
+
+            for n in range(5):
+                vm = operator.vm(f"vm{n:02d}")
+                target = HOSTS[(n + 1) % 3]
+                operator.migrate(vm.uuid, target)
+                placement[vm.uuid] = target
+            pull(operator, push=True, reconcile=False)
+            agents["h2"].send_signal(signal.SIGKILL)  # killed while the pool is migrating
+            agents["h2"].wait()
+            time.sleep(1)
+            agents["h2"] = start_agent(tmp_path, url, "h2")
+            assert wait_until(lambda: converged(tmp_path, placement), 120), "migration did not converge"
+
+            operator_head = operator.main.head
+            with Store.open(base / "pool.git") as central:
+                assert central.graph.is_ancestor(operator_head, central.branch("main").head)  # nothing lost
+                observed = {host: central.branch("main").list(f"hosts/{host}/domains") for host in HOSTS}
+            for host in HOSTS:
+                assert set(observed[host]) >= {u for u, where in placement.items() if where == host}
+        finally:
+            for process in agents.values():
+                process.send_signal(signal.SIGTERM)
+            for process in agents.values():
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            operator.close()
+    for repo in [base / "pool.git", tmp_path / "operator.git", *(tmp_path / f"{h}.git" for h in HOSTS)]:
+        subprocess.run(["git", "-C", str(repo), "fsck", "--full"], check=True, capture_output=True)

@@ -1,0 +1,63 @@
+"""The pool agent: one per host. It pulls the desired state from a shared git server, runs the VMs placed
+on its host (``vms/<uuid>/host``), and pushes what it observed under ``hosts/<host>/`` (a path only it
+writes, so its pushes never conflict; a push race is retried after merging).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from store import Conflict, RemoteError, Store
+from toolstack.ops import Toolstack
+from toolstack.sync import pull
+
+log = logging.getLogger(__name__)
+
+
+def open_agent(repo: str, driver_uri: str, host: str, url: str) -> Toolstack:
+    """The agent's toolstack on its own clone of the shared repository (cloned on first start)."""
+    if not os.path.exists(repo) or not os.listdir(repo):
+        Store.clone(url, repo).close()
+    ts = Toolstack.open(repo, driver_uri, host=host, author=f"agent {host} <agent@{host}>", create=False)
+    ts.store.remote("origin", url)
+    return ts
+
+
+def run_agent(
+    ts: Toolstack,
+    interval: float = 1.0,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    report: Callable[[str], None] | None = None,
+) -> None:
+    """Pull, reconcile this host's VMs, push; every ``interval`` seconds until ``stop`` (or once)."""
+    say = report or (lambda line: log.info("%s", line))
+    while True:
+        started = time.monotonic()
+        try:
+            result = pull(ts, "origin", push=True, placed_only=True)
+            if result.before != result.after or (result.plan and result.plan.actions):
+                actions = ", ".join(a.describe() for a in result.plan.actions) if result.plan else ""
+                say(
+                    f"agent {ts.host}: main {(result.before or '-')[:10]} -> {(result.after or '-')[:10]}"
+                    + (f"; {actions}" if actions else "")
+                    + ("; pushed" if result.pushed else "")
+                )
+            for uuid, error in result.rejected.items():
+                say(f"agent {ts.host}: rejected an invalid edit of {uuid}: {error}")
+            if result.plan and result.plan.errors:
+                say(f"agent {ts.host}: errors: {'; '.join(result.plan.errors)}")
+        except (RemoteError, Conflict) as err:
+            say(f"agent {ts.host}: {type(err).__name__}: {err} (retrying)")
+        if once or (stop is not None and stop.is_set()):
+            return
+        remaining = interval - (time.monotonic() - started)
+        if stop is not None:
+            if stop.wait(max(0.0, remaining)):
+                return
+        elif remaining > 0:
+            time.sleep(remaining)

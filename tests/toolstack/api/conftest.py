@@ -1,0 +1,141 @@
+"""Fixtures: a real toolstack on a git repository in tmp_path over the simulator, the API app on it (in
+process, through TestClient), and a real ``toolstack serve`` process on loopback."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from toolstack.api import ApiSettings, create_app
+from toolstack.ops import Toolstack
+
+ROOT = Path(__file__).resolve().parents[3]
+TOKEN = "test-token-" + "0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def ts(tmp_path: Path) -> Iterator[Toolstack]:
+    toolstack = Toolstack.open(
+        str(tmp_path / "state.git"), f"sim://{tmp_path}/sim", author="Alice <alice@example.org>"
+    )
+    yield toolstack
+    toolstack.close()
+
+
+@pytest.fixture
+def app(ts: Toolstack):
+    return create_app(ts, TOKEN, ApiSettings(max_body_bytes=16 * 1024, events_poll=0.02))
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    """A client that sends the right token."""
+    with TestClient(app, headers=AUTH) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def anon(app) -> Iterator[TestClient]:
+    """A client without a token."""
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def create(client: TestClient, name: str, **fields: object) -> dict:
+    response = client.post("/vms", json={"name": name, "memory": "256M", **fields})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A ``toolstack serve`` process on loopback."""
+
+    url: str
+    token: str
+    token_file: Path
+    log: Path
+    repo: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.auth, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(tmp_path: Path, *extra: str) -> LiveServer:
+    port = free_port()
+    repo = tmp_path / "served.git"
+    token_file = tmp_path / "served.api-token"
+    log = tmp_path / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "toolstack.cli",
+        "--repo",
+        str(repo),
+        "--driver",
+        f"sim://{tmp_path}/served.sim",
+        "--author",
+        "Web Operator <web@example.org>",
+        "serve",
+        "--port",
+        str(port),
+        "--token-file",
+        str(token_file),
+        *extra,
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"toolstack serve exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"toolstack serve did not answer: {log.read_text()}")
+        time.sleep(0.1)
+    token = token_file.read_text().strip()
+    return LiveServer(url, token, token_file, log, repo, process)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = start_server(tmp_path)
+    yield server
+    server.stop()

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-APT_PACKAGES=(git pkg-config gcc libvirt-dev libvirt-clients xenstore-utils)
+# xen-utils-4.17: Xen's test-xenstore and the reference oxenstored (no hypervisor needed, none installed);
+# chromium: the API's browser test (Playwright drives Debian's build: no browser download).
+APT_PACKAGES=(git pkg-config gcc libvirt-dev libvirt-clients xenstore-utils xen-utils-4.17 chromium)
 WHEELHOUSE=${WHEELHOUSE:-$HOME/.cache/git-toolstack/wheels}
 
 missing=()
@@ -33,6 +35,6 @@ if ! ls "$WHEELHOUSE"/libvirt_python-*.whl >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip wheel -q --no-deps -w "$WHEELHOUSE" libvirt-python
 fi
 # compat mode: a .pth entry for the checkout, so packages added later import without reinstalling.
-"$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" --config-settings editable_mode=compat -e '.[libvirt,dev]'
+"$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" --config-settings editable_mode=compat -e '.[libvirt,dev,bench]'
 touch "$stamp"
 echo "bootstrap: environment ready in $VENV"

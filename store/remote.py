@@ -8,15 +8,17 @@ repository's config, so ``git fetch``/``git push`` in the same repository see it
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from dulwich.client import get_transport_and_path
 from dulwich.config import ConfigFile
 from dulwich.errors import GitProtocolError, HangupException
 from dulwich.objects import ZERO_SHA
+from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
+from store.backend import Backend
 from store.errors import Conflict, StoreError, UnknownBranch
 
 if TYPE_CHECKING:
@@ -202,17 +204,12 @@ class Remote:
             return {ref: local.encode("ascii")}
 
         client, path = self._client("push")
-        gitdir = self.store.gitdir
-        assert gitdir is not None
-        repo = Repo(gitdir)
         try:
             result = client.send_pack(  # type: ignore[attr-defined]
-                path, update_refs, generate_pack_data=repo.generate_pack_data
+                path, update_refs, generate_pack_data=self._pack_data
             )
         except (GitProtocolError, HangupException, OSError) as err:
             raise RemoteError(self.name, self.url, f"push failed: {err}") from err
-        finally:
-            repo.close()
         if refusal:
             raise NonFastForward(
                 self.name,
@@ -231,6 +228,63 @@ class Remote:
         backend = self.store.backend
         backend.compare_and_swap(tracking, backend.read_ref(tracking), local)
         return local
+
+    def _pack_data(
+        self, have: set[bytes], want: set[bytes], **_: object
+    ) -> tuple[int, Iterator[UnpackedObject]]:
+        """The objects the remote lacks, found by diffing each new commit's tree against its parents' (the
+        remote has everything reachable from ``have``), as whole objects."""
+        graph = self.store.graph
+        backend = self.store.backend
+        known = {h.decode("ascii") for h in have if h != ZERO_SHA}
+        commits: list[str] = []
+        seen_commits: set[str] = set()
+        stack = [w.decode("ascii") for w in want if w != ZERO_SHA]
+        while stack:
+            commit = stack.pop()
+            if commit in seen_commits or commit in known:
+                continue
+            seen_commits.add(commit)
+            commits.append(commit)
+            stack.extend(graph.parents(commit))
+        objects: list[bytes] = []
+        seen: set[bytes] = set()
+        for commit in commits:
+            objects.append(commit.encode("ascii"))
+            tree = graph.tree_of(commit)
+            assert tree is not None
+            bases = [graph.tree_of(p) for p in graph.parents(commit)]
+            _tree_delta(backend, tree, bases, objects, seen)
+
+        def unpacked() -> Iterator[UnpackedObject]:
+            for oid in objects:
+                type_num, raw = backend.get_raw(oid)
+                yield UnpackedObject(type_num, sha=bytes.fromhex(oid.decode("ascii")), decomp_chunks=[raw])
+
+        return len(objects), unpacked()
+
+
+def _tree_delta(
+    backend: Backend, oid: bytes, bases: list[bytes | None], out: list[bytes], seen: set[bytes]
+) -> None:
+    """Append ``oid`` and the objects under it that are not the same object at the same path in ``bases``."""
+    if oid in seen or oid in bases:
+        return
+    seen.add(oid)
+    out.append(oid)
+    base_entries = [backend.tree_entries(b) if b else {} for b in bases]
+    for name, (is_dir, child) in backend.tree_entries(oid).items():
+        child_bases = [
+            entries[name][1] if name in entries and entries[name][0] == is_dir else None
+            for entries in base_entries
+        ]
+        if child in seen or child in child_bases:
+            continue
+        if is_dir:
+            _tree_delta(backend, child, child_bases, out, seen)
+        else:
+            seen.add(child)
+            out.append(child)
 
 
 def _wants_branches(repo: Repo) -> Callable[..., list[bytes]]:

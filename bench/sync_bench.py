@@ -1,0 +1,123 @@
+"""Benchmark of sync through git servers, against the git CLI measured in the same run.
+
+1. Push and pull of 1,000 commits between two stores over a real ``git daemon`` on 127.0.0.1, beside
+   ``git push`` and ``git fetch`` of the same commits between the same kind of repositories (target: within
+   2x of the git CLI).
+2. Event latency: a commit on one host until the event is seen on another host, through ``git daemon``
+   (host B polls by fetching, as the agent does).
+
+Run: ``.venv/bin/python bench/sync_bench.py [--commits 1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from store import Store  # noqa: E402
+from tests.store.git_servers import git_daemon  # noqa: E402
+from toolstack.events import events_since  # noqa: E402
+
+
+def make_history(path: str, commits: int) -> None:
+    with Store.open(path, durable=False) as store:
+        branch = store.branch("main")
+        for i in range(commits):
+            with branch.transaction(message=f"change {i}", author="bench") as tx:
+                tx.set(f"vms/{i % 50:02d}/config", f'{{"memory": {i}}}\n'.encode())
+
+
+def git(*args: str) -> None:
+    subprocess.run(["git", *args], check=True, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--commits", type=int, default=1000)
+    parser.add_argument("--latency-samples", type=int, default=10)
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="sync-bench-")
+    try:
+        base = os.path.join(workdir, "server")
+        os.makedirs(base)
+        source = os.path.join(workdir, "source.git")
+        make_history(source, args.commits)
+        with git_daemon(base) as daemon:
+            print(f"# sync benchmark: {args.commits} commits over git daemon on 127.0.0.1, in {workdir}")
+            # The store pushes into an empty server repository, then another store pulls it all.
+            git("init", "-q", "--bare", os.path.join(base, "ours.git"))
+            git("-C", os.path.join(base, "ours.git"), "config", "receive.fsckObjects", "false")
+            with Store.open(source) as store:
+                started = time.perf_counter()
+                store.remote("bench", f"{daemon}/ours.git").push("main")
+                ours_push = time.perf_counter() - started
+            started = time.perf_counter()
+            with Store.clone(f"{daemon}/ours.git", os.path.join(workdir, "ours-clone.git")) as clone:
+                ours_fetch = time.perf_counter() - started
+                assert clone.branch("main").head is not None
+            # The git CLI does the same between the same kinds of repositories.
+            git("init", "-q", "--bare", os.path.join(base, "theirs.git"))
+            started = time.perf_counter()
+            git("-C", source, "push", "-q", f"{daemon}/theirs.git", "main")
+            git_push = time.perf_counter() - started
+            target = os.path.join(workdir, "theirs-clone.git")
+            git("init", "-q", "--bare", target)
+            started = time.perf_counter()
+            git("-C", target, "fetch", "-q", f"{daemon}/theirs.git", "main:main")
+            git_fetch = time.perf_counter() - started
+            print(
+                f"push  {args.commits} commits: store {ours_push:6.2f} s   git push  {git_push:6.2f} s   "
+                f"store/git = {ours_push / git_push:5.2f}x (target <= 2x)"
+            )
+            print(
+                f"pull  {args.commits} commits: store {ours_fetch:6.2f} s   git fetch {git_fetch:6.2f} s   "
+                f"store/git = {ours_fetch / git_fetch:5.2f}x (target <= 2x)"
+            )
+
+            # Event latency: host A commits and pushes; host B fetches until it sees the event.
+            a = Store.clone(f"{daemon}/ours.git", os.path.join(workdir, "host-a.git"))
+            b = Store.clone(f"{daemon}/ours.git", os.path.join(workdir, "host-b.git"))
+            latencies = []
+            fetches = []
+            for n in range(args.latency_samples):
+                token = b.branch("main").head
+                started = time.perf_counter()
+                with a.branch("main").transaction(message=f"vm set {n}", author="host-a") as tx:
+                    tx.set("vms/00/config", f'{{"memory": {10_000 + n}}}\n'.encode())
+                a.remote("origin").push("main")
+                polls = 0
+                while True:
+                    polls += 1
+                    b.remote("origin").pull("main", strategy="ff-only")
+                    if events_since(b, token):
+                        break
+                latencies.append(time.perf_counter() - started)
+                fetches.append(polls)
+            a.close()
+            b.close()
+            started = time.perf_counter()
+            for _ in range(5):
+                git("-C", target, "fetch", "-q", f"{daemon}/theirs.git", "main:main")
+            git_round_trip = (time.perf_counter() - started) / 5
+            median = statistics.median(latencies)
+            print(
+                f"event latency host A commit -> host B event: median {median * 1e3:6.1f} ms, "
+                f"max {max(latencies) * 1e3:6.1f} ms over {len(latencies)} samples "
+                f"(= {median / git_round_trip:4.1f}x one no-op `git fetch` round trip of {git_round_trip * 1e3:.1f} ms)"
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

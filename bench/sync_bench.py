@@ -22,9 +22,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from store import Store  # noqa: E402
-from tests.store.git_servers import git_daemon  # noqa: E402
-from toolstack.events import events_since  # noqa: E402
+from store import Store
+from tests.store.git_servers import git_daemon
+from toolstack.events import events_since
 
 
 def make_history(path: str, commits: int) -> None:

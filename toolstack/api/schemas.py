@@ -8,9 +8,19 @@ with a 422 naming the field, before any operation starts, and with the same mess
 from __future__ import annotations
 
 import uuid as uuidlib
-from typing import Any, Literal, Self
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from drivers.models import Boot, Disk, DomainSpec, LifecycleAction, Nic
 from toolstack.models import Desired, Observed, Task
@@ -43,6 +53,16 @@ def validate_spec_field(field: str, value: Any) -> Any:
     return validate_model_field(DomainSpec, field, value, uuid=_PROBE_UUID, name="probe", memory=1)
 
 
+def _form(kind: str) -> Callable[[Any], str]:
+    return lambda value: "text" if isinstance(value, str) else kind
+
+
+# A disk or NIC given by a path or network name, or as a whole object: errors then name the object's field
+# (body.nics.0.nic.mac) rather than every member of the union.
+DiskRef = Annotated[Annotated[str, Tag("text")] | Annotated[Disk, Tag("disk")], Discriminator(_form("disk"))]
+NicRef = Annotated[Annotated[str, Tag("text")] | Annotated[Nic, Tag("nic")], Discriminator(_form("nic"))]
+
+
 class Request(BaseModel):
     """A request body: unknown fields are refused (a typo must not be silently ignored)."""
 
@@ -72,8 +92,8 @@ class VMCreate(Request):
     max_memory: int | str | None = None
     max_vcpus: int | None = None
     boot: Boot | None = None
-    disks: list[str | Disk] = Field(default_factory=list, max_length=64)
-    nics: list[str | Nic] = Field(default_factory=list, max_length=64)
+    disks: list[DiskRef] = Field(default_factory=list, max_length=64, description="Image paths or disks.")
+    nics: list[NicRef] = Field(default_factory=list, max_length=64, description="Network names or NICs.")
     on_poweroff: LifecycleAction | None = None
     on_reboot: LifecycleAction | None = None
     on_crash: LifecycleAction | None = None

@@ -1,0 +1,163 @@
+"""VMs over HTTP: list, get, create, update, delete; ETags and If-Match; 404, 409 and 422 naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.toolstack.api.conftest import create
+
+
+def test_create_answers_201_with_the_task_the_vm_its_location_and_etag(client, ts):
+    body = create(client, "web1", vcpus=2, disks=["/srv/web1.img"], nics=["default"])
+    vm, task = body["vm"], body["task"]
+    assert (vm["name"], vm["desired"], vm["state"]) == ("web1", "stopped", "shutoff")
+    assert vm["spec"]["memory"] == 256 and vm["spec"]["vcpus"] == 2
+    assert [d["id"] for d in vm["spec"]["disks"]] == ["disk0"]
+    assert vm["spec"]["nics"][0]["network"] == "default"
+    assert (task["operation"], task["status"], task["vm"]) == ("create", "succeeded", vm["uuid"])
+    assert task["who"] == "Alice <alice@example.org>"
+    # The VM is what the toolstack itself reads back.
+    assert ts.vm("web1").uuid == vm["uuid"]
+
+
+def test_create_with_start_runs_two_tasks_and_answers_with_the_running_vm(client):
+    body = create(client, "quick", start=True)
+    assert body["vm"]["state"] == "running"
+    assert body["vm"]["desired"] == "running"
+    assert body["task"]["operation"] == "start"
+
+
+def test_get_by_name_or_uuid_with_the_etag_of_the_commit_where_it_last_changed(client, ts):
+    uuid = create(client, "web1")["vm"]["uuid"]
+    by_name = client.get("/vms/web1")
+    by_uuid = client.get(f"/vms/{uuid}")
+    assert by_name.status_code == by_uuid.status_code == 200
+    assert by_name.json() == by_uuid.json()
+    assert by_name.headers["etag"] == f'"{ts.log(uuid, limit=1)[0].commit}"'
+    client.post("/vms", json={"name": "other", "memory": 64})
+    assert client.get("/vms/web1").headers["etag"] == by_name.headers["etag"]  # another VM changed, not this
+    client.post("/vms/web1/start")
+    assert client.get("/vms/web1").headers["etag"] != by_name.headers["etag"]
+
+
+def test_list_gives_every_vm_by_name_with_its_live_state_and_mains_head_as_etag(client, ts):
+    create(client, "b")
+    create(client, "a", start=True)
+    response = client.get("/vms")
+    assert [(v["name"], v["state"]) for v in response.json()] == [("a", "running"), ("b", "shutoff")]
+    assert response.headers["etag"] == f'"{ts.main.head}"'
+
+
+def test_a_missing_vm_is_404_on_every_vm_route(client):
+    assert client.get("/vms/ghost").json()["error"] == "not_found"
+    for method, path in [
+        ("GET", "/vms/ghost"),
+        ("PATCH", "/vms/ghost"),
+        ("DELETE", "/vms/ghost"),
+        ("POST", "/vms/ghost/start"),
+        ("POST", "/vms/ghost/disks"),
+        ("DELETE", "/vms/ghost/devices/disk0"),
+        ("GET", "/vms/ghost/history"),
+    ]:
+        body = (
+            {"memory": 64} if method == "PATCH" else {"source": "/a.img"} if path.endswith("disks") else None
+        )
+        response = client.request(method, path, json=body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "ghost" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"name": "bad/name", "memory": "1G"}, "name", "invalid domain name"),
+        ({"name": "12345", "memory": "1G"}, "name", "all-digit"),
+        ({"name": "ok", "memory": "12XB"}, "memory", "invalid memory size"),
+        ({"name": "ok", "memory": "1G", "vcpus": 0}, "vcpus", "between 1 and 512"),
+        ({"name": "ok", "memory": "1G", "vcpus": "many"}, "vcpus", "integer"),
+        ({"name": "ok"}, "memory", "Field required"),
+        ({"name": "ok", "memory": "1G", "colour": "red"}, "colour", "Extra inputs"),
+        (
+            {"name": "ok", "memory": "1G", "on_reboot": "coredump-restart"},
+            "on_reboot",
+            "only valid for on_crash",
+        ),
+        (
+            {"name": "ok", "memory": "1G", "nics": [{"id": "n", "mac": "01:00:00:00:00:01"}]},
+            "nics",
+            "multicast",
+        ),
+    ],
+)
+def test_invalid_input_is_422_naming_the_field_and_writes_nothing(client, ts, body, field, words):
+    head = ts.main.head
+    response = client.post("/vms", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["error"] == "invalid_request"
+    assert any(f["loc"][:2] == ["body", field] and words in f["msg"] for f in error["fields"]), error
+    assert field in error["message"]
+    assert ts.main.head == head
+
+
+def test_a_cross_field_error_found_by_the_toolstack_is_422_with_its_message(client):
+    response = client.post("/vms", json={"name": "ok", "memory": "1G", "max_memory": "512M"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_input"
+    assert "max_memory" in response.json()["message"]
+
+
+def test_a_second_vm_of_the_same_name_is_409_exists(client):
+    create(client, "web1")
+    response = client.post("/vms", json={"name": "web1", "memory": 64})
+    assert response.status_code == 409
+    assert response.json()["error"] == "exists"
+
+
+def test_update_changes_memory_and_vcpus_and_needs_one_of_them(client):
+    create(client, "web1", max_vcpus=4)
+    response = client.patch("/vms/web1", json={"memory": "1G", "vcpus": 3})
+    assert response.status_code == 200
+    spec = response.json()["vm"]["spec"]
+    assert (spec["memory"], spec["vcpus"]) == (1024, 3)
+    assert response.json()["task"]["detail"] == {"changes": {"memory": 1024, "vcpus": 3}}
+    assert response.headers["etag"] == client.get("/vms/web1").headers["etag"]
+    empty = client.patch("/vms/web1", json={})
+    assert empty.status_code == 422
+    assert "memory and/or vcpus" in empty.json()["message"]
+    assert client.patch("/vms/web1", json={"memory": "lots"}).json()["fields"][0]["loc"] == ["body", "memory"]
+
+
+def test_if_match_with_the_current_etag_writes_and_a_stale_one_gets_412(client, ts):
+    create(client, "web1")
+    etag = client.get("/vms/web1").headers["etag"]
+    first = client.patch("/vms/web1", json={"memory": 512}, headers={"If-Match": etag})
+    assert first.status_code == 200
+    head = ts.main.head
+    stale = client.patch("/vms/web1", json={"memory": 768}, headers={"If-Match": etag})
+    assert stale.status_code == 412
+    assert stale.json()["error"] == "precondition_failed"
+    assert ts.main.head == head and ts.vm("web1").spec.memory == 512
+    for action in ("/vms/web1/start", "/vms/web1/disks"):
+        body = {"source": "/srv/d.img"} if action.endswith("disks") else None
+        assert client.post(action, json=body, headers={"If-Match": etag}).status_code == 412
+    assert client.delete("/vms/web1", headers={"If-Match": etag}).status_code == 412
+    assert client.patch("/vms/web1", json={"memory": 768}, headers={"If-Match": "*"}).status_code == 200
+    weak = client.get("/vms/web1").headers["etag"]
+    assert client.post("/vms/web1/start", headers={"If-Match": f"W/{weak}"}).status_code == 412
+    assert client.post("/vms/web1/start", headers={"If-Match": f'"nope", {weak}'}).status_code == 200
+
+
+def test_delete_removes_the_vm_but_its_history_stays_readable_by_uuid(client):
+    uuid = create(client, "gone", start=True)["vm"]["uuid"]
+    response = client.delete("/vms/gone")
+    assert response.status_code == 200
+    assert response.json()["task"]["operation"] == "delete"
+    assert response.json()["vm"] is None
+    assert client.get("/vms/gone").status_code == 404
+    history = client.get(f"/vms/{uuid}/history").json()["items"]
+    assert [h["message"].split(" (")[0] for h in history] == [
+        "vm delete gone",
+        "vm start gone",
+        "vm create gone",
+    ]

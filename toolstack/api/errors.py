@@ -168,8 +168,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` for the error statuses a route can return (401/403/422 always)."""
+    """OpenAPI ``responses=`` for the error statuses a route can return (400/401/403/413/422 always)."""
     described = {
+        400: "Malformed request (e.g. a body that is not JSON), or refused by the toolstack",
         401: "No bearer token",
         403: "Wrong bearer token",
         404: "No such VM, commit, branch or task",
@@ -181,5 +182,5 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         502: "The hypervisor failed",
         503: "The repository is contended; retry",
     }
-    wanted = sorted({401, 403, 413, 422, *statuses})
+    wanted = sorted({400, 401, 403, 413, 422, *statuses})
     return {status: {"model": ErrorOut, "description": described[status]} for status in wanted}

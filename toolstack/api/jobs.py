@@ -102,10 +102,23 @@ class OperationJobs:
     """A pool of worker threads for operations (so that a request can stop waiting without stopping it)."""
 
     def __init__(self, workers: int = 32) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="toolstack-op")
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._mutex = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # Made on first use, and again after close(): an app may be started and stopped more than once.
+        with self._mutex:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="toolstack-op")
+            return self._pool
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Wait for the running operations to finish (so that none is left holding a VM), then stop."""
+        with self._mutex:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def run(
         self, operation: Callable[[], T], wait: float, guard: Callable[[], None] | None = None
@@ -115,7 +128,7 @@ class OperationJobs:
         Errors the operation raises within the wait (not found, busy, failed...) are raised here.
         """
         watch = TaskWatch(guard)
-        future: Future[T] = self._pool.submit(self._watched, watch, operation)
+        future: Future[T] = self._executor().submit(self._watched, watch, operation)
         future.add_done_callback(lambda _: watch.progress.set())
         finished = _wait_done(future, wait)
         if not finished:

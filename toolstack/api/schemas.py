@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from drivers.models import Boot, Disk, DomainSpec, LifecycleAction, Nic
+from toolstack.api.revisions import Revision
 from toolstack.models import Desired, Observed, Task
 
 _PROBE_UUID = uuidlib.UUID(int=0)
@@ -260,7 +261,7 @@ class PlanOut(BaseModel):
 
 
 class RollbackRequest(Request):
-    commit: str = Field(min_length=1, max_length=256, description="Any revision: a commit id, main~3...")
+    commit: Revision = Field(description="Any revision: a commit id, an abbreviation, main~3...")
     vm: str | None = Field(None, min_length=1, max_length=256, description="Roll back only this VM.")
     dry_run: bool = Field(False, description="Compute the plan; change nothing.")
 

@@ -3,6 +3,7 @@ running ones on the VMs' claim branches (``vm-task/<uuid>``), as ``toolstack tas
 
 from __future__ import annotations
 
+import re
 from itertools import groupby
 
 from toolstack import layout
@@ -11,6 +12,7 @@ from toolstack.ops import Toolstack
 
 # Task ids begin with their start time to the second ("20250101T120000-<hex>").
 _SECOND = len("20250101T120000")
+_TASK_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")
 
 
 def _read(raw: bytes | None) -> Task | None:
@@ -37,8 +39,8 @@ def _side_tasks(ts: Toolstack) -> dict[str, Task]:
 
 def get_task(ts: Toolstack, task_id: str) -> Task | None:
     """One task by id; a failed task's own branch wins over main's record (which never says 'failed')."""
-    if not task_id or "/" in task_id or task_id in (".", ".."):
-        return None
+    if not _TASK_ID.fullmatch(task_id):
+        return None  # not an id the toolstack makes (and never a path to read)
     failed = ts.store.branch(f"{layout.FAILED_PREFIX}/{task_id}").head
     if failed is not None:
         task = _read(ts.store.tree_at(failed).get(layout.task_path(task_id)))

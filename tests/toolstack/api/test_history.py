@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 from tests.toolstack.api.conftest import create
 from toolstack import layout
@@ -125,3 +126,16 @@ def test_reconcile_adopts_unknown_domains_only_when_asked(client, ts):
     assert [(a["kind"], a["name"]) for a in adopted["actions"]] == [("adopt", "stray")]
     assert client.get("/vms/stray").json()["state"] == "running"
     assert ts.main.get(layout.name_path("stray")) is not None
+
+
+def test_revisions_that_would_read_outside_the_repository_are_refused_with_422(client):
+    for rev in ("../../../../etc/hostname", "refs/../../config", "a" * 300, "main:README"):
+        response = client.get(f"/commits/{quote(rev, safe='')}")  # encoded: the client must not normalise
+        assert response.status_code == 422, (rev, response.text)
+        assert response.json()["fields"][0]["loc"] == ["path", "rev"]
+    assert client.post("/rollback", json={"commit": "../../x"}).json()["fields"][0]["loc"] == [
+        "body",
+        "commit",
+    ]
+    failed_branch = client.get("/commits/main").json()["commit"]
+    assert client.get("/commits/refs/heads/main").json()["commit"] == failed_branch

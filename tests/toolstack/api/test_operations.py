@@ -170,3 +170,14 @@ def test_tasks_are_listed_newest_first_filtered_and_paged(client):
     assert {t["vm_name"] for t in client.get("/tasks", params={"vm": "t1"}).json()["items"]} == {"t1"}
     assert client.get("/tasks/nope").status_code == 404
     assert client.get("/tasks", params={"limit": 0}).json()["fields"][0]["loc"] == ["query", "limit"]
+
+
+def test_the_app_runs_operations_again_after_its_lifespan_restarts(app):
+    """Stopping the app waits for its operations and stops their workers; starting it again restarts them."""
+    from fastapi.testclient import TestClient
+
+    from tests.toolstack.api.conftest import AUTH
+
+    for name in ("first", "second"):
+        with TestClient(app, headers=AUTH) as client:
+            assert client.post("/vms", json={"name": name, "memory": 64}).status_code == 201

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from toolstack import layout
 from toolstack.api.deps import State
 from toolstack.api.errors import error_responses
+from toolstack.api.revisions import Revision
 from toolstack.api.sse import event_stream, resume_token
 from toolstack.events import events_since
 
@@ -28,14 +29,12 @@ _STREAM = {
 async def events(
     request: Request,
     api: State,
-    since: Annotated[
-        str | None, Query(max_length=256, description="Resume after this token (a commit id).")
-    ] = None,
+    since: Annotated[Revision | None, Query(description="Resume after this token (a commit id).")] = None,
     follow: Annotated[bool, Query(description="Keep the stream open for new events.")] = True,
     limit: Annotated[
         int | None, Query(ge=1, le=100_000, description="At most this many past events.")
     ] = None,
-    last_event_id: Annotated[str | None, Header(max_length=256)] = None,
+    last_event_id: Annotated[Revision | None, Header()] = None,
 ) -> StreamingResponse:
     """VM events (created, started, stopped, config-changed, device-added, observed...) after a token.
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from toolstack.api.deps import TS
 from toolstack.api.errors import error_responses
 from toolstack.api.etags import etag
+from toolstack.api.revisions import Revision
 from toolstack.api.schemas import BranchOut, CommitOut, HistoryPage
 from toolstack.api.views import commit_out, history_entry
 from toolstack.history import show
@@ -40,8 +41,8 @@ def vm_history(ts: TS, vm: str, limit: Limit = 50, offset: Offset = 0) -> Histor
     return _page(ts, vm, limit, offset)
 
 
-@router.get("/commits/{rev}", response_model=CommitOut, responses=error_responses(404))
-def commit(ts: TS, rev: str, response: Response) -> CommitOut:
+@router.get("/commits/{rev:path}", response_model=CommitOut, responses=error_responses(404))
+def commit(ts: TS, rev: Annotated[Revision, Path()], response: Response) -> CommitOut:
     """A commit (any revision: an id, an abbreviation, main~3...) with what it changed, as unified diffs."""
     view = show(ts, rev)
     response.headers["ETag"] = etag(view.info.id)

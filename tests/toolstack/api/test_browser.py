@@ -1,0 +1,119 @@
+"""The web page in a real headless Chromium (Debian's), against a live ``toolstack serve`` on loopback: create
+and start a VM, see its timeline and a step's diff, roll it back through the dry-run dialog, see live updates;
+screenshots are saved under artifacts/ at the repository root."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.toolstack.api.conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "artifacts"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(
+        f"BROWSER TEST NOT RUN: {CHROMIUM} is missing; install Debian's `chromium` package "
+        "(apt-get install chromium) to run it",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture
+def page(tmp_path):
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=LAUNCH_ARGS,
+            viewport={"width": 1400, "height": 950},
+        )
+        try:
+            browser_page = context.new_page()
+            browser_page.set_default_timeout(15_000)
+            yield browser_page
+        finally:
+            context.close()
+
+
+def test_create_start_timeline_diff_and_rollback_through_the_dry_run_dialog(page, live_server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+
+    # 1. The page, given the token in the fragment, which it removes from the address bar.
+    page.goto(f"{live_server.url}/#token={live_server.token}")
+    expect(page.locator("#app")).to_be_visible()
+    assert live_server.token not in page.url
+    expect(page.locator("#live")).to_have_text("live")
+
+    # 2. Create and start a VM.
+    page.fill("#create-name", "web1")
+    page.fill("#create-memory", "256M")
+    page.click("#create-start")
+    row = page.locator('tr[data-vm="web1"]')
+    expect(row.locator("td.state")).to_have_text("running")
+
+    # 3. Its timeline: who, when, what; and a step's diff.
+    page.click('tr[data-vm="web1"] td.name button')
+    steps = page.locator("#timeline li")
+    expect(steps).to_have_count(2)
+    expect(steps.nth(0)).to_contain_text("vm start web1")
+    expect(steps.nth(0)).to_contain_text("Web Operator")
+    expect(steps.nth(1)).to_contain_text("vm create web1")
+    steps.nth(0).locator("button.step").click()
+    expect(page.locator("#diff-changes")).to_contain_text("+running")
+    expect(page.locator("#diff-changes")).to_contain_text("-stopped")
+
+    # 4. Roll back to the create step: the dialog shows the dry-run plan first, and nothing has changed yet.
+    steps.nth(1).locator("button.rollback").click()
+    dialog = page.locator("#rollback-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#plan li")).to_contain_text(["stop web1"])
+    expect(row.locator("td.state")).to_have_text("running")
+    page.screenshot(path=str(ARTIFACTS / "api-browser-rollback-plan.png"))
+    page.click("#rollback-apply")
+    expect(dialog).to_be_hidden()
+    expect(row.locator("td.state")).to_have_text("shutoff")
+    expect(page.locator("#status")).to_contain_text("rolled web1 back")
+    expect(page.locator("#timeline li").first).to_contain_text(re.compile(r"reconcile|rollback"))
+
+    # Live updates: a change made by another client shows up without reloading the page.
+    with httpx.Client(base_url=live_server.url, headers=live_server.auth) as other:
+        assert other.post("/vms", json={"name": "from-elsewhere", "memory": 64}).status_code == 201
+    expect(page.locator('tr[data-vm="from-elsewhere"]')).to_be_visible()
+    expect(page.locator('#events li[data-kind="created"]').first).to_contain_text("from-elsewhere")
+
+    # 5. The screenshot, kept as a test artifact.
+    shot = ARTIFACTS / "api-browser.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+    assert errors == []
+
+
+def test_without_a_token_the_page_asks_for_one_and_refuses_a_wrong_one(page, live_server):
+    page.goto(live_server.url + "/")
+    expect(page.locator("#login")).to_be_visible()
+    page.fill("#token-input", "wrong-token-value-123")
+    page.click("#login-form button")
+    expect(page.locator("#login-error")).to_have_text("That token is wrong.")
+    page.fill("#token-input", live_server.token)
+    page.click("#login-form button")
+    expect(page.locator("#app")).to_be_visible()

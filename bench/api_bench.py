@@ -1,0 +1,313 @@
+"""Benchmark of ``toolstack serve`` (the HTTP API) against the in-process ``toolstack.ops`` rate, measured in
+the same run on the same repository, so that the HTTP overhead shows as a ratio.
+
+1. GET one VM (``GET /vms/{name}``) against ``ts.vm`` + ``ts.info`` + the ETag lookup, in-process;
+2. the VM list with 1,000 VMs (``GET /vms``) against ``ts.vms()`` + ``driver.list()``;
+3. create+start on the simulator (``POST /vms`` then ``POST /vms/{name}/start``) against ``ts.create`` +
+   ``ts.start``, sequentially and with concurrent clients.
+
+The load generator runs on loopback: wrk for the GETs if it is installed, else httpx threads; httpx threads for
+create+start (each pair is two dependent requests). The server and the load generator share this machine's
+cores: read ratios, not absolute figures. Targets from the issue: >= 200 create+start/s and GET p50 <= 5 ms.
+
+Run: ``.venv/bin/python bench/api_bench.py [--vms 1000] [--ops 100] [--seconds 5] [--concurrency 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import httpx
+
+from toolstack.api.etags import vm_version
+from toolstack.ops import Toolstack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Rate:
+    """Operations per second with latency percentiles (milliseconds)."""
+
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    how: str
+
+    def row(self) -> str:
+        return (
+            f"{self.per_second:10.1f}/s  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms  ({self.how})"
+        )
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def timed_loop(call: Callable[[int], None], seconds: float, threads: int = 1, how: str = "") -> Rate:
+    """Call ``call(i)`` from ``threads`` threads for ``seconds``; every call is timed."""
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    deadline = time.perf_counter() + seconds
+
+    def worker(slot: int) -> None:
+        i = slot
+        while time.perf_counter() < deadline:
+            begin = time.perf_counter()
+            call(i)
+            latencies[slot].append(time.perf_counter() - begin)
+            i += threads
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, range(threads)))
+    elapsed = time.perf_counter() - start
+    samples = [s for slot in latencies for s in slot]
+    return Rate(len(samples) / elapsed, percentile(samples, 0.5), percentile(samples, 0.99), how)
+
+
+def fixed_batch(call: Callable[[str], None], names: list[str], threads: int, how: str) -> Rate:
+    """Call ``call(name)`` once per name from ``threads`` threads; every call is timed."""
+    samples: list[float] = []
+    mutex = threading.Lock()
+
+    def one(name: str) -> None:
+        begin = time.perf_counter()
+        call(name)
+        with mutex:
+            samples.append(time.perf_counter() - begin)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, names))
+    elapsed = time.perf_counter() - start
+    return Rate(len(names) / elapsed, percentile(samples, 0.5), percentile(samples, 0.99), how)
+
+
+def names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}-{uuidlib.uuid4().hex[:10]}" for _ in range(count)]
+
+
+# -- in process ----------------------------------------------------------------------------------------------
+def in_process(ts: Toolstack, args: argparse.Namespace, probe: str) -> dict[str, Rate]:
+    def get_one(_: int) -> None:
+        vm = ts.vm(probe)
+        ts.info(vm)
+        vm_version(ts, vm.uuid)
+
+    def list_all(_: int) -> None:
+        ts.driver.list()
+        ts.vms()
+
+    def create_start(name: str) -> None:
+        ts.start(ts.create(name, memory=64).uuid)
+
+    return {
+        "get": timed_loop(get_one, args.seconds, how="ts.vm + ts.info + ETag, 1 thread"),
+        "list": timed_loop(list_all, args.seconds, how=f"ts.vms() of {args.vms}, 1 thread"),
+        "create1": fixed_batch(create_start, names("ops", args.ops), 1, "ts.create + ts.start, 1 thread"),
+        "createN": fixed_batch(
+            create_start,
+            names("opsc", args.ops),
+            args.concurrency,
+            f"ts.create + ts.start, {args.concurrency} threads",
+        ),
+    }
+
+
+# -- over HTTP -----------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(workdir: str, repo: str, driver: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    token_file = os.path.join(workdir, "bench.api-token")
+    command = [
+        sys.executable,
+        "-m",
+        "toolstack.cli",
+        "--repo",
+        repo,
+        "--driver",
+        driver,
+        "--author",
+        "bench",
+        "serve",
+        "--port",
+        str(port),
+        "--token-file",
+        token_file,
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("toolstack serve did not start")
+        time.sleep(0.1)
+    with open(token_file, encoding="utf-8") as handle:
+        return process, url, handle.read().strip()
+
+
+_WRK_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_WRK_RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
+
+
+def wrk(url: str, token: str, path: str, seconds: float, connections: int, workdir: str) -> Rate:
+    # The header goes through a script file (mode 0600), not the command line that `ps` shows.
+    script = os.path.join(workdir, "wrk-auth.lua")
+    with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+    threads = min(2, connections)
+    output = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds:g}s",
+            "--latency",
+            "-s",
+            script,
+            url + path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in output:
+        raise SystemExit(f"wrk saw errors:\n{output}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    latency = {q: float(v) * scale[unit] for q, v, unit in _WRK_LATENCY.findall(output)}
+    rate = float(_WRK_RATE.search(output).group(1))  # type: ignore[union-attr]
+    return Rate(rate, latency["50"], latency["99"], f"wrk, {connections} connection(s)")
+
+
+def httpx_get(url: str, token: str, path: str, seconds: float, threads: int) -> Rate:
+    local = threading.local()
+
+    def get(_: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+        response = local.client.get(path)
+        response.raise_for_status()
+
+    return timed_loop(get, seconds, threads, f"httpx, {threads} thread(s)")
+
+
+def http_create_start(url: str, token: str, batch: list[str], threads: int) -> Rate:
+    local = threading.local()
+
+    def create_start(name: str) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            )
+        created = local.client.post("/vms", json={"name": name, "memory": 64})
+        started = local.client.post(f"/vms/{name}/start")
+        if created.status_code != 201 or started.status_code != 200:
+            raise RuntimeError(f"{name}: {created.status_code} {started.status_code} {started.text}")
+
+    return fixed_batch(create_start, batch, threads, f"POST /vms + POST start, {threads} client(s)")
+
+
+def over_http(url: str, token: str, args: argparse.Namespace, probe: str, workdir: str) -> dict[str, Rate]:
+    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
+
+    def get(path: str, connections: int) -> Rate:
+        if use_wrk:
+            return wrk(url, token, path, args.seconds, connections, workdir)
+        return httpx_get(url, token, path, args.seconds, connections)
+
+    return {
+        "get": get(f"/vms/{probe}", 1),
+        "getN": get(f"/vms/{probe}", args.concurrency),
+        "list": get("/vms", 1),
+        "create1": http_create_start(url, token, names("http", args.ops), 1),
+        "createN": http_create_start(url, token, names("httpc", args.ops), args.concurrency),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vms", type=int, default=1000, help="VMs in the repository (the list size)")
+    parser.add_argument("--ops", type=int, default=100, help="create+start pairs per measurement")
+    parser.add_argument("--seconds", type=float, default=5.0, help="Duration of each GET measurement")
+    parser.add_argument("--concurrency", type=int, default=8, help="Concurrent clients / threads")
+    parser.add_argument("--no-wrk", action="store_true", help="Use httpx for the GETs even if wrk exists")
+    args = parser.parse_args()
+
+    workdir = tempfile.mkdtemp(prefix="api-bench-")
+    repo = os.path.join(workdir, "state.git")
+    driver = f"sim://{workdir}/sim"
+    try:
+        print(f"setting up {args.vms} VMs on the simulator...", flush=True)
+        with Toolstack.open(repo, driver, author="bench") as ts:
+            for name in names("vm", args.vms):
+                ts.create(name, memory=64)
+            probe = ts.vms()[args.vms // 2].name
+            local = in_process(ts, args, probe)
+        process, url, token = start_server(workdir, repo, driver)
+        try:
+            remote = over_http(url, token, args, probe, workdir)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    print(f"{'measure':34} {'in-process toolstack.ops':60} | {'HTTP (toolstack serve)':62} | HTTP/ops")
+    rows = [
+        ("GET one VM, 1 client", "get", "get"),
+        (f"GET one VM, {args.concurrency} clients", "get", "getN"),
+        (f"GET /vms ({args.vms} VMs)", "list", "list"),
+        ("create+start, 1 client", "create1", "create1"),
+        (f"create+start, {args.concurrency} clients", "createN", "createN"),
+    ]
+    for label, ops_key, http_key in rows:
+        ops, http = local[ops_key], remote[http_key]
+        print(f"{label:34} {ops.row():60} | {http.row():62} | {http.per_second / ops.per_second:6.2f}x")
+    best_create = max(remote["create1"].per_second, remote["createN"].per_second)
+    best_ops_create = max(local["create1"].per_second, local["createN"].per_second)
+    print()
+    print(
+        f"targets: create+start >= 200/s over HTTP: {best_create:.0f}/s "
+        f"({'met' if best_create >= 200 else 'NOT met'}; the in-process ceiling is {best_ops_create:.0f}/s); "
+        f"GET p50 <= 5 ms: {remote['get'].p50_ms:.2f} ms ({'met' if remote['get'].p50_ms <= 5 else 'NOT met'})"
+    )
+    print(
+        f"median in-process GET {statistics.median([local['get'].p50_ms]):.3f} ms vs HTTP {remote['get'].p50_ms:.3f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -603,6 +603,7 @@ class DiskBackend(Backend):
         if maintainer is not None and maintainer is not threading.current_thread():
             maintainer.join(timeout=30)
         self._objects.close()
+        self._packs.close()
         self._directories.close()
         with self._leases_mutex:
             for lease in self._leases.values():

@@ -45,8 +45,19 @@ class PackView:
         if len(self._index) < self._large_at + 40:
             raise ValueError(f"{base}.idx is truncated")
 
+    def close(self) -> None:
+        """Unmap the files (each map holds a descriptor of its own)."""
+        self._index.close()
+        self._pack.close()
+
     def offset(self, sha: bytes) -> int | None:
-        """Where the object with this binary id starts in the pack, or None."""
+        """Where the object with this binary id starts in the pack, or None (also once closed)."""
+        try:
+            return self._offset(sha)
+        except ValueError:  # unmapped by a concurrent rescan: the caller looks elsewhere
+            return None
+
+    def _offset(self, sha: bytes) -> int | None:
         first = sha[0]
         low = self._fanout[first - 1] if first else 0
         high = self._fanout[first]
@@ -67,7 +78,13 @@ class PackView:
         return None
 
     def read(self, offset: int) -> tuple[int, bytes] | None:
-        """(type number, raw bytes) of the whole object at ``offset``; None for a delta."""
+        """(type number, raw bytes) of the whole object at ``offset``; None for a delta (or once closed)."""
+        try:
+            return self._read(offset)
+        except ValueError:
+            return None
+
+    def _read(self, offset: int) -> tuple[int, bytes] | None:
         pack = self._pack
         byte = pack[offset]
         type_num = (byte >> 4) & 7
@@ -120,7 +137,16 @@ class PackSet:
         except (OSError, ValueError):
             return
         with self._mutex:
+            for old in (p for p in self._packs if p.name == name):
+                old.close()
             self._packs = [view, *(p for p in self._packs if p.name != name)]
+
+    def close(self) -> None:
+        with self._mutex:
+            for pack in self._packs:
+                pack.close()
+            self._packs = []
+            self._last = None
 
     def rescan(self) -> None:
         """Pick up packs written by other processes and forget removed ones (their maps stay valid for
@@ -139,6 +165,8 @@ class PackSet:
                 except (OSError, ValueError):
                     continue
             kept = [p for p in self._packs if p.name in names]
+            for gone in (p for p in self._packs if p.name not in names):
+                gone.close()  # removed by a roll-up or `git repack`: its objects are in another pack
             if self._last is not None and self._last.name not in names:
                 self._last = None
             # Small packs are the recent ones; look in them first.

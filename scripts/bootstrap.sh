@@ -23,6 +23,9 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# This machine's pip configuration names local mirrors that may be absent: keep their warnings out of the log.
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+
 stamp="$VENV/.bootstrap-stamp"
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/bootstrap.sh ]; then
     exit 0
@@ -32,9 +35,9 @@ fi
 # libvirt-python is source-only on PyPI and takes ~10 s to build: keep the wheel outside the repository.
 mkdir -p "$WHEELHOUSE"
 if ! ls "$WHEELHOUSE"/libvirt_python-*.whl >/dev/null 2>&1; then
-    "$VENV/bin/python" -m pip wheel -q --no-deps -w "$WHEELHOUSE" libvirt-python
+    quiet_pip wheel -q --no-deps -w "$WHEELHOUSE" libvirt-python
 fi
 # compat mode: a .pth entry for the checkout, so packages added later import without reinstalling.
-"$VENV/bin/python" -m pip install -q --find-links "$WHEELHOUSE" --config-settings editable_mode=compat -e '.[libvirt,dev,bench]'
+quiet_pip install -q --find-links "$WHEELHOUSE" --config-settings editable_mode=compat -e '.[libvirt,dev,bench]'
 touch "$stamp"
 echo "bootstrap: environment ready in $VENV"

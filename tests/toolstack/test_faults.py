@@ -6,23 +6,12 @@ from __future__ import annotations
 import pytest
 
 from drivers.models import Disk
+from drivers.sim.faults import OPERATIONS
 from toolstack.errors import OperationFailed
 from toolstack.ops import Toolstack
 
-MUTATING = [
-    "define",
-    "undefine",
-    "start",
-    "shutdown",
-    "reboot",
-    "destroy",
-    "pause",
-    "resume",
-    "attach_device",
-    "detach_device",
-    "set_vcpus",
-    "set_memory",
-]
+# Every driver call that changes the hypervisor (the simulator can fail any of them).
+MUTATING = sorted(OPERATIONS - {"info", "list", "get_spec"})
 NAME = "victim"
 
 

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -303,9 +302,6 @@ def main() -> None:
         f"targets: create+start >= 200/s over HTTP: {best_create:.0f}/s "
         f"({'met' if best_create >= 200 else 'NOT met'}; the in-process ceiling is {best_ops_create:.0f}/s); "
         f"GET p50 <= 5 ms: {remote['get'].p50_ms:.2f} ms ({'met' if remote['get'].p50_ms <= 5 else 'NOT met'})"
-    )
-    print(
-        f"median in-process GET {statistics.median([local['get'].p50_ms]):.3f} ms vs HTTP {remote['get'].p50_ms:.3f} ms"
     )
 
 

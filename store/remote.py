@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from dulwich import client as dulwich_client
+from dulwich import pack as dulwich_pack
 from dulwich.client import get_transport_and_path
 from dulwich.config import ConfigFile
 from dulwich.errors import GitProtocolError, HangupException
@@ -51,6 +53,26 @@ class NonFastForward(RemoteError):
         self.branch = branch
         super().__init__(remote, url, reason)
 
+
+class _CoalescedPackChunks(dulwich_pack.PackChunkGenerator):
+    """dulwich writes each pack chunk (two or three per object) to the socket with its own send; joining them
+    into ~256 KiB writes makes a push of thousands of small objects several times faster. The bytes are the
+    same."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        buffer: list[bytes] = []
+        size = 0
+        for chunk in super().__iter__():
+            buffer.append(chunk)
+            size += len(chunk)
+            if size >= 1 << 18:
+                yield b"".join(buffer)
+                buffer, size = [], 0
+        if buffer:
+            yield b"".join(buffer)
+
+
+dulwich_client.PackChunkGenerator = _CoalescedPackChunks  # type: ignore[misc]
 
 # What git's receive-pack says when the ref moved under it: retry after fetching, as for a non-fast-forward.
 _RACE_MARKERS = ("failed to update ref", "failed to lock", "non-fast-forward", "fetch first", "stale info")

@@ -8,6 +8,9 @@ repository's config, so ``git fetch``/``git push`` in the same repository see it
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -119,10 +122,13 @@ class Remote:
         before = set(os.listdir(os.path.join(gitdir, "objects", "pack")))
         repo = Repo(gitdir)
         try:
-            result = client.fetch(  # type: ignore[attr-defined]
-                path, repo, determine_wants=_wants_branches(repo), progress=None
-            )
-        except (GitProtocolError, HangupException, OSError) as err:
+            if shutil.which("git"):
+                result = self._fetch_with_index_pack(client, path, repo)
+            else:
+                result = client.fetch(  # type: ignore[attr-defined]
+                    path, repo, determine_wants=_wants_branches(repo), progress=None
+                )
+        except (GitProtocolError, HangupException, OSError, subprocess.CalledProcessError) as err:
             raise RemoteError(self.name, self.url, f"fetch failed: {err}") from err
         finally:
             repo.close()
@@ -139,6 +145,25 @@ class Remote:
                 if backend.compare_and_swap(tracking, backend.read_ref(tracking), sha):
                     break
         return branches
+
+    def _fetch_with_index_pack(self, client: object, path: str, repo: Repo) -> object:
+        """Receive the pack into a spool file and index it with `git index-pack --fix-thin`: git's C indexer
+        is several times faster than indexing a thin pack object by object in Python."""
+        gitdir = self.store.gitdir
+        assert gitdir is not None
+        with tempfile.TemporaryFile(dir=os.path.join(gitdir, "objects")) as spool:
+            result = client.fetch_pack(  # type: ignore[attr-defined]
+                path, _wants_branches(repo), repo.get_graph_walker(), spool.write
+            )
+            if spool.tell():
+                spool.seek(0)
+                subprocess.run(
+                    ["git", "-C", gitdir, "index-pack", "--stdin", "--fix-thin"],
+                    stdin=spool,
+                    check=True,
+                    capture_output=True,
+                )
+        return result
 
     def _sync_new_packs(self, before: set[str]) -> None:
         """Make the packs a fetch wrote durable before any ref points into them, and visible to readers."""
@@ -212,6 +237,37 @@ class Remote:
         if local is None:
             raise UnknownBranch(branch)
         ref = f"refs/heads/{remote_branch or branch}".encode()
+        if shutil.which("git"):
+            self._push_with_git(local, ref.decode(), branch, force)
+        else:
+            self._push_with_dulwich(local, ref, branch, force)
+        tracking = self.tracking_ref(remote_branch or branch)
+        backend = self.store.backend
+        backend.compare_and_swap(tracking, backend.read_ref(tracking), local)
+        return local
+
+    def _push_with_git(self, local: str, ref: str, branch: str, force: bool) -> None:
+        """`git push`: git's C pack-objects builds the pack (with deltas) several times faster than dulwich,
+        and git itself refuses a non-fast-forward unless forced."""
+        gitdir = self.store.gitdir
+        assert gitdir is not None
+        command = ["git", "-C", gitdir, "push", "--porcelain", "--quiet", self.url, f"{local}:{ref}"]
+        if force:
+            command.insert(5, "--force")
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return
+        said = (result.stdout + result.stderr).strip()
+        if any(marker in said for marker in _RACE_MARKERS) or "[rejected]" in said:
+            raise NonFastForward(
+                self.name,
+                self.url,
+                branch,
+                f"push of {branch} rejected: the remote has commits it lacks (fetch first)",
+            )
+        raise RemoteError(self.name, self.url, f"push failed: {said.splitlines()[-1] if said else result}")
+
+    def _push_with_dulwich(self, local: str, ref: bytes, branch: str, force: bool) -> None:
         graph = self.store.graph
         refusal: list[str] = []
 
@@ -219,8 +275,7 @@ class Remote:
             old = refs.get(ref)
             if old and old != ZERO_SHA and not force:
                 old_id = old.decode("ascii")
-                known = graph.exists(old_id)
-                if not known or not graph.is_ancestor(old_id, local):
+                if not graph.exists(old_id) or not graph.is_ancestor(old_id, local):
                     refusal.append(old_id)
                     return {}
             return {ref: local.encode("ascii")}
@@ -246,10 +301,6 @@ class Remote:
                 # Another client updated the branch between the server's advertisement and our update.
                 raise NonFastForward(self.name, self.url, branch, f"push of {branch} lost a race: {reasons}")
             raise RemoteError(self.name, self.url, f"the server refused: {reasons}")
-        tracking = self.tracking_ref(remote_branch or branch)
-        backend = self.store.backend
-        backend.compare_and_swap(tracking, backend.read_ref(tracking), local)
-        return local
 
     def _pack_data(
         self, have: set[bytes], want: set[bytes], **_: object

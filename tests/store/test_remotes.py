@@ -117,3 +117,20 @@ def test_an_unreachable_remote_is_a_clear_error(tmp_path):
     with pytest.raises(RemoteError, match="nowhere"):
         store.remote("nowhere", "git://127.0.0.1:1/none.git").fetch()
     store.close()
+
+
+def test_without_the_git_cli_dulwich_alone_fetches_and_pushes(served, tmp_path, mocker):
+    central, url = served
+    mocker.patch("store.remote.shutil.which", return_value=None)
+    one = Store.clone(url, tmp_path / "one.git")
+    commit(one.branch("main"), {"pure": b"dulwich"}, "pushed by dulwich")
+    one.remote("origin").push("main")
+    assert central.branch("main").get("pure") == b"dulwich"
+    commit(central.branch("main"), {"elsewhere": b"1"}, "remote-only commit")
+    commit(one.branch("main"), {"mine": b"1"}, "local commit")
+    with pytest.raises(NonFastForward):
+        one.remote("origin").push("main")
+    one.remote("origin").pull("main")
+    one.remote("origin").push("main")
+    assert central.branch("main").get("mine") == b"1"
+    one.close()

@@ -9,6 +9,7 @@ protocol, guarded by an flock lease so that locks left by killed processes are r
 from __future__ import annotations
 
 import atexit
+import errno
 import contextlib
 import hashlib
 import logging
@@ -439,7 +440,10 @@ class DiskBackend(Backend):
 
     # -- refs ----------------------------------------------------------------------------------------------
     def _ref_path(self, name: str) -> str:
-        return os.path.join(self.gitdir, *name.split("/"))
+        parts = name.split("/")
+        if not name or "\0" in name or any(part in ("", ".", "..") for part in parts):
+            raise StoreError(f"invalid ref name {name!r}")
+        return os.path.join(self.gitdir, *parts)
 
     def _lease(self, name: str) -> Lease:
         with self._leases_mutex:
@@ -477,6 +481,10 @@ class DiskBackend(Backend):
                 fd = os.open(self._ref_path(name), os.O_RDONLY | os.O_CLOEXEC)
             except (FileNotFoundError, NotADirectoryError):
                 return self._packed_refs().get(name)
+            except OSError as err:
+                if err.errno == errno.ENAMETOOLONG:
+                    return self._packed_refs().get(name)
+                raise
             try:
                 content = os.read(fd, 4096).strip()
             except IsADirectoryError:

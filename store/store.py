@@ -238,7 +238,7 @@ class Store:
         if not isinstance(branch, str) or not branch:
             raise ValueError(f"invalid branch name {branch!r}")
         ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
-        if not check_ref_format(ref.encode("utf-8")):
+        if not check_ref_format(ref.encode("utf-8")) or any(len(p.encode()) > 200 for p in ref.split("/")):
             raise ValueError(f"invalid branch name {branch!r}")
         return ref
 
@@ -333,7 +333,12 @@ class Store:
                 raise UnknownCommit(rev)
             return name
         for candidate in (name, f"refs/heads/{name}", f"refs/tags/{name}", f"refs/{name}"):
-            if candidate.startswith("refs/") or candidate == "HEAD":
+            # Only well-formed ref names reach the file system ("../../etc/passwd" is not a revision).
+            if (
+                candidate.startswith("refs/")
+                and len(candidate) < 1024
+                and check_ref_format(candidate.encode())
+            ):
                 value = self.backend.read_ref(candidate)
                 if value is not None:
                     return value

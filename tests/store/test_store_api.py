@@ -124,3 +124,16 @@ def test_write_commit_then_fork_publishes_a_prepared_commit_atomically(store):
     assert store.graph.parents(prepared) == (base,)
     with pytest.raises(BranchExists):
         store.fork("claim", prepared)
+
+
+def test_revisions_cannot_reach_outside_the_repository(store):
+    commit(store.branch("main"), "a", b"1")
+    for hostile in [
+        "../../../../etc/hostname",
+        "refs/../../config",
+        "x" * 300,
+        "a\0b",
+        "HEAD/../../../config",
+    ]:
+        with pytest.raises(UnknownCommit):
+            store.resolve(hostile)

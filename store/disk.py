@@ -9,8 +9,8 @@ protocol, guarded by an flock lease so that locks left by killed processes are r
 from __future__ import annotations
 
 import atexit
-import errno
 import contextlib
+import errno
 import hashlib
 import logging
 import os

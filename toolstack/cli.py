@@ -384,17 +384,12 @@ def nic_detach(c: Context, name: str, device_id: str) -> None:
 from toolstack import cli_state, cli_sync  # noqa: E402, F401
 
 
-def _register_optional_commands() -> None:
-    """Commands from optional subpackages (e.g. the xenstored daemon) join the CLI when present."""
-    main.add_command(__import__("toolstack.api.cli", fromlist=["serve"]).serve)  # imports click only
-    try:
-        from toolstack.xenstored.cli import xenstored
-    except ImportError:
-        return
-    main.add_command(xenstored)
+# The daemons join the CLI (their modules import click only; FastAPI and asyncio load when they start).
+from toolstack.api.cli import serve  # noqa: E402
+from toolstack.xenstored.cli import xenstored  # noqa: E402
 
-
-_register_optional_commands()
+main.add_command(serve)
+main.add_command(xenstored)
 
 if __name__ == "__main__":
     # Run as `python -m toolstack.cli`: use the importable module's group, on which cli_state registered.

@@ -383,7 +383,6 @@ def nic_detach(c: Context, name: str, device_id: str) -> None:
 # The history, plan, task and raw-store commands live in cli_state; importing it registers them on `main`.
 from toolstack import cli_state, cli_sync  # noqa: E402, F401
 
-
 # The daemons join the CLI (their modules import click only; FastAPI and asyncio load when they start).
 from toolstack.api.cli import serve  # noqa: E402
 from toolstack.xenstored.cli import xenstored  # noqa: E402

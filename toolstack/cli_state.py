@@ -14,8 +14,8 @@ from toolstack import layout
 from toolstack.cli import EXIT_ERROR, Context, handled, main, pass_ctx
 from toolstack.errors import ToolstackError
 from toolstack.history import show as show_commit
-from toolstack.models import Task
 from toolstack.output import emit, emit_lines, table, when
+from toolstack.task_records import get_task, list_tasks
 
 
 # -- history -----------------------------------------------------------------------------------------------
@@ -143,28 +143,12 @@ def task() -> None:
     """Inspect tasks (each operation is one)."""
 
 
-def _all_tasks(c: Context) -> list[Task]:
-    ts = c.toolstack(create=False)
-    found: dict[str, Task] = {}
-    refs = ts.store.backend.list_refs(f"refs/heads/{layout.FAILED_PREFIX}/")
-    refs.update(ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/"))
-    trees = [ts.main.tree] + [ts.store.tree_at(commit) for commit in refs.values()]
-    for tree in trees:
-        for task_id in tree.list(layout.TASKS):
-            raw = tree.get(layout.task_path(task_id))
-            if raw is not None:
-                record = Task.model_validate_json(raw)
-                if task_id not in found or record.status != "running":
-                    found[task_id] = record
-    return sorted(found.values(), key=lambda t: t.started, reverse=True)
-
-
 @task.command("list")
 @click.option("-n", "--limit", type=int, default=50, show_default=True)
 @pass_ctx
 @handled
 def task_list(c: Context, limit: int) -> None:
-    tasks = _all_tasks(c)[:limit]
+    tasks, _ = list_tasks(c.toolstack(create=False), limit=limit)
     rows = [
         (
             t.id,
@@ -189,10 +173,10 @@ def task_list(c: Context, limit: int) -> None:
 @pass_ctx
 @handled
 def task_show(c: Context, task_id: str) -> None:
-    matches = [t for t in _all_tasks(c) if t.id == task_id or t.id.endswith(task_id)]
-    if len(matches) != 1:
-        raise ToolstackError(f"no task {task_id!r}" if not matches else f"task id {task_id!r} is ambiguous")
-    record = matches[0].model_dump(mode="json")
+    found = get_task(c.toolstack(create=False), task_id)
+    if found is None:
+        raise ToolstackError(f"no task {task_id!r}")
+    record = found.model_dump(mode="json")
     emit(record, c.json, "\n".join(f"{k}: {v}" for k, v in record.items()))
 
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from toolstack.api.deps import TS
 from toolstack.api.errors import NotFoundError, error_responses
 from toolstack.api.schemas import TaskPage
-from toolstack.api.task_records import get_task, list_tasks
 from toolstack.models import Task, TaskStatus
+from toolstack.task_records import get_task, list_tasks
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 

@@ -128,23 +128,38 @@ class CommitGraph:
         """The (is_dir, id) entry at ``key`` under ``tree``, or None; (True, tree) for the root."""
         if tree is None:
             return None
-        node: tuple[bool, ObjectId] = (True, tree)
+        node: tuple[bool, ObjectId] | None = (True, tree)
         for segment in key:
-            is_dir, oid = node
-            if not is_dir:
+            node = self._step(node, segment)
+            if node is None:
                 return None
-            cache_key = oid + b"/" + segment.encode("utf-8", "surrogateescape")
-            found = self._path_cache.get(cache_key)
-            if found is None:
-                type_num, raw = self.backend.get_raw(oid)
-                if type_num != TREE:
-                    raise CorruptObject(oid.decode(), "expected a tree")
-                found = lookup_entry(raw, segment.encode("utf-8", "surrogateescape")) or False
-                self._path_cache.put(cache_key, found)
-            if found is False:
-                return None
-            node = found  # type: ignore[assignment]
         return node
+
+    def _step(self, node: tuple[bool, ObjectId] | None, segment: str) -> tuple[bool, ObjectId] | None:
+        """The entry ``segment`` of directory ``node`` (None if absent or ``node`` is not a directory)."""
+        if node is None or not node[0]:
+            return None
+        oid = node[1]
+        cache_key = oid + b"/" + segment.encode("utf-8", "surrogateescape")
+        found = self._path_cache.get(cache_key)
+        if found is None:
+            type_num, raw = self.backend.get_raw(oid)
+            if type_num != TREE:
+                raise CorruptObject(oid.decode(), "expected a tree")
+            found = lookup_entry(raw, segment.encode("utf-8", "surrogateescape")) or False
+            self._path_cache.put(cache_key, found)
+        return None if found is False else found  # type: ignore[return-value]
+
+    def same_at(self, tree: ObjectId | None, other: ObjectId | None, key: Key) -> bool:
+        """Whether two trees hold the same entry at ``key``, descending only while they differ (equal
+        subtree ids above ``key`` settle it without reading further)."""
+        a: tuple[bool, ObjectId] | None = None if tree is None else (True, tree)
+        b: tuple[bool, ObjectId] | None = None if other is None else (True, other)
+        for segment in key:
+            if a == b:
+                return True
+            a, b = self._step(a, segment), self._step(b, segment)
+        return a == b
 
     # -- walks ---------------------------------------------------------------------------------------------
     def walk(self, heads: list[str]) -> Iterator[str]:
@@ -171,15 +186,14 @@ class CommitGraph:
         while queue:
             _, commit_id = heapq.heappop(queue)
             tree, parents, _ = self.links(commit_id)
-            mine = self.path_node(tree, key)
             follow: tuple[str, ...] = parents
             changed = True
             for parent in parents:
-                if self.path_node(self.tree_of(parent), key) == mine:
+                if self.same_at(tree, self.tree_of(parent), key):
                     follow = (parent,)
                     changed = False
                     break
-            if changed and not (mine is None and not parents):
+            if changed and (parents or self.path_node(tree, key) is not None):
                 yield commit_id
             for parent in follow:
                 if parent not in seen:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from drivers.errors import DeviceExists, DomainNotFound, InvalidArgument, InvalidState
+from drivers.errors import DeviceExists, DeviceNotFound, DomainNotFound, InvalidArgument, InvalidState
 from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Scope
 
 log = logging.getLogger(__name__)
@@ -336,3 +336,17 @@ __all__ = [
     "device_id_of",
     "resolve_scope",
 ]
+
+
+def existing_device(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: str) -> Disk | Nic:
+    """The device ``device_id`` of a configuration, or DeviceNotFound naming the configuration (``where``:
+    "live" or "persistent") for a detach."""
+    device = spec.device(device_id)
+    if device is None:
+        raise DeviceNotFound(
+            f"no device {device_id!r} in the {where} configuration",
+            device_id=device_id,
+            uuid=ref,
+            operation="detach_device",
+        )
+    return device

@@ -7,9 +7,8 @@ import uuid as uuidlib
 from typing import Any
 from urllib.parse import urlsplit
 
-from drivers.base import DomainRef, Driver, check_device_free, device_id_of, resolve_scope
+from drivers.base import DomainRef, Driver, check_device_free, device_id_of, existing_device, resolve_scope
 from drivers.errors import (
-    DeviceNotFound,
     DomainNotFound,
     InvalidArgument,
     InvalidState,
@@ -181,10 +180,10 @@ class LibvirtDriver(Driver):
         resolved = self._resolve(ref, scope, "detach_device")
         live_device = None
         if Scope.LIVE in resolved:
-            live_device = self._existing(self.get_spec(ref, live=True), device_id, ref, "live")
+            live_device = existing_device(self.get_spec(ref, live=True), device_id, ref, "live")
         if Scope.PERSISTENT in resolved:
             persistent = self.get_spec(ref)
-            self._existing(persistent, device_id, ref, "persistent")
+            existing_device(persistent, device_id, ref, "persistent")
         if live_device is not None:
             self._hotplug("detach_device", ref, live_device, attach=False)
         if Scope.PERSISTENT in resolved:
@@ -337,18 +336,6 @@ class LibvirtDriver(Driver):
                 self._call(
                     operation, ref, lambda conn, flag=flag: apply(self._lookup(conn, ref, operation), flag)
                 )
-
-    @staticmethod
-    def _existing(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: str) -> Disk | Nic:
-        device = spec.device(device_id)
-        if device is None:
-            raise DeviceNotFound(
-                f"no device {device_id!r} in the {where} configuration",
-                device_id=device_id,
-                uuid=ref,
-                operation="detach_device",
-            )
-        return device
 
 
 def _info(dom: Any) -> DomainInfo:

@@ -8,9 +8,8 @@ import uuid as uuidlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from drivers.base import DomainRef, Driver, check_device_free, device_id_of, resolve_scope
+from drivers.base import DomainRef, Driver, check_device_free, device_id_of, existing_device, resolve_scope
 from drivers.errors import (
-    DeviceNotFound,
     DomainExists,
     DomainNotFound,
     InvalidArgument,
@@ -208,9 +207,9 @@ class XlDriver(Driver):
         domain, resolved = self._scoped(ref, scope, "detach_device")
         if Scope.PERSISTENT in resolved:
             path, persistent = self._config(ref, "detach_device")
-            _existing(persistent, device_id, ref, "persistent")
+            existing_device(persistent, device_id, ref, "persistent")
         if domain is not None and Scope.LIVE in resolved:
-            live = _existing(live_spec(domain, self._persistent_or_none(ref)), device_id, ref, "live")
+            live = existing_device(live_spec(domain, self._persistent_or_none(ref)), device_id, ref, "live")
             if isinstance(live, Disk):
                 self._xl("detach_device", ref, "block-detach", domain.name, live.target)
             else:
@@ -390,15 +389,3 @@ class XlDriver(Driver):
 
     def _event(self, ref: uuidlib.UUID, name: str, kind: EventKind, detail: str = "") -> None:
         self._emit(DomainEvent(uuid=ref, name=name, kind=kind, detail=detail))
-
-
-def _existing(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: str) -> Disk | Nic:
-    device = spec.device(device_id)
-    if device is None:
-        raise DeviceNotFound(
-            f"no device {device_id!r} in the {where} configuration",
-            device_id=device_id,
-            uuid=ref,
-            operation="detach_device",
-        )
-    return device

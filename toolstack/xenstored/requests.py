@@ -124,8 +124,9 @@ class NodeRequests:
             depth -= 1
         self._require(tree, key[:depth], caller, Access.WRITE)
 
-    # -- reads ---------------------------------------------------------------------------------------------
-    def read(self, session: Session, packet: Packet) -> Outcome:
+    def _read_node(self, session: Session, packet: Packet) -> tuple[Key, Tree]:
+        """The node a read request names and the tree to read it in, recorded as read by its transaction
+        and checked readable by the caller."""
         (raw,) = strings(packet.payload, 1)
         key = to_key(resolve(raw, session.caller.domid))
         tx = self._transaction(session, packet)
@@ -133,16 +134,15 @@ class NodeRequests:
             tx.read(key)
         tree = self._view(tx)
         self._readable(tree, key, session.caller)
+        return key, tree
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def read(self, session: Session, packet: Packet) -> Outcome:
+        key, tree = self._read_node(session, packet)
         return Outcome(nodes.value(tree, key) or b"")
 
     def directory(self, session: Session, packet: Packet) -> Outcome:
-        (raw,) = strings(packet.payload, 1)
-        key = to_key(resolve(raw, session.caller.domid))
-        tx = self._transaction(session, packet)
-        if tx is not None:
-            tx.read(key)
-        tree = self._view(tx)
-        self._readable(tree, key, session.caller)
+        key, tree = self._read_node(session, packet)
         payload = join_strings([name.encode("ascii") for name in nodes.children(tree, key)])
         if len(payload) > PAYLOAD_MAX:
             raise TooBig("the listing does not fit in one packet: use DIRECTORY_PART", from_key(key))
@@ -174,13 +174,7 @@ class NodeRequests:
         return Outcome(gen + chunk + (b"\0" if end == len(names) else b""))
 
     def get_perms(self, session: Session, packet: Packet) -> Outcome:
-        (raw,) = strings(packet.payload, 1)
-        key = to_key(resolve(raw, session.caller.domid))
-        tx = self._transaction(session, packet)
-        if tx is not None:
-            tx.read(key)
-        tree = self._view(tx)
-        self._readable(tree, key, session.caller)
+        key, tree = self._read_node(session, packet)
         return Outcome(join_strings(nodes.permissions(tree, key).wire()))
 
     # -- changes -------------------------------------------------------------------------------------------

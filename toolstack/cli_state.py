@@ -87,13 +87,18 @@ def diff_command(c: Context, a: str, b: str) -> None:
 
 
 def _run_plan(
-    c: Context, compute: Callable[[Callable[[Any], None] | None], Any], dry_run: bool, title: str
+    c: Context,
+    compute: Callable[[bool, Callable[[Any], None] | None], Any],
+    dry_run: bool,
+    title: str,
 ) -> None:
+    """Print a plan (``dry_run``), or carry it out with a progress bar over its actions."""
     if dry_run or c.json:
-        plan = compute(None)
+        plan = compute(dry_run, None)
     else:
-        with click.progressbar(length=1_000_000, label=title, file=sys.stderr, show_eta=False) as bar:
-            plan = compute(lambda action: bar.update(1))
+        steps = len(compute(True, None).actions)  # the dry run sizes the bar
+        with click.progressbar(length=max(steps, 1), label=title, file=sys.stderr, show_eta=False) as bar:
+            plan = compute(False, lambda action: bar.update(1))
     record = plan.to_dict()
     lines = [f"{'would ' if dry_run else ''}{a.describe()}" for a in plan.actions] or ["nothing to do"]
     lines += [f"drift: {d}" for d in plan.drift] + [f"unknown: {u}" for u in plan.unknown]
@@ -115,7 +120,7 @@ def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool
     ts = c.toolstack(create=False)
     _run_plan(
         c,
-        lambda progress: ts.rollback(commit, vm=vm_name, dry_run=dry_run, progress=progress),
+        lambda dry, progress: ts.rollback(commit, vm=vm_name, dry_run=dry, progress=progress),
         dry_run,
         f"rollback to {commit}",
     )
@@ -131,7 +136,7 @@ def reconcile_command(c: Context, dry_run: bool, adopt: bool) -> None:
     ts = c.toolstack()
     _run_plan(
         c,
-        lambda progress: ts.reconcile(dry_run=dry_run, adopt=adopt, progress=progress),
+        lambda dry, progress: ts.reconcile(dry_run=dry, adopt=adopt, progress=progress),
         dry_run,
         "reconcile",
     )

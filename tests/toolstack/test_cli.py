@@ -163,3 +163,17 @@ def test_a_busy_vm_exits_with_the_busy_code(tmp_path):
     # The holder is gone: the next command recovers its claim and proceeds.
     result = run(tmp_path, "vm", "start", "busy")
     assert "start busy: running" in result.stdout
+
+
+def test_rollback_and_reconcile_commands(tmp_path):
+    run(tmp_path, "vm", "create", "r1", "--memory", "64M")
+    point = git(tmp_path, "rev-parse", "main").strip()
+    run(tmp_path, "vm", "start", "r1")
+    plan = run(tmp_path, "rollback", point, "--dry-run").stdout
+    assert plan.startswith("would stop r1 (") and "desired stopped" in plan
+    assert "running" in run(tmp_path, "vm", "list").stdout  # the dry run changed nothing
+    applied = json.loads(run(tmp_path, "--json", "rollback", point).stdout)
+    assert applied["applied"] and [a["kind"] for a in applied["actions"]] == ["stop"]
+    assert run(tmp_path, "vm", "list").stdout.split("\n")[1].split()[-2:] == ["stopped", "shutoff"]
+    assert run(tmp_path, "reconcile", "--dry-run").stdout.strip() == "nothing to do"
+    assert git(tmp_path, "log", "-1", "--format=%s", "main~1").startswith("rollback all VMs to ")

@@ -91,23 +91,24 @@ class Tree:
         backend: Backend,
         oid: ObjectId | None = None,
         children: dict[str, Child] | None = None,
-        origin: tuple[Tree, str] | None = None,
+        origin: tuple[Tree, frozenset[str]] | None = None,
     ) -> None:
         self._backend = backend
         self._oid = oid
         self._children = children
         self._raw: bytes | None = None
-        # The tree this one was derived from by changing one child: its raw bytes can be spliced.
+        # The tree this one was derived from and the names of the children that differ: its raw bytes can
+        # be spliced.
         self._origin = origin
         # Names of children that may not be in the repository yet (None: any of them), so that writing
-        # and marking a commit visit only the changed path, not every sibling.
+        # and marking a commit visit only the changed paths, not every sibling.
         self._dirty: frozenset[str] | None = None
         if origin is not None:
-            previous, name = origin
+            previous, names = origin
             if previous._stored:
-                self._dirty = frozenset((name,))
+                self._dirty = names
             elif previous._dirty is not None:
-                self._dirty = previous._dirty | {name}
+                self._dirty = previous._dirty | names
         # A tree with an id and no in-memory children came from the repository: nothing to write.
         self._stored = oid is not None and children is None
 
@@ -185,30 +186,42 @@ class Tree:
         return self._raw
 
     def _splice(self) -> bytes | None:
-        """Encode by replacing one entry's id in the raw bytes of the tree this one came from.
+        """Encode by replacing the ids of the changed entries in the raw bytes of the tree this one came from.
 
-        Committing a one-leaf change then costs a byte search per tree on its path instead of re-encoding
-        every sibling; insertions, deletions and type changes fall back to a full encoding.
+        Committing a one-leaf change, or merging a few changed entries, then costs a byte search per changed
+        entry instead of re-encoding every sibling; insertions, deletions and type changes fall back to a
+        full encoding.
         """
         if self._origin is None:
             return None
-        previous, name = self._origin
+        previous, names = self._origin
         self._origin = None
-        old = previous._entries().get(name)
-        new = self._entries().get(name)
-        if old is None or new is None:
-            return None
-        old_is_dir = isinstance(old, Tree) if not isinstance(old, tuple) else old[0]
-        new_is_dir = isinstance(new, Tree) if not isinstance(new, tuple) else new[0]
-        if old_is_dir != new_is_dir:
-            return None
-        previous_raw = previous._raw_bytes()
-        found = find_entry(previous_raw, name.encode("utf-8", "surrogateescape"))
-        if found is None:
-            return None
-        new_oid = new[1] if isinstance(new, tuple) else new.oid
-        sha_at = found[1]
-        return previous_raw[:sha_at] + bytes.fromhex(new_oid.decode("ascii")) + previous_raw[sha_at + 20 :]
+        old_entries, new_entries = previous._entries(), self._entries()
+        replacements = []
+        for name in names:
+            old, new = old_entries.get(name), new_entries.get(name)
+            if old is None or new is None or _is_dir(old) != _is_dir(new):
+                return None
+            replacements.append((name, new))
+        raw = previous._raw_bytes()
+        spliced = bytearray(raw)
+        for name, new in replacements:
+            found = find_entry(raw, name.encode("utf-8", "surrogateescape"))
+            if found is None:
+                return None
+            new_oid = new[1] if isinstance(new, tuple) else new.oid
+            spliced[found[1] : found[1] + 20] = bytes.fromhex(new_oid.decode("ascii"))
+        return bytes(spliced)
+
+    def derived(self, children: dict[str, Child], changed: frozenset[str]) -> Tree:
+        """A tree whose children are ``children``, known to differ from this tree's only at ``changed``."""
+        if self._has_raw():
+            return Tree(self._backend, None, children, origin=(self, changed))
+        if self._origin is not None and self._origin[0]._has_raw():
+            # Several changes in one directory before anything was hashed: splice them all from the base.
+            base, earlier = self._origin
+            return Tree(self._backend, None, children, origin=(base, earlier | changed))
+        return Tree(self._backend, None, children)
 
     def is_empty(self) -> bool:
         return not self._entries()
@@ -303,7 +316,7 @@ class Tree:
                 if isinstance(existing, Tree) and not existing.is_empty():
                     raise IsADirectory(join(key))
                 children[name] = leaf
-            return Tree(self._backend, None, children, origin=(self, name) if self._has_raw() else None)
+            return self.derived(children, frozenset((name,)))
         else:
             child = self._node(name)
             if isinstance(child, Leaf):
@@ -319,7 +332,7 @@ class Tree:
                 children.pop(name, None)
             else:
                 children[name] = new_child
-        return Tree(self._backend, None, children, origin=(self, name) if self._has_raw() else None)
+        return self.derived(children, frozenset((name,)))
 
     def apply(self, changes: Iterable[Change]) -> Tree:
         """A new tree with each change applied (``new`` None removes the path)."""
@@ -393,6 +406,10 @@ class Tree:
             elif isinstance(child, Leaf):
                 child._stored = True
         self._stored = True
+
+
+def _is_dir(child: Child) -> bool:
+    return child[0] if isinstance(child, tuple) else isinstance(child, Tree)
 
 
 def _walk(node: Node, key: Key) -> Iterator[tuple[str, bytes]]:

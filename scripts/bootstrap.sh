@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 # xen-utils-4.17: Xen's test-xenstore and the reference oxenstored (no hypervisor needed, none installed);
-# chromium: the API's browser test (Playwright drives Debian's build: no browser download).
-APT_PACKAGES=(git pkg-config gcc libvirt-dev libvirt-clients xenstore-utils xen-utils-4.17 chromium)
+# chromium: the API's browser test (Playwright drives Debian's build: no browser download);
+# openssh-server/-client: the ssh:// remote tests run a real sshd on 127.0.0.1.
+APT_PACKAGES=(git pkg-config gcc libvirt-dev libvirt-clients xenstore-utils xen-utils-4.17 chromium
+              openssh-server openssh-client)
 WHEELHOUSE=${WHEELHOUSE:-$HOME/.cache/git-toolstack/wheels}
 
 missing=()

@@ -101,8 +101,16 @@ class Remote:
         return f"Remote({self.name!r}, {self.url!r})"
 
     def _client(self, operation: str) -> tuple[object, str]:
+        # As git does: $GIT_SSH_COMMAND, then core.sshCommand in the repository's config, then plain ssh.
+        gitdir = self.store.gitdir
+        assert gitdir is not None
+        config_path = os.path.join(gitdir, "config")
+        config = ConfigFile.from_path(config_path) if os.path.exists(config_path) else None
+        ssh_command = os.environ.get("GIT_SSH_COMMAND") or None
         try:
-            return get_transport_and_path(self.url, operation=operation)
+            return get_transport_and_path(
+                self.url, config=config, operation=operation, ssh_command=ssh_command
+            )
         except ValueError as err:
             raise RemoteError(self.name, self.url, f"unsupported URL: {err}") from err
 

@@ -108,3 +108,48 @@ def git_http_backend(base: str) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def ssh_server(workdir: str) -> Iterator[tuple[str, str]]:
+    """An OpenSSH server on 127.0.0.1 accepting a fresh key for this user; yields (ssh://user@host:port,
+    the GIT_SSH_COMMAND that logs in with that key)."""
+    import getpass
+
+    os.makedirs(workdir, exist_ok=True)
+    for name in ("hostkey", "userkey"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(workdir, name)], check=True
+        )
+    authorized = os.path.join(workdir, "authorized_keys")
+    with open(os.path.join(workdir, "userkey.pub")) as source, open(authorized, "w") as target:
+        target.write(source.read())
+    os.chmod(authorized, 0o600)
+    port = free_port()
+    config = os.path.join(workdir, "sshd_config")
+    with open(config, "w") as f:
+        f.write(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {workdir}/hostkey\n"
+            f"AuthorizedKeysFile {authorized}\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n"
+            f"StrictModes no\nUsePAM no\nPidFile {workdir}/sshd.pid\n"
+        )
+    os.makedirs("/run/sshd", exist_ok=True)
+    process = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-f", config, "-E", os.path.join(workdir, "sshd.log")]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        command = (
+            f"ssh -i {workdir}/userkey -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            "-o BatchMode=yes -o LogLevel=ERROR"
+        )
+        yield f"ssh://{getpass.getuser()}@127.0.0.1:{port}", command
+    finally:
+        process.kill()
+        process.wait()

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from store import Conflict, NonFastForward, RemoteError, Store
-from tests.store.git_servers import git_daemon, git_http_backend
+from tests.store.git_servers import git_daemon, git_http_backend, ssh_server
 
 
 def commit(branch, changes, message="change", author="tester"):
@@ -17,8 +17,8 @@ def commit(branch, changes, message="change", author="tester"):
     return tx.commit_id
 
 
-@pytest.fixture(params=["path", "file", "git-daemon", "smart-http"])
-def served(request, tmp_path):
+@pytest.fixture(params=["path", "file", "git-daemon", "smart-http", "ssh"])
+def served(request, tmp_path, monkeypatch):
     """A store acting as the central repository, and the URL clients reach it by."""
     base = tmp_path / "server"
     base.mkdir()
@@ -32,9 +32,13 @@ def served(request, tmp_path):
     elif request.param == "git-daemon":
         with git_daemon(str(base)) as url:
             yield central, f"{url}/central.git"
-    else:
+    elif request.param == "smart-http":
         with git_http_backend(str(base)) as url:
             yield central, f"{url}/central.git"
+    else:
+        with ssh_server(str(tmp_path / "sshd")) as (url, ssh_command):
+            monkeypatch.setenv("GIT_SSH_COMMAND", ssh_command)  # what git and the store use to log in
+            yield central, f"{url}{base}/central.git"
     central.close()
 
 

@@ -109,6 +109,8 @@ def encode_pack(
         entries_by_sha[sha] = (chunk, crc)
     for oid, type_num, raw in objects:
         sha = bytes.fromhex(oid.decode("ascii"))
+        if len(sha) != 20:
+            raise ValueError(f"not an object id: {oid!r}")  # never write an index git cannot read
         if sha not in entries_by_sha:
             body = _zlib_stored(raw) if type_num == TREE else _deflate(raw)
             entries_by_sha[sha] = _pack_object_header(type_num, len(raw)) + body
@@ -398,9 +400,9 @@ class DiskBackend(Backend):
                 continue
             pack = Pack(base, object_format=self._objects.object_format)
             try:
-                for sha in pack.index:
-                    type_num, raw = pack.get_raw(sha)
-                    objects.append((sha.hex().encode("ascii"), type_num, raw))
+                for hexsha in pack.index:  # dulwich yields hex ids here
+                    type_num, raw = pack.get_raw(bytes.fromhex(hexsha.decode("ascii")))
+                    objects.append((hexsha, type_num, raw))
             finally:
                 pack.close()
         pack_bytes, index, checksum = encode_pack(objects, chunks)

@@ -174,3 +174,18 @@ def test_deltified_objects_from_git_gc_read_back_exactly(disk_store, run_git):
     with Store.open(disk_store.path) as reopened:
         history = reopened.branch().history("big/config")
         assert [h.value for h in history] == list(reversed(versions))
+
+
+def test_roll_up_includes_packs_with_deltas_written_by_git(disk_store, run_git):
+    main = disk_store.branch()
+    for i in range(20):
+        text = "".join(f"line {n} {'x' * (n == i)}\n" for n in range(300)).encode()
+        commit(main, {"big": text, f"k/{i}": b"v"})
+    run_git(disk_store.gitdir, "repack", "-adq")  # one pack, with deltas
+    for i in range(40):
+        commit(main, {f"more/{i}": b"v"})  # then many small packs of our own
+    pack_dir = os.path.join(disk_store.gitdir, "objects", "pack")
+    disk_store.backend._roll_up(sorted(disk_store.backend._list_packs(), key=lambda p: -p[1]))  # all of them
+    assert len([p for p in os.listdir(pack_dir) if p.endswith(".pack")]) == 1
+    run_git(disk_store.gitdir, "fsck", "--full")
+    assert main.get("more/39") == b"v" and main.get("k/0") == b"v"

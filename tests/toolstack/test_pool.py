@@ -116,4 +116,5 @@ def test_three_agents_place_migrate_survive_a_kill_and_converge(tmp_path):
                     process.kill()
             operator.close()
     for repo in [base / "pool.git", tmp_path / "operator.git", *(tmp_path / f"{h}.git" for h in HOSTS)]:
-        subprocess.run(["git", "-C", str(repo), "fsck", "--full"], check=True, capture_output=True)
+        fsck = subprocess.run(["git", "-C", str(repo), "fsck", "--full"], capture_output=True, text=True)
+        assert fsck.returncode == 0, f"{repo}: {fsck.stderr}"

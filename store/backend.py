@@ -98,13 +98,6 @@ class Backend(ABC):
             self._blobs.put(oid, raw)
         return raw
 
-    def remember(self, oid: ObjectId, type_num: int, raw: bytes, entries: TreeEntries | None = None) -> None:
-        """Prime the caches with an object this process just wrote."""
-        if type_num == TREE and entries is not None:
-            self._trees.put(oid, (entries, raw))
-        elif len(raw) <= 65536 and type_num != TREE:
-            self._blobs.put(oid, raw)
-
     # -- refs ----------------------------------------------------------------------------------------------
     @abstractmethod
     def read_ref(self, name: str) -> str | None:
@@ -131,10 +124,6 @@ class Backend(ABC):
     @abstractmethod
     def symbolic_head(self) -> str | None:
         """The ref HEAD points to (e.g. "refs/heads/main"), or None if HEAD is detached or absent."""
-
-    def ref_token(self, name: str) -> object:
-        """A cheap value that changes when the ref may have changed (used by watchers to poll)."""
-        return self.read_ref(name)
 
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """Pick up objects another writer (e.g. a fetch) added behind this backend's back."""

@@ -12,7 +12,7 @@ from store.history import HistoryEntry, LogEntry
 from store.merge import Schema
 from store.paths import Path, join, parse
 from store.transaction import DEFAULT_RETRIES, Transaction
-from store.tree import Change, Tree
+from store.tree import Tree
 
 if TYPE_CHECKING:
     from store.store import Store
@@ -239,7 +239,3 @@ class Branch:
         raises, the same changes are delivered again later.
         """
         return self.store.watcher.add(self, prefix, callback)
-
-    def diff_since(self, since: str) -> list[Change]:
-        """Net changes from commit ``since`` to the head."""
-        return self.store.tree_at(self.store.resolve(since)).diff(self.tree)

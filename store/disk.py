@@ -499,19 +499,6 @@ class DiskBackend(Backend):
             return content.decode("ascii") if content else None
         raise StoreError(f"symbolic ref loop at {name}")
 
-    def ref_token(self, name: str) -> object:
-        try:
-            st = os.stat(self._ref_path(name))
-            loose: object = (st.st_mtime_ns, st.st_ino, st.st_size)
-        except OSError:
-            loose = None
-        try:
-            st = os.stat(os.path.join(self.gitdir, "packed-refs"))
-            packed: object = (st.st_mtime_ns, st.st_ino, st.st_size)
-        except OSError:
-            packed = None
-        return (loose, packed)
-
     @contextmanager
     def locked(self, name: str) -> Iterator[None]:
         """Hold the ref's lease: no writer of this library, in any process, can move it meanwhile."""

@@ -95,10 +95,6 @@ class CommitGraph:
             self._links.put(key, cached)
         return cached  # type: ignore[return-value]
 
-    def remember(self, commit_id: str, tree: ObjectId, parents: tuple[str, ...], when: int) -> None:
-        """Prime the cache with a commit this process just wrote."""
-        self._links.put(commit_id.encode("ascii"), (tree, parents, when))
-
     def info(self, commit_id: str) -> CommitInfo:
         key = commit_id.encode("ascii")
         cached = self._infos.get(key)

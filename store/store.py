@@ -258,9 +258,6 @@ class Store:
         """The branch ``name`` (default: the repository's default branch), existing or not."""
         return Branch(self, self.default_branch if name is None else name)
 
-    def main(self) -> Branch:
-        return self.branch()
-
     def fork(self, name: str, source: str) -> Branch:
         """Create branch ``name`` at ``source`` (a branch name or a commit id).
 

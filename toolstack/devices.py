@@ -15,7 +15,7 @@ from drivers import Disk, Nic
 from drivers.models import Scope, parse_memory
 from toolstack import layout
 from toolstack.errors import InvalidInput
-from toolstack.models import VM, vm_files
+from toolstack.models import VM, field_errors, vm_files
 from toolstack.tasks import Operation
 
 if TYPE_CHECKING:
@@ -41,10 +41,6 @@ def disk_from_path(
         target=target or f"vd{chr(ord('a') + index)}",
         readonly=readonly,
     )
-
-
-def _field_errors(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors())
 
 
 def _free_id(prefix: str, used: set[str]) -> str:
@@ -84,7 +80,7 @@ class ConfigOperations:
                 ceilings["max_vcpus"] = None
             spec = vm.spec.evolve(**changes, **ceilings)
         except ValidationError as err:
-            raise InvalidInput(f"vm set {vm.name}: {_field_errors(err)}", vm=vm.name) from err
+            raise InvalidInput(f"vm set {vm.name}: {field_errors(err)}", vm=vm.name) from err
         except ValueError as err:
             raise InvalidInput(f"vm set {vm.name}: {err}", vm=vm.name) from err
         if not changes:

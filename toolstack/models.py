@@ -136,7 +136,8 @@ def _load_json(tree: Tree, path: str) -> Any:
         raise InvalidInput(f"{path} is not valid JSON: {err}") from err
 
 
-def _field_errors(err: ValidationError) -> str:
+def field_errors(err: ValidationError) -> str:
+    """A validation error as 'field: message' pairs, naming each offending field."""
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(value)'}: {e['msg']}" for e in err.errors())
 
 
@@ -153,7 +154,7 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
         try:
             device = DEVICE.validate_python(_load_json(tree, path))
         except ValidationError as err:
-            raise InvalidInput(f"{path}: {_field_errors(err)}", vm=uuid) from err
+            raise InvalidInput(f"{path}: {field_errors(err)}", vm=uuid) from err
         if device.id != device_id:
             raise InvalidInput(f"{path}: id {device.id!r} does not match the file name", vm=uuid)
         devices.append(device)
@@ -164,7 +165,7 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
     try:
         spec = DomainSpec.model_validate({**config, "uuid": uuid, "disks": disks, "nics": nics})
     except ValidationError as err:
-        raise InvalidInput(f"{layout.config_path(uuid)}: {_field_errors(err)}", vm=uuid) from err
+        raise InvalidInput(f"{layout.config_path(uuid)}: {field_errors(err)}", vm=uuid) from err
     desired_raw = (tree.get(layout.desired_path(uuid)) or b"stopped").decode().strip()
     try:
         desired = Desired(desired_raw)

@@ -34,6 +34,7 @@ from toolstack.models import (
     VM,
     Desired,
     Task,
+    field_errors,
     managed,
     read_vm,
     uuid_for_name,
@@ -48,10 +49,6 @@ lifecycle is a commit. See `git log --first-parent main` for the operations, and
 vms/<uuid>/ for each VM (config, devices/<id>, desired); names/<name> maps names to
 uuids; hosts/<host>/domains/<uuid> is the state last observed; tasks/<id> the tasks.
 """
-
-
-def _field_errors(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in err.errors())
 
 
 class Toolstack(ConfigOperations):
@@ -192,7 +189,7 @@ class Toolstack(ConfigOperations):
                 )
             )
         except ValidationError as err:
-            raise InvalidInput(f"invalid VM {name!r}: {_field_errors(err)}", vm=name) from err
+            raise InvalidInput(f"invalid VM {name!r}: {field_errors(err)}", vm=name) from err
         except ValueError as err:
             raise InvalidInput(f"invalid VM {name!r}: {err}", vm=name) from err
         if uuid_for_name(self.main.tree, name) is not None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from store import Store, Tree
 from store.objects import CommitInfo
 from toolstack import layout
+from toolstack.models import read_vm, uuid_for_name
 
 if TYPE_CHECKING:
     from toolstack.ops import Toolstack
@@ -176,8 +177,6 @@ def rollback_tree(ts: Toolstack, rev: str, vm: str | None = None) -> tuple[str, 
     if vm is None:
         tree = tree.graft(layout.VMS, old.subtree(layout.VMS)).graft(layout.NAMES, old.subtree(layout.NAMES))
         return target, tree
-    from toolstack.models import read_vm, uuid_for_name
-
     uuid = uuid_for_name(tree, vm) or uuid_for_name(old, vm) or vm
     for name in [n for n in tree.list(layout.NAMES) if tree.get(layout.name_path(n)) == f"{uuid}\n".encode()]:
         tree = tree.remove(layout.name_path(name))

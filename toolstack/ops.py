@@ -41,7 +41,7 @@ from toolstack.models import (
     vm_files,
     vm_uuids,
 )
-from toolstack.reconcile import Action, Plan, apply_plan, make_plan
+from toolstack.reconcile import Action, Plan, apply_plan, converge_vm, make_plan
 from toolstack.tasks import Operation, TaskRunner
 
 STATE_README = b"""This repository is the state of a git-toolstack: every change to VM configuration and
@@ -122,8 +122,6 @@ class Toolstack(ConfigOperations):
         self.close()
 
     def _converge(self, uuid: str) -> None:
-        from toolstack.reconcile import converge_vm
-
         converge_vm(self, uuid)
 
     # -- reading ---------------------------------------------------------------------------------------------

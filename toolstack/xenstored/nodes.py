@@ -1,6 +1,6 @@
-"""Xenstore nodes in git trees.
+"""Xenstore nodes: an immutable in-memory tree that is written to git as plain git trees.
 
-Encoding (readable with plain ``git show``):
+Encoding in git (readable with plain ``git show``):
 
 - every node is a git directory at its path: ``/local/domain/3`` is the directory ``local/domain/3``, and the
   root node ``/`` is the commit's root tree;
@@ -12,27 +12,78 @@ Encoding (readable with plain ``git show``):
 So ``git show main:local/domain/3/name/.value`` prints a node's value and ``git show main:local/domain/3``
 lists its children. A directory that lacks ``.value`` or ``.perms`` (left by a merge, or by another writer
 of the repository) still is a node: its value reads as empty and its permissions are its parent's, which is
-exactly what xenstore gives a node created implicitly as the parent of another.
+exactly what xenstore gives a node created implicitly as the parent of another. Entries that are not part of
+the encoding (a blob under a node's name, another dot-file) are kept as they are and written back unchanged.
+
+In memory the state is a tree of :class:`Node` objects, persistent in the functional sense: a change copies
+the nodes on the path to it and shares every other node, so a snapshot (a transaction's fork) is one
+reference, and two versions share identical objects wherever they do not differ. A node learns its git id
+the first time it is written, so that each commit encodes only the nodes made since the last one. (The
+generic :class:`store.Tree` would do, but a xenstore request touches a handful of nodes seven levels deep,
+and this tree does that with dict lookups; see bench/xenstore_bench.py.)
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from store import Tree
-from store.errors import StoreError
-from toolstack.xenstored.errors import StorageFailure
-from toolstack.xenstored.paths import Key, from_key
+from store.backend import Backend
+from store.objects import BLOB, TREE, ObjectId, encode_tree, object_id
+from toolstack.xenstored.paths import Key
 from toolstack.xenstored.perms import DEFAULT_PERMISSIONS, Caller, Permissions
 
 VALUE = ".value"
 PERMS = ".perms"
 RESERVED = (VALUE, PERMS)
 
+GitObject = tuple[ObjectId, int, bytes]
+Extra = tuple[str, bool, ObjectId]  # a git entry outside the encoding: (name, is_dir, id)
+
 
 def is_reserved(name: str) -> bool:
     return name.startswith(".")
+
+
+class Node:
+    """One node: its value, its stored permissions and its children. Never changed once built.
+
+    Attributes:
+        value: The stored value (None: no ``.value`` blob; reads as empty).
+        perms: The stored permission list (None: no ``.perms`` blob; inherited from the parent).
+        children: Child nodes by name.
+        extra: Git entries that are not part of the encoding, kept verbatim.
+        oid: The node's git tree id, once known (cached; the node never changes).
+    """
+
+    __slots__ = ("children", "extra", "oid", "perms", "value")
+
+    def __init__(
+        self,
+        value: bytes | None,
+        perms: bytes | None,
+        children: dict[str, Node],
+        extra: tuple[Extra, ...] = (),
+        oid: ObjectId | None = None,
+    ) -> None:
+        self.value = value
+        self.perms = perms
+        self.children = children
+        self.extra = extra
+        self.oid = oid
+
+    def with_children(self, children: dict[str, Node]) -> Node:
+        return Node(self.value, self.perms, children, self.extra)
+
+    def is_empty(self) -> bool:
+        return self.value is None and self.perms is None and not self.children and not self.extra
+
+    def __repr__(self) -> str:
+        return f"Node(value={self.value!r}, perms={self.perms!r}, children={sorted(self.children)!r})"
+
+
+EMPTY = Node(None, None, {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +103,7 @@ class LeafChange:
 class Mutation:
     """The outcome of changing a tree: the new tree and every blob that changed."""
 
-    tree: Tree
+    tree: Node
     changes: list[LeafChange] = field(default_factory=list)
 
     def then(self, step: Mutation) -> Mutation:
@@ -62,110 +113,410 @@ class Mutation:
         return self
 
 
-def exists(tree: Tree, key: Key) -> bool:
-    return not key or tree.kind(key) == "directory"
+# -- reading -------------------------------------------------------------------------------------------------
+def lookup(tree: Node, key: Key) -> Node | None:
+    node: Node | None = tree
+    for name in key:
+        node = node.children.get(name)  # type: ignore[union-attr]
+        if node is None:
+            return None
+    return node
 
 
-def value(tree: Tree, key: Key) -> bytes | None:
+def exists(tree: Node, key: Key) -> bool:
+    return lookup(tree, key) is not None
+
+
+def value(tree: Node, key: Key) -> bytes | None:
     """The node's value, or None if there is no such node."""
-    if not exists(tree, key):
+    node = lookup(tree, key)
+    if node is None:
         return None
-    return tree.get((*key, VALUE)) or b""
+    return node.value or b""
 
 
-def permissions(tree: Tree, key: Key) -> Permissions:
+def blob(tree: Node, key: Key) -> bytes | None:
+    """A blob of the encoding by its key (``(*node, ".value")``), or None."""
+    return _leaf(lookup(tree, key[:-1]), key[-1]) if key else None
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_permissions(stored: bytes) -> Permissions | None:
+    return Permissions.decode(stored)
+
+
+@functools.lru_cache(maxsize=4096)
+def encode_permissions(perms: Permissions) -> bytes:
+    return perms.encode()
+
+
+def permissions(tree: Node, key: Key) -> Permissions:
     """The node's permissions, inherited from the nearest ancestor that records some."""
-    for depth in range(len(key), -1, -1):
-        stored = tree.get((*key[:depth], PERMS))
-        if stored is not None:
-            decoded = Permissions.decode(stored)
+    found = DEFAULT_PERMISSIONS
+    node: Node | None = tree
+    depth = 0
+    while node is not None:
+        if node.perms is not None:
+            decoded = decode_permissions(node.perms)
             if decoded is not None:
-                return decoded
-    return DEFAULT_PERMISSIONS
+                found = decoded
+        if depth == len(key):
+            break
+        node = node.children.get(key[depth])
+        depth += 1
+    return found
 
 
-def children(tree: Tree, key: Key) -> list[str]:
+def nearest(tree: Node, key: Key) -> tuple[int, Permissions]:
+    """How deep ``key`` exists (``len(key)``: all of it), and the permissions of its deepest existing node."""
+    found = DEFAULT_PERMISSIONS
+    node = tree
+    depth = 0
+    while True:
+        if node.perms is not None:
+            found = decode_permissions(node.perms) or found
+        if depth == len(key):
+            return depth, found
+        child = node.children.get(key[depth])
+        if child is None:
+            return depth, found
+        node = child
+        depth += 1
+
+
+def children(tree: Node, key: Key) -> list[str]:
     """Child names, sorted (as oxenstored lists them)."""
-    return [name for name in tree.list(key) if not is_reserved(name)]
+    node = lookup(tree, key)
+    return [] if node is None else sorted(node.children)
 
 
-def fingerprint(tree: Tree, key: Key) -> tuple[bytes | None, bytes | None, tuple[str, ...]] | None:
+def fingerprint(tree: Node, key: Key) -> tuple[bytes | None, bytes | None, tuple[str, ...]] | None:
     """What a reader of the node can observe (value, permissions, children); None if absent.
 
     Two trees with equal fingerprints at a node look the same to READ, GET_PERMS and DIRECTORY there: this
     plays the part of C xenstored's per-node generation count.
     """
-    if not exists(tree, key):
+    node = lookup(tree, key)
+    if node is None:
         return None
-    return tree.get((*key, VALUE)), tree.get((*key, PERMS)), tuple(children(tree, key))
+    return node.value, node.perms, tuple(sorted(node.children))
 
 
-def generation(tree: Tree, key: Key) -> int:
+def same_subtree(a: Node | None, b: Node | None) -> bool:
+    """Whether two subtrees hold the same nodes (shared nodes are compared by identity)."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    if a.oid is not None and a.oid == b.oid:
+        return True
+    if (a.value, a.perms, a.extra) != (b.value, b.perms, b.extra) or a.children.keys() != b.children.keys():
+        return False
+    return all(same_subtree(child, b.children[name]) for name, child in a.children.items())
+
+
+def generation(tree: Node, key: Key) -> int:
     """A number that changes whenever the node's children change (for DIRECTORY_PART)."""
     digest = hashlib.blake2b("\0".join(children(tree, key)).encode("ascii"), digest_size=6).digest()
     return int.from_bytes(digest, "big")
 
 
-def write(tree: Tree, key: Key, data: bytes, caller: Caller) -> Mutation:
+def leaves(node: Node, key: Key) -> list[LeafChange]:
+    """Every blob of the subtree at ``key``, as if it were being created (parents first)."""
+    out: list[LeafChange] = []
+    stack = [(node, key)]
+    while stack:
+        current, at = stack.pop()
+        if current.perms is not None:
+            out.append(LeafChange((*at, PERMS), None, current.perms))
+        if current.value is not None:
+            out.append(LeafChange((*at, VALUE), None, current.value))
+        stack.extend((child, (*at, name)) for name, child in current.children.items())
+    return out
+
+
+def count_owners(tree: Node) -> dict[int, int]:
+    """Nodes that record an owner, per owner."""
+    counts: dict[int, int] = {}
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if node.perms is not None:
+            decoded = decode_permissions(node.perms)
+            if decoded is not None:
+                counts[decoded.owner] = counts.get(decoded.owner, 0) + 1
+        stack.extend(node.children.values())
+    return counts
+
+
+# -- changing ------------------------------------------------------------------------------------------------
+def write(tree: Node, key: Key, data: bytes, caller: Caller) -> Mutation:
     """Set a node's value, creating it and any missing ancestors (each inheriting its parent's permissions,
     owned by an unprivileged creator)."""
-    mutation = Mutation(tree)
-    _create_missing(mutation, key, caller, data)
-    _set_leaf(mutation, (*key, VALUE), data)
-    return mutation
+    return _create(tree, key, caller, data)
 
 
-def mkdir(tree: Tree, key: Key, caller: Caller) -> Mutation:
+def mkdir(tree: Node, key: Key, caller: Caller) -> Mutation:
     """Create a node with an empty value (and missing ancestors); nothing if it exists."""
-    mutation = Mutation(tree)
-    _create_missing(mutation, key, caller)
-    return mutation
+    return _create(tree, key, caller, None)
 
 
-def set_permissions(tree: Tree, key: Key, perms: Permissions) -> Mutation:
-    mutation = Mutation(tree)
-    _set_leaf(mutation, (*key, PERMS), perms.encode())
-    return mutation
+def set_permissions(tree: Node, key: Key, perms: Permissions) -> Mutation:
+    """Replace a node's permission list (the node must exist)."""
+    encoded = encode_permissions(perms)
+    node = lookup(tree, key)
+    assert node is not None, "callers check that the node exists"
+    if node.perms == encoded:
+        return Mutation(tree)
+    new_tree = _replace(tree, key, 0, Node(node.value, encoded, node.children, node.extra))
+    return Mutation(new_tree, [LeafChange((*key, PERMS), node.perms, encoded)])
 
 
-def remove(tree: Tree, key: Key) -> Mutation:
+def remove(tree: Node, key: Key) -> Mutation:
     """Remove a node and everything under it (the root cannot be removed: callers check)."""
-    removed = [LeafChange(tuple(path.split("/")), old, None) for path, old in tree.walk(key)]
-    try:
-        new_tree = tree.remove(key)
-    except StoreError as err:
-        raise StorageFailure(f"the repository refused the removal: {err}", from_key(key)) from err
-    return Mutation(new_tree, removed)
+    node = lookup(tree, key)
+    if node is None or not key:
+        return Mutation(tree)
+    removed = [LeafChange(change.key, change.new, None) for change in leaves(node, key)]
+    return Mutation(_replace(tree, key, 0, None), removed)
 
 
-def apply(tree: Tree, changes: list[LeafChange]) -> Mutation:
-    """Apply blob changes (from a transaction or another writer); report only those that change something."""
+def apply(tree: Node, changes: list[LeafChange]) -> Mutation:
+    """Apply blob changes (from another writer); report only those that change something.
+
+    Setting a blob under a missing node creates the node, and its missing ancestors, with no blobs of their
+    own (as git would); removing a node's last blob removes the node if it has no children.
+    """
     mutation = Mutation(tree)
     for change in changes:
-        _set_leaf(mutation, change.key, change.new)
+        node_key, leaf = change.key[:-1], change.key[-1]
+        node = lookup(mutation.tree, node_key)
+        old = _leaf(node, leaf)
+        if old == change.new:
+            continue
+        base = node if node is not None else EMPTY
+        if leaf == VALUE:
+            updated = Node(change.new, base.perms, base.children, base.extra)
+        elif leaf == PERMS:
+            updated = Node(base.value, change.new, base.children, base.extra)
+        else:
+            continue  # outside the encoding: not a node's state
+        mutation.tree = _replace(mutation.tree, node_key, 0, None if updated.is_empty() else updated)
+        mutation.changes.append(LeafChange(change.key, old, change.new))
     return mutation
 
 
-def _create_missing(mutation: Mutation, key: Key, caller: Caller, data: bytes = b"") -> None:
-    depth = len(key)
-    while depth > 0 and not exists(mutation.tree, key[:depth]):
-        depth -= 1
+def merge(base: Node, ours: Node, theirs: Node) -> Mutation:
+    """Three-way merge, node by node: ``theirs`` (a transaction forked at ``base``) onto ``ours`` (the state
+    now).
+
+    Every field a side left as it was at ``base`` takes the other side's version; a field both changed
+    takes theirs (the transaction writes last, as in C xenstored, where nodes only written are last-writer-
+    wins; nodes it read were checked unchanged before). Subtrees shared with ``base`` are not visited.
+
+    Returns:
+        The merged tree, and the changes from ``ours`` to it.
+    """
+    changes: list[LeafChange] = []
+    merged = _merge(base, ours, theirs, (), changes)
+    return Mutation(merged if merged is not None else EMPTY, changes)
+
+
+def _leaf(node: Node | None, leaf: str) -> bytes | None:
+    if node is None:
+        return None
+    return node.value if leaf == VALUE else node.perms if leaf == PERMS else None
+
+
+def _replace(node: Node, key: Key, depth: int, new: Node | None) -> Node:
+    """``node`` with the node at ``key[depth:]`` replaced by ``new`` (None: removed); missing nodes on the way
+    are created empty, and nodes left empty are pruned."""
     if depth == len(key):
-        return
-    perms = permissions(mutation.tree, key[:depth])
-    for end in range(depth + 1, len(key) + 1):
-        perms = perms.for_new_child(caller)
-        _set_leaf(mutation, (*key[:end], PERMS), perms.encode())
-        _set_leaf(mutation, (*key[:end], VALUE), data if end == len(key) else b"")
+        return new if new is not None else EMPTY
+    name = key[depth]
+    child = node.children.get(name)
+    replaced = _replace(child if child is not None else EMPTY, key, depth + 1, new)
+    children = dict(node.children)
+    if replaced.is_empty():  # git has no empty directories: a node without blobs or children is gone
+        children.pop(name, None)
+    else:
+        children[name] = replaced
+    return node.with_children(children)
 
 
-def _set_leaf(mutation: Mutation, key: Key, data: bytes | None) -> None:
-    tree = mutation.tree
-    old = tree.get(key)
-    if old == data:
+def _create(tree: Node, key: Key, caller: Caller, data: bytes | None) -> Mutation:
+    """Create the node at ``key`` and its missing ancestors; with ``data``, also set its value."""
+    path = [tree]  # path[d] is the node at key[:d], for every node that exists
+    inherited = DEFAULT_PERMISSIONS
+    node = tree
+    for name in key:
+        if node.perms is not None:
+            inherited = decode_permissions(node.perms) or inherited
+        child = node.children.get(name)
+        if child is None:
+            break
+        path.append(child)
+        node = child
+    existing = len(path) - 1
+    changes: list[LeafChange] = []
+    if existing == len(key):
+        if data is None or node.value == data:
+            return Mutation(tree)
+        changes.append(LeafChange((*key, VALUE), node.value, data))
+        new = Node(data, node.perms, node.children, node.extra)
+        depth = existing
+    else:
+        # Missing from key[existing] down: each new node inherits from its new parent.
+        stored: list[bytes] = []
+        perms = inherited
+        for depth in range(existing + 1, len(key) + 1):
+            perms = perms.for_new_child(caller)
+            stored.append(encode_permissions(perms))
+            node_value = data if depth == len(key) and data is not None else b""
+            changes.append(LeafChange((*key[:depth], PERMS), None, stored[-1]))
+            changes.append(LeafChange((*key[:depth], VALUE), None, node_value))
+        last = len(key)
+        new = Node(data if data is not None else b"", stored[-1], {})
+        for depth in range(last - 1, existing, -1):
+            new = Node(b"", stored[depth - existing - 1], {key[depth]: new})
+        depth = existing + 1
+    return Mutation(_rebuild(path, key, depth, new), changes)
+
+
+def _rebuild(path: list[Node], key: Key, depth: int, new: Node) -> Node:
+    """The root of a tree whose node at ``key[:depth]`` is now ``new``; ``path`` holds the old nodes from
+    the root down."""
+    for up in range(depth - 1, -1, -1):
+        parent = path[up]
+        children = dict(parent.children)
+        children[key[up]] = new
+        new = Node(parent.value, parent.perms, children, parent.extra)
+    return new
+
+
+def _diff(old: Node | None, new: Node | None, key: Key, changes: list[LeafChange]) -> None:
+    """The blob changes that turn subtree ``old`` into ``new``."""
+    if old is new:
         return
-    try:
-        mutation.tree = tree.remove(key) if data is None else tree.set(key, data)
-    except StoreError as err:
-        raise StorageFailure(f"the repository layout refuses this change: {err}", from_key(key[:-1])) from err
-    mutation.changes.append(LeafChange(key, old, data))
+    if new is None:
+        changes.extend(LeafChange(c.key, c.new, None) for c in leaves(old, key))  # type: ignore[arg-type]
+        return
+    if old is None:
+        changes.extend(leaves(new, key))
+        return
+    if old.perms != new.perms:
+        changes.append(LeafChange((*key, PERMS), old.perms, new.perms))
+    if old.value != new.value:
+        changes.append(LeafChange((*key, VALUE), old.value, new.value))
+    for name in old.children.keys() | new.children.keys():
+        _diff(old.children.get(name), new.children.get(name), (*key, name), changes)
+
+
+def _merge(
+    base: Node | None, ours: Node | None, theirs: Node | None, key: Key, changes: list[LeafChange]
+) -> Node | None:
+    if theirs is base or theirs is ours:
+        return ours
+    if ours is base:
+        _diff(ours, theirs, key, changes)
+        return theirs
+    if theirs is None:
+        _diff(ours, None, key, changes)  # the transaction removed it: it read the whole subtree to do so
+        return None
+    if ours is None:
+        # Removed meanwhile and changed by the transaction: its changes come back (and create the node),
+        # but what it did not touch stays removed.
+        ours = EMPTY
+    start = base if base is not None else EMPTY
+    value = theirs.value if theirs.value != start.value else ours.value
+    perms = theirs.perms if theirs.perms != start.perms else ours.perms
+    extra = theirs.extra if theirs.extra != start.extra else ours.extra
+    if perms != ours.perms:
+        changes.append(LeafChange((*key, PERMS), ours.perms, perms))
+    if value != ours.value:
+        changes.append(LeafChange((*key, VALUE), ours.value, value))
+    merged_children = ours.children
+    for name in theirs.children.keys() | start.children.keys():
+        mine = ours.children.get(name)
+        child = _merge(start.children.get(name), mine, theirs.children.get(name), (*key, name), changes)
+        if child is not mine:
+            if merged_children is ours.children:
+                merged_children = dict(ours.children)
+            if child is None:
+                merged_children.pop(name, None)
+            else:
+                merged_children[name] = child
+    if (value, perms, extra) == (ours.value, ours.perms, ours.extra) and merged_children is ours.children:
+        return None if ours.is_empty() else ours
+    merged = Node(value, perms, merged_children, extra)
+    return None if merged.is_empty() else merged
+
+
+# -- git -----------------------------------------------------------------------------------------------------
+def load(backend: Backend, oid: ObjectId) -> Node:
+    """The node tree of a git tree (every node knows its id: nothing is written again)."""
+    perms: bytes | None = None
+    node_value: bytes | None = None
+    kids: dict[str, Node] = {}
+    extra: list[Extra] = []
+    for name, (is_dir, child) in backend.tree_entries(oid).items():
+        if name == VALUE and not is_dir:
+            node_value = backend.blob(child)
+        elif name == PERMS and not is_dir:
+            perms = backend.blob(child)
+        elif is_dir and not is_reserved(name):
+            kids[name] = load(backend, child)
+        else:
+            extra.append((name, is_dir, child))
+    return Node(node_value, perms, kids, tuple(extra), oid)
+
+
+class GitEncoder:
+    """Gives nodes their git ids, collecting the objects not written yet.
+
+    Blob ids of small values are cached: most values ("1", "", a permission list) recur constantly.
+    """
+
+    BLOB_CACHE = 8192
+    SMALL = 256
+
+    def __init__(self) -> None:
+        self._blobs: dict[bytes, ObjectId] = {}
+        self.objects: list[GitObject] = []
+
+    def take(self) -> list[GitObject]:
+        """The objects collected since the last call."""
+        objects, self.objects = self.objects, []
+        return objects
+
+    def tree_id(self, node: Node) -> ObjectId:
+        if node.oid is not None:
+            return node.oid
+        entries: list[tuple[bytes, bool, ObjectId]] = []
+        if node.perms is not None:
+            entries.append((b".perms", False, self.blob_id(node.perms)))
+        if node.value is not None:
+            entries.append((b".value", False, self.blob_id(node.value)))
+        for name, child in node.children.items():
+            entries.append((name.encode("utf-8", "surrogateescape"), True, self.tree_id(child)))
+        for name, is_dir, oid in node.extra:
+            entries.append((name.encode("utf-8", "surrogateescape"), is_dir, oid))
+        raw = encode_tree(entries)
+        oid = object_id(TREE, raw)
+        self.objects.append((oid, TREE, raw))
+        node.oid = oid
+        return oid
+
+    def blob_id(self, data: bytes) -> ObjectId:
+        small = len(data) <= self.SMALL
+        if small:
+            known = self._blobs.get(data)
+            if known is not None:
+                return known
+        oid = object_id(BLOB, data)
+        self.objects.append((oid, BLOB, data))
+        if small:
+            if len(self._blobs) >= self.BLOB_CACHE:
+                self._blobs.clear()
+            self._blobs[data] = oid
+        return oid

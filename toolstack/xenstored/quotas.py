@@ -10,9 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from store import Tree
-from toolstack.xenstored.nodes import PERMS, LeafChange
-from toolstack.xenstored.perms import Permissions
+from toolstack.xenstored.nodes import PERMS, LeafChange, Node, count_owners, decode_permissions
 
 
 @dataclass
@@ -52,7 +50,7 @@ class Quotas:
 def owner_of(stored: bytes | None) -> int | None:
     if stored is None:
         return None
-    perms = Permissions.decode(stored)
+    perms = decode_permissions(stored)
     return None if perms is None else perms.owner
 
 
@@ -73,13 +71,8 @@ def owner_deltas(changes: Iterable[LeafChange]) -> Counter[int]:
 class NodeCounts:
     """Nodes owned per domain, kept up to date from every change applied to the state."""
 
-    def __init__(self, tree: Tree) -> None:
-        self._counts: Counter[int] = Counter()
-        for path in tree.paths():
-            if path == PERMS or path.endswith("/" + PERMS):
-                owner = owner_of(tree.get(path))
-                if owner is not None:
-                    self._counts[owner] += 1
+    def __init__(self, tree: Node) -> None:
+        self._counts: Counter[int] = Counter(count_owners(tree))
 
     def apply(self, changes: Iterable[LeafChange]) -> None:
         self._counts.update(owner_deltas(changes))

@@ -12,7 +12,6 @@ import itertools
 import re
 from collections.abc import Callable
 
-from store import Tree
 from toolstack.xenstored import nodes
 from toolstack.xenstored.errors import (
     AccessDenied,
@@ -24,7 +23,7 @@ from toolstack.xenstored.errors import (
     TooBig,
     TransactionConflict,
 )
-from toolstack.xenstored.nodes import Mutation
+from toolstack.xenstored.nodes import Mutation, Node
 from toolstack.xenstored.paths import Key, from_key, resolve, resolve_watch, to_key
 from toolstack.xenstored.perms import Access, Caller, Permissions
 from toolstack.xenstored.protocol import (
@@ -74,15 +73,17 @@ class NodeRequests:
             raise NoSuchNode(f"no transaction {packet.tx_id} on this connection")
         return tx
 
-    def _view(self, tx: Transaction | None) -> Tree:
+    def _view(self, tx: Transaction | None) -> Node:
         return tx.tree if tx is not None else self.state.tree
 
     @staticmethod
-    def _require(tree: Tree, key: Key, caller: Caller, access: Access) -> None:
+    def _require(tree: Node, key: Key, caller: Caller, access: Access) -> None:
+        if caller.privileged:
+            return
         if not nodes.permissions(tree, key).access(caller) & access == access:
             raise AccessDenied(f"dom{caller.domid} lacks {access!r}", from_key(key))
 
-    def _readable(self, tree: Tree, key: Key, caller: Caller) -> None:
+    def _readable(self, tree: Node, key: Key, caller: Caller) -> None:
         if not nodes.exists(tree, key):
             raise NoSuchNode("no such node", from_key(key))
         self._require(tree, key, caller, Access.READ)
@@ -92,7 +93,7 @@ class NodeRequests:
         session: Session,
         tx: Transaction | None,
         description: str,
-        build: Callable[[Tree], Mutation],
+        build: Callable[[Node], Mutation],
     ) -> Outcome:
         """Apply a change in the transaction, or to the latest state (checked and built under its lock)."""
         caller = session.caller
@@ -102,7 +103,7 @@ class NodeRequests:
             tx.record(mutation, description)
             return Outcome(OK)
 
-        def checked(tree: Tree) -> Mutation:
+        def checked(tree: Node) -> Mutation:
             mutation = build(tree)
             self._check_node_quota(caller, mutation, 0)
             return mutation
@@ -117,14 +118,15 @@ class NodeRequests:
         if gained > 0 and self.state.counts[caller.domid] + pending + gained > self.state.quotas.nodes:
             raise QuotaExceeded(f"dom{caller.domid} owns {self.state.quotas.nodes} nodes (quota)")
 
-    def _writable_for_create(self, tree: Tree, key: Key, caller: Caller) -> None:
+    def _writable_for_create(self, tree: Node, key: Key, caller: Caller) -> None:
         """Writing a node needs write access to it, or, to create it, to its nearest existing ancestor."""
-        depth = len(key)
-        while depth > 0 and not nodes.exists(tree, key[:depth]):
-            depth -= 1
-        self._require(tree, key[:depth], caller, Access.WRITE)
+        if caller.privileged:
+            return
+        depth, perms = nodes.nearest(tree, key)
+        if not perms.access(caller) & Access.WRITE:
+            raise AccessDenied(f"dom{caller.domid} lacks {Access.WRITE!r}", from_key(key[:depth]))
 
-    def _read_node(self, session: Session, packet: Packet) -> tuple[Key, Tree]:
+    def _read_node(self, session: Session, packet: Packet) -> tuple[Key, Node]:
         """The node a read request names and the tree to read it in, recorded as read by its transaction
         and checked readable by the caller."""
         (raw,) = strings(packet.payload, 1)
@@ -187,7 +189,7 @@ class NodeRequests:
             raise QuotaExceeded(f"value of {len(data)} bytes (quota {self.state.quotas.value_size})", path)
         tx = self._transaction(session, packet)
 
-        def build(tree: Tree) -> Mutation:
+        def build(tree: Node) -> Mutation:
             self._writable_for_create(tree, key, caller)
             return nodes.write(tree, key, data, caller)
 
@@ -200,7 +202,7 @@ class NodeRequests:
         caller = session.caller
         tx = self._transaction(session, packet)
 
-        def build(tree: Tree) -> Mutation:
+        def build(tree: Node) -> Mutation:
             self._writable_for_create(tree, key, caller)
             return nodes.mkdir(tree, key, caller)
 
@@ -217,7 +219,7 @@ class NodeRequests:
         if tx is not None:
             tx.read(key, "subtree")
 
-        def build(tree: Tree) -> Mutation:
+        def build(tree: Node) -> Mutation:
             if not nodes.exists(tree, key):
                 if nodes.exists(tree, key[:-1]):
                     return Mutation(tree)  # already gone: fine, as in C xenstored, if the parent exists
@@ -240,7 +242,7 @@ class NodeRequests:
         caller = session.caller
         tx = self._transaction(session, packet)
 
-        def build(tree: Tree) -> Mutation:
+        def build(tree: Node) -> Mutation:
             if not nodes.exists(tree, key):
                 raise NoSuchNode("no such node", path)
             current = nodes.permissions(tree, key)
@@ -283,7 +285,8 @@ class NodeRequests:
             not caller.privileged and open_now >= quotas.transactions
         ) or open_now >= quotas.hard_transactions:
             raise QuotaExceeded(f"{open_now} transactions open on this connection (quota)")
-        tx = Transaction(next(self._tx_ids), caller, self.state.tree)
+        fork, tree = self.state.fork()
+        tx = Transaction(next(self._tx_ids), caller, fork, tree)
         session.transactions[tx.id] = tx
         return Outcome(str(tx.id).encode("ascii") + b"\0")
 
@@ -295,12 +298,12 @@ class NodeRequests:
         if verdict not in (b"T", b"F"):
             raise InvalidRequest(f"TRANSACTION_END takes T or F, not {verdict[:8]!r}")
         del session.transactions[tx.id]
-        if verdict == b"F" or not tx.writes:
+        if verdict == b"F" or not tx.changed:
             if verdict == b"T" and tx.stale_reads(self.state.tree):
                 raise TransactionConflict(f"transaction {tx.id}: a node it read has changed")
             return Outcome(OK)
 
-        def merge(current: Tree) -> Mutation:
+        def merge(current: Node) -> Mutation:
             stale = tx.stale_reads(current)
             if stale:
                 raise TransactionConflict(
@@ -310,5 +313,5 @@ class NodeRequests:
             self._check_node_quota(tx.caller, mutation, 0)
             return mutation
 
-        seq = self.state.mutate(tx.caller, tx.summary(), merge)
+        seq = self.state.mutate(tx.caller, [f"merge {tx.summary()[0]}"], merge, tx.tip)
         return Outcome(OK, seq)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from store import Store
+from toolstack.xenstored import nodes
 from toolstack.xenstored.admin import AdminRequests
 from toolstack.xenstored.connection import Connection
 from toolstack.xenstored.dispatch import Dispatcher
@@ -28,6 +29,8 @@ from toolstack.xenstored.requests import NodeRequests
 from toolstack.xenstored.state import State
 
 log = logging.getLogger(__name__)
+# Outside durable mode, changes gather this long before the journal writes them (seconds).
+NON_DURABLE_WINDOW = 0.02
 
 
 @dataclass
@@ -91,7 +94,9 @@ class XenstoreServer:
         self.config = config
         self.store = Store.open(config.repo, create=True, durable=True)
         self.branch = self.store.branch(config.branch)
-        self.state = State(self.branch.tree, config.quotas)
+        head = self.branch.head
+        tree = nodes.load(self.store.backend, self.store.tree_at(head).oid) if head else nodes.EMPTY
+        self.state = State(tree, config.quotas, head)
         self.domains = DomainTable()
         self.admin = AdminRequests(self.state, self.domains, self)
         self.dispatcher = Dispatcher(NodeRequests(self.state), self.admin)
@@ -109,8 +114,14 @@ class XenstoreServer:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._waiters = DurableWaiters(self._loop)
-        self.journal = GitJournal(self.branch, self.state, self._waiters.flushed)
-        self.admin.flush_now = self.journal.wake
+        self.journal = GitJournal(
+            self.branch,
+            self.state,
+            self._waiters.flushed,
+            window=0.0 if self.config.durable else NON_DURABLE_WINDOW,
+        )
+        self.admin.flush_now = self.journal.write_now
+        self.journal.flush()  # the initial layout, if the branch was empty, is its own commit
         self.journal.start()
         _remove_stale_socket(self.config.socket)
         os.makedirs(self.config.domain_dir, exist_ok=True)

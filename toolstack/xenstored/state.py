@@ -4,6 +4,10 @@ Every change (a request outside a transaction, a transaction's merge, or changes
 from another writer) is applied here, in one order, under one lock. Applying it also updates the per-domain
 node counts and fires watches, so that readers and watchers see a change as soon as it is made; the
 :class:`~toolstack.xenstored.journal.GitJournal` then commits the queued changes to the branch.
+
+Each queued change is a :class:`JournalEntry` holding the tree it produced. A transaction forks at the
+latest entry, which is then marked as a boundary: the journal ends a commit there, so that the transaction's
+own commit can name the exact state it started from as its parent.
 """
 
 from __future__ import annotations
@@ -12,9 +16,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from store import Tree
 from toolstack.xenstored import nodes
-from toolstack.xenstored.nodes import LeafChange, Mutation
+from toolstack.xenstored.nodes import LeafChange, Mutation, Node
 from toolstack.xenstored.perms import DEFAULT_PERMISSIONS, Caller
 from toolstack.xenstored.quotas import NodeCounts, Quotas
 from toolstack.xenstored.watches import WatchRegistry
@@ -22,19 +25,44 @@ from toolstack.xenstored.watches import WatchRegistry
 INITIAL_NODES = ("local", "local/domain", "local/domain/0", "tool", "tool/xenstored")
 
 
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One change waiting to be committed.
+@dataclass(eq=False, slots=True)
+class BranchTip:
+    """A transaction's side of a merge: what its own commit holds.
 
     Attributes:
-        seq: Its place in the order of changes (1, 2, ...).
+        fork: The entry the transaction forked at (its commit's parent is the commit ending there).
+        tree: The transaction's tree when it ended.
+        author: Who ran it ("dom3").
+        lines: Its commit message: a subject line, then one line per operation.
+    """
+
+    fork: JournalEntry
+    tree: Node
+    author: str
+    lines: tuple[str, ...]
+
+
+@dataclass(eq=False, slots=True)
+class JournalEntry:
+    """One change waiting to be committed (or the last one committed).
+
+    Attributes:
+        seq: Its place in the order of changes (1, 2, ...; 0 for the state the daemon started from).
         author: Who made it ("dom3").
         lines: What it did: a subject line, then details.
+        tree: The state right after it.
+        tip: For a transaction's merge, the transaction's branch.
+        boundary: A transaction forked here: a commit must end here.
+        commit_id: The commit ending here, once the journal has written it.
     """
 
     seq: int
     author: str
     lines: tuple[str, ...]
+    tree: Node
+    tip: BranchTip | None = None
+    boundary: bool = False
+    commit_id: str | None = None
 
 
 class State:
@@ -43,9 +71,10 @@ class State:
     Args:
         tree: The tree at the branch head when the daemon starts.
         quotas: The quotas in force.
+        head: The branch head the tree comes from (None on an empty branch).
     """
 
-    def __init__(self, tree: Tree, quotas: Quotas) -> None:
+    def __init__(self, tree: Node, quotas: Quotas, head: str | None = None) -> None:
         self.lock = threading.RLock()
         self.tree = tree
         self.quotas = quotas
@@ -53,16 +82,17 @@ class State:
         self.counts = NodeCounts(tree)
         self._pending: list[JournalEntry] = []
         self._seq = 0
+        self._last = JournalEntry(0, "", (), tree, boundary=True, commit_id=head)
         self._wake: Callable[[], None] = lambda: None
-        if tree.get(nodes.PERMS) is None:
+        if tree.perms is None:
             self._initialise()
 
     def _initialise(self) -> None:
         dom0 = Caller(0)
 
-        def layout(tree: Tree) -> Mutation:
-            mutation = nodes.set_permissions(tree, (), DEFAULT_PERMISSIONS)
-            mutation.then(nodes.write(mutation.tree, (), tree.get(nodes.VALUE) or b"", dom0))
+        def layout(tree: Node) -> Mutation:
+            mutation = nodes.write(tree, (), tree.value or b"", dom0)
+            mutation.then(nodes.set_permissions(mutation.tree, (), DEFAULT_PERMISSIONS))
             for path in INITIAL_NODES:
                 mutation.then(nodes.mkdir(mutation.tree, tuple(path.split("/")), dom0))
             return mutation
@@ -77,51 +107,85 @@ class State:
     def last_seq(self) -> int:
         return self._seq
 
-    def mutate(self, caller: Caller, lines: list[str], change: Callable[[Tree], Mutation]) -> int | None:
+    def fork(self) -> tuple[JournalEntry, Node]:
+        """The latest entry and tree, for a transaction to start from (the entry becomes a boundary)."""
+        with self.lock:
+            self._last.boundary = True
+            return self._last, self.tree
+
+    def mutate(
+        self,
+        caller: Caller,
+        lines: list[str],
+        change: Callable[[Node], Mutation],
+        tip: Callable[[], BranchTip] | None = None,
+    ) -> int | None:
         """Compute a change on the latest tree and apply it, atomically.
 
         Args:
             caller: The author.
             lines: The commit message: a subject line, then details.
             change: Builds the mutation from the latest tree; may raise a RequestError to refuse.
+            tip: For a transaction's merge, its branch (the change is then committed as a merge).
 
         Returns:
             The change's sequence number, or None if it changed nothing.
         """
         with self.lock:
             mutation = change(self.tree)
-            return self._apply(mutation, f"dom{caller.domid}", lines)
+            if not mutation.changes:
+                return None
+            self._publish(mutation)
+            if tip is not None:
+                self._last.boundary = True  # the merge's first parent is the state just before it
+            self._seq += 1
+            entry = JournalEntry(
+                self._seq, f"dom{caller.domid}", tuple(lines), self.tree, tip() if tip else None
+            )
+            self._pending.append(entry)
+            self._last = entry
+            self._wake()
+            return self._seq
 
-    def incorporate(self, changes: list[LeafChange], description: str) -> int:
-        """Apply changes found in the repository (another writer), except where this daemon changed the same
-        blob since; returns how many applied. Nothing is queued for commit: they are committed already."""
+    def incorporate(self, changes: list[LeafChange], head: str) -> list[LeafChange]:
+        """Apply changes found in the repository at commit ``head`` (another writer), except where this
+        daemon changed the same blob since. Nothing is queued for commit: they are committed already; the
+        trees of queued entries are rebased onto them.
+
+        Returns:
+            The changes applied (the journal rebases the entries it holds with them).
+        """
         with self.lock:
-            applicable = [c for c in changes if self.tree.get(c.key) == c.old]
+            applicable = [c for c in changes if nodes.blob(self.tree, c.key) == c.old]
             mutation = nodes.apply(self.tree, applicable)
             self._publish(mutation)
-            return len(mutation.changes)
+            rebase(self._pending, mutation.changes)
+            if not self._pending and self._last.commit_id is not None:
+                self._last = JournalEntry(self._seq, "", (), self.tree, boundary=True, commit_id=head)
+            return mutation.changes
 
-    def take_pending(self) -> tuple[Tree, list[JournalEntry]]:
-        """The latest tree and the changes queued since the last call (for the journal)."""
+    def take_pending(self) -> list[JournalEntry]:
+        """The changes queued since the last call (for the journal)."""
         with self.lock:
             pending, self._pending = self._pending, []
-            return self.tree, pending
+            return pending
 
     def requeue(self, entries: list[JournalEntry]) -> None:
         """Put back entries whose commit failed, ahead of newer ones."""
         with self.lock:
             self._pending[:0] = entries
 
-    def _apply(self, mutation: Mutation, author: str, lines: list[str]) -> int | None:
-        if not mutation.changes:
-            return None
-        self._publish(mutation)
-        self._seq += 1
-        self._pending.append(JournalEntry(self._seq, author, tuple(lines)))
-        self._wake()
-        return self._seq
-
     def _publish(self, mutation: Mutation) -> None:
         self.tree = mutation.tree
         self.counts.apply(mutation.changes)
         self.watches.fire(mutation.changes, mutation.tree)
+
+
+def rebase(entries: list[JournalEntry], changes: list[LeafChange]) -> None:
+    """Apply another writer's changes to the trees of entries not committed yet."""
+    if not changes:
+        return
+    for entry in entries:
+        entry.tree = nodes.apply(entry.tree, changes).tree
+        if entry.tip is not None:
+            entry.tip.tree = nodes.apply(entry.tip.tree, changes).tree

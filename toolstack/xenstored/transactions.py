@@ -1,18 +1,20 @@
 """Transactions: a branch of the state, merged back node by node.
 
 TRANSACTION_START forks the current state: the transaction gets the immutable tree of that moment (an O(1)
-fork, sharing every subtree) and works on its own copy. Each node it reads is recorded with how it looked
-to the reader. TRANSACTION_END with T merges the transaction back with a per-node three-way merge:
+fork, sharing every node) and the journal entry it forked at, whose commit becomes its branch's parent.
+Each node it reads is recorded with how it looked to the reader. TRANSACTION_END with T merges the branch
+back with a per-node three-way merge (:func:`~toolstack.xenstored.nodes.merge`):
 
 - base = the fork point, ours = the state now, theirs = the transaction's tree;
 - if a node the transaction read (READ, DIRECTORY, GET_PERMS) differs between base and ours, the merge is
   refused with EAGAIN, as C xenstored does; a removed subtree counts as read in full;
-- otherwise every node the transaction changed takes the transaction's version: writes to disjoint nodes
-  never conflict, identical writes merge to themselves, and a node only written (never read) on both sides
-  goes to the last writer, the transaction.
+- otherwise every node takes the side that changed it: writes to disjoint nodes never conflict, identical
+  writes merge to themselves, and a node only written (never read) on both sides goes to the last writer,
+  the transaction.
 
 The check and the merge run under the state's lock, against the latest state, so that no commit can slip
-in between them.
+in between them. The journal then writes the branch (the transaction's own commit on its fork point) and the
+merge commit.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from store import Tree
 from toolstack.xenstored import nodes
-from toolstack.xenstored.nodes import LeafChange, Mutation
+from toolstack.xenstored.nodes import Mutation, Node
 from toolstack.xenstored.paths import Key
 from toolstack.xenstored.perms import Caller
 from toolstack.xenstored.quotas import owner_deltas
+from toolstack.xenstored.state import BranchTip, JournalEntry
 
 ReadKind = Literal["node", "subtree"]
 
@@ -37,19 +39,19 @@ class Transaction:
     Attributes:
         id: The transaction id sent to the client (unique in the daemon, never 0).
         caller: Who opened it (the author of its commit).
+        fork: The journal entry of the state at TRANSACTION_START.
         base: The state at TRANSACTION_START.
         tree: The transaction's own view: base plus its writes.
         reads: Nodes read, and whether the whole subtree matters.
-        writes: Final value of every blob the transaction changed (None: removed), by key.
         log: A line per operation, for the commit message.
     """
 
     id: int
     caller: Caller
-    base: Tree
-    tree: Tree = field(init=False)
+    fork: JournalEntry
+    base: Node
+    tree: Node = field(init=False)
     reads: dict[Key, ReadKind] = field(default_factory=dict)
-    writes: dict[Key, bytes | None] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     owned_delta: int = 0
 
@@ -63,31 +65,34 @@ class Transaction:
     def record(self, mutation: Mutation, description: str) -> None:
         """Take a mutation computed on ``self.tree`` as the transaction's new view."""
         self.tree = mutation.tree
-        for change in mutation.changes:
-            self.writes[change.key] = change.new
         self.owned_delta += owner_deltas(mutation.changes).get(self.caller.domid, 0)
         self.log.append(description)
 
-    def stale_reads(self, current: Tree) -> list[Key]:
+    @property
+    def changed(self) -> bool:
+        return self.tree is not self.base
+
+    def stale_reads(self, current: Node) -> list[Key]:
         """Nodes read by the transaction that changed between its fork point and ``current``."""
+        if current is self.base:
+            return []
         stale = []
         for key, kind in self.reads.items():
             if kind == "subtree":
-                before = self.base.subtree(key) if nodes.exists(self.base, key) else None
-                after = current.subtree(key) if nodes.exists(current, key) else None
-                same = (before is None and after is None) or (
-                    before is not None and after is not None and before == after
-                )
+                same = nodes.same_subtree(nodes.lookup(self.base, key), nodes.lookup(current, key))
             else:
                 same = nodes.fingerprint(self.base, key) == nodes.fingerprint(current, key)
             if not same:
                 stale.append(key)
         return stale
 
-    def merge_into(self, current: Tree) -> Mutation:
-        """The transaction's changes applied node by node onto ``current`` (after :meth:`stale_reads`)."""
-        changes = [LeafChange(key, None, new) for key, new in self.writes.items()]
-        return nodes.apply(current, changes)
+    def merge_into(self, current: Node) -> Mutation:
+        """The transaction's branch merged into ``current`` (after :meth:`stale_reads`)."""
+        return nodes.merge(self.base, current, self.tree)
+
+    def tip(self) -> BranchTip:
+        """The transaction's branch, for the journal to write."""
+        return BranchTip(self.fork, self.tree, f"dom{self.caller.domid}", tuple(self.summary()))
 
     def summary(self) -> list[str]:
         """The commit message lines: a subject, then one line per operation."""

@@ -12,10 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from store import Tree
 from toolstack.xenstored import nodes
 from toolstack.xenstored.errors import AlreadyExists, NoSuchNode, QuotaExceeded, TooBig
-from toolstack.xenstored.nodes import LeafChange
+from toolstack.xenstored.nodes import LeafChange, Node
 from toolstack.xenstored.paths import Key, WatchPath, from_key, is_under, to_key
 from toolstack.xenstored.perms import Access, Caller
 from toolstack.xenstored.quotas import Quotas
@@ -113,7 +112,7 @@ class WatchRegistry:
         for watch in list(self._by_path.get(name, [])):
             watch.deliver(name)
 
-    def fire(self, changes: Iterable[LeafChange], tree: Tree) -> None:
+    def fire(self, changes: Iterable[LeafChange], tree: Node) -> None:
         """Fire every watch concerned by these changes; ``tree`` is the state after them."""
         changed: dict[Key, bool] = {}
         created: set[Key] = set()
@@ -148,7 +147,7 @@ class WatchRegistry:
                             self._deliver(watch, path, key, tree, delivered)
 
     def _deliver(
-        self, watch: Watch, event_path: str, node: Key, tree: Tree, done: set[tuple[int, str]]
+        self, watch: Watch, event_path: str, node: Key, tree: Node, done: set[tuple[int, str]]
     ) -> None:
         mark = (id(watch), event_path)
         if mark in done:

@@ -6,6 +6,7 @@ import threading
 
 from pyxs import Client
 
+from tests.conftest import git
 from tests.toolstack.xenstored.conftest import wait_for_log
 from tests.toolstack.xenstored.wire import error_name
 from toolstack.xenstored.protocol import Op
@@ -93,6 +94,48 @@ class TestMergeRules:
         assert "dom0|transaction " in message
         assert "write /local/domain/3/name = guest" in message
         assert "write /vm/u1/name = guest" in message
+
+
+class TestTransactionsAreBranches:
+    def test_a_transaction_lands_as_its_own_commit_merged_into_main(self, daemon):
+        with daemon.wire() as a:
+            a.write("/before", "0")
+            tx = a.start()
+            a.write("/vm/u2/name", "web", tx_id=tx)
+            a.write("/local/domain/4/name", "web", tx_id=tx)
+            a.end(tx)
+        wait_for_log(daemon.repo, "merge transaction")
+        merge = git(daemon.repo, "log", "-1", "--format=%H %P|%an|%s", "--grep=^merge transaction", "main")
+        merge = merge.strip()
+        ids, author, subject = merge.split("|")
+        _, first, second = ids.split()
+        assert author == "dom0"
+        assert subject.startswith("merge transaction ")
+        # The second parent is the transaction's own commit, forked from the state it started on.
+        own = git(daemon.repo, "log", "-1", "--format=%s%n%b", second)
+        assert "write /vm/u2/name = web" in own and "write /local/domain/4/name = web" in own
+        fork = git(daemon.repo, "rev-parse", f"{second}^").strip()
+        assert git(daemon.repo, "show", f"{fork}:before/.value") == "0"
+        assert git(daemon.repo, "cat-file", "-e", f"{fork}:vm/u2", check=False) == ""
+        assert git(daemon.repo, "show", f"{second}:vm/u2/name/.value") == "web"
+        assert git(daemon.repo, "merge-base", "--is-ancestor", fork, first, check=False) == ""
+        assert git(daemon.repo, "show", "main:local/domain/4/name/.value") == "web"
+
+    def test_concurrent_transactions_merge_as_branches_of_the_same_fork(self, daemon):
+        with daemon.wire() as a, daemon.wire() as b:
+            tx_a, tx_b = a.start(), b.start()
+            a.write("/left/x", "1", tx_id=tx_a)
+            b.write("/right/y", "2", tx_id=tx_b)
+            a.end(tx_a)
+            b.end(tx_b)
+        log = wait_for_log(daemon.repo, "merge transaction", fmt="%s")
+        assert log.count("merge transaction") == 2
+        merges = git(daemon.repo, "rev-list", "--merges", "main").split()
+        forks = {git(daemon.repo, "rev-parse", f"{merge}^2^").strip() for merge in merges}
+        assert len(forks) == 1  # both forked from one state: two branches, merged one after the other
+        assert git(daemon.repo, "show", "main:left/x/.value") == "1"
+        assert git(daemon.repo, "show", "main:right/y/.value") == "2"
+        assert git(daemon.repo, "fsck", "--full", "--strict").strip() == ""
 
 
 class TestConcurrency:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from store.backend import Backend
 from store.objects import BLOB, TREE, ObjectId, encode_tree, object_id
@@ -86,9 +87,11 @@ class Node:
 EMPTY = Node(None, None, {})
 
 
-@dataclass(frozen=True, slots=True)
-class LeafChange:
-    """One blob of the encoding that changed: ``key`` ends with ``.value`` or ``.perms``."""
+class LeafChange(NamedTuple):
+    """One blob of the encoding that changed: ``key`` ends with ``.value`` or ``.perms``.
+
+    (A named tuple rather than a dataclass: a transaction's merge makes one per blob it touches.)
+    """
 
     key: Key
     old: bytes | None
@@ -436,7 +439,10 @@ def _merge(
     if value != ours.value:
         changes.append(LeafChange((*key, VALUE), ours.value, value))
     merged_children = ours.children
-    for name in theirs.children.keys() | start.children.keys():
+    # Only the children the transaction changed: the rest of a directory of hundreds is not visited.
+    changed = {name for name, _ in theirs.children.items() - start.children.items()}
+    changed.update(start.children.keys() - theirs.children.keys())
+    for name in changed:
         mine = ours.children.get(name)
         child = _merge(start.children.get(name), mine, theirs.children.get(name), (*key, name), changes)
         if child is not mine:

@@ -8,14 +8,14 @@ nodes it may read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from toolstack.xenstored import nodes
 from toolstack.xenstored.errors import AlreadyExists, NoSuchNode, QuotaExceeded, TooBig
 from toolstack.xenstored.nodes import LeafChange, Node
-from toolstack.xenstored.paths import Key, WatchPath, from_key, is_under, to_key
+from toolstack.xenstored.paths import Key, WatchPath, from_key, to_key
 from toolstack.xenstored.perms import Access, Caller
 from toolstack.xenstored.quotas import Quotas
 
@@ -45,12 +45,40 @@ class Watch:
         self.sink.send_event(self.path.shown(event_path), self.token)
 
 
+class _Trie:
+    """Watches on node paths, by path segment: a change walks down only as far as some watch lies."""
+
+    __slots__ = ("children", "watches")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Trie] = {}
+        self.watches: list[Watch] = []
+
+    def find(self, key: Key) -> _Trie | None:
+        trie: _Trie | None = self
+        for name in key:
+            trie = trie.children.get(name)  # type: ignore[union-attr]
+            if trie is None:
+                return None
+        return trie
+
+    def below(self) -> Iterator[Watch]:
+        """Every watch strictly under this point."""
+        stack = list(self.children.values())
+        while stack:
+            trie = stack.pop()
+            yield from trie.watches
+            stack.extend(trie.children.values())
+
+
 class WatchRegistry:
-    """Every watch of every connection, indexed by path so that firing costs one lookup per ancestor."""
+    """Every watch of every connection, indexed by path (special names) and by path segment (nodes), so that
+    firing walks a change's path only as deep as some watch lies."""
 
     def __init__(self, quotas: Quotas) -> None:
         self._quotas = quotas
         self._by_path: dict[str, list[Watch]] = {}
+        self._trie = _Trie()
         self._by_sink: dict[int, list[Watch]] = {}
         self._per_domain: dict[int, int] = {}
 
@@ -73,6 +101,11 @@ class WatchRegistry:
         watch = Watch(sink, path, token)
         mine.append(watch)
         self._by_path.setdefault(path.absolute, []).append(watch)
+        if not path.special:
+            trie = self._trie
+            for name in watch.key:
+                trie = trie.children.setdefault(name, _Trie())
+            trie.watches.append(watch)
         self._per_domain[caller.domid] = self._per_domain.get(caller.domid, 0) + 1
         return watch
 
@@ -103,8 +136,25 @@ class WatchRegistry:
             same_path.remove(watch)
             if not same_path:
                 del self._by_path[watch.path.absolute]
+        if not watch.path.special:
+            self._untrie(watch)
         domid = watch.sink.caller.domid
         self._per_domain[domid] = max(0, self._per_domain.get(domid, 0) - 1)
+
+    def _untrie(self, watch: Watch) -> None:
+        key = watch.key
+        trail = [self._trie]
+        for name in key:
+            child = trail[-1].children.get(name)
+            if child is None:
+                return
+            trail.append(child)
+        if watch in trail[-1].watches:
+            trail[-1].watches.remove(watch)
+        for depth in range(len(key), 0, -1):  # prune branches left without watches
+            if trail[depth].watches or trail[depth].children:
+                break
+            del trail[depth - 1].children[key[depth - 1]]
 
     # -- firing --------------------------------------------------------------------------------------------
     def fire_special(self, name: str) -> None:
@@ -131,20 +181,27 @@ class WatchRegistry:
         removed = {node for node, gone in changed.items() if gone}
         roots = [node for node in removed if not any(node[:d] in removed for d in range(len(node)))]
         delivered: set[tuple[int, str]] = set()
+        top = self._trie
         for node, gone in changed.items():
             if gone and node not in roots:
                 continue  # told through its removed ancestor, and through exact watches below
-            event_path = from_key(node)
-            for depth in range(len(node) + 1):
-                for watch in self._by_path.get(from_key(node[:depth]), ()):
-                    self._deliver(watch, event_path, node, tree, delivered)
+            event_path = ""
+            trie: _Trie | None = top
+            depth = 0
+            while trie is not None:
+                if trie.watches:
+                    event_path = event_path or from_key(node)
+                    for watch in trie.watches:
+                        self._deliver(watch, event_path, node, tree, delivered)
+                if depth == len(node):
+                    break
+                trie = trie.children.get(node[depth])
+                depth += 1
         for root in roots:
-            for path, watches in list(self._by_path.items()):
-                if path.startswith("/") and path != from_key(root):
-                    key = to_key(path)
-                    if is_under(key, root):
-                        for watch in watches:
-                            self._deliver(watch, path, key, tree, delivered)
+            under = top.find(root)
+            if under is not None:
+                for watch in list(under.below()):
+                    self._deliver(watch, watch.path.absolute, watch.key, tree, delivered)
 
     def _deliver(
         self, watch: Watch, event_path: str, node: Key, tree: Node, done: set[tuple[int, str]]

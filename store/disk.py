@@ -37,6 +37,7 @@ from store.packs import PackSet
 _TMP_PATTERN = re.compile(r"^tmp_(?:pack|idx)_(\d+)_[0-9a-f]+$")
 MAX_SMALL_PACKS = 16
 MAINTENANCE_EVERY = 8
+STORED_BELOW = 512  # objects smaller than this are written uncompressed (git gc recompresses them)
 ORPHAN_GRACE_SECONDS = 600.0
 
 
@@ -112,7 +113,8 @@ def encode_pack(
         if len(sha) != 20:
             raise ValueError(f"not an object id: {oid!r}")  # never write an index git cannot read
         if sha not in entries_by_sha:
-            body = _zlib_stored(raw) if type_num == TREE else _deflate(raw)
+            # Trees are mostly ids, and small objects barely shrink: zlib's set-up costs more than it saves.
+            body = _zlib_stored(raw) if type_num == TREE or len(raw) < STORED_BELOW else _deflate(raw)
             entries_by_sha[sha] = _pack_object_header(type_num, len(raw)) + body
     body = bytearray(b"PACK" + struct.pack(">II", 2, len(entries_by_sha)))
     entries: list[tuple[bytes, int, int]] = []

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from binascii import unhexlify
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from store.backend import Backend
-from store.objects import BLOB, TREE, ObjectId, encode_tree, object_id
+from store.objects import BLOB, TREE, ObjectId, object_id
 from toolstack.xenstored.paths import Key
 from toolstack.xenstored.perms import DEFAULT_PERMISSIONS, Caller, Permissions
 
@@ -40,6 +41,8 @@ PERMS = ".perms"
 RESERVED = (VALUE, PERMS)
 
 GitObject = tuple[ObjectId, int, bytes]
+Encoding = tuple[dict[bytes, bytes], list[bytes]]  # git entries by sort key, and the sorted keys
+_Same = type(...)
 Extra = tuple[str, bool, ObjectId]  # a git entry outside the encoding: (name, is_dir, id)
 
 
@@ -56,9 +59,12 @@ class Node:
         children: Child nodes by name.
         extra: Git entries that are not part of the encoding, kept verbatim.
         oid: The node's git tree id, once known (cached; the node never changes).
+        encoding: Once encoded, its git entries by sort key and their order, so that a later version of
+            the node is encoded by splicing rather than from scratch.
+        origin: The nearest earlier version of this node that has an encoding (until this one is encoded).
     """
 
-    __slots__ = ("children", "extra", "oid", "perms", "value")
+    __slots__ = ("children", "encoding", "extra", "oid", "origin", "perms", "value")
 
     def __init__(
         self,
@@ -67,15 +73,33 @@ class Node:
         children: dict[str, Node],
         extra: tuple[Extra, ...] = (),
         oid: ObjectId | None = None,
+        origin: Node | None = None,
     ) -> None:
         self.value = value
         self.perms = perms
         self.children = children
         self.extra = extra
         self.oid = oid
+        self.encoding: Encoding | None = None
+        self.origin = origin if origin is None or origin.encoding is not None else origin.origin
+
+    def derive(
+        self,
+        value: bytes | _Same | None = ...,
+        perms: bytes | _Same | None = ...,
+        children: dict[str, Node] | None = None,
+    ) -> Node:
+        """A new version of this node with some fields replaced."""
+        return Node(
+            self.value if value is ... else value,  # type: ignore[arg-type]
+            self.perms if perms is ... else perms,  # type: ignore[arg-type]
+            self.children if children is None else children,
+            self.extra,
+            origin=self,
+        )
 
     def with_children(self, children: dict[str, Node]) -> Node:
-        return Node(self.value, self.perms, children, self.extra)
+        return self.derive(children=children)
 
     def is_empty(self) -> bool:
         return self.value is None and self.perms is None and not self.children and not self.extra
@@ -271,7 +295,7 @@ def set_permissions(tree: Node, key: Key, perms: Permissions) -> Mutation:
     assert node is not None, "callers check that the node exists"
     if node.perms == encoded:
         return Mutation(tree)
-    new_tree = _replace(tree, key, 0, Node(node.value, encoded, node.children, node.extra))
+    new_tree = _replace(tree, key, 0, node.derive(perms=encoded))
     return Mutation(new_tree, [LeafChange((*key, PERMS), node.perms, encoded)])
 
 
@@ -299,9 +323,9 @@ def apply(tree: Node, changes: list[LeafChange]) -> Mutation:
             continue
         base = node if node is not None else EMPTY
         if leaf == VALUE:
-            updated = Node(change.new, base.perms, base.children, base.extra)
+            updated = base.derive(value=change.new)
         elif leaf == PERMS:
-            updated = Node(base.value, change.new, base.children, base.extra)
+            updated = base.derive(perms=change.new)
         else:
             continue  # outside the encoding: not a node's state
         mutation.tree = _replace(mutation.tree, node_key, 0, None if updated.is_empty() else updated)
@@ -366,7 +390,7 @@ def _create(tree: Node, key: Key, caller: Caller, data: bytes | None) -> Mutatio
         if data is None or node.value == data:
             return Mutation(tree)
         changes.append(LeafChange((*key, VALUE), node.value, data))
-        new = Node(data, node.perms, node.children, node.extra)
+        new = node.derive(value=data)
         depth = existing
     else:
         # Missing from key[existing] down: each new node inherits from its new parent.
@@ -393,7 +417,7 @@ def _rebuild(path: list[Node], key: Key, depth: int, new: Node) -> Node:
         parent = path[up]
         children = dict(parent.children)
         children[key[up]] = new
-        new = Node(parent.value, parent.perms, children, parent.extra)
+        new = parent.derive(children=children)
     return new
 
 
@@ -454,7 +478,7 @@ def _merge(
                 merged_children[name] = child
     if (value, perms, extra) == (ours.value, ours.perms, ours.extra) and merged_children is ours.children:
         return None if ours.is_empty() else ours
-    merged = Node(value, perms, merged_children, extra)
+    merged = Node(value, perms, merged_children, extra, origin=ours)
     return None if merged.is_empty() else merged
 
 
@@ -498,20 +522,60 @@ class GitEncoder:
     def tree_id(self, node: Node) -> ObjectId:
         if node.oid is not None:
             return node.oid
-        entries: list[tuple[bytes, bool, ObjectId]] = []
-        if node.perms is not None:
-            entries.append((b".perms", False, self.blob_id(node.perms)))
-        if node.value is not None:
-            entries.append((b".value", False, self.blob_id(node.value)))
-        for name, child in node.children.items():
-            entries.append((name.encode("utf-8", "surrogateescape"), True, self.tree_id(child)))
-        for name, is_dir, oid in node.extra:
-            entries.append((name.encode("utf-8", "surrogateescape"), is_dir, oid))
-        raw = encode_tree(entries)
+        origin = node.origin
+        if origin is not None and origin.encoding is not None and origin.extra == node.extra:
+            entries, order = self._splice(node, origin, origin.encoding)
+        else:
+            entries, order = self._encode(node)
+        raw = b"".join(map(entries.__getitem__, order))
         oid = object_id(TREE, raw)
         self.objects.append((oid, TREE, raw))
         node.oid = oid
+        node.encoding = (entries, order)
+        node.origin = None
         return oid
+
+    def _encode(self, node: Node) -> Encoding:
+        # git's entry order: by name, a directory's name read as if it ended in "/".
+        entries: dict[bytes, bytes] = {}
+        if node.perms is not None:
+            entries[b".perms"] = b"100644 .perms\0" + unhexlify(self.blob_id(node.perms))
+        if node.value is not None:
+            entries[b".value"] = b"100644 .value\0" + unhexlify(self.blob_id(node.value))
+        for name, child in node.children.items():
+            encoded = name.encode("utf-8", "surrogateescape")
+            entries[encoded + b"/"] = b"40000 " + encoded + b"\0" + unhexlify(self.tree_id(child))
+        for name, is_dir, extra_oid in node.extra:
+            encoded = name.encode("utf-8", "surrogateescape")
+            entry = (b"40000 " if is_dir else b"100644 ") + encoded + b"\0" + unhexlify(extra_oid)
+            entries[encoded + b"/" if is_dir else encoded] = entry
+        return entries, sorted(entries)
+
+    def _splice(self, node: Node, origin: Node, encoding: Encoding) -> Encoding:
+        """The entries of ``node`` from those of an earlier version: only what differs is encoded."""
+        entries = dict(encoding[0])
+        order = encoding[1]
+        renamed = False
+        for sort_key, old, new in (
+            (b".perms", origin.perms, node.perms),
+            (b".value", origin.value, node.value),
+        ):
+            if old != new:
+                renamed |= old is None or new is None
+                if new is None:
+                    del entries[sort_key]
+                else:
+                    entries[sort_key] = b"100644 " + sort_key + b"\0" + unhexlify(self.blob_id(new))
+        if node.children is not origin.children:
+            for name, child in node.children.items() - origin.children.items():
+                encoded = name.encode("utf-8", "surrogateescape")
+                sort_key = encoded + b"/"
+                renamed |= sort_key not in entries
+                entries[sort_key] = b"40000 " + encoded + b"\0" + unhexlify(self.tree_id(child))
+            for name in origin.children.keys() - node.children.keys():
+                del entries[name.encode("utf-8", "surrogateescape") + b"/"]
+                renamed = True
+        return entries, sorted(entries) if renamed else order
 
     def blob_id(self, data: bytes) -> ObjectId:
         small = len(data) <= self.SMALL

@@ -54,17 +54,17 @@ def owner_of(stored: bytes | None) -> int | None:
     return None if perms is None else perms.owner
 
 
-def owner_deltas(changes: Iterable[LeafChange]) -> Counter[int]:
+def owner_deltas(changes: Iterable[LeafChange]) -> dict[int, int]:
     """How many nodes each domain gains (or loses) through these changes."""
-    deltas: Counter[int] = Counter()
-    for change in changes:
-        if change.key and change.key[-1] == PERMS:
-            old, new = owner_of(change.old), owner_of(change.new)
+    deltas: dict[int, int] = {}
+    for key, old_perms, new_perms in changes:
+        if key and key[-1] == PERMS:
+            old, new = owner_of(old_perms), owner_of(new_perms)
             if old != new:
                 if old is not None:
-                    deltas[old] -= 1
+                    deltas[old] = deltas.get(old, 0) - 1
                 if new is not None:
-                    deltas[new] += 1
+                    deltas[new] = deltas.get(new, 0) + 1
     return deltas
 
 

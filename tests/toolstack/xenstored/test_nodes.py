@@ -62,6 +62,18 @@ class TestGitEncoding:
         tree = run(EMPTY, operations, Caller(0))
         assert git_id(tree) == same_via_store(tree)
 
+    @settings(max_examples=150, deadline=None)
+    @given(OPERATIONS, OPERATIONS)
+    def test_encoding_each_version_splices_to_the_same_ids(self, first, second):
+        # Each version is encoded by splicing the entries of the last encoded version of the same node.
+        encoder = GitEncoder()
+        tree = EMPTY
+        for operation in [*first, *second]:
+            tree = run(tree, [operation], Caller(0))
+            if not tree.is_empty():
+                encoder.tree_id(tree)
+        assert git_id(tree) == same_via_store(tree)
+
     @settings(max_examples=100, deadline=None)
     @given(OPERATIONS)
     def test_loading_what_was_written_gives_back_the_same_nodes(self, operations):
@@ -116,8 +128,13 @@ class TestMerge:
         base = run(EMPTY, start, Caller(0))
         ours = run(base, left, Caller(0))
         theirs = run(base, right, Caller(0))
+        encoder = GitEncoder()  # encoded first, so that the merge's result is encoded by splicing
+        for tree in (base, ours, theirs):
+            if not tree.is_empty():
+                encoder.tree_id(tree)
         merged = nodes.merge(base, ours, theirs)
         assert blobs(nodes.apply(ours, merged.changes).tree) == blobs(merged.tree)
+        assert git_id(merged.tree) == same_via_store(merged.tree)
 
     def test_a_value_changed_on_both_sides_goes_to_the_transaction(self):
         base = nodes.write(EMPTY, ("a",), b"0", Caller(0)).tree

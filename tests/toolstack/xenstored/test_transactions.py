@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from pyxs import Client
 
+from store import Store
 from tests.conftest import git
 from tests.toolstack.xenstored.conftest import wait_for_log
 from tests.toolstack.xenstored.wire import error_name
@@ -116,7 +118,7 @@ class TestTransactionsAreBranches:
         assert "write /vm/u2/name = web" in own and "write /local/domain/4/name = web" in own
         fork = git(daemon.repo, "rev-parse", f"{second}^").strip()
         assert git(daemon.repo, "show", f"{fork}:before/.value") == "0"
-        assert git(daemon.repo, "cat-file", "-e", f"{fork}:vm/u2", check=False) == ""
+        assert "u2" not in git(daemon.repo, "ls-tree", "--name-only", f"{fork}:vm", check=False).split()
         assert git(daemon.repo, "show", f"{second}:vm/u2/name/.value") == "web"
         assert git(daemon.repo, "merge-base", "--is-ancestor", fork, first, check=False) == ""
         assert git(daemon.repo, "show", "main:local/domain/4/name/.value") == "web"
@@ -186,3 +188,35 @@ class TestConcurrency:
             thread.join(timeout=120)
         with Client(unix_socket_path=daemon.socket) as client:
             assert client.read(b"/counter") == b"100"
+
+
+class TestOtherWriters:
+    def test_a_transaction_open_across_another_writers_commit_merges_with_it(self, daemon):
+        with daemon.wire() as a:
+            a.write("/mine/a", "1")
+            a.call(Op.CONTROL, "flush")
+            wait_for_log(daemon.repo, "write /mine/a = 1")
+            tx = a.start()
+            a.write("/mine/t", "in-tx", tx_id=tx)
+            store = Store.open(daemon.repo, create=False)
+            try:
+                with store.branch("main").transaction("external edit", "toolstack") as external:
+                    external.set("ext/.value", b"e")
+            finally:
+                store.close()
+            deadline = time.monotonic() + 10
+            while a.call(Op.READ, "/ext").payload != b"e":
+                assert time.monotonic() < deadline, "the daemon never saw the other writer's commit"
+                time.sleep(0.02)
+            a.write("/mine/b", "2")
+            a.end(tx)
+            a.call(Op.CONTROL, "flush")
+        wait_for_log(daemon.repo, "merge transaction")
+        for path, value in [("ext", "e"), ("mine/t", "in-tx"), ("mine/b", "2"), ("mine/a", "1")]:
+            assert git(daemon.repo, "show", f"main:{path}/.value") == value
+        merge = git(daemon.repo, "log", "-1", "--format=%H", "--grep=^merge transaction", "main").strip()
+        fork = git(daemon.repo, "rev-parse", f"{merge}^2^").strip()
+        # The transaction forked before the other writer's commit: its branch starts from there.
+        assert "ext" not in git(daemon.repo, "ls-tree", "--name-only", fork).split()
+        assert "external edit" in git(daemon.repo, "log", "--format=%s", "main")
+        assert git(daemon.repo, "fsck", "--full", "--strict").strip() == ""

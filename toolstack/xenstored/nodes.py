@@ -435,7 +435,9 @@ def _diff(old: Node | None, new: Node | None, key: Key, changes: list[LeafChange
         changes.append(LeafChange((*key, PERMS), old.perms, new.perms))
     if old.value != new.value:
         changes.append(LeafChange((*key, VALUE), old.value, new.value))
-    for name in old.children.keys() | new.children.keys():
+    differing = {name for name, _ in new.children.items() - old.children.items()}
+    differing.update(old.children.keys() - new.children.keys())
+    for name in differing:
         _diff(old.children.get(name), new.children.get(name), (*key, name), changes)
 
 

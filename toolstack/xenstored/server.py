@@ -31,6 +31,7 @@ from toolstack.xenstored.state import State
 log = logging.getLogger(__name__)
 # Outside durable mode, changes gather this long before the journal writes them (seconds).
 NON_DURABLE_WINDOW = 0.02
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
 @dataclass
@@ -125,9 +126,7 @@ class XenstoreServer:
         self.journal.start()
         _remove_stale_socket(self.config.socket)
         os.makedirs(self.config.domain_dir, exist_ok=True)
-        self._main_server = await self._loop.create_unix_server(
-            lambda: self._connection(Caller(0)), self.config.socket
-        )
+        self._main_server = await _listen(lambda: self._connection(Caller(0)), self.config.socket)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
@@ -195,9 +194,7 @@ class XenstoreServer:
         domain = self.domains.domains.get(domid)
         if domain is None:
             return
-        server = await asyncio.get_running_loop().create_unix_server(
-            lambda: self._connection(Caller(domid, domain.target)), path
-        )
+        server = await _listen(lambda: self._connection(Caller(domid, domain.target)), path)
         if domid in self.domains:
             self._domain_servers[domid] = server
         else:
@@ -217,6 +214,18 @@ class XenstoreServer:
         for connection in self.connections:
             if connection.caller.domid == domid:
                 connection.caller = Caller(domid, target)
+
+
+async def _listen(factory: Callable[[], Connection], path: str) -> asyncio.AbstractServer:
+    """A unix socket server at ``path`` that accepts connections from the moment the path exists: it binds a
+    staging name and renames it into place once listening, so a client never finds the path refusing."""
+    staging = f"{path}.{os.getpid()}.new"
+    if len(os.fsencode(staging)) > UNIX_PATH_MAX:  # no room for a staging name: bind the path itself
+        return await asyncio.get_running_loop().create_unix_server(factory, path)
+    _remove_stale_socket(staging)
+    server = await asyncio.get_running_loop().create_unix_server(factory, staging)
+    os.replace(staging, path)
+    return server
 
 
 def _remove_stale_socket(path: str) -> None:

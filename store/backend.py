@@ -47,6 +47,7 @@ class Backend(ABC):
     def __init__(self) -> None:
         self._trees = ObjectCache(1 << 16)
         self._blobs = ObjectCache(1 << 14)
+        self._tree_keys = ObjectCache(1 << 10)
 
     # -- objects -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -76,6 +77,20 @@ class Backend(ABC):
     def tree_raw(self, oid: ObjectId) -> bytes:
         """The raw bytes of a tree object, cached by id (new trees are derived from them by splicing)."""
         return self._tree(oid)[1]
+
+    def tree_keys(self, oid: ObjectId) -> list[bytes]:
+        """The git sort keys of a stored tree's entries, in their raw order (for splicing), cached by id."""
+        cached = self._tree_keys.get(oid)
+        if cached is None:
+            # Stored trees are in git's order, and the parsed entries keep it.
+            cached = [
+                name.encode("utf-8", "surrogateescape") + b"/"
+                if is_dir
+                else name.encode("utf-8", "surrogateescape")
+                for name, (is_dir, _) in self.tree_entries(oid).items()
+            ]
+            self._tree_keys.put(oid, cached)
+        return cached  # type: ignore[return-value]
 
     def _tree(self, oid: ObjectId) -> tuple[TreeEntries, bytes]:
         cached = self._trees.get(oid)

@@ -119,8 +119,16 @@ class Backend(ABC):
         """The commit id a ref points to, or None if it does not exist."""
 
     @abstractmethod
-    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, *, sync: bool = True) -> bool:
         """Point ``name`` at ``new`` if it currently points at ``old`` (None: absent / delete).
+
+        Args:
+            name: The ref.
+            old: The value it must have.
+            new: The value to give it.
+            sync: Make the change durable before returning (when the backend is durable at all). Only a
+                change whose loss a crash recovery tolerates may skip it (e.g. dropping a claim ref whose
+                commit is already merged).
 
         Returns:
             True if the ref was updated, False if it had moved.
@@ -194,7 +202,7 @@ class MemoryBackend(Backend):
     def read_ref(self, name: str) -> str | None:
         return self._refs.get(name)
 
-    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, *, sync: bool = True) -> bool:
         with self._lock:
             if self._refs.get(name) != old:
                 return False

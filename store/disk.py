@@ -505,7 +505,8 @@ class DiskBackend(Backend):
         with self._lease(name).hold():
             yield
 
-    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, *, sync: bool = True) -> bool:
+        durable = self.durable and sync
         path = self._ref_path(name)
         with self._lease(name).hold():
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -516,16 +517,16 @@ class DiskBackend(Backend):
                 if self.read_ref(name) != old:
                     return False
                 if new is None:
-                    self._delete_ref(name, path)
+                    self._delete_ref(name, path, durable)
                     return True
                 os.write(fd, new.encode("ascii") + b"\n")
-                if self.durable:
+                if durable:
                     os.fsync(fd)
                 os.close(fd)
                 fd = -1
                 os.replace(lock_path, path)
                 renamed = True
-                if self.durable:
+                if durable:
                     self._directories.sync(os.path.dirname(path))
                 return True
             finally:
@@ -535,7 +536,7 @@ class DiskBackend(Backend):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(lock_path)
 
-    def _delete_ref(self, name: str, path: str) -> None:
+    def _delete_ref(self, name: str, path: str, durable: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         if name in self._packed_refs():
@@ -557,7 +558,7 @@ class DiskBackend(Backend):
                         if not skip_peeled:
                             kept.append(line)
                     os.write(fd, b"".join(kept))
-                    if self.durable:
+                    if durable:
                         os.fsync(fd)
                     os.close(fd)
                     fd = -1
@@ -566,7 +567,7 @@ class DiskBackend(Backend):
                     if fd >= 0:
                         os.close(fd)
                         os.unlink(lock_path)
-        if self.durable:
+        if durable:
             self._directories.sync(os.path.dirname(path))
 
     def list_refs(self, prefix: str) -> dict[str, str]:

@@ -133,6 +133,13 @@ class Toolstack(ConfigOperations):
         """A VM by name or uuid (or a unique uuid prefix of at least 4 characters)."""
         tree = self.main.tree
         uuid = uuid_for_name(tree, ref)
+        if (
+            uuid is None
+            and ref not in {"", ".", ".."}
+            and not set(ref) & {"/", "\0"}
+            and tree.kind(layout.vm_dir(ref))
+        ):
+            uuid = ref  # a full uuid: no need to scan every VM for prefixes
         if uuid is None:
             matches = [u for u in vm_uuids(tree) if u == ref or (len(ref) >= 4 and u.startswith(ref))]
             if len(matches) != 1:

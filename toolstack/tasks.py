@@ -204,7 +204,9 @@ class TaskRunner:
                 f"vm {op.name} {op.vm_name}", err.conflicts, vm=op.vm_name, operation=op.name
             ) from err
         crash_point("merged")
-        self._release(claim)
+        # Not made durable: if a crash brings the claim back, recovery finds its commit merged into main and
+        # just drops it again.
+        self._release(claim, sync=False)
         return done
 
     def _compensate(self, op: Operation) -> BaseException | None:
@@ -230,9 +232,9 @@ class TaskRunner:
                 self.store.fork(f"{layout.FAILED_PREFIX}/{task.id}", head)
         self._release(claim)
 
-    def _release(self, claim: str) -> None:
+    def _release(self, claim: str, sync: bool = True) -> None:
         try:
-            self.store.delete_branch(claim)
+            self.store.delete_branch(claim, sync=sync)
         except ToolstackError:
             raise
         except Exception as err:  # already gone: recovery or another process settled it

@@ -8,12 +8,15 @@ different paths and merge:
     vms/<uuid>/desired            running | paused | stopped
     names/<name>                  the uuid holding the name (two creates of one name conflict here)
     hosts/<host>/domains/<uuid>   JSON: observed state, domid, when it was seen
-    tasks/<id>                    JSON: operation, VM, who, status, error, timings
+    tasks/<xx>/<id>               JSON: operation, VM, who, status, error, timings; <xx> is the last two
+                                  characters of the id (random hex), so that recording a task rewrites a
+                                  small shard, not a directory of every task ever run. Repositories made
+                                  before the shards keep their tasks/<id> records, which are still read.
 """
 
 from __future__ import annotations
 
-from store import Schema
+from store import Schema, Tree
 from store.merge import make_lww
 
 VMS = "vms"
@@ -58,7 +61,42 @@ def observed_path(host: str, uuid: str) -> str:
 
 
 def task_path(task_id: str) -> str:
+    """Where a task is recorded (ids end in random hex digits: the last two spread tasks over 256 shards)."""
+    return f"{TASKS}/{task_id[-2:]}/{task_id}"
+
+
+def legacy_task_path(task_id: str) -> str:
+    """Where repositories made before the shards recorded a task."""
     return f"{TASKS}/{task_id}"
+
+
+def read_task_record(tree: Tree, task_id: str) -> bytes | None:
+    """A task's record in ``tree``, in either layout."""
+    raw = tree.get(task_path(task_id))
+    return raw if raw is not None else tree.get(legacy_task_path(task_id))
+
+
+def with_task_record(tree: Tree, task_id: str, record: bytes) -> Tree:
+    """``tree`` with a task's record at its sharded path (and none left at the old flat one)."""
+    return tree.remove(legacy_task_path(task_id)).set(task_path(task_id), record)
+
+
+def task_ids(tree: Tree) -> list[str]:
+    """Every task id recorded in ``tree``, in either layout."""
+    ids = []
+    top = tree.subtree(TASKS)
+    for name in top.list():
+        if top.kind(name) == "directory":
+            ids.extend(top.list(name))
+        else:
+            ids.append(name)
+    return ids
+
+
+def is_task_path(path: str) -> bool:
+    """Whether ``path`` is a task record (either layout); its last segment is then the task id."""
+    parts = path.split("/")
+    return parts[0] == TASKS and len(parts) in (2, 3)
 
 
 def schema() -> Schema:
@@ -68,7 +106,8 @@ def schema() -> Schema:
             (f"{VMS}/*/config", "json_object"),
             (f"{VMS}/*/devices/*", "json_object"),
             (f"{HOSTS}/*/domains/*", make_lww("seen_at")),
-            (f"{TASKS}/*", "json_object"),
+            (f"{TASKS}/*/*", "json_object"),
+            (f"{TASKS}/*", "json_object"),  # records made before the shards
             # names/*, vms/*/desired and vms/*/host keep the default: the same change merges, different
             # changes conflict (that is what makes names unique).
         ]

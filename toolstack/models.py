@@ -65,7 +65,7 @@ class Observed(Record):
 
 
 class Task(Record):
-    """One operation, as recorded in ``tasks/<id>``."""
+    """One operation, as recorded in ``tasks/<xx>/<id>``."""
 
     id: str
     operation: str

@@ -47,7 +47,8 @@ from toolstack.tasks import Operation, TaskRunner
 STATE_README = b"""This repository is the state of a git-toolstack: every change to VM configuration and
 lifecycle is a commit. See `git log --first-parent main` for the operations, and
 vms/<uuid>/ for each VM (config, devices/<id>, desired); names/<name> maps names to
-uuids; hosts/<host>/domains/<uuid> is the state last observed; tasks/<id> the tasks.
+uuids; hosts/<host>/domains/<uuid> is the state last observed; tasks/<xx>/<id> the tasks
+(<xx>: the id's last two characters).
 """
 
 

@@ -7,7 +7,11 @@ different paths and merge:
     vms/<uuid>/devices/<id>       JSON: one Disk or Nic
     vms/<uuid>/desired            running | paused | stopped
     names/<name>                  the uuid holding the name (two creates of one name conflict here)
-    hosts/<host>/domains/<uuid>   JSON: observed state, domid, when it was seen
+    hosts/<host>/domains/<xx>/<uuid>
+                                  JSON: observed state, domid, when it was seen; <xx> is the uuid's first
+                                  two characters (recorded by every operation: a small shard is rewritten,
+                                  not a directory of every VM). hosts/<host>/domains/<uuid> records of older
+                                  repositories are still read.
     tasks/<xx>/<id>               JSON: operation, VM, who, status, error, timings; <xx> is the last two
                                   characters of the id (random hex), so that recording a task rewrites a
                                   small shard, not a directory of every task ever run. Repositories made
@@ -57,7 +61,40 @@ def name_path(name: str) -> str:
 
 
 def observed_path(host: str, uuid: str) -> str:
+    return f"{HOSTS}/{host}/domains/{uuid[:2]}/{uuid}"
+
+
+def legacy_observed_path(host: str, uuid: str) -> str:
+    """Where repositories made before the shards recorded observed state."""
     return f"{HOSTS}/{host}/domains/{uuid}"
+
+
+def read_observed(tree: Tree, host: str, uuid: str) -> bytes | None:
+    """The observed state of a VM on a host recorded in ``tree``, in either layout."""
+    raw = tree.get(observed_path(host, uuid))
+    return raw if raw is not None else tree.get(legacy_observed_path(host, uuid))
+
+
+def with_observed(tree: Tree, host: str, uuid: str, record: bytes | None) -> Tree:
+    """``tree`` with a VM's observed state at its sharded path (removed if None; never at the old path)."""
+    tree = tree.remove(legacy_observed_path(host, uuid))
+    return (
+        tree.remove(observed_path(host, uuid))
+        if record is None
+        else tree.set(observed_path(host, uuid), record)
+    )
+
+
+def observed_uuids(tree: Tree, host: str) -> list[str]:
+    """The VMs whose observed state on ``host`` is recorded in ``tree``, in either layout."""
+    domains = tree.subtree(f"{HOSTS}/{host}/domains")
+    uuids = []
+    for name in domains.list():
+        if domains.kind(name) == "directory":
+            uuids.extend(domains.list(name))
+        else:
+            uuids.append(name)
+    return uuids
 
 
 def task_path(task_id: str) -> str:
@@ -105,7 +142,8 @@ def schema() -> Schema:
         [
             (f"{VMS}/*/config", "json_object"),
             (f"{VMS}/*/devices/*", "json_object"),
-            (f"{HOSTS}/*/domains/*", make_lww("seen_at")),
+            (f"{HOSTS}/*/domains/*/*", make_lww("seen_at")),
+            (f"{HOSTS}/*/domains/*", make_lww("seen_at")),  # records made before the shards
             (f"{TASKS}/*/*", "json_object"),
             (f"{TASKS}/*", "json_object"),  # records made before the shards
             # names/*, vms/*/desired and vms/*/host keep the default: the same change merges, different

@@ -219,9 +219,10 @@ class TaskRunner:
         assert head is not None
         claimed_from = self.store.graph.parents(head)
         tree = layout.with_task_record(self.store.tree_at(head), task.id, done.encode())
-        path = layout.observed_path(self.host, op.uuid)
         if not op.remote:
-            tree = tree.remove(path) if observed is None else tree.set(path, observed.encode())
+            tree = layout.with_observed(
+                tree, self.host, op.uuid, None if observed is None else observed.encode()
+            )
         crash_point("recorded")
         try:
             with self.main.transaction(

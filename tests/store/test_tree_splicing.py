@@ -121,3 +121,23 @@ def test_property_locating_an_entry_agrees_with_a_walk_over_every_entry(children
         position = nul + 21
     for name, (is_dir, _) in children.items():
         assert locate_entry(raw, name.encode(), is_dir) == walked[name.encode()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries, edits)
+def test_property_changed_names_are_exactly_the_entries_with_another_id(children, changes):
+    backend = Store.memory().backend
+    before = _stored(backend, children)
+    after = before
+    for name, action, value in changes:
+        after = _edit(after, name, action, value)
+
+    def ident(tree: Tree, name: str):
+        child = tree._entries().get(name)
+        if child is None or isinstance(child, tuple):
+            return child
+        return (isinstance(child, Tree), child.oid)
+
+    every = set(before._entries()) | set(after._entries())
+    expected = {name for name in every if ident(before, name) != ident(after, name)}
+    assert after.changed_names(before) == expected == before.changed_names(after)

@@ -69,3 +69,23 @@ def test_an_observer_learns_the_task_when_the_vm_is_claimed_and_when_it_is_done(
         ("finished", vm.uuid, TaskStatus.SUCCEEDED),
     ]
     assert seen[0][1].id == seen[1][1].id
+
+
+def test_observed_state_is_sharded_and_old_flat_records_are_read_then_moved(sim_ts):
+    vm = sim_ts.create(unique(), memory=64)
+    tree = sim_ts.main.tree
+    assert (
+        layout.observed_path(sim_ts.host, vm.uuid) == f"hosts/{sim_ts.host}/domains/{vm.uuid[:2]}/{vm.uuid}"
+    )
+    recorded = tree.get(layout.observed_path(sim_ts.host, vm.uuid))
+    assert recorded is not None
+    # A repository made before the shards holds the record at hosts/<host>/domains/<uuid>.
+    with sim_ts.main.transaction(message="the old layout") as tx:
+        tx.remove(layout.observed_path(sim_ts.host, vm.uuid))
+        tx.set(layout.legacy_observed_path(sim_ts.host, vm.uuid), recorded)
+    assert sim_ts.vm(vm.uuid).observed is not None
+    assert vm.uuid in layout.observed_uuids(sim_ts.main.tree, sim_ts.host)
+    started = sim_ts.start(vm.uuid)
+    tree = sim_ts.main.tree
+    assert tree.get(layout.legacy_observed_path(sim_ts.host, vm.uuid)) is None
+    assert started.observed is not None and started.observed.state == "running"

@@ -273,6 +273,17 @@ def _write_file(path: str, data: bytes | list[bytes | memoryview], durable: bool
         os.close(fd)
 
 
+class _PendingWrite:
+    """One caller's batch of objects, waiting to be written in a shared pack."""
+
+    __slots__ = ("done", "error", "objects")
+
+    def __init__(self, objects: list[tuple[ObjectId, int, bytes]]) -> None:
+        self.objects = objects
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class DiskBackend(Backend):
     """A git repository on disk.
 
@@ -298,6 +309,9 @@ class DiskBackend(Backend):
         self._leases: dict[str, Lease] = {}
         self._leases_mutex = threading.Lock()
         self._objects_mutex = threading.Lock()
+        self._write_mutex = threading.Lock()
+        self._write_queue: list[_PendingWrite] = []
+        self._writing = False
         self._writes_since_maintenance = 0
         self._maintenance_due = threading.Event()
         self._maintainer: threading.Thread | None = None
@@ -347,6 +361,51 @@ class DiskBackend(Backend):
         return list(self._objects.iter_prefix(prefix.encode("ascii")))
 
     def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
+        """Write a batch as one pack; batches of threads writing at the same moment share one (group commit).
+
+        The first writer to arrive writes every batch queued until none is left; the others wait for the
+        pack that holds theirs. Each caller still returns only once its objects are durable, but concurrent
+        operations (claims of different VMs, say) pay for one pack, one index and their fsyncs together.
+        """
+        pending = _PendingWrite(list(objects))
+        if not pending.objects:
+            return
+        with self._write_mutex:
+            self._write_queue.append(pending)
+            lead = not self._writing
+            if lead:
+                self._writing = True
+        if lead:
+            try:
+                while True:
+                    with self._write_mutex:
+                        batch, self._write_queue = self._write_queue, []
+                        if not batch:
+                            self._writing = False
+                            break
+                    try:
+                        self._write_pack([o for item in batch for o in item.objects])
+                    except BaseException as err:
+                        for item in batch:
+                            item.error = err
+                        raise
+                    finally:
+                        for item in batch:
+                            item.done.set()
+            except BaseException as err:
+                with self._write_mutex:
+                    stranded, self._write_queue = self._write_queue, []
+                    self._writing = False
+                for item in stranded:
+                    item.error = err
+                    item.done.set()
+                if pending.error is None:
+                    raise
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    def _write_pack(self, objects: list[tuple[ObjectId, int, bytes]]) -> None:
         pack, index, checksum = encode_pack(objects)
         if len(pack) <= 32:  # header and trailer only: nothing to write
             return

@@ -47,6 +47,7 @@ class Backend(ABC):
     def __init__(self) -> None:
         self._trees = ObjectCache(1 << 16)
         self._blobs = ObjectCache(1 << 14)
+        self._tree_keys = ObjectCache(1 << 10)
 
     # -- objects -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -77,6 +78,20 @@ class Backend(ABC):
         """The raw bytes of a tree object, cached by id (new trees are derived from them by splicing)."""
         return self._tree(oid)[1]
 
+    def tree_keys(self, oid: ObjectId) -> list[bytes]:
+        """The git sort keys of a stored tree's entries, in their raw order (for splicing), cached by id."""
+        cached = self._tree_keys.get(oid)
+        if cached is None:
+            # Stored trees are in git's order, and the parsed entries keep it.
+            cached = [
+                name.encode("utf-8", "surrogateescape") + b"/"
+                if is_dir
+                else name.encode("utf-8", "surrogateescape")
+                for name, (is_dir, _) in self.tree_entries(oid).items()
+            ]
+            self._tree_keys.put(oid, cached)
+        return cached  # type: ignore[return-value]
+
     def _tree(self, oid: ObjectId) -> tuple[TreeEntries, bytes]:
         cached = self._trees.get(oid)
         if cached is not None:
@@ -104,8 +119,16 @@ class Backend(ABC):
         """The commit id a ref points to, or None if it does not exist."""
 
     @abstractmethod
-    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, *, sync: bool = True) -> bool:
         """Point ``name`` at ``new`` if it currently points at ``old`` (None: absent / delete).
+
+        Args:
+            name: The ref.
+            old: The value it must have.
+            new: The value to give it.
+            sync: Make the change durable before returning (when the backend is durable at all). Only a
+                change whose loss a crash recovery tolerates may skip it (e.g. dropping a claim ref whose
+                commit is already merged).
 
         Returns:
             True if the ref was updated, False if it had moved.
@@ -179,7 +202,7 @@ class MemoryBackend(Backend):
     def read_ref(self, name: str) -> str | None:
         return self._refs.get(name)
 
-    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, *, sync: bool = True) -> bool:
         with self._lock:
             if self._refs.get(name) != old:
                 return False

@@ -124,6 +124,11 @@ def encode_pack(
         body += chunk
     checksum = hashlib.sha1(body).digest()
     body += checksum
+    return bytes(body), encode_index(entries, checksum), checksum
+
+
+def encode_index(entries: list[tuple[bytes, int, int]], checksum: bytes) -> bytes:
+    """A version-2 pack index of (binary id, offset, crc32) entries, for the pack with this checksum."""
     entries.sort()
     fanout = [0] * 256
     for sha, _, _ in entries:
@@ -146,7 +151,78 @@ def encode_pack(
     index += b"".join(struct.pack(">Q", offset) for offset in large)
     index += checksum
     index += hashlib.sha1(index).digest()
-    return bytes(body), bytes(index), checksum
+    return bytes(index)
+
+
+def read_whole_object_pack(base: str) -> tuple[bytes, list[tuple[bytes, int, int]]] | None:
+    """A pack's bytes and its entries as (binary id, offset, crc32), if none of them is a delta.
+
+    Returns None for packs with deltas (e.g. written by `git gc`), or an index that is not v2.
+    """
+    with open(base + ".idx", "rb") as f:
+        index = f.read()
+    with open(base + ".pack", "rb") as f:
+        pack = f.read()
+    if index[:8] != b"\377tOc" + struct.pack(">L", 2):
+        return None
+    count = struct.unpack_from(">L", index, 8 + 255 * 4)[0]
+    shas_at = 8 + 1024
+    crcs_at = shas_at + 20 * count
+    offsets_at = crcs_at + 4 * count
+    large_at = offsets_at + 4 * count
+    crcs = struct.unpack_from(f">{count}L", index, crcs_at)
+    offsets = list(struct.unpack_from(f">{count}L", index, offsets_at))
+    entries = []
+    for i, offset in enumerate(offsets):
+        if offset & 0x80000000:
+            offset = struct.unpack_from(">Q", index, large_at + 8 * (offset & 0x7FFFFFFF))[0]
+        if (pack[offset] >> 4) & 7 not in (1, 2, 3, 4):  # 6 and 7 are deltas
+            return None
+        entries.append((index[shas_at + 20 * i : shas_at + 20 * (i + 1)], offset, crcs[i]))
+    return pack, entries
+
+
+def concatenate_packs(
+    packs: list[tuple[bytes, list[tuple[bytes, int, int]]]],
+) -> tuple[list[bytes | memoryview], bytes, bytes]:
+    """One pack holding the objects of whole-object packs, made by concatenating their bodies.
+
+    Nothing is inflated or re-encoded: the parts are views of runs of entries in the source packs, hashed
+    (outside the GIL, for big buffers) and written as they are. An object already taken from an earlier pack
+    (small blobs such as "running" are written again and again) ends a run, so that the index lists it once.
+
+    Returns:
+        (pack parts, index, checksum).
+    """
+    seen: set[bytes] = set()
+    runs: list[memoryview] = []
+    located: list[tuple[bytes, int, int]] = []
+    position = 12  # after the header
+    for pack, entries in packs:
+        view = memoryview(pack)
+        end_of_data = len(pack) - 20
+        ordered = sorted(entries, key=lambda entry: entry[1])
+        run_start = None
+        for index, (sha, offset, crc) in enumerate(ordered):
+            end = ordered[index + 1][1] if index + 1 < len(ordered) else end_of_data
+            if sha in seen:
+                if run_start is not None:
+                    runs.append(view[run_start:offset])
+                    run_start = None
+                continue
+            seen.add(sha)
+            if run_start is None:
+                run_start = offset
+            located.append((sha, position, crc))
+            position += end - offset
+        if run_start is not None:
+            runs.append(view[run_start:end_of_data])
+    header = b"PACK" + struct.pack(">II", 2, len(located))
+    hasher = hashlib.sha1(header)
+    for run in runs:
+        hasher.update(run)
+    checksum = hasher.digest()
+    return [header, *runs, checksum], encode_index(located, checksum), checksum
 
 
 def read_whole_object_chunks(base: str) -> list[tuple[bytes, bytes, int]] | None:
@@ -185,17 +261,29 @@ def read_whole_object_chunks(base: str) -> list[tuple[bytes, bytes, int]] | None
     return chunks
 
 
-def _write_file(path: str, data: bytes, durable: bool) -> None:
+def _write_file(path: str, data: bytes | list[bytes | memoryview], durable: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        for part in [data] if isinstance(data, bytes) else data:
+            view = memoryview(part)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         if durable:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _PendingWrite:
+    """One caller's batch of objects, waiting to be written in a shared pack."""
+
+    __slots__ = ("done", "error", "objects")
+
+    def __init__(self, objects: list[tuple[ObjectId, int, bytes]]) -> None:
+        self.objects = objects
+        self.error: BaseException | None = None
+        self.done = threading.Event()
 
 
 class DiskBackend(Backend):
@@ -223,6 +311,9 @@ class DiskBackend(Backend):
         self._leases: dict[str, Lease] = {}
         self._leases_mutex = threading.Lock()
         self._objects_mutex = threading.Lock()
+        self._write_mutex = threading.Lock()
+        self._write_queue: list[_PendingWrite] = []
+        self._writing = False
         self._writes_since_maintenance = 0
         self._maintenance_due = threading.Event()
         self._maintainer: threading.Thread | None = None
@@ -272,6 +363,51 @@ class DiskBackend(Backend):
         return list(self._objects.iter_prefix(prefix.encode("ascii")))
 
     def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
+        """Write a batch as one pack; batches of threads writing at the same moment share one (group commit).
+
+        The first writer to arrive writes every batch queued until none is left; the others wait for the
+        pack that holds theirs. Each caller still returns only once its objects are durable, but concurrent
+        operations (claims of different VMs, say) pay for one pack, one index and their fsyncs together.
+        """
+        pending = _PendingWrite(list(objects))
+        if not pending.objects:
+            return
+        with self._write_mutex:
+            self._write_queue.append(pending)
+            lead = not self._writing
+            if lead:
+                self._writing = True
+        if lead:
+            try:
+                while True:
+                    with self._write_mutex:
+                        batch, self._write_queue = self._write_queue, []
+                        if not batch:
+                            self._writing = False
+                            break
+                    try:
+                        self._write_pack([o for item in batch for o in item.objects])
+                    except BaseException as err:
+                        for item in batch:
+                            item.error = err
+                        raise
+                    finally:
+                        for item in batch:
+                            item.done.set()
+            except BaseException as err:
+                with self._write_mutex:
+                    stranded, self._write_queue = self._write_queue, []
+                    self._writing = False
+                for item in stranded:
+                    item.error = err
+                    item.done.set()
+                if pending.error is None:
+                    raise
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    def _write_pack(self, objects: list[tuple[ObjectId, int, bytes]]) -> None:
         pack, index, checksum = encode_pack(objects)
         if len(pack) <= 32:  # header and trailer only: nothing to write
             return
@@ -309,7 +445,7 @@ class DiskBackend(Backend):
             finally:
                 self._maintaining = False
 
-    def _install_pack(self, name: str, pack: bytes, index: bytes) -> None:
+    def _install_pack(self, name: str, pack: bytes | list[bytes | memoryview], index: bytes) -> None:
         base = os.path.join(self.pack_dir, name)
         if os.path.exists(base + ".idx") and os.path.exists(base + ".pack"):
             return  # the same objects, already durable
@@ -389,6 +525,19 @@ class DiskBackend(Backend):
         victims = [name for name, _ in packs[:split]]
         if len(victims) < 2:
             return
+        whole = []
+        for name in victims:
+            try:
+                read = read_whole_object_pack(os.path.join(self.pack_dir, name))
+            except FileNotFoundError:
+                return  # removed under us (by `git gc`?): try again later
+            if read is None:
+                break
+            whole.append(read)
+        if len(whole) == len(victims):
+            parts, index, checksum = concatenate_packs(whole)
+            self._replace_packs(victims, "pack-" + checksum.hex(), parts, index)
+            return
         objects: list[tuple[ObjectId, int, bytes]] = []
         chunks: list[tuple[bytes, bytes, int]] = []
         for name in victims:
@@ -408,8 +557,13 @@ class DiskBackend(Backend):
             finally:
                 pack.close()
         pack_bytes, index, checksum = encode_pack(objects, chunks)
-        new_name = "pack-" + checksum.hex()
-        self._install_pack(new_name, pack_bytes, index)
+        self._replace_packs(victims, "pack-" + checksum.hex(), pack_bytes, index)
+
+    def _replace_packs(
+        self, victims: list[str], new_name: str, pack: bytes | list[bytes | memoryview], index: bytes
+    ) -> None:
+        """Install a pack holding every object of ``victims``, then remove them."""
+        self._install_pack(new_name, pack, index)
         present = set(os.listdir(self.pack_dir))
         for name in victims:
             if name == new_name:
@@ -507,7 +661,8 @@ class DiskBackend(Backend):
         with self._lease(name).hold():
             yield
 
-    def compare_and_swap(self, name: str, old: str | None, new: str | None) -> bool:
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, *, sync: bool = True) -> bool:
+        durable = self.durable and sync
         path = self._ref_path(name)
         with self._lease(name).hold():
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -518,16 +673,16 @@ class DiskBackend(Backend):
                 if self.read_ref(name) != old:
                     return False
                 if new is None:
-                    self._delete_ref(name, path)
+                    self._delete_ref(name, path, durable)
                     return True
                 os.write(fd, new.encode("ascii") + b"\n")
-                if self.durable:
+                if durable:
                     os.fsync(fd)
                 os.close(fd)
                 fd = -1
                 os.replace(lock_path, path)
                 renamed = True
-                if self.durable:
+                if durable:
                     self._directories.sync(os.path.dirname(path))
                 return True
             finally:
@@ -537,7 +692,7 @@ class DiskBackend(Backend):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(lock_path)
 
-    def _delete_ref(self, name: str, path: str) -> None:
+    def _delete_ref(self, name: str, path: str, durable: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         if name in self._packed_refs():
@@ -559,7 +714,7 @@ class DiskBackend(Backend):
                         if not skip_peeled:
                             kept.append(line)
                     os.write(fd, b"".join(kept))
-                    if self.durable:
+                    if durable:
                         os.fsync(fd)
                     os.close(fd)
                     fd = -1
@@ -568,7 +723,7 @@ class DiskBackend(Backend):
                     if fd >= 0:
                         os.close(fd)
                         os.unlink(lock_path)
-        if self.durable:
+        if durable:
             self._directories.sync(os.path.dirname(path))
 
     def list_refs(self, prefix: str) -> dict[str, str]:

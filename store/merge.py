@@ -403,9 +403,14 @@ def _merge_node(
         base_entries = base_tree._entries() if base_tree is not None else {}
         children: dict[str, Any] = dict(ours_entries)
         changed: set[str] = set()
-        for name in sorted(set(ours_entries) | set(theirs_entries) | set(base_entries)):
+        idempotent = schema.idempotent
+        # Only names that theirs changed since base can change ours. One C-level set operation finds them
+        # (a superset, as entries built in memory compare by identity; the loop then compares ids), so a
+        # batch merging into directories of thousands of names does not visit every name in Python.
+        candidates = {name for name, _ in theirs_entries.items() ^ base_entries.items()}
+        for name in sorted(candidates):
             mine, other, common = (_ident(e.get(name)) for e in (ours_entries, theirs_entries, base_entries))
-            if (mine == other and schema.idempotent) or common == other:
+            if (mine == other and idempotent) or common == other:
                 continue  # the same on both sides, or unchanged on theirs: ours stands
             if common == mine:
                 merged_child: Any = theirs_entries.get(name)  # unchanged on ours: theirs stands

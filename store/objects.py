@@ -54,6 +54,40 @@ def encode_tree(entries: list[tuple[bytes, bool, ObjectId]]) -> bytes:
     return b"".join(parts)
 
 
+def tree_sort_key(name: bytes, is_dir: bool) -> bytes:
+    """The key git sorts tree entries by: a directory's name as if it ended in "/"."""
+    return name + b"/" if is_dir else name
+
+
+def encode_entry(name: bytes, is_dir: bool, oid: ObjectId) -> bytes:
+    """One raw tree entry: mode, space, name, NUL, 20-byte id."""
+    return (b"40000 " if is_dir else b"100644 ") + name + b"\0" + bytes.fromhex(oid.decode("ascii"))
+
+
+def locate_entry(raw: bytes, name: bytes, is_dir: bool) -> tuple[int, int]:
+    """The (start, end) offsets of an entry known to be in a raw tree.
+
+    A name is searched for directly as " <name>\0": when that pattern occurs exactly once, it can only be
+    the entry itself (which is known to be there), so a big tree costs two C-level searches instead of a
+    walk over every entry. An id or a name containing a space can repeat the pattern; then walk the entries.
+
+    Raises:
+        KeyError: the entry is not in ``raw`` (a caller's bug: it must be there).
+    """
+    pattern = b" " + name + b"\0"
+    at = raw.find(pattern)
+    if at >= 0 and raw.find(pattern, at + 1) < 0:
+        # Git writes directories as "40000" and every other mode (100644, 100755, 120000, 160000) in six
+        # digits.
+        start = at - (5 if is_dir else 6)
+        if start >= 0 and raw[start:at].isdigit():
+            return start, at + len(pattern) + 20
+    found = find_entry(raw, name)
+    if found is None:
+        raise KeyError(name)
+    return found[0], found[1] + 20
+
+
 def find_entry(raw: bytes, name: bytes) -> tuple[int, int] | None:
     """Locate one entry of a raw tree without building the others.
 

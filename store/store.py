@@ -270,8 +270,12 @@ class Store:
             raise BranchExists(name)
         return Branch(self, name)
 
-    def delete_branch(self, name: str) -> None:
+    def delete_branch(self, name: str, *, sync: bool = True) -> None:
         """Delete a branch (its commits stay reachable from other refs, or until `git gc`).
+
+        Args:
+            name: The branch.
+            sync: Make the deletion durable before returning; without it a crash may bring the branch back.
 
         Raises:
             UnknownBranch: no such branch.
@@ -281,7 +285,7 @@ class Store:
             current = self.backend.read_ref(ref)
             if current is None:
                 raise UnknownBranch(name)
-            if self.backend.compare_and_swap(ref, current, None):
+            if self.backend.compare_and_swap(ref, current, None, sync=sync):
                 return
         raise TooManyRetries(ref, DEFAULT_RETRIES)
 

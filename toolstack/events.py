@@ -117,10 +117,11 @@ def _events_of_commit(
                     "device-added" if old is None else "device-removed" if new is None else "device-changed"
                 )
                 add(kind, uuid, device=parts[3])
-        elif parts[0] == layout.HOSTS and len(parts) == 4 and parts[2] == "domains":
+        elif parts[0] == layout.HOSTS and len(parts) in (4, 5) and parts[2] == "domains":
+            # hosts/<host>/domains/<xx>/<uuid>, or hosts/<host>/domains/<uuid> in older repositories
             before, after = _json(old), _json(new)
             if before.get("state") != after.get("state"):
-                add("observed", parts[3], host=parts[1], state=after.get("state", "absent"))
+                add("observed", parts[-1], host=parts[1], state=after.get("state", "absent"))
     # A creation comes before what the new VM holds, a deletion after what the VM held.
     events.sort(key=lambda e: {"created": 0, "deleted": 2}.get(e.kind, 1))
     return events

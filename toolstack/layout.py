@@ -7,13 +7,20 @@ different paths and merge:
     vms/<uuid>/devices/<id>       JSON: one Disk or Nic
     vms/<uuid>/desired            running | paused | stopped
     names/<name>                  the uuid holding the name (two creates of one name conflict here)
-    hosts/<host>/domains/<uuid>   JSON: observed state, domid, when it was seen
-    tasks/<id>                    JSON: operation, VM, who, status, error, timings
+    hosts/<host>/domains/<xx>/<uuid>
+                                  JSON: observed state, domid, when it was seen; <xx> is the uuid's first
+                                  two characters (recorded by every operation: a small shard is rewritten,
+                                  not a directory of every VM). hosts/<host>/domains/<uuid> records of older
+                                  repositories are still read.
+    tasks/<xx>/<id>               JSON: operation, VM, who, status, error, timings; <xx> is the last two
+                                  characters of the id (random hex), so that recording a task rewrites a
+                                  small shard, not a directory of every task ever run. Repositories made
+                                  before the shards keep their tasks/<id> records, which are still read.
 """
 
 from __future__ import annotations
 
-from store import Schema
+from store import Schema, Tree
 from store.merge import make_lww
 
 VMS = "vms"
@@ -54,11 +61,79 @@ def name_path(name: str) -> str:
 
 
 def observed_path(host: str, uuid: str) -> str:
+    return f"{HOSTS}/{host}/domains/{uuid[:2]}/{uuid}"
+
+
+def legacy_observed_path(host: str, uuid: str) -> str:
+    """Where repositories made before the shards recorded observed state."""
     return f"{HOSTS}/{host}/domains/{uuid}"
 
 
+def read_observed(tree: Tree, host: str, uuid: str) -> bytes | None:
+    """The observed state of a VM on a host recorded in ``tree``, in either layout."""
+    raw = tree.get(observed_path(host, uuid))
+    return raw if raw is not None else tree.get(legacy_observed_path(host, uuid))
+
+
+def with_observed(tree: Tree, host: str, uuid: str, record: bytes | None) -> Tree:
+    """``tree`` with a VM's observed state at its sharded path (removed if None; never at the old path)."""
+    tree = tree.remove(legacy_observed_path(host, uuid))
+    return (
+        tree.remove(observed_path(host, uuid))
+        if record is None
+        else tree.set(observed_path(host, uuid), record)
+    )
+
+
+def observed_uuids(tree: Tree, host: str) -> list[str]:
+    """The VMs whose observed state on ``host`` is recorded in ``tree``, in either layout."""
+    domains = tree.subtree(f"{HOSTS}/{host}/domains")
+    uuids = []
+    for name in domains.list():
+        if domains.kind(name) == "directory":
+            uuids.extend(domains.list(name))
+        else:
+            uuids.append(name)
+    return uuids
+
+
 def task_path(task_id: str) -> str:
+    """Where a task is recorded (ids end in random hex digits: the last two spread tasks over 256 shards)."""
+    return f"{TASKS}/{task_id[-2:]}/{task_id}"
+
+
+def legacy_task_path(task_id: str) -> str:
+    """Where repositories made before the shards recorded a task."""
     return f"{TASKS}/{task_id}"
+
+
+def read_task_record(tree: Tree, task_id: str) -> bytes | None:
+    """A task's record in ``tree``, in either layout."""
+    raw = tree.get(task_path(task_id))
+    return raw if raw is not None else tree.get(legacy_task_path(task_id))
+
+
+def with_task_record(tree: Tree, task_id: str, record: bytes) -> Tree:
+    """``tree`` with a task's record at its sharded path (and none left at the old flat one)."""
+    return tree.remove(legacy_task_path(task_id)).set(task_path(task_id), record)
+
+
+def task_ids(tree: Tree) -> list[str]:
+    """Every task id recorded in ``tree``, in either layout."""
+    ids = []
+    top = tree.subtree(TASKS)
+    for name in top.list():
+        if top.kind(name) == "directory":
+            ids.extend(top.list(name))
+        else:
+            ids.append(name)
+    return ids
+
+
+def is_task_path(path: str) -> bool:
+    """Whether ``path`` is a task record (either layout); its last segment is then the task id."""
+    parts = path.split("/")
+    return parts[0] == TASKS and len(parts) in (2, 3)
 
 
 def schema() -> Schema:
@@ -67,8 +142,10 @@ def schema() -> Schema:
         [
             (f"{VMS}/*/config", "json_object"),
             (f"{VMS}/*/devices/*", "json_object"),
-            (f"{HOSTS}/*/domains/*", make_lww("seen_at")),
-            (f"{TASKS}/*", "json_object"),
+            (f"{HOSTS}/*/domains/*/*", make_lww("seen_at")),
+            (f"{HOSTS}/*/domains/*", make_lww("seen_at")),  # records made before the shards
+            (f"{TASKS}/*/*", "json_object"),
+            (f"{TASKS}/*", "json_object"),  # records made before the shards
             # names/*, vms/*/desired and vms/*/host keep the default: the same change merges, different
             # changes conflict (that is what makes names unique).
         ]

@@ -65,7 +65,7 @@ class Observed(Record):
 
 
 class Task(Record):
-    """One operation, as recorded in ``tasks/<id>``."""
+    """One operation, as recorded in ``tasks/<xx>/<id>``."""
 
     id: str
     operation: str
@@ -175,7 +175,7 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
         ) from err
     observed = None
     if host is not None:
-        raw = tree.get(layout.observed_path(host, uuid))
+        raw = layout.read_observed(tree, host, uuid)
         if raw is not None:
             try:
                 observed = Observed.model_validate_json(raw)

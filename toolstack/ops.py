@@ -17,7 +17,8 @@ import drivers
 from drivers import Disk, DomainSpec, Driver, DriverError, Nic
 from drivers.errors import DomainExists, DomainNotFound
 from drivers.models import DomainInfo, DomainState
-from store import NotARepository, Store
+from store import NotARepository, Store, Tree
+from store.backend import ObjectCache
 from toolstack import layout
 from toolstack.devices import ConfigOperations, default_mac, disk_from_path
 from toolstack.errors import (
@@ -44,10 +45,13 @@ from toolstack.models import (
 from toolstack.reconcile import Action, Plan, apply_plan, converge_vm, make_plan
 from toolstack.tasks import Operation, TaskRunner
 
+VM_CACHE_SIZE = 16384  # parsed VMs kept (see Toolstack._read_vm)
+
 STATE_README = b"""This repository is the state of a git-toolstack: every change to VM configuration and
 lifecycle is a commit. See `git log --first-parent main` for the operations, and
 vms/<uuid>/ for each VM (config, devices/<id>, desired); names/<name> maps names to
-uuids; hosts/<host>/domains/<uuid> is the state last observed; tasks/<id> the tasks.
+uuids; hosts/<host>/domains/<xx>/<uuid> is the state last observed; tasks/<xx>/<id> the tasks
+(<xx>: the id's last two characters).
 """
 
 
@@ -77,6 +81,7 @@ class Toolstack(ConfigOperations):
         self.host = self.runner.host
         self.main = store.branch(layout.MAIN)
         self._log_index: VMLogIndex | None = None
+        self._vm_cache = ObjectCache(VM_CACHE_SIZE)
         if self.main.head is None:
             # A root commit first, so that every operation after it is a merge commit on main.
             with self.main.transaction(
@@ -127,12 +132,34 @@ class Toolstack(ConfigOperations):
     # -- reading ---------------------------------------------------------------------------------------------
     def vms(self) -> list[VM]:
         tree = self.main.tree
-        return sorted((read_vm(tree, u, self.host) for u in vm_uuids(tree)), key=lambda vm: vm.name)
+        return sorted((self._read_vm(tree, u) for u in vm_uuids(tree)), key=lambda vm: vm.name)
+
+    def _read_vm(self, tree: Tree, uuid: str) -> VM:
+        """``read_vm`` for this host, cached by the ids of what it reads: the VM's directory and its
+        observed state. Listing 1,000 VMs then parses and validates only the ones that changed."""
+        key = (
+            uuid,
+            tree.id_at(layout.vm_dir(uuid)),
+            tree.id_at(layout.observed_path(self.host, uuid)),
+            tree.id_at(layout.legacy_observed_path(self.host, uuid)),
+        )
+        vm = self._vm_cache.get(key)
+        if vm is None:
+            vm = read_vm(tree, uuid, self.host)
+            self._vm_cache.put(key, vm)  # VMs are frozen: sharing one is safe
+        return vm  # type: ignore[return-value]
 
     def vm(self, ref: str) -> VM:
         """A VM by name or uuid (or a unique uuid prefix of at least 4 characters)."""
         tree = self.main.tree
         uuid = uuid_for_name(tree, ref)
+        if (
+            uuid is None
+            and ref not in {"", ".", ".."}
+            and not set(ref) & {"/", "\0"}
+            and tree.kind(layout.vm_dir(ref))
+        ):
+            uuid = ref  # a full uuid: no need to scan every VM for prefixes
         if uuid is None:
             matches = [u for u in vm_uuids(tree) if u == ref or (len(ref) >= 4 and u.startswith(ref))]
             if len(matches) != 1:
@@ -140,7 +167,7 @@ class Toolstack(ConfigOperations):
             uuid = matches[0]
         if tree.kind(layout.vm_dir(uuid)) != "directory":
             raise VMNotFound(ref)
-        return read_vm(tree, uuid, self.host)
+        return self._read_vm(tree, uuid)
 
     def info(self, vm: VM) -> DomainInfo | None:
         try:
@@ -263,6 +290,7 @@ class Toolstack(ConfigOperations):
             layout.vm_dir(vm.uuid): None,
             layout.name_path(vm.name): None,
             layout.observed_path(self.host, vm.uuid): None,
+            layout.legacy_observed_path(self.host, vm.uuid): None,
         }
 
         def act() -> None:
@@ -317,6 +345,7 @@ class Toolstack(ConfigOperations):
         intended: dict[str, bytes | None] = {
             layout.host_path(vm.uuid): f"{to_host}\n".encode(),
             layout.observed_path(self.host, vm.uuid): None,
+            layout.legacy_observed_path(self.host, vm.uuid): None,
         }
         self.runner.run(
             Operation(

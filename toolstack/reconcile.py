@@ -135,7 +135,7 @@ def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree
         if vm.desired == Desired.PAUSED:
             plan.actions.append(Action("pause", vm.uuid, vm.name, "desired paused"))
         return
-    raw = observed_tree.get(layout.observed_path(ts.host, vm.uuid))
+    raw = layout.read_observed(observed_tree, ts.host, vm.uuid)
     if raw is not None:
         try:
             last = Observed.model_validate_json(raw)
@@ -246,16 +246,19 @@ def _record(ts: Toolstack, uuids: list[str], message: str, files: dict[str, byte
             else:
                 tx.set(path, value)
         known = set(tx.list(layout.VMS))
+        tree = tx.tree
         for uuid in known:
             info = actual.get(uuid)
-            path = layout.observed_path(ts.host, uuid)
-            if info is None:
-                tx.remove(path)
-            else:
-                tx.set(path, observed_of(info.state, info.domid, info.memory, info.vcpus).encode())
-        for uuid in tx.list(f"{layout.HOSTS}/{ts.host}/domains"):
+            record = (
+                None
+                if info is None
+                else observed_of(info.state, info.domid, info.memory, info.vcpus).encode()
+            )
+            tree = layout.with_observed(tree, ts.host, uuid, record)
+        for uuid in layout.observed_uuids(tree, ts.host):
             if uuid not in known:
-                tx.remove(layout.observed_path(ts.host, uuid))
+                tree = layout.with_observed(tree, ts.host, uuid, None)
+        tx.tree = tree
 
 
 def converge_vm(ts: Toolstack, uuid: str) -> Plan:

@@ -1,5 +1,6 @@
-"""Reading task records: finished ones on main's ``tasks/<id>``, failed ones on ``failed-tasks/<id>``,
-running ones on the VMs' claim branches (``vm-task/<uuid>``), as ``toolstack task list`` shows them."""
+"""Reading task records: finished ones on main's ``tasks/<xx>/<id>`` (``tasks/<id>`` in older repositories),
+failed ones on ``failed-tasks/<id>``, running ones on the VMs' claim branches (``vm-task/<uuid>``), as
+``toolstack task list`` shows them."""
 
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ def _side_tasks(ts: Toolstack) -> dict[str, Task]:
     found: dict[str, Task] = {}
     backend = ts.store.backend
     for ref, commit in backend.list_refs(f"refs/heads/{layout.FAILED_PREFIX}/").items():
-        task = _read(ts.store.tree_at(commit).get(layout.task_path(ref.rsplit("/", 1)[-1])))
+        task = _read(layout.read_task_record(ts.store.tree_at(commit), ref.rsplit("/", 1)[-1]))
         if task is not None:
             found[task.id] = task
     for commit in backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/").values():
         tree = ts.store.tree_at(commit)
         for path in ts.store.changed_paths(commit):
-            if path.startswith(f"{layout.TASKS}/"):
+            if layout.is_task_path(path):
                 task = _read(tree.get(path))
                 if task is not None and task.id not in found:
                     found[task.id] = task
@@ -43,10 +44,10 @@ def get_task(ts: Toolstack, task_id: str) -> Task | None:
         return None  # not an id the toolstack makes (and never a path to read)
     failed = ts.store.branch(f"{layout.FAILED_PREFIX}/{task_id}").head
     if failed is not None:
-        task = _read(ts.store.tree_at(failed).get(layout.task_path(task_id)))
+        task = _read(layout.read_task_record(ts.store.tree_at(failed), task_id))
         if task is not None:
             return task
-    task = _read(ts.main.get(layout.task_path(task_id)))
+    task = _read(layout.read_task_record(ts.main.tree, task_id))
     if task is not None:
         return task
     return _side_tasks(ts).get(task_id)
@@ -65,12 +66,13 @@ def list_tasks(
     needs (unless a filter is given).
     """
     side = _side_tasks(ts)
-    ids = {*ts.main.list(layout.TASKS), *side}
+    main = ts.main.tree
+    ids = {*layout.task_ids(main), *side}
     page: list[Task] = []
     skipped = 0
     for _, group in groupby(sorted(ids, reverse=True), key=lambda task_id: task_id[:_SECOND]):
         # Ids order tasks to the second; within one second, their start times do.
-        loaded = [side.get(task_id) or _read(ts.main.get(layout.task_path(task_id))) for task_id in group]
+        loaded = [side.get(task_id) or _read(layout.read_task_record(main, task_id)) for task_id in group]
         for task in sorted((t for t in loaded if t is not None), key=lambda t: t.started, reverse=True):
             if vm is not None and vm not in (task.vm, task.vm_name):
                 continue

@@ -16,6 +16,7 @@ as ``refs/heads/failed-tasks/<task>`` for audit. A process killed mid-operation 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -23,8 +24,9 @@ import socket
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from drivers import Driver, DriverError
 from drivers.errors import DomainNotFound
@@ -62,6 +64,36 @@ class Operation:
     # The VM is placed on another host: only the desired state changes; that host's agent applies it.
     # None: decided from the VM's placement (vms/<uuid>/host, as the operation leaves it).
     remote: bool | None = None
+
+
+class TaskObserver(Protocol):
+    """Told about the tasks that operations run as (see :func:`observing`)."""
+
+    def claimed(self, task: Task) -> None:
+        """The operation holds its VM and is about to call the hypervisor; raising a ``DriverError`` here
+        fails it cleanly (nothing done, the task recorded as failed)."""
+
+    def finished(self, task: Task) -> None:
+        """The operation succeeded (its outcome is on main)."""
+
+
+_OBSERVER: contextvars.ContextVar[TaskObserver | None] = contextvars.ContextVar(
+    "toolstack_task_observer", default=None
+)
+
+
+@contextlib.contextmanager
+def observing(observer: TaskObserver) -> Iterator[None]:
+    """Report the tasks of the operations run in this context (thread, or task) to ``observer``.
+
+    Operations return their VM, not their task; a caller that must hand the task out while the operation
+    still runs (the HTTP API) learns it here, the moment the VM is claimed.
+    """
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 # Tasks running in this process, by id: a claim with this process's pid is live only if it is listed here.
@@ -131,7 +163,10 @@ class TaskRunner:
             op.remote = self._placed_elsewhere(op)
         claim = self._claim(op, task)
         crash_point("claimed")
+        observer = _OBSERVER.get()
         try:
+            if observer is not None:
+                observer.claimed(task)
             if not op.remote:
                 op.act()
         except DriverError as err:
@@ -143,13 +178,16 @@ class TaskRunner:
             log.error("task %s interrupted by %r; recovery will settle it", task.id, err)
             raise
         crash_point("acted")
-        return self._succeed(claim, task, op)
+        done = self._succeed(claim, task, op)
+        if observer is not None:
+            observer.finished(done)
+        return done
 
     def _claim(self, op: Operation, task: Task) -> str:
         ref = f"{layout.LOCK_PREFIX}/{op.uuid}"
         for _ in range(3):
             base = self.main.head
-            tree = self.store.tree_at(base).set(layout.task_path(task.id), task.encode())
+            tree = layout.with_task_record(self.store.tree_at(base), task.id, task.encode())
             for path, value in op.intended.items():
                 tree = tree.remove(path) if value is None else tree.set(path, value)
             message = f"task {task.id}: vm {op.name} {op.vm_name} ({op.uuid})"
@@ -180,10 +218,11 @@ class TaskRunner:
         head = self.store.branch(claim).head
         assert head is not None
         claimed_from = self.store.graph.parents(head)
-        tree = self.store.tree_at(head).set(layout.task_path(task.id), done.encode())
-        path = layout.observed_path(self.host, op.uuid)
+        tree = layout.with_task_record(self.store.tree_at(head), task.id, done.encode())
         if not op.remote:
-            tree = tree.remove(path) if observed is None else tree.set(path, observed.encode())
+            tree = layout.with_observed(
+                tree, self.host, op.uuid, None if observed is None else observed.encode()
+            )
         crash_point("recorded")
         try:
             with self.main.transaction(
@@ -204,7 +243,9 @@ class TaskRunner:
                 f"vm {op.name} {op.vm_name}", err.conflicts, vm=op.vm_name, operation=op.name
             ) from err
         crash_point("merged")
-        self._release(claim)
+        # Not made durable: if a crash brings the claim back, recovery finds its commit merged into main and
+        # just drops it again.
+        self._release(claim, sync=False)
         return done
 
     def _compensate(self, op: Operation) -> BaseException | None:
@@ -223,16 +264,16 @@ class TaskRunner:
         )
         branch = self.store.branch(claim)
         with branch.transaction(message=f"task {task.id}: failed", author=self.author) as tx:
-            tx.set(layout.task_path(task.id), failed.encode())
+            tx.tree = layout.with_task_record(tx.tree, task.id, failed.encode())
         head = branch.head
         if head is not None:
             with contextlib.suppress(BranchExists):
                 self.store.fork(f"{layout.FAILED_PREFIX}/{task.id}", head)
         self._release(claim)
 
-    def _release(self, claim: str) -> None:
+    def _release(self, claim: str, sync: bool = True) -> None:
         try:
-            self.store.delete_branch(claim)
+            self.store.delete_branch(claim, sync=sync)
         except ToolstackError:
             raise
         except Exception as err:  # already gone: recovery or another process settled it
@@ -245,13 +286,16 @@ class TaskRunner:
         head = self.store.branch(ref).head
         if head is None:
             return None
-        tree = self.store.tree_at(head)
-        for task_id in reversed(tree.list(layout.TASKS)):
-            raw = tree.get(layout.task_path(task_id))
-            if raw is None:
-                continue
+        # The records on the claim that main does not have (yet), newest first: a diff visits only the
+        # task shards that differ, not every task ever recorded.
+        changes = self.main.tree.subtree(layout.TASKS).diff(self.store.tree_at(head).subtree(layout.TASKS))
+        records = sorted(
+            ((change.path.rsplit("/", 1)[-1], change.new) for change in changes if change.new is not None),
+            reverse=True,
+        )
+        for _, raw in records:
             task = Task.model_validate_json(raw)
-            if task.vm == uuid and self.main.get(layout.task_path(task_id)) != raw:
+            if task.vm == uuid:
                 return task
         return None
 
@@ -313,7 +357,7 @@ class TaskRunner:
         )
         message = f"recover: task {task.id} (vm {task.operation} {task.vm_name}) rolled back"
         with self.main.transaction(message=message, author=self.author) as tx:
-            tx.set(layout.task_path(task.id), rolled.encode())
+            tx.tree = layout.with_task_record(tx.tree, task.id, rolled.encode())
         self._fail(ref, task, rolled.error or "rolled back")
         if self.converge is not None:
             self.converge(uuid)

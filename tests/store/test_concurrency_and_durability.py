@@ -163,3 +163,48 @@ def test_objects_are_fsynced_before_the_ref(disk_store, mocker, objects_fsync):
     assert any(c.startswith("fsync:tmp_pack_") for c in calls[: min(pack_renames)])
     assert "fsync:pack" in calls[:ref_rename]
     assert calls[ref_rename + 1] == "fsync:heads"
+
+
+def test_objects_written_by_many_threads_at_once_are_group_committed_and_all_read_back(disk_store, run_git):
+    from store.objects import BLOB, object_id
+
+    backend = disk_store.backend
+    pack_dir = os.path.join(disk_store.gitdir, "objects", "pack")
+    before = {p for p in os.listdir(pack_dir) if p.endswith(".pack")}
+    start = threading.Barrier(8)
+
+    def writer(n: int) -> None:
+        start.wait()
+        for i in range(5):
+            value = b"writer %d object %d" % (n, i)
+            backend.write_objects([(object_id(BLOB, value), BLOB, value)])
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    written = {p for p in os.listdir(pack_dir) if p.endswith(".pack")} - before
+    assert 1 <= len(written) <= 40  # a pack per group of concurrent batches: never more than one per batch
+    for n in range(8):
+        for i in range(5):
+            value = b"writer %d object %d" % (n, i)
+            assert backend.get_raw(object_id(BLOB, value)) == (BLOB, value)
+    run_git(disk_store.gitdir, "fsck", "--full")
+
+
+def test_a_failed_shared_pack_fails_every_batch_in_it_and_the_next_write_succeeds(disk_store, monkeypatch):
+    from store.disk import DiskBackend
+    from store.objects import BLOB, object_id
+
+    backend = disk_store.backend
+
+    def broken(self, objects):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(DiskBackend, "_write_pack", broken)
+    with pytest.raises(OSError, match="disk full"):
+        backend.write_objects([(object_id(BLOB, b"lost"), BLOB, b"lost")])
+    monkeypatch.undo()
+    backend.write_objects([(object_id(BLOB, b"kept"), BLOB, b"kept")])
+    assert backend.get_raw(object_id(BLOB, b"kept")) == (BLOB, b"kept")

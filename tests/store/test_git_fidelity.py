@@ -189,3 +189,36 @@ def test_roll_up_includes_packs_with_deltas_written_by_git(disk_store, run_git):
     assert len([p for p in os.listdir(pack_dir) if p.endswith(".pack")]) == 1
     run_git(disk_store.gitdir, "fsck", "--full")
     assert main.get("more/39") == b"v" and main.get("k/0") == b"v"
+
+
+def test_roll_up_of_own_packs_concatenates_their_bodies_into_a_pack_git_verifies(disk_store, run_git):
+    main = disk_store.branch()
+    for i in range(30):
+        commit(main, {f"k/{i}": b"v%d" % i, "big": b"x" * (1000 + i)})
+    backend = disk_store.backend
+    assert backend.wait_for_maintenance()
+    pack_dir = os.path.join(disk_store.gitdir, "objects", "pack")
+    backend._roll_up(sorted(backend._list_packs(), key=lambda p: -p[1]))  # all of them, by concatenation
+    (pack,) = [p for p in os.listdir(pack_dir) if p.endswith(".pack")]
+    run_git(disk_store.gitdir, "verify-pack", os.path.join(pack_dir, pack[: -len(".pack")] + ".idx"))
+    run_git(disk_store.gitdir, "fsck", "--full")
+    with Store.open(disk_store.path) as reopened:
+        assert reopened.branch().get("k/29") == b"v29" and reopened.branch().get("big") == b"x" * 1029
+
+
+def test_packs_sharing_an_object_are_rolled_up_into_one_listing_it_once(disk_store, run_git):
+    from store.objects import BLOB, object_id
+
+    backend = disk_store.backend
+    pack_dir = os.path.join(disk_store.gitdir, "objects", "pack")
+    shared = (object_id(BLOB, b"shared"), BLOB, b"shared")
+    backend.write_objects([shared, (object_id(BLOB, b"one"), BLOB, b"one")])
+    backend.write_objects([shared, (object_id(BLOB, b"two"), BLOB, b"two")])
+    backend.write_objects([(object_id(BLOB, b"three"), BLOB, b"three"), shared])
+    backend._roll_up(sorted(backend._list_packs(), key=lambda p: -p[1]))
+    run_git(disk_store.gitdir, "fsck", "--full")
+    (index,) = [p for p in os.listdir(pack_dir) if p.endswith(".idx")]
+    verified = run_git(disk_store.gitdir, "verify-pack", "-v", os.path.join(pack_dir, index))
+    assert verified.count(object_id(BLOB, b"shared").decode()) == 1
+    for value in (b"shared", b"one", b"two", b"three"):
+        assert backend.get_raw(object_id(BLOB, value)) == (BLOB, value)

@@ -7,6 +7,7 @@ import pytest
 
 from drivers.models import Disk
 from drivers.sim.faults import OPERATIONS
+from toolstack import layout
 from toolstack.errors import OperationFailed
 from toolstack.ops import Toolstack
 
@@ -85,5 +86,5 @@ def test_a_failure_at_any_driver_step_leaves_main_and_the_hypervisor_as_they_wer
                 failed = [b for b in ts.store.branches() if b.startswith("failed-tasks/")]
                 assert len(failed) == len(failed_before) + 1, where
                 assert not [b for b in ts.store.branches() if b.startswith("vm-task/")], where
-                record = ts.store.branch(failed[-1]).get(f"tasks/{err.value.task}")
+                record = ts.store.branch(failed[-1]).get(layout.task_path(err.value.task))
                 assert b'"status": "failed"' in record, where

@@ -14,6 +14,7 @@ from drivers.models import DomainState
 from store import Store
 from tests.store.git_servers import git_daemon
 from tests.toolstack.conftest import ROOT
+from toolstack import layout
 from toolstack.ops import Toolstack
 from toolstack.sync import pull
 
@@ -103,7 +104,8 @@ def test_three_agents_place_migrate_survive_a_kill_and_converge(tmp_path):
             operator_head = operator.main.head
             with Store.open(base / "pool.git") as central:
                 assert central.graph.is_ancestor(operator_head, central.branch("main").head)  # nothing lost
-                observed = {host: central.branch("main").list(f"hosts/{host}/domains") for host in HOSTS}
+                main_tree = central.branch("main").tree
+                observed = {host: layout.observed_uuids(main_tree, host) for host in HOSTS}
             for host in HOSTS:
                 assert set(observed[host]) >= {u for u, where in placement.items() if where == host}
         finally:

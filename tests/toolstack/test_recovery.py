@@ -71,7 +71,7 @@ def test_a_crash_between_any_two_steps_is_recovered(tmp_path, point, operation):
         assert "recovered task" in recovered.stderr
     assert_consistent(tmp_path)
     with Toolstack.open(str(tmp_path / "state.git"), f"sim://{tmp_path}/sim") as ts:
-        tasks = [ts.main.get(f"tasks/{t}") for t in ts.main.list("tasks")]
+        tasks = [layout.read_task_record(ts.main.tree, t) for t in layout.task_ids(ts.main.tree)]
         statuses = {b'"status": "succeeded"' in t or b'"status": "rolled-back"' in t for t in tasks}
         assert statuses == {True}  # every task ends up recorded as done or as rolled back
 

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from toolstack.api.auth import require_token
 from toolstack.api.deps import ApiSettings, ApiState
 from toolstack.api.errors import install_error_handlers
-from toolstack.api.jobs import OperationJobs, observe_tasks
+from toolstack.api.jobs import OperationJobs
 from toolstack.api.middleware import BodyLimit, SecurityHeaders
 from toolstack.api.routes import actions, devices, events, health, history, plans, tasks, vms
 from toolstack.ops import Toolstack
@@ -31,14 +31,13 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
     """The API over one toolstack (its store and driver must be thread-safe: requests run in threads).
 
     Args:
-        ts: The toolstack; its task runner is replaced by one that reports tasks to the API.
+        ts: The toolstack.
         token: The bearer token every route but /health and the page needs.
         settings: Limits and timings.
     """
     if len(token) < 16:
         raise ValueError("the API token must have at least 16 characters")
     settings = settings or ApiSettings()
-    observe_tasks(ts)
     jobs = OperationJobs()
 
     @asynccontextmanager

@@ -1,27 +1,22 @@
 """Running toolstack operations for HTTP requests: wait a while for the outcome, else hand back the task.
 
 The toolstack's operations are synchronous and return the VM, not their task. To give a client a task it can
-follow, the API runs each operation in a worker thread and learns its task the moment the operation has
-claimed the VM: :class:`ObservedTaskRunner` (the toolstack's own ``TaskRunner``, installed in its place)
-reads the task from the claim branch, which only this operation can hold, right before the hypervisor is
-called. The request then waits up to ``wait`` seconds: finished in time, it answers with the outcome; not,
-it answers 202 with the running task, which ``GET /tasks/{id}`` follows to its end.
+follow, the API runs each operation in a worker thread under :func:`toolstack.tasks.observing`, which tells
+it the task the moment the operation has claimed the VM, right before the hypervisor is called. The request
+then waits up to ``wait`` seconds: finished in time, it answers with the outcome; not, it answers 202 with
+the running task, which ``GET /tasks/{id}`` follows to its end.
 """
 
 from __future__ import annotations
 
-import contextvars
-import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from toolstack import layout
 from toolstack.models import Task
-from toolstack.ops import Toolstack
-from toolstack.tasks import Operation, TaskRunner
+from toolstack.tasks import observing
 
 T = TypeVar("T")
 
@@ -37,56 +32,17 @@ class TaskWatch:
     def __init__(self, guard: Callable[[], None] | None = None) -> None:
         self.guard = guard
         self.task: Task | None = None
-        self.finished: Task | None = None
+        self.finished_task: Task | None = None
         self.progress = threading.Event()
 
-    def claimed(self, task: Task | None) -> None:
+    def claimed(self, task: Task) -> None:
         self.task = task
         self.progress.set()
+        if self.guard is not None:
+            self.guard()
 
-
-_WATCH: contextvars.ContextVar[TaskWatch | None] = contextvars.ContextVar("toolstack_api_watch", default=None)
-
-
-class ObservedTaskRunner(TaskRunner):
-    """The toolstack's TaskRunner, telling the API which task an operation runs as, once it has claimed."""
-
-    def run(self, op: Operation) -> Task:
-        watch = _WATCH.get()
-        if watch is None:
-            return super().run(op)
-        act = op.act
-
-        def observed_act() -> None:
-            watch.claimed(self.claimed_task(op.uuid))
-            if watch.guard is not None:
-                watch.guard()
-            act()
-
-        task = super().run(dataclasses.replace(op, act=observed_act))
-        watch.finished = task
-        return task
-
-    def claimed_task(self, uuid: str) -> Task | None:
-        """The task on VM ``uuid``'s claim branch (the claim commit adds exactly one ``tasks/<id>``)."""
-        head = self.store.branch(f"{layout.LOCK_PREFIX}/{uuid}").head
-        if head is None:
-            return None
-        tree = self.store.tree_at(head)
-        for path in self.store.changed_paths(head):
-            if path.startswith(f"{layout.TASKS}/"):
-                raw = tree.get(path)
-                if raw is not None:
-                    return Task.model_validate_json(raw)
-        return None
-
-
-def observe_tasks(ts: Toolstack) -> None:
-    """Put an :class:`ObservedTaskRunner` in place of the toolstack's runner (same store, driver, host)."""
-    if isinstance(ts.runner, ObservedTaskRunner):
-        return
-    old = ts.runner
-    ts.runner = ObservedTaskRunner(old.store, old.driver, old.host, old.author, converge=old.converge)
+    def finished(self, task: Task) -> None:
+        self.finished_task = task
 
 
 @dataclass
@@ -137,16 +93,13 @@ class OperationJobs:
                 watch.progress.wait(0.05)
         if future.done():
             result = future.result()  # raises the operation's error
-            return Outcome(True, result, watch.finished or watch.task)
+            return Outcome(True, result, watch.finished_task or watch.task)
         return Outcome(False, None, watch.task)
 
     @staticmethod
     def _watched(watch: TaskWatch, operation: Callable[[], T]) -> T:
-        token = _WATCH.set(watch)
-        try:
+        with observing(watch):
             return operation()
-        finally:
-            _WATCH.reset(token)
 
 
 def _wait_done(future: Future[T], wait: float) -> bool:

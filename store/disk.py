@@ -231,34 +231,16 @@ def read_whole_object_chunks(base: str) -> list[tuple[bytes, bytes, int]] | None
     Rolling up packs this library wrote then copies compressed bytes instead of inflating and deflating
     every object. Returns None for packs with deltas (e.g. written by `git gc`), or an index that is not v2.
     """
-    with open(base + ".idx", "rb") as f:
-        index = f.read()
-    with open(base + ".pack", "rb") as f:
-        pack = f.read()
-    if index[:8] != b"\377tOc" + struct.pack(">L", 2):
+    read = read_whole_object_pack(base)
+    if read is None:
         return None
-    count = struct.unpack_from(">L", index, 8 + 255 * 4)[0]
-    shas_at = 8 + 1024
-    crcs_at = shas_at + 20 * count
-    offsets_at = crcs_at + 4 * count
-    large_at = offsets_at + 4 * count
-    located = []
-    for i in range(count):
-        offset = struct.unpack_from(">L", index, offsets_at + 4 * i)[0]
-        if offset & 0x80000000:
-            offset = struct.unpack_from(">Q", index, large_at + 8 * (offset & 0x7FFFFFFF))[0]
-        located.append((offset, i))
-    located.sort()
+    pack, entries = read
+    ordered = sorted(entries, key=lambda entry: entry[1])
     end_of_data = len(pack) - 20
-    chunks = []
-    for position, (offset, i) in enumerate(located):
-        if (pack[offset] >> 4) & 7 not in (1, 2, 3, 4):  # 6 and 7 are deltas
-            return None
-        end = located[position + 1][0] if position + 1 < len(located) else end_of_data
-        sha = index[shas_at + 20 * i : shas_at + 20 * (i + 1)]
-        crc = struct.unpack_from(">L", index, crcs_at + 4 * i)[0]
-        chunks.append((sha, pack[offset:end], crc))
-    return chunks
+    return [
+        (sha, pack[offset : ordered[i + 1][1] if i + 1 < len(ordered) else end_of_data], crc)
+        for i, (sha, offset, crc) in enumerate(ordered)
+    ]
 
 
 def _write_file(path: str, data: bytes | list[bytes | memoryview], durable: bool) -> None:

@@ -1,0 +1,86 @@
+"""The journal in process: what it writes, and how it survives a failing disk."""
+
+from __future__ import annotations
+
+import pytest
+
+from store import Store, StoreError
+from tests.conftest import git
+from toolstack.xenstored import nodes
+from toolstack.xenstored.admin import AdminRequests
+from toolstack.xenstored.dispatch import Dispatcher
+from toolstack.xenstored.domains import DomainTable
+from toolstack.xenstored.journal import GitJournal
+from toolstack.xenstored.perms import Caller
+from toolstack.xenstored.protocol import Op, Packet
+from toolstack.xenstored.quotas import Quotas
+from toolstack.xenstored.requests import NodeRequests
+from toolstack.xenstored.session import NoHooks, Outcome
+from toolstack.xenstored.state import State
+
+
+class Dom0Session:
+    caller = Caller(0)
+
+    def __init__(self) -> None:
+        self.transactions: dict = {}
+
+    def send_event(self, path: str, token: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def daemon_parts(tmp_path):
+    store = Store.open(str(tmp_path / "xs.git"), create=True)
+    state = State(nodes.EMPTY, Quotas())
+    journal = GitJournal(store.branch("main"), state)
+    journal.flush()
+    dispatcher = Dispatcher(NodeRequests(state), AdminRequests(state, DomainTable(), NoHooks()))
+    session = Dom0Session()
+
+    def request(op: int, payload: bytes, tx: int = 0) -> bytes:
+        outcome = dispatcher.handle(session, Packet(op, 1, tx, payload))
+        assert isinstance(outcome, Outcome), outcome
+        return outcome.payload
+
+    yield store, state, journal, request
+    store.close()
+
+
+class TestFailingDisk:
+    def test_a_failed_write_keeps_the_changes_queued_and_the_next_one_lands_them(self, daemon_parts, mocker):
+        store, state, journal, request = daemon_parts
+        request(Op.WRITE, b"/a\0" + b"1")
+        tx = int(request(Op.TRANSACTION_START, b"\0")[:-1])
+        request(Op.WRITE, b"/t\0" + b"in-tx", tx)
+        request(Op.TRANSACTION_END, b"T\0", tx)
+        head = store.branch("main").head
+        real_write = store.backend.write_objects
+        failing = mocker.patch.object(store.backend, "write_objects", side_effect=OSError("disk full"))
+        with pytest.raises(OSError, match="disk full"):
+            journal.flush()
+        assert failing.called
+        assert store.branch("main").head == head  # nothing published
+        assert journal.flushed_seq < state.last_seq  # still owed
+        mocker.patch.object(store.backend, "write_objects", side_effect=real_write)
+        journal.flush()
+        assert journal.flushed_seq == state.last_seq
+        repo = store.gitdir
+        assert git(repo, "show", "main:a/.value") == "1"
+        assert git(repo, "show", "main:t/.value") == "in-tx"
+        merge = git(repo, "log", "-1", "--format=%H", "--grep=^merge transaction", "main").strip()
+        assert git(repo, "show", f"{merge}^2:t/.value") == "in-tx"
+        assert git(repo, "fsck", "--full", "--strict").strip() == ""
+
+    def test_a_branch_that_never_stops_moving_is_reported(self, daemon_parts, mocker):
+        store, _state, journal, request = daemon_parts
+        request(Op.WRITE, b"/b\0" + b"2")
+        mocker.patch.object(store.backend, "compare_and_swap", return_value=False)
+        with pytest.raises(StoreError, match="kept moving"):
+            journal.flush()
+        mocker.stopall()
+        journal.flush()
+        assert git(store.gitdir, "show", "main:b/.value") == "2"

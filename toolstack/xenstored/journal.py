@@ -5,6 +5,8 @@ batch (one pack, one fsync, one compare-and-swap of the branch ref). Requests ou
 queue up together become one commit, which lists each with its author; a lone request is its own commit
 (author ``dom3``, message ``write /local/domain/3/... = 4``). Replies do not wait for the write unless the
 daemon runs in durable mode, where a reply to a change is sent only once the batch holding it is on disk.
+Outside durable mode the thread also yields to requests: its work competes with theirs for the interpreter,
+so while changes keep coming it waits for a pause (at most MAX_DELAY_SECONDS) before it writes.
 
 Transactions are branches: a transaction's own commit holds its tree and has as parent the commit of the
 state it forked from; its TRANSACTION_END lands as a merge commit whose second parent is that commit. So
@@ -31,6 +33,8 @@ from toolstack.xenstored.state import JournalEntry, State, rebase
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
+QUIET_SECONDS = 0.005
+MAX_DELAY_SECONDS = 1.0
 SUBJECT_MAX = 200
 ATTEMPTS = 20
 
@@ -80,6 +84,7 @@ class GitJournal:
         self._wake = threading.Condition()
         self._stopping = False
         self._urgent = False
+        self._idle = False
         self._thread: threading.Thread | None = None
         self._encoder = GitEncoder()
         self._unwritten: list[GitObject] = []
@@ -94,8 +99,11 @@ class GitJournal:
         self._thread.start()
 
     def wake(self) -> None:
-        with self._wake:
-            self._wake.notify()
+        """A change was queued. Outside durable mode only the first change after a quiet spell wakes the
+        thread; it then polls while it gathers, rather than being woken by every request."""
+        if self._idle or not self._window:
+            with self._wake:
+                self._wake.notify()
 
     def write_now(self) -> None:
         """Write what is queued without waiting for the window to close."""
@@ -118,12 +126,12 @@ class GitJournal:
                 if self._stopping:
                     return
                 if self._state.last_seq == self.flushed_seq:
+                    self._idle = True
                     self._wake.wait(POLL_SECONDS)
-                if self._window and self._state.last_seq != self.flushed_seq:
-                    deadline = time.monotonic() + self._window
-                    while not (self._stopping or self._urgent) and (left := deadline - time.monotonic()) > 0:
-                        self._wake.wait(left)
-                self._urgent = False
+                    self._idle = False
+            if self._window:
+                self._gather()
+            self._urgent = False
             try:
                 self.sync()
                 self.flush()
@@ -132,6 +140,20 @@ class GitJournal:
                 log.exception("journal: commit failed; will retry")
                 with self._wake:
                     self._wake.wait(POLL_SECONDS)
+
+    def _gather(self) -> None:
+        """Outside durable mode, let changes gather for the window, and yield to requests while they keep
+        coming (the journal's work competes with theirs for the interpreter): write once changes pause for
+        QUIET_SECONDS, and at the latest MAX_DELAY_SECONDS after the first change waiting."""
+        start = time.monotonic()
+        while not (self._stopping or self._urgent) and self._state.last_seq != self.flushed_seq:
+            now = time.monotonic()
+            if now - start >= MAX_DELAY_SECONDS:
+                return
+            quiet = now - self._state.last_change
+            if now - start >= self._window and quiet >= QUIET_SECONDS:
+                return
+            time.sleep(max(self._window - (now - start), QUIET_SECONDS - quiet, 0.001))
 
     def sync(self) -> list[LeafChange]:
         """Bring changes another writer committed into the state; returns the changes applied."""

@@ -13,6 +13,7 @@ own commit can name the exact state it started from as its parent.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,6 +83,7 @@ class State:
         self.counts = NodeCounts(tree)
         self._pending: list[JournalEntry] = []
         self._seq = 0
+        self.last_change = time.monotonic()
         self._last = JournalEntry(0, "", (), tree, boundary=True, commit_id=head)
         self._wake: Callable[[], None] = lambda: None
         if tree.perms is None:
@@ -139,6 +141,7 @@ class State:
             if tip is not None:
                 self._last.boundary = True  # the merge's first parent is the state just before it
             self._seq += 1
+            self.last_change = time.monotonic()
             entry = JournalEntry(
                 self._seq, f"dom{caller.domid}", tuple(lines), self.tree, tip() if tip else None
             )

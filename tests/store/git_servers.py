@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -36,6 +38,8 @@ def git_daemon(base: str) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # `git daemon` runs git-daemon as a child: kill the whole group, or the daemon outlives the test.
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 10
@@ -47,7 +51,8 @@ def git_daemon(base: str) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"git://127.0.0.1:{port}"
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 

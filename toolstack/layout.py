@@ -85,16 +85,22 @@ def with_observed(tree: Tree, host: str, uuid: str, record: bytes | None) -> Tre
     )
 
 
+def sharded_names(tree: Tree, path: str) -> list[str]:
+    """The record names under ``path``, whether sharded (``<path>/<xx>/<name>``) or flat (``<path>/<name>``,
+    as repositories made before the shards keep them)."""
+    top = tree.subtree(path)
+    names = []
+    for name in top.list():
+        if top.kind(name) == "directory":
+            names.extend(top.list(name))
+        else:
+            names.append(name)
+    return names
+
+
 def observed_uuids(tree: Tree, host: str) -> list[str]:
     """The VMs whose observed state on ``host`` is recorded in ``tree``, in either layout."""
-    domains = tree.subtree(f"{HOSTS}/{host}/domains")
-    uuids = []
-    for name in domains.list():
-        if domains.kind(name) == "directory":
-            uuids.extend(domains.list(name))
-        else:
-            uuids.append(name)
-    return uuids
+    return sharded_names(tree, f"{HOSTS}/{host}/domains")
 
 
 def task_path(task_id: str) -> str:
@@ -120,14 +126,7 @@ def with_task_record(tree: Tree, task_id: str, record: bytes) -> Tree:
 
 def task_ids(tree: Tree) -> list[str]:
     """Every task id recorded in ``tree``, in either layout."""
-    ids = []
-    top = tree.subtree(TASKS)
-    for name in top.list():
-        if top.kind(name) == "directory":
-            ids.extend(top.list(name))
-        else:
-            ids.append(name)
-    return ids
+    return sharded_names(tree, TASKS)
 
 
 def is_task_path(path: str) -> bool:

@@ -38,7 +38,6 @@ from toolstack.xenstored.perms import DEFAULT_PERMISSIONS, Caller, Permissions
 
 VALUE = ".value"
 PERMS = ".perms"
-RESERVED = (VALUE, PERMS)
 
 GitObject = tuple[ObjectId, int, bytes]
 Encoding = tuple[dict[bytes, bytes], list[bytes]]  # git entries by sort key, and the sorted keys
@@ -97,9 +96,6 @@ class Node:
             self.extra,
             origin=self,
         )
-
-    def with_children(self, children: dict[str, Node]) -> Node:
-        return self.derive(children=children)
 
     def is_empty(self) -> bool:
         return self.value is None and self.perms is None and not self.children and not self.extra
@@ -295,7 +291,7 @@ def set_permissions(tree: Node, key: Key, perms: Permissions) -> Mutation:
     assert node is not None, "callers check that the node exists"
     if node.perms == encoded:
         return Mutation(tree)
-    new_tree = _replace(tree, key, 0, node.derive(perms=encoded))
+    new_tree = _replace(tree, key, node.derive(perms=encoded))
     return Mutation(new_tree, [LeafChange((*key, PERMS), node.perms, encoded)])
 
 
@@ -305,7 +301,7 @@ def remove(tree: Node, key: Key) -> Mutation:
     if node is None or not key:
         return Mutation(tree)
     removed = [LeafChange(change.key, change.new, None) for change in leaves(node, key)]
-    return Mutation(_replace(tree, key, 0, None), removed)
+    return Mutation(_replace(tree, key, None), removed)
 
 
 def apply(tree: Node, changes: list[LeafChange]) -> Mutation:
@@ -328,7 +324,7 @@ def apply(tree: Node, changes: list[LeafChange]) -> Mutation:
             updated = base.derive(perms=change.new)
         else:
             continue  # outside the encoding: not a node's state
-        mutation.tree = _replace(mutation.tree, node_key, 0, None if updated.is_empty() else updated)
+        mutation.tree = _replace(mutation.tree, node_key, updated)
         mutation.changes.append(LeafChange(change.key, old, change.new))
     return mutation
 
@@ -355,20 +351,13 @@ def _leaf(node: Node | None, leaf: str) -> bytes | None:
     return node.value if leaf == VALUE else node.perms if leaf == PERMS else None
 
 
-def _replace(node: Node, key: Key, depth: int, new: Node | None) -> Node:
-    """``node`` with the node at ``key[depth:]`` replaced by ``new`` (None: removed); missing nodes on the way
-    are created empty, and nodes left empty are pruned."""
-    if depth == len(key):
-        return new if new is not None else EMPTY
-    name = key[depth]
-    child = node.children.get(name)
-    replaced = _replace(child if child is not None else EMPTY, key, depth + 1, new)
-    children = dict(node.children)
-    if replaced.is_empty():  # git has no empty directories: a node without blobs or children is gone
-        children.pop(name, None)
-    else:
-        children[name] = replaced
-    return node.with_children(children)
+def _replace(tree: Node, key: Key, new: Node | None) -> Node:
+    """``tree`` with the node at ``key`` replaced by ``new`` (None: removed); missing nodes on the way are
+    created empty, and nodes left empty are pruned."""
+    path = [tree]
+    for name in key[:-1]:
+        path.append(path[-1].children.get(name) or EMPTY)
+    return _rebuild(path, key, len(key), new)
 
 
 def _create(tree: Node, key: Key, caller: Caller, data: bytes | None) -> Mutation:
@@ -410,15 +399,19 @@ def _create(tree: Node, key: Key, caller: Caller, data: bytes | None) -> Mutatio
     return Mutation(_rebuild(path, key, depth, new), changes)
 
 
-def _rebuild(path: list[Node], key: Key, depth: int, new: Node) -> Node:
-    """The root of a tree whose node at ``key[:depth]`` is now ``new``; ``path`` holds the old nodes from
-    the root down."""
+def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None) -> Node:
+    """The root of a tree whose node at ``key[:depth]`` is now ``new`` (None: removed); ``path`` holds the
+    old nodes from the root down (EMPTY where missing). Git has no empty directories: a node left without
+    blobs or children is pruned."""
     for up in range(depth - 1, -1, -1):
         parent = path[up]
         children = dict(parent.children)
-        children[key[up]] = new
+        if new is None or new.is_empty():
+            children.pop(key[up], None)
+        else:
+            children[key[up]] = new
         new = parent.derive(children=children)
-    return new
+    return new if new is not None else EMPTY
 
 
 def _diff(old: Node | None, new: Node | None, key: Key, changes: list[LeafChange]) -> None:

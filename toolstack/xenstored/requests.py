@@ -56,6 +56,11 @@ def describe_value(value: bytes) -> str:
     return text if len(value) <= VALUE_SHOWN else f"{text[:VALUE_SHOWN]}... ({len(value)} bytes)"
 
 
+def _check_access(perms: Permissions, caller: Caller, access: Access, key: Key) -> None:
+    if not perms.access(caller) & access == access:
+        raise AccessDenied(f"dom{caller.domid} lacks {access!r}", from_key(key))
+
+
 class NodeRequests:
     """READ, WRITE, MKDIR, RM, DIRECTORY, DIRECTORY_PART, GET_PERMS, SET_PERMS, WATCH, UNWATCH,
     TRANSACTION_START, TRANSACTION_END and RESET_WATCHES."""
@@ -78,10 +83,8 @@ class NodeRequests:
 
     @staticmethod
     def _require(tree: Node, key: Key, caller: Caller, access: Access) -> None:
-        if caller.privileged:
-            return
-        if not nodes.permissions(tree, key).access(caller) & access == access:
-            raise AccessDenied(f"dom{caller.domid} lacks {access!r}", from_key(key))
+        if not caller.privileged:
+            _check_access(nodes.permissions(tree, key), caller, access, key)
 
     def _readable(self, tree: Node, key: Key, caller: Caller) -> None:
         if not nodes.exists(tree, key):
@@ -120,11 +123,9 @@ class NodeRequests:
 
     def _writable_for_create(self, tree: Node, key: Key, caller: Caller) -> None:
         """Writing a node needs write access to it, or, to create it, to its nearest existing ancestor."""
-        if caller.privileged:
-            return
-        depth, perms = nodes.nearest(tree, key)
-        if not perms.access(caller) & Access.WRITE:
-            raise AccessDenied(f"dom{caller.domid} lacks {Access.WRITE!r}", from_key(key[:depth]))
+        if not caller.privileged:
+            depth, perms = nodes.nearest(tree, key)
+            _check_access(perms, caller, Access.WRITE, key[:depth])
 
     def _read_node(self, session: Session, packet: Packet) -> tuple[Key, Node]:
         """The node a read request names and the tree to read it in, recorded as read by its transaction

@@ -49,8 +49,21 @@ def is_reserved(name: str) -> bool:
     return name.startswith(".")
 
 
+class Writer:
+    """A transaction's right to change, in place, the nodes it built and nobody else holds yet.
+
+    A transaction's tree is private until TRANSACTION_END: copying the path from the root on each of its
+    writes (as a write to the shared state must) would be wasted work, so the nodes a transaction creates
+    carry its writer and its later writes change them in place. The writer is dropped with the transaction,
+    after which those nodes are as immutable as any other.
+    """
+
+    __slots__ = ()
+
+
 class Node:
-    """One node: its value, its stored permissions and its children. Never changed once built.
+    """One node: its value, its stored permissions and its children. Never changed once shared: only the
+    transaction whose :class:`Writer` built it changes it, in place, before anyone else sees it.
 
     Attributes:
         value: The stored value (None: no ``.value`` blob; reads as empty).
@@ -61,9 +74,10 @@ class Node:
         encoding: Once encoded, its git entries by sort key and their order, so that a later version of
             the node is encoded by splicing rather than from scratch.
         origin: The nearest earlier version of this node that has an encoding (until this one is encoded).
+        writer: The transaction that may still change this node in place (None: nobody may).
     """
 
-    __slots__ = ("children", "encoding", "extra", "oid", "origin", "perms", "value")
+    __slots__ = ("children", "encoding", "extra", "oid", "origin", "perms", "value", "writer")
 
     def __init__(
         self,
@@ -73,6 +87,7 @@ class Node:
         extra: tuple[Extra, ...] = (),
         oid: ObjectId | None = None,
         origin: Node | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.value = value
         self.perms = perms
@@ -81,20 +96,24 @@ class Node:
         self.oid = oid
         self.encoding: Encoding | None = None
         self.origin = origin if origin is None or origin.encoding is not None else origin.origin
+        self.writer = writer
 
     def derive(
         self,
         value: bytes | _Same | None = ...,
         perms: bytes | _Same | None = ...,
         children: dict[str, Node] | None = None,
+        writer: Writer | None = None,
     ) -> Node:
-        """A new version of this node with some fields replaced."""
+        """A new version of this node with some fields replaced (``writer``: only with new ``children``,
+        which the writer may then change in place)."""
         return Node(
             self.value if value is ... else value,  # type: ignore[arg-type]
             self.perms if perms is ... else perms,  # type: ignore[arg-type]
             self.children if children is None else children,
             self.extra,
             origin=self,
+            writer=writer if children is not None else None,
         )
 
     def is_empty(self) -> bool:
@@ -273,35 +292,40 @@ def count_owners(tree: Node) -> dict[int, int]:
 
 
 # -- changing ------------------------------------------------------------------------------------------------
-def write(tree: Node, key: Key, data: bytes, caller: Caller) -> Mutation:
+# With a ``writer``, the nodes that writer built are changed in place, and the nodes built are its own: only
+# for a tree nobody else holds (a transaction's), and only once the change is known to be allowed.
+def write(tree: Node, key: Key, data: bytes, caller: Caller, writer: Writer | None = None) -> Mutation:
     """Set a node's value, creating it and any missing ancestors (each inheriting its parent's permissions,
     owned by an unprivileged creator)."""
-    return _create(tree, key, caller, data)
+    return _create(tree, key, caller, data, writer)
 
 
-def mkdir(tree: Node, key: Key, caller: Caller) -> Mutation:
+def mkdir(tree: Node, key: Key, caller: Caller, writer: Writer | None = None) -> Mutation:
     """Create a node with an empty value (and missing ancestors); nothing if it exists."""
-    return _create(tree, key, caller, None)
+    return _create(tree, key, caller, None, writer)
 
 
-def set_permissions(tree: Node, key: Key, perms: Permissions) -> Mutation:
+def set_permissions(tree: Node, key: Key, perms: Permissions, writer: Writer | None = None) -> Mutation:
     """Replace a node's permission list (the node must exist)."""
     encoded = encode_permissions(perms)
     node = lookup(tree, key)
     assert node is not None, "callers check that the node exists"
     if node.perms == encoded:
         return Mutation(tree)
-    new_tree = _replace(tree, key, node.derive(perms=encoded))
-    return Mutation(new_tree, [LeafChange((*key, PERMS), node.perms, encoded)])
+    change = LeafChange((*key, PERMS), node.perms, encoded)
+    if writer is not None and node.writer is writer:
+        node.perms = encoded
+        return Mutation(tree, [change])
+    return Mutation(_replace(tree, key, node.derive(perms=encoded), writer), [change])
 
 
-def remove(tree: Node, key: Key) -> Mutation:
+def remove(tree: Node, key: Key, writer: Writer | None = None) -> Mutation:
     """Remove a node and everything under it (the root cannot be removed: callers check)."""
     node = lookup(tree, key)
     if node is None or not key:
         return Mutation(tree)
     removed = [LeafChange(change.key, change.new, None) for change in leaves(node, key)]
-    return Mutation(_replace(tree, key, None), removed)
+    return Mutation(_replace(tree, key, None, writer), removed)
 
 
 def apply(tree: Node, changes: list[LeafChange]) -> Mutation:
@@ -351,16 +375,18 @@ def _leaf(node: Node | None, leaf: str) -> bytes | None:
     return node.value if leaf == VALUE else node.perms if leaf == PERMS else None
 
 
-def _replace(tree: Node, key: Key, new: Node | None) -> Node:
+def _replace(tree: Node, key: Key, new: Node | None, writer: Writer | None = None) -> Node:
     """``tree`` with the node at ``key`` replaced by ``new`` (None: removed); missing nodes on the way are
     created empty, and nodes left empty are pruned."""
     path = [tree]
     for name in key[:-1]:
         path.append(path[-1].children.get(name) or EMPTY)
-    return _rebuild(path, key, len(key), new)
+    return _rebuild(path, key, len(key), new, writer)
 
 
-def _create(tree: Node, key: Key, caller: Caller, data: bytes | None) -> Mutation:
+def _create(
+    tree: Node, key: Key, caller: Caller, data: bytes | None, writer: Writer | None = None
+) -> Mutation:
     """Create the node at ``key`` and its missing ancestors; with ``data``, also set its value."""
     path = [tree]  # path[d] is the node at key[:d], for every node that exists
     inherited = DEFAULT_PERMISSIONS
@@ -379,6 +405,9 @@ def _create(tree: Node, key: Key, caller: Caller, data: bytes | None) -> Mutatio
         if data is None or node.value == data:
             return Mutation(tree)
         changes.append(LeafChange((*key, VALUE), node.value, data))
+        if writer is not None and node.writer is writer:
+            node.value = data
+            return Mutation(tree, changes)
         new = node.derive(value=data)
         depth = existing
     else:
@@ -392,25 +421,38 @@ def _create(tree: Node, key: Key, caller: Caller, data: bytes | None) -> Mutatio
             changes.append(LeafChange((*key[:depth], PERMS), None, stored[-1]))
             changes.append(LeafChange((*key[:depth], VALUE), None, node_value))
         last = len(key)
-        new = Node(data if data is not None else b"", stored[-1], {})
+        new = Node(data if data is not None else b"", stored[-1], {}, writer=writer)
         for depth in range(last - 1, existing, -1):
-            new = Node(b"", stored[depth - existing - 1], {key[depth]: new})
+            new = Node(b"", stored[depth - existing - 1], {key[depth]: new}, writer=writer)
         depth = existing + 1
-    return Mutation(_rebuild(path, key, depth, new), changes)
+    return Mutation(_rebuild(path, key, depth, new, writer), changes)
 
 
-def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None) -> Node:
+def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None, writer: Writer | None = None) -> Node:
     """The root of a tree whose node at ``key[:depth]`` is now ``new`` (None: removed); ``path`` holds the
     old nodes from the root down (EMPTY where missing). Git has no empty directories: a node left without
-    blobs or children is pruned."""
+    blobs or children is pruned.
+
+    With a ``writer``, the copy stops at the first ancestor that writer built, which is changed in place
+    (the writer built every ancestor of such a node too: it copied the whole path from the root).
+    """
     for up in range(depth - 1, -1, -1):
         parent = path[up]
+        if writer is not None and parent.writer is writer:
+            if new is not None and not new.is_empty():
+                parent.children[key[up]] = new
+                return path[0]
+            parent.children.pop(key[up], None)
+            if up and parent.is_empty():
+                new = None  # pruned in turn, from its own parent
+                continue
+            return path[0]
         children = dict(parent.children)
         if new is None or new.is_empty():
             children.pop(key[up], None)
         else:
             children[key[up]] = new
-        new = parent.derive(children=children)
+        new = parent.derive(children=children, writer=writer)
     return new if new is not None else EMPTY
 
 

@@ -23,7 +23,7 @@ from toolstack.xenstored.errors import (
     TooBig,
     TransactionConflict,
 )
-from toolstack.xenstored.nodes import Mutation, Node
+from toolstack.xenstored.nodes import Mutation, Node, Writer
 from toolstack.xenstored.paths import Key, from_key, resolve, resolve_watch, to_key
 from toolstack.xenstored.perms import Access, Caller, Permissions
 from toolstack.xenstored.protocol import (
@@ -96,18 +96,22 @@ class NodeRequests:
         session: Session,
         tx: Transaction | None,
         description: str,
-        build: Callable[[Node], Mutation],
+        build: Callable[[Node, Writer | None], Mutation],
     ) -> Outcome:
-        """Apply a change in the transaction, or to the latest state (checked and built under its lock)."""
+        """Apply a change in the transaction, or to the latest state (checked and built under its lock).
+
+        A privileged caller's transaction changes its own nodes in place (its tree is private); an
+        unprivileged caller's change is built on a copy, since the node quota may still refuse it.
+        """
         caller = session.caller
         if tx is not None:
-            mutation = build(tx.tree)
+            mutation = build(tx.tree, tx.writer if caller.privileged else None)
             self._check_node_quota(caller, mutation, tx.owned_delta)
             tx.record(mutation, description)
             return Outcome(OK)
 
         def checked(tree: Node) -> Mutation:
-            mutation = build(tree)
+            mutation = build(tree, None)
             self._check_node_quota(caller, mutation, 0)
             return mutation
 
@@ -190,9 +194,9 @@ class NodeRequests:
             raise QuotaExceeded(f"value of {len(data)} bytes (quota {self.state.quotas.value_size})", path)
         tx = self._transaction(session, packet)
 
-        def build(tree: Node) -> Mutation:
+        def build(tree: Node, writer: Writer | None) -> Mutation:
             self._writable_for_create(tree, key, caller)
-            return nodes.write(tree, key, data, caller)
+            return nodes.write(tree, key, data, caller, writer)
 
         return self._change(session, tx, f"write {path} = {describe_value(data)}", build)
 
@@ -203,9 +207,9 @@ class NodeRequests:
         caller = session.caller
         tx = self._transaction(session, packet)
 
-        def build(tree: Node) -> Mutation:
+        def build(tree: Node, writer: Writer | None) -> Mutation:
             self._writable_for_create(tree, key, caller)
-            return nodes.mkdir(tree, key, caller)
+            return nodes.mkdir(tree, key, caller, writer)
 
         return self._change(session, tx, f"mkdir {path}", build)
 
@@ -220,13 +224,13 @@ class NodeRequests:
         if tx is not None:
             tx.read(key, "subtree")
 
-        def build(tree: Node) -> Mutation:
+        def build(tree: Node, writer: Writer | None) -> Mutation:
             if not nodes.exists(tree, key):
                 if nodes.exists(tree, key[:-1]):
                     return Mutation(tree)  # already gone: fine, as in C xenstored, if the parent exists
                 raise NoSuchNode("no such node", path)
             self._require(tree, key, caller, Access.WRITE)
-            return nodes.remove(tree, key)
+            return nodes.remove(tree, key, writer)
 
         return self._change(session, tx, f"rm {path}", build)
 
@@ -243,14 +247,14 @@ class NodeRequests:
         caller = session.caller
         tx = self._transaction(session, packet)
 
-        def build(tree: Node) -> Mutation:
+        def build(tree: Node, writer: Writer | None) -> Mutation:
             if not nodes.exists(tree, key):
                 raise NoSuchNode("no such node", path)
             current = nodes.permissions(tree, key)
             self._require(tree, key, caller, Access.WRITE | Access.OWNER)
             if not caller.privileged and perms.owner != current.owner:
                 raise NotPermitted("an unprivileged domain cannot change a node's owner", path)
-            return nodes.set_permissions(tree, key, perms)
+            return nodes.set_permissions(tree, key, perms, writer)
 
         return self._change(session, tx, f"setperms {path} = {perms}", build)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from toolstack.xenstored import nodes
-from toolstack.xenstored.nodes import Mutation, Node
+from toolstack.xenstored.nodes import Mutation, Node, Writer
 from toolstack.xenstored.paths import Key
 from toolstack.xenstored.perms import Caller
 from toolstack.xenstored.quotas import owner_deltas
@@ -44,6 +44,8 @@ class Transaction:
         tree: The transaction's own view: base plus its writes.
         reads: Nodes read, and whether the whole subtree matters.
         log: A line per operation, for the commit message.
+        owned_delta: Nodes its caller gains through it (for an unprivileged caller's node quota).
+        writer: Its right to change in place the nodes it built (see :class:`~.nodes.Writer`).
     """
 
     id: int
@@ -54,6 +56,7 @@ class Transaction:
     reads: dict[Key, ReadKind] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     owned_delta: int = 0
+    writer: Writer = field(default_factory=Writer)
 
     def __post_init__(self) -> None:
         self.tree = self.base
@@ -65,7 +68,8 @@ class Transaction:
     def record(self, mutation: Mutation, description: str) -> None:
         """Take a mutation computed on ``self.tree`` as the transaction's new view."""
         self.tree = mutation.tree
-        self.owned_delta += owner_deltas(mutation.changes).get(self.caller.domid, 0)
+        if not self.caller.privileged:
+            self.owned_delta += owner_deltas(mutation.changes).get(self.caller.domid, 0)
         self.log.append(description)
 
     @property

@@ -164,43 +164,61 @@ class WatchRegistry:
 
     def fire(self, changes: Iterable[LeafChange], tree: Node) -> None:
         """Fire every watch concerned by these changes; ``tree`` is the state after them."""
-        changed: dict[Key, bool] = {}
-        created: set[Key] = set()
-        for change in changes:
-            node = change.node
-            if node not in changed:
-                changed[node] = change.new is None and not nodes.exists(tree, node)
-            if change.key[-1] == nodes.PERMS and change.old is None:
-                created.add(node)
-        if not changed or not self._by_path:
-            return
-        # A node created only as the parent of a written one is told through that one (as in C xenstored).
-        above = {node[:depth] for node in changed for depth in range(len(node))}
-        for node in created & above:
-            del changed[node]
-        removed = {node for node, gone in changed.items() if gone}
-        roots = [node for node in removed if not any(node[:d] in removed for d in range(len(node)))]
-        delivered: set[tuple[int, str]] = set()
         top = self._trie
-        for node, gone in changed.items():
-            if gone and node not in roots:
-                continue  # told through its removed ancestor, and through exact watches below
-            event_path = ""
+        if not top.children and not top.watches:
+            return
+        removals: dict[Key, bool] = {}  # changed node -> whether some blob of it was removed
+        created: set[Key] = set()
+        for key, old, new in changes:
+            node = key[:-1]
+            if new is None:
+                removals[node] = True
+            elif node not in removals:
+                removals[node] = False
+            if old is None and key[-1] == nodes.PERMS:
+                created.add(node)
+        # The trie first: a changed node no watch lies on, above or (when removed) below is skipped, so
+        # that the filters below run only for nodes some watch cares about.
+        concerned: list[tuple[Key, list[list[Watch]], _Trie | None]] = []
+        for node, removal in removals.items():
+            on_path: list[list[Watch]] = []
             trie: _Trie | None = top
             depth = 0
             while trie is not None:
                 if trie.watches:
-                    event_path = event_path or from_key(node)
-                    for watch in trie.watches:
-                        self._deliver(watch, event_path, node, tree, delivered)
+                    on_path.append(trie.watches)
                 if depth == len(node):
                     break
                 trie = trie.children.get(node[depth])
                 depth += 1
-        for root in roots:
-            under = top.find(root)
-            if under is not None:
-                for watch in list(under.below()):
+            below = trie if removal and trie is not None and trie.children else None
+            if on_path or below is not None:
+                concerned.append((node, on_path, below))
+        if not concerned:
+            return
+        delivered: set[tuple[int, str]] = set()
+        above: set[Key] | None = None
+        for node, on_path, below in concerned:
+            if node in created:
+                # A node created only as the parent of a written one is told through that one (as in C
+                # xenstored).
+                if above is None:
+                    above = {other[:depth] for other in removals for depth in range(len(other))}
+                if node in above:
+                    continue
+            gone = removals[node] and not nodes.exists(tree, node)
+            if gone and any(
+                removals.get(node[:depth]) and not nodes.exists(tree, node[:depth])
+                for depth in range(len(node))
+            ):
+                continue  # told through its removed ancestor, and through exact watches below
+            if on_path:
+                event_path = from_key(node)
+                for watches in on_path:
+                    for watch in watches:
+                        self._deliver(watch, event_path, node, tree, delivered)
+            if gone and below is not None:
+                for watch in list(below.below()):
                     self._deliver(watch, watch.path.absolute, watch.key, tree, delivered)
 
     def _deliver(

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from store import Tree
 from store.backend import MemoryBackend
 from toolstack.xenstored import nodes
-from toolstack.xenstored.nodes import EMPTY, GitEncoder, Node
+from toolstack.xenstored.nodes import EMPTY, GitEncoder, Node, Writer
 from toolstack.xenstored.perms import Caller, Permissions
 
 NAMES = st.sampled_from(["a", "b", "c", "vm", "-x", "x-y", "x"])
@@ -26,16 +26,23 @@ OPERATIONS = st.lists(
 )
 
 
+def step(
+    tree: Node, op: str, key: tuple[str, ...], arg: object, caller: Caller, writer: Writer | None = None
+) -> nodes.Mutation:
+    if op == "write":
+        return nodes.write(tree, key, arg, caller, writer)  # type: ignore[arg-type]
+    if op == "mkdir":
+        return nodes.mkdir(tree, key, caller, writer)
+    if op == "rm":
+        return nodes.remove(tree, key, writer)
+    if nodes.exists(tree, key):
+        return nodes.set_permissions(tree, key, Permissions.parse(arg), writer)  # type: ignore[arg-type]
+    return nodes.Mutation(tree)
+
+
 def run(tree: Node, operations: list[tuple[str, tuple[str, ...], object]], caller: Caller) -> Node:
     for op, key, arg in operations:
-        if op == "write":
-            tree = nodes.write(tree, key, arg, caller).tree  # type: ignore[arg-type]
-        elif op == "mkdir":
-            tree = nodes.mkdir(tree, key, caller).tree
-        elif op == "rm":
-            tree = nodes.remove(tree, key).tree
-        elif nodes.exists(tree, key):
-            tree = nodes.set_permissions(tree, key, Permissions.parse(arg)).tree  # type: ignore[arg-type]
+        tree = step(tree, op, key, arg, caller).tree
     return tree
 
 
@@ -53,6 +60,40 @@ def same_via_store(tree: Node) -> bytes:
     for key, value in blobs(tree).items():
         store_tree = store_tree.set("/".join(key), value)
     return store_tree.oid
+
+
+class TestWritersChangeTheirOwnNodesInPlace:
+    @settings(max_examples=200, deadline=None)
+    @given(OPERATIONS, OPERATIONS)
+    def test_the_same_trees_and_changes_as_copying_and_shared_trees_stay_as_they_were(self, start, ops):
+        # A transaction's writer changes in place only what it built: the tree it forked from, and every
+        # tree anyone took before, keep their blobs.
+        base = run(EMPTY, start, Caller(0))
+        base_blobs = blobs(base)
+        writer = Writer()
+        copied, in_place = base, base
+        for op, key, arg in ops:
+            expected = step(copied, op, key, arg, Caller(0))
+            got = step(in_place, op, key, arg, Caller(0), writer)
+            assert got.changes == expected.changes
+            copied, in_place = expected.tree, got.tree
+            assert blobs(in_place) == blobs(copied)
+        assert blobs(base) == base_blobs
+        assert git_id(in_place) == git_id(copied) == same_via_store(in_place)
+
+    @settings(max_examples=100, deadline=None)
+    @given(OPERATIONS, OPERATIONS)
+    def test_a_tree_taken_from_a_writer_is_left_alone_by_another(self, first, second):
+        # Once a transaction ends, its nodes are shared: the next transaction copies them.
+        ended = Writer()
+        tree = EMPTY
+        for op, key, arg in first:
+            tree = step(tree, op, key, arg, Caller(0), ended).tree
+        snapshot = blobs(tree)
+        later = tree
+        for op, key, arg in second:
+            later = step(later, op, key, arg, Caller(0), Writer()).tree
+        assert blobs(tree) == snapshot
 
 
 class TestGitEncoding:

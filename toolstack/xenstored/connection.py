@@ -103,9 +103,10 @@ class Connection(asyncio.Protocol):
         if isinstance(result, RequestError):
             self._write(packet.error(result.errno).encode())
             return
-        self._write(packet.reply(result.payload).encode())
-        for path, token in result.events:
-            self._write(watch_event(path, token).encode())
+        reply = packet.encoded_reply(result.payload)
+        for path, token in result.events:  # a new watch's first event, in the same write
+            reply += watch_event(path, token).encode()
+        self._write(reply)
 
     def _flow_control(self) -> None:
         if self._transport is None or self.closed:

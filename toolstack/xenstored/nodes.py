@@ -270,10 +270,11 @@ def leaves(node: Node, key: Key) -> list[LeafChange]:
     while stack:
         current, at = stack.pop()
         if current.perms is not None:
-            out.append(LeafChange((*at, PERMS), None, current.perms))
+            out.append(LeafChange(at + _PERMS_LEAF, None, current.perms))
         if current.value is not None:
-            out.append(LeafChange((*at, VALUE), None, current.value))
-        stack.extend((child, (*at, name)) for name, child in current.children.items())
+            out.append(LeafChange(at + _VALUE_LEAF, None, current.value))
+        for name, child in current.children.items():
+            stack.append((child, (*at, name)))
     return out
 
 
@@ -389,11 +390,11 @@ def _create(
 ) -> Mutation:
     """Create the node at ``key`` and its missing ancestors; with ``data``, also set its value."""
     path = [tree]  # path[d] is the node at key[:d], for every node that exists
-    inherited = DEFAULT_PERMISSIONS
+    inherited: bytes | None = None  # the nearest stored permissions that decode (None: the default)
     node = tree
     for name in key:
-        if node.perms is not None:
-            inherited = decode_permissions(node.perms) or inherited
+        if node.perms is not None and decode_permissions(node.perms) is not None:
+            inherited = node.perms
         child = node.children.get(name)
         if child is None:
             break
@@ -415,17 +416,30 @@ def _create(
         stored: list[bytes] = []
         perms = inherited
         for depth in range(existing + 1, len(key) + 1):
-            perms = perms.for_new_child(caller)
-            stored.append(encode_permissions(perms))
+            perms = _child_permissions(perms, caller)
+            stored.append(perms)
             node_value = data if depth == len(key) and data is not None else b""
-            changes.append(LeafChange((*key[:depth], PERMS), None, stored[-1]))
-            changes.append(LeafChange((*key[:depth], VALUE), None, node_value))
+            node_key = key[:depth]
+            changes.append(LeafChange(node_key + _PERMS_LEAF, None, perms))
+            changes.append(LeafChange(node_key + _VALUE_LEAF, None, node_value))
         last = len(key)
         new = Node(data if data is not None else b"", stored[-1], {}, writer=writer)
         for depth in range(last - 1, existing, -1):
             new = Node(b"", stored[depth - existing - 1], {key[depth]: new}, writer=writer)
         depth = existing + 1
     return Mutation(_rebuild(path, key, depth, new, writer), changes)
+
+
+_PERMS_LEAF = (PERMS,)
+_VALUE_LEAF = (VALUE,)
+
+
+@functools.lru_cache(maxsize=4096)
+def _child_permissions(parent: bytes | None, creator: Caller) -> bytes:
+    """The stored permissions of a node ``creator`` makes under a parent storing ``parent`` (None: the
+    default list)."""
+    inherited = DEFAULT_PERMISSIONS if parent is None else decode_permissions(parent) or DEFAULT_PERMISSIONS
+    return encode_permissions(inherited.for_new_child(creator))
 
 
 def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None, writer: Writer | None = None) -> Node:

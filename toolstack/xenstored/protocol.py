@@ -8,8 +8,8 @@ is the raw rest of the payload.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from toolstack.xenstored.errors import InvalidRequest, ProtocolError
 
@@ -47,9 +47,11 @@ class Op(IntEnum):
 OK = b"OK\0"
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One message in either direction. ``op`` stays an int so that unknown types can be answered."""
+class Packet(NamedTuple):
+    """One message in either direction. ``op`` stays an int so that unknown types can be answered.
+
+    (A named tuple: the daemon makes one per request.)
+    """
 
     op: int
     req_id: int
@@ -62,6 +64,10 @@ class Packet:
     def reply(self, payload: bytes) -> Packet:
         """The answer to this request: same type, request id and transaction id."""
         return Packet(self.op, self.req_id, self.tx_id, payload)
+
+    def encoded_reply(self, payload: bytes) -> bytes:
+        """``self.reply(payload).encode()``, without the packet in between."""
+        return HEADER.pack(self.op, self.req_id, self.tx_id, len(payload)) + payload
 
     def error(self, errno: str) -> Packet:
         """An ERROR reply naming ``errno``, echoing the request and transaction ids."""
@@ -92,8 +98,22 @@ class PacketReader:
         Raises:
             ProtocolError: A header announces a payload over PAYLOAD_MAX.
         """
-        self._buffer += data
         packets = []
+        if not self._buffer:  # the usual case: the data starts on a packet boundary
+            start, size = 0, len(data)
+            while size - start >= HEADER.size:
+                op, req_id, tx_id, length = HEADER.unpack_from(data, start)
+                if length > PAYLOAD_MAX:
+                    raise ProtocolError(f"payload of {length} bytes announced (max {PAYLOAD_MAX})")
+                end = start + HEADER.size + length
+                if end > size:
+                    break
+                packets.append(Packet(op, req_id, tx_id, data[start + HEADER.size : end]))
+                start = end
+            if start < size:
+                self._buffer += data[start:]
+            return packets
+        self._buffer += data
         while len(self._buffer) >= HEADER.size:
             op, req_id, tx_id, length = HEADER.unpack_from(self._buffer)
             if length > PAYLOAD_MAX:

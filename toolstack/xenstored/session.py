@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from toolstack.xenstored.perms import Caller
 from toolstack.xenstored.transactions import Transaction
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one request.
+class Outcome(NamedTuple):
+    """The result of one request (a named tuple: one is made per request).
 
     Attributes:
         payload: The reply payload.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -83,6 +84,7 @@ def xenstored(
         ),
     )
     server = XenstoreServer(config)
+    tune_garbage_collector()
 
     def ready() -> None:
         if pid_file:
@@ -91,6 +93,18 @@ def xenstored(
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(server.serve(ready))
+
+
+# Each request allocates dozens of tuples and nodes, nearly all acyclic. At the default threshold (700) the
+# collector ran every few requests, and its older generations scanned the whole state: a quarter of the
+# event loop's CPU in a boot storm.
+GC_THRESHOLDS = (10_000, 50, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never scan again what was loaded at start (a daemon process only)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from binascii import unhexlify
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -139,6 +140,13 @@ class LeafChange(NamedTuple):
     @property
     def node(self) -> Key:
         return self.key[:-1]
+
+
+# Builds a LeafChange from a (key, old, new) tuple without the named tuple's Python-level constructor: the
+# hot loops make one per blob.
+_leaf_change: Callable[[tuple[Key, bytes | None, bytes | None]], LeafChange] = functools.partial(
+    tuple.__new__, LeafChange
+)
 
 
 @dataclass(slots=True)
@@ -263,16 +271,19 @@ def generation(tree: Node, key: Key) -> int:
     return int.from_bytes(digest, "big")
 
 
-def leaves(node: Node, key: Key) -> list[LeafChange]:
-    """Every blob of the subtree at ``key``, as if it were being created (parents first)."""
+def leaves(node: Node, key: Key, removed: bool = False) -> list[LeafChange]:
+    """Every blob of the subtree at ``key``, as if it were being created (parents first), or with
+    ``removed``, as if it were being removed."""
     out: list[LeafChange] = []
     stack = [(node, key)]
+    make = _leaf_change
     while stack:
         current, at = stack.pop()
-        if current.perms is not None:
-            out.append(LeafChange(at + _PERMS_LEAF, None, current.perms))
-        if current.value is not None:
-            out.append(LeafChange(at + _VALUE_LEAF, None, current.value))
+        perms, value = current.perms, current.value
+        if perms is not None:
+            out.append(make((at + _PERMS_LEAF, perms, None) if removed else (at + _PERMS_LEAF, None, perms)))
+        if value is not None:
+            out.append(make((at + _VALUE_LEAF, value, None) if removed else (at + _VALUE_LEAF, None, value)))
         for name, child in current.children.items():
             stack.append((child, (*at, name)))
     return out
@@ -325,8 +336,7 @@ def remove(tree: Node, key: Key, writer: Writer | None = None) -> Mutation:
     node = lookup(tree, key)
     if node is None or not key:
         return Mutation(tree)
-    removed = [LeafChange(change.key, change.new, None) for change in leaves(node, key)]
-    return Mutation(_replace(tree, key, None, writer), removed)
+    return Mutation(_replace(tree, key, None, writer), leaves(node, key, removed=True))
 
 
 def apply(tree: Node, changes: list[LeafChange]) -> Mutation:
@@ -390,11 +400,8 @@ def _create(
 ) -> Mutation:
     """Create the node at ``key`` and its missing ancestors; with ``data``, also set its value."""
     path = [tree]  # path[d] is the node at key[:d], for every node that exists
-    inherited: bytes | None = None  # the nearest stored permissions that decode (None: the default)
     node = tree
     for name in key:
-        if node.perms is not None and decode_permissions(node.perms) is not None:
-            inherited = node.perms
         child = node.children.get(name)
         if child is None:
             break
@@ -405,16 +412,21 @@ def _create(
     if existing == len(key):
         if data is None or node.value == data:
             return Mutation(tree)
-        changes.append(LeafChange((*key, VALUE), node.value, data))
+        changes.append(LeafChange(key + _VALUE_LEAF, node.value, data))
         if writer is not None and node.writer is writer:
             node.value = data
             return Mutation(tree, changes)
         new = node.derive(value=data)
         depth = existing
     else:
-        # Missing from key[existing] down: each new node inherits from its new parent.
+        # Missing from key[existing] down: each new node inherits from its new parent, the first from the
+        # nearest existing node whose stored permissions decode (None: the default list).
+        perms: bytes | None = None
+        for ancestor in reversed(path):
+            if ancestor.perms is not None and decode_permissions(ancestor.perms) is not None:
+                perms = ancestor.perms
+                break
         stored: list[bytes] = []
-        perms = inherited
         for depth in range(existing + 1, len(key) + 1):
             perms = _child_permissions(perms, caller)
             stored.append(perms)
@@ -475,7 +487,7 @@ def _diff(old: Node | None, new: Node | None, key: Key, changes: list[LeafChange
     if old is new:
         return
     if new is None:
-        changes.extend(LeafChange(c.key, c.new, None) for c in leaves(old, key))  # type: ignore[arg-type]
+        changes.extend(leaves(old, key, removed=True))  # type: ignore[arg-type]
         return
     if old is None:
         changes.extend(leaves(new, key))

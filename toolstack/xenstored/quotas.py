@@ -6,6 +6,7 @@ runaway client from exhausting the daemon's memory.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Quotas:
         setattr(self, name, value)
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of distinct lists; counted on every change of every request
 def owner_of(stored: bytes | None) -> int | None:
     if stored is None:
         return None

@@ -331,12 +331,17 @@ def set_permissions(tree: Node, key: Key, perms: Permissions, writer: Writer | N
     return Mutation(_replace(tree, key, node.derive(perms=encoded), writer), [change])
 
 
-def remove(tree: Node, key: Key, writer: Writer | None = None) -> Mutation:
-    """Remove a node and everything under it (the root cannot be removed: callers check)."""
+def remove(tree: Node, key: Key, writer: Writer | None = None, listed: bool = True) -> Mutation:
+    """Remove a node and everything under it (the root cannot be removed: callers check).
+
+    Args:
+        listed: List every blob removed in the mutation's changes (False: nobody reads them, so the
+            subtree is not walked).
+    """
     node = lookup(tree, key)
     if node is None or not key:
         return Mutation(tree)
-    return Mutation(_replace(tree, key, None, writer), leaves(node, key, removed=True))
+    return Mutation(_replace(tree, key, None, writer), leaves(node, key, removed=True) if listed else [])
 
 
 def apply(tree: Node, changes: list[LeafChange]) -> Mutation:
@@ -478,7 +483,8 @@ def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None, writer: W
             children.pop(key[up], None)
         else:
             children[key[up]] = new
-        new = parent.derive(children=children, writer=writer)
+        # parent.derive(children=children, writer=writer), without its frame: this is the hottest loop
+        new = Node(parent.value, parent.perms, children, parent.extra, None, parent, writer)
     return new if new is not None else EMPTY
 
 

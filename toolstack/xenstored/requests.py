@@ -230,7 +230,9 @@ class NodeRequests:
                     return Mutation(tree)  # already gone: fine, as in C xenstored, if the parent exists
                 raise NoSuchNode("no such node", path)
             self._require(tree, key, caller, Access.WRITE)
-            return nodes.remove(tree, key, writer)
+            # A privileged caller's transaction has no node quota: nothing reads what it removed until
+            # the merge, which lists it.
+            return nodes.remove(tree, key, writer, listed=tx is None or not caller.privileged)
 
         return self._change(session, tx, f"rm {path}", build)
 

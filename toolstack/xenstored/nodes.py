@@ -25,6 +25,7 @@ and this tree does that with dict lookups; see bench/xenstore_bench.py.)
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 from binascii import unhexlify
@@ -75,10 +76,12 @@ class Node:
         encoding: Once encoded, its git entries by sort key and their order, so that a later version of
             the node is encoded by splicing rather than from scratch.
         origin: The nearest earlier version of this node that has an encoding (until this one is encoded).
+        touched: The names of the children that may differ from ``origin``'s (None: unknown, any may), so
+            that splicing a directory of hundreds does not compare them all.
         writer: The transaction that may still change this node in place (None: nobody may).
     """
 
-    __slots__ = ("children", "encoding", "extra", "oid", "origin", "perms", "value", "writer")
+    __slots__ = ("children", "encoding", "extra", "oid", "origin", "perms", "touched", "value", "writer")
 
     def __init__(
         self,
@@ -89,15 +92,24 @@ class Node:
         oid: ObjectId | None = None,
         origin: Node | None = None,
         writer: Writer | None = None,
+        touched: frozenset[str] | None = None,
     ) -> None:
+        """``touched``: the children that may differ from those of ``origin`` (the version this one is
+        made from), if known."""
         self.value = value
         self.perms = perms
         self.children = children
         self.extra = extra
         self.oid = oid
         self.encoding: Encoding | None = None
-        self.origin = origin if origin is None or origin.encoding is not None else origin.origin
         self.writer = writer
+        if origin is None or origin.encoding is not None:
+            self.origin = origin
+            self.touched = touched
+        else:  # splice from origin's own origin: what either version touched
+            self.origin = origin.origin
+            previous = origin.touched
+            self.touched = None if touched is None or previous is None else previous | touched
 
     def derive(
         self,
@@ -115,6 +127,7 @@ class Node:
             self.extra,
             origin=self,
             writer=writer if children is not None else None,
+            touched=NO_NAMES if children is None else None,
         )
 
     def is_empty(self) -> bool:
@@ -125,6 +138,7 @@ class Node:
 
 
 EMPTY = Node(None, None, {})
+NO_NAMES: frozenset[str] = frozenset()
 
 
 class LeafChange(NamedTuple):
@@ -469,22 +483,26 @@ def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None, writer: W
     """
     for up in range(depth - 1, -1, -1):
         parent = path[up]
+        name = key[up]
         if writer is not None and parent.writer is writer:
+            if parent.touched is not None:
+                parent.touched = parent.touched | {name}
             if new is not None and not new.is_empty():
-                parent.children[key[up]] = new
+                parent.children[name] = new
                 return path[0]
-            parent.children.pop(key[up], None)
+            parent.children.pop(name, None)
             if up and parent.is_empty():
                 new = None  # pruned in turn, from its own parent
                 continue
             return path[0]
         children = dict(parent.children)
         if new is None or new.is_empty():
-            children.pop(key[up], None)
+            children.pop(name, None)
         else:
-            children[key[up]] = new
+            children[name] = new
         # parent.derive(children=children, writer=writer), without its frame: this is the hottest loop
-        new = Node(parent.value, parent.perms, children, parent.extra, None, parent, writer)
+        touched = frozenset((name,))
+        new = Node(parent.value, parent.perms, children, parent.extra, None, parent, writer, touched)
     return new if new is not None else EMPTY
 
 
@@ -547,7 +565,8 @@ def _merge(
                 merged_children[name] = child
     if (value, perms, extra) == (ours.value, ours.perms, ours.extra) and merged_children is ours.children:
         return None if ours.is_empty() else ours
-    merged = Node(value, perms, merged_children, extra, origin=ours)
+    touched = NO_NAMES if merged_children is ours.children else frozenset(changed)
+    merged = Node(value, perms, merged_children, extra, origin=ours, touched=touched)
     return None if merged.is_empty() else merged
 
 
@@ -621,30 +640,50 @@ class GitEncoder:
         return entries, sorted(entries)
 
     def _splice(self, node: Node, origin: Node, encoding: Encoding) -> Encoding:
-        """The entries of ``node`` from those of an earlier version: only what differs is encoded."""
+        """The entries of ``node`` from those of an earlier version: only what differs is encoded, and
+        only the children ``node`` says it touched are looked at."""
         entries = dict(encoding[0])
-        order = encoding[1]
-        renamed = False
+        added: list[bytes] = []
+        dropped: list[bytes] = []
         for sort_key, old, new in (
             (b".perms", origin.perms, node.perms),
             (b".value", origin.value, node.value),
         ):
             if old != new:
-                renamed |= old is None or new is None
                 if new is None:
                     del entries[sort_key]
+                    dropped.append(sort_key)
                 else:
+                    if old is None:
+                        added.append(sort_key)
                     entries[sort_key] = b"100644 " + sort_key + b"\0" + unhexlify(self.blob_id(new))
-        if node.children is not origin.children:
-            for name, child in node.children.items() - origin.children.items():
+        children, before = node.children, origin.children
+        if children is not before:
+            names = node.touched
+            if names is None:
+                names = {name for name, _ in children.items() - before.items()}
+                names.update(before.keys() - children.keys())
+            for name in names:
+                child = children.get(name)
+                if child is before.get(name):
+                    continue
                 encoded = name.encode("utf-8", "surrogateescape")
                 sort_key = encoded + b"/"
-                renamed |= sort_key not in entries
-                entries[sort_key] = b"40000 " + encoded + b"\0" + unhexlify(self.tree_id(child))
-            for name in origin.children.keys() - node.children.keys():
-                del entries[name.encode("utf-8", "surrogateescape") + b"/"]
-                renamed = True
-        return entries, sorted(entries) if renamed else order
+                if child is None:
+                    del entries[sort_key]
+                    dropped.append(sort_key)
+                else:
+                    if sort_key not in entries:
+                        added.append(sort_key)
+                    entries[sort_key] = b"40000 " + encoded + b"\0" + unhexlify(self.tree_id(child))
+        order = encoding[1]
+        if added or dropped:
+            order = list(order)  # shared with the earlier version: never changed in place
+            for sort_key in dropped:
+                del order[bisect.bisect_left(order, sort_key)]
+            for sort_key in added:
+                bisect.insort(order, sort_key)
+        return entries, order
 
     def blob_id(self, data: bytes) -> ObjectId:
         small = len(data) <= self.SMALL

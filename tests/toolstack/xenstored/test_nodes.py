@@ -115,6 +115,32 @@ class TestGitEncoding:
                 encoder.tree_id(tree)
         assert git_id(tree) == same_via_store(tree)
 
+    @settings(max_examples=150, deadline=None)
+    @given(OPERATIONS, OPERATIONS, st.integers(min_value=1, max_value=4))
+    def test_versions_not_encoded_in_between_still_splice_to_the_same_ids(self, first, second, every):
+        # A version made from one never encoded splices from the last encoded one, with the children that
+        # either touched.
+        tree = run(EMPTY, first, Caller(0))
+        if not tree.is_empty():
+            GitEncoder().tree_id(tree)
+        for index, operation in enumerate(second):
+            tree = run(tree, [operation], Caller(0))
+            if index % every == 0 and not tree.is_empty():
+                GitEncoder().tree_id(tree)
+        assert git_id(tree) == same_via_store(tree)
+
+    @settings(max_examples=150, deadline=None)
+    @given(OPERATIONS, OPERATIONS)
+    def test_a_transaction_tree_changed_in_place_splices_to_the_same_ids(self, start, ops):
+        base = run(EMPTY, start, Caller(0))
+        if not base.is_empty():
+            GitEncoder().tree_id(base)
+        writer = Writer()
+        tree = base
+        for op, key, arg in ops:
+            tree = step(tree, op, key, arg, Caller(0), writer).tree
+        assert git_id(tree) == same_via_store(tree)
+
     @settings(max_examples=100, deadline=None)
     @given(OPERATIONS)
     def test_loading_what_was_written_gives_back_the_same_nodes(self, operations):

@@ -5,8 +5,10 @@ batch (one pack, one fsync, one compare-and-swap of the branch ref). Requests ou
 queue up together become one commit, which lists each with its author; a lone request is its own commit
 (author ``dom3``, message ``write /local/domain/3/... = 4``). Replies do not wait for the write unless the
 daemon runs in durable mode, where a reply to a change is sent only once the batch holding it is on disk.
-Outside durable mode the thread also yields to requests: its work competes with theirs for the interpreter,
-so while changes keep coming it waits for a pause (at most MAX_DELAY_SECONDS) before it writes.
+Outside durable mode the thread also yields to requests: its work competes with theirs for the interpreter
+(and, on a small host, for a core), so while changes keep coming it waits for a pause before it writes, and
+it writes a long queue in batches of BATCH_ENTRIES, going back to waiting when requests resume; a change
+waits at most about MAX_DELAY_SECONDS.
 
 Transactions are branches: a transaction's own commit holds its tree and has as parent the commit of the
 state it forked from; its TRANSACTION_END lands as a merge commit whose second parent is that commit. So
@@ -38,6 +40,9 @@ POLL_SECONDS = 0.05
 # takes a core from the requests, on a 2-core host a third of the storm's time.
 QUIET_SECONDS = 0.1
 MAX_DELAY_SECONDS = 1.0
+# Outside durable mode, changes written per batch (one pack and one compare-and-swap of the ref each): a
+# boot storm queues thousands, and a second storm should not wait for the first one's commits.
+BATCH_ENTRIES = 64
 SUBJECT_MAX = 200
 ATTEMPTS = 20
 
@@ -137,7 +142,10 @@ class GitJournal:
             self._urgent = False
             try:
                 self.sync()
-                self.flush()
+                if self._window:
+                    self.write_yielding()
+                else:
+                    self.flush()
             except Exception:  # the daemon must outlive a failing disk; the changes stay queued
                 self.failures += 1
                 log.exception("journal: commit failed; will retry")
@@ -148,7 +156,7 @@ class GitJournal:
         """Outside durable mode, let changes gather for the window, and yield to requests while they keep
         coming (the journal's work competes with theirs for the interpreter): write once changes pause for
         QUIET_SECONDS, and at the latest MAX_DELAY_SECONDS after the first change waiting."""
-        start = time.monotonic()
+        start = self._state.oldest_pending() or time.monotonic()
         while not (self._stopping or self._urgent) and self._state.last_seq != self.flushed_seq:
             now = time.monotonic()
             if now - start >= MAX_DELAY_SECONDS:
@@ -173,13 +181,33 @@ class GitJournal:
         log.info("journal: %d change(s) from another writer (commit %s)", len(applied), head[:12])
         return applied
 
+    def write_yielding(self) -> None:
+        """Write the queue in batches, and go back to waiting for a pause if requests resume (unless the
+        oldest change has waited MAX_DELAY_SECONDS, or the daemon is stopping or asked for a flush)."""
+        while True:
+            started = time.monotonic()
+            self._write_batch(BATCH_ENTRIES)
+            oldest = self._state.oldest_pending()
+            if oldest is None:
+                return
+            if self._stopping or self._urgent or time.monotonic() - oldest >= MAX_DELAY_SECONDS:
+                break
+            if self._state.last_change > started:
+                return  # requests resumed: yield to them
+        self.flush()
+
     def flush(self) -> None:
         """Write every queued change, retrying on top of another writer's commits if the branch moves."""
+        self._write_batch(None)
+
+    def _write_batch(self, limit: int | None) -> None:
+        """Write the oldest queued changes (at most ``limit``; None: all, including any queued meanwhile)."""
         held: list[JournalEntry] = []
         backend = self._store.backend
         try:
             for _attempt in range(ATTEMPTS):
-                held.extend(self._state.take_pending())
+                if limit is None or not held:
+                    held.extend(self._state.take_pending(limit))
                 if not held:
                     return
                 head, made = self._build(self.commit_id, held)

@@ -55,6 +55,7 @@ class JournalEntry:
         tip: For a transaction's merge, the transaction's branch.
         boundary: A transaction forked here: a commit must end here.
         commit_id: The commit ending here, once the journal has written it.
+        queued: When it was queued (``time.monotonic()``).
     """
 
     seq: int
@@ -64,6 +65,7 @@ class JournalEntry:
     tip: BranchTip | None = None
     boundary: bool = False
     commit_id: str | None = None
+    queued: float = 0.0
 
 
 class State:
@@ -141,9 +143,9 @@ class State:
             if tip is not None:
                 self._last.boundary = True  # the merge's first parent is the state just before it
             self._seq += 1
-            self.last_change = time.monotonic()
+            self.last_change = now = time.monotonic()
             entry = JournalEntry(
-                self._seq, f"dom{caller.domid}", tuple(lines), self.tree, tip() if tip else None
+                self._seq, f"dom{caller.domid}", tuple(lines), self.tree, tip() if tip else None, queued=now
             )
             self._pending.append(entry)
             self._last = entry
@@ -167,11 +169,19 @@ class State:
                 self._last = JournalEntry(self._seq, "", (), self.tree, boundary=True, commit_id=head)
             return mutation.changes
 
-    def take_pending(self) -> list[JournalEntry]:
-        """The changes queued since the last call (for the journal)."""
+    def take_pending(self, limit: int | None = None) -> list[JournalEntry]:
+        """The oldest changes queued (all of them, or at most ``limit``), for the journal."""
         with self.lock:
-            pending, self._pending = self._pending, []
+            if limit is None or len(self._pending) <= limit:
+                pending, self._pending = self._pending, []
+            else:
+                pending, self._pending = self._pending[:limit], self._pending[limit:]
             return pending
+
+    def oldest_pending(self) -> float | None:
+        """When the oldest change not taken by the journal was queued (None: there is none)."""
+        with self.lock:
+            return self._pending[0].queued if self._pending else None
 
     def requeue(self, entries: list[JournalEntry]) -> None:
         """Put back entries whose commit failed, ahead of newer ones."""

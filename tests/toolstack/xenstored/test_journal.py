@@ -6,6 +6,7 @@ import pytest
 
 from store import Store, StoreError
 from tests.conftest import git
+from toolstack.xenstored import journal as journal_module
 from toolstack.xenstored import nodes
 from toolstack.xenstored.admin import AdminRequests
 from toolstack.xenstored.dispatch import Dispatcher
@@ -84,3 +85,58 @@ class TestFailingDisk:
         mocker.stopall()
         journal.flush()
         assert git(store.gitdir, "show", "main:b/.value") == "2"
+
+
+class TestYieldingToRequests:
+    """Outside durable mode a long queue is written in batches, and the journal goes back to waiting when
+    requests resume, unless the oldest change has waited too long."""
+
+    def queue_writes(self, request, count: int) -> None:
+        for index in range(count):
+            request(Op.WRITE, b"/k%d\0v" % index)
+
+    def test_requests_arriving_during_a_batch_make_it_stop_after_that_batch(self, daemon_parts, mocker):
+        store, state, journal, request = daemon_parts
+        batch = journal_module.BATCH_ENTRIES
+        self.queue_writes(request, 3 * batch + 5)
+        real_write = store.backend.write_objects
+        calls = []
+
+        def write_while_a_request_arrives(objects):
+            calls.append(len(objects))
+            if len(calls) == 1:
+                request(Op.WRITE, b"/late\0v")
+            return real_write(objects)
+
+        mocker.patch.object(store.backend, "write_objects", side_effect=write_while_a_request_arrives)
+        first = journal.flushed_seq
+        journal.write_yielding()
+        assert len(calls) == 1
+        assert journal.flushed_seq == first + batch  # the oldest batch, and nothing more
+        repo = store.gitdir
+        assert git(repo, "show", f"main:k{batch - 1}/.value") == "v"
+        assert git(repo, "ls-tree", "main", f"k{batch}") == ""
+        journal.write_yielding()  # no request meanwhile: the rest goes out
+        assert journal.flushed_seq == state.last_seq
+        assert git(repo, "show", "main:late/.value") == "v"
+        assert git(repo, "fsck", "--full", "--strict").strip() == ""
+
+    def test_a_change_that_waited_too_long_is_written_even_while_requests_keep_coming(
+        self, daemon_parts, mocker, monkeypatch
+    ):
+        store, state, journal, request = daemon_parts
+        monkeypatch.setattr(journal_module, "MAX_DELAY_SECONDS", 0.0)
+        self.queue_writes(request, 2 * journal_module.BATCH_ENTRIES + 1)
+        real_write = store.backend.write_objects
+        batches = []
+
+        def write_while_requests_arrive(objects):
+            batches.append(len(objects))
+            request(Op.WRITE, b"/busy\0%d" % len(batches))  # a new change during every batch
+            return real_write(objects)
+
+        mocker.patch.object(store.backend, "write_objects", side_effect=write_while_requests_arrive)
+        queued = state.last_seq
+        journal.write_yielding()
+        assert len(batches) > 1
+        assert journal.flushed_seq >= queued

@@ -1,4 +1,4 @@
-"""Xenstore nodes: an immutable in-memory tree that is written to git as plain git trees.
+"""Xenstore nodes: a persistent in-memory tree that is written to git as plain git trees.
 
 Encoding in git (readable with plain ``git show``):
 
@@ -17,8 +17,11 @@ the encoding (a blob under a node's name, another dot-file) are kept as they are
 
 In memory the state is a tree of :class:`Node` objects, persistent in the functional sense: a change copies
 the nodes on the path to it and shares every other node, so a snapshot (a transaction's fork) is one
-reference, and two versions share identical objects wherever they do not differ. A node learns its git id
-the first time it is written, so that each commit encodes only the nodes made since the last one. (The
+reference, and two versions share identical objects wherever they do not differ. (One exception, invisible
+from outside: a transaction changes in place the nodes it built itself, which nobody else holds yet; see
+:class:`Writer`.) A node learns its git id the first time it is written, so that each commit encodes only
+the nodes made since the last one, and it records which children it touched since its last written
+version, so that a directory of hundreds is encoded by splicing only those. (The
 generic :class:`store.Tree` would do, but a xenstore request touches a handful of nodes seven levels deep,
 and this tree does that with dict lookups; see bench/xenstore_bench.py.)
 """

@@ -139,10 +139,10 @@ class GitJournal:
                     self._idle = False
             if self._window:
                 self._gather()
-            self._urgent = False
+            urgent, self._urgent = self._urgent, False
             try:
                 self.sync()
-                if self._window:
+                if self._window and not urgent:
                     self.write_yielding()
                 else:
                     self.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from store import Store, StoreError
@@ -140,3 +142,25 @@ class TestYieldingToRequests:
         journal.write_yielding()
         assert len(batches) > 1
         assert journal.flushed_seq >= queued
+
+    def test_a_flush_asked_for_is_done_at_once_even_while_requests_keep_coming(
+        self, daemon_parts, monkeypatch
+    ):
+        # CONTROL flush: everything queued before it goes out now, not once a change has waited too long.
+        store, state, _durable, request = daemon_parts
+        monkeypatch.setattr(journal_module, "MAX_DELAY_SECONDS", 30.0)
+        journal = GitJournal(store.branch("main"), state, window=0.02)  # outside durable mode
+        self.queue_writes(request, 3 * journal_module.BATCH_ENTRIES)
+        journal.start()
+        try:
+            queued = state.last_seq
+            journal.write_now()
+            deadline = time.monotonic() + 10
+            busy = 0
+            while journal.flushed_seq < queued and time.monotonic() < deadline:
+                busy += 1
+                request(Op.WRITE, b"/busy\0%d" % busy)
+                time.sleep(0.002)
+            assert journal.flushed_seq >= queued
+        finally:
+            journal.stop()

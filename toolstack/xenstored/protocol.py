@@ -61,12 +61,8 @@ class Packet(NamedTuple):
     def encode(self) -> bytes:
         return HEADER.pack(self.op, self.req_id, self.tx_id, len(self.payload)) + self.payload
 
-    def reply(self, payload: bytes) -> Packet:
-        """The answer to this request: same type, request id and transaction id."""
-        return Packet(self.op, self.req_id, self.tx_id, payload)
-
     def encoded_reply(self, payload: bytes) -> bytes:
-        """``self.reply(payload).encode()``, without the packet in between."""
+        """The answer to this request, encoded: same type, request id and transaction id."""
         return HEADER.pack(self.op, self.req_id, self.tx_id, len(payload)) + payload
 
     def error(self, errno: str) -> Packet:

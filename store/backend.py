@@ -7,6 +7,7 @@ that is durable when it returns, and a compare-and-swap on refs.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Iterator
@@ -158,21 +159,27 @@ class Backend(ABC):
         """Release files and handles."""
 
 
+# One tree entry: "<mode> <name>\0" and a 20-byte binary id. A whole tree is a run of them and nothing else.
+_TREE_ENTRY = re.compile(rb"([^ \0]+) ([^\0]*)\0(.{20})", re.S)
+_TREE = re.compile(rb"(?:[^ \0]+ [^\0]*\0.{20})*", re.S)
+
+
 def parse_tree_entries(raw: bytes) -> TreeEntries:
-    """Parse a raw tree into {name: (is_dir, id)}."""
-    entries: TreeEntries = {}
-    pos = 0
-    length = len(raw)
-    while pos < length:
-        space = raw.index(b" ", pos)
-        nul = raw.index(b"\0", space)
-        mode = raw[pos:space]
-        name = raw[space + 1 : nul].decode("utf-8", "surrogateescape")
-        oid = raw[nul + 1 : nul + 21].hex().encode("ascii")
-        # Directories are "40000"; anything else (blobs, executables, symlinks) reads as a value.
-        entries[name] = (mode == b"40000", oid)
-        pos = nul + 21
-    return entries
+    """Parse a raw tree into {name: (is_dir, id)}.
+
+    Matched in C (a regular expression) rather than entry by entry in Python: a directory of a thousand
+    VMs is parsed on every diff of ``vms/``.
+
+    Raises:
+        ValueError: The object is not a well-formed tree.
+    """
+    if not _TREE.fullmatch(raw):
+        raise ValueError("malformed tree object")
+    # Directories are "40000"; anything else (blobs, executables, symlinks) reads as a value.
+    return {
+        name.decode("utf-8", "surrogateescape"): (mode == b"40000", oid.hex().encode("ascii"))
+        for mode, name, oid in _TREE_ENTRY.findall(raw)
+    }
 
 
 class MemoryBackend(Backend):

@@ -163,3 +163,30 @@ def test_property_single_entry_lookup_agrees_with_a_full_parse(entries, absent):
         assert lookup_entry(raw, name.encode()) == parsed[name]
     if absent not in entries:
         assert lookup_entry(raw, absent.encode()) is None
+
+
+@given(
+    st.dictionaries(
+        st.text(alphabet="0123456789abc- .\u00e9", min_size=1, max_size=6).filter(
+            lambda name: name not in (".", "..")
+        ),
+        st.tuples(
+            st.sampled_from([b"40000", b"100644", b"100755", b"120000"]),
+            st.lists(st.sampled_from(b"\x0001234567 "), min_size=20, max_size=20).map(bytes),
+        ),
+        max_size=30,
+    ),
+    st.integers(min_value=1, max_value=21),
+)
+def test_property_tree_parsing_agrees_with_dulwich_and_refuses_a_truncated_tree(entries, cut):
+    # Ids full of ASCII digits, spaces and NULs, and names with spaces, are the hard cases.
+    from dulwich.objects import parse_tree
+
+    from store.backend import parse_tree_entries
+
+    raw = b"".join(mode + b" " + name.encode() + b"\0" + sha for name, (mode, sha) in sorted(entries.items()))
+    expected = {name.decode(): (mode == 0o40000, sha) for name, mode, sha in parse_tree(raw, 20)}
+    assert parse_tree_entries(raw) == expected
+    if raw:
+        with pytest.raises(ValueError):
+            parse_tree_entries(raw[:-cut])

@@ -59,7 +59,7 @@ class Packet(NamedTuple):
     payload: bytes
 
     def encode(self) -> bytes:
-        return HEADER.pack(self.op, self.req_id, self.tx_id, len(self.payload)) + self.payload
+        return self.encoded_reply(self.payload)
 
     def encoded_reply(self, payload: bytes) -> bytes:
         """The answer to this request, encoded: same type, request id and transaction id."""
@@ -94,31 +94,24 @@ class PacketReader:
         Raises:
             ProtocolError: A header announces a payload over PAYLOAD_MAX.
         """
+        # Usually nothing is buffered: data starts on a packet boundary and is cut without a copy.
+        buffered = bool(self._buffer)
+        if buffered:
+            self._buffer += data
+            data = bytes(self._buffer)
         packets = []
-        if not self._buffer:  # the usual case: the data starts on a packet boundary
-            start, size = 0, len(data)
-            while size - start >= HEADER.size:
-                op, req_id, tx_id, length = HEADER.unpack_from(data, start)
-                if length > PAYLOAD_MAX:
-                    raise ProtocolError(f"payload of {length} bytes announced (max {PAYLOAD_MAX})")
-                end = start + HEADER.size + length
-                if end > size:
-                    break
-                packets.append(Packet(op, req_id, tx_id, data[start + HEADER.size : end]))
-                start = end
-            if start < size:
-                self._buffer += data[start:]
-            return packets
-        self._buffer += data
-        while len(self._buffer) >= HEADER.size:
-            op, req_id, tx_id, length = HEADER.unpack_from(self._buffer)
+        start, size = 0, len(data)
+        while size - start >= HEADER.size:
+            op, req_id, tx_id, length = HEADER.unpack_from(data, start)
             if length > PAYLOAD_MAX:
                 raise ProtocolError(f"payload of {length} bytes announced (max {PAYLOAD_MAX})")
-            end = HEADER.size + length
-            if len(self._buffer) < end:
+            end = start + HEADER.size + length
+            if end > size:
                 break
-            packets.append(Packet(op, req_id, tx_id, bytes(self._buffer[HEADER.size : end])))
-            del self._buffer[:end]
+            packets.append(Packet(op, req_id, tx_id, data[start + HEADER.size : end]))
+            start = end
+        if buffered or start < size:
+            self._buffer[:] = data[start:]
         return packets
 
     @property

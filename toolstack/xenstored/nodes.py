@@ -114,23 +114,15 @@ class Node:
             previous = origin.touched
             self.touched = None if touched is None or previous is None else previous | touched
 
-    def derive(
-        self,
-        value: bytes | _Same | None = ...,
-        perms: bytes | _Same | None = ...,
-        children: dict[str, Node] | None = None,
-        writer: Writer | None = None,
-    ) -> Node:
-        """A new version of this node with some fields replaced (``writer``: only with new ``children``,
-        which the writer may then change in place)."""
+    def derive(self, value: bytes | _Same | None = ..., perms: bytes | _Same | None = ...) -> Node:
+        """A new version of this node with its value or permissions replaced (same children)."""
         return Node(
             self.value if value is ... else value,  # type: ignore[arg-type]
             self.perms if perms is ... else perms,  # type: ignore[arg-type]
-            self.children if children is None else children,
+            self.children,
             self.extra,
             origin=self,
-            writer=writer if children is not None else None,
-            touched=NO_NAMES if children is None else None,
+            touched=NO_NAMES,
         )
 
     def is_empty(self) -> bool:
@@ -503,7 +495,6 @@ def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None, writer: W
             children.pop(name, None)
         else:
             children[name] = new
-        # parent.derive(children=children, writer=writer), without its frame: this is the hottest loop
         touched = frozenset((name,))
         new = Node(parent.value, parent.perms, children, parent.extra, None, parent, writer, touched)
     return new if new is not None else EMPTY

@@ -140,15 +140,17 @@ def encode_index(entries: list[tuple[bytes, int, int]], checksum: bytes) -> byte
     index = bytearray(b"\377tOc" + struct.pack(">L", 2))
     index += struct.pack(">256L", *fanout)
     index += b"".join(sha for sha, _, _ in entries)
-    index += b"".join(struct.pack(">L", crc) for _, _, crc in entries)
+    index += struct.pack(f">{len(entries)}L", *[crc for _, _, crc in entries])
     large: list[int] = []
+    small: list[int] = []
     for _, offset, _ in entries:
         if offset < 0x80000000:
-            index += struct.pack(">L", offset)
+            small.append(offset)
         else:
-            index += struct.pack(">L", 0x80000000 | len(large))
+            small.append(0x80000000 | len(large))
             large.append(offset)
-    index += b"".join(struct.pack(">Q", offset) for offset in large)
+    index += struct.pack(f">{len(small)}L", *small)
+    index += struct.pack(f">{len(large)}Q", *large)
     index += checksum
     index += hashlib.sha1(index).digest()
     return bytes(index)

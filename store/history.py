@@ -17,6 +17,8 @@ from store.errors import CorruptObject, UnknownCommit
 from store.objects import COMMIT, TREE, CommitInfo, ObjectId, commit_links, decode_commit, find_entry
 from store.paths import Key
 
+FIRST_PARENT_PROBE = 64  # first parents is_ancestor looks through before walking the whole graph
+
 
 @dataclass(frozen=True)
 class LogEntry:
@@ -249,4 +251,12 @@ class CommitGraph:
         """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor)."""
         if ancestor == descendant:
             return True
+        # The usual question ("is the head I saw still below main?") is answered a few first parents down.
+        # Painting down from both ends would also visit every side branch merged in the same second
+        # (commit times are whole seconds), which under load is most of the recent history.
+        for steps, commit_id in enumerate(self.first_parent_chain(descendant)):
+            if commit_id == ancestor:
+                return True
+            if steps >= FIRST_PARENT_PROBE:
+                break
         return ancestor in self._paint_down(ancestor, descendant)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -88,6 +89,14 @@ class Snapshot:
 
     def __repr__(self) -> str:
         return f"Snapshot({self.id[:12]})"
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_ref(ref: str) -> str | None:
+    """``ref`` if git's ref-name rules allow it, else None (cached: every branch access names its ref)."""
+    if not check_ref_format(ref.encode("utf-8")) or any(len(p.encode()) > 200 for p in ref.split("/")):
+        return None
+    return ref
 
 
 class Store:
@@ -237,8 +246,8 @@ class Store:
         """``refs/heads/<branch>``, validated with git's ref-name rules."""
         if not isinstance(branch, str) or not branch:
             raise ValueError(f"invalid branch name {branch!r}")
-        ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
-        if not check_ref_format(ref.encode("utf-8")) or any(len(p.encode()) > 200 for p in ref.split("/")):
+        ref = _valid_ref(branch if branch.startswith("refs/") else f"refs/heads/{branch}")
+        if ref is None:
             raise ValueError(f"invalid branch name {branch!r}")
         return ref
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from store import JSON, Conflict, HistoryLost
+from store import JSON, Conflict, HistoryLost, Tree
 
 
 def commit(branch, changes, message="change", author="tester"):
@@ -172,3 +174,29 @@ def test_squash_keeps_content_and_recent_log_and_archives_the_old_history(disk_s
     assert prune_archives(disk_store) == [result.archive]
     run_git(disk_store.gitdir, "fsck", "--full")
     assert run_git(disk_store.gitdir, "cat-file", "-t", commits[0], check=False) == ""
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=10_000), min_size=0, max_size=3), max_size=90))
+def test_is_ancestor_agrees_with_reachability_in_any_commit_graph(parent_picks):
+    """Random graphs of long first-parent chains, merges and roots, all in one second (git's whole-second
+    times make the painting walk visit side branches): is_ancestor is exactly reachability."""
+    from store import Store
+
+    store = Store.memory()
+    tree = Tree.empty(store.backend)
+    commits: list[str] = []
+    for i, picks in enumerate(parent_picks):
+        parents = list(dict.fromkeys(commits[p % len(commits)] for p in picks)) if commits else []
+        if picks and commits and i % 3:
+            parents = [commits[-1], *[p for p in parents if p != commits[-1]]]  # mostly chains
+        commits.append(store.write_commit(tree.set("n", str(i).encode()), parents, f"c{i}", "t"))
+    reachable: dict[str, set[str]] = {}
+    for commit_id in commits:
+        below = {commit_id}
+        for parent in store.graph.parents(commit_id):
+            below |= reachable[parent]
+        reachable[commit_id] = below
+    for a in commits:
+        for b in commits[-12:]:
+            assert store.graph.is_ancestor(a, b) == (a in reachable[b])

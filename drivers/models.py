@@ -26,6 +26,7 @@ _TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]{1,3}$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f]")  # control characters but tab and newline
 _MEMORY_RE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
 _MEMORY_UNITS_TO_MIB = {
     "": 1,
@@ -337,7 +338,7 @@ class DomainSpec(_Model):
     @classmethod
     def _metadata_text(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if not key or any(ord(char) < 32 for char in key + item if char not in "\t\n"):
+            if not key or _CONTROL_CHARS.search(key) or _CONTROL_CHARS.search(item):
                 raise ValueError(f"metadata {key!r}: need a non-empty key; no control chars")
         return value
 

@@ -128,6 +128,16 @@ class VMLogIndex:
                 self._db.executemany("INSERT INTO op_vms VALUES (?, ?)", vm_rows)
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
 
+    def last_change(self, vm: str) -> str | None:
+        """The newest operation that changed ``vm`` (its commit id), or None if none did."""
+        self.update()
+        row = self._db.execute(
+            "SELECT o.commit_id FROM op_vms v JOIN ops o ON o.seq = v.seq WHERE v.vm = ? "
+            "ORDER BY v.seq DESC LIMIT 1",
+            (vm,),
+        ).fetchone()
+        return row[0] if row else None
+
     def log(self, vm: str | None = None, limit: int | None = None, offset: int = 0) -> list[Operation]:
         """Operations newest first: all of them, or those that changed one VM."""
         self.update()

@@ -362,19 +362,29 @@ class Toolstack(ConfigOperations):
         return self.vm(vm.uuid)
 
     # -- history, reconcile, rollback ------------------------------------------------------------------------
-    def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogOp]:
-        """Operations newest first, on one VM (name or uuid; a deleted VM by uuid) or on all."""
+    @property
+    def log_index(self) -> VMLogIndex:
+        """The index of main's operations by VM (opened on first use)."""
         if self._log_index is None:
             self._log_index = VMLogIndex(self.store)
+        return self._log_index
+
+    def last_change(self, uuid: str) -> str | None:
+        """The commit of the newest operation that changed VM ``uuid`` (None if no operation did)."""
+        return self.log_index.last_change(uuid)
+
+    def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogOp]:
+        """Operations newest first, on one VM (name or uuid; a deleted VM by uuid) or on all."""
+        index = self.log_index
         uuid = None
         if ref is not None:
             try:
                 uuid = self.vm(ref).uuid
             except VMNotFound:
-                if not self._log_index.log(ref, limit=1):
+                if index.last_change(ref) is None:
                     raise
                 uuid = ref
-        return self._log_index.log(uuid, limit=limit, offset=offset)
+        return index.log(uuid, limit=limit, offset=offset)
 
     def reconcile(
         self,

@@ -110,5 +110,10 @@ def test_log_reads_operations_from_git_history_newest_first(sim_ts):
     # The index agrees with git's own per-path log of main's first-parent history.
     expected = git(sim_ts, "log", "--first-parent", "--format=%H", "main", "--", f"vms/{uuid0}").split()
     assert [op.commit for op in ops] == expected
+    # The last change of a VM (its ETag in the API) is the newest of those commits, and no one else's.
+    assert sim_ts.last_change(uuid0) == expected[0]
+    assert sim_ts.last_change(sim_ts.vm(names[1]).uuid) == everything[0].commit
+    assert sim_ts.last_change("no-such-vm") is None
     sim_ts.delete(names[0])
     assert sim_ts.log(uuid0)[0].subject == f"vm delete {names[0]} ({uuid0})"
+    assert sim_ts.last_change(uuid0) == sim_ts.log(uuid0)[0].commit

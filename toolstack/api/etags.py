@@ -14,10 +14,7 @@ from toolstack.ops import Toolstack
 
 def vm_version(ts: Toolstack, uuid: str) -> str:
     """The commit where VM ``uuid`` last changed (main's head if the index has nothing on it)."""
-    latest = ts.log(uuid, limit=1)
-    if latest:
-        return latest[0].commit
-    return ts.main.head or ""
+    return ts.last_change(uuid) or ts.main.head or ""
 
 
 def main_version(ts: Toolstack) -> str:

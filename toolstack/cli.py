@@ -172,7 +172,7 @@ def vm_record(vm_: VM, state: str | None = None) -> dict[str, Any]:
 @click.option("--vcpus", type=click.IntRange(1, 512), default=1, show_default=True)
 @click.option("--disk", "disks", multiple=True, type=click.Path(), help="Disk image path (repeatable)")
 @click.option("--nic", "nics", multiple=True, help="Network name (repeatable)")
-@click.option("--start", is_flag=True, help="Start it once created")
+@click.option("--start", is_flag=True, help="Boot it too, in the same task (as xl create does)")
 @click.option("--on", "placement", default=None, help="Place it on this pool host (its agent runs it)")
 @pass_ctx
 @handled
@@ -188,9 +188,9 @@ def vm_create(
 ) -> None:
     """Define a new VM."""
     ts = c.toolstack()
-    created = ts.create(name, memory=memory, vcpus=vcpus, disks=list(disks), nics=list(nics), host=placement)
-    if start:
-        created = ts.start(created.uuid)
+    created = ts.create(
+        name, memory=memory, vcpus=vcpus, disks=list(disks), nics=list(nics), host=placement, start=start
+    )
     emit(
         vm_record(created),
         c.json,

@@ -107,8 +107,9 @@ def _events_of_commit(
                     before, after = _json(old), _json(new)
                     fields = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
                     add("config-changed", uuid, fields=fields)
-            elif leaf == "desired" and old is not None and new is not None:
-                transition = (old.decode().strip(), new.decode().strip())
+            elif leaf == "desired" and new is not None:
+                # A VM created running (created and booted by one task) starts from "stopped".
+                transition = (old.decode().strip() if old is not None else "stopped", new.decode().strip())
                 kind = _DESIRED_TRANSITIONS.get(transition)
                 if kind is not None:
                     add(kind, uuid, desired=transition[1])

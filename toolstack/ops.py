@@ -184,9 +184,14 @@ class Toolstack(ConfigOperations):
         disks: Sequence[str | Disk] = (),
         nics: Sequence[str | Nic] = (),
         host: str | None = None,
+        start: bool = False,
         **spec_fields: Any,
     ) -> VM:
-        """Define a new VM (stopped). Disks may be paths, NICs network names.
+        """Define a new VM, stopped, or with ``start`` also booted in the same task (as ``xl create``
+        does). Disks may be paths, NICs network names.
+
+        A VM created with ``start`` is one operation: one task, one commit on main with its desired state
+        running. If the boot fails, the domain is undefined again and nothing is recorded on main.
 
         With ``host`` naming another host, the VM is only recorded, placed there: that host's agent defines
         it (every later operation on it is likewise a desired-state change that its agent applies).
@@ -220,15 +225,26 @@ class Toolstack(ConfigOperations):
         if uuid_for_name(self.main.tree, name) is not None:
             raise VMExists(name)
 
+        def act() -> None:
+            self.driver.define(spec)
+            if start:
+                self.driver.start(uuid)
+
         def undo() -> None:
             self.driver.destroy(uuid)
             self.driver.undefine(uuid)
 
-        files: dict[str, bytes | None] = dict(vm_files(spec, Desired.STOPPED))
+        files: dict[str, bytes | None] = dict(vm_files(spec, Desired.RUNNING if start else Desired.STOPPED))
         if host is not None:
             files[layout.host_path(uuid)] = f"{host}\n".encode()
         operation = Operation(
-            "create", uuid, name, files, act=lambda: self.driver.define(spec), compensate=undo
+            "create",
+            uuid,
+            name,
+            files,
+            act=act,
+            compensate=undo,
+            detail={"start": True} if start else {},
         )
         try:
             self.runner.run(operation)

@@ -32,6 +32,7 @@ def _paused(ts):
 
 SCENARIOS = {
     "create": (lambda ts: None, lambda ts: _create(ts)),
+    "create and start": (lambda ts: None, lambda ts: ts.create(NAME, memory="256M", start=True)),
     "start": (_create, lambda ts: ts.start(NAME)),
     "shutdown": (_running, lambda ts: ts.shutdown(NAME, timeout=5, force=True)),
     "reboot": (_running, lambda ts: ts.reboot(NAME)),

@@ -11,7 +11,7 @@ from store import JSON
 from tests.toolstack.conftest import unique
 from toolstack import layout
 from toolstack.errors import InvalidInput, OperationInProgress, VMExists, VMNotFound
-from toolstack.models import Desired
+from toolstack.models import Desired, Task, TaskStatus
 
 
 def last_operation(ts):
@@ -172,3 +172,19 @@ def test_two_concurrent_creates_of_one_name_do_not_both_succeed(tmp_path):
     with Toolstack.open(repo, uri) as ts:
         assert [vm.name for vm in ts.vms()] == ["contested"]
         assert len(ts.driver.list()) == 1
+
+
+def test_create_with_start_is_one_task_and_one_operation_on_main(sim_ts):
+    """As `xl create` does: the VM is defined and booted by one task, recorded by one commit on main."""
+    name = unique()
+    before = sim_ts.main.head
+    vm = sim_ts.create(name, memory="64M", start=True)
+    assert vm.desired == Desired.RUNNING
+    assert sim_ts.driver.info(vm.uuid).state == DomainState.RUNNING
+    first_parents = sim_ts.store.graph.parents(sim_ts.main.head)
+    assert first_parents[0] == before  # a single operation landed on main
+    assert [op.subject for op in sim_ts.log(name)] == [f"vm create {name} ({vm.uuid})"]
+    tree = sim_ts.main.tree
+    tasks = [Task.model_validate_json(layout.read_task_record(tree, t)) for t in layout.task_ids(tree)]
+    mine = [(t.operation, t.status, t.detail) for t in tasks if t.vm == vm.uuid]
+    assert mine == [("create", TaskStatus.SUCCEEDED, {"start": True})]

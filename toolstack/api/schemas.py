@@ -99,7 +99,10 @@ class VMCreate(Request):
     on_reboot: LifecycleAction | None = None
     on_crash: LifecycleAction | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
-    start: bool = Field(False, description="Start the VM once it is created (a second task).")
+    start: bool = Field(
+        False,
+        description="Boot the VM too, in the same task (as xl create does); a VM that fails to boot is gone.",
+    )
 
     @field_validator("name", "memory", "vcpus", "max_memory", "max_vcpus", "on_poweroff", "on_reboot")
     @classmethod

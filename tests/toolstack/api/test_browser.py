@@ -63,34 +63,36 @@ def test_create_start_timeline_diff_and_rollback_through_the_dry_run_dialog(page
     assert live_server.token not in page.url
     expect(page.locator("#live")).to_have_text("live")
 
-    # 2. Create and start a VM.
+    # 2. Create and start a VM (one task, as `xl create` does), then pause it from its row.
     page.fill("#create-name", "web1")
     page.fill("#create-memory", "256M")
     page.click("#create-start")
     row = page.locator('tr[data-vm="web1"]')
     expect(row.locator("td.state")).to_have_text("running")
+    row.locator('button[data-action="pause"]').click()
+    expect(row.locator("td.state")).to_have_text("paused")
 
     # 3. Its timeline: who, when, what; and a step's diff.
     page.click('tr[data-vm="web1"] td.name button')
     steps = page.locator("#timeline li")
     expect(steps).to_have_count(2)
-    expect(steps.nth(0)).to_contain_text("vm start web1")
+    expect(steps.nth(0)).to_contain_text("vm pause web1")
     expect(steps.nth(0)).to_contain_text("Web Operator")
     expect(steps.nth(1)).to_contain_text("vm create web1")
     steps.nth(0).locator("button.step").click()
-    expect(page.locator("#diff-changes")).to_contain_text("+running")
-    expect(page.locator("#diff-changes")).to_contain_text("-stopped")
+    expect(page.locator("#diff-changes")).to_contain_text("+paused")
+    expect(page.locator("#diff-changes")).to_contain_text("-running")
 
     # 4. Roll back to the create step: the dialog shows the dry-run plan first, and nothing has changed yet.
     steps.nth(1).locator("button.rollback").click()
     dialog = page.locator("#rollback-dialog")
     expect(dialog).to_be_visible()
-    expect(page.locator("#plan li")).to_contain_text(["stop web1"])
-    expect(row.locator("td.state")).to_have_text("running")
+    expect(page.locator("#plan li")).to_contain_text(["resume web1"])
+    expect(row.locator("td.state")).to_have_text("paused")
     page.screenshot(path=str(ARTIFACTS / "api-browser-rollback-plan.png"))
     page.click("#rollback-apply")
     expect(dialog).to_be_hidden()
-    expect(row.locator("td.state")).to_have_text("shutoff")
+    expect(row.locator("td.state")).to_have_text("running")
     expect(page.locator("#status")).to_contain_text("rolled web1 back")
     expect(page.locator("#timeline li").first).to_contain_text(re.compile(r"reconcile|rollback"))
 

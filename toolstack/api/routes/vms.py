@@ -35,15 +35,15 @@ def create_vm(api: State, response: Response, body: VMCreate, wait: Wait = None)
     ts = api.ts
 
     def create() -> VM:
-        vm = ts.create(
+        return ts.create(
             body.name,
             memory=body.memory,
             vcpus=body.vcpus,
             disks=body.disks,
             nics=body.nics,
+            start=body.start,
             **body.spec_fields(),
         )
-        return ts.start(vm.uuid) if body.start else vm
 
     outcome = api.jobs.run(create, effective_wait(api, wait))
     result = respond(api, response, outcome, done_status=201)

@@ -38,11 +38,13 @@ class ApiState:
     jobs: OperationJobs = field(default_factory=OperationJobs)
 
 
-def api_state(request: Request) -> ApiState:
+# Async, though they only read an attribute: FastAPI runs a plain ``def`` dependency in a worker thread, a
+# hop per dependency per request.
+async def api_state(request: Request) -> ApiState:
     return request.app.state.api
 
 
-def toolstack(request: Request) -> Toolstack:
+async def toolstack(request: Request) -> Toolstack:
     return request.app.state.api.ts
 
 

@@ -5,10 +5,14 @@ follow, the API runs each operation in a worker thread under :func:`toolstack.ta
 it the task the moment the operation has claimed the VM, right before the hypervisor is called. The request
 then waits up to ``wait`` seconds: finished in time, it answers with the outcome; not, it answers 202 with
 the running task, which ``GET /tasks/{id}`` follows to its end.
+
+The request waits on the event loop, not in a thread of its own: a request costs one hand-off to a worker
+and one back, however long its operation runs, and waiting requests hold no thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +23,7 @@ from toolstack.models import Task
 from toolstack.tasks import observing
 
 T = TypeVar("T")
+CLAIM_POLL_SECONDS = 0.01  # how often a request past its wait looks for its operation's task
 
 
 class TaskWatch:
@@ -33,11 +38,9 @@ class TaskWatch:
         self.guard = guard
         self.task: Task | None = None
         self.finished_task: Task | None = None
-        self.progress = threading.Event()
 
     def claimed(self, task: Task) -> None:
         self.task = task
-        self.progress.set()
         if self.guard is not None:
             self.guard()
 
@@ -76,7 +79,7 @@ class OperationJobs:
         if pool is not None:
             pool.shutdown(wait=True)
 
-    def run(
+    async def run(
         self, operation: Callable[[], T], wait: float, guard: Callable[[], None] | None = None
     ) -> Outcome[T]:
         """Run ``operation``; return its outcome if it ends within ``wait`` seconds, else its running task.
@@ -85,14 +88,13 @@ class OperationJobs:
         """
         watch = TaskWatch(guard)
         future: Future[T] = self._executor().submit(self._watched, watch, operation)
-        future.add_done_callback(lambda _: watch.progress.set())
-        finished = _wait_done(future, wait)
-        if not finished:
-            # Past the wait: answer as soon as the task is known (the claim comes first, and quickly).
-            while not (watch.task is not None or future.done()):
-                watch.progress.wait(0.05)
-        if future.done():
-            result = future.result()  # raises the operation's error
+        waiting = asyncio.wrap_future(future)
+        await asyncio.wait({waiting}, timeout=wait)  # never cancels the operation
+        # Past the wait: answer as soon as the task is known (the claim comes first, and quickly).
+        while not (waiting.done() or watch.task is not None):
+            await asyncio.wait({waiting}, timeout=CLAIM_POLL_SECONDS)
+        if waiting.done():
+            result = waiting.result()  # raises the operation's error
             return Outcome(True, result, watch.finished_task or watch.task)
         return Outcome(False, None, watch.task)
 
@@ -100,11 +102,3 @@ class OperationJobs:
     def _watched(watch: TaskWatch, operation: Callable[[], T]) -> T:
         with observing(watch):
             return operation()
-
-
-def _wait_done(future: Future[T], wait: float) -> bool:
-    try:
-        future.exception(timeout=wait)
-    except TimeoutError:
-        return False
-    return True

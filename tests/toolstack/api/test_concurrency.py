@@ -3,6 +3,7 @@ with a stale ETag get 412, and of concurrent writers holding one ETag exactly on
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -85,7 +86,7 @@ def test_the_if_match_recheck_under_the_claim_refuses_a_vm_changed_after_the_fir
     ts.set_resources(uuid, memory=128)  # ...and then someone else changes the VM
     head = ts.main.head
     try:
-        app.state.api.jobs.run(lambda: ts.start(uuid), wait=10, guard=guard)
+        asyncio.run(app.state.api.jobs.run(lambda: ts.start(uuid), wait=10, guard=guard))
     except OperationFailed as err:
         failure = err
     else:

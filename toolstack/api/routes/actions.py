@@ -24,10 +24,10 @@ _SIMPLE_ACTIONS: dict[str, tuple[str, Callable[[Toolstack], Callable[[str], VM]]
 
 
 def _add_action(verb: str, summary: str, method: Callable[[Toolstack], Callable[[str], VM]]) -> None:
-    def action(
+    async def action(
         api: State, response: Response, vm: str, wait: Wait = None, if_match: IfMatch = None
     ) -> OperationResult:
-        return run_on_vm(api, response, vm, method(api.ts), wait, if_match)
+        return await run_on_vm(api, response, vm, method(api.ts), wait, if_match)
 
     action.__doc__ = f"{summary} 200 with the task and the VM, or 202 with the running task."
     router.add_api_route(
@@ -49,7 +49,7 @@ for _verb, (_summary, _method) in _SIMPLE_ACTIONS.items():
 @router.post(
     "/shutdown", response_model=OperationResult, responses=OPERATION_RESPONSES, operation_id="shutdown_vm"
 )
-def shutdown_vm(
+async def shutdown_vm(
     api: State,
     response: Response,
     vm: str,
@@ -59,7 +59,7 @@ def shutdown_vm(
 ) -> OperationResult:
     """Ask the guest to power off; with ``force``, destroy it if it has not within ``timeout`` seconds."""
     request = body or ShutdownRequest()
-    return run_on_vm(
+    return await run_on_vm(
         api,
         response,
         vm,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Header, Query, Response
@@ -11,7 +12,7 @@ from toolstack.api.deps import ApiState
 from toolstack.api.errors import error_responses
 from toolstack.api.etags import VMVersionGuard, etag, vm_version
 from toolstack.api.jobs import Outcome
-from toolstack.api.schemas import OperationResult
+from toolstack.api.schemas import OperationResult, VMOut
 from toolstack.api.views import vm_out
 from toolstack.models import VM
 
@@ -35,7 +36,22 @@ OPERATION_RESPONSES = {
 }
 
 
-def run_on_vm(
+@dataclass(frozen=True)
+class Answer:
+    """What a finished operation answers with, read in its worker thread (where reads may block)."""
+
+    vm: VMOut | None
+    etag: str | None
+
+
+def answer(api: ApiState, vm: VM | None) -> Answer:
+    """The VM as it is after an operation, with its ETag (no VM after a delete)."""
+    if vm is None:
+        return Answer(None, None)
+    return Answer(vm_out(vm, api.ts.info(vm)), etag(vm_version(api.ts, vm.uuid)))
+
+
+async def run_on_vm(
     api: ApiState,
     response: Response,
     ref: str,
@@ -45,25 +61,33 @@ def run_on_vm(
 ) -> OperationResult:
     """Run ``operation(uuid)`` on VM ``ref`` (404 if unknown), after checking If-Match (412 if stale).
 
-    The If-Match check is made before the operation is submitted and again once the operation holds the VM
-    (see :class:`VMVersionGuard`), so that a write cannot land on a version the client has not seen.
+    The If-Match check is made before the operation starts and again once the operation holds the VM (see
+    :class:`VMVersionGuard`), so that a write cannot land on a version the client has not seen. Everything
+    that may block (the lookup, the checks, the operation, the answer) runs in the operation's worker.
     """
-    vm = api.ts.vm(ref)
-    guard = None
-    if if_match is not None:
-        guard = VMVersionGuard(api.ts, vm.uuid, if_match, vm.name)
-        guard.check_before()
-    outcome = api.jobs.run(lambda: operation(vm.uuid), effective_wait(api, wait), guard)
-    return respond(api, response, outcome)
+    guards: list[VMVersionGuard] = []
+
+    def job() -> Answer:
+        vm = api.ts.vm(ref)
+        if if_match is not None:
+            guard = VMVersionGuard(api.ts, vm.uuid, if_match, vm.name)
+            guard.check_before()
+            guards.append(guard)
+        return answer(api, operation(vm.uuid))
+
+    def recheck_under_claim() -> None:
+        for guard in guards:
+            guard()
+
+    outcome = await api.jobs.run(job, effective_wait(api, wait), recheck_under_claim)
+    return respond(response, outcome)
 
 
 def effective_wait(api: ApiState, wait: float | None) -> float:
     return api.settings.default_wait if wait is None else min(wait, api.settings.max_wait)
 
 
-def respond(
-    api: ApiState, response: Response, outcome: Outcome[VM | None], done_status: int = 200
-) -> OperationResult:
+def respond(response: Response, outcome: Outcome[Answer], done_status: int = 200) -> OperationResult:
     """200 (or ``done_status``) with the task and the VM after it, or 202 with the running task."""
     task = outcome.task
     assert task is not None, "every toolstack operation runs as a task"
@@ -72,8 +96,7 @@ def respond(
         response.headers["Location"] = f"/tasks/{task.id}"
         return OperationResult(task=task, vm=None)
     response.status_code = done_status
-    vm = outcome.result
-    if vm is None:
-        return OperationResult(task=task, vm=None)
-    response.headers["ETag"] = etag(vm_version(api.ts, vm.uuid))
-    return OperationResult(task=task, vm=vm_out(vm, api.ts.info(vm)))
+    assert outcome.result is not None
+    if outcome.result.etag is not None:
+        response.headers["ETag"] = outcome.result.etag
+    return OperationResult(task=task, vm=outcome.result.vm)

@@ -12,11 +12,11 @@ router = APIRouter(prefix="/vms/{vm}", tags=["devices"])
 
 
 @router.post("/disks", response_model=OperationResult, responses=OPERATION_RESPONSES)
-def attach_disk(
+async def attach_disk(
     api: State, response: Response, vm: str, body: DiskAttach, wait: Wait = None, if_match: IfMatch = None
 ) -> OperationResult:
     """Attach a disk image, persistently and (if the VM runs) live."""
-    return run_on_vm(
+    return await run_on_vm(
         api,
         response,
         vm,
@@ -29,11 +29,11 @@ def attach_disk(
 
 
 @router.post("/nics", response_model=OperationResult, responses=OPERATION_RESPONSES)
-def attach_nic(
+async def attach_nic(
     api: State, response: Response, vm: str, body: NicAttach, wait: Wait = None, if_match: IfMatch = None
 ) -> OperationResult:
     """Attach a network interface to a network or a bridge, persistently and (if the VM runs) live."""
-    return run_on_vm(
+    return await run_on_vm(
         api,
         response,
         vm,
@@ -46,8 +46,8 @@ def attach_nic(
 
 
 @router.delete("/devices/{device_id}", response_model=OperationResult, responses=OPERATION_RESPONSES)
-def detach_device(
+async def detach_device(
     api: State, response: Response, vm: str, device_id: str, wait: Wait = None, if_match: IfMatch = None
 ) -> OperationResult:
     """Detach a disk or NIC by id, persistently and (if the VM runs) live."""
-    return run_on_vm(api, response, vm, lambda uuid: api.ts.detach(uuid, device_id), wait, if_match)
+    return await run_on_vm(api, response, vm, lambda uuid: api.ts.detach(uuid, device_id), wait, if_match)

@@ -15,7 +15,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     """Whether the server answers. It needs no token and says nothing about the state."""
     return Health(status="ok")
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from toolstack.api.deps import TS, State
 from toolstack.api.errors import error_responses
 from toolstack.api.etags import etag, main_version, vm_version
-from toolstack.api.routes.common import OPERATION_RESPONSES, IfMatch, Wait, effective_wait, respond, run_on_vm
+from toolstack.api.routes.common import (
+    OPERATION_RESPONSES,
+    Answer,
+    IfMatch,
+    Wait,
+    answer,
+    effective_wait,
+    respond,
+    run_on_vm,
+)
 from toolstack.api.schemas import OperationResult, VMCreate, VMOut, VMUpdate
 from toolstack.api.views import vm_out
-from toolstack.models import VM
 
 router = APIRouter(prefix="/vms", tags=["vms"])
 
@@ -30,12 +39,12 @@ def list_vms(ts: TS, response: Response) -> list[VMOut]:
     response_model=OperationResult,
     responses={**OPERATION_RESPONSES, **error_responses(409, 502, 503)},
 )
-def create_vm(api: State, response: Response, body: VMCreate, wait: Wait = None) -> OperationResult:
+async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait = None) -> OperationResult:
     """Define a new VM (stopped, or started with ``start``): 201 with its task, or 202 while it runs."""
     ts = api.ts
 
-    def create() -> VM:
-        return ts.create(
+    def create() -> Answer:
+        vm = ts.create(
             body.name,
             memory=body.memory,
             vcpus=body.vcpus,
@@ -44,28 +53,35 @@ def create_vm(api: State, response: Response, body: VMCreate, wait: Wait = None)
             start=body.start,
             **body.spec_fields(),
         )
+        return answer(api, vm)
 
-    outcome = api.jobs.run(create, effective_wait(api, wait))
-    result = respond(api, response, outcome, done_status=201)
+    outcome = await api.jobs.run(create, effective_wait(api, wait))
+    result = respond(response, outcome, done_status=201)
     if result.vm is not None:
         response.headers["Location"] = f"/vms/{result.vm.uuid}"
     return result
 
 
 @router.get("/{vm}", response_model=VMOut, responses=error_responses(404))
-def get_vm(ts: TS, vm: str, response: Response) -> VMOut:
+async def get_vm(ts: TS, vm: str, response: Response) -> VMOut:
     """One VM by name or uuid. The ETag is the commit where it last changed."""
-    found = ts.vm(vm)
-    response.headers["ETag"] = etag(vm_version(ts, found.uuid))
-    return vm_out(found, ts.info(found))
+
+    def read() -> tuple[VMOut, str]:
+        found = ts.vm(vm)
+        return vm_out(found, ts.info(found)), etag(vm_version(ts, found.uuid))
+
+    # One hand-off to a worker thread for the reads (a sync route would also validate its answer in one).
+    out, tag = await run_in_threadpool(read)
+    response.headers["ETag"] = tag
+    return out
 
 
 @router.patch("/{vm}", response_model=OperationResult, responses=OPERATION_RESPONSES)
-def update_vm(
+async def update_vm(
     api: State, response: Response, vm: str, body: VMUpdate, wait: Wait = None, if_match: IfMatch = None
 ) -> OperationResult:
     """Change memory and/or vCPUs: persistently, and live where the running VM allows."""
-    return run_on_vm(
+    return await run_on_vm(
         api,
         response,
         vm,
@@ -76,7 +92,7 @@ def update_vm(
 
 
 @router.delete("/{vm}", response_model=OperationResult, responses=OPERATION_RESPONSES)
-def delete_vm(
+async def delete_vm(
     api: State, response: Response, vm: str, wait: Wait = None, if_match: IfMatch = None
 ) -> OperationResult:
     """Power off, undefine, and remove the VM from the state (its history stays)."""
@@ -84,4 +100,4 @@ def delete_vm(
     def delete(uuid: str) -> None:
         api.ts.delete(uuid)
 
-    return run_on_vm(api, response, vm, delete, wait, if_match)
+    return await run_on_vm(api, response, vm, delete, wait, if_match)

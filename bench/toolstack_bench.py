@@ -3,7 +3,7 @@
 1. create+start operations per second through ``toolstack.ops`` (each operation a task branch merged into
    main, durably), on the simulator and on libvirt's ``test:///default``, beside the raw driver's
    define+start rate: the ratio is the cost of keeping every change in git.
-2. ``toolstack log VM`` on a repository with 100,000 commits on main, beside ``git log -- vms/<uuid>``
+2. ``toolstack log VM`` on a repository with 100,000 commits on main, beside ``git log -- vms/<xx>/<uuid>``
    (target: >= 50x faster and <= 50 ms). The history is written directly with the store (shaped like the
    toolstack's: one first-parent commit per operation on one of 100 VMs), since 100,000 real operations would
    take an hour here.
@@ -29,6 +29,7 @@ import drivers
 from drivers import DomainSpec
 from store import Store
 from store.objects import COMMIT, encode_commit, object_id
+from toolstack import layout
 from toolstack.models import Desired, vm_files
 from toolstack.ops import Toolstack
 
@@ -84,7 +85,8 @@ def build_history(repo: str, commits: int, vms: int = 100) -> str:
             n = rng.randrange(vms)
             uuid = uuids[n]
             spec = DomainSpec(uuid=uuid, name=f"vm{n}", memory=256 + i % 4096)
-            tree = tree.set(f"vms/{uuid}/config", vm_files(spec, Desired.STOPPED)[f"vms/{uuid}/config"])
+            config = layout.config_path(uuid)
+            tree = tree.set(config, vm_files(spec, Desired.STOPPED)[config])
             raw = encode_commit(
                 tree.oid,
                 [head],
@@ -135,7 +137,7 @@ def main() -> None:
         print(f"(built {args.commits} commits in {time.perf_counter() - started:.1f} s)")
         started = time.perf_counter()
         expected = subprocess.run(
-            ["git", "-C", repo, "log", "--format=%H", "main", "--", f"vms/{vm}"],
+            ["git", "-C", repo, "log", "--format=%H", "main", "--", layout.vm_dir(vm)],
             capture_output=True,
             text=True,
             check=True,
@@ -160,7 +162,7 @@ def main() -> None:
             expected
         )
         print(
-            f"git log -- vms/<uuid>                     {git_log * 1e3:8.1f} ms   ({len(expected)} commits)"
+            f"git log -- vms/<xx>/<uuid>                {git_log * 1e3:8.1f} ms   ({len(expected)} commits)"
         )
         print(
             f"toolstack log, index up to date (median)  {query * 1e3:8.1f} ms   git log / toolstack = {git_log / query:6.0f}x"

@@ -1,5 +1,5 @@
 """The pool agent: one per host. It pulls the desired state from a shared git server, runs the VMs placed
-on its host (``vms/<uuid>/host``), and pushes what it observed under ``hosts/<host>/`` (a path only it
+on its host (``vms/<xx>/<uuid>/host``), and pushes what it observed under ``hosts/<host>/`` (a path only it
 writes, so its pushes never conflict; a push race is retried after merging).
 """
 

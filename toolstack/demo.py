@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 
+from toolstack import layout
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -86,8 +88,8 @@ def main() -> None:
     for name in ("web1", "web2", "db1"):
         print()
         toolstack("log", name)
-    uuid = toolstack("store", "get", "names/db1").strip()
-    git("log", "--first-parent", "--format=%h %an %s", "main", "--", f"vms/{uuid}")
+    uuid = toolstack("store", "get", layout.name_path("db1")).strip()
+    git("log", "--first-parent", "--format=%h %an %s", "main", "--", layout.vm_dir(uuid))
     git("fsck", "--full")
     print(
         "\ndemo finished: git fsck is clean; explore with "

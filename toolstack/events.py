@@ -77,11 +77,23 @@ def _events_of_commit(
     store: Store, commit: str, changes: list[tuple[str, bytes | None, bytes | None]]
 ) -> list[Event]:
     info = store.graph.info(commit)
-    names: dict[str, str] = {}
+    # Changes under vms/ by (uuid, path below its directory), so that a VM moved into its shard unchanged
+    # (the commit that sharded a repository made before the shards) cancels out.
+    vm_changes: dict[tuple[str, str], list[bytes | None]] = {}
+    other_changes: list[tuple[str, bytes | None, bytes | None]] = []
     for path, old, new in changes:
-        parts = path.split("/")
-        if parts[0] == layout.VMS and len(parts) >= 3 and parts[2] == "config":
-            names[parts[1]] = str(_json(new or old).get("name", ""))
+        split = layout.split_vm_path(path)
+        if split is None:
+            other_changes.append((path, old, new))
+            continue
+        key = (split[0], "/".join(split[1]))
+        pair = vm_changes.setdefault(key, [None, None])
+        pair[0] = pair[0] if pair[0] is not None else old
+        pair[1] = new if new is not None else pair[1]
+    names: dict[str, str] = {}
+    for (uuid, below), (old, new) in vm_changes.items():
+        if below == "config":
+            names[uuid] = str(_json(new or old).get("name", ""))
     tree = store.tree_at(commit)
 
     def name_of(uuid: str) -> str:
@@ -94,31 +106,32 @@ def _events_of_commit(
     def add(kind: str, uuid: str, **detail: object) -> None:
         events.append(Event(commit, kind, uuid, name_of(uuid), info.author_time, info.author, dict(detail)))
 
-    for path, old, new in changes:
+    for (uuid, below), (old, new) in vm_changes.items():
+        if old == new:
+            continue
+        parts = below.split("/")
+        leaf = parts[0]
+        if leaf == "config":
+            if old is None:
+                add("created", uuid)
+            elif new is None:
+                add("deleted", uuid)
+            else:
+                before, after = _json(old), _json(new)
+                fields = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+                add("config-changed", uuid, fields=fields)
+        elif leaf == "desired" and new is not None:
+            # A VM created running (created and booted by one task) starts from "stopped".
+            transition = (old.decode().strip() if old is not None else "stopped", new.decode().strip())
+            kind = _DESIRED_TRANSITIONS.get(transition)
+            if kind is not None:
+                add(kind, uuid, desired=transition[1])
+        elif leaf == "devices" and len(parts) == 2:
+            kind = "device-added" if old is None else "device-removed" if new is None else "device-changed"
+            add(kind, uuid, device=parts[1])
+    for path, old, new in other_changes:
         parts = path.split("/")
-        if parts[0] == layout.VMS and len(parts) >= 3:
-            uuid, leaf = parts[1], parts[2]
-            if leaf == "config":
-                if old is None:
-                    add("created", uuid)
-                elif new is None:
-                    add("deleted", uuid)
-                else:
-                    before, after = _json(old), _json(new)
-                    fields = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-                    add("config-changed", uuid, fields=fields)
-            elif leaf == "desired" and new is not None:
-                # A VM created running (created and booted by one task) starts from "stopped".
-                transition = (old.decode().strip() if old is not None else "stopped", new.decode().strip())
-                kind = _DESIRED_TRANSITIONS.get(transition)
-                if kind is not None:
-                    add(kind, uuid, desired=transition[1])
-            elif leaf == "devices" and len(parts) == 4:
-                kind = (
-                    "device-added" if old is None else "device-removed" if new is None else "device-changed"
-                )
-                add(kind, uuid, device=parts[3])
-        elif parts[0] == layout.HOSTS and len(parts) in (4, 5) and parts[2] == "domains":
+        if parts[0] == layout.HOSTS and len(parts) in (4, 5) and parts[2] == "domains":
             # hosts/<host>/domains/<xx>/<uuid>, or hosts/<host>/domains/<uuid> in older repositories
             before, after = _json(old), _json(new)
             if before.get("state") != after.get("state"):

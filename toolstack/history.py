@@ -1,9 +1,9 @@
 """History of the state repository, as operations on VMs: log, show, diff and rollback.
 
 Every operation is a merge commit on main's first-parent chain, so the operations on one VM are the
-first-parent commits that changed ``vms/<uuid>/``. Walking 100,000 commits for each ``log`` would be slow,
-so a cache in the git directory (``gitstore/vm-log.sqlite``) indexes them: it is derived data, git itself
-still reads everything, and a clone rebuilds it on first use by walking main once.
+first-parent commits that changed ``vms/<xx>/<uuid>/``. Walking 100,000 commits for each ``log`` would be
+slow, so a cache in the git directory (``gitstore/vm-log.sqlite``) indexes them: it is derived data, git
+itself still reads everything, and a clone rebuilds it on first use by walking main once.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Operation:
 
 
 def changed_vms(store: Store, parent: str | None, commit: str) -> tuple[str, ...]:
-    """The uuids whose ``vms/<uuid>/`` differs between two commits (comparing subtree ids only).
+    """The uuids whose ``vms/<xx>/<uuid>/`` differs between two commits (comparing subtree ids only).
 
     The trees come through the store's cache of recent commits' trees, so indexing the operation just made
     compares the entries it already holds in memory instead of parsing ``vms/`` again.
@@ -57,7 +57,7 @@ def changed_vms(store: Store, parent: str | None, commit: str) -> tuple[str, ...
     old = store.tree_at(parent).subtree(layout.VMS) if parent else Tree.empty(store.backend)
     if new.oid == old.oid:
         return ()
-    return tuple(sorted(new.changed_names(old)))
+    return tuple(sorted(layout.changed_vm_uuids(old, new)))
 
 
 SCHEMA_VERSION = "2"
@@ -184,14 +184,15 @@ def rollback_tree(ts: Toolstack, rev: str, vm: str | None = None) -> tuple[str, 
     they stay."""
     store = ts.store
     target = store.resolve(rev)
-    old = store.tree_at(target)
+    old = layout.shard(store.tree_at(target))  # a commit from before the shards, read in today's layout
     tree = ts.main.tree
     if vm is None:
         tree = tree.graft(layout.VMS, old.subtree(layout.VMS)).graft(layout.NAMES, old.subtree(layout.NAMES))
         return target, tree
     uuid = uuid_for_name(tree, vm) or uuid_for_name(old, vm) or vm
-    for name in [n for n in tree.list(layout.NAMES) if tree.get(layout.name_path(n)) == f"{uuid}\n".encode()]:
-        tree = tree.remove(layout.name_path(name))
+    for _, path in layout.name_records(tree):
+        if tree.get(path) == f"{uuid}\n".encode():
+            tree = tree.remove(path)
     tree = tree.graft(layout.vm_dir(uuid), old.subtree(layout.vm_dir(uuid)))
     if old.kind(layout.vm_dir(uuid)) == "directory":
         tree = tree.set(layout.name_path(read_vm(old, uuid).name), f"{uuid}\n".encode())

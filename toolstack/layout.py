@@ -3,10 +3,13 @@
 One file per thing, so that concurrent operations on different VMs (or different devices of one VM) touch
 different paths and merge:
 
-    vms/<uuid>/config             JSON: name, memory, vcpus, boot, lifecycle actions, metadata
-    vms/<uuid>/devices/<id>       JSON: one Disk or Nic
-    vms/<uuid>/desired            running | paused | stopped
-    names/<name>                  the uuid holding the name (two creates of one name conflict here)
+    vms/<xx>/<uuid>/config        JSON: name, memory, vcpus, boot, lifecycle actions, metadata
+    vms/<xx>/<uuid>/devices/<id>  JSON: one Disk or Nic
+    vms/<xx>/<uuid>/desired       running | paused | stopped
+    vms/<xx>/<uuid>/host          the pool host the VM is placed on (absent: this host)
+                                  <xx> is the uuid's first two characters
+    names/<xx>/<name>             the uuid holding the name (two creates of one name conflict here); <xx> is
+                                  the first two hex digits of the name's SHA-1
     hosts/<host>/domains/<xx>/<uuid>
                                   JSON: observed state, domid, when it was seen; <xx> is the uuid's first
                                   two characters (recorded by every operation: a small shard is rewritten,
@@ -16,9 +19,16 @@ different paths and merge:
                                   characters of the id (random hex), so that recording a task rewrites a
                                   small shard, not a directory of every task ever run. Repositories made
                                   before the shards keep their tasks/<id> records, which are still read.
+
+Every directory stays small whatever the number of VMs: a commit rewrites a shard of a few entries, not a
+directory of every VM (with 1,000 VMs a flat ``vms/`` and ``names/`` made each commit write ~100 KB of trees).
+Repositories made before the shards hold ``vms/<uuid>/`` and ``names/<name>``; :func:`shard` moves them,
+in one commit when the toolstack opens the repository, and history from before then is still read.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from store import Schema, Tree
 from store.merge import make_lww
@@ -33,31 +43,123 @@ MAIN = "main"
 
 
 def vm_dir(uuid: str) -> str:
-    return f"{VMS}/{uuid}"
+    return f"{VMS}/{uuid[:2]}/{uuid}"
 
 
 def config_path(uuid: str) -> str:
-    return f"{VMS}/{uuid}/config"
+    return f"{vm_dir(uuid)}/config"
 
 
 def devices_dir(uuid: str) -> str:
-    return f"{VMS}/{uuid}/devices"
+    return f"{vm_dir(uuid)}/devices"
 
 
 def device_path(uuid: str, device_id: str) -> str:
-    return f"{VMS}/{uuid}/devices/{device_id}"
+    return f"{vm_dir(uuid)}/devices/{device_id}"
 
 
 def desired_path(uuid: str) -> str:
-    return f"{VMS}/{uuid}/desired"
+    return f"{vm_dir(uuid)}/desired"
 
 
 def host_path(uuid: str) -> str:
-    return f"{VMS}/{uuid}/host"
+    return f"{vm_dir(uuid)}/host"
+
+
+def name_shard(name: str) -> str:
+    """The shard of a name: names share no prefix worth splitting on ("web1", "web2"...), their hashes do."""
+    return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:2]
 
 
 def name_path(name: str) -> str:
-    return f"{NAMES}/{name}"
+    return f"{NAMES}/{name_shard(name)}/{name}"
+
+
+def is_shard(entry: str) -> bool:
+    """Whether an entry of ``vms/`` is a shard (two characters) rather than a VM of the flat layout (its
+    36-character uuid)."""
+    return len(entry) == 2
+
+
+def vm_uuids(tree: Tree) -> list[str]:
+    """Every VM in ``tree``, sharded or (in repositories made before the shards) flat."""
+    vms = tree.subtree(VMS)
+    uuids: list[str] = []
+    for entry in vms.list():
+        if is_shard(entry):
+            uuids.extend(vms.list(entry))
+        else:
+            uuids.append(entry)
+    return sorted(uuids)
+
+
+def find_vm_dir(tree: Tree, uuid: str) -> str | None:
+    """Where VM ``uuid``'s directory is in ``tree`` (in either layout), or None."""
+    for path in (vm_dir(uuid), f"{VMS}/{uuid}"):
+        if tree.kind(path) == "directory":
+            return path
+    return None
+
+
+def name_records(tree: Tree) -> list[tuple[str, str]]:
+    """Every (name, path) of ``names/`` in ``tree``, sharded or (before the shards) flat."""
+    names = tree.subtree(NAMES)
+    records: list[tuple[str, str]] = []
+    for entry in names.list():
+        if names.kind(entry) == "directory":
+            records.extend((name, f"{NAMES}/{entry}/{name}") for name in names.list(entry))
+        else:
+            records.append((entry, f"{NAMES}/{entry}"))
+    return records
+
+
+def needs_sharding(tree: Tree) -> bool:
+    """Whether ``tree`` holds VMs or names in the flat layout of repositories made before the shards."""
+    names = tree.subtree(NAMES)
+    return any(not is_shard(entry) for entry in tree.list(VMS)) or any(
+        names.kind(entry) != "directory" for entry in names.list()
+    )
+
+
+def shard(tree: Tree) -> Tree:
+    """``tree`` with each flat ``vms/<uuid>`` and ``names/<name>`` moved to its shard (contents unchanged)."""
+    vms = tree.subtree(VMS)
+    for entry in vms.list():
+        if not is_shard(entry):
+            tree = tree.remove(f"{VMS}/{entry}").graft(vm_dir(entry), vms.subtree(entry))
+    names = tree.subtree(NAMES)
+    for entry in names.list():
+        value = names.get(entry) if names.kind(entry) == "value" else None
+        if value is not None:
+            tree = tree.remove(f"{NAMES}/{entry}").set(name_path(entry), value)
+    return tree
+
+
+def split_vm_path(path: str) -> tuple[str, list[str]] | None:
+    """(uuid, the segments below its directory) for a path under ``vms/`` (either layout), else None."""
+    parts = path.split("/")
+    if parts[0] != VMS or len(parts) < 3:
+        return None
+    if is_shard(parts[1]):
+        return (parts[2], parts[3:]) if len(parts) >= 4 else None
+    return parts[1], parts[2:]
+
+
+def _vm_dir_id(vms: Tree, uuid: str) -> bytes | None:
+    return vms.id_at(f"{uuid[:2]}/{uuid}") or vms.id_at(uuid)
+
+
+def changed_vm_uuids(old_vms: Tree, new_vms: Tree) -> set[str]:
+    """The VMs whose directory differs between two ``vms/`` trees (either layout), comparing ids only: the
+    shards that differ, then the VMs within them."""
+    changed: set[str] = set()
+    for entry in new_vms.changed_names(old_vms):
+        if is_shard(entry):
+            changed |= new_vms.subtree(entry).changed_names(old_vms.subtree(entry))
+        else:
+            changed.add(entry)
+    # A VM that only moved into its shard (the commit that sharded a repository) has not changed.
+    return {uuid for uuid in changed if _vm_dir_id(old_vms, uuid) != _vm_dir_id(new_vms, uuid)}
 
 
 def observed_path(host: str, uuid: str) -> str:
@@ -139,13 +241,15 @@ def schema() -> Schema:
     """Merge rules for the toolstack's paths."""
     return Schema(
         [
-            (f"{VMS}/*/config", "json_object"),
+            (f"{VMS}/*/*/config", "json_object"),
+            (f"{VMS}/*/*/devices/*", "json_object"),
+            (f"{VMS}/*/config", "json_object"),  # repositories made before the shards
             (f"{VMS}/*/devices/*", "json_object"),
             (f"{HOSTS}/*/domains/*/*", make_lww("seen_at")),
             (f"{HOSTS}/*/domains/*", make_lww("seen_at")),  # records made before the shards
             (f"{TASKS}/*/*", "json_object"),
             (f"{TASKS}/*", "json_object"),  # records made before the shards
-            # names/*, vms/*/desired and vms/*/host keep the default: the same change merges, different
+            # names/*/*, vms/*/*/desired and vms/*/*/host keep the default: the same change merges, different
             # changes conflict (that is what makes names unique).
         ]
     )

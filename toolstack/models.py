@@ -105,7 +105,8 @@ class VM(BaseModel):
 
 
 def config_document(spec: DomainSpec) -> dict[str, Any]:
-    """The ``vms/<uuid>/config`` document: the spec without its uuid (the directory) and devices (files)."""
+    """The ``vms/<xx>/<uuid>/config`` document: the spec without its uuid (the directory) and devices
+    (files)."""
     return spec.model_dump(mode="json", exclude={"uuid", "disks", "nics"})
 
 
@@ -186,7 +187,7 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
 
 
 def vm_uuids(tree: Tree) -> list[str]:
-    return tree.list(layout.VMS)
+    return layout.vm_uuids(tree)
 
 
 def uuid_for_name(tree: Tree, name: str) -> str | None:

@@ -49,10 +49,12 @@ VM_CACHE_SIZE = 16384  # parsed VMs kept (see Toolstack._read_vm)
 
 STATE_README = b"""This repository is the state of a git-toolstack: every change to VM configuration and
 lifecycle is a commit. See `git log --first-parent main` for the operations, and
-vms/<uuid>/ for each VM (config, devices/<id>, desired); names/<name> maps names to
-uuids; hosts/<host>/domains/<xx>/<uuid> is the state last observed; tasks/<xx>/<id> the tasks
+vms/<xx>/<uuid>/ for each VM (config, devices/<id>, desired; <xx>: the uuid's first two
+characters); names/<xx>/<name> maps names to uuids (<xx>: from the name's SHA-1);
+hosts/<host>/domains/<xx>/<uuid> is the state last observed; tasks/<xx>/<id> the tasks
 (<xx>: the id's last two characters).
 """
+SHARDING_MESSAGE = "Move vms/<uuid> and names/<name> into two-character shards"
 
 
 class Toolstack(ConfigOperations):
@@ -89,6 +91,11 @@ class Toolstack(ConfigOperations):
             ) as tx:
                 tx.set("README", STATE_README)
         self.recovered: list[Task] = self.runner.recover() if recover else []
+        if layout.needs_sharding(self.main.tree):
+            # A repository made before the shards: one commit moves every VM and name (contents unchanged;
+            # the VM log does not count it as a change of any VM).
+            with self.main.transaction(message=SHARDING_MESSAGE, author=author) as tx:
+                tx.tree = layout.shard(tx.tree)
 
     @classmethod
     def open(

@@ -67,7 +67,7 @@ class Plan:
 def desired_vms(tree: Tree, plan: Plan) -> dict[str, VM]:
     """Every valid VM of a tree by uuid; invalid ones are reported in the plan and left alone."""
     vms = {}
-    for uuid in tree.list(layout.VMS):
+    for uuid in layout.vm_uuids(tree):
         try:
             vms[uuid] = read_vm(tree, uuid)
         except InvalidInput as err:
@@ -245,7 +245,7 @@ def _record(ts: Toolstack, uuids: list[str], message: str, files: dict[str, byte
                 tx.remove(path)
             else:
                 tx.set(path, value)
-        known = set(tx.list(layout.VMS))
+        known = set(layout.vm_uuids(tx.tree))
         tree = tx.tree
         for uuid in known:
             info = actual.get(uuid)

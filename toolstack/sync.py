@@ -73,11 +73,11 @@ def invalid_vms(tree: Tree, uuids: list[str]) -> dict[str, str]:
 def _restore(tree: Tree, good: Tree, uuid: str) -> Tree:
     """``tree`` with VM ``uuid`` (its directory and its names/ entries) as it is in ``good``."""
     mine = f"{uuid}\n".encode()
-    for name in tree.list(layout.NAMES):
-        if tree.get(layout.name_path(name)) == mine:
-            tree = tree.remove(layout.name_path(name))
-    for name in good.list(layout.NAMES):
-        if good.get(layout.name_path(name)) == mine:
+    for _, path in layout.name_records(tree):
+        if tree.get(path) == mine:
+            tree = tree.remove(path)
+    for name, path in layout.name_records(good):
+        if good.get(path) == mine:
             tree = tree.set(layout.name_path(name), mine)
     return tree.graft(layout.vm_dir(uuid), good.subtree(layout.vm_dir(uuid)))
 

@@ -62,7 +62,7 @@ class Operation:
     compensate: Callable[[], None]
     detail: dict[str, object] = field(default_factory=dict)
     # The VM is placed on another host: only the desired state changes; that host's agent applies it.
-    # None: decided from the VM's placement (vms/<uuid>/host, as the operation leaves it).
+    # None: decided from the VM's placement (vms/<xx>/<uuid>/host, as the operation leaves it).
     remote: bool | None = None
 
 

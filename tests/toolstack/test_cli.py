@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.toolstack.conftest import ROOT
+from toolstack import layout
 
 
 def run(tmp_path, *args, check=True, env=None):
@@ -80,7 +81,7 @@ def test_show_diff_store_and_task_commands(tmp_path):
     config = [d for d in diff if d["path"].endswith("/config")]
     assert config and '"memory": 128' in config[0]["old"] and '"memory": 256' in config[0]["new"]
     assert run(tmp_path, "store", "ls", "vms").stdout.strip() != ""
-    uuid = run(tmp_path, "store", "get", "names/a1").stdout.strip()
+    uuid = run(tmp_path, "store", "get", layout.name_path("a1")).stdout.strip()
     assert len(uuid) == 36
     run(tmp_path, "store", "set", "notes/hello", "world", "-m", "a note")
     assert run(tmp_path, "store", "get", "notes/hello").stdout == "world"

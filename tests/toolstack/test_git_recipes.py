@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
+from toolstack import layout
+
 BISECT_SCRIPT = """#!/bin/sh
-uuid=$(git show HEAD:names/web1) || exit 125
-mem=$(git show "HEAD:vms/$uuid/config" | python3 -c 'import json,sys; print(json.load(sys.stdin)["memory"])')
+name=web1; shard=$(printf %s "$name" | sha1sum | cut -c1-2)
+uuid=$(git show "HEAD:names/$shard/$name") || exit 125
+mem=$(git show "HEAD:vms/$(echo "$uuid" | cut -c1-2)/$uuid/config" \\
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["memory"])')
 [ "$mem" -le 1024 ]
 """
 
@@ -50,7 +54,7 @@ def test_git_log_of_one_vm_path(sim_ts):
             "--format=%s",
             "main",
             "--",
-            f"vms/{vm.uuid}",
+            layout.vm_dir(vm.uuid),
         ],
         check=True,
         capture_output=True,

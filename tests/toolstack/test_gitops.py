@@ -9,6 +9,7 @@ import pytest
 
 from store import Store
 from tests.store.git_servers import git_daemon
+from toolstack import layout
 from toolstack.ops import Toolstack
 from toolstack.sync import pull
 
@@ -40,7 +41,7 @@ def served(tmp_path):
 
 def test_a_valid_edit_pushed_with_plain_git_is_merged_and_reconciled(served):
     ts, vm, work = served
-    config_file = work / "vms" / vm.uuid / "config"
+    config_file = work / layout.config_path(vm.uuid)
     config = json.loads(config_file.read_text())
     config["memory"] = 512
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -57,7 +58,7 @@ def test_a_valid_edit_pushed_with_plain_git_is_merged_and_reconciled(served):
 
 def test_an_invalid_edit_is_reverted_by_a_commit_that_names_the_error(served):
     ts, vm, work = served
-    config_file = work / "vms" / vm.uuid / "config"
+    config_file = work / layout.config_path(vm.uuid)
     config = json.loads(config_file.read_text())
     config["memory"] = -5
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

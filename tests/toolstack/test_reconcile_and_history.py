@@ -7,6 +7,7 @@ import subprocess
 from drivers import DomainSpec
 from drivers.models import DomainState
 from tests.toolstack.conftest import unique
+from toolstack import layout
 from toolstack.models import Desired
 
 
@@ -108,7 +109,7 @@ def test_log_reads_operations_from_git_history_newest_first(sim_ts):
     assert everything[0].subject.startswith(f"vm set {names[1]}")
     assert everything[-1].subject == "Initialize the toolstack state repository"
     # The index agrees with git's own per-path log of main's first-parent history.
-    expected = git(sim_ts, "log", "--first-parent", "--format=%H", "main", "--", f"vms/{uuid0}").split()
+    expected = git(sim_ts, "log", "--first-parent", "--format=%H", "main", "--", layout.vm_dir(uuid0)).split()
     assert [op.commit for op in ops] == expected
     # The last change of a VM (its ETag in the API) is the newest of those commits, and no one else's.
     assert sim_ts.last_change(uuid0) == expected[0]

@@ -1,6 +1,6 @@
 """ETags: the commit id where an object last changed, and If-Match checks against it.
 
-A VM's version is the newest commit on main's first-parent history that changed ``vms/<uuid>/`` (its
+A VM's version is the newest commit on main's first-parent history that changed ``vms/<xx>/<uuid>/`` (its
 configuration, devices or desired state), read from the toolstack's VM log index. The observed state
 (``hosts/...``) is a fact about the hypervisor, not part of the VM's version: a reconcile that only records
 what it saw does not invalidate a client's ETag. The collections' version is main's head.

@@ -42,7 +42,7 @@ def test_a_commit_shows_what_it_changed_as_unified_diffs(client):
     assert commit["message"].startswith("vm set web1")
     assert len(commit["parents"]) == 2  # every operation is a merge of its task branch
     changes = {c["path"]: c for c in commit["changes"]}
-    config = changes[f"vms/{uuid}/config"]
+    config = changes[layout.config_path(uuid)]
     assert config["kind"] == "changed"
     assert json.loads(config["old"])["memory"] == 256 and json.loads(config["new"])["memory"] == 512
     assert '-  "memory": 256,' in config["diff"] and '+  "memory": 512,' in config["diff"]

@@ -142,7 +142,7 @@ def test_a_merge_conflict_is_409_with_the_structured_conflict_list(client, ts):
     assert error["error"] == "conflict"
     assert error["conflicts"] == [
         {
-            "path": f"vms/{uuid}/desired",
+            "path": layout.desired_path(uuid),
             "reason": error["conflicts"][0]["reason"],
             "base": "running\n",
             "ours": "paused\n",

@@ -39,6 +39,7 @@ MAX_SMALL_PACKS = 16
 MAINTENANCE_EVERY = 8
 STORED_BELOW = 512  # objects smaller than this are written uncompressed (git gc recompresses them)
 ORPHAN_GRACE_SECONDS = 600.0
+KEPT_PACK_BYTES = 1 << 20  # packs up to this size are read from the bytes written, not mapped again
 
 
 log = logging.getLogger(__name__)
@@ -448,7 +449,10 @@ class DiskBackend(Backend):
                     os.unlink(leftover)
         if self.durable:
             self._directories.sync(self.pack_dir)
-        self._packs.add(name)
+        # A small pack (a batch of transactions) is read from the bytes just written; a big one (a roll-up)
+        # is mapped from its files rather than held in memory.
+        small = isinstance(pack, bytes) and len(pack) <= KEPT_PACK_BYTES
+        self._packs.add(name, (pack, index) if small else None)
 
     def _list_packs(self) -> list[tuple[str, int]]:
         """(basename, object count) of complete packs that may be rolled up (no .keep)."""

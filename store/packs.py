@@ -30,12 +30,18 @@ class PackView:
 
     __slots__ = ("_count", "_fanout", "_index", "_large_at", "_offsets_at", "_pack", "name")
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, written: tuple[bytes, bytes] | None = None) -> None:
         self.name = os.path.basename(base)
-        with open(base + ".idx", "rb") as f:
-            self._index = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        with open(base + ".pack", "rb") as f:
-            self._pack = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._index: mmap.mmap | bytes
+        self._pack: mmap.mmap | bytes
+        if written is not None:
+            # A pack this process has just written: its bytes are at hand, so neither file is opened again.
+            self._pack, self._index = written
+        else:
+            with open(base + ".idx", "rb") as f:
+                self._index = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            with open(base + ".pack", "rb") as f:
+                self._pack = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         if self._index[:8] != _IDX_V2 or len(self._index) < 8 + 1024 + 40:
             raise ValueError(f"{base}.idx is not a version-2 pack index")
         self._fanout = struct.unpack_from(">256L", self._index, 8)
@@ -47,8 +53,9 @@ class PackView:
 
     def close(self) -> None:
         """Unmap the files (each map holds a descriptor of its own)."""
-        self._index.close()
-        self._pack.close()
+        for view in (self._index, self._pack):
+            if isinstance(view, mmap.mmap):
+                view.close()
 
     def offset(self, sha: bytes) -> int | None:
         """Where the object with this binary id starts in the pack, or None (also once closed)."""
@@ -98,8 +105,10 @@ class PackView:
             size |= (byte & 0x7F) << shift
             shift += 7
             position += 1
-        # A deflate stream is never longer than its input plus 5 bytes per 16 KiB block and a header.
-        window = pack[position : position + size + size // 3000 + 64]
+        # A deflate stream of incompressible data is its input in stored blocks of 5 bytes of header each:
+        # blocks of 16 KiB at the default memLevel, but of ~128 bytes at the memLevel 1 that small objects
+        # are deflated with here (~4%), so the window allows 1/16 more, and a header.
+        window = pack[position : position + size + (size >> 4) + 64]
         raw = zlib.decompressobj().decompress(window, size)
         if len(raw) != size:
             return None
@@ -130,10 +139,15 @@ class PackSet:
                 return pack.read(offset)
         return None
 
-    def add(self, name: str) -> None:
-        """Register a pack this process has just written (it goes first: new objects are read most)."""
+    def add(self, name: str, written: tuple[bytes, bytes] | None = None) -> None:
+        """Register a pack this process has just written (it goes first: new objects are read most).
+
+        Args:
+            name: The pack's file name without extension.
+            written: Its (pack, index) bytes, if at hand: they are kept instead of mapping the files.
+        """
         try:
-            view = PackView(os.path.join(self.pack_dir, name))
+            view = PackView(os.path.join(self.pack_dir, name), written)
         except (OSError, ValueError):
             return
         with self._mutex:

@@ -208,3 +208,28 @@ def test_a_failed_shared_pack_fails_every_batch_in_it_and_the_next_write_succeed
     monkeypatch.undo()
     backend.write_objects([(object_id(BLOB, b"kept"), BLOB, b"kept")])
     assert backend.get_raw(object_id(BLOB, b"kept")) == (BLOB, b"kept")
+
+
+def test_a_small_pack_is_read_from_the_bytes_written_and_a_big_one_from_its_files(disk_store, monkeypatch):
+    import mmap
+
+    import store.disk
+    from store.objects import BLOB, object_id
+    from store.packs import PackView
+
+    backend = disk_store.backend
+    monkeypatch.setattr(store.disk, "KEPT_PACK_BYTES", 4096)
+    small = b"a small object"
+    big = os.urandom(8192)  # incompressible: its deflate stream is longer than the object itself
+    for value in (small, big):
+        backend.write_objects([(object_id(BLOB, value), BLOB, value)])
+    newest, previous = backend._packs._packs[:2]
+    assert isinstance(newest._pack, mmap.mmap)  # the big pack: mapped from its files
+    assert isinstance(previous._pack, bytes)  # the small one: the bytes written, no file opened again
+    for view, value in ((previous, small), (newest, big)):
+        offset = view.offset(bytes.fromhex(object_id(BLOB, value).decode()))
+        assert offset is not None and view.read(offset) == (BLOB, value)
+        # The same objects through the files, as another process sees them.
+        mapped = PackView(os.path.join(backend.pack_dir, view.name))
+        assert mapped.read(mapped.offset(bytes.fromhex(object_id(BLOB, value).decode()))) == (BLOB, value)
+        mapped.close()

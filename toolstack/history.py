@@ -103,8 +103,10 @@ class VMLogIndex:
 
     def update(self) -> None:
         """Index main's first-parent commits added since the last update."""
-        head = self.store.branch(layout.MAIN).head
         with self._mutex:
+            # Main's head is read under the mutex: a head read before it could be older than the one the
+            # previous holder indexed, and look like main had been reset (a rebuild from scratch).
+            head = self.store.branch(layout.MAIN).head
             indexed, seq = self._indexed_head()
             if head is None or head == indexed:
                 return

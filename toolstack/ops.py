@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -83,6 +84,7 @@ class Toolstack(ConfigOperations):
         self.host = self.runner.host
         self.main = store.branch(layout.MAIN)
         self._log_index: VMLogIndex | None = None
+        self._log_index_mutex = threading.Lock()
         self._vm_cache = ObjectCache(VM_CACHE_SIZE)
         if self.main.head is None:
             # A root commit first, so that every operation after it is a merge commit on main.
@@ -387,10 +389,12 @@ class Toolstack(ConfigOperations):
     # -- history, reconcile, rollback ------------------------------------------------------------------------
     @property
     def log_index(self) -> VMLogIndex:
-        """The index of main's operations by VM (opened on first use)."""
-        if self._log_index is None:
-            self._log_index = VMLogIndex(self.store)
-        return self._log_index
+        """The index of main's operations by VM (opened on first use, once: two indexes of one repository
+        would each index main's new commits, and a first opening resets the tables the other uses)."""
+        with self._log_index_mutex:
+            if self._log_index is None:
+                self._log_index = VMLogIndex(self.store)
+            return self._log_index
 
     def last_change(self, uuid: str) -> str | None:
         """The commit of the newest operation that changed VM ``uuid`` (None if no operation did)."""

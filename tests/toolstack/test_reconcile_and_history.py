@@ -118,3 +118,32 @@ def test_log_reads_operations_from_git_history_newest_first(sim_ts):
     sim_ts.delete(names[0])
     assert sim_ts.log(uuid0)[0].subject == f"vm delete {names[0]} ({uuid0})"
     assert sim_ts.last_change(uuid0) == sim_ts.log(uuid0)[0].commit
+
+
+def test_concurrent_readers_of_the_vm_log_index_each_commit_once(sim_ts, monkeypatch):
+    """Readers racing operations (the API reads an ETag after every operation) share one index, and index
+    each commit of main once: a head read outside the index's mutex could be older than the one indexed
+    meanwhile, look like a reset of main, and rebuild the index from scratch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import toolstack.history
+
+    indexed: list[str] = []
+    original = toolstack.history.changed_vms
+
+    def counting(store, parent, commit):
+        indexed.append(commit)
+        return original(store, parent, commit)
+
+    monkeypatch.setattr(toolstack.history, "changed_vms", counting)
+
+    def operate(n: int) -> None:
+        vm = sim_ts.create(f"race{n}", memory="32M")
+        assert sim_ts.last_change(vm.uuid) is not None
+        sim_ts.start(vm.uuid)
+        assert sim_ts.last_change(vm.uuid) is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(operate, range(24)))
+    chain = list(sim_ts.store.graph.first_parent_chain(sim_ts.main.head))
+    assert sorted(indexed) == sorted(chain)  # every commit of main indexed exactly once

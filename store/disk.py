@@ -316,7 +316,7 @@ class DiskBackend(Backend):
         if found is not None:
             return found
         try:
-            return self._objects.get_raw(oid)  # loose objects, deltas, alternates
+            return self._dulwich_get_raw(oid)  # loose objects, deltas, alternates
         except KeyError:
             pass
         # A directory listing made while another process rolls packs up can miss both the old pack and
@@ -330,14 +330,21 @@ class DiskBackend(Backend):
             with self._objects_mutex:
                 self._objects._update_pack_cache()
             try:
-                return self._objects.get_raw(oid)
+                return self._dulwich_get_raw(oid)
             except KeyError:
                 continue
         raise KeyError(oid)
 
+    def _dulwich_get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
+        # dulwich refreshes its pack cache on a miss, without a lock of its own: two refreshes at once (a
+        # reader's and a roll-up's) both drop a vanished pack, and the second fails with a KeyError.
+        with self._objects_mutex:
+            return self._objects.get_raw(oid)
+
     def contains(self, oid: ObjectId) -> bool:
-        if oid in self._objects:
-            return True
+        with self._objects_mutex:
+            if oid in self._objects:
+                return True
         try:
             self.get_raw(oid)
         except KeyError:
@@ -345,7 +352,8 @@ class DiskBackend(Backend):
         return True
 
     def find_prefix(self, prefix: str) -> list[ObjectId]:
-        return list(self._objects.iter_prefix(prefix.encode("ascii")))
+        with self._objects_mutex:
+            return list(self._objects.iter_prefix(prefix.encode("ascii")))
 
     def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
         """Write a batch as one pack; batches of threads writing at the same moment share one (group commit).

@@ -233,3 +233,59 @@ def test_a_small_pack_is_read_from_the_bytes_written_and_a_big_one_from_its_file
         mapped = PackView(os.path.join(backend.pack_dir, view.name))
         assert mapped.read(mapped.offset(bytes.fromhex(object_id(BLOB, value).decode()))) == (BLOB, value)
         mapped.close()
+
+
+def test_reads_of_another_writers_objects_race_roll_ups_without_error(tmp_path, monkeypatch, caplog):
+    """Two writers on one repository (as two processes are): one reads the other's objects, which only
+    dulwich's reader finds at first, while its own roll-ups replace packs. dulwich refreshes its pack cache
+    on such a miss; a refresh at the same moment as a roll-up's used to fail the roll-up."""
+    import logging
+
+    import store.disk
+    from store.disk import DiskBackend
+    from store.objects import BLOB, object_id
+
+    monkeypatch.setattr(store.disk, "MAX_SMALL_PACKS", 2)
+    monkeypatch.setattr(store.disk, "MAINTENANCE_EVERY", 1)
+    Store.open(str(tmp_path / "repo.git"), create=True).close()
+    gitdir = str(tmp_path / "repo.git")
+    reader, other = DiskBackend(gitdir), DiskBackend(gitdir)
+    theirs: list[bytes] = []
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write_theirs() -> None:
+        for n in range(300):
+            value = b"theirs %d" % n
+            other.write_objects([(object_id(BLOB, value), BLOB, value)])
+            theirs.append(value)
+        stop.set()
+
+    def write_ours() -> None:
+        n = 0
+        while not stop.is_set():
+            value = b"ours %d" % n
+            reader.write_objects([(object_id(BLOB, value), BLOB, value)])  # and roll up, every time
+            n += 1
+
+    def read_theirs() -> None:
+        rng = random.Random()
+        while not stop.is_set():
+            if theirs:
+                value = rng.choice(theirs)
+                try:
+                    assert reader.get_raw(object_id(BLOB, value)) == (BLOB, value)
+                except BaseException as err:
+                    failures.append(err)
+
+    with caplog.at_level(logging.ERROR, logger="store.disk"):
+        threads = [threading.Thread(target=f) for f in (write_theirs, write_ours, read_theirs, read_theirs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        reader.wait_for_maintenance()
+    reader.close()
+    other.close()
+    assert failures == []
+    assert [r.getMessage() for r in caplog.records if "maintenance failed" in r.getMessage()] == []

@@ -125,8 +125,17 @@ def shard(tree: Tree) -> Tree:
     """``tree`` with each flat ``vms/<uuid>`` and ``names/<name>`` moved to its shard (contents unchanged)."""
     vms = tree.subtree(VMS)
     for entry in vms.list():
-        if not is_shard(entry):
-            tree = tree.remove(f"{VMS}/{entry}").graft(vm_dir(entry), vms.subtree(entry))
+        if is_shard(entry):
+            continue
+        flat = vms.subtree(entry)
+        tree = tree.remove(f"{VMS}/{entry}")
+        if tree.kind(vm_dir(entry)) is None:
+            tree = tree.graft(vm_dir(entry), flat)
+        else:
+            # The VM is in its shard already and a writer of the old layout (a host not yet upgraded, or
+            # an edit following old docs) wrote files of it at the flat path: those files are the newer.
+            for path, value in flat.walk():
+                tree = tree.set(f"{vm_dir(entry)}/{path}", value)
     names = tree.subtree(NAMES)
     for entry in names.list():
         value = names.get(entry) if names.kind(entry) == "value" else None

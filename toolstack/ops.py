@@ -93,11 +93,7 @@ class Toolstack(ConfigOperations):
             ) as tx:
                 tx.set("README", STATE_README)
         self.recovered: list[Task] = self.runner.recover() if recover else []
-        if layout.needs_sharding(self.main.tree):
-            # A repository made before the shards: one commit moves every VM and name (contents unchanged;
-            # the VM log does not count it as a change of any VM).
-            with self.main.transaction(message=SHARDING_MESSAGE, author=author) as tx:
-                tx.tree = layout.shard(tx.tree)
+        self.shard_layout()
 
     @classmethod
     def open(
@@ -122,6 +118,18 @@ class Toolstack(ConfigOperations):
             driver.close()
             raise ToolstackError(str(err)) from err
         return cls(store, driver, host, author, recover=recover)
+
+    def shard_layout(self) -> bool:
+        """Move the VMs and names main holds in the flat layout (a repository made before the shards, or
+        a merge from a host that still writes it) into their shards, in one commit; True if any moved.
+
+        The move changes no content: the VM log does not count it as a change of any VM.
+        """
+        if not layout.needs_sharding(self.main.tree):
+            return False
+        with self.main.transaction(message=SHARDING_MESSAGE, author=self.runner.author) as tx:
+            tx.tree = layout.shard(tx.tree)
+        return True
 
     def close(self) -> None:
         if self._log_index is not None:

@@ -110,6 +110,9 @@ def pull(
                 author=ts.runner.author,
                 message=f"Merge {remote}/{layout.MAIN} into {layout.MAIN}",
             )
+            if ts.shard_layout():  # the remote had VMs in the layout of before the shards
+                merged = ts.main.head
+                assert merged is not None
             changed = list(changed_vms(store, head, merged))
             result.changed.extend(u for u in changed if u not in result.changed)
             rejected = invalid_vms(store.tree_at(merged), changed)

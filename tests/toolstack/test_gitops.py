@@ -76,3 +76,23 @@ def test_an_invalid_edit_is_reverted_by_a_commit_that_names_the_error(served):
     log = git(work, "log", "--format=%s", "main")
     assert "oops" in log and "gitops: reverted" in log
     assert json.loads(config_file.read_text())["memory"] == 256
+
+
+def test_an_edit_in_the_layout_of_before_the_shards_is_moved_into_them_and_applied(served):
+    """A host not yet upgraded (or an operator following old docs) writes vms/<uuid>/config: the pull
+    moves it into the VM's shard, over the older file there, and reconciles it."""
+    ts, vm, work = served
+    config = json.loads((work / layout.config_path(vm.uuid)).read_text())
+    config["memory"] = 384
+    flat = work / "vms" / vm.uuid / "config"
+    flat.parent.mkdir(parents=True)
+    flat.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "more memory, the old way")
+    git(work, "push", "-q", "origin", "main")
+    result = pull(ts, push=True)
+    assert result.changed == [vm.uuid] and result.rejected == {}
+    assert not layout.needs_sharding(ts.main.tree)
+    assert ts.main.tree.kind(f"vms/{vm.uuid}") is None
+    assert ts.vm("web").spec.memory == 384 and ts.vm("web").desired.value == "running"
+    assert ts.driver.get_spec(vm.uuid).memory == 384

@@ -136,3 +136,19 @@ def test_sharding_moves_every_vm_and_name_unchanged_and_only_once(vms, name_map,
         assert layout.changed_vm_uuids(old.subtree("vms"), edited.subtree("vms")) == {victim}
         assert layout.changed_vm_uuids(new.subtree("vms"), edited.subtree("vms")) == {victim}
         assert layout.changed_vm_uuids(edited.subtree("vms"), new.subtree("vms")) == {victim}
+
+
+def test_files_written_at_the_flat_path_of_a_sharded_vm_overlay_its_shard():
+    store = Store.memory()
+    uuid = str(uuidlib.uuid4())
+    tree = (
+        Tree.empty(store.backend)
+        .set(layout.config_path(uuid), b"old config")
+        .set(layout.desired_path(uuid), b"running\n")
+        .set(f"vms/{uuid}/config", b"new config")
+    )
+    assert layout.needs_sharding(tree)
+    moved = layout.shard(tree)
+    assert moved.get(layout.config_path(uuid)) == b"new config"
+    assert moved.get(layout.desired_path(uuid)) == b"running\n"
+    assert moved.kind(f"vms/{uuid}") is None and not layout.needs_sharding(moved)

@@ -93,14 +93,6 @@ def vm_uuids(tree: Tree) -> list[str]:
     return sorted(uuids)
 
 
-def find_vm_dir(tree: Tree, uuid: str) -> str | None:
-    """Where VM ``uuid``'s directory is in ``tree`` (in either layout), or None."""
-    for path in (vm_dir(uuid), f"{VMS}/{uuid}"):
-        if tree.kind(path) == "directory":
-            return path
-    return None
-
-
 def name_records(tree: Tree) -> list[tuple[str, str]]:
     """Every (name, path) of ``names/`` in ``tree``, sharded or (before the shards) flat."""
     names = tree.subtree(NAMES)

@@ -6,6 +6,9 @@ import os
 import subprocess
 import threading
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from store import Store
 
 
@@ -222,3 +225,47 @@ def test_packs_sharing_an_object_are_rolled_up_into_one_listing_it_once(disk_sto
     assert verified.count(object_id(BLOB, b"shared").decode()) == 1
     for value in (b"shared", b"one", b"two", b"three"):
         assert backend.get_raw(object_id(BLOB, value)) == (BLOB, value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=12, unique=True),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_concatenated_packs_hold_every_object_of_their_sources_once(tmp_path_factory, picks):
+    """Packs drawn from one pool of objects, so that they share some: the concatenation lists each object
+    once, at an offset where it reads back whole, and git verifies the pack."""
+    from store.disk import concatenate_packs, encode_pack, read_whole_object_pack
+    from store.objects import BLOB, object_id
+    from store.packs import PackView
+
+    directory = tmp_path_factory.mktemp("packs")
+    pool = [b"object %d " % n * (1 + n * 7) for n in range(41)]  # small and large, compressible or not
+    sources = []
+    for i, chosen in enumerate(picks):
+        pack, index, _ = encode_pack([(object_id(BLOB, pool[n]), BLOB, pool[n]) for n in chosen])
+        base = str(directory / f"source-{i}")
+        with open(base + ".pack", "wb") as f:
+            f.write(pack)
+        with open(base + ".idx", "wb") as f:
+            f.write(index)
+        read = read_whole_object_pack(base)
+        assert read is not None
+        sources.append(read)
+    parts, index, checksum = concatenate_packs(sources)
+    base = str(directory / f"pack-{checksum.hex()}")
+    with open(base + ".pack", "wb") as f:
+        f.write(b"".join(parts))
+    with open(base + ".idx", "wb") as f:
+        f.write(index)
+    wanted = {n for chosen in picks for n in chosen}
+    view = PackView(base)
+    assert view._count == len(wanted)
+    for n in wanted:
+        offset = view.offset(bytes.fromhex(object_id(BLOB, pool[n]).decode()))
+        assert offset is not None and view.read(offset) == (BLOB, pool[n])
+    view.close()
+    subprocess.run(["git", "verify-pack", base + ".idx"], check=True, capture_output=True)

@@ -130,7 +130,7 @@ def shard(tree: Tree) -> Tree:
                 tree = tree.set(f"{vm_dir(entry)}/{path}", value)
     names = tree.subtree(NAMES)
     for entry in names.list():
-        value = names.get(entry) if names.kind(entry) == "value" else None
+        value = names.get(entry)  # None for a shard (a directory)
         if value is not None:
             tree = tree.remove(f"{NAMES}/{entry}").set(name_path(entry), value)
     return tree

@@ -15,6 +15,7 @@ from toolstack.api.jobs import Outcome
 from toolstack.api.schemas import OperationResult, VMOut
 from toolstack.api.views import vm_out
 from toolstack.models import VM
+from toolstack.ops import Toolstack
 
 Wait = Annotated[
     float | None,
@@ -44,11 +45,12 @@ class Answer:
     etag: str | None
 
 
-def answer(api: ApiState, vm: VM | None) -> Answer:
-    """The VM as it is after an operation, with its ETag (no VM after a delete)."""
+def answer(ts: Toolstack, vm: VM | None) -> Answer:
+    """The VM as the API shows it, with its ETag (no VM after a delete). It reads the hypervisor and the
+    VM log index, so it runs in a worker thread."""
     if vm is None:
         return Answer(None, None)
-    return Answer(vm_out(vm, api.ts.info(vm)), etag(vm_version(api.ts, vm.uuid)))
+    return Answer(vm_out(vm, ts.info(vm)), etag(vm_version(ts, vm.uuid)))
 
 
 async def run_on_vm(
@@ -73,7 +75,7 @@ async def run_on_vm(
             guard = VMVersionGuard(api.ts, vm.uuid, if_match, vm.name)
             guard.check_before()
             guards.append(guard)
-        return answer(api, operation(vm.uuid))
+        return answer(api.ts, operation(vm.uuid))
 
     def recheck_under_claim() -> None:
         for guard in guards:

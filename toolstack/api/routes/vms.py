@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from toolstack.api.deps import TS, State
 from toolstack.api.errors import error_responses
-from toolstack.api.etags import etag, main_version, vm_version
+from toolstack.api.etags import etag, main_version
 from toolstack.api.routes.common import (
     OPERATION_RESPONSES,
     Answer,
@@ -53,7 +53,7 @@ async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait =
             start=body.start,
             **body.spec_fields(),
         )
-        return answer(api, vm)
+        return answer(ts, vm)
 
     outcome = await api.jobs.run(create, effective_wait(api, wait))
     result = respond(response, outcome, done_status=201)
@@ -66,14 +66,11 @@ async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait =
 async def get_vm(ts: TS, vm: str, response: Response) -> VMOut:
     """One VM by name or uuid. The ETag is the commit where it last changed."""
 
-    def read() -> tuple[VMOut, str]:
-        found = ts.vm(vm)
-        return vm_out(found, ts.info(found)), etag(vm_version(ts, found.uuid))
-
     # One hand-off to a worker thread for the reads (a sync route would also validate its answer in one).
-    out, tag = await run_in_threadpool(read)
-    response.headers["ETag"] = tag
-    return out
+    found = await run_in_threadpool(lambda: answer(ts, ts.vm(vm)))
+    assert found.vm is not None and found.etag is not None
+    response.headers["ETag"] = found.etag
+    return found.vm
 
 
 @router.patch("/{vm}", response_model=OperationResult, responses=OPERATION_RESPONSES)

@@ -2,7 +2,7 @@
 
 Directory layout (``sim:///abs/dir``)::
 
-    lock                 flock'ed around every read-modify-write
+    lock                 flock'ed around every read-modify-write (reads take no lock)
     domains/<uuid>.json  one file per domain, replaced atomically (temp file + fsync + rename)
     names/<name>         the uuid holding that name (an index, so define stays O(1))
     domid                the last domid handed out
@@ -248,8 +248,14 @@ class DirectoryStore:
 
     @contextlib.contextmanager
     def transaction(self, write: bool = True) -> Iterator[Transaction]:
+        if not write:
+            # Every file is replaced by a rename, so each read sees a whole old or new domain without the
+            # lock: readers never wait for a writer's fsyncs (as a hypervisor answers queries while it
+            # starts other domains), and a domain read twice in one transaction is read once.
+            yield _DirectoryTransaction(self)
+            return
         with self._thread_lock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 yield _DirectoryTransaction(self)
             finally:

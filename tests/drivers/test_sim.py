@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import uuid as uuidlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,52 @@ def test_a_directory_host_is_seen_by_another_process(state_dir: Path):
     assert json.loads(result.stdout) == {"state": "running", "domid": 1}
     with drivers.open(f"sim://{state_dir}") as hv:
         assert hv.info(spec.uuid).state == DomainState.SHUTOFF
+
+
+def test_queries_answer_while_another_process_holds_the_host_for_a_change(state_dir: Path):
+    spec = new_spec()
+    with drivers.open(f"sim://{state_dir}") as hv:
+        hv.define(spec)
+        hv.start(spec.uuid)
+    # Another process holds the write lock (as a slow start would) until told to let go.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import fcntl, os, sys
+                fd = os.open("{state_dir}/lock", os.O_RDWR)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                print("held", flush=True)
+                sys.stdin.readline()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+
+        def query() -> tuple[DomainState, int | None, list[uuidlib.UUID]]:
+            with drivers.open(f"sim://{state_dir}") as hv:
+                info = hv.info(spec.uuid)
+                return info.state, info.domid, [i.uuid for i in hv.list()]
+
+        with ThreadPoolExecutor(1) as pool:
+            # Fails with TimeoutError if queries wait for the lock (the holder is released below either way).
+            answer = pool.submit(query)
+            try:
+                assert answer.result(timeout=10) == (DomainState.RUNNING, 1, [spec.uuid])
+            finally:
+                assert holder.stdin is not None
+                holder.stdin.write("\n")
+                holder.stdin.flush()
+    finally:
+        holder.kill()
+        holder.wait(10)
 
 
 def _define_many(state_dir: str, prefix: str, count: int) -> None:

@@ -6,11 +6,16 @@ the same run on the same repository, so that the HTTP overhead shows as a ratio.
 3. create+start on the simulator (``POST /vms`` then ``POST /vms/{name}/start``) against ``ts.create`` +
    ``ts.start``, sequentially and with concurrent clients;
 4. a VM created started in one request (``POST /vms`` with ``"start": true``: one task, as ``xl create``)
-   against ``ts.create(start=True)``, shown beside the target but not counted for it.
+   against ``ts.create(start=True)``, shown beside the target but not counted for it;
+5. baselines, the parts on their own: durable transactions on a bare store, and ``GET /health`` (a request
+   that does nothing). A create+start needs four durable commits and two requests; from the two rates the
+   bench derives the most create+start could reach on this machine before any toolstack or driver work.
 
-The load generator runs on loopback: wrk for the GETs if it is installed, else httpx threads; httpx threads for
-create+start (each pair is two dependent requests). The server and the load generator share this machine's
-cores: read ratios, not absolute figures. Targets from the issue: >= 200 create+start/s and GET p50 <= 5 ms.
+The load generator runs on loopback: wrk if it is installed (``make setup`` installs it), else httpx threads.
+Under wrk, a Lua script makes each pair: ``POST /vms``, then ``POST /vms/{name}/start`` for the name the 201
+answered; the rate counts pairs whose start answered 200, and the latencies are per request. The server and
+the load generator share this machine's cores: read ratios, not absolute figures. Targets from the issue:
+>= 200 create+start/s and GET p50 <= 5 ms.
 
 Run: ``.venv/bin/python bench/api_bench.py [--vms 1000] [--ops 100] [--seconds 5] [--concurrency 8]``
 """
@@ -36,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import httpx
 
+from store import Store
 from toolstack.api.etags import vm_version
 from toolstack.ops import Toolstack
 
@@ -141,6 +147,35 @@ def in_process(ts: Toolstack, args: argparse.Namespace, probe: str) -> dict[str,
     }
 
 
+# -- baselines: the parts on their own ------------------------------------------------------------------------
+# A create+start publishes four durable commits: the claim of each operation (its task branch) and the merge of
+# its outcome into main; each is a pack and a ref update made durable.
+COMMITS_PER_PAIR = 4
+REQUESTS_PER_PAIR = 2
+
+
+def store_commits(workdir: str, records: int, seconds: float, threads: int) -> Rate:
+    """Durable transactions on main of a bare store with ``records`` sharded records, each adding two small
+    files (as a claim adds a VM's and a task's): what the store alone publishes here, with group commit."""
+    store = Store.open(os.path.join(workdir, "baseline.git"))
+    main = store.branch("main")
+    with main.transaction(message="records", author="bench <bench@localhost>") as tx:
+        for _ in range(records):
+            key = uuidlib.uuid4().hex
+            tx.set(f"vms/{key[:2]}/{key}/config", b"x" * 300)
+
+    def commit(i: int) -> None:
+        key = uuidlib.uuid4().hex
+        with main.transaction(message=f"commit {i}", author="bench <bench@localhost>") as tx:
+            tx.set(f"vms/{key[:2]}/{key}/config", b"y" * 300)
+            tx.set(f"tasks/{key[-2:]}/{key}", b"z" * 200)
+
+    try:
+        return timed_loop(commit, seconds, threads, f"store transactions, {threads} threads")
+    finally:
+        store.close()
+
+
 # -- over HTTP -----------------------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
@@ -221,6 +256,74 @@ def wrk(url: str, token: str, path: str, seconds: float, connections: int, workd
     return Rate(rate, latency["50"], latency["99"], f"wrk, {connections} connection(s)")
 
 
+# Each connection alternates: create a VM, then start the VM a create answered (any connection's: the pairs are
+# counted, not matched). wrk runs one Lua state per thread; done() sums the threads' counters.
+WRK_PAIRS_SCRIPT = """
+local threads = {}
+function setup(thread)
+  thread:set("id", #threads + 1)
+  table.insert(threads, thread)
+end
+function init(args)
+  created, seq, starts, bad = {}, 0, 0, 0
+  prefix = args[1] .. "-" .. id .. "-"
+  pattern = '"(' .. prefix:gsub("%-", "%%-") .. '%d+)"'
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  local name = table.remove(created)
+  if name then
+    return wrk.format("POST", "/vms/" .. name .. "/start", nil, "")
+  end
+  seq = seq + 1
+  return wrk.format("POST", "/vms", nil, '{"name": "' .. prefix .. seq .. '", "memory": 64}')
+end
+function response(status, headers, body)
+  local name = status == 201 and string.match(body, pattern)
+  if name then
+    table.insert(created, name)
+  elseif status == 200 then
+    starts = starts + 1
+  else
+    bad = bad + 1
+  end
+end
+function done(summary, latency, requests)
+  local pairs_done, failed = 0, 0
+  for _, thread in ipairs(threads) do
+    pairs_done = pairs_done + thread:get("starts")
+    failed = failed + thread:get("bad")
+  end
+  io.write(string.format("PAIRS %d FAILED %d SECONDS %.3f\\n", pairs_done, failed, summary.duration / 1e6))
+end
+"""
+_WRK_PAIRS = re.compile(r"^PAIRS (\d+) FAILED (\d+) SECONDS ([\d.]+)$", re.M)
+
+
+def wrk_create_start(
+    url: str, token: str, seconds: float, connections: int, workdir: str, prefix: str
+) -> Rate:
+    """create+start pairs for ``seconds`` over ``connections`` connections of one wrk thread."""
+    script = os.path.join(workdir, "wrk-pairs.lua")
+    with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n' + WRK_PAIRS_SCRIPT)
+    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency", "-s", script]
+    output = subprocess.run(
+        [*command, url, "--", prefix],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    counted = _WRK_PAIRS.search(output)
+    if counted is None or int(counted.group(2)) or "Non-2xx" in output:
+        raise SystemExit(f"wrk create+start saw errors:\n{output}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    latency = {q: float(v) * scale[unit] for q, v, unit in _WRK_LATENCY.findall(output)}
+    rate = int(counted.group(1)) / float(counted.group(3))
+    how = f"wrk, {connections} connection(s); latency per request"
+    return Rate(rate, latency["50"], latency["99"], how)
+
+
 def httpx_get(url: str, token: str, path: str, seconds: float, threads: int) -> Rate:
     local = threading.local()
 
@@ -266,13 +369,19 @@ def over_http(url: str, token: str, args: argparse.Namespace, probe: str, workdi
             return wrk(url, token, path, args.seconds, connections, workdir)
         return httpx_get(url, token, path, args.seconds, connections)
 
+    def create_start(prefix: str, clients: int) -> Rate:
+        if use_wrk:
+            return wrk_create_start(url, token, args.seconds, clients, workdir, prefix)
+        return http_create_start(url, token, names(prefix, args.ops), clients)
+
     return {
         "get": get(f"/vms/{probe}", 1),
         "getN": get(f"/vms/{probe}", args.concurrency),
         "list": get("/vms", 1),
-        "create1": http_create_start(url, token, names("http", args.ops), 1),
-        "createN": http_create_start(url, token, names("httpc", args.ops), args.concurrency),
+        "create1": create_start("http", 1),
+        "createN": create_start("httpc", args.concurrency),
         "oneN": http_create_start(url, token, names("httpo", args.ops), args.concurrency, one_request=True),
+        "health": get("/health", args.concurrency),
     }
 
 
@@ -282,7 +391,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=100, help="create+start pairs per measurement")
     parser.add_argument("--seconds", type=float, default=5.0, help="Duration of each GET measurement")
     parser.add_argument("--concurrency", type=int, default=8, help="Concurrent clients / threads")
-    parser.add_argument("--no-wrk", action="store_true", help="Use httpx for the GETs even if wrk exists")
+    parser.add_argument("--no-wrk", action="store_true", help="Use httpx even if wrk exists")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="api-bench-")
@@ -295,6 +404,7 @@ def main() -> None:
                 ts.create(name, memory=64)
             probe = ts.vms()[args.vms // 2].name
             local = in_process(ts, args, probe)
+        local["commits"] = store_commits(workdir, args.vms, args.seconds, args.concurrency)
         process, url, token = start_server(workdir, repo, driver)
         try:
             remote = over_http(url, token, args, probe, workdir)
@@ -324,6 +434,22 @@ def main() -> None:
         f"targets: create+start >= 200/s over HTTP (two requests): {best_create:.0f}/s "
         f"({'met' if best_create >= 200 else 'NOT met'}; the in-process ceiling is {best_ops_create:.0f}/s); "
         f"GET p50 <= 5 ms: {remote['get'].p50_ms:.2f} ms ({'met' if remote['get'].p50_ms <= 5 else 'NOT met'})"
+    )
+    commits, health = local["commits"].per_second, remote["health"].per_second
+    ceiling = 1 / (COMMITS_PER_PAIR / commits + REQUESTS_PER_PAIR / health)
+    print()
+    print("baselines measured in this run, the parts on their own:")
+    print(
+        f"  store: {commits:7.1f} durable commits/s ({local['commits'].how}); "
+        f"a pair makes {COMMITS_PER_PAIR}: at most {commits / COMMITS_PER_PAIR:.0f} pairs/s"
+    )
+    print(
+        f"  HTTP:  {health:7.1f} GET /health/s ({remote['health'].how}); "
+        f"a pair makes {REQUESTS_PER_PAIR} requests: at most {health / REQUESTS_PER_PAIR:.0f} pairs/s"
+    )
+    print(
+        f"  both costs fall on one interpreter (one GIL), so they add: at most ~{ceiling:.0f} pairs/s before any "
+        f"toolstack or driver work; measured {best_create:.0f}/s is {best_create / ceiling:.2f}x of that"
     )
     print(
         f"'create started' is one request and one task (POST /vms with start, as xl create): "

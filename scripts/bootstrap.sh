@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 # xen-utils-4.17: Xen's test-xenstore and the reference oxenstored (no hypervisor needed, none installed);
 # chromium: the API's browser test (Playwright drives Debian's build: no browser download);
-# openssh-server/-client: the ssh:// remote tests run a real sshd on 127.0.0.1.
+# openssh-server/-client: the ssh:// remote tests run a real sshd on 127.0.0.1;
+# wrk: bench/api_bench.py's load generator (C, so that it leaves the cores to the server it measures).
 APT_PACKAGES=(git pkg-config gcc libvirt-dev libvirt-clients xenstore-utils xen-utils-4.17 chromium
-              openssh-server openssh-client)
+              openssh-server openssh-client wrk)
 WHEELHOUSE=${WHEELHOUSE:-$HOME/.cache/git-toolstack/wheels}
 
 missing=()

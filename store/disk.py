@@ -1,9 +1,12 @@
 """The on-disk backend: a real git repository, read through dulwich, written as fsynced packs.
 
 Each batch of new objects (one transaction, or a group of them) becomes one small pack written to a
-temporary file, fsynced, and renamed into place, before any ref points at it. Small packs are rolled up
-geometrically (as `git repack --geometric=2` does) so lookups stay cheap. Refs follow git's lock-file
-protocol, guarded by an flock lease so that locks left by killed processes are recovered.
+temporary file, fsynced, and renamed into place, before any ref points at it. Packs are rolled up in tiers
+(size-tiered compaction, as LSM trees do): when sixteen packs share a tier of object counts, they become one
+pack of the next tier. An object is then copied about once per tier (log16 of the repository's size) instead
+of once per doubling, and the pack count stays small (under 16 per tier) for git and for lookups. Refs
+follow git's lock-file protocol, guarded by an flock lease so that locks left by killed processes are
+recovered.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from store.packs import PackSet
 
 # Temporary names must not end in .pack/.idx: readers would take a half-written pair for a pack.
 _TMP_PATTERN = re.compile(r"^tmp_(?:pack|idx)_(\d+)_[0-9a-f]+$")
-MAX_SMALL_PACKS = 16
+ROLL_UP_FANOUT = 16  # packs of one tier rolled into one of the next (tiers: object counts, powers of 16)
 MAINTENANCE_EVERY = 8
+MAX_ROLL_UP_ROUNDS = 16
 STORED_BELOW = 512  # objects smaller than this are written uncompressed (git gc recompresses them)
 ORPHAN_GRACE_SECONDS = 600.0
 KEPT_PACK_BYTES = 1 << 20  # packs up to this size are read from the bytes written, not mapped again
@@ -244,6 +248,34 @@ def read_whole_object_chunks(base: str) -> list[tuple[bytes, bytes, int]] | None
         (sha, pack[offset : ordered[i + 1][1] if i + 1 < len(ordered) else end_of_data], crc)
         for i, (sha, offset, crc) in enumerate(ordered)
     ]
+
+
+def pack_tier(count: int) -> int:
+    """The tier of a pack of ``count`` objects: 0 below 16 objects, 1 below 256, 2 below 4,096..."""
+    tier = 0
+    while count >= ROLL_UP_FANOUT:
+        count //= ROLL_UP_FANOUT
+        tier += 1
+    return tier
+
+
+def tier_to_roll_up(packs: list[tuple[str, int]]) -> list[str]:
+    """The packs to roll up next: those of the lowest tier holding ``ROLL_UP_FANOUT`` packs, with every
+    smaller one; none if no tier is full.
+
+    Their union holds at least ``ROLL_UP_FANOUT`` times a pack of their tier, so it lands in a higher tier:
+    each object climbs a tier per copy, and no tier keeps more than ``ROLL_UP_FANOUT - 1`` packs.
+
+    Args:
+        packs: (basename, object count) of the packs that may be rolled up.
+    """
+    by_tier: dict[int, list[str]] = {}
+    for name, count in packs:
+        by_tier.setdefault(pack_tier(count), []).append(name)
+    full = [tier for tier, names in by_tier.items() if len(names) >= ROLL_UP_FANOUT]
+    if not full:
+        return []
+    return [name for tier in sorted(by_tier) if tier <= min(full) for name in by_tier[tier]]
 
 
 def _write_file(path: str, data: bytes | list[bytes | memoryview], durable: bool) -> None:
@@ -494,46 +526,40 @@ class DiskBackend(Backend):
         return True
 
     def maintenance(self) -> None:
-        """Roll small packs up into one, keeping the pack sizes a geometric progression."""
-        packs = self._list_packs()
-        if len(packs) <= MAX_SMALL_PACKS:
+        """Roll up the packs of every tier that has filled (see :func:`tier_to_roll_up`)."""
+        if not tier_to_roll_up(self._list_packs()):
             return
         lease = self._lease("repack")
         fd = lease.try_hold()
         if fd is None:
             return  # another process is rolling up
         try:
-            self._roll_up(sorted(self._list_packs(), key=lambda p: p[1]))
+            # A roll-up can fill the next tier: go on until no tier is full (a tier per round at most).
+            for _ in range(MAX_ROLL_UP_ROUNDS):
+                victims = tier_to_roll_up(self._list_packs())
+                if not victims or not self._roll_up(victims):
+                    break
         finally:
             os.close(fd)
 
-    def _roll_up(self, packs: list[tuple[str, int]]) -> None:
-        counts = [count for _, count in packs]
-        split = 0
-        for i in range(len(counts) - 1, 0, -1):
-            if counts[i] < 2 * counts[i - 1]:
-                split = i
-                break
-        rolled = sum(counts[:split])
-        while split < len(counts) and counts[split] < 2 * rolled:
-            rolled += counts[split]
-            split += 1
-        victims = [name for name, _ in packs[:split]]
+    def _roll_up(self, victims: list[str]) -> bool:
+        """Replace the packs ``victims`` (basenames) by one holding all their objects; False if one of them
+        was removed meanwhile (by `git gc`?), to be tried again later."""
         if len(victims) < 2:
-            return
+            return False
         whole = []
         for name in victims:
             try:
                 read = read_whole_object_pack(os.path.join(self.pack_dir, name))
             except FileNotFoundError:
-                return  # removed under us (by `git gc`?): try again later
+                return False  # removed under us (by `git gc`?): try again later
             if read is None:
                 break
             whole.append(read)
         if len(whole) == len(victims):
             parts, index, checksum = concatenate_packs(whole)
             self._replace_packs(victims, "pack-" + checksum.hex(), parts, index)
-            return
+            return True
         objects: list[tuple[ObjectId, int, bytes]] = []
         chunks: list[tuple[bytes, bytes, int]] = []
         for name in victims:
@@ -541,7 +567,7 @@ class DiskBackend(Backend):
             try:
                 copied = read_whole_object_chunks(base)
             except FileNotFoundError:
-                return  # removed under us (by `git gc`?): try again later
+                return False  # removed under us (by `git gc`?): try again later
             if copied is not None:
                 chunks.extend(copied)
                 continue
@@ -554,6 +580,7 @@ class DiskBackend(Backend):
                 pack.close()
         pack_bytes, index, checksum = encode_pack(objects, chunks)
         self._replace_packs(victims, "pack-" + checksum.hex(), pack_bytes, index)
+        return True
 
     def _replace_packs(
         self, victims: list[str], new_name: str, pack: bytes | list[bytes | memoryview], index: bytes

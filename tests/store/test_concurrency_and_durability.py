@@ -245,7 +245,7 @@ def test_reads_of_another_writers_objects_race_roll_ups_without_error(tmp_path, 
     from store.disk import DiskBackend
     from store.objects import BLOB, object_id
 
-    monkeypatch.setattr(store.disk, "MAX_SMALL_PACKS", 2)
+    monkeypatch.setattr(store.disk, "ROLL_UP_FANOUT", 2)
     monkeypatch.setattr(store.disk, "MAINTENANCE_EVERY", 1)
     Store.open(str(tmp_path / "repo.git"), create=True).close()
     gitdir = str(tmp_path / "repo.git")

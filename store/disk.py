@@ -32,6 +32,7 @@ from dulwich.pack import Pack
 
 from store.backend import Backend
 from store.errors import StoreError
+from store.group import GroupCommit, Waiter
 from store.locks import DirectorySyncer, Lease, create_git_lock, pid_alive
 from store.objects import TREE, ObjectId
 from store.packs import PackSet
@@ -292,15 +293,12 @@ def _write_file(path: str, data: bytes | list[bytes | memoryview], durable: bool
         os.close(fd)
 
 
-class _PendingWrite:
+class _PendingWrite(Waiter):
     """One caller's batch of objects, waiting to be written in a shared pack."""
 
-    __slots__ = ("done", "error", "objects")
-
     def __init__(self, objects: list[tuple[ObjectId, int, bytes]]) -> None:
+        super().__init__()
         self.objects = objects
-        self.error: BaseException | None = None
-        self.done = threading.Event()
 
 
 class DiskBackend(Backend):
@@ -328,9 +326,8 @@ class DiskBackend(Backend):
         self._leases: dict[str, Lease] = {}
         self._leases_mutex = threading.Lock()
         self._objects_mutex = threading.Lock()
-        self._write_mutex = threading.Lock()
-        self._write_queue: list[_PendingWrite] = []
-        self._writing = False
+        # A pack write is short: its leader writes until nothing is queued rather than wake another thread.
+        self._pack_writes: GroupCommit[_PendingWrite] = GroupCommit(self._write_batch, hand_off=False)
         self._writes_since_maintenance = 0
         self._maintenance_due = threading.Event()
         self._maintainer: threading.Thread | None = None
@@ -390,47 +387,19 @@ class DiskBackend(Backend):
     def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
         """Write a batch as one pack; batches of threads writing at the same moment share one (group commit).
 
-        The first writer to arrive writes every batch queued until none is left; the others wait for the
-        pack that holds theirs. Each caller still returns only once its objects are durable, but concurrent
-        operations (claims of different VMs, say) pay for one pack, one index and their fsyncs together.
+        One writer leads (see :mod:`store.group`) and writes batches until none is queued; the others wait
+        for the pack that holds theirs. Each caller still returns only once its objects are durable, but
+        concurrent operations (claims of different VMs, say) pay for one pack, one index and their fsyncs
+        together.
         """
         pending = _PendingWrite(list(objects))
-        if not pending.objects:
-            return
-        with self._write_mutex:
-            self._write_queue.append(pending)
-            lead = not self._writing
-            if lead:
-                self._writing = True
-        if lead:
-            try:
-                while True:
-                    with self._write_mutex:
-                        batch, self._write_queue = self._write_queue, []
-                        if not batch:
-                            self._writing = False
-                            break
-                    try:
-                        self._write_pack([o for item in batch for o in item.objects])
-                    except BaseException as err:
-                        for item in batch:
-                            item.error = err
-                        raise
-                    finally:
-                        for item in batch:
-                            item.done.set()
-            except BaseException as err:
-                with self._write_mutex:
-                    stranded, self._write_queue = self._write_queue, []
-                    self._writing = False
-                for item in stranded:
-                    item.error = err
-                    item.done.set()
-                if pending.error is None:
-                    raise
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
+        if pending.objects:
+            self._pack_writes.submit(pending)
+
+    def _write_batch(self, batch: list[_PendingWrite]) -> None:
+        self._write_pack([o for item in batch for o in item.objects])
+        for item in batch:
+            item.finish()
 
     def _write_pack(self, objects: list[tuple[ObjectId, int, bytes]]) -> None:
         pack, index, checksum = encode_pack(objects)

@@ -10,15 +10,15 @@ up to ``retries`` times.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from store.codec import Codec
 from store.errors import Conflict, ConflictEntry, StoreError, TooManyRetries
+from store.group import GroupCommit, Waiter
 from store.merge import Schema, merge_trees
 from store.objects import COMMIT, ObjectId, encode_commit, normalise_identity, object_id
 from store.paths import Path
@@ -32,7 +32,7 @@ OPTIMISTIC_ATTEMPTS = 2
 
 
 @dataclass(eq=False)
-class _Pending:
+class _Pending(Waiter):
     """A transaction waiting to be published."""
 
     base: str | None
@@ -48,52 +48,24 @@ class _Pending:
     own_commit: str = ""
     own_raw: bytes = b""
     result: str | None = None
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        Waiter.__init__(self)
 
 
 class Committer:
-    """Publishes transactions on one branch with group commit (leader/follower).
-
-    The first thread to arrive becomes the leader and publishes every pending transaction in batches until
-    none is left; the others wait for their outcome.
-    """
+    """Publishes transactions on one branch with group commit (see :mod:`store.group`): the transactions
+    that finish while one batch is being published form the next, merged onto the head in order."""
 
     def __init__(self, store: Store, ref: str) -> None:
         self._store = store
         self._ref = ref
-        self._mutex = threading.Lock()
-        self._queue: list[_Pending] = []
-        self._leading = False
+        self._group: GroupCommit[_Pending] = GroupCommit(self._publish)
 
     def submit(self, pending: _Pending) -> str:
         """Publish one transaction; returns the new head, or raises Conflict / TooManyRetries."""
         self._prepare(pending)
-        with self._mutex:
-            self._queue.append(pending)
-            lead = not self._leading
-            if lead:
-                self._leading = True
-        if lead:
-            try:
-                while True:
-                    with self._mutex:
-                        batch, self._queue = self._queue, []
-                        if not batch:
-                            self._leading = False
-                            break
-                    self._publish(batch)
-            except BaseException as err:
-                with self._mutex:
-                    stranded, self._queue = self._queue, []
-                    self._leading = False
-                for item in stranded:
-                    item.error = err
-                    item.done.set()
-                raise
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
+        self._group.submit(pending)
         assert pending.result is not None
         return pending.result
 
@@ -133,17 +105,16 @@ class Committer:
                         self._finish(batch, outcomes, trees)
                         return
             for pending in batch:
-                pending.error = TooManyRetries(self._ref, attempts)
-                pending.done.set()
+                pending.finish(TooManyRetries(self._ref, attempts))
         except BaseException as err:
             for pending in batch:
-                if not pending.done.is_set():
+                if not pending.finished:
                     if isinstance(err, StoreError):
-                        pending.error = err
+                        pending.finish(err)
                     else:
-                        pending.error = StoreError(f"commit failed: {err!r}")
-                        pending.error.__cause__ = err
-                    pending.done.set()
+                        failure = StoreError(f"commit failed: {err!r}")
+                        failure.__cause__ = err
+                        pending.finish(failure)
             if not isinstance(err, Exception):
                 raise
 
@@ -203,10 +174,10 @@ class Committer:
                 except StoreError:
                     pass  # the audit ref is a convenience; the transaction itself succeeded or failed
             if isinstance(outcome, BaseException):
-                pending.error = outcome
+                pending.finish(outcome)
             else:
                 pending.result = outcome
-            pending.done.set()
+                pending.finish()
         store.notify(self._ref)
 
 

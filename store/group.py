@@ -46,7 +46,8 @@ W = TypeVar("W", bound=Waiter)
 
 
 class GroupCommit(Generic[W]):
-    """Publishes requests in batches, one batch per leading thread.
+    """Publishes requests in batches: each by the thread of its oldest request (with hand-off), or by one
+    leader until nothing is queued (without).
 
     Args:
         publish: Publishes one batch. It should finish every request in it; those it leaves unfinished are

@@ -224,34 +224,44 @@ _WRK_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _WRK_RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
 
 
+def run_wrk(
+    url: str,
+    token: str,
+    script: str,
+    seconds: float,
+    threads: int,
+    connections: int,
+    workdir: str,
+    *extra: str,
+) -> tuple[str, dict[str, float]]:
+    """Run wrk with the bearer token and ``script``; returns its output and its p50/p99 latencies (ms).
+
+    The header goes through a script file (mode 0600), not the command line that `ps` shows.
+    """
+    path = os.path.join(workdir, "wrk.lua")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n' + script)
+    command = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds:g}s",
+        "--latency",
+        "-s",
+        path,
+    ]
+    output = subprocess.run([*command, url, *extra], capture_output=True, text=True, check=True).stdout
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return output, {q: float(v) * scale[unit] for q, v, unit in _WRK_LATENCY.findall(output)}
+
+
 def wrk(url: str, token: str, path: str, seconds: float, connections: int, workdir: str) -> Rate:
-    # The header goes through a script file (mode 0600), not the command line that `ps` shows.
-    script = os.path.join(workdir, "wrk-auth.lua")
-    with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        handle.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
-    threads = min(2, connections)
-    output = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(connections),
-            "-d",
-            f"{seconds:g}s",
-            "--latency",
-            "-s",
-            script,
-            url + path,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    output, latency = run_wrk(url + path, token, "", seconds, min(2, connections), connections, workdir)
     if "Non-2xx" in output:
         raise SystemExit(f"wrk saw errors:\n{output}")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    latency = {q: float(v) * scale[unit] for q, v, unit in _WRK_LATENCY.findall(output)}
     rate = float(_WRK_RATE.search(output).group(1))  # type: ignore[union-attr]
     return Rate(rate, latency["50"], latency["99"], f"wrk, {connections} connection(s)")
 
@@ -304,21 +314,10 @@ def wrk_create_start(
     url: str, token: str, seconds: float, connections: int, workdir: str, prefix: str
 ) -> Rate:
     """create+start pairs for ``seconds`` over ``connections`` connections of one wrk thread."""
-    script = os.path.join(workdir, "wrk-pairs.lua")
-    with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        handle.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n' + WRK_PAIRS_SCRIPT)
-    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency", "-s", script]
-    output = subprocess.run(
-        [*command, url, "--", prefix],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    output, latency = run_wrk(url, token, WRK_PAIRS_SCRIPT, seconds, 1, connections, workdir, "--", prefix)
     counted = _WRK_PAIRS.search(output)
     if counted is None or int(counted.group(2)) or "Non-2xx" in output:
         raise SystemExit(f"wrk create+start saw errors:\n{output}")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    latency = {q: float(v) * scale[unit] for q, v, unit in _WRK_LATENCY.findall(output)}
     rate = int(counted.group(1)) / float(counted.group(3))
     how = f"wrk, {connections} connection(s); latency per request"
     return Rate(rate, latency["50"], latency["99"], how)

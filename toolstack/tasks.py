@@ -161,7 +161,7 @@ class TaskRunner:
     def _run(self, op: Operation, task: Task) -> Task:
         if op.remote is None:
             op.remote = self._placed_elsewhere(op)
-        claim = self._claim(op, task)
+        claim, claimed_from = self._claim(op, task)
         crash_point("claimed")
         observer = _OBSERVER.get()
         try:
@@ -178,12 +178,13 @@ class TaskRunner:
             log.error("task %s interrupted by %r; recovery will settle it", task.id, err)
             raise
         crash_point("acted")
-        done = self._succeed(claim, task, op)
+        done = self._succeed(claim, task, op, claimed_from)
         if observer is not None:
             observer.finished(done)
         return done
 
-    def _claim(self, op: Operation, task: Task) -> str:
+    def _claim(self, op: Operation, task: Task) -> tuple[str, str | None]:
+        """Claim the VM; returns the claim's ref and the main head it forked from."""
         ref = f"{layout.LOCK_PREFIX}/{op.uuid}"
         for _ in range(3):
             base = self.main.head
@@ -194,7 +195,7 @@ class TaskRunner:
             commit = self.store.write_commit(tree, [base] if base else [], message, self.author)
             try:
                 self.store.fork(ref, commit)
-                return ref
+                return ref, base
             except BranchExists:
                 holder = self._holder(op.uuid)
                 if holder is not None and self._alive(holder):
@@ -209,7 +210,13 @@ class TaskRunner:
             return None
         return observed_of(info.state, info.domid, info.memory, info.vcpus)
 
-    def _succeed(self, claim: str, task: Task, op: Operation) -> Task:
+    def _succeed(self, claim: str, task: Task, op: Operation, claimed_from: str | None) -> Task:
+        """Record the task's success on its claim and merge the claim into main.
+
+        Args:
+            claimed_from: The main head the claim forked from: the merge base of the claim and main, however
+                many commits the claim has.
+        """
         observed = None if op.remote else self._observe(op.uuid)
         done = task.model_copy(update={"status": TaskStatus.SUCCEEDED, "finished": time.time()})
         # The outcome is committed on the claim's head and merged straight into main by one transaction
@@ -217,7 +224,6 @@ class TaskRunner:
         # recovery sees the claim's commit in main's history and just drops the claim.
         head = self.store.branch(claim).head
         assert head is not None
-        claimed_from = self.store.graph.parents(head)
         tree = layout.with_task_record(self.store.tree_at(head), task.id, done.encode())
         if not op.remote:
             tree = layout.with_observed(
@@ -228,7 +234,7 @@ class TaskRunner:
             with self.main.transaction(
                 message=f"task {task.id}: done",
                 author=self.author,
-                base=claimed_from[0] if claimed_from else None,
+                base=claimed_from,
                 parents=[head],
                 no_ff=True,
                 merge_message=f"vm {op.name} {op.vm_name} ({op.uuid})",
@@ -265,11 +271,18 @@ class TaskRunner:
         branch = self.store.branch(claim)
         with branch.transaction(message=f"task {task.id}: failed", author=self.author) as tx:
             tx.tree = layout.with_task_record(tx.tree, task.id, failed.encode())
-        head = branch.head
+        crash_point("failure-recorded")
+        self._keep_failed(claim, task)
+
+    def _keep_failed(self, claim: str, task: Task) -> None:
+        """Keep a failed task's claim branch as ``failed-tasks/<task>`` for audit, then drop the claim."""
+        head = self.store.branch(claim).head
         if head is not None:
             with contextlib.suppress(BranchExists):
                 self.store.fork(f"{layout.FAILED_PREFIX}/{task.id}", head)
+        crash_point("failure-kept")
         self._release(claim)
+        crash_point("released")
 
     def _release(self, claim: str, sync: bool = True) -> None:
         try:
@@ -333,6 +346,18 @@ class TaskRunner:
         if task is None or merged:
             self._release(ref)  # nothing recorded yet, or already merged: the claim is all that is left
             return task
+        if task.status is TaskStatus.FAILED:
+            # It failed, was compensated and recorded its failure, and died before it dropped its claim:
+            # finish that, leaving main as a failed operation does. Whatever the hypervisor shows now,
+            # reconcile repairs it, as after any failed compensation.
+            log.warning(
+                "recovery: task %s (%s %s) had failed; keeping its record",
+                task.id,
+                task.operation,
+                task.vm_name,
+            )
+            self._keep_failed(ref, task)
+            return task
         if self._claim_achieved(branch.tree, uuid):
             log.warning(
                 "recovery: task %s (%s %s) completed by the hypervisor; recording it",
@@ -341,7 +366,7 @@ class TaskRunner:
                 task.vm_name,
             )
             op = Operation(task.operation, uuid, task.vm_name, {}, act=lambda: None, compensate=lambda: None)
-            return self._succeed(ref, task, op)
+            return self._succeed(ref, task, op, self._fork_point(head, main_head))
         log.warning(
             "recovery: task %s (%s %s) did not complete; rolling it back",
             task.id,
@@ -362,6 +387,13 @@ class TaskRunner:
         if self.converge is not None:
             self.converge(uuid)
         return rolled
+
+    def _fork_point(self, claim_head: str, main_head: str | None) -> str | None:
+        """The main head a claim forked from (its merge base with main), for a claim of any length."""
+        if main_head is None:
+            return None
+        bases = self.store.graph.merge_bases(claim_head, main_head)
+        return bases[0] if bases else None
 
     def _claim_achieved(self, claim_tree: Tree, uuid: str) -> bool:
         """Whether the hypervisor already shows what the claim intended (config and run state)."""

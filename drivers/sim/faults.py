@@ -6,7 +6,8 @@ Two mechanisms:
   fails every call until ``clear(op)``.
 - Marker files: while ``<state-dir>/fail-<op>`` exists, every call of ``op`` by any process using that
   directory fails. The file may hold ``ErrorClass: message`` (e.g. ``InvalidState: disk busy``) to choose the
-  error; empty means HypervisorUnavailable. This lets a test break a CLI running in another process.
+  error; empty means HypervisorUnavailable. A leading ``after`` (``after InvalidState: lost reply``) makes the
+  call take effect first, then fail. This lets a test break a CLI running in another process.
 
 Faults fire ``before`` the operation takes effect (nothing changes), or ``after`` it (the change happened but
 the caller sees an error: the ambiguous failure a reconciler must survive).
@@ -126,11 +127,13 @@ class FaultPlan:
         self.calls[operation] += 1
         self._fire(operation, uuid, "before")
         if self._marker_dir is not None:
-            self._check_marker(operation, uuid)
+            self._check_marker(operation, uuid, "before")
 
     def after(self, operation: str, uuid: object | None) -> None:
         """Called by the driver once ``operation`` took effect; raises if an after-fault is armed."""
         self._fire(operation, uuid, "after")
+        if self._marker_dir is not None:
+            self._check_marker(operation, uuid, "after")
 
     def _fire(self, operation: str, uuid: object | None, phase: Phase) -> None:
         if not self._rules:
@@ -156,12 +159,18 @@ class FaultPlan:
             fired.error, operation, uuid, f"injected fault: {operation} failed ({phase} effect)"
         )
 
-    def _check_marker(self, operation: str, uuid: object | None) -> None:
+    def _check_marker(self, operation: str, uuid: object | None, phase: Phase) -> None:
         try:
             content = (self._marker_dir / f"fail-{operation}").read_text()  # type: ignore[operator]
         except FileNotFoundError:
             return
-        name, _, message = content.strip().partition(":")
+        content = content.strip()
+        marked: Phase = "before"
+        if content == "after" or content.startswith("after "):
+            marked, content = "after", content.removeprefix("after").strip()
+        if marked != phase:
+            return
+        name, _, message = content.partition(":")
         cls = _error_class(name.strip()) if name.strip() else HypervisorUnavailable
         raise cls(
             message.strip() or f"injected fault: marker fail-{operation} is set",

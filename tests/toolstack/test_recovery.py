@@ -105,3 +105,48 @@ def test_sigkill_at_random_moments_twenty_times(tmp_path):
         assert listing.returncode == 0, listing.stderr
         assert_consistent(tmp_path)
     assert kills >= 5  # the test did kill operations in flight, not only finished ones
+
+
+# (markers: operation -> fault, the operation). "after" faults take effect and then fail; a compensation that
+# fails too leaves the hypervisor showing what the failed task intended.
+FAILING_OPERATIONS = [
+    ({"start": "InvalidState: refused"}, ("vm", "start", "a")),
+    ({"define": "InvalidState: refused"}, ("vm", "create", "fresh", "--memory", "64M")),
+    ({"undefine": "InvalidState: refused"}, ("vm", "delete", "a")),
+    ({"start": "after InvalidState: lost reply", "destroy": "InvalidState: stuck"}, ("vm", "start", "a")),
+]
+
+
+@pytest.mark.parametrize("point", ["failure-recorded", "failure-kept", "released"])
+@pytest.mark.parametrize(
+    "failing", FAILING_OPERATIONS, ids=lambda f: " ".join(f[1][:2]) + " failing " + "+".join(f[0])
+)
+def test_a_crash_while_a_failing_operation_records_its_failure_is_recovered(tmp_path, point, failing):
+    markers, operation = failing
+    assert cli(tmp_path, "vm", "create", "a", "--memory", "64M").returncode == 0
+    for fault, error in markers.items():
+        (tmp_path / "sim" / f"fail-{fault}").write_text(error)
+    crashed = cli(tmp_path, *operation, env={"TOOLSTACK_CRASH_AT": point})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    for fault in markers:
+        (tmp_path / "sim" / f"fail-{fault}").unlink()
+    recovered = cli(tmp_path, "vm", "list")
+    assert recovered.returncode == 0, recovered.stderr
+    assert "conflict" not in recovered.stderr
+    with Toolstack.open(str(tmp_path / "state.git"), f"sim://{tmp_path}/sim") as ts:
+        assert ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/") == {}
+        # A failed operation leaves main as it was; failed-tasks/ keeps its record, as without a crash.
+        kept = ts.store.backend.list_refs(f"refs/heads/{layout.FAILED_PREFIX}/")
+        assert len(kept) == 1
+        ((ref, head),) = kept.items()
+        record = layout.read_task_record(ts.store.tree_at(head), ref.rsplit("/", 1)[-1])
+        assert record is not None and b'"status": "failed"' in record
+        assert [vm.name for vm in ts.vms()] == ["a"]
+        assert all(
+            b'"status": "succeeded"' in layout.read_task_record(ts.main.tree, t)
+            for t in layout.task_ids(ts.main.tree)
+        )
+    repaired = cli(tmp_path, "reconcile")
+    assert repaired.returncode == 0, repaired.stderr
+    assert_consistent(tmp_path)
+    assert cli(tmp_path, "vm", "start", "a").returncode == 0

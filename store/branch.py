@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from store.codec import Codec
-from store.errors import HistoryLost, UnknownCommit
+from store.errors import HistoryLost, MissingObject, UnknownCommit
 from store.history import HistoryEntry, LogEntry
 from store.merge import Schema
 from store.paths import Path, join, parse
@@ -53,6 +53,26 @@ class Branch:
     @property
     def tree(self) -> Tree:
         return self.store.tree_at(self.head)
+
+    def verify(self) -> str | None:
+        """Check that the head commit and its root tree are in the repository; returns the head.
+
+        Two lookups, no parsing of the tree: cheap enough for every command. It catches what git's unsafe
+        maintenance leaves behind (``git gc --prune=now`` or ``git repack -ad`` racing a writer), which would
+        otherwise surface as an unexplained error somewhere deeper, or be built upon.
+
+        Raises:
+            MissingObject: the head commit or its tree is missing.
+        """
+        head = self.head
+        if head is None:
+            return None
+        if not self.store.backend.contains(head.encode("ascii")):
+            raise MissingObject(head, "commit", self.name)
+        tree = self.store.graph.tree_of(head)
+        if tree is not None and not self.store.backend.contains(tree):
+            raise MissingObject(tree.decode("ascii"), "tree", self.name)
+        return head
 
     def get(self, path: Path, default: Any = None, codec: Codec | None = None) -> Any:
         """The value at ``path`` at head (decoded with ``codec`` if given), or ``default``."""

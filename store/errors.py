@@ -201,3 +201,18 @@ class CorruptObject(StoreError):
     def __init__(self, object_id: str, reason: str) -> None:
         self.object_id = object_id
         super().__init__(f"object {object_id}: {reason}")
+
+
+class MissingObject(CorruptObject):
+    """An object that a branch needs is not in the repository.
+
+    Attributes:
+        object_id: The missing object.
+        kind: ``"commit"`` or ``"tree"``.
+        branch: The branch whose head needs it.
+    """
+
+    def __init__(self, object_id: str, kind: str, branch: str) -> None:
+        self.kind = kind
+        self.branch = branch
+        super().__init__(object_id, f"the {kind} of branch {branch}'s head is missing from the repository")

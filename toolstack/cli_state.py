@@ -239,6 +239,36 @@ def store_branches(c: Context) -> None:
     emit(records, c.json, table(["branch", "head"], [(r["branch"], r["head"]) for r in records]))
 
 
+@main.command("fsck")
+@click.option("--no-git", is_flag=True, help="Skip git's own object check (git fsck --full)")
+@pass_ctx
+@handled
+def fsck_command(c: Context, no_git: bool) -> None:
+    """Check the state repository: git's objects, then the toolstack's invariants. Writes nothing.
+
+    Exit code 0 when no error was found (warnings allowed), 1 otherwise.
+    """
+    from store import NotARepository, Store
+    from toolstack.fsck import fsck
+
+    try:
+        store = Store.open(c.repo, create=False)
+    except NotARepository as err:
+        raise ToolstackError(str(err)) from err
+    with store:
+        report = fsck(store, run_git=not no_git)
+    counts = ", ".join(f"{n} {what}" for what, n in report.counts.items())
+    lines = [f"{f.severity}: [{f.check}] {f.message}" for f in report.findings]
+    errors = sum(f.severity == "error" for f in report.findings)
+    lines.append(
+        f"{'ok' if report.ok else 'damaged'}: {errors} errors, {len(report.findings) - errors} warnings"
+        + (f" ({counts} checked)" if counts else "")
+    )
+    emit(report.to_dict(), c.json, "\n".join(lines))
+    if not report.ok:
+        sys.exit(EXIT_ERROR)
+
+
 @main.command("events")
 @click.option("--since", "token", default=None, help="Resume after this token (a commit id)")
 @click.option("--follow", is_flag=True, help="Keep streaming new events")

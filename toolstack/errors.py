@@ -25,6 +25,31 @@ class InvalidInput(ToolstackError, ValueError):
     """A request is malformed (a bad name, size, device...). Nothing was written."""
 
 
+class DamagedRepository(ToolstackError):
+    """Main's head commit or its tree is missing: git maintenance that prunes objects the toolstack had just
+    written (``git gc --prune=now``, ``git repack -ad``, ``git prune``) ran beside it. Nothing was written.
+
+    Attributes:
+        repo: The state repository.
+        object_id: The missing object.
+        kind: ``"commit"`` or ``"tree"``.
+    """
+
+    def __init__(self, repo: str, object_id: str, kind: str) -> None:
+        self.repo = repo
+        self.object_id = object_id
+        self.kind = kind
+        super().__init__(
+            f"the state repository {repo} is damaged: the {kind} {object_id} of main's head is missing, so "
+            "nothing was done. Git maintenance that prunes recent objects (git gc --prune=now, "
+            "git repack -ad, git prune) probably ran while the toolstack wrote. "
+            f"See the damage with `toolstack fsck` or `git -C {repo} fsck --full`; then recover from a peer "
+            f"(`git clone --bare URL {repo}` into a fresh place) or point main at an intact commit, e.g. an "
+            f"archive kept by toolstack gc (`git -C {repo} for-each-ref refs/archive`, then "
+            f"`git -C {repo} update-ref refs/heads/main <commit>`)"
+        )
+
+
 class VMNotFound(ToolstackError, LookupError):
     """No VM has this name or uuid."""
 

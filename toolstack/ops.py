@@ -18,12 +18,13 @@ import drivers
 from drivers import Disk, DomainSpec, Driver, DriverError, Nic
 from drivers.errors import DomainExists, DomainNotFound
 from drivers.models import DomainInfo, DomainState
-from store import NotARepository, Store, Tree
+from store import MissingObject, NotARepository, Store, Tree
 from store.backend import ObjectCache
 from toolstack import layout
 from toolstack.devices import ConfigOperations, default_mac, disk_from_path
 from toolstack.errors import (
     ConflictError,
+    DamagedRepository,
     InvalidInput,
     OperationFailed,
     ToolstackError,
@@ -86,6 +87,7 @@ class Toolstack(ConfigOperations):
         self._log_index: VMLogIndex | None = None
         self._log_index_mutex = threading.Lock()
         self._vm_cache = ObjectCache(VM_CACHE_SIZE)
+        self.verify()
         if self.main.head is None:
             # A root commit first, so that every operation after it is a merge commit on main.
             with self.main.transaction(
@@ -94,6 +96,17 @@ class Toolstack(ConfigOperations):
                 tx.set("README", STATE_README)
         self.recovered: list[Task] = self.runner.recover() if recover else []
         self.shard_layout()
+
+    def verify(self) -> None:
+        """Check, cheaply, that main's head commit and its tree exist (every command does, first).
+
+        Raises:
+            DamagedRepository: one is missing; nothing is written over a broken history.
+        """
+        try:
+            self.main.verify()
+        except MissingObject as err:
+            raise DamagedRepository(self.store.path or "(in memory)", err.object_id, err.kind) from err
 
     @classmethod
     def open(

@@ -38,6 +38,7 @@ def run_agent(
     say = report or (lambda line: log.info("%s", line))
     while True:
         started = time.monotonic()
+        ts.verify()  # damaged by unsafe git maintenance: stop loudly rather than push over it
         try:
             result = pull(ts, "origin", push=True, placed_only=True)
             if result.before != result.after or (result.plan and result.plan.actions):

@@ -138,3 +138,29 @@ def test_a_world_readable_token_file_stops_the_server_with_a_clear_error(tmp_pat
     os.chmod(token_file, 0o644)
     with pytest.raises(AssertionError, match="chmod 600"):
         start_server(tmp_path)
+
+
+def test_a_symlinked_token_file_is_refused_even_if_its_target_is_private(tmp_path):
+    """As ssh refuses a key file it cannot trust: the link could lead to another user's file, or be
+    switched to one between the checks and the read."""
+    target = tmp_path / "real-token"
+    target.write_text("a-long-enough-token-value\n")
+    os.chmod(target, 0o600)
+    link = tmp_path / "api-token"
+    link.symlink_to(target)
+    with pytest.raises(TokenFileError, match="symbolic link"):
+        load_or_create_token(str(link))
+    dangling = tmp_path / "dangling-token"
+    dangling.symlink_to(tmp_path / "not-yet")
+    with pytest.raises(TokenFileError, match="symbolic link"):
+        load_or_create_token(str(dangling))
+    assert not (tmp_path / "not-yet").exists()  # no token was written through the link
+
+
+def test_a_symlinked_token_file_stops_the_server_with_a_clear_error(tmp_path):
+    target = tmp_path / "real-token"
+    target.write_text("a-long-enough-token-value\n")
+    os.chmod(target, 0o600)
+    (tmp_path / "served.api-token").symlink_to(target)
+    with pytest.raises(AssertionError, match="symbolic link"):
+        start_server(tmp_path)

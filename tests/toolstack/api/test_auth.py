@@ -164,3 +164,23 @@ def test_a_symlinked_token_file_stops_the_server_with_a_clear_error(tmp_path):
     (tmp_path / "served.api-token").symlink_to(target)
     with pytest.raises(AssertionError, match="symbolic link"):
         start_server(tmp_path)
+
+
+def test_a_token_sent_in_the_query_string_never_reaches_the_access_log(tmp_path):
+    """The API reads the token from the header only, but a client may put it in the URL: the access log
+    (which shows each request's path and query) keeps the request but not the secret."""
+    server = start_server(tmp_path)
+    other = "some-other-" + server.token[::-1]
+    try:
+        in_query = httpx.get(f"{server.url}/vms", params={"token": server.token, "wait": "1"})
+        assert in_query.status_code == 401  # a token in the URL is not accepted either
+        assert httpx.get(f"{server.url}/health", params={"access_token": other}).status_code == 200
+        assert httpx.get(f"{server.url}/static/{server.token}").status_code == 404
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert "GET /vms?token=[redacted]&wait=1" in log  # the request is logged...
+    assert "GET /health?access_token=[redacted]" in log
+    assert "GET /static/[redacted]" in log
+    assert server.token not in log  # ...without the token
+    assert other not in log  # or anything named like one

@@ -3,7 +3,8 @@
 ====================================================  ======  ========================
 error                                                 status  ``error`` code
 ====================================================  ======  ========================
-request body / query / header fails validation        422     invalid_request
+request body / query fails validation                 422     invalid_request
+a malformed header (e.g. an empty If-Match)           400     invalid_header
 ``InvalidInput`` (the toolstack refused a value)      422     invalid_input
 ``VMNotFound``, unknown commit or branch, task        404     not_found
 ``VMExists``                                          409     exists
@@ -148,6 +149,10 @@ async def _handle_validation(request: Request, err: Exception) -> JSONResponse:
         for e in err.errors()
     ]
     summary = "; ".join(f"{'.'.join(str(p) for p in f.loc)}: {f.msg}" for f in fields)
+    if fields and all(f.loc[:1] == ["header"] for f in fields):
+        # A malformed header (an empty If-Match...) makes the request malformed (RFC 9110): 400. 422 is for
+        # content (a body, a query) that is well formed but not acceptable.
+        return error_response(400, ErrorOut(error="invalid_header", message=summary, fields=fields))
     return error_response(422, ErrorOut(error="invalid_request", message=summary, fields=fields))
 
 

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     ValidationError,
     field_validator,
@@ -65,7 +66,9 @@ NicRef = Annotated[Annotated[str, Tag("text")] | Annotated[Nic, Tag("nic")], Dis
 
 
 class Request(BaseModel):
-    """A request body: unknown fields are refused (a typo must not be silently ignored)."""
+    """A request body: unknown fields are refused (a typo must not be silently ignored). Flags are
+    ``StrictBool``: JSON's true and false only, so that ``0`` or ``"no"`` is refused rather than read as a
+    boolean the client may not have meant."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -99,7 +102,7 @@ class VMCreate(Request):
     on_reboot: LifecycleAction | None = None
     on_crash: LifecycleAction | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
-    start: bool = Field(
+    start: StrictBool = Field(
         False,
         description="Boot the VM too, in the same task (as xl create does); a VM that fails to boot is gone.",
     )
@@ -143,7 +146,7 @@ class VMUpdate(Request):
 
 class ShutdownRequest(Request):
     timeout: float = Field(60.0, ge=0, le=3600, description="Seconds to wait for the guest to power off.")
-    force: bool = Field(False, description="Destroy the VM if the guest has not powered off in time.")
+    force: StrictBool = Field(False, description="Destroy the VM if the guest has not powered off in time.")
 
 
 class DiskAttach(Request):
@@ -152,7 +155,7 @@ class DiskAttach(Request):
     source: str = Field(description="Absolute path of the image or block device on the host.")
     target: str | None = Field(None, description="Guest device, e.g. vdb (default: the next free one).")
     id: str | None = Field(None, description="Device id (default: the next free diskN).")
-    readonly: bool = False
+    readonly: StrictBool = False
 
     @field_validator("source", "target", "id")
     @classmethod
@@ -266,7 +269,7 @@ class PlanOut(BaseModel):
 class RollbackRequest(Request):
     commit: Revision = Field(description="Any revision: a commit id, an abbreviation, main~3...")
     vm: str | None = Field(None, min_length=1, max_length=256, description="Roll back only this VM.")
-    dry_run: bool = Field(False, description="Compute the plan; change nothing.")
+    dry_run: StrictBool = Field(False, description="Compute the plan; change nothing.")
 
 
 class RollbackOut(PlanOut):
@@ -275,8 +278,8 @@ class RollbackOut(PlanOut):
 
 
 class ReconcileRequest(Request):
-    dry_run: bool = False
-    adopt: bool = Field(False, description="Import domains the toolstack does not know.")
+    dry_run: StrictBool = False
+    adopt: StrictBool = Field(False, description="Import domains the toolstack does not know.")
 
 
 # -- errors ------------------------------------------------------------------------------------------------

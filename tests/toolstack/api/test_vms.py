@@ -188,3 +188,23 @@ def test_if_match_takes_star_quoted_weak_and_bare_tags_with_spaces_around_commas
     assert started.status_code == 200
     bare = started.headers["etag"].strip('"')
     assert client.post("/vms/web1/pause", headers={"If-Match": bare}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/reconcile", {"adopt": 0}, "adopt"),
+        ("/reconcile", {"dry_run": "yes"}, "dry_run"),
+        ("/vms", {"name": "flag", "memory": 64, "start": 1}, "start"),
+        ("/vms/web1/shutdown", {"force": "true"}, "force"),
+        ("/vms/web1/disks", {"source": "/srv/d.img", "readonly": 1}, "readonly"),
+        ("/rollback", {"commit": "main", "dry_run": 0}, "dry_run"),
+    ],
+)
+def test_a_flag_must_be_a_json_boolean_not_a_number_or_text(client, ts, path, body, field):
+    create(client, "web1")
+    head = ts.main.head
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert [f["loc"] for f in response.json()["fields"]] == [["body", field]]
+    assert ts.main.head == head

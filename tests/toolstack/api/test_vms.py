@@ -208,3 +208,21 @@ def test_a_flag_must_be_a_json_boolean_not_a_number_or_text(client, ts, path, bo
     assert response.status_code == 422, response.text
     assert [f["loc"] for f in response.json()["fields"]] == [["body", field]]
     assert ts.main.head == head
+
+
+def test_the_openapi_schema_declares_the_constraints_the_server_enforces(client):
+    """A client that builds requests from the spec must not be refused for what the spec did not say."""
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    create_fields = schemas["VMCreate"]["properties"]
+    assert create_fields["name"]["pattern"] and create_fields["name"]["maxLength"] == 64
+    integer, text = create_fields["memory"]["anyOf"]
+    assert (integer["exclusiveMinimum"], text["type"]) == (0, "string") and text["pattern"]
+    assert create_fields["vcpus"]["minimum"] == 1
+    assert schemas["DiskAttach"]["properties"]["source"]["pattern"].startswith("^/")
+    assert schemas["VMUpdate"]["minProperties"] == 1
+    assert schemas["NicAttach"]["oneOf"] == [{"required": ["network"]}, {"required": ["bridge"]}]
+    (rev,) = spec["paths"]["/commits/{rev}"]["get"]["parameters"]
+    assert rev["schema"]["pattern"] and rev["schema"]["not"]["pattern"]
+    if_match = next(p for p in spec["paths"]["/vms/{vm}"]["patch"]["parameters"] if p["name"] == "if-match")
+    assert if_match["schema"]["anyOf"][0]["pattern"]

@@ -6,6 +6,7 @@ and are never logged: the server only ever prints the token file's path.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import secrets
@@ -19,7 +20,7 @@ MIN_TOKEN_CHARS = 16
 
 
 class TokenFileError(Exception):
-    """The token file cannot be used (readable by others, not ours, empty...)."""
+    """The token file cannot be used (a symlink, readable by others, not ours, empty...)."""
 
 
 def default_token_file(repo: str) -> str:
@@ -31,8 +32,8 @@ def load_or_create_token(path: str) -> tuple[str, bool]:
     """The token in ``path``, created (mode 0600) if the file does not exist; returns (token, created).
 
     Raises:
-        TokenFileError: the file is readable or writable by group or others, is not owned by this user, or
-            holds no usable token.
+        TokenFileError: the file is a symbolic link or not a regular file, is readable or writable by group
+            or others, is not owned by this user, or holds no usable token.
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -47,14 +48,25 @@ def load_or_create_token(path: str) -> tuple[str, bool]:
 
 
 def _read_token(path: str) -> str:
-    info = os.stat(path)
-    if info.st_uid != os.getuid():
-        raise TokenFileError(f"{path} is owned by uid {info.st_uid}, not by this user")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TokenFileError(
-            f"{path} is accessible by other users (mode {stat.S_IMODE(info.st_mode):o}): chmod 600 it"
-        )
-    with open(path, encoding="utf-8") as handle:
+    # Opened without following a symlink, and checked on the open descriptor, so that what is checked is
+    # what is read: a link could point at another user's file, or be swapped between a check and the read.
+    # O_NONBLOCK: opening a FIFO planted there must not hang the server (it is refused below).
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise TokenFileError(f"{path} is a symbolic link: give the token file's real path") from None
+        raise TokenFileError(f"{path} cannot be read: {err.strerror}") from None
+    with os.fdopen(fd, encoding="utf-8") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise TokenFileError(f"{path} is not a regular file")
+        if info.st_uid != os.getuid():
+            raise TokenFileError(f"{path} is owned by uid {info.st_uid}, not by this user")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise TokenFileError(
+                f"{path} is accessible by other users (mode {stat.S_IMODE(info.st_mode):o}): chmod 600 it"
+            )
         token = handle.read().strip()
     if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
         raise TokenFileError(f"{path} holds no usable token (at least {MIN_TOKEN_CHARS} characters)")

@@ -3,7 +3,8 @@
 ====================================================  ======  ========================
 error                                                 status  ``error`` code
 ====================================================  ======  ========================
-request body / query / header fails validation        422     invalid_request
+request body / query fails validation                 422     invalid_request
+a malformed header (e.g. an empty If-Match)           400     invalid_header
 ``InvalidInput`` (the toolstack refused a value)      422     invalid_input
 ``VMNotFound``, unknown commit or branch, task        404     not_found
 ``VMExists``                                          409     exists
@@ -28,8 +29,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from drivers import DriverError
 from drivers.errors import DomainNotFound, InvalidArgument, InvalidState
@@ -147,15 +149,50 @@ async def _handle_validation(request: Request, err: Exception) -> JSONResponse:
         for e in err.errors()
     ]
     summary = "; ".join(f"{'.'.join(str(p) for p in f.loc)}: {f.msg}" for f in fields)
+    if fields and all(f.loc[:1] == ["header"] for f in fields):
+        # A malformed header (an empty If-Match...) makes the request malformed (RFC 9110): 400. 422 is for
+        # content (a body, a query) that is well formed but not acceptable.
+        return error_response(400, ErrorOut(error="invalid_header", message=summary, fields=fields))
     return error_response(422, ErrorOut(error="invalid_request", message=summary, fields=fields))
 
 
-async def _handle_http(request: Request, err: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (OPTIONS always; a GET route serves HEAD too).
+
+    Starlette's 405 names the methods of the first route that matched the path only, and a path often has
+    several (``GET /vms`` and ``POST /vms``). Each method is tried against the routes, as routing would.
+    """
+    # The request's scope as the application got it (a mount rewrites root_path for what it serves).
+    root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+    scope = {"type": "http", "path": request.scope["path"], "root_path": root, "method": request.method}
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Mount):
+            if route.matches(scope)[0] is Match.FULL:
+                methods.update(("GET", "HEAD"))  # the only mount is the page's files, served by StaticFiles
+            continue
+        methods.update(m for m in _METHODS if route.matches({**scope, "method": m})[0] is Match.FULL)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return [m for m in _METHODS if m in methods] + ["OPTIONS"]
+
+
+async def _handle_http(request: Request, err: Exception) -> Response:
     assert isinstance(err, StarletteHTTPException)
+    headers = dict(err.headers or {})
+    if err.status_code == 405:
+        # RFC 9110: a 405 names every method the resource has, and OPTIONS asks for exactly that list. It
+        # needs no token: it says which methods a path has (as the README does), nothing of the state.
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=headers)
     codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
     body = ErrorOut(error=codes.get(err.status_code, "http_error"), message=str(err.detail))
     response = error_response(err.status_code, body)
-    response.headers.update(err.headers or {})
+    response.headers.update(headers)
     return response
 
 

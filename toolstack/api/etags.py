@@ -21,6 +21,14 @@ def main_version(ts: Toolstack) -> str:
     return ts.main.head or ""
 
 
+# RFC 9110: If-Match = "*" / #entity-tag, entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE; bare commit ids are
+# taken as well, for hand-written clients. The list grammar would let an empty value through as an empty
+# list, which matches nothing (412); it is refused instead (400): it only ever comes from a client whose
+# ETag variable was empty, and a 412 would send that client to re-read and retry with the same empty value.
+_TAG = r'(?:W/)?"[\x21\x23-\x7e]*"|[\x21\x23-\x2b\x2d-\x7e]+'
+IF_MATCH_PATTERN = rf"^[ \t]*(?:\*|(?:{_TAG})(?:[ \t]*,[ \t]*(?:{_TAG}))*)[ \t]*$"
+
+
 def etag(version: str) -> str:
     """The header value for a version: a strong ETag."""
     return f'"{version}"'

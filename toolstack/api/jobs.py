@@ -13,15 +13,18 @@ and one back, however long its operation runs, and waiting requests hold no thre
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 from toolstack.models import Task
 from toolstack.tasks import observing
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 CLAIM_POLL_SECONDS = 0.01  # how often a request past its wait looks for its operation's task
 
@@ -57,6 +60,18 @@ class Outcome(Generic[T]):
     task: Task | None
 
 
+def _report_unanswered(watch: TaskWatch, done: asyncio.Future[Any]) -> None:
+    """The end of an operation whose request answered (202) or went away before it: a failure is the task's
+    (kept as failed, for ``GET /tasks/{id}``) and is logged here once. Retrieving it also keeps asyncio from
+    logging it at garbage collection as "Future exception was never retrieved"."""
+    if done.cancelled():
+        return
+    error = done.exception()
+    if error is not None:
+        task = watch.task.id if watch.task is not None else "(not started)"
+        log.warning("task %s failed after its request was answered: %s", task, error)
+
+
 class OperationJobs:
     """A pool of worker threads for operations (so that a request can stop waiting without stopping it)."""
 
@@ -89,13 +104,19 @@ class OperationJobs:
         watch = TaskWatch(guard)
         future: Future[T] = self._executor().submit(self._watched, watch, operation)
         waiting = asyncio.wrap_future(future)
-        await asyncio.wait({waiting}, timeout=wait)  # never cancels the operation
-        # Past the wait: answer as soon as the task is known (the claim comes first, and quickly).
-        while not (waiting.done() or watch.task is not None):
-            await asyncio.wait({waiting}, timeout=CLAIM_POLL_SECONDS)
+        try:
+            await asyncio.wait({waiting}, timeout=wait)  # never cancels the operation
+            # Past the wait: answer as soon as the task is known (the claim comes first, and quickly).
+            while not (waiting.done() or watch.task is not None):
+                await asyncio.wait({waiting}, timeout=CLAIM_POLL_SECONDS)
+        except BaseException:
+            # The request is gone (its client disconnected): the operation runs on without it.
+            waiting.add_done_callback(partial(_report_unanswered, watch))
+            raise
         if waiting.done():
             result = waiting.result()  # raises the operation's error
             return Outcome(True, result, watch.finished_task or watch.task)
+        waiting.add_done_callback(partial(_report_unanswered, watch))
         return Outcome(False, None, watch.task)
 
     @staticmethod

@@ -11,23 +11,19 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
-_REVISION = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._/@-]{0,199})(?P<suffix>(?:~\d{0,6}|\^\d?){0,20})")
+# One source for the check below and for the OpenAPI schema: a name of git ref characters, then ~N / ^N.
+REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/@-]{0,199}(?:~[0-9]{0,6}|\^[0-9]?){0,20}$"
+# ...and what git's ref-name rules forbid in the name: '..', '//', '/.', '@{', or ending in '/', '.', '.lock'.
+REVISION_FORBIDDEN = r"\.\.|//|/\.|@\{|(?:/|\.|\.lock)(?:[~^]|$)"
+_REVISION = re.compile(REVISION_PATTERN)
+_FORBIDDEN = re.compile(REVISION_FORBIDDEN)
 
 
 def check_revision(rev: str) -> str:
     """``rev`` if it is a plausible revision, else ValueError saying why."""
-    match = _REVISION.fullmatch(rev)
-    name = match.group("name") if match else ""
-    if (
-        match is None
-        or ".." in name
-        or "//" in name
-        or "/." in name
-        or "@{" in name
-        or name.endswith(("/", ".", ".lock"))
-    ):
+    if _REVISION.match(rev) is None or _FORBIDDEN.search(rev) is not None:
         raise ValueError(
             f"{rev[:64]!r} is not a revision: expected a commit id, a branch name or main~N (at most 200 "
             "characters of letters, digits, '.', '_', '-', '/', no '..')"
@@ -35,4 +31,8 @@ def check_revision(rev: str) -> str:
     return rev
 
 
-Revision = Annotated[str, AfterValidator(check_revision)]
+Revision = Annotated[
+    str,
+    AfterValidator(check_revision),
+    Field(json_schema_extra={"pattern": REVISION_PATTERN, "not": {"pattern": REVISION_FORBIDDEN}}),
+]

@@ -13,16 +13,30 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from drivers.models import Boot, Disk, DomainSpec, LifecycleAction, Nic
+from drivers.models import (  # the patterns are the drivers' own, so that the schema cannot drift from them
+    _BRIDGE_RE,
+    _DEVICE_ID_RE,
+    _NETWORK_RE,
+    _TARGET_RE,
+    MAX_MEMORY_MIB,
+    MAX_VCPUS,
+    Boot,
+    Disk,
+    DomainSpec,
+    LifecycleAction,
+    Nic,
+)
 from toolstack.api.revisions import Revision
 from toolstack.models import Desired, Observed, Task
 
@@ -54,6 +68,47 @@ def validate_spec_field(field: str, value: Any) -> Any:
     return validate_model_field(DomainSpec, field, value, uuid=_PROBE_UUID, name="probe", memory=1)
 
 
+# The OpenAPI schema declares what the validators enforce, from the drivers' own patterns, so that a client
+# generating requests from the spec (schemathesis does) never sends one that the validators refuse.
+def _spec_rule(field: str) -> BeforeValidator:
+    """Validate with DomainSpec's own rule first: its message names the problem better than a pattern's."""
+    return BeforeValidator(lambda value: validate_spec_field(field, value))
+
+
+def _device_rule(model: type[BaseModel], field: str, **probe: Any) -> BeforeValidator:
+    return BeforeValidator(lambda value: validate_model_field(model, field, value, **probe))
+
+
+_DISK_PROBE = {"id": "probe", "source": "/probe", "target": "vda"}
+_NIC_PROBE: dict[str, Any] = {"id": "probe", "mac": "52:54:00:00:00:01", "network": "probe"}
+# A name: DomainSpec's pattern, and not all digits (xl would read it as a domain id), without a lookahead.
+_NAME_SCHEMA = {"pattern": r"^(?:[0-9]*[A-Za-z]|[0-9]+[._-])[A-Za-z0-9._-]*$", "maxLength": 64}
+# Memory as text, within MAX_MEMORY_MIB: up to 7 digits of MiB, 4 of GiB, or 1-16 TiB.
+_MEMORY_TEXT = (
+    r"^[ \t]*(?:[1-9][0-9]{0,6}[ \t]*(?:[mM](?:[iI]?[bB])?)?|[1-9][0-9]{0,3}[ \t]*[gG](?:[iI]?[bB])?"
+    r"|(?:[1-9]|1[0-6])[ \t]*[tT](?:[iI]?[bB])?)[ \t]*$"
+)
+# Constraints first, validators after: pydantic then puts the constraints in the schema (and checks them
+# after the validators, which run first).
+DomainName = Annotated[str, Field(json_schema_extra=_NAME_SCHEMA), _spec_rule("name")]
+Memory = Annotated[
+    Annotated[int, Field(gt=0, le=MAX_MEMORY_MIB)] | Annotated[str, Field(pattern=_MEMORY_TEXT)],
+    _spec_rule("memory"),
+]
+Vcpus = Annotated[int, Field(ge=1, le=MAX_VCPUS), _spec_rule("vcpus")]
+DiskSource = Annotated[
+    str, Field(pattern=r"^/[^\n\r\x00'\",]*$"), _device_rule(Disk, "source", **_DISK_PROBE)
+]
+DiskTarget = Annotated[str, Field(pattern=_TARGET_RE.pattern), _device_rule(Disk, "target", **_DISK_PROBE)]
+# on_poweroff and on_reboot: coredump actions are for crashes only.
+PowerAction = Annotated[Literal["destroy", "restart", "preserve", "rename-restart"], _spec_rule("on_reboot")]
+DeviceId = Annotated[str, Field(pattern=_DEVICE_ID_RE.pattern)]
+NetworkName = Annotated[str, Field(pattern=_NETWORK_RE.pattern)]
+BridgeName = Annotated[str, Field(pattern=_BRIDGE_RE.pattern)]
+# Unicast only: the first octet's lowest bit is clear (an even second hex digit).
+MacAddress = Annotated[str, Field(pattern=r"^[ \t]*[0-9A-Fa-f][02468aceACE](?:[:-][0-9A-Fa-f]{2}){5}[ \t]*$")]
+
+
 def _form(kind: str) -> Callable[[Any], str]:
     return lambda value: "text" if isinstance(value, str) else kind
 
@@ -65,7 +120,9 @@ NicRef = Annotated[Annotated[str, Tag("text")] | Annotated[Nic, Tag("nic")], Dis
 
 
 class Request(BaseModel):
-    """A request body: unknown fields are refused (a typo must not be silently ignored)."""
+    """A request body: unknown fields are refused (a typo must not be silently ignored). Flags are
+    ``StrictBool``: JSON's true and false only, so that ``0`` or ``"no"`` is refused rather than read as a
+    boolean the client may not have meant."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -87,27 +144,22 @@ class VMOut(BaseModel):
 class VMCreate(Request):
     """A new VM. Disks may be image paths or full disk objects, NICs network names or full NIC objects."""
 
-    name: str
-    memory: int | str = Field(description="MiB, or text such as '512M' or '2G'.")
-    vcpus: int = 1
-    max_memory: int | str | None = None
-    max_vcpus: int | None = None
+    name: DomainName
+    memory: Memory = Field(description="MiB, or text such as '512M' or '2G'.")
+    vcpus: Vcpus = 1
+    max_memory: Memory | None = None
+    max_vcpus: Vcpus | None = None
     boot: Boot | None = None
     disks: list[DiskRef] = Field(default_factory=list, max_length=64, description="Image paths or disks.")
     nics: list[NicRef] = Field(default_factory=list, max_length=64, description="Network names or NICs.")
-    on_poweroff: LifecycleAction | None = None
-    on_reboot: LifecycleAction | None = None
+    on_poweroff: PowerAction | None = None
+    on_reboot: PowerAction | None = None
     on_crash: LifecycleAction | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
-    start: bool = Field(
+    start: StrictBool = Field(
         False,
         description="Boot the VM too, in the same task (as xl create does); a VM that fails to boot is gone.",
     )
-
-    @field_validator("name", "memory", "vcpus", "max_memory", "max_vcpus", "on_poweroff", "on_reboot")
-    @classmethod
-    def _spec_rules(cls, value: Any, info: Any) -> Any:
-        return value if value is None else validate_spec_field(info.field_name, value)
 
     @field_validator("metadata")
     @classmethod
@@ -126,13 +178,11 @@ class VMCreate(Request):
 class VMUpdate(Request):
     """A change of memory and/or vCPUs (live where the VM allows, persistently always)."""
 
-    memory: int | str | None = Field(None, description="MiB, or text such as '1G'.")
-    vcpus: int | None = None
+    # Given or absent, never null (the schema says at least one of the two, which null would not be).
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    @field_validator("memory", "vcpus")
-    @classmethod
-    def _spec_rules(cls, value: Any, info: Any) -> Any:
-        return value if value is None else validate_spec_field(info.field_name, value)
+    memory: Memory = Field(None, description="MiB, or text such as '1G'.")  # type: ignore[assignment]
+    vcpus: Vcpus = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _something(self) -> Self:
@@ -143,39 +193,37 @@ class VMUpdate(Request):
 
 class ShutdownRequest(Request):
     timeout: float = Field(60.0, ge=0, le=3600, description="Seconds to wait for the guest to power off.")
-    force: bool = Field(False, description="Destroy the VM if the guest has not powered off in time.")
+    force: StrictBool = Field(False, description="Destroy the VM if the guest has not powered off in time.")
 
 
 class DiskAttach(Request):
     """A disk image to attach."""
 
-    source: str = Field(description="Absolute path of the image or block device on the host.")
-    target: str | None = Field(None, description="Guest device, e.g. vdb (default: the next free one).")
-    id: str | None = Field(None, description="Device id (default: the next free diskN).")
-    readonly: bool = False
-
-    @field_validator("source", "target", "id")
-    @classmethod
-    def _disk_rules(cls, value: str | None, info: Any) -> str | None:
-        probe = {"id": "probe", "source": "/probe", "target": "vda"}
-        return value if value is None else validate_model_field(Disk, info.field_name, value, **probe)
+    source: DiskSource = Field(description="Absolute path of the image or block device on the host.")
+    target: DiskTarget | None = Field(
+        None, description="Guest device, e.g. vdb (default: the next free one)."
+    )
+    id: DeviceId | None = Field(None, description="Device id (default: the next free diskN).")
+    readonly: StrictBool = False
 
 
 class NicAttach(Request):
     """A network interface to attach: to a network or to a bridge (exactly one)."""
 
-    network: str | None = None
-    bridge: str | None = None
-    mac: str | None = None
-    id: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["network"]}, {"required": ["bridge"]}]}
+    )
+
+    network: NetworkName = None  # type: ignore[assignment]
+    bridge: BridgeName = None  # type: ignore[assignment]
+    mac: MacAddress = None  # type: ignore[assignment]
+    id: DeviceId = None  # type: ignore[assignment]
 
     @field_validator("network", "bridge", "mac", "id")
     @classmethod
-    def _nic_rules(cls, value: str | None, info: Any) -> str | None:
-        probe: dict[str, Any] = {"id": "probe", "mac": "52:54:00:00:00:01", "network": "probe"}
-        if info.field_name == "bridge":
-            probe["network"] = None
-        return value if value is None else validate_model_field(Nic, info.field_name, value, **probe)
+    def _nic_rules(cls, value: str, info: Any) -> str:
+        probe = dict(_NIC_PROBE, network=None) if info.field_name == "bridge" else _NIC_PROBE
+        return validate_model_field(Nic, info.field_name, value, **probe)
 
     @model_validator(mode="after")
     def _one_attachment(self) -> Self:
@@ -266,7 +314,7 @@ class PlanOut(BaseModel):
 class RollbackRequest(Request):
     commit: Revision = Field(description="Any revision: a commit id, an abbreviation, main~3...")
     vm: str | None = Field(None, min_length=1, max_length=256, description="Roll back only this VM.")
-    dry_run: bool = Field(False, description="Compute the plan; change nothing.")
+    dry_run: StrictBool = Field(False, description="Compute the plan; change nothing.")
 
 
 class RollbackOut(PlanOut):
@@ -275,8 +323,8 @@ class RollbackOut(PlanOut):
 
 
 class ReconcileRequest(Request):
-    dry_run: bool = False
-    adopt: bool = Field(False, description="Import domains the toolstack does not know.")
+    dry_run: StrictBool = False
+    adopt: StrictBool = Field(False, description="Import domains the toolstack does not know.")
 
 
 # -- errors ------------------------------------------------------------------------------------------------

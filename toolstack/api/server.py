@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import ipaddress
 import logging
+import re
+from urllib.parse import quote, quote_plus
 
 import uvicorn
 
@@ -32,6 +34,36 @@ def tune_gc_for_serving() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+REDACTED = "[redacted]"
+# Query parameters whose values are secrets by their names (a client may put a token in the URL, where it
+# does not work but would land in the access log): token, access_token, api_key, password...
+_SECRET_PARAMETER = re.compile(r"(?i)([?&;][^=&;#\s]*(?:token|key|secret|passw|auth)[^=&;#\s]*=)[^&;#\s]*")
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a log record's arguments so that no secret reaches the log: the server's token wherever it
+    appears (as sent, or percent-encoded), and the value of any query parameter named like a credential.
+
+    Installed on uvicorn's access logger, whose lines hold the request's path with its query string.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._forms = sorted({token, quote(token, safe=""), quote_plus(token)}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for form in self._forms:
+            text = text.replace(form, REDACTED)
+        return _SECRET_PARAMETER.sub(lambda match: match.group(1) + REDACTED, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        elif isinstance(record.msg, str) and not record.args:
+            record.msg = self.redact(record.msg)
+        return True
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -51,7 +83,7 @@ def serve(
     announce: bool = True,
 ) -> None:
     """Serve the API until interrupted. The token is read from (or created in) ``token_file``; only the
-    file's path is ever printed or logged, never the token."""
+    file's path is ever printed or logged, never the token (nor one sent in a URL: see RedactSecrets)."""
     token, created = load_or_create_token(token_file)
     app = create_app(ts, token, settings)
     if announce:
@@ -69,5 +101,7 @@ def serve(
         proxy_headers=False,
         timeout_graceful_shutdown=2,
     )
+    # After uvicorn.Config: making it configures logging.
+    logging.getLogger("uvicorn.access").addFilter(RedactSecrets(token))
     tune_gc_for_serving()
     uvicorn.Server(config).run()

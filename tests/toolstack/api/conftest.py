@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,15 +92,29 @@ class LiveServer:
                 self.process.wait()
 
 
-def start_server(tmp_path: Path, *extra: str) -> LiveServer:
+def start_server(
+    tmp_path: Path,
+    *extra: str,
+    toolstack: Sequence[str] = (sys.executable, "-m", "toolstack.cli"),
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> LiveServer:
+    """Start ``toolstack serve`` on a free loopback port over a new repository in ``tmp_path``; return once
+    ``/health`` answers.
+
+    Args:
+        tmp_path: Where the repository, the simulator, the token file and the server's log go.
+        extra: More ``serve`` options.
+        toolstack: The command that runs the CLI (default: this interpreter, on the checkout's code).
+        cwd: The server's working directory.
+        env: The server's environment (default: this process's).
+    """
     port = free_port()
     repo = tmp_path / "served.git"
     token_file = tmp_path / "served.api-token"
     log = tmp_path / "server.log"
     command = [
-        sys.executable,
-        "-m",
-        "toolstack.cli",
+        *toolstack,
         "--repo",
         str(repo),
         "--driver",
@@ -115,7 +129,7 @@ def start_server(tmp_path: Path, *extra: str) -> LiveServer:
         *extra,
     ]
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

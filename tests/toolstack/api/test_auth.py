@@ -138,3 +138,49 @@ def test_a_world_readable_token_file_stops_the_server_with_a_clear_error(tmp_pat
     os.chmod(token_file, 0o644)
     with pytest.raises(AssertionError, match="chmod 600"):
         start_server(tmp_path)
+
+
+def test_a_symlinked_token_file_is_refused_even_if_its_target_is_private(tmp_path):
+    """As ssh refuses a key file it cannot trust: the link could lead to another user's file, or be
+    switched to one between the checks and the read."""
+    target = tmp_path / "real-token"
+    target.write_text("a-long-enough-token-value\n")
+    os.chmod(target, 0o600)
+    link = tmp_path / "api-token"
+    link.symlink_to(target)
+    with pytest.raises(TokenFileError, match="symbolic link"):
+        load_or_create_token(str(link))
+    dangling = tmp_path / "dangling-token"
+    dangling.symlink_to(tmp_path / "not-yet")
+    with pytest.raises(TokenFileError, match="symbolic link"):
+        load_or_create_token(str(dangling))
+    assert not (tmp_path / "not-yet").exists()  # no token was written through the link
+
+
+def test_a_symlinked_token_file_stops_the_server_with_a_clear_error(tmp_path):
+    target = tmp_path / "real-token"
+    target.write_text("a-long-enough-token-value\n")
+    os.chmod(target, 0o600)
+    (tmp_path / "served.api-token").symlink_to(target)
+    with pytest.raises(AssertionError, match="symbolic link"):
+        start_server(tmp_path)
+
+
+def test_a_token_sent_in_the_query_string_never_reaches_the_access_log(tmp_path):
+    """The API reads the token from the header only, but a client may put it in the URL: the access log
+    (which shows each request's path and query) keeps the request but not the secret."""
+    server = start_server(tmp_path)
+    other = "some-other-" + server.token[::-1]
+    try:
+        in_query = httpx.get(f"{server.url}/vms", params={"token": server.token, "wait": "1"})
+        assert in_query.status_code == 401  # a token in the URL is not accepted either
+        assert httpx.get(f"{server.url}/health", params={"access_token": other}).status_code == 200
+        assert httpx.get(f"{server.url}/static/{server.token}").status_code == 404
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert "GET /vms?token=[redacted]&wait=1" in log  # the request is logged...
+    assert "GET /health?access_token=[redacted]" in log
+    assert "GET /static/[redacted]" in log
+    assert server.token not in log  # ...without the token
+    assert other not in log  # or anything named like one

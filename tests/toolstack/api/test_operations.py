@@ -3,6 +3,7 @@ follow, 409 busy with the running task, 409 conflict with the conflict list, fai
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -182,3 +183,27 @@ def test_the_app_runs_operations_again_after_its_lifespan_restarts(app):
     for name in ("first", "second"):
         with TestClient(app, headers=AUTH) as client:
             assert client.post("/vms", json={"name": name, "memory": 64}).status_code == 201
+
+
+def test_an_operation_that_fails_after_its_request_was_answered_leaves_no_unretrieved_error(
+    client, ts, caplog
+):
+    """A 202 hands the task out; the operation failing later is recorded on its task (and logged once, by
+    the API, with the task's id), not reported by asyncio as an error nobody retrieved."""
+    create(client, "stubborn", start=True)
+    ts.driver.oob_ignore_shutdown(ts.vm("stubborn").uuid)
+    response = client.post(
+        "/vms/stubborn/shutdown", json={"timeout": 0.3, "force": False}, params={"wait": 0}
+    )
+    assert response.status_code == 202
+    task = response.json()["task"]["id"]
+    deadline = time.monotonic() + 20
+    while client.get(f"/tasks/{task}").json()["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.get(f"/tasks/{task}").json()["status"] == "failed"
+    client.get("/health")  # one more turn of the server's event loop, then collect what it dropped
+    gc.collect()
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [m for m in messages if "never retrieved" in m], messages
+    assert [m for m in messages if task in m and "failed" in m], messages

@@ -159,3 +159,70 @@ def test_delete_removes_the_vm_but_its_history_stays_readable_by_uuid(client):
     assert client.get("/vms/gone").status_code == 404
     history = client.get(f"/vms/{uuid}/history").json()["items"]
     assert [h["message"].split(" (")[0] for h in history] == ["vm delete gone", "vm create gone"]
+
+
+@pytest.mark.parametrize("if_match", ["", "   ", '"abc" "def"', '"unterminated', "a b"])
+def test_an_empty_or_malformed_if_match_is_400_naming_the_header_and_writes_nothing(client, ts, if_match):
+    """RFC 9110's list grammar would read an empty If-Match as an empty list matching nothing (412), but a
+    412 tells the client to re-read and retry: with the same empty value, forever. It is a client's bug (an
+    unset ETag variable), answered 400 like any malformed header."""
+    create(client, "web1")
+    head = ts.main.head
+    for response in (
+        client.patch("/vms/web1", json={"memory": 512}, headers={"If-Match": if_match}),
+        client.post("/vms/web1/start", headers={"If-Match": if_match}),
+        client.post("/rollback", json={"commit": head}, headers={"If-Match": if_match}),
+    ):
+        assert response.status_code == 400, response.text
+        error = response.json()
+        assert error["error"] == "invalid_header"
+        assert error["fields"][0]["loc"] == ["header", "if-match"]
+    assert ts.main.head == head
+
+
+def test_if_match_takes_star_quoted_weak_and_bare_tags_with_spaces_around_commas(client):
+    create(client, "web1")
+    started = client.post(
+        "/vms/web1/start", headers={"If-Match": f'W/"x" ,  {client.get("/vms/web1").headers["etag"]}'}
+    )
+    assert started.status_code == 200
+    bare = started.headers["etag"].strip('"')
+    assert client.post("/vms/web1/pause", headers={"If-Match": bare}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/reconcile", {"adopt": 0}, "adopt"),
+        ("/reconcile", {"dry_run": "yes"}, "dry_run"),
+        ("/vms", {"name": "flag", "memory": 64, "start": 1}, "start"),
+        ("/vms/web1/shutdown", {"force": "true"}, "force"),
+        ("/vms/web1/disks", {"source": "/srv/d.img", "readonly": 1}, "readonly"),
+        ("/rollback", {"commit": "main", "dry_run": 0}, "dry_run"),
+    ],
+)
+def test_a_flag_must_be_a_json_boolean_not_a_number_or_text(client, ts, path, body, field):
+    create(client, "web1")
+    head = ts.main.head
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert [f["loc"] for f in response.json()["fields"]] == [["body", field]]
+    assert ts.main.head == head
+
+
+def test_the_openapi_schema_declares_the_constraints_the_server_enforces(client):
+    """A client that builds requests from the spec must not be refused for what the spec did not say."""
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    create_fields = schemas["VMCreate"]["properties"]
+    assert create_fields["name"]["pattern"] and create_fields["name"]["maxLength"] == 64
+    integer, text = create_fields["memory"]["anyOf"]
+    assert (integer["exclusiveMinimum"], text["type"]) == (0, "string") and text["pattern"]
+    assert create_fields["vcpus"]["minimum"] == 1
+    assert schemas["DiskAttach"]["properties"]["source"]["pattern"].startswith("^/")
+    assert schemas["VMUpdate"]["minProperties"] == 1
+    assert schemas["NicAttach"]["oneOf"] == [{"required": ["network"]}, {"required": ["bridge"]}]
+    (rev,) = spec["paths"]["/commits/{rev}"]["get"]["parameters"]
+    assert rev["schema"]["pattern"] and rev["schema"]["not"]["pattern"]
+    if_match = next(p for p in spec["paths"]["/vms/{vm}"]["patch"]["parameters"] if p["name"] == "if-match")
+    assert if_match["schema"]["anyOf"][0]["pattern"]

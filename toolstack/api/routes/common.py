@@ -10,7 +10,7 @@ from fastapi import Header, Query, Response
 
 from toolstack.api.deps import ApiState
 from toolstack.api.errors import error_responses
-from toolstack.api.etags import VMVersionGuard, etag, vm_version
+from toolstack.api.etags import IF_MATCH_PATTERN, VMVersionGuard, etag, vm_version
 from toolstack.api.jobs import Outcome
 from toolstack.api.schemas import OperationResult, VMOut
 from toolstack.api.views import vm_out
@@ -28,7 +28,12 @@ Wait = Annotated[
 ]
 IfMatch = Annotated[
     str | None,
-    Header(description="The VM's ETag as last read: the write is refused with 412 if the VM changed since."),
+    Header(
+        pattern=IF_MATCH_PATTERN,
+        description="The VM's ETag as last read: the write is refused with 412 if the VM changed since. `*` "
+        "or a comma-separated list of entity tags (bare commit ids are taken too); an empty or malformed "
+        "value is refused with 400.",
+    ),
 ]
 
 OPERATION_RESPONSES = {

@@ -109,7 +109,8 @@ def check_keys(spec: DomainSpec) -> None:
     for key in spec.extra:
         if extra_family(key) == FAMILY and key not in PLACES:
             raise InvalidArgument(
-                f"extra key {key!r} is not a place in libvirt domain XML; expected one of {', '.join(PLACES)}",
+                f"extra key {key!r} is not a place in libvirt domain XML; "
+                f"expected one of {', '.join(PLACES)}",
                 uuid=spec.uuid,
                 operation="define",
             )

@@ -3,6 +3,13 @@
 Specs are validated completely on construction, before any hypervisor is called: an invalid spec raises
 ``pydantic.ValidationError`` (a ``ValueError``) whose message names the offending field. Devices are
 self-describing (a ``kind`` discriminator), so one device serialised on its own parses back with ``DEVICE``.
+
+What the model does not describe (serial consoles, graphics, video, RNG, CD-ROMs, CPU model, clock...) is
+carried verbatim in ``DomainSpec.extra``: opaque text keyed by where it belongs in one driver family's
+configuration (``libvirt/devices``, ``libvirt/domain``, ``xl``...; see drivers/README.md). Only the driver
+of that family reads it; every other driver keeps it, so a spec survives any trip unchanged. An empty
+``extra`` is left out of every serialisation, so specs without extras serialise exactly as before the field
+existed.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ _TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]{1,3}$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# "<family>" or "<family>/<place>": which driver reads the entries and where they go in its configuration.
+_EXTRA_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(/[a-z][A-Za-z0-9_-]*)?$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f]")  # control characters but tab and newline
 _MEMORY_RE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
 _MEMORY_UNITS_TO_MIB = {
@@ -96,6 +105,11 @@ def as_uuid(value: uuidlib.UUID | str) -> uuidlib.UUID:
         return uuidlib.UUID(str(value))
     except ValueError:
         raise InvalidArgument(f"{value!r} is not a valid domain UUID") from None
+
+
+def extra_family(key: str) -> str:
+    """The driver family of a ``DomainSpec.extra`` key: ``"libvirt"`` for ``"libvirt/devices"``."""
+    return key.partition("/")[0]
 
 
 def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
@@ -266,6 +280,10 @@ class DomainSpec(_Model):
         on_reboot: What it does when the guest reboots.
         on_crash: What it does when the guest crashes.
         metadata: Free-form string pairs kept with the domain by the hypervisor.
+        extra: What the model does not describe, kept verbatim: per key (``"<family>/<place>"``, e.g.
+            ``"libvirt/devices"``), the entries in their order (for libvirt one XML element each, for xl
+            one ``key = value`` setting each). Opaque here: the driver of the family checks and applies
+            them, other drivers keep them. Keys with no entries are dropped.
     """
 
     uuid: uuidlib.UUID
@@ -281,6 +299,9 @@ class DomainSpec(_Model):
     on_reboot: LifecycleAction = "restart"
     on_crash: LifecycleAction = "destroy"
     metadata: dict[str, str] = Field(default_factory=dict)
+    # Specs without extras serialise as they did before the field existed: no churn in stored configs,
+    # xl.cfg files or the simulator's state.
+    extra: dict[str, tuple[str, ...]] = Field(default_factory=dict, exclude_if=lambda value: not value)
 
     @model_validator(mode="before")
     @classmethod
@@ -341,6 +362,20 @@ class DomainSpec(_Model):
             if not key or _CONTROL_CHARS.search(key) or _CONTROL_CHARS.search(item):
                 raise ValueError(f"metadata {key!r}: need a non-empty key; no control chars")
         return value
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_shape(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for key, entries in value.items():
+            if not _EXTRA_KEY_RE.match(key):
+                raise ValueError(
+                    f"extra key {key!r}: expected '<family>' or '<family>/<place>', e.g. 'libvirt/devices'"
+                )
+            for index, entry in enumerate(entries):
+                if not entry.strip() or "\0" in entry:
+                    raise ValueError(f"extra {key!r} entry {index}: must be non-empty text without NUL")
+        # One canonical form: a key without entries says nothing, so {"xl": []} is the same spec as {}.
+        return {key: entries for key, entries in sorted(value.items()) if entries}
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -3,7 +3,10 @@
 One file per thing, so that concurrent operations on different VMs (or different devices of one VM) touch
 different paths and merge:
 
-    vms/<xx>/<uuid>/config        JSON: name, memory, vcpus, boot, lifecycle actions, metadata
+    vms/<xx>/<uuid>/config        JSON: name, memory, vcpus, boot, lifecycle actions, metadata, and
+                                  ``extra`` (only when not empty): what the model does not describe,
+                                  verbatim, as lists of entries by key (``DomainSpec.extra``); a change to
+                                  it and a change to another field merge, as two changes to two keys do
     vms/<xx>/<uuid>/devices/<id>  JSON: one Disk or Nic
     vms/<xx>/<uuid>/desired       running | paused | stopped
     vms/<xx>/<uuid>/host          the pool host the VM is placed on (absent: this host)

@@ -106,7 +106,11 @@ class VM(BaseModel):
 
 def config_document(spec: DomainSpec) -> dict[str, Any]:
     """The ``vms/<xx>/<uuid>/config`` document: the spec without its uuid (the directory) and devices
-    (files)."""
+    (files).
+
+    The spec's ``extra`` (what the model does not describe, kept verbatim) is in it when not empty; a VM
+    without extras gets the very bytes it got before the field existed.
+    """
     return spec.model_dump(mode="json", exclude={"uuid", "disks", "nics"})
 
 

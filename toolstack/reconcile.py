@@ -223,6 +223,9 @@ def _apply(ts: Toolstack, action: Action, source: Tree, adopted: dict[str, bytes
         if source.get(layout.name_path(spec.name)) is not None:
             raise DomainNameTaken(spec.name, uuid)
         driver.define(spec)
+        # Stored as the hypervisor now reports it: had it normalised anything of the verbatim extras on the
+        # way, the stored spec would differ from the domain and every reconcile would plan an update.
+        spec = driver.get_spec(uuid)
         desired = Desired.of_state(driver.info(uuid).state)
         adopted.update(vm_files(spec, desired))
     else:

@@ -4,8 +4,25 @@ Device ids travel twice: as libvirt user aliases (``<alias name='ua-<id>'/>``, w
 devices and reports in DEVICE_REMOVED events) and in our ``<metadata>`` (a device map keyed by target dev or
 MAC, for hypervisors that drop aliases). Free-form metadata lives in ``<metadata>`` under ``NAMESPACE``.
 
-``xml_to_spec(spec_to_xml(s)) == s`` for every valid spec (a hypothesis property in the tests), and also
-after a trip through libvirt's own parser.
+What the model does not describe is kept verbatim in ``DomainSpec.extra`` (see ``drivers.libvirt.extra``
+for the places and the canonical form). Which of libvirt's elements a spec carries depends on where the
+XML comes from:
+
+- XML without our ``<gt:toolstack>`` metadata (a domain defined with virsh, say) or with it marked
+  ``keep="unmodelled"``: everything the model does not describe is captured, so that adopting a domain and
+  defining it again changes nothing of it;
+- XML we wrote from a spec without libvirt extras: nothing is captured. What libvirt adds on its own to such
+  a domain (``<clock>``, controllers, a memballoon...) stays libvirt's business, as the model's own
+  defaults (``<features><acpi/><apic/></features>`` for full virtualisation) stay ours.
+
+So a spec with libvirt extras is complete: it is rendered with its extras and none of our defaults, and is
+marked ``keep="unmodelled"`` so that it reads back with them. Entries of other driver families (``xl``...)
+ride along in our metadata as ``<gt:extra key='...'>`` elements, so that ``get_spec`` gives back what was
+defined whatever the family.
+
+``xml_to_spec(spec_to_xml(s)) == s`` for every valid spec whose libvirt extras are in canonical form (as
+``xml_to_spec`` produces them; a hypothesis property in the tests), and also after a trip through libvirt's
+own parser when the extras are as libvirt reports them.
 """
 
 from __future__ import annotations
@@ -14,12 +31,17 @@ import re
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 
+from pydantic import ValidationError
+
 from drivers.errors import InvalidArgument
-from drivers.models import Boot, Disk, DomainSpec, Nic
+from drivers.libvirt import extra
+from drivers.models import Boot, Disk, DomainSpec, Nic, extra_family
 
 NAMESPACE = "http://git-toolstack.org/xmlns/domain/1.0"
 PREFIX = "gt"
 USER_ALIAS_PREFIX = "ua-"
+KEEP_ATTRIBUTE = "keep"
+KEEP_UNMODELLED = "unmodelled"
 
 ET.register_namespace(PREFIX, NAMESPACE)
 
@@ -62,28 +84,37 @@ def spec_to_xml(spec: DomainSpec, domain_type: str = "qemu") -> str:
 
     Returns:
         The XML text.
+
+    Raises:
+        InvalidArgument: an entry of the spec's libvirt extras is malformed, or describes what the model
+            owns (a disk the model would read as a Disk, a ``<memory>``...); the message names the entry.
     """
+    kept = _kept(spec)
+    attributes = extra.attributes_entries(spec)
+    verbatim = any(extra_family(key) == extra.FAMILY for key in spec.extra)
     root = ET.Element("domain", {"type": domain_type})
     _sub(root, "name", spec.name)
     _sub(root, "uuid", str(spec.uuid))
-    _metadata(root, spec)
+    _metadata(root, spec, verbatim, kept[extra.METADATA])
     _sub(root, "memory", str(spec.effective_max_memory * 1024), unit="KiB")
     _sub(root, "currentMemory", str(spec.memory * 1024), unit="KiB")
-    vcpu = _sub(root, "vcpu", str(spec.effective_max_vcpus))
+    vcpu = _sub(root, "vcpu", str(spec.effective_max_vcpus), **attributes.get("vcpu", {}))
     if spec.effective_max_vcpus != spec.vcpus:
         vcpu.set("current", str(spec.vcpus))
-    _os(root, spec.boot, domain_type)
-    if root.findtext("os/type") == "hvm":
+    _os(root, spec.boot, domain_type, attributes, kept[extra.OS])
+    if not verbatim and root.findtext("os/type") == "hvm":
         # Without ACPI the guest gets no power button (shutdown() would be ignored) and no PCI hotplug.
         features = _sub(root, "features")
         _sub(features, "acpi")
         _sub(features, "apic")
+    root.extend(kept[extra.DOMAIN])
     _sub(root, "on_poweroff", spec.on_poweroff)
     _sub(root, "on_reboot", spec.on_reboot)
     _sub(root, "on_crash", spec.on_crash)
     devices = _sub(root, "devices")
     for device in spec.devices:
         devices.append(device_element(device))
+    devices.extend(kept[extra.DEVICES])
     ET.indent(root)
     return ET.tostring(root, encoding="unicode")
 
@@ -115,8 +146,33 @@ def device_element(device: Disk | Nic) -> ET.Element:
     return element
 
 
-def _metadata(root: ET.Element, spec: DomainSpec) -> None:
-    container = _sub(_sub(root, "metadata"), _q("toolstack"))
+def _kept(spec: DomainSpec) -> dict[str, list[ET.Element]]:
+    """The spec's libvirt extras by place, parsed and checked against what the model owns."""
+    extra.check_keys(spec)
+    kept = {place: extra.entries(spec, place) for place in extra.PLACES if place != extra.ATTRIBUTES}
+    checks = (
+        (extra.DOMAIN, lambda e: e.tag in extra.MODELLED_DOMAIN_CHILDREN, "is described by the model"),
+        (extra.OS, lambda e: e.tag in extra.MODELLED_OS_CHILDREN, "is described by the model's boot"),
+        (extra.METADATA, lambda e: e.tag == _q("toolstack"), "is the toolstack's own metadata"),
+        (extra.DEVICES, lambda e: _modelled_device(e, {}) is not None, "is a device the model describes"),
+    )
+    for place, owned, why in checks:
+        for index, element in enumerate(kept[place]):
+            if owned(element):
+                raise extra.refuse(spec, place, index, element, why)
+    return kept
+
+
+def _metadata(root: ET.Element, spec: DomainSpec, verbatim: bool, foreign: list[ET.Element]) -> None:
+    metadata = _sub(root, "metadata")
+    container = _sub(metadata, _q("toolstack"))
+    if verbatim:
+        container.set(KEEP_ATTRIBUTE, KEEP_UNMODELLED)
+    metadata.extend(foreign)
+    for key, entries in spec.extra.items():
+        if extra_family(key) != extra.FAMILY:
+            for entry in entries:
+                _sub(container, _q("extra"), entry, key=key)
     for key, value in spec.metadata.items():
         _sub(container, _q("meta"), value, key=key)
     for device in spec.devices:
@@ -126,11 +182,17 @@ def _metadata(root: ET.Element, spec: DomainSpec) -> None:
             _sub(container, _q("device"), id=device.id, kind="nic", mac=device.mac)
 
 
-def _os(root: ET.Element, boot: Boot, domain_type: str) -> None:
-    os_element = _sub(root, "os")
+def _os(
+    root: ET.Element,
+    boot: Boot,
+    domain_type: str,
+    attributes: dict[str, dict[str, str]],
+    kept: list[ET.Element],
+) -> None:
+    os_element = _sub(root, "os", **attributes.get("os", {}))
     # Xen PV guests boot a kernel directly; everything else here is a full virtual machine.
     os_type = "xen" if domain_type == "xen" and boot.kernel else "hvm"
-    _sub(os_element, "type", os_type)
+    _sub(os_element, "type", os_type, **attributes.get("type", {}))
     if boot.kernel:
         _sub(os_element, "kernel", boot.kernel)
         if boot.initrd:
@@ -139,6 +201,7 @@ def _os(root: ET.Element, boot: Boot, domain_type: str) -> None:
             _sub(os_element, "cmdline", boot.cmdline)
     else:
         _sub(os_element, "boot", dev=boot.device or "hd")
+    os_element.extend(kept)  # after our <boot>: the first one is the model's
 
 
 # -- XML → DomainSpec ---------------------------------------------------------------------------------------
@@ -147,8 +210,9 @@ def _os(root: ET.Element, boot: Boot, domain_type: str) -> None:
 def xml_to_spec(text: str) -> DomainSpec:
     """Parse libvirt domain XML (ours, or any domain libvirt reports) into a DomainSpec.
 
-    Devices the model cannot express (consoles, graphics, user-mode NICs, CD-ROMs) are left out, so a
-    foreign domain can still be listed and adopted.
+    What the model cannot express (consoles, graphics, user-mode NICs, CD-ROMs, CPU model...) goes to the
+    spec's ``extra``, verbatim, when the XML is not ours or is ours marked ``keep="unmodelled"``; from XML
+    we wrote for a spec without libvirt extras, it is left out (see the module docstring).
 
     Raises:
         InvalidArgument: The XML is malformed or misses the name, uuid or memory.
@@ -159,13 +223,15 @@ def xml_to_spec(text: str) -> DomainSpec:
         raise InvalidArgument(f"malformed domain XML: {error}") from None
     if root.tag != "domain":
         raise InvalidArgument(f"expected a <domain> document, got <{root.tag}>")
-    meta, device_ids = _read_metadata(root)
+    meta, device_ids, kept, capture = _read_metadata(root)
     max_memory = _memory_mib(root, "memory")
     current = _memory_mib(root, "currentMemory", default=max_memory)
     vcpu = root.find("vcpu")
     max_vcpus = int(vcpu.text or "1") if vcpu is not None else 1
     vcpus = int(vcpu.get("current", max_vcpus)) if vcpu is not None else 1
-    disks, nics = _read_devices(root, device_ids)
+    disks, nics, unmodelled_devices = _read_devices(root, device_ids)
+    if capture:
+        kept.update(_unmodelled(root, unmodelled_devices))
     # libvirt keeps disks sorted by bus and target, not in the order given: our metadata remembers it.
     rank = {device_id: index for index, device_id in enumerate(device_ids.values())}
     disks.sort(key=lambda disk: rank.get(disk.id, len(rank)))
@@ -184,7 +250,32 @@ def xml_to_spec(text: str) -> DomainSpec:
         on_reboot=root.findtext("on_reboot", "restart"),
         on_crash=root.findtext("on_crash", "destroy"),
         metadata=meta,
+        extra=kept,
     )
+
+
+def _unmodelled(root: ET.Element, devices: list[ET.Element]) -> dict[str, tuple[str, ...]]:
+    """Everything of ``root`` the model does not describe, as canonical fragments by place."""
+    os_element = root.find("os")
+    os_children = list(os_element) if os_element is not None else []
+    if os_element is not None and os_element.find("kernel") is None:
+        boots = [child for child in os_children if child.tag == "boot"]
+        if boots:
+            os_children.remove(boots[0])  # the model's boot device
+    metadata = root.find("metadata")
+    return {
+        extra.DOMAIN: extra.fragments(c for c in root if c.tag not in extra.MODELLED_DOMAIN_CHILDREN),
+        extra.OS: extra.fragments(c for c in os_children if c.tag not in extra.MODELLED_OS_CHILDREN),
+        extra.DEVICES: extra.fragments(devices),
+        extra.METADATA: extra.fragments(
+            c for c in (metadata if metadata is not None else ()) if c.tag != _q("toolstack")
+        ),
+        extra.ATTRIBUTES: (
+            *extra.attributes_entry("os", os_element),
+            *extra.attributes_entry("type", root.find("os/type")),
+            *extra.attributes_entry("vcpu", root.find("vcpu")),
+        ),
+    }
 
 
 def _required_text(root: ET.Element, tag: str) -> str:
@@ -206,16 +297,24 @@ def _memory_mib(root: ET.Element, tag: str, default: int | None = None) -> int:
     return max(1, int(element.text or "0") * _UNIT_BYTES[unit] // _MIB)
 
 
-def _read_metadata(root: ET.Element) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+def _read_metadata(
+    root: ET.Element,
+) -> tuple[dict[str, str], dict[tuple[str, str], str], dict[str, tuple[str, ...]], bool]:
+    """Our metadata: free-form pairs, device ids, the extras of other families, and whether to capture
+    the unmodelled elements."""
     container = root.find(f"metadata/{_q('toolstack')}")
     if container is None:
-        return {}, {}
+        return {}, {}, {}, True  # not written by us: capture everything
     meta = {item.get("key", ""): item.text or "" for item in container.findall(_q("meta"))}
     ids: dict[tuple[str, str], str] = {}
     for item in container.findall(_q("device")):
         key = ("disk", item.get("target", "")) if item.get("kind") == "disk" else ("nic", item.get("mac", ""))
         ids[key] = item.get("id", "")
-    return meta, ids
+    others: dict[str, list[str]] = {}
+    for item in container.findall(_q("extra")):
+        others.setdefault(item.get("key", ""), []).append(item.text or "")
+    kept = {key: tuple(entries) for key, entries in others.items()}
+    return meta, ids, kept, container.get(KEEP_ATTRIBUTE) == KEEP_UNMODELLED
 
 
 def _read_boot(root: ET.Element) -> Boot:
@@ -238,45 +337,70 @@ def _device_id(
     return ids.get(key) or fallback
 
 
-def _read_devices(root: ET.Element, ids: dict[tuple[str, str], str]) -> tuple[list[Disk], list[Nic]]:
+def _read_devices(
+    root: ET.Element, ids: dict[tuple[str, str], str]
+) -> tuple[list[Disk], list[Nic], list[ET.Element]]:
+    """The disks and NICs of ``root``, and the device elements that are neither, in document order."""
     disks: list[Disk] = []
     nics: list[Nic] = []
-    for element in root.findall("devices/disk"):
-        source = element.find("source")
-        target = element.find("target")
-        path = source.get("file") or source.get("dev") if source is not None else None
-        if element.get("device", "disk") != "disk" or target is None or not path:
-            continue
-        dev = target.get("dev", "")
-        driver = element.find("driver")
-        disks.append(
-            Disk(
-                id=_device_id(element, ids, ("disk", dev), dev),
-                source=path,
-                format=driver.get("type", "raw") if driver is not None else "raw",  # type: ignore[arg-type]
-                target=dev,
-                bus=target.get("bus", _bus_for(dev)),  # type: ignore[arg-type]
-                readonly=element.find("readonly") is not None,
-            )
-        )
-    for element in root.findall("devices/interface"):
-        kind = element.get("type")
-        mac_element = element.find("mac")
-        source = element.find("source")
-        if kind not in ("network", "bridge") or mac_element is None or source is None:
-            continue
-        mac = mac_element.get("address", "").lower()
-        model = element.find("model")
-        nics.append(
-            Nic(
-                id=_device_id(element, ids, ("nic", mac), "nic-" + re.sub("[^0-9a-f]", "", mac)),
-                mac=mac,
-                network=source.get("network") if kind == "network" else None,
-                bridge=source.get("bridge") if kind == "bridge" else None,
-                model=model.get("type", "virtio") if model is not None else "virtio",  # type: ignore[arg-type]
-            )
-        )
-    return disks, nics
+    unmodelled: list[ET.Element] = []
+    for element in root.findall("devices/*"):
+        device = _modelled_device(element, ids)
+        if isinstance(device, Disk):
+            disks.append(device)
+        elif isinstance(device, Nic):
+            nics.append(device)
+        else:
+            unmodelled.append(element)
+    return disks, nics, unmodelled
+
+
+def _modelled_device(element: ET.Element, ids: dict[tuple[str, str], str]) -> Disk | Nic | None:
+    """The Disk or Nic a device element describes, or None if the model cannot express it (a CD-ROM, a
+    user-mode NIC, a disk on a bus the model lacks...): that element is kept verbatim instead."""
+    try:
+        if element.tag == "disk":
+            return _disk(element, ids)
+        if element.tag == "interface":
+            return _nic(element, ids)
+    except ValidationError:
+        return None
+    return None
+
+
+def _disk(element: ET.Element, ids: dict[tuple[str, str], str]) -> Disk | None:
+    source = element.find("source")
+    target = element.find("target")
+    path = source.get("file") or source.get("dev") if source is not None else None
+    if element.get("device", "disk") != "disk" or target is None or not path:
+        return None
+    dev = target.get("dev", "")
+    driver = element.find("driver")
+    return Disk(
+        id=_device_id(element, ids, ("disk", dev), dev),
+        source=path,
+        format=driver.get("type", "raw") if driver is not None else "raw",  # type: ignore[arg-type]
+        target=dev,
+        bus=target.get("bus", _bus_for(dev)),  # type: ignore[arg-type]
+        readonly=element.find("readonly") is not None,
+    )
+
+
+def _nic(element: ET.Element, ids: dict[tuple[str, str], str]) -> Nic | None:
+    kind = element.get("type")
+    mac_element = element.find("mac")
+    source = element.find("source")
+    if kind not in ("network", "bridge") or mac_element is None or source is None:
+        return None
+    mac = mac_element.get("address", "").lower()
+    model = element.find("model")
+    return Nic(
+        id=_device_id(element, ids, ("nic", mac), "nic-" + re.sub("[^0-9a-f]", "", mac)),
+        mac=mac,
+        network=source.get("network") if kind == "network" else None,
+        bridge=source.get("bridge") if kind == "bridge" else None,
+        model=model.get("type", "virtio") if model is not None else "virtio",  # type: ignore[arg-type]
+    )
 
 
 def _bus_for(dev: str) -> str:

@@ -3,20 +3,50 @@
 xl has no "defined but stopped" domains: like xl users, we keep one xl.cfg per domain in a configuration
 directory as the persistent config. The file also carries the whole spec as a JSON comment, because xl.cfg
 has no place for device ids or free-form metadata; xl ignores comments.
+
+Settings the model does not describe (``serial``, ``vnc``, ``vfb``, ``usb``, ``usbdevice``, ``soundhw``,
+``extra``, ``cpuid``, ``viridian``...) are the spec's ``extra["xl"]``: one ``key = value`` line each, written
+verbatim after ours, in their order. Keys the model renders (``memory``, ``disk``...) are refused there, as
+the same key twice would be ambiguous. Other families' extras (``libvirt/...``) ride in the embedded spec.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from drivers.errors import Unsupported
-from drivers.models import Disk, DomainSpec, Nic
+from drivers.errors import InvalidArgument, Unsupported
+from drivers.models import Disk, DomainSpec, Nic, extra_family
 
 SPEC_MARKER = "# toolstack-spec: "
 HEADER = "# Written by git-toolstack's xl driver; edit the domain spec instead of this file."
 _BOOT_ORDER = {"hd": "c", "cdrom": "d", "network": "n"}
 _EMULATED_NIC_MODELS = {"e1000", "e1000e", "rtl8139"}
+EXTRA_KEY = "xl"
+# The keys render() writes: the model's. An extra setting may not repeat one.
+MODELLED_KEYS = frozenset(
+    {
+        "name",
+        "uuid",
+        "type",
+        "builder",
+        "memory",
+        "maxmem",
+        "vcpus",
+        "maxvcpus",
+        "kernel",
+        "ramdisk",
+        "cmdline",
+        "boot",
+        "disk",
+        "vif",
+        "on_poweroff",
+        "on_reboot",
+        "on_crash",
+    }
+)
+_SETTING_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*\S")
 
 
 def check_supported(spec_or_device: DomainSpec | Disk | Nic, uuid: object) -> None:
@@ -39,6 +69,47 @@ def check_supported(spec_or_device: DomainSpec | Disk | Nic, uuid: object) -> No
                 uuid=uuid,
                 operation="define",
             )
+
+
+def check_extra(spec: DomainSpec) -> None:
+    """Check the spec's xl settings before anything is written.
+
+    Raises:
+        InvalidArgument: an ``xl/...`` key (xl settings have one place: ``xl``), a setting that is not one
+            ``key = value`` line, a key the model renders, or a key given twice; the message quotes it.
+    """
+    seen: set[str] = set()
+    for key, settings in spec.extra.items():
+        if extra_family(key) != EXTRA_KEY:
+            continue
+        if key != EXTRA_KEY:
+            raise InvalidArgument(
+                f"extra key {key!r}: xl settings all go under {EXTRA_KEY!r}",
+                uuid=spec.uuid,
+                operation="define",
+            )
+        for index, setting in enumerate(settings):
+            match = _SETTING_RE.match(setting)
+            if match is None or "\n" in setting or "\r" in setting:
+                raise InvalidArgument(
+                    f"extra 'xl' entry {index} {setting!r} is not one 'key = value' line",
+                    uuid=spec.uuid,
+                    operation="define",
+                )
+            name = match.group(1)
+            if name in MODELLED_KEYS:
+                raise InvalidArgument(
+                    f"extra 'xl' entry {index} sets {name!r}, which the model describes",
+                    uuid=spec.uuid,
+                    operation="define",
+                )
+            if name in seen:
+                raise InvalidArgument(
+                    f"extra 'xl' entry {index} sets {name!r} a second time",
+                    uuid=spec.uuid,
+                    operation="define",
+                )
+            seen.add(name)
 
 
 def disk_spec(disk: Disk) -> str:
@@ -82,6 +153,7 @@ def render(spec: DomainSpec) -> str:
         f'on_poweroff = "{spec.on_poweroff}"',
         f'on_reboot = "{spec.on_reboot}"',
         f'on_crash = "{spec.on_crash}"',
+        *spec.extra.get(EXTRA_KEY, ()),
     ]
     return "\n".join(lines) + "\n"
 

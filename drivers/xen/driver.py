@@ -80,6 +80,7 @@ class XlDriver(Driver):
 
     def define(self, spec: DomainSpec) -> None:
         xlcfg.check_supported(spec, spec.uuid)
+        xlcfg.check_extra(spec)
         with self._lock:
             configs = self._configs()
             for _path, other in configs.values():

@@ -398,7 +398,7 @@ def main() -> None:
     driver = f"sim://{workdir}/sim"
     try:
         print(f"setting up {args.vms} VMs on the simulator...", flush=True)
-        with Toolstack.open(repo, driver, author="bench") as ts:
+        with Toolstack.init(repo, driver, author="bench") as ts:
             for name in names("vm", args.vms):
                 ts.create(name, memory=64)
             probe = ts.vms()[args.vms // 2].name

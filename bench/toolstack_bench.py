@@ -32,6 +32,7 @@ from store.objects import COMMIT, encode_commit, object_id
 from toolstack import layout
 from toolstack.models import Desired, vm_files
 from toolstack.ops import Toolstack
+from toolstack.pool import init_pool
 
 
 def raw_define_start(uri: str, count: int) -> float:
@@ -56,7 +57,7 @@ def raw_define_start(uri: str, count: int) -> float:
 
 def toolstack_create_start(workdir: str, uri: str, count: int) -> float:
     repo = os.path.join(workdir, f"ops-{uuidlib.uuid4().hex[:6]}.git")
-    with Toolstack.open(repo, uri, author="bench") as ts:
+    with Toolstack.init(repo, uri, author="bench") as ts:
         names = [f"vm-{uuidlib.uuid4().hex[:10]}" for _ in range(count)]
         start = time.perf_counter()
         for name in names:
@@ -105,6 +106,7 @@ def build_history(repo: str, commits: int, vms: int = 100) -> str:
                 pending = []
         store.backend.write_objects(pending)
         store.set_branch("main", head)
+    init_pool(repo, "bench")  # the pool record, as on a repository an older release made
     return uuids[0]
 
 

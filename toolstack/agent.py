@@ -11,8 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from store import Conflict, RemoteError, Store
+from store import Conflict, RemoteError
 from toolstack.ops import Toolstack
+from toolstack.pool import clone_pool
 from toolstack.sync import pull
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 def open_agent(repo: str, driver_uri: str, host: str, url: str) -> Toolstack:
     """The agent's toolstack on its own clone of the shared repository (cloned on first start)."""
     if not os.path.exists(repo) or not os.listdir(repo):
-        Store.clone(url, repo).close()
-    ts = Toolstack.open(repo, driver_uri, host=host, author=f"agent {host} <agent@{host}>", create=False)
+        clone_pool(url, repo)
+    ts = Toolstack.open(repo, driver_uri, host=host, author=f"agent {host} <agent@{host}>")
     ts.store.remote("origin", url)
     return ts
 

@@ -71,18 +71,16 @@ class Context:
         self.json = as_json
         self._toolstack: Any = None
 
-    def toolstack(self, create: bool = True) -> Any:
+    def toolstack(self) -> Any:
+        """The toolstack on this pool's state repository (never created here: ``toolstack init`` does)."""
         from toolstack.ops import Toolstack  # imported on use: `--help` stays fast
 
         if self._toolstack is None:
-            if not create and not os.path.exists(self.repo):
-                raise ToolstackError(f"no state repository at {self.repo} (set --repo or TOOLSTACK_REPO)")
             self._toolstack = Toolstack.open(
                 self.repo,
                 self.driver_uri,
                 host=self.host,
                 author=self.author or operator_identity(),
-                create=create,
             )
             for task in self._toolstack.recovered:
                 click.echo(
@@ -203,7 +201,7 @@ def vm_create(
 @handled
 def vm_list(c: Context) -> None:
     """List VMs with their desired and actual state."""
-    ts = c.toolstack(create=False)
+    ts = c.toolstack()
     states = {str(info.uuid): info.state.value for info in ts.driver.list()}
     vms = ts.vms()
     records = [vm_record(v, states.get(v.uuid, "absent")) for v in vms]
@@ -217,7 +215,7 @@ def vm_list(c: Context) -> None:
 @handled
 def vm_show(c: Context, name: str) -> None:
     """Show one VM: configuration, devices, state and recent history."""
-    ts = c.toolstack(create=False)
+    ts = c.toolstack()
     found = ts.vm(name)
     info = ts.info(found)
     record = vm_record(found, info.state.value if info else "absent")
@@ -249,7 +247,7 @@ def _lifecycle_command(verb: str, help_text: str) -> None:
     @pass_ctx
     @handled
     def command(c: Context, name: str) -> None:
-        ts = c.toolstack(create=False)
+        ts = c.toolstack()
         if verb == "delete":
             ts.delete(name)
             emit({"name": name, "deleted": True}, c.json, f"deleted {name}")
@@ -282,7 +280,7 @@ for _verb, _help in [
 @handled
 def vm_shutdown(c: Context, name: str, timeout: float, force: bool) -> None:
     """Ask a VM's guest to power off."""
-    result = c.toolstack(create=False).shutdown(name, timeout=timeout, force=force)
+    result = c.toolstack().shutdown(name, timeout=timeout, force=force)
     emit(vm_record(result), c.json, f"shutdown {result.name}: stopped")
 
 
@@ -293,7 +291,7 @@ def vm_shutdown(c: Context, name: str, timeout: float, force: bool) -> None:
 @handled
 def vm_migrate(c: Context, name: str, to_host: str) -> None:
     """Move a VM to another pool host (stopped here, started there by that host's agent)."""
-    result = c.toolstack(create=False).migrate(name, to_host)
+    result = c.toolstack().migrate(name, to_host)
     emit(vm_record(result), c.json, f"{result.name} placed on {to_host}")
 
 
@@ -305,7 +303,7 @@ def vm_migrate(c: Context, name: str, to_host: str) -> None:
 @handled
 def vm_set(c: Context, name: str, memory: int | None, vcpus: int | None) -> None:
     """Change memory and/or vCPUs (live where the VM allows, persistently always)."""
-    result = c.toolstack(create=False).set_resources(name, memory=memory, vcpus=vcpus)
+    result = c.toolstack().set_resources(name, memory=memory, vcpus=vcpus)
     emit(
         vm_record(result),
         c.json,
@@ -330,9 +328,7 @@ def disk() -> None:
 def disk_attach(
     c: Context, name: str, path: str, target: str | None, device_id: str | None, readonly: bool
 ) -> None:
-    result = c.toolstack(create=False).attach_disk(
-        name, path, target=target, device_id=device_id, readonly=readonly
-    )
+    result = c.toolstack().attach_disk(name, path, target=target, device_id=device_id, readonly=readonly)
     emit(vm_record(result), c.json, f"attached {path} to {result.name}")
 
 
@@ -342,7 +338,7 @@ def disk_attach(
 @pass_ctx
 @handled
 def disk_detach(c: Context, name: str, device_id: str) -> None:
-    result = c.toolstack(create=False).detach(name, device_id)
+    result = c.toolstack().detach(name, device_id)
     emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
 
 
@@ -364,9 +360,7 @@ def nic_attach(
 ) -> None:
     if (network is None) == (bridge is None):
         raise click.UsageError("give a NETWORK or --bridge (one of them)")
-    result = c.toolstack(create=False).attach_nic(
-        name, network=network, bridge=bridge, mac=mac, device_id=device_id
-    )
+    result = c.toolstack().attach_nic(name, network=network, bridge=bridge, mac=mac, device_id=device_id)
     emit(vm_record(result), c.json, f"attached a nic to {result.name}")
 
 
@@ -376,7 +370,7 @@ def nic_attach(
 @pass_ctx
 @handled
 def nic_detach(c: Context, name: str, device_id: str) -> None:
-    result = c.toolstack(create=False).detach(name, device_id)
+    result = c.toolstack().detach(name, device_id)
     emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
 
 

@@ -26,7 +26,7 @@ from toolstack.task_records import get_task, list_tasks
 @handled
 def log_command(c: Context, name: str | None, limit: int | None) -> None:
     """Operations newest first, on one VM or on all."""
-    ops = c.toolstack(create=False).log(name, limit=limit)
+    ops = c.toolstack().log(name, limit=limit)
     rows = [(op.commit[:10], when(op.time), op.author, op.subject) for op in ops]
     emit_lines([op.to_dict() for op in ops], c.json, table(["commit", "date", "author", "operation"], rows))
 
@@ -44,7 +44,7 @@ def _render_value(value: bytes | None) -> str:
 @handled
 def show_command(c: Context, commit: str) -> None:
     """Show a commit and what it changed."""
-    view = show_commit(c.toolstack(create=False), commit)
+    view = show_commit(c.toolstack(), commit)
     info = view.info
     record = {
         "commit": info.id,
@@ -77,7 +77,7 @@ def show_command(c: Context, commit: str) -> None:
 @handled
 def diff_command(c: Context, a: str, b: str) -> None:
     """What changed from revision A to revision B."""
-    diff = c.toolstack(create=False).store.diff(a, b)
+    diff = c.toolstack().store.diff(a, b)
     records = [
         {"path": ch.path, "kind": ch.kind, "old": _render_value(ch.old), "new": _render_value(ch.new)}
         for ch in diff
@@ -102,6 +102,7 @@ def _run_plan(
     record = plan.to_dict()
     lines = [f"{'would ' if dry_run else ''}{a.describe()}" for a in plan.actions] or ["nothing to do"]
     lines += [f"drift: {d}" for d in plan.drift] + [f"unknown: {u}" for u in plan.unknown]
+    lines += [f"foreign: {f}" for f in plan.foreign]
     lines += [f"invalid: {i}" for i in plan.invalid] + [f"busy: {b}" for b in plan.busy]
     lines += [f"error: {e}" for e in plan.errors]
     emit(record, c.json, "\n".join(lines))
@@ -117,7 +118,7 @@ def _run_plan(
 @handled
 def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool) -> None:
     """Restore the VM state of COMMIT in a new commit, then reconcile the hypervisor to it."""
-    ts = c.toolstack(create=False)
+    ts = c.toolstack()
     _run_plan(
         c,
         lambda dry, progress: ts.rollback(commit, vm=vm_name, dry_run=dry, progress=progress),
@@ -153,7 +154,7 @@ def task() -> None:
 @pass_ctx
 @handled
 def task_list(c: Context, limit: int) -> None:
-    tasks, _ = list_tasks(c.toolstack(create=False), limit=limit)
+    tasks, _ = list_tasks(c.toolstack(), limit=limit)
     rows = [
         (
             t.id,
@@ -178,7 +179,7 @@ def task_list(c: Context, limit: int) -> None:
 @pass_ctx
 @handled
 def task_show(c: Context, task_id: str) -> None:
-    found = get_task(c.toolstack(create=False), task_id)
+    found = get_task(c.toolstack(), task_id)
     if found is None:
         raise ToolstackError(f"no task {task_id!r}")
     record = found.model_dump(mode="json")
@@ -197,7 +198,7 @@ def store_group() -> None:
 @pass_ctx
 @handled
 def store_get(c: Context, path: str, rev: str) -> None:
-    store = c.toolstack(create=False).store
+    store = c.toolstack().store
     value = store.at(rev).get(path)
     if value is None:
         raise ToolstackError(f"{path}: no value at {rev}")
@@ -226,7 +227,7 @@ def store_set(c: Context, path: str, value: str, message: str | None) -> None:
 @pass_ctx
 @handled
 def store_ls(c: Context, path: str, rev: str) -> None:
-    names = c.toolstack(create=False).store.at(rev).list(path)
+    names = c.toolstack().store.at(rev).list(path)
     emit(names, c.json, "\n".join(names))
 
 
@@ -234,7 +235,7 @@ def store_ls(c: Context, path: str, rev: str) -> None:
 @pass_ctx
 @handled
 def store_branches(c: Context) -> None:
-    store = c.toolstack(create=False).store
+    store = c.toolstack().store
     records = [{"branch": b, "head": store.branch(b).head} for b in store.branches()]
     emit(records, c.json, table(["branch", "head"], [(r["branch"], r["head"]) for r in records]))
 
@@ -279,7 +280,7 @@ def events_command(c: Context, token: str | None, follow: bool) -> None:
     from toolstack.events import events_since
     from toolstack.events import follow as follow_events
 
-    store = c.toolstack(create=False).store
+    store = c.toolstack().store
     # A full commit id is taken as is: one squashed away is reported as lost events, not as a bad argument.
     since = token if token is None or re.fullmatch(r"[0-9a-f]{40}", token) else store.resolve(token)
 

@@ -4,8 +4,49 @@ from __future__ import annotations
 
 import click
 
-from toolstack.cli import Context, handled, main, pass_ctx
+from toolstack.cli import Context, handled, main, operator_identity, pass_ctx
 from toolstack.output import emit
+
+
+@main.command("init")
+@click.option("--name", default=None, help="The pool's name [the repository's directory name]")
+@pass_ctx
+@handled
+def init_command(c: Context, name: str | None) -> None:
+    """Create a pool: a new state repository whose root commit records the pool's id, name and time.
+
+    The one command that creates a state repository; hosts and operators join with `toolstack clone`. In a
+    repository made by an older release it adds the pool record (once, on one host; the others pull it).
+    """
+    from toolstack.pool import init_pool
+
+    pool = init_pool(c.repo, name, c.author or operator_identity())
+    emit(
+        {"repo": c.repo, **pool.model_dump(mode="json")},
+        c.json,
+        f"initialized pool {pool.name} ({pool.id}) in {c.repo}",
+    )
+
+
+@main.command("clone")
+@click.argument("url")
+@click.argument("path", required=False)
+@pass_ctx
+@handled
+def clone_command(c: Context, url: str, path: str | None) -> None:
+    """Join a pool: clone its state repository from URL into PATH [--repo]. Writes nothing to the
+    hypervisor: run `toolstack reconcile` (or an agent) afterwards."""
+    import os
+
+    from toolstack.pool import clone_pool
+
+    target = os.path.abspath(path) if path else c.repo
+    pool = clone_pool(url, target)
+    emit(
+        {"repo": target, "url": url, **pool.model_dump(mode="json")},
+        c.json,
+        f"cloned pool {pool.name} ({pool.id}) from {url} into {target}",
+    )
 
 
 @main.command("pull")
@@ -16,9 +57,18 @@ from toolstack.output import emit
 @pass_ctx
 @handled
 def pull_command(c: Context, remote: str, url: str | None, push_back: bool, no_reconcile: bool) -> None:
-    """Merge the remote's main (GitOps edits included), validate it, and reconcile the hypervisor."""
+    """Merge the remote's main (GitOps edits included), validate it, and reconcile the hypervisor.
+
+    With --url into a missing or empty repository path, it clones the pool first (as `toolstack clone`)."""
+    import os
+
+    from toolstack.pool import clone_pool
     from toolstack.sync import pull
 
+    if url is not None and (not os.path.exists(c.repo) or not os.listdir(c.repo)):
+        clone_pool(url, c.repo)
+        if remote != "origin":
+            c.toolstack().store.remote(remote, url)
     result = pull(c.toolstack(), remote, url, push=push_back, reconcile=not no_reconcile)
     lines = [f"main: {(result.before or '-')[:12]} -> {(result.after or '-')[:12]}"]
     lines += [f"rejected {uuid}: {error}" for uuid, error in result.rejected.items()]
@@ -39,7 +89,7 @@ def push_command(c: Context, remote: str, url: str | None, force: bool) -> None:
     """Publish main to a remote (refused if the remote has commits main lacks, unless --force)."""
     from toolstack.sync import push
 
-    head = push(c.toolstack(create=False), remote, url, force=force)
+    head = push(c.toolstack(), remote, url, force=force)
     emit({"remote": remote, "main": head}, c.json, f"pushed main ({head[:12]}) to {remote}")
 
 
@@ -58,7 +108,7 @@ def gc_command(c: Context, before: str, prune_archives: bool) -> None:
     from toolstack import layout
     from toolstack.errors import ToolstackError
 
-    ts = c.toolstack(create=False)
+    ts = c.toolstack()
     busy = ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")
     if busy:
         raise ToolstackError(f"{len(busy)} operation(s) in progress: run gc when no VM is busy")

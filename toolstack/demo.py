@@ -1,7 +1,7 @@
 """`make run`: the main job on the embedded default (the simulator), narrated as a user would type it.
 
-Creates three guests and starts them, changes one, destroys one, rolls back, then prints the state
-repository's `git log --graph --oneline` and each VM's history.
+Creates a pool, then three guests and starts them, changes one, destroys one, rolls back, then prints the
+state repository's `git log --graph --oneline` and each VM's history.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def main() -> None:
         subprocess.run(["git", "-C", env["TOOLSTACK_REPO"], *args], check=True)
 
     print(f"# state repository: {env['TOOLSTACK_REPO']}\n# hypervisor: {env['TOOLSTACK_DRIVER']}\n")
+    print("## 0. create the pool: its state repository, whose root commit records the pool's identity")
+    toolstack("init", "--name", "demo")
     print("## 1. create three guests and start them")
     for name, memory in (("web1", "512M"), ("web2", "512M"), ("db1", "1G")):
         toolstack(

@@ -3,7 +3,7 @@
 Read-only: it opens the store without recovering claims or creating anything, and needs no hypervisor.
 What it checks beyond ``git fsck --full``:
 
-- main's head commit and its tree exist (what every command checks first);
+- main's head commit and its tree exist (what every command checks first), and main holds the pool record;
 - every VM directory sits in its shard (``vms/<uuid[:2]>/<uuid>``), is named by a uuid, and validates;
 - names are unique: every ``names/<xx>/<name>`` is in its shard, names an existing VM whose config carries
   that name, every VM has its name record, and no two VMs share a name;
@@ -27,6 +27,7 @@ from store import CorruptObject, Store, Tree, UnknownCommit
 from toolstack import layout
 from toolstack.errors import ToolstackError
 from toolstack.models import Task, TaskStatus, read_vm
+from toolstack.pool import read_pool
 
 Severity = Literal["error", "warning"]
 GIT_FSCK_TIMEOUT = 600.0
@@ -40,7 +41,7 @@ class Finding:
 
     Attributes:
         severity: ``"error"`` (the repository breaks an invariant) or ``"warning"`` (worth a look).
-        check: Which check found it: git, head, vms, names, tasks or claims.
+        check: Which check found it: git, head, pool, vms, names, tasks or claims.
         message: What is wrong, naming the object.
         path: The path on main or the ref concerned, where there is one.
     """
@@ -90,6 +91,11 @@ def fsck(store: Store, *, run_git: bool = True) -> FsckReport:
         report.add("warning", "head", "main has no commit: the repository is empty")
         return report
     tree = main.tree
+    try:
+        if read_pool(tree) is None:
+            report.add("error", "pool", "main has no pool record: run `toolstack init` once", layout.POOL)
+    except ToolstackError as err:
+        report.add("error", "pool", str(err), layout.POOL)
     uuids, config_names = _check_vms(tree, report)
     _check_names(tree, uuids, config_names, report)
     _check_tasks(tree, report)

@@ -3,6 +3,7 @@
 One file per thing, so that concurrent operations on different VMs (or different devices of one VM) touch
 different paths and merge:
 
+    pool                          JSON: the pool's id, name, creation time (written once, by init)
     vms/<xx>/<uuid>/config        JSON: name, memory, vcpus, boot, lifecycle actions, metadata, and
                                   ``extra`` (only when not empty): what the model does not describe,
                                   verbatim, as lists of entries by key (``DomainSpec.extra``); a change to
@@ -43,6 +44,7 @@ TASKS = "tasks"
 LOCK_PREFIX = "vm-task"  # refs/heads/vm-task/<uuid>: the running operation on a VM (its task branch)
 FAILED_PREFIX = "failed-tasks"  # refs/heads/failed-tasks/<task>: failed tasks, kept for audit
 MAIN = "main"
+POOL = "pool"  # JSON: the pool's id, name and creation time (toolstack.pool)
 
 
 def vm_dir(uuid: str) -> str:

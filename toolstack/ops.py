@@ -1,12 +1,13 @@
 """VM operations (``toolstack.ops``): each one a task on the state repository that drives the hypervisor.
 
->>> ts = Toolstack.open("state.git", "sim://")
+>>> ts = Toolstack.init("state.git", "sim://", name="lab")   # later: Toolstack.open("state.git", "sim://")
 >>> vm = ts.create("web1", memory="512M", vcpus=2)
 >>> ts.start("web1")
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
@@ -44,18 +45,13 @@ from toolstack.models import (
     vm_files,
     vm_uuids,
 )
+from toolstack.ownership import OwnedDriver
+from toolstack.pool import Pool, init_pool, missing_repository, read_pool
 from toolstack.reconcile import Action, Plan, apply_plan, converge_vm, make_plan
 from toolstack.tasks import Operation, TaskRunner
 
 VM_CACHE_SIZE = 16384  # parsed VMs kept (see Toolstack._read_vm)
 
-STATE_README = b"""This repository is the state of a git-toolstack: every change to VM configuration and
-lifecycle is a commit. See `git log --first-parent main` for the operations, and
-vms/<xx>/<uuid>/ for each VM (config, devices/<id>, desired; <xx>: the uuid's first two
-characters); names/<xx>/<name> maps names to uuids (<xx>: from the name's SHA-1);
-hosts/<host>/domains/<xx>/<uuid> is the state last observed; tasks/<xx>/<id> the tasks
-(<xx>: the id's last two characters).
-"""
 SHARDING_MESSAGE = "Move vms/<uuid> and names/<name> into two-character shards"
 
 
@@ -79,21 +75,17 @@ class Toolstack(ConfigOperations):
         recover: bool = True,
     ) -> None:
         self.store = store
-        self.driver = driver
         store.schema = layout.schema()
-        self.runner = TaskRunner(store, driver, host, author, converge=self._converge)
-        self.host = self.runner.host
         self.main = store.branch(layout.MAIN)
+        self.verify()
+        self.pool = self._read_pool()
+        # Every call that changes a domain goes through the ownership guard: this pool's domains only.
+        self.driver = OwnedDriver(driver, self.pool.id)
+        self.runner = TaskRunner(store, self.driver, host, author, converge=self._converge)
+        self.host = self.runner.host
         self._log_index: VMLogIndex | None = None
         self._log_index_mutex = threading.Lock()
         self._vm_cache = ObjectCache(VM_CACHE_SIZE)
-        self.verify()
-        if self.main.head is None:
-            # A root commit first, so that every operation after it is a merge commit on main.
-            with self.main.transaction(
-                message="Initialize the toolstack state repository", author=author
-            ) as tx:
-                tx.set("README", STATE_README)
         self.recovered: list[Task] = self.runner.recover() if recover else []
         self.shard_layout()
 
@@ -108,6 +100,21 @@ class Toolstack(ConfigOperations):
         except MissingObject as err:
             raise DamagedRepository(self.store.path or "(in memory)", err.object_id, err.kind) from err
 
+    def _read_pool(self) -> Pool:
+        where = self.store.path or "(in memory)"
+        if self.main.head is None:
+            raise ToolstackError(
+                f"the state repository {where} holds no pool yet: create one in it with `toolstack init`, "
+                "or clone a pool with `toolstack clone URL`"
+            )
+        pool = read_pool(self.main.tree)
+        if pool is None:
+            raise ToolstackError(
+                f"the state repository {where} was made before pools had an identity: run `toolstack init` "
+                "in it once (on one host; the others get the record with their next pull)"
+            )
+        return pool
+
     @classmethod
     def open(
         cls,
@@ -116,21 +123,47 @@ class Toolstack(ConfigOperations):
         *,
         host: str | None = None,
         author: str | None = None,
-        create: bool = True,
         recover: bool = True,
     ) -> Toolstack:
-        """Open the driver first, then the repository, so that a bad URI writes nothing."""
+        """Open the driver first, then the pool's state repository, so that a bad URI writes nothing.
+
+        Raises:
+            ToolstackError: there is no state repository at ``repo`` (it is never created here: see
+                :meth:`init`), or it holds no pool.
+        """
         try:
-            Store.check(repo, create=create)
+            Store.check(repo, create=False)
         except NotARepository as err:
+            if not os.path.exists(repo) or not os.listdir(repo):
+                raise missing_repository(repo) from err
             raise ToolstackError(str(err)) from err
         driver = drivers.open(driver_uri)
         try:
-            store = Store.open(repo, create=create)
+            store = Store.open(repo, create=False)
         except NotARepository as err:
             driver.close()
             raise ToolstackError(str(err)) from err
-        return cls(store, driver, host, author, recover=recover)
+        try:
+            return cls(store, driver, host, author, recover=recover)
+        except BaseException:
+            store.close()
+            driver.close()
+            raise
+
+    @classmethod
+    def init(
+        cls,
+        repo: str,
+        driver_uri: str,
+        *,
+        name: str | None = None,
+        host: str | None = None,
+        author: str | None = None,
+    ) -> Toolstack:
+        """Create a pool's state repository at ``repo`` (see :func:`toolstack.pool.init_pool`) and open it."""
+        drivers.open(driver_uri).close()  # a bad URI fails before anything is written
+        init_pool(repo, name, author)
+        return cls.open(repo, driver_uri, host=host, author=author)
 
     def shard_layout(self) -> bool:
         """Move the VMs and names main holds in the flat layout (a repository made before the shards, or

@@ -18,7 +18,8 @@ from drivers.models import DomainInfo, DomainSpec
 from store import Tree
 from toolstack import layout
 from toolstack.errors import InvalidInput
-from toolstack.models import MANAGED_KEY, MANAGED_VALUE, VM, Desired, Observed, observed_of, read_vm, vm_files
+from toolstack.models import VM, Desired, Observed, observed_of, read_vm, vm_files
+from toolstack.ownership import Ownership
 
 if TYPE_CHECKING:
     from toolstack.ops import Toolstack
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 class Action:
     """One step of a plan."""
 
-    kind: str  # define, update, start, stop, pause, resume, undefine, adopt
+    kind: str  # define, update, start, stop, pause, resume, undefine, adopt, claim
     uuid: str
     name: str
     reason: str
@@ -44,6 +45,7 @@ class Plan:
     actions: list[Action] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -57,6 +59,7 @@ class Plan:
             "actions": [a.__dict__ for a in self.actions],
             "drift": self.drift,
             "unknown": self.unknown,
+            "foreign": self.foreign,
             "invalid": self.invalid,
             "busy": self.busy,
             "errors": self.errors,
@@ -92,12 +95,13 @@ def make_plan(
     observed_tree = ts.main.tree
     busy = {ref.rsplit("/", 1)[-1] for ref in ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")}
     actual = {str(info.uuid): info for info in ts.driver.list()}
+    owners: dict[str, Ownership] = {}
     for uuid, vm in sorted(desired.items(), key=lambda item: item[1].name):
         if only is not None and uuid not in only:
             continue
         if vm.host is not None and vm.host != ts.host:
             # Placed on another host: that host's agent runs it; a copy here was migrated away.
-            if uuid in actual and uuid not in busy:
+            if uuid in actual and uuid not in busy and _ours(ts, actual[uuid], owners, plan):
                 if actual[uuid].state.is_active:
                     plan.actions.append(Action("stop", uuid, vm.name, f"placed on {vm.host}"))
                 plan.actions.append(Action("undefine", uuid, vm.name, f"placed on {vm.host}"))
@@ -108,23 +112,63 @@ def make_plan(
             plan.busy.append(f"{vm.name}: an operation is in progress")
             continue
         info = actual.get(uuid)
+        if info is not None and not _ours(ts, info, owners, plan, claim=adopt):
+            continue
         _plan_vm(ts, vm, info, observed_tree, plan)
     for uuid, info in sorted(actual.items(), key=lambda item: item[1].name):
         if uuid in desired or (only is not None and uuid not in only) or uuid in busy:
             continue
-        try:
-            spec = ts.driver.get_spec(uuid)
-        except DomainNotFound:
+        owner = _owner(ts, info, owners)
+        if owner is None:
             continue
-        if spec.metadata.get(MANAGED_KEY) == MANAGED_VALUE:
+        if owner is Ownership.OURS:
             if info.state.is_active:
                 plan.actions.append(Action("stop", uuid, info.name, "not in the desired state"))
             plan.actions.append(Action("undefine", uuid, info.name, "not in the desired state"))
+        elif owner is Ownership.FOREIGN:
+            plan.foreign.append(f"{info.name} ({uuid}) {info.state.value}: {_whose(owner)}")
         elif adopt:
-            plan.actions.append(Action("adopt", uuid, info.name, f"unknown domain ({info.state.value})"))
+            plan.actions.append(Action("adopt", uuid, info.name, f"{_whose(owner)} ({info.state.value})"))
+        elif owner is Ownership.LEGACY:
+            plan.foreign.append(f"{info.name} ({uuid}) {info.state.value}: {_whose(owner)}")
         else:
             plan.unknown.append(f"{info.name} ({uuid}) {info.state.value}: not managed (use --adopt)")
     return plan
+
+
+def _owner(ts: Toolstack, info: DomainInfo, owners: dict[str, Ownership]) -> Ownership | None:
+    """Whose a domain is (None if it vanished meanwhile); asked of the hypervisor once per plan."""
+    uuid = str(info.uuid)
+    if uuid not in owners:
+        try:
+            owners[uuid] = ts.driver.owner(uuid)
+        except DomainNotFound:
+            return None
+    return owners[uuid]
+
+
+def _whose(owner: Ownership) -> str:
+    return {
+        Ownership.FOREIGN: "another pool's domain, never touched",
+        Ownership.LEGACY: "tagged by a release without pool ids (reconcile --adopt claims it)",
+        Ownership.UNMANAGED: "not managed by the toolstack (reconcile --adopt imports it)",
+    }.get(owner, "")
+
+
+def _ours(
+    ts: Toolstack, info: DomainInfo, owners: dict[str, Ownership], plan: Plan, claim: bool = False
+) -> bool:
+    """Whether the plan may act on the domain that holds a VM's uuid. With ``claim`` (``--adopt``) a legacy
+    or unmanaged domain is claimed first; another pool's domain is only reported."""
+    owner = _owner(ts, info, owners)
+    if owner is None or owner is Ownership.OURS:
+        return True
+    uuid = str(info.uuid)
+    if claim and owner is not Ownership.FOREIGN:
+        plan.actions.append(Action("claim", uuid, info.name, _whose(owner)))
+        return True
+    plan.foreign.append(f"{info.name} ({uuid}) {info.state.value}: has this VM's uuid but is {_whose(owner)}")
+    return False
 
 
 def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree, plan: Plan) -> None:
@@ -217,12 +261,13 @@ def _apply(ts: Toolstack, action: Action, source: Tree, adopted: dict[str, bytes
     elif action.kind == "undefine":
         driver.destroy(uuid)
         driver.undefine(uuid)
+    elif action.kind == "claim":
+        driver.claim(driver.get_spec(uuid))
     elif action.kind == "adopt":
         spec = driver.get_spec(uuid)
-        spec = spec.evolve(metadata={**spec.metadata, MANAGED_KEY: MANAGED_VALUE})
         if source.get(layout.name_path(spec.name)) is not None:
             raise DomainNameTaken(spec.name, uuid)
-        driver.define(spec)
+        driver.claim(spec)
         # Stored as the hypervisor now reports it: had it normalised anything of the verbatim extras on the
         # way, the stored spec would differ from the domain and every reconcile would plan an update.
         spec = driver.get_spec(uuid)

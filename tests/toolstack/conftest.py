@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def ts(request, tmp_path):
     """The lifecycle must hold on the simulator and on libvirt's own test hypervisor."""
     uri = f"sim://{tmp_path}/sim" if request.param == "sim" else "test:///default"
-    toolstack = Toolstack.open(str(tmp_path / "state.git"), uri, author="Tester <tester@example.org>")
+    toolstack = Toolstack.init(str(tmp_path / "state.git"), uri, author="Tester <tester@example.org>")
     created: list[str] = []
     toolstack.test_names = created  # type: ignore[attr-defined]
     yield toolstack
@@ -32,7 +32,7 @@ def ts(request, tmp_path):
 
 @pytest.fixture
 def sim_ts(tmp_path):
-    toolstack = Toolstack.open(str(tmp_path / "state.git"), f"sim://{tmp_path}/sim", author="tester")
+    toolstack = Toolstack.init(str(tmp_path / "state.git"), f"sim://{tmp_path}/sim", author="tester")
     yield toolstack
     toolstack.close()
 

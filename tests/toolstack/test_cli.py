@@ -41,6 +41,7 @@ def git(tmp_path, *args):
 
 
 def test_create_start_list_show_and_log(tmp_path):
+    run(tmp_path, "init", "--name", "test")
     out = run(
         tmp_path,
         "vm",
@@ -72,6 +73,7 @@ def test_create_start_list_show_and_log(tmp_path):
 
 
 def test_show_diff_store_and_task_commands(tmp_path):
+    run(tmp_path, "init", "--name", "test")
     run(tmp_path, "vm", "create", "a1", "--memory", "128M")
     first = git(tmp_path, "rev-parse", "main").strip()
     run(tmp_path, "vm", "set", "a1", "--memory", "256M")
@@ -104,6 +106,7 @@ def test_show_diff_store_and_task_commands(tmp_path):
     ],
 )
 def test_bad_input_gets_a_one_line_error_and_writes_nothing(tmp_path, args, code, message):
+    run(tmp_path, "init", "--name", "test")
     run(tmp_path, "vm", "create", "seed", "--memory", "64M")
     refs = git(tmp_path, "for-each-ref")
     domains = sorted(os.listdir(tmp_path / "sim"))
@@ -116,13 +119,29 @@ def test_bad_input_gets_a_one_line_error_and_writes_nothing(tmp_path, args, code
 
 
 def test_commands_on_a_missing_repository_create_nothing(tmp_path):
-    for args in (["vm", "list"], ["vm", "start", "x"], ["log"], ["vm", "show", "x"]):
+    commands = (
+        ["vm", "list"],
+        ["vm", "start", "x"],
+        ["vm", "create", "x", "--memory", "64M"],
+        ["log"],
+        ["vm", "show", "x"],
+        ["reconcile"],
+        ["reconcile", "--dry-run"],
+        ["pull"],
+        ["store", "set", "a", "b"],
+    )
+    for args in commands:
         result = run(tmp_path, *args, check=False)
-        assert result.returncode == 1 and "no state repository" in result.stderr
-    assert not (tmp_path / "state.git").exists() and not (tmp_path / "sim").exists()
+        assert result.returncode == 1, args
+        assert result.stderr == (
+            f"error: no state repository at {tmp_path / 'state.git'}: create one with `toolstack init`, "
+            "or clone a pool with `toolstack clone URL`\n"
+        ), args
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_a_duplicate_name_and_a_repository_that_is_a_file(tmp_path):
+    run(tmp_path, "init", "--name", "test")
     run(tmp_path, "vm", "create", "dup", "--memory", "128M")
     head = git(tmp_path, "rev-parse", "main")
     result = run(tmp_path, "vm", "create", "dup", "--memory", "128M", check=False)
@@ -136,6 +155,7 @@ def test_a_duplicate_name_and_a_repository_that_is_a_file(tmp_path):
 
 
 def test_a_busy_vm_exits_with_the_busy_code(tmp_path):
+    run(tmp_path, "init", "--name", "test")
     run(tmp_path, "vm", "create", "busy", "--memory", "128M")
     # Hold the VM from another (live) process: a claim whose task names a running pid.
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -167,6 +187,7 @@ def test_a_busy_vm_exits_with_the_busy_code(tmp_path):
 
 
 def test_rollback_and_reconcile_commands(tmp_path):
+    run(tmp_path, "init", "--name", "test")
     run(tmp_path, "vm", "create", "r1", "--memory", "64M")
     point = git(tmp_path, "rev-parse", "main").strip()
     run(tmp_path, "vm", "start", "r1")

@@ -33,7 +33,7 @@ WORKER = textwrap.dedent(
 
 def test_eight_processes_create_twenty_five_vms_each(tmp_path):
     repo, driver = str(tmp_path / "state.git"), f"sim://{tmp_path}/sim"
-    Toolstack.open(repo, driver).close()
+    Toolstack.init(repo, driver).close()
     env = {**os.environ, "PYTHONPATH": ROOT}
     workers = [
         subprocess.Popen(

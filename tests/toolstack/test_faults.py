@@ -56,7 +56,7 @@ def hypervisor_state(ts):
 def steps_of(tmp_path, scenario):
     """The driver calls an operation makes when nothing fails: (operation, nth call)."""
     setup, run = SCENARIOS[scenario]
-    with Toolstack.open(str(tmp_path / "probe.git"), "sim://", author="probe") as ts:
+    with Toolstack.init(str(tmp_path / "probe.git"), "sim://", author="probe") as ts:
         setup(ts)
         before = dict(ts.driver.faults.calls)
         run(ts)
@@ -72,7 +72,7 @@ def test_a_failure_at_any_driver_step_leaves_main_and_the_hypervisor_as_they_wer
     for index, (operation, nth) in enumerate(steps):
         for phase in ("before", "after"):
             repo = tmp_path / f"{index}-{phase}.git"
-            with Toolstack.open(str(repo), "sim://", author="tester") as ts:
+            with Toolstack.init(str(repo), "sim://", author="tester") as ts:
                 setup(ts)
                 head = ts.main.head
                 hypervisor = hypervisor_state(ts)

@@ -31,6 +31,7 @@ def pack_holding(repo: Path, object_id: str) -> Path:
 
 @pytest.fixture
 def pool(tmp_path):
+    run(tmp_path, "init", "--name", "test")
     run(tmp_path, "vm", "create", "a", "--memory", "64M")
     run(tmp_path, "vm", "create", "b", "--memory", "64M", "--start")
     return tmp_path

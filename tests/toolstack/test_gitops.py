@@ -29,7 +29,7 @@ def served(tmp_path):
     base.mkdir()
     with git_daemon(str(base)) as daemon:
         url = f"{daemon}/central.git"
-        with Toolstack.open(str(tmp_path / "host.git"), f"sim://{tmp_path}/sim", author="host") as ts:
+        with Toolstack.init(str(tmp_path / "host.git"), f"sim://{tmp_path}/sim", author="host") as ts:
             vm = ts.create("web", memory="256M")
             ts.start("web")
             Store.open(base / "central.git").close()

@@ -15,6 +15,8 @@ from toolstack import layout
 from toolstack.events import events_since
 from toolstack.models import Desired, managed, vm_files
 from toolstack.ops import SHARDING_MESSAGE, Toolstack
+from toolstack.ownership import Ownership
+from toolstack.pool import init_pool
 
 
 def flat(path: str) -> str:
@@ -45,6 +47,7 @@ def old_repository(tmp_path, name: str = "web1") -> tuple[str, str, str, str]:
     with main.transaction(message=f"vm set {name} ({uuid})", author="old") as tx:
         tx.set(flat(layout.config_path(uuid)), vm_files(bigger, Desired.STOPPED)[layout.config_path(uuid)])
     store.close()
+    init_pool(repo)  # what an operator upgrading from a release before pool records runs once
     with drivers.open(uri) as driver:
         driver.define(bigger)
     return repo, uri, uuid, created
@@ -86,6 +89,10 @@ def test_a_repository_made_before_the_shards_is_moved_into_them_by_one_commit(tm
         # History from before the move is still the VM's history; the move is no operation on it.
         assert [op.subject for op in ts.log("web1")] == [f"vm set web1 ({uuid})", f"vm create web1 ({uuid})"]
         assert [(e.kind, e.name) for e in events_since(ts.store, created)] == [("config-changed", "web1")]
+        # The domain the older release defined carries no pool id: the pool claims it explicitly.
+        assert ts.driver.owner(uuid) is Ownership.LEGACY
+        ts.reconcile(adopt=True)
+        assert ts.driver.owner(uuid) is Ownership.OURS
         # A rollback to a commit from before the move restores the VM in today's layout.
         ts.rollback(created, vm="web1")
         assert ts.vm("web1").spec.memory == 256

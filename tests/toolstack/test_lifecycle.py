@@ -162,7 +162,7 @@ def test_two_concurrent_creates_of_one_name_do_not_both_succeed(tmp_path):
         finally:
             ts.close()
 
-    Toolstack.open(repo, uri).close()
+    Toolstack.init(repo, uri).close()
     threads = [threading.Thread(target=create) for _ in range(2)]
     for t in threads:
         t.start()

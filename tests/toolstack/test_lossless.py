@@ -24,13 +24,14 @@ from tests.toolstack.conftest import unique
 from toolstack import layout
 from toolstack.models import config_document, encode_json, read_vm
 from toolstack.ops import Toolstack
+from toolstack.pool import init_pool
 
 AUTHOR = "Tester <tester@example.org>"
 
 
 @pytest.fixture
 def libvirt_ts(tmp_path: Path) -> Iterator[Toolstack]:
-    ts = Toolstack.open(str(tmp_path / "state.git"), "test:///default", author=AUTHOR)
+    ts = Toolstack.init(str(tmp_path / "state.git"), "test:///default", author=AUTHOR)
     yield ts
     for vm in ts.vms():  # test:///default is shared by the process: leave it as found
         ts.driver.destroy(vm.uuid)
@@ -99,7 +100,8 @@ def test_an_xl_domain_keeps_its_unmodelled_settings_through_adopt_set_reconcile_
         lines = cfg.read_text().splitlines()
         return lines[-len(XL_SETTINGS) :] == list(XL_SETTINGS)
 
-    with Toolstack(Store.open(str(tmp_path / "state.git"), create=True), driver, author=AUTHOR) as ts:
+    init_pool(str(tmp_path / "state.git"))
+    with Toolstack(Store.open(str(tmp_path / "state.git"), create=False), driver, author=AUTHOR) as ts:
         ts.reconcile(adopt=True)
         assert keeps_settings() and stored_config(ts, str(spec.uuid))["extra"] == {"xl": list(XL_SETTINGS)}
         adopted = ts.main.head

@@ -74,7 +74,7 @@ def test_three_agents_place_migrate_survive_a_kill_and_converge(tmp_path):
     base.mkdir()
     with git_daemon(str(base)) as daemon:
         url = f"{daemon}/pool.git"
-        operator = Toolstack.open(
+        operator = Toolstack.init(
             str(tmp_path / "operator.git"), "sim://", host="operator", author="operator"
         )
         Store.open(base / "pool.git").close()

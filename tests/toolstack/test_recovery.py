@@ -62,6 +62,7 @@ OPERATIONS = [
 @pytest.mark.parametrize("point", ["claimed", "acted", "recorded", "merged"])
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: " ".join(op[:2]))
 def test_a_crash_between_any_two_steps_is_recovered(tmp_path, point, operation):
+    assert cli(tmp_path, "init").returncode == 0
     assert cli(tmp_path, "vm", "create", "a", "--memory", "64M").returncode == 0
     crashed = cli(tmp_path, *operation, env={"TOOLSTACK_CRASH_AT": point})
     assert crashed.returncode == -signal.SIGKILL
@@ -78,6 +79,7 @@ def test_a_crash_between_any_two_steps_is_recovered(tmp_path, point, operation):
 
 def test_sigkill_at_random_moments_twenty_times(tmp_path):
     rng = random.Random(20)
+    assert cli(tmp_path, "init").returncode == 0
     assert cli(tmp_path, "vm", "create", "a", "--memory", "64M").returncode == 0
     assert cli(tmp_path, "vm", "create", "b", "--memory", "64M", "--start").returncode == 0
     choices = [
@@ -123,6 +125,7 @@ FAILING_OPERATIONS = [
 )
 def test_a_crash_while_a_failing_operation_records_its_failure_is_recovered(tmp_path, point, failing):
     markers, operation = failing
+    assert cli(tmp_path, "init").returncode == 0
     assert cli(tmp_path, "vm", "create", "a", "--memory", "64M").returncode == 0
     for fault, error in markers.items():
         (tmp_path / "sim" / f"fail-{fault}").write_text(error)

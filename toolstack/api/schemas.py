@@ -292,7 +292,7 @@ class BranchOut(BaseModel):
 
 # -- plans -------------------------------------------------------------------------------------------------
 class ActionOut(BaseModel):
-    kind: str = Field(description="define, update, start, stop, pause, resume, undefine or adopt")
+    kind: str = Field(description="define, update, start, stop, pause, resume, undefine, adopt or claim")
     uuid: str
     name: str
     reason: str
@@ -304,6 +304,7 @@ class PlanOut(BaseModel):
     actions: list[ActionOut]
     drift: list[str]
     unknown: list[str]
+    foreign: list[str] = Field(description="Domains of another pool (or not yet claimed): never touched")
     invalid: list[str]
     busy: list[str]
     errors: list[str]

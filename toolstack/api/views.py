@@ -46,6 +46,7 @@ def plan_out(plan: Plan, dry_run: bool) -> PlanOut:
         actions=[ActionOut(kind=a.kind, uuid=a.uuid, name=a.name, reason=a.reason) for a in plan.actions],
         drift=list(plan.drift),
         unknown=list(plan.unknown),
+        foreign=list(plan.foreign),
         invalid=list(plan.invalid),
         busy=list(plan.busy),
         errors=list(plan.errors),

@@ -26,7 +26,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def ts(tmp_path: Path) -> Iterator[Toolstack]:
-    toolstack = Toolstack.open(
+    toolstack = Toolstack.init(
         str(tmp_path / "state.git"), f"sim://{tmp_path}/sim", author="Alice <alice@example.org>"
     )
     yield toolstack
@@ -128,6 +128,8 @@ def start_server(
         str(token_file),
         *extra,
     ]
+    init = [*toolstack, "--repo", str(repo), "init", "--name", "served"]
+    subprocess.run(init, cwd=cwd, env=env, check=True, timeout=60)
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

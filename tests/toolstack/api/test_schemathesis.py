@@ -27,7 +27,7 @@ from toolstack.ops import Toolstack
 MAX_EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "25"))
 
 _workdir = tempfile.TemporaryDirectory(prefix="toolstack-api-schemathesis-")
-_ts = Toolstack.open(f"{_workdir.name}/state.git", f"sim://{_workdir.name}/sim", author="schemathesis")
+_ts = Toolstack.init(f"{_workdir.name}/state.git", f"sim://{_workdir.name}/sim", author="schemathesis")
 app = create_app(_ts, TOKEN, ApiSettings(default_wait=5))
 # A VM that generated requests can find by name ("web1") or act on; the rest they create themselves.
 _ts.create("web1", memory=64)

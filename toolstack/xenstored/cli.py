@@ -52,6 +52,12 @@ from toolstack.xenstored.server import ServerConfig, XenstoreServer
     help="Open transactions per connection (unprivileged).",
 )
 @click.option(
+    "--quota-path-max",
+    default=2048,
+    show_default=True,
+    help="Bytes in a node path below the domain's home (unprivileged; C xenstored's path-max).",
+)
+@click.option(
     "--pid-file", type=click.Path(), default=None, help="Write the daemon's pid here once it serves."
 )
 @click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
@@ -65,6 +71,7 @@ def xenstored(
     quota_watches: int,
     quota_value_size: int,
     quota_transactions: int,
+    quota_path_max: int,
     pid_file: str | None,
     log_level: str,
 ) -> None:
@@ -81,6 +88,7 @@ def xenstored(
             watches=quota_watches,
             value_size=quota_value_size,
             transactions=quota_transactions,
+            path_max=quota_path_max,
         ),
     )
     server = XenstoreServer(config)

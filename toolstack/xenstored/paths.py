@@ -24,6 +24,16 @@ SPECIAL_WATCHES = frozenset({INTRODUCE_DOMAIN, RELEASE_DOMAIN})
 _VALID = re.compile(rb"[A-Za-z0-9\-/_@]+")
 
 
+_HOME = re.compile(r"/local/domain/[0-9]{1,5}/")
+
+
+def length_below_home(path: str) -> int:
+    """The length C xenstored's ``path-max`` quota measures: below ``/local/domain/<domid>/`` (any domain's
+    home, as C xenstored's ``is_valid_nodename`` strips it), else the whole path."""
+    home = _HOME.match(path)
+    return len(path) - home.end() if home else len(path)
+
+
 def domain_path(domid: int) -> str:
     """The home of a domain: ``/local/domain/<domid>``."""
     return f"/local/domain/{domid}"

@@ -24,7 +24,15 @@ from toolstack.xenstored.errors import (
     TransactionConflict,
 )
 from toolstack.xenstored.nodes import Mutation, Node, Writer
-from toolstack.xenstored.paths import Key, from_key, resolve, resolve_watch, to_key
+from toolstack.xenstored.paths import (
+    Key,
+    WatchPath,
+    from_key,
+    length_below_home,
+    resolve,
+    resolve_watch,
+    to_key,
+)
 from toolstack.xenstored.perms import Access, Caller, Permissions
 from toolstack.xenstored.protocol import (
     OK,
@@ -77,6 +85,26 @@ class NodeRequests:
         if tx is None:
             raise NoSuchNode(f"no transaction {packet.tx_id} on this connection")
         return tx
+
+    def _resolve(self, session: Session, raw: bytes) -> str:
+        """The absolute path a request names, within the caller's ``path-max`` quota."""
+        path = resolve(raw, session.caller.domid)
+        self._check_path_quota(session.caller, path)
+        return path
+
+    def _resolve_watch(self, session: Session, raw: bytes) -> WatchPath:
+        watch_path = resolve_watch(raw, session.caller.domid)
+        if not watch_path.special:
+            self._check_path_quota(session.caller, watch_path.absolute)
+        return watch_path
+
+    def _check_path_quota(self, caller: Caller, path: str) -> None:
+        # As C xenstored (is_valid_nodename): unprivileged domains only, measured below the home, EINVAL.
+        limit = self.state.quotas.path_max
+        if not caller.privileged and length_below_home(path) > limit:
+            raise InvalidRequest(
+                f"path of {length_below_home(path)} bytes below the home exceeds path_max {limit}", path
+            )
 
     def _view(self, tx: Transaction | None) -> Node:
         return tx.tree if tx is not None else self.state.tree
@@ -135,7 +163,7 @@ class NodeRequests:
         """The node a read request names and the tree to read it in, recorded as read by its transaction
         and checked readable by the caller."""
         (raw,) = strings(packet.payload, 1)
-        key = to_key(resolve(raw, session.caller.domid))
+        key = to_key(self._resolve(session, raw))
         tx = self._transaction(session, packet)
         if tx is not None:
             tx.read(key)
@@ -157,7 +185,7 @@ class NodeRequests:
 
     def directory_part(self, session: Session, packet: Packet) -> Outcome:
         raw, raw_offset = strings(packet.payload, 2)
-        key = to_key(resolve(raw, session.caller.domid))
+        key = to_key(self._resolve(session, raw))
         offset = decimal(raw_offset, "offset")
         tx = self._transaction(session, packet)
         if tx is not None:
@@ -187,7 +215,7 @@ class NodeRequests:
     # -- changes -------------------------------------------------------------------------------------------
     def write(self, session: Session, packet: Packet) -> Outcome:
         raw, data = path_and_value(packet.payload)
-        path = resolve(raw, session.caller.domid)
+        path = self._resolve(session, raw)
         key = to_key(path)
         caller = session.caller
         if not caller.privileged and len(data) > self.state.quotas.value_size:
@@ -202,7 +230,7 @@ class NodeRequests:
 
     def mkdir(self, session: Session, packet: Packet) -> Outcome:
         (raw,) = strings(packet.payload, 1)
-        path = resolve(raw, session.caller.domid)
+        path = self._resolve(session, raw)
         key = to_key(path)
         caller = session.caller
         tx = self._transaction(session, packet)
@@ -215,7 +243,7 @@ class NodeRequests:
 
     def rm(self, session: Session, packet: Packet) -> Outcome:
         (raw,) = strings(packet.payload, 1)
-        path = resolve(raw, session.caller.domid)
+        path = self._resolve(session, raw)
         key = to_key(path)
         if not key:
             raise InvalidRequest("the root node cannot be removed", path)
@@ -240,7 +268,7 @@ class NodeRequests:
         items = string_list(packet.payload)
         if len(items) < 2:
             raise InvalidRequest("SET_PERMS needs a path and at least one permission")
-        path = resolve(items[0], session.caller.domid)
+        path = self._resolve(session, items[0])
         key = to_key(path)
         try:
             perms = Permissions.parse([item.decode("ascii") for item in items[1:]])
@@ -263,14 +291,14 @@ class NodeRequests:
     # -- watches -------------------------------------------------------------------------------------------
     def watch(self, session: Session, packet: Packet) -> Outcome:
         raw, token = strings(packet.payload, 2)
-        path = resolve_watch(raw, session.caller.domid)
+        path = self._resolve_watch(session, raw)
         with self.state.lock:  # the journal thread fires watches too
             self.state.watches.add(session, path, token)  # type: ignore[arg-type]
         return Outcome(OK, events=((raw.decode("ascii"), token),))
 
     def unwatch(self, session: Session, packet: Packet) -> Outcome:
         raw, token = strings(packet.payload, 2)
-        path = resolve_watch(raw, session.caller.domid)
+        path = self._resolve_watch(session, raw)
         with self.state.lock:
             self.state.watches.remove(session, path, token)  # type: ignore[arg-type]
         return Outcome(OK)

@@ -132,6 +132,7 @@ class NodeRequests:
         unprivileged caller's change is built on a copy, since the node quota may still refuse it.
         """
         caller = session.caller
+        self.state.check_writable()
         if tx is not None:
             mutation = build(tx.tree, tx.writer if caller.privileged else None)
             self._check_node_quota(caller, mutation, tx.owned_delta)

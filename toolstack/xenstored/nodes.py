@@ -160,15 +160,19 @@ _leaf_change: Callable[[tuple[Key, bytes | None, bytes | None]], LeafChange] = f
 
 @dataclass(slots=True)
 class Mutation:
-    """The outcome of changing a tree: the new tree and every blob that changed."""
+    """The outcome of changing a tree: the new tree, every blob that changed, and the nodes a request
+    wrote even if it changed nothing there (their watches fire all the same, as in the reference daemons).
+    """
 
     tree: Node
     changes: list[LeafChange] = field(default_factory=list)
+    touched: list[Key] = field(default_factory=list)
 
     def then(self, step: Mutation) -> Mutation:
         """Follow this mutation with ``step`` (computed on ``self.tree``)."""
         self.tree = step.tree
         self.changes.extend(step.changes)
+        self.touched.extend(step.touched)
         return self
 
 

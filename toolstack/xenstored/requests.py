@@ -225,7 +225,9 @@ class NodeRequests:
 
         def build(tree: Node, writer: Writer | None) -> Mutation:
             self._writable_for_create(tree, key, caller)
-            return nodes.write(tree, key, data, caller, writer)
+            mutation = nodes.write(tree, key, data, caller, writer)
+            mutation.touched.append(key)
+            return mutation
 
         return self._change(session, tx, f"write {path} = {describe_value(data)}", build)
 
@@ -285,7 +287,9 @@ class NodeRequests:
             self._require(tree, key, caller, Access.WRITE | Access.OWNER)
             if not caller.privileged and perms.owner != current.owner:
                 raise NotPermitted("an unprivileged domain cannot change a node's owner", path)
-            return nodes.set_permissions(tree, key, perms, writer)
+            mutation = nodes.set_permissions(tree, key, perms, writer)
+            mutation.touched.append(key)
+            return mutation
 
         return self._change(session, tx, f"setperms {path} = {perms}", build)
 
@@ -334,7 +338,7 @@ class NodeRequests:
         if verdict not in (b"T", b"F"):
             raise InvalidRequest(f"TRANSACTION_END takes T or F, not {verdict[:8]!r}")
         del session.transactions[tx.id]
-        if verdict == b"F" or not tx.changed:
+        if verdict == b"F" or not (tx.changed or tx.touched):
             if verdict == b"T" and tx.stale_reads(self.state.tree):
                 raise TransactionConflict(f"transaction {tx.id}: a node it read has changed")
             return Outcome(OK)

@@ -155,6 +155,8 @@ class State:
             self.check_writable()
             mutation = change(self.tree)
             if not mutation.changes:
+                if mutation.touched:  # nothing to commit, but a write is a write to its watchers
+                    self.watches.fire((), self.tree, mutation.touched)
                 return None
             self._publish(mutation)
             if tip is not None:
@@ -208,7 +210,7 @@ class State:
     def _publish(self, mutation: Mutation) -> None:
         self.tree = mutation.tree
         self.counts.apply(mutation.changes)
-        self.watches.fire(mutation.changes, mutation.tree)
+        self.watches.fire(mutation.changes, mutation.tree, mutation.touched)
 
 
 def rebase(entries: list[JournalEntry], changes: list[LeafChange]) -> None:

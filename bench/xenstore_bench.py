@@ -36,8 +36,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from toolstack.xenstored.client import AsyncClient, ClientError  # noqa: E402 - after the sys.path line
+from toolstack.xenstored.reference import RUN_SH as OXENSTORED_RUN  # noqa: E402
+from toolstack.xenstored.reference import Oxenstored, wait_for_socket  # noqa: E402
 
-OXENSTORED_RUN = os.path.join(ROOT, "..", "shared", "tools", "oxenstored", "run.sh")
 TEST_XENSTORE = "/usr/lib/xen-4.17/bin/test-xenstore"
 
 
@@ -229,31 +230,6 @@ class Ours(Daemon):
             if time.perf_counter() - started > 60:
                 raise RuntimeError(f"the journal did not catch up: {out.stdout.strip()} of {merges} merges")
             time.sleep(0.01)
-
-
-class Oxenstored(Daemon):
-    def __init__(self, directory: str) -> None:
-        self.name = "oxenstored"
-        self.socket = os.path.join(directory, "run", "xenstored", "socket")
-        self.process = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", OXENSTORED_RUN, directory],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_socket(self.socket, self.process)
-
-    def stop(self) -> None:
-        self.process.kill()  # it ignores SIGTERM
-        self.process.wait(timeout=30)
-
-
-def wait_for_socket(path: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while not os.path.exists(path):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"daemon did not start (socket {path})")
-        time.sleep(0.05)
-    time.sleep(0.2)
 
 
 def test_xenstore(socket: str, iterations: int) -> dict[str, float]:

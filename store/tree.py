@@ -489,46 +489,55 @@ def _is_dir(child: Child) -> bool:
     return child[0] if isinstance(child, tuple) else isinstance(child, Tree)
 
 
+# The walks below use explicit stacks, not recursion: a tree is as deep as its writers made it (a xenstore
+# client chooses its paths), and Python's stack is not.
 def _walk(node: Node, key: Key) -> Iterator[tuple[str, bytes]]:
-    if isinstance(node, Leaf):
-        yield join(key), node.value
-        return
-    for name in sorted(node._entries()):
-        child = node._node(name)
-        assert child is not None
-        yield from _walk(child, (*key, name))
+    for path, leaf in _walk_leaves(node, key):
+        yield path, leaf.value
 
 
 def _walk_paths(node: Node, key: Key) -> Iterator[str]:
-    if isinstance(node, Leaf):
-        yield join(key)
-        return
-    for name in sorted(node._entries()):
-        child = node._node(name)
-        assert child is not None
-        yield from _walk_paths(child, (*key, name))
+    for path, _leaf in _walk_leaves(node, key):
+        yield path
+
+
+def _walk_leaves(node: Node, key: Key) -> Iterator[tuple[str, Leaf]]:
+    """Every leaf at or under ``node``, with its path, in sorted order (values are not read)."""
+    stack: list[tuple[Node, Key]] = [(node, key)]
+    while stack:
+        current, at = stack.pop()
+        if isinstance(current, Leaf):
+            yield join(at), current
+            continue
+        for name in sorted(current._entries(), reverse=True):
+            child = current._node(name)
+            assert child is not None
+            stack.append((child, (*at, name)))
 
 
 def _diff(old: Node | None, new: Node | None, key: Key, out: list[Change]) -> None:
-    if old is not None and new is not None and old.oid == new.oid and type(old) is type(new):
-        return
-    if isinstance(old, Tree) and isinstance(new, Tree):
-        names = set(old._entries()) | set(new._entries())
-        for name in sorted(names):
-            _diff(old._node(name), new._node(name), (*key, name), out)
-        return
-    if isinstance(old, Leaf) and isinstance(new, Leaf):
-        out.append(Change(join(key), old.value, new.value))
-        return
-    # One side is missing, or a value turned into a directory (or back).
-    if isinstance(old, Tree):
-        out.extend(Change(path, value, None) for path, value in _walk(old, key))
-    elif isinstance(old, Leaf):
-        out.append(Change(join(key), old.value, None))
-    if isinstance(new, Tree):
-        out.extend(Change(path, None, value) for path, value in _walk(new, key))
-    elif isinstance(new, Leaf):
-        out.append(Change(join(key), None, new.value))
+    stack: list[tuple[Node | None, Node | None, Key]] = [(old, new, key)]
+    while stack:
+        old, new, key = stack.pop()
+        if old is not None and new is not None and old.oid == new.oid and type(old) is type(new):
+            continue
+        if isinstance(old, Tree) and isinstance(new, Tree):
+            names = set(old._entries()) | set(new._entries())
+            for name in sorted(names, reverse=True):
+                stack.append((old._node(name), new._node(name), (*key, name)))
+            continue
+        if isinstance(old, Leaf) and isinstance(new, Leaf):
+            out.append(Change(join(key), old.value, new.value))
+            continue
+        # One side is missing, or a value turned into a directory (or back).
+        if isinstance(old, Tree):
+            out.extend(Change(path, value, None) for path, value in _walk(old, key))
+        elif isinstance(old, Leaf):
+            out.append(Change(join(key), old.value, None))
+        if isinstance(new, Tree):
+            out.extend(Change(path, None, value) for path, value in _walk(new, key))
+        elif isinstance(new, Leaf):
+            out.append(Change(join(key), None, new.value))
 
 
 def _collect(tree: Tree, out: list[tuple[ObjectId, int, bytes]]) -> None:

@@ -4,6 +4,7 @@ IS_DOMAIN_INTRODUCED, RESUME, SET_TARGET and CONTROL. All but GET_DOMAIN_PATH ne
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from toolstack.xenstored.domains import DomainTable
 from toolstack.xenstored.errors import AccessDenied, InvalidRequest
@@ -21,6 +22,7 @@ print <text>: write text to the daemon's log
 quota: show the quotas
 quota <name> <value>: change a quota
 flush: commit queued changes now
+status: the journal's health (journal ok|failing, commits, failures, pending, reason)
 """
 
 
@@ -37,6 +39,7 @@ class AdminRequests:
         self.domains = domains
         self.hooks = hooks
         self.flush_now = lambda: None
+        self.journal_status: Callable[[], dict[str, str]] = lambda: {"journal": "not running"}
 
     def get_domain_path(self, session: Session, packet: Packet) -> Outcome:
         (raw,) = strings(packet.payload, 1)
@@ -101,6 +104,9 @@ class AdminRequests:
         if command == "print":
             log.info("control print: %s", " ".join(rest))
             return Outcome(OK)
+        if command == "status":
+            report = "".join(f"{name} {value}\n" for name, value in self.journal_status().items())
+            return Outcome(report.encode("utf-8", "replace") + b"\0")
         if command == "flush":
             self.flush_now()
             return Outcome(OK)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import click
 
+from toolstack.xenstored.client import AsyncClient, ClientError
+from toolstack.xenstored.protocol import Op
 from toolstack.xenstored.quotas import Quotas
 from toolstack.xenstored.server import ServerConfig, XenstoreServer
 
@@ -52,9 +54,22 @@ from toolstack.xenstored.server import ServerConfig, XenstoreServer
     help="Open transactions per connection (unprivileged).",
 )
 @click.option(
+    "--quota-path-max",
+    default=2048,
+    show_default=True,
+    help="Bytes in a node path below the domain's home (unprivileged; C xenstored's path-max).",
+)
+@click.option(
     "--pid-file", type=click.Path(), default=None, help="Write the daemon's pid here once it serves."
 )
 @click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
+@click.option(
+    "--status",
+    "show_status",
+    is_flag=True,
+    help="Print the health of the daemon serving SOCKET (its journal) and exit: 0 healthy, 1 failing or "
+    "unreachable.",
+)
 def xenstored(
     socket_path: str,
     repo: str,
@@ -65,10 +80,14 @@ def xenstored(
     quota_watches: int,
     quota_value_size: int,
     quota_transactions: int,
+    quota_path_max: int,
     pid_file: str | None,
     log_level: str,
+    show_status: bool,
 ) -> None:
     """Serve the xenstore wire protocol on SOCKET, keeping the state in a git repository."""
+    if show_status:
+        raise SystemExit(print_status(socket_path))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
         socket=socket_path,
@@ -81,6 +100,7 @@ def xenstored(
             watches=quota_watches,
             value_size=quota_value_size,
             transactions=quota_transactions,
+            path_max=quota_path_max,
         ),
     )
     server = XenstoreServer(config)
@@ -93,6 +113,33 @@ def xenstored(
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(server.serve(ready))
+
+
+STATUS_TIMEOUT = 10.0
+
+
+def print_status(socket_path: str) -> int:
+    """Ask the daemon on ``socket_path`` for its journal's health (CONTROL ``status``) and print it.
+
+    Returns:
+        The exit code: 0 if the journal commits, 1 if it fails or the daemon does not answer.
+    """
+
+    async def ask() -> str:
+        client = await AsyncClient.connect(socket_path, timeout=STATUS_TIMEOUT)
+        try:
+            reply = await asyncio.wait_for(client.request(Op.CONTROL, b"status\0"), STATUS_TIMEOUT)
+        finally:
+            await client.close()
+        return reply.rstrip(b"\0").decode("utf-8", "replace")
+
+    try:
+        report = asyncio.run(ask())
+    except (OSError, TimeoutError, ClientError) as err:
+        click.echo(f"xenstored on {socket_path} does not answer: {err}", err=True)
+        return 1
+    click.echo(report, nl=not report.endswith("\n"))
+    return 0 if report.startswith("journal ok") else 1
 
 
 # Each request allocates dozens of tuples and nodes, nearly all acyclic. At the default threshold (700) the

@@ -88,15 +88,16 @@ class Connection(asyncio.Protocol):
                 waiter = self._durable_wait(result.seq)
                 if waiter is not None:
                     self._waiting = True
-                    waiter.add_done_callback(lambda _f, p=packet, r=result: self._resume(p, r))
+                    waiter.add_done_callback(lambda f, p=packet, r=result: self._resume(p, r, f))
                     break
             self._answer(packet, result)
         self._flow_control()
 
-    def _resume(self, packet: Packet, result: Outcome) -> None:
+    def _resume(self, packet: Packet, result: Outcome, waited: asyncio.Future[None]) -> None:
         self._waiting = False
         if not self.closed:
-            self._answer(packet, result)
+            failure = waited.exception()  # the commit failed: never acknowledge what is not saved
+            self._answer(packet, failure if isinstance(failure, RequestError) else result)
             self._drain()
 
     def _answer(self, packet: Packet, result: Outcome | RequestError) -> None:

@@ -109,6 +109,18 @@ class StorageFailure(RequestError):
     errno = "EIO"
 
 
+class ReadOnly(RequestError):
+    """The journal cannot commit: changes are refused until it can, rather than acknowledged and lost."""
+
+    errno = "EROFS"
+
+
+class NotSaved(RequestError):
+    """A change was made but its commit failed (durable mode): it may yet be saved, or lost at a restart."""
+
+    errno = "EIO"
+
+
 class InternalError(RequestError):
     """A bug in a handler: logged, answered with EIO, and the daemon carries on."""
 

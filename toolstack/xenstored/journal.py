@@ -15,6 +15,12 @@ state it forked from; its TRANSACTION_END lands as a merge commit whose second p
 ``git log --graph`` shows each transaction forking and merging back, and ``git show <merge>^2`` shows what
 the transaction itself saw and wrote.
 
+A journal that cannot commit (a full disk, a repository it cannot write) says so once in the log and refuses
+every change with EROFS until a commit succeeds again, rather than acknowledging changes it cannot save;
+in durable mode, the requests waiting for the failed commit are answered EIO. It retries with exponential
+backoff (BACKOFF_MAX_SECONDS at most), and CONTROL ``status`` (``toolstack xenstored --status``) reports its
+health.
+
 Other writers of the repository: the thread polls the branch head; when it moved to a commit this daemon did
 not make, the difference from the last commit this daemon wrote is applied to the state (where the daemon
 has not changed the same node since), which fires the watches on those nodes; queued changes are rebased
@@ -45,6 +51,8 @@ MAX_DELAY_SECONDS = 1.0
 BATCH_ENTRIES = 64
 SUBJECT_MAX = 200
 ATTEMPTS = 20
+# Retries of a failing commit wait POLL_SECONDS, then twice as long each time, up to this.
+BACKOFF_MAX_SECONDS = 30.0
 
 
 def commit_message(entries: list[JournalEntry]) -> tuple[str, str]:
@@ -75,6 +83,11 @@ class GitJournal:
         flushed: Called with the highest sequence number on disk after each write (from the thread).
         window: How long to let changes gather before writing them (0: write as soon as woken). Outside
             durable mode nobody waits for a write, and a wider batch costs the request path less CPU.
+        failed: Called (from the thread) with the reason when commits start failing.
+
+    Attributes:
+        failing: Why commits fail, while they do (None: healthy).
+        failing_since: When they started failing (``time.time()``).
     """
 
     def __init__(
@@ -83,12 +96,14 @@ class GitJournal:
         state: State,
         flushed: Callable[[int], None] = lambda seq: None,
         window: float = 0.0,
+        failed: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._store = branch.store
         self._ref = Store.ref_name(branch.name)
         self._state = state
         self._flushed_cb = flushed
         self._window = window
+        self._failed_cb = failed
         self._wake = threading.Condition()
         self._stopping = False
         self._urgent = False
@@ -100,6 +115,9 @@ class GitJournal:
         self.flushed_seq = 0
         self.commits = 0
         self.failures = 0
+        self.failing: str | None = None
+        self.failing_since: float | None = None
+        self.backoff = 0.0
         state.on_change(self.wake)
 
     def start(self) -> None:
@@ -146,11 +164,60 @@ class GitJournal:
                     self.write_yielding()
                 else:
                     self.flush()
-            except Exception:  # the daemon must outlive a failing disk; the changes stay queued
-                self.failures += 1
-                log.exception("journal: commit failed; will retry")
+            except Exception as err:  # the daemon must outlive a failing disk; the changes stay queued
+                self._failed(err)
                 with self._wake:
-                    self._wake.wait(POLL_SECONDS)
+                    if not self._stopping:
+                        self._wake.wait(self.backoff)
+                continue
+            if self.failing is not None and self._state.last_seq == self.flushed_seq:
+                self._recovered()
+
+    def _failed(self, err: Exception) -> None:
+        """A commit failed: refuse changes, and say why once (not at every retry)."""
+        reason = f"{type(err).__name__}: {err}"
+        self.failures += 1
+        self.backoff = min(BACKOFF_MAX_SECONDS, POLL_SECONDS * 2 ** min(self.failures - 1, 16))
+        if self.failing is None:
+            self.failing, self.failing_since = reason, time.time()
+            self._state.refuse_changes(reason)
+            log.error(
+                "journal: cannot commit (%s); changes are refused (EROFS) until a commit succeeds",
+                reason,
+                exc_info=err,
+            )
+            self._failed_cb(reason)
+        elif reason != self.failing:
+            self.failing = reason
+            self._state.refuse_changes(reason)
+            log.error("journal: still cannot commit, now: %s", reason)
+        else:
+            log.debug("journal: retry %d failed; next in %.2fs", self.failures, self.backoff)
+
+    def _recovered(self) -> None:
+        log.warning(
+            "journal: commits succeed again after %d failure(s) (%s); changes are accepted",
+            self.failures,
+            self.failing,
+        )
+        self.failing = self.failing_since = None
+        self.backoff = 0.0
+        self._state.refuse_changes(None)
+
+    def status(self) -> dict[str, str]:
+        """The journal's health, for CONTROL ``status``."""
+        report = {
+            "journal": "failing" if self.failing is not None else "ok",
+            "head": self.commit_id or "",
+            "commits": str(self.commits),
+            "failures": str(self.failures),
+            "pending": str(self._state.last_seq - self.flushed_seq),
+        }
+        if self.failing is not None:
+            report["reason"] = self.failing
+            report["failing-since"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.failing_since))
+            report["retry-in"] = f"{self.backoff:.2f}s"
+        return report
 
     def _gather(self) -> None:
         """Outside durable mode, let changes gather for the window, and yield to requests while they keep

@@ -160,15 +160,19 @@ _leaf_change: Callable[[tuple[Key, bytes | None, bytes | None]], LeafChange] = f
 
 @dataclass(slots=True)
 class Mutation:
-    """The outcome of changing a tree: the new tree and every blob that changed."""
+    """The outcome of changing a tree: the new tree, every blob that changed, and the nodes a request
+    wrote even if it changed nothing there (their watches fire all the same, as in the reference daemons).
+    """
 
     tree: Node
     changes: list[LeafChange] = field(default_factory=list)
+    touched: list[Key] = field(default_factory=list)
 
     def then(self, step: Mutation) -> Mutation:
         """Follow this mutation with ``step`` (computed on ``self.tree``)."""
         self.tree = step.tree
         self.changes.extend(step.changes)
+        self.touched.extend(step.touched)
         return self
 
 
@@ -262,16 +266,26 @@ def fingerprint(tree: Node, key: Key) -> tuple[bytes | None, bytes | None, tuple
 
 
 def same_subtree(a: Node | None, b: Node | None) -> bool:
-    """Whether two subtrees hold the same nodes (shared nodes are compared by identity)."""
-    if a is b:
-        return True
-    if a is None or b is None:
-        return False
-    if a.oid is not None and a.oid == b.oid:
-        return True
-    if (a.value, a.perms, a.extra) != (b.value, b.perms, b.extra) or a.children.keys() != b.children.keys():
-        return False
-    return all(same_subtree(child, b.children[name]) for name, child in a.children.items())
+    """Whether two subtrees hold the same nodes (shared nodes are compared by identity).
+
+    A loop over an explicit stack rather than recursion: a client chooses how deep a tree goes.
+    """
+    pairs = [(a, b)]
+    while pairs:
+        a, b = pairs.pop()
+        if a is b:
+            continue
+        if a is None or b is None:
+            return False
+        if a.oid is not None and a.oid == b.oid:
+            continue
+        if (a.value, a.perms, a.extra) != (b.value, b.perms, b.extra):
+            return False
+        if a.children.keys() != b.children.keys():
+            return False
+        b_children = b.children
+        pairs.extend((child, b_children[name]) for name, child in a.children.items())
+    return True
 
 
 def generation(tree: Node, key: Key) -> int:
@@ -501,36 +515,97 @@ def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None, writer: W
 
 
 def _diff(old: Node | None, new: Node | None, key: Key, changes: list[LeafChange]) -> None:
-    """The blob changes that turn subtree ``old`` into ``new``."""
-    if old is new:
-        return
-    if new is None:
-        changes.extend(leaves(old, key, removed=True))  # type: ignore[arg-type]
-        return
-    if old is None:
-        changes.extend(leaves(new, key))
-        return
-    if old.perms != new.perms:
-        changes.append(LeafChange((*key, PERMS), old.perms, new.perms))
-    if old.value != new.value:
-        changes.append(LeafChange((*key, VALUE), old.value, new.value))
-    differing = {name for name, _ in new.children.items() - old.children.items()}
-    differing.update(old.children.keys() - new.children.keys())
-    for name in differing:
-        _diff(old.children.get(name), new.children.get(name), (*key, name), changes)
+    """The blob changes that turn subtree ``old`` into ``new`` (parents before their children; an explicit
+    stack, as the depth is the client's)."""
+    stack = [(old, new, key)]
+    while stack:
+        old, new, key = stack.pop()
+        if old is new:
+            continue
+        if new is None:
+            changes.extend(leaves(old, key, removed=True))  # type: ignore[arg-type]
+            continue
+        if old is None:
+            changes.extend(leaves(new, key))
+            continue
+        if old.perms != new.perms:
+            changes.append(LeafChange((*key, PERMS), old.perms, new.perms))
+        if old.value != new.value:
+            changes.append(LeafChange((*key, VALUE), old.value, new.value))
+        differing = {name for name, _ in new.children.items() - old.children.items()}
+        differing.update(old.children.keys() - new.children.keys())
+        for name in differing:
+            stack.append((old.children.get(name), new.children.get(name), (*key, name)))
 
 
-def _merge(
+class _MergeFrame:
+    """A node of a three-way merge whose changed children are still being merged (see :func:`_merge`)."""
+
+    __slots__ = (
+        "changed",
+        "children",
+        "extra",
+        "key",
+        "name",
+        "ours",
+        "pending",
+        "perms",
+        "start",
+        "theirs",
+        "value",
+    )
+
+    def __init__(
+        self,
+        ours: Node,
+        start: Node,
+        theirs: Node,
+        key: Key,
+        fields: tuple[bytes | None, bytes | None, tuple[Extra, ...]],
+        changed: set[str],
+    ) -> None:
+        self.ours, self.start, self.theirs, self.key = ours, start, theirs, key
+        self.value, self.perms, self.extra = fields
+        self.changed = changed
+        self.pending = list(changed)
+        self.children = ours.children
+        self.name = ""  # its name under its parent frame
+
+    def adopt(self, name: str, child: Node | None) -> None:
+        """Take the merged version of child ``name``."""
+        if child is self.ours.children.get(name):
+            return
+        if self.children is self.ours.children:
+            self.children = dict(self.ours.children)
+        if child is None:
+            self.children.pop(name, None)
+        else:
+            self.children[name] = child
+
+    def result(self) -> Node | None:
+        ours = self.ours
+        if (self.value, self.perms, self.extra) == (ours.value, ours.perms, ours.extra) and (
+            self.children is ours.children
+        ):
+            return None if ours.is_empty() else ours
+        touched = NO_NAMES if self.children is ours.children else frozenset(self.changed)
+        merged = Node(self.value, self.perms, self.children, self.extra, origin=ours, touched=touched)
+        return None if merged.is_empty() else merged
+
+
+def _merge_node(
     base: Node | None, ours: Node | None, theirs: Node | None, key: Key, changes: list[LeafChange]
-) -> Node | None:
+) -> tuple[Node | None, _MergeFrame | None]:
+    """Merge one node's own fields: the merged node if that settles it, else a frame whose changed
+    children are left to merge."""
     if theirs is base or theirs is ours:
-        return ours
+        return ours, None
     if ours is base:
         _diff(ours, theirs, key, changes)
-        return theirs
+        return theirs, None
     if theirs is None:
         _diff(ours, None, key, changes)  # the transaction removed it: it read the whole subtree to do so
-        return None
+        return None, None
     if ours is None:
         # Removed meanwhile and changed by the transaction: its changes come back (and create the node),
         # but what it did not touch stays removed.
@@ -543,44 +618,70 @@ def _merge(
         changes.append(LeafChange((*key, PERMS), ours.perms, perms))
     if value != ours.value:
         changes.append(LeafChange((*key, VALUE), ours.value, value))
-    merged_children = ours.children
     # Only the children the transaction changed: the rest of a directory of hundreds is not visited.
     changed = {name for name, _ in theirs.children.items() - start.children.items()}
     changed.update(start.children.keys() - theirs.children.keys())
-    for name in changed:
-        mine = ours.children.get(name)
-        child = _merge(start.children.get(name), mine, theirs.children.get(name), (*key, name), changes)
-        if child is not mine:
-            if merged_children is ours.children:
-                merged_children = dict(ours.children)
-            if child is None:
-                merged_children.pop(name, None)
+    return None, _MergeFrame(ours, start, theirs, key, (value, perms, extra), changed)
+
+
+def _merge(
+    base: Node | None, ours: Node | None, theirs: Node | None, key: Key, changes: list[LeafChange]
+) -> Node | None:
+    """The three-way merge of one subtree, depth first over an explicit stack of frames (a client chooses
+    how deep the tree goes: recursion would let it overflow the interpreter's stack)."""
+    merged, frame = _merge_node(base, ours, theirs, key, changes)
+    if frame is None:
+        return merged
+    stack = [frame]
+    while True:
+        top = stack[-1]
+        if top.pending:
+            name = top.pending.pop()
+            child, child_frame = _merge_node(
+                top.start.children.get(name),
+                top.ours.children.get(name),
+                top.theirs.children.get(name),
+                (*top.key, name),
+                changes,
+            )
+            if child_frame is None:
+                top.adopt(name, child)
             else:
-                merged_children[name] = child
-    if (value, perms, extra) == (ours.value, ours.perms, ours.extra) and merged_children is ours.children:
-        return None if ours.is_empty() else ours
-    touched = NO_NAMES if merged_children is ours.children else frozenset(changed)
-    merged = Node(value, perms, merged_children, extra, origin=ours, touched=touched)
-    return None if merged.is_empty() else merged
+                child_frame.name = name
+                stack.append(child_frame)
+            continue
+        stack.pop()
+        merged = top.result()
+        if not stack:
+            return merged
+        stack[-1].adopt(top.name, merged)
 
 
 # -- git -----------------------------------------------------------------------------------------------------
 def load(backend: Backend, oid: ObjectId) -> Node:
-    """The node tree of a git tree (every node knows its id: nothing is written again)."""
-    perms: bytes | None = None
-    node_value: bytes | None = None
-    kids: dict[str, Node] = {}
-    extra: list[Extra] = []
-    for name, (is_dir, child) in backend.tree_entries(oid).items():
-        if name == VALUE and not is_dir:
-            node_value = backend.blob(child)
-        elif name == PERMS and not is_dir:
-            perms = backend.blob(child)
-        elif is_dir and not is_reserved(name):
-            kids[name] = load(backend, child)
-        else:
-            extra.append((name, is_dir, child))
-    return Node(node_value, perms, kids, tuple(extra), oid)
+    """The node tree of a git tree (every node knows its id: nothing is written again).
+
+    Walked over an explicit stack: the repository may hold a tree as deep as any client made it.
+    """
+    top: dict[str, Node] = {}
+    pending: list[tuple[ObjectId, dict[str, Node], str]] = [(oid, top, "")]
+    while pending:
+        tree_oid, parent_children, name = pending.pop()
+        perms: bytes | None = None
+        node_value: bytes | None = None
+        kids: dict[str, Node] = {}
+        extra: list[Extra] = []
+        for entry, (is_dir, child) in backend.tree_entries(tree_oid).items():
+            if entry == VALUE and not is_dir:
+                node_value = backend.blob(child)
+            elif entry == PERMS and not is_dir:
+                perms = backend.blob(child)
+            elif is_dir and not is_reserved(entry):
+                pending.append((child, kids, entry))  # filled in before anyone sees this node
+            else:
+                extra.append((entry, is_dir, child))
+        parent_children[name] = Node(node_value, perms, kids, tuple(extra), tree_oid)
+    return top[""]
 
 
 class GitEncoder:
@@ -602,11 +703,54 @@ class GitEncoder:
         return objects
 
     def tree_id(self, node: Node) -> ObjectId:
+        """The node's git tree id, encoding it and every node below it that has none yet.
+
+        Children are encoded before their parents, over an explicit stack: a client chooses how deep the
+        tree goes, and recursion would overflow the interpreter's stack (a path of 600 components did).
+        """
         if node.oid is not None:
             return node.oid
+        stack: list[tuple[Node, bool]] = [(node, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if current.oid is not None:  # a node shared by two parents: encoded already
+                continue
+            if expanded:
+                self._encode_node(current)
+                continue
+            stack.append((current, True))
+            stack.extend((child, False) for child in self._unencoded_children(current))
+        assert node.oid is not None
+        return node.oid
+
+    def _spliceable(self, node: Node) -> bool:
         origin = node.origin
-        if origin is not None and origin.encoding is not None and origin.extra == node.extra:
-            entries, order = self._splice(node, origin, origin.encoding)
+        return origin is not None and origin.encoding is not None and origin.extra == node.extra
+
+    def _unencoded_children(self, node: Node) -> list[Node]:
+        """The children the encoding of ``node`` will need ids of and that have none yet: with a splice,
+        only those it touched (see :meth:`_splice`)."""
+        children = node.children
+        if not self._spliceable(node):
+            return [child for child in children.values() if child.oid is None]
+        before = node.origin.children  # type: ignore[union-attr]
+        if children is before:
+            return []
+        names = node.touched
+        if names is None:
+            names = {name for name, _ in children.items() - before.items()}
+        out = []
+        for name in names:
+            child = children.get(name)
+            if child is not None and child.oid is None and child is not before.get(name):
+                out.append(child)
+        return out
+
+    def _encode_node(self, node: Node) -> None:
+        """Encode one node whose children the encoding needs all have ids."""
+        origin = node.origin
+        if origin is not None and self._spliceable(node):
+            entries, order = self._splice(node, origin, origin.encoding)  # type: ignore[arg-type]
         else:
             entries, order = self._encode(node)
         raw = b"".join(map(entries.__getitem__, order))
@@ -615,7 +759,6 @@ class GitEncoder:
         node.oid = oid
         node.encoding = (entries, order)
         node.origin = None
-        return oid
 
     def _encode(self, node: Node) -> Encoding:
         # git's entry order: by name, a directory's name read as if it ended in "/".

@@ -1,7 +1,9 @@
 """Xenstore paths: validation, resolution of relative paths, and the mapping to store keys.
 
-A valid path uses only ``[A-Za-z0-9-/_@]``, has no empty segment (no ``//``, no trailing ``/`` except the
-root) and fits the length limits. A relative path resolves under ``/local/domain/<domid>`` of the caller.
+A path starting with ``@`` names a node at the root (``@foo`` is ``/@foo``), as in oxenstored; as a
+watch path it is a special watch (``@introduceDomain``, ``@releaseDomain``). A valid path uses only
+``[A-Za-z0-9-/_@]``, has no empty segment (no ``//``, no trailing ``/`` except the root) and fits the
+length limits. A relative path resolves under ``/local/domain/<domid>`` of the caller.
 A node's key is the tuple of its segments: ``"/local/domain/3"`` is ``("local", "domain", "3")`` and the
 root ``"/"`` is ``()``.
 """
@@ -24,6 +26,16 @@ SPECIAL_WATCHES = frozenset({INTRODUCE_DOMAIN, RELEASE_DOMAIN})
 _VALID = re.compile(rb"[A-Za-z0-9\-/_@]+")
 
 
+_HOME = re.compile(r"/local/domain/[0-9]{1,5}/")
+
+
+def length_below_home(path: str) -> int:
+    """The length C xenstored's ``path-max`` quota measures: below ``/local/domain/<domid>/`` (any domain's
+    home, as C xenstored's ``is_valid_nodename`` strips it), else the whole path."""
+    home = _HOME.match(path)
+    return len(path) - home.end() if home else len(path)
+
+
 def domain_path(domid: int) -> str:
     """The home of a domain: ``/local/domain/<domid>``."""
     return f"/local/domain/{domid}"
@@ -33,8 +45,7 @@ def resolve(raw: bytes, domid: int) -> str:
     """The absolute path a request names.
 
     Raises:
-        InvalidRequest: The path is empty, too long, has invalid characters or empty segments, or is a
-            special ``@`` path (those are for watches only).
+        InvalidRequest: The path is empty, too long, or has invalid characters or empty segments.
     """
     if not raw:
         raise InvalidRequest("empty path")
@@ -45,11 +56,13 @@ def resolve(raw: bytes, domid: int) -> str:
     if not _VALID.fullmatch(raw):
         raise InvalidRequest("path has characters outside [A-Za-z0-9-/_@]", _printable(raw))
     path = raw.decode("ascii")
-    if path.startswith("@"):
-        raise InvalidRequest("special @ paths name watches, not nodes", path)
     if path != "/" and (path.endswith("/") or "//" in path):
         raise InvalidRequest("empty path segment", path)
-    if relative:
+    if path.startswith("@"):
+        # As oxenstored (Utils.path_complete): a path starting with "@" is not relative to the home; it
+        # names the node "/@..." at the root. (C xenstored refuses it with EINVAL.)
+        path = "/" + path
+    elif relative:
         path = f"{domain_path(domid)}/{path}"
         if len(path) > ABS_PATH_MAX:
             raise InvalidRequest(f"resolved path is longer than {ABS_PATH_MAX}", path)
@@ -82,10 +95,10 @@ class WatchPath:
 def resolve_watch(raw: bytes, domid: int) -> WatchPath:
     """The path of a WATCH or UNWATCH request: a node path or ``@introduceDomain``/``@releaseDomain``."""
     if raw.startswith(b"@"):
-        name = raw.decode("ascii", "replace")
-        if name not in SPECIAL_WATCHES:
-            raise InvalidRequest("unknown special watch path", name)
-        return WatchPath(name, "")
+        # Any "@name" is a special watch, as in oxenstored; only @introduceDomain and @releaseDomain fire.
+        if len(raw) > REL_PATH_MAX or not _VALID.fullmatch(raw):
+            raise InvalidRequest("invalid special watch path", _printable(raw))
+        return WatchPath(raw.decode("ascii"), "")
     path = resolve(raw, domid)
     prefix = "" if raw.startswith(b"/") else domain_path(domid) + "/"
     return WatchPath(path, prefix)

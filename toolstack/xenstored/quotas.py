@@ -23,6 +23,8 @@ class Quotas:
         watches: Watches a domain may hold.
         value_size: Bytes in one node's value.
         transactions: Open transactions per connection.
+        path_max: Bytes in a node path below the domain's home (C xenstored's ``path-max`` quota, whose
+            default is XENSTORE_REL_PATH_MAX, 2,048; neither reference daemon limits a path's depth).
         hard_watches: Watches per connection, for every caller.
         hard_transactions: Open transactions per connection, for every caller.
     """
@@ -31,6 +33,7 @@ class Quotas:
     watches: int = 128
     value_size: int = 2048
     transactions: int = 10
+    path_max: int = 2048
     hard_watches: int = 8192
     hard_transactions: int = 1024
 

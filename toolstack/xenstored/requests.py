@@ -24,7 +24,15 @@ from toolstack.xenstored.errors import (
     TransactionConflict,
 )
 from toolstack.xenstored.nodes import Mutation, Node, Writer
-from toolstack.xenstored.paths import Key, from_key, resolve, resolve_watch, to_key
+from toolstack.xenstored.paths import (
+    Key,
+    WatchPath,
+    from_key,
+    length_below_home,
+    resolve,
+    resolve_watch,
+    to_key,
+)
 from toolstack.xenstored.perms import Access, Caller, Permissions
 from toolstack.xenstored.protocol import (
     OK,
@@ -78,6 +86,26 @@ class NodeRequests:
             raise NoSuchNode(f"no transaction {packet.tx_id} on this connection")
         return tx
 
+    def _resolve(self, session: Session, raw: bytes) -> str:
+        """The absolute path a request names, within the caller's ``path-max`` quota."""
+        path = resolve(raw, session.caller.domid)
+        self._check_path_quota(session.caller, path)
+        return path
+
+    def _resolve_watch(self, session: Session, raw: bytes) -> WatchPath:
+        watch_path = resolve_watch(raw, session.caller.domid)
+        if not watch_path.special:
+            self._check_path_quota(session.caller, watch_path.absolute)
+        return watch_path
+
+    def _check_path_quota(self, caller: Caller, path: str) -> None:
+        # As C xenstored (is_valid_nodename): unprivileged domains only, measured below the home, EINVAL.
+        limit = self.state.quotas.path_max
+        if not caller.privileged and length_below_home(path) > limit:
+            raise InvalidRequest(
+                f"path of {length_below_home(path)} bytes below the home exceeds path_max {limit}", path
+            )
+
     def _view(self, tx: Transaction | None) -> Node:
         return tx.tree if tx is not None else self.state.tree
 
@@ -104,6 +132,7 @@ class NodeRequests:
         unprivileged caller's change is built on a copy, since the node quota may still refuse it.
         """
         caller = session.caller
+        self.state.check_writable()
         if tx is not None:
             mutation = build(tx.tree, tx.writer if caller.privileged else None)
             self._check_node_quota(caller, mutation, tx.owned_delta)
@@ -135,7 +164,7 @@ class NodeRequests:
         """The node a read request names and the tree to read it in, recorded as read by its transaction
         and checked readable by the caller."""
         (raw,) = strings(packet.payload, 1)
-        key = to_key(resolve(raw, session.caller.domid))
+        key = to_key(self._resolve(session, raw))
         tx = self._transaction(session, packet)
         if tx is not None:
             tx.read(key)
@@ -157,7 +186,7 @@ class NodeRequests:
 
     def directory_part(self, session: Session, packet: Packet) -> Outcome:
         raw, raw_offset = strings(packet.payload, 2)
-        key = to_key(resolve(raw, session.caller.domid))
+        key = to_key(self._resolve(session, raw))
         offset = decimal(raw_offset, "offset")
         tx = self._transaction(session, packet)
         if tx is not None:
@@ -187,7 +216,7 @@ class NodeRequests:
     # -- changes -------------------------------------------------------------------------------------------
     def write(self, session: Session, packet: Packet) -> Outcome:
         raw, data = path_and_value(packet.payload)
-        path = resolve(raw, session.caller.domid)
+        path = self._resolve(session, raw)
         key = to_key(path)
         caller = session.caller
         if not caller.privileged and len(data) > self.state.quotas.value_size:
@@ -196,13 +225,15 @@ class NodeRequests:
 
         def build(tree: Node, writer: Writer | None) -> Mutation:
             self._writable_for_create(tree, key, caller)
-            return nodes.write(tree, key, data, caller, writer)
+            mutation = nodes.write(tree, key, data, caller, writer)
+            mutation.touched.append(key)
+            return mutation
 
         return self._change(session, tx, f"write {path} = {describe_value(data)}", build)
 
     def mkdir(self, session: Session, packet: Packet) -> Outcome:
         (raw,) = strings(packet.payload, 1)
-        path = resolve(raw, session.caller.domid)
+        path = self._resolve(session, raw)
         key = to_key(path)
         caller = session.caller
         tx = self._transaction(session, packet)
@@ -215,7 +246,7 @@ class NodeRequests:
 
     def rm(self, session: Session, packet: Packet) -> Outcome:
         (raw,) = strings(packet.payload, 1)
-        path = resolve(raw, session.caller.domid)
+        path = self._resolve(session, raw)
         key = to_key(path)
         if not key:
             raise InvalidRequest("the root node cannot be removed", path)
@@ -240,7 +271,7 @@ class NodeRequests:
         items = string_list(packet.payload)
         if len(items) < 2:
             raise InvalidRequest("SET_PERMS needs a path and at least one permission")
-        path = resolve(items[0], session.caller.domid)
+        path = self._resolve(session, items[0])
         key = to_key(path)
         try:
             perms = Permissions.parse([item.decode("ascii") for item in items[1:]])
@@ -256,21 +287,23 @@ class NodeRequests:
             self._require(tree, key, caller, Access.WRITE | Access.OWNER)
             if not caller.privileged and perms.owner != current.owner:
                 raise NotPermitted("an unprivileged domain cannot change a node's owner", path)
-            return nodes.set_permissions(tree, key, perms, writer)
+            mutation = nodes.set_permissions(tree, key, perms, writer)
+            mutation.touched.append(key)
+            return mutation
 
         return self._change(session, tx, f"setperms {path} = {perms}", build)
 
     # -- watches -------------------------------------------------------------------------------------------
     def watch(self, session: Session, packet: Packet) -> Outcome:
         raw, token = strings(packet.payload, 2)
-        path = resolve_watch(raw, session.caller.domid)
+        path = self._resolve_watch(session, raw)
         with self.state.lock:  # the journal thread fires watches too
             self.state.watches.add(session, path, token)  # type: ignore[arg-type]
         return Outcome(OK, events=((raw.decode("ascii"), token),))
 
     def unwatch(self, session: Session, packet: Packet) -> Outcome:
         raw, token = strings(packet.payload, 2)
-        path = resolve_watch(raw, session.caller.domid)
+        path = self._resolve_watch(session, raw)
         with self.state.lock:
             self.state.watches.remove(session, path, token)  # type: ignore[arg-type]
         return Outcome(OK)
@@ -305,7 +338,7 @@ class NodeRequests:
         if verdict not in (b"T", b"F"):
             raise InvalidRequest(f"TRANSACTION_END takes T or F, not {verdict[:8]!r}")
         del session.transactions[tx.id]
-        if verdict == b"F" or not tx.changed:
+        if verdict == b"F" or not (tx.changed or tx.touched):
             if verdict == b"T" and tx.stale_reads(self.state.tree):
                 raise TransactionConflict(f"transaction {tx.id}: a node it read has changed")
             return Outcome(OK)

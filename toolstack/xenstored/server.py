@@ -22,6 +22,7 @@ from toolstack.xenstored.admin import AdminRequests
 from toolstack.xenstored.connection import Connection
 from toolstack.xenstored.dispatch import Dispatcher
 from toolstack.xenstored.domains import DomainTable
+from toolstack.xenstored.errors import NotSaved
 from toolstack.xenstored.journal import GitJournal
 from toolstack.xenstored.perms import Caller
 from toolstack.xenstored.quotas import Quotas
@@ -80,6 +81,17 @@ class DurableWaiters:
         """Called from the journal's thread."""
         self._loop.call_soon_threadsafe(self._release, seq)
 
+    def failed(self, reason: str) -> None:
+        """The journal cannot commit (called from its thread): every reply waiting for a commit is answered
+        with an error now, rather than never."""
+        self._loop.call_soon_threadsafe(self._fail_all, reason)
+
+    def _fail_all(self, reason: str) -> None:
+        heap, self._heap = self._heap, []
+        for _, _, future in heap:
+            if not future.done():
+                future.set_exception(NotSaved(f"the change could not be committed: {reason}"))
+
     def _release(self, seq: int) -> None:
         self._flushed = max(self._flushed, seq)
         while self._heap and self._heap[0][0] <= self._flushed:
@@ -120,8 +132,10 @@ class XenstoreServer:
             self.state,
             self._waiters.flushed,
             window=0.0 if self.config.durable else NON_DURABLE_WINDOW,
+            failed=self._waiters.failed,
         )
         self.admin.flush_now = self.journal.write_now
+        self.admin.journal_status = self.journal.status
         self.journal.flush()  # the initial layout, if the branch was empty, is its own commit
         self.journal.start()
         _remove_stale_socket(self.config.socket)

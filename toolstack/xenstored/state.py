@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from toolstack.xenstored import nodes
+from toolstack.xenstored.errors import ReadOnly
 from toolstack.xenstored.nodes import LeafChange, Mutation, Node
 from toolstack.xenstored.perms import DEFAULT_PERMISSIONS, Caller
 from toolstack.xenstored.quotas import NodeCounts, Quotas
@@ -88,6 +89,7 @@ class State:
         self.last_change = time.monotonic()
         self._last = JournalEntry(0, "", (), tree, boundary=True, commit_id=head)
         self._wake: Callable[[], None] = lambda: None
+        self.refusing: str | None = None  # why changes are refused (the journal cannot commit), if they are
         if tree.perms is None:
             self._initialise()
 
@@ -106,6 +108,17 @@ class State:
     def on_change(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` (from any thread) whenever a change is queued for commit."""
         self._wake = wake
+
+    def refuse_changes(self, reason: str | None) -> None:
+        """Refuse every change with EROFS while ``reason`` holds (None: accept them again)."""
+        with self.lock:
+            self.refusing = reason
+
+    def check_writable(self) -> None:
+        """Raises ReadOnly while changes are refused."""
+        reason = self.refusing
+        if reason is not None:
+            raise ReadOnly(f"the journal cannot commit, changes are refused: {reason}")
 
     @property
     def last_seq(self) -> int:
@@ -132,12 +145,18 @@ class State:
             change: Builds the mutation from the latest tree; may raise a RequestError to refuse.
             tip: For a transaction's merge, its branch (the change is then committed as a merge).
 
+        Raises:
+            ReadOnly: The journal cannot commit: nothing is acknowledged that would not be saved.
+
         Returns:
             The change's sequence number, or None if it changed nothing.
         """
         with self.lock:
+            self.check_writable()
             mutation = change(self.tree)
             if not mutation.changes:
+                if mutation.touched:  # nothing to commit, but a write is a write to its watchers
+                    self.watches.fire((), self.tree, mutation.touched)
                 return None
             self._publish(mutation)
             if tip is not None:
@@ -191,7 +210,7 @@ class State:
     def _publish(self, mutation: Mutation) -> None:
         self.tree = mutation.tree
         self.counts.apply(mutation.changes)
-        self.watches.fire(mutation.changes, mutation.tree)
+        self.watches.fire(mutation.changes, mutation.tree, mutation.touched)
 
 
 def rebase(entries: list[JournalEntry], changes: list[LeafChange]) -> None:

@@ -44,6 +44,7 @@ class Transaction:
         tree: The transaction's own view: base plus its writes.
         reads: Nodes read, and whether the whole subtree matters.
         log: A line per operation, for the commit message.
+        touched: Nodes written, whether or not that changed them: their watches fire at the merge.
         owned_delta: Nodes its caller gains through it (for an unprivileged caller's node quota).
         writer: Its right to change in place the nodes it built (see :class:`~.nodes.Writer`).
     """
@@ -55,6 +56,7 @@ class Transaction:
     tree: Node = field(init=False)
     reads: dict[Key, ReadKind] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    touched: list[Key] = field(default_factory=list)
     owned_delta: int = 0
     writer: Writer = field(default_factory=Writer)
 
@@ -68,6 +70,7 @@ class Transaction:
     def record(self, mutation: Mutation, description: str) -> None:
         """Take a mutation computed on ``self.tree`` as the transaction's new view."""
         self.tree = mutation.tree
+        self.touched.extend(mutation.touched)
         if not self.caller.privileged:
             self.owned_delta += owner_deltas(mutation.changes).get(self.caller.domid, 0)
         self.log.append(description)
@@ -92,7 +95,9 @@ class Transaction:
 
     def merge_into(self, current: Node) -> Mutation:
         """The transaction's branch merged into ``current`` (after :meth:`stale_reads`)."""
-        return nodes.merge(self.base, current, self.tree)
+        mutation = nodes.merge(self.base, current, self.tree)
+        mutation.touched.extend(self.touched)
+        return mutation
 
     def tip(self) -> BranchTip:
         """The transaction's branch, for the journal to write."""

@@ -162,8 +162,10 @@ class WatchRegistry:
         for watch in list(self._by_path.get(name, [])):
             watch.deliver(name)
 
-    def fire(self, changes: Iterable[LeafChange], tree: Node) -> None:
-        """Fire every watch concerned by these changes; ``tree`` is the state after them."""
+    def fire(self, changes: Iterable[LeafChange], tree: Node, touched: Iterable[Key] = ()) -> None:
+        """Fire every watch concerned by these changes, and by writes to ``touched`` nodes that changed
+        nothing (C xenstored and oxenstored fire for every successful write); ``tree`` is the state after
+        them."""
         top = self._trie
         if not top.children and not top.watches:
             return
@@ -177,6 +179,8 @@ class WatchRegistry:
                 removals[node] = False
             if old is None and key[-1] == nodes.PERMS:
                 created.add(node)
+        for node in touched:
+            removals.setdefault(node, False)
         # The trie first: a changed node no watch lies on, above or (when removed) below is skipped, so
         # that the filters below run only for nodes some watch cares about.
         concerned: list[tuple[Key, list[list[Watch]], _Trie | None]] = []
@@ -203,7 +207,7 @@ class WatchRegistry:
                 # A node created only as the parent of a written one is told through that one (as in C
                 # xenstored).
                 if above is None:
-                    above = {other[:depth] for other in removals for depth in range(len(other))}
+                    above = _strict_prefixes(removals)
                 if node in above:
                     continue
             gone = removals[node] and not nodes.exists(tree, node)
@@ -236,3 +240,16 @@ class WatchRegistry:
             if not nodes.permissions(tree, visible).access(caller) & Access.READ:
                 return
         watch.deliver(event_path)
+
+
+def _strict_prefixes(keys: Iterable[Key]) -> set[Key]:
+    """Every proper prefix of the keys. Each key's ancestors are walked up only until one already known:
+    a chain of created nodes a thousand deep costs a thousand prefixes, not half a million."""
+    found: set[Key] = set()
+    for key in keys:
+        for depth in range(len(key) - 1, -1, -1):
+            prefix = key[:depth]
+            if prefix in found:
+                break
+            found.add(prefix)
+    return found

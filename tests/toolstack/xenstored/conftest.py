@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import git
 from tests.toolstack.xenstored.wire import WireClient
+from toolstack.xenstored.protocol import Op
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 XEN_BIN = "/usr/lib/xen-4.17/bin"
@@ -73,8 +74,8 @@ class Daemon:
             assert result.returncode == 0, f"{argv} failed ({result.returncode}): {result.stderr}"
         return result
 
-    def wire(self, socket: str | None = None) -> WireClient:
-        return WireClient(socket or self.socket)
+    def wire(self, socket: str | None = None, timeout: float = 10.0) -> WireClient:
+        return WireClient(socket or self.socket, timeout)
 
     def domain_socket(self, domid: int) -> str:
         path = os.path.join(self.domain_dir, str(domid))
@@ -83,6 +84,15 @@ class Daemon:
             assert time.monotonic() < deadline, f"no socket for dom{domid}"
             time.sleep(0.01)
         return path
+
+    def introduce(self, domid: int) -> str:
+        """Introduce a guest domain with a home it owns (as a toolstack sets one up); returns the socket on
+        which connections speak as that domain."""
+        with self.wire() as dom0:
+            assert dom0.call(Op.INTRODUCE, str(domid), "1000", "7").payload == b"OK\0"
+            assert dom0.call(Op.MKDIR, f"/local/domain/{domid}").payload == b"OK\0"
+            assert dom0.call(Op.SET_PERMS, f"/local/domain/{domid}", f"n{domid}").payload == b"OK\0"
+        return self.domain_socket(domid)
 
     def alive(self) -> bool:
         return self.process.poll() is None

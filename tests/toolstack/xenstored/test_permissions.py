@@ -12,12 +12,7 @@ from toolstack.xenstored.protocol import Op
 @pytest.fixture
 def guests(daemon):
     """dom3 and dom5, introduced, each with a home it owns (as a toolstack sets up)."""
-    with daemon.wire() as dom0:
-        for domid in (3, 5):
-            assert dom0.call(Op.INTRODUCE, str(domid), "1000", "7").payload == b"OK\0"
-            dom0.call(Op.MKDIR, f"/local/domain/{domid}")
-            dom0.call(Op.SET_PERMS, f"/local/domain/{domid}", f"n{domid}")
-    with daemon.wire(daemon.domain_socket(3)) as dom3, daemon.wire(daemon.domain_socket(5)) as dom5:
+    with daemon.wire(daemon.introduce(3)) as dom3, daemon.wire(daemon.introduce(5)) as dom5:
         yield dom3, dom5
 
 

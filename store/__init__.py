@@ -26,6 +26,7 @@ from store.errors import (
     NotADirectory,
     NotARepository,
     NotFound,
+    ReadConflict,
     StoreError,
     TooManyRetries,
     UnknownBranch,
@@ -36,7 +37,7 @@ from store.merge import Conflicted, Rule, Schema
 from store.objects import CommitInfo
 from store.remote import NonFastForward, Remote, RemoteError
 from store.store import Diff, Snapshot, Store
-from store.transaction import Transaction
+from store.transaction import Strategy, Transaction
 from store.tree import Change, Tree
 from store.watch import Watch
 
@@ -65,6 +66,7 @@ __all__ = [
     "NotADirectory",
     "NotARepository",
     "NotFound",
+    "ReadConflict",
     "Remote",
     "RemoteError",
     "Rule",
@@ -72,6 +74,7 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreError",
+    "Strategy",
     "TooManyRetries",
     "Transaction",
     "Tree",

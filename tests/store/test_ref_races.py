@@ -32,7 +32,7 @@ def test_a_ref_directory_removed_before_the_lock_is_created_is_made_again(disk_s
     real_open = os.open
     removed: list[str] = []
 
-    def pack_refs_strikes(path, flags, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def pack_refs_strikes(path, flags, *args, **kwargs):
         # What `git pack-refs` does at the worst moment: remove the (empty) directory of the ref about to
         # be locked, after it was made and before the lock file is created in it.
         if str(path).endswith(".lock") and len(removed) < 3 and os.path.isdir(os.path.dirname(path)):
@@ -50,7 +50,7 @@ def test_a_ref_directory_removed_before_the_lock_is_created_is_made_again(disk_s
 def test_a_directory_that_keeps_vanishing_gives_up_after_bounded_retries(disk_store, monkeypatch):
     commit = _commit(disk_store, "one")
 
-    def always_vanished(path, flags, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def always_vanished(path, flags, *args, **kwargs):
         raise FileNotFoundError(2, "No such file or directory", path)
 
     monkeypatch.setattr(store.locks.os, "open", always_vanished)

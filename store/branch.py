@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,6 +17,7 @@ from store.transaction import DEFAULT_RETRIES, Strategy, Transaction
 from store.tree import Tree
 
 T = TypeVar("T")
+RETRY_BACKOFF_SECONDS = 0.0005  # Branch.atomically waits up to this times 2**attempt (at most 64) to retry
 
 if TYPE_CHECKING:
     from store.store import Store
@@ -159,6 +162,8 @@ class Branch:
             except ReadConflict as err:
                 if attempt > retries:
                     raise ReadConflict(err.conflicts, err.branch, attempts=attempt) from err
+                # Writers racing for one path would collide again at once: back off, randomised.
+                time.sleep(random.uniform(0, RETRY_BACKOFF_SECONDS * (1 << min(attempt, 6))))
                 continue
             return result
         raise AssertionError("unreachable")

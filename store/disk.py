@@ -44,6 +44,7 @@ MAINTENANCE_EVERY = 8
 MAX_ROLL_UP_ROUNDS = 16
 STORED_BELOW = 512  # objects smaller than this are written uncompressed (git gc recompresses them)
 ORPHAN_GRACE_SECONDS = 600.0
+RACY_NS = 1_000_000_000  # a packed-refs younger than this is read again rather than taken from the cache
 KEPT_PACK_BYTES = 1 << 20  # packs up to this size are read from the bytes written, not mapped again
 
 
@@ -612,7 +613,10 @@ class DiskBackend(Backend):
             return {}
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self._packed_refs_cache
-        if cached is not None and cached[0] == key:
+        # A file rewritten within the filesystem's timestamp granularity, at the same size, in a reused
+        # inode (pack-refs and deletions rewrite packed-refs in quick succession) has the same key: trust
+        # the key only for a file older than that ("racily clean", as git says of its index).
+        if cached is not None and cached[0] == key and time.time_ns() - st.st_mtime_ns > RACY_NS:
             return cached[1]
         refs: dict[str, str] = {}
         with open(path, "rb") as f:

@@ -87,7 +87,7 @@ def _stale_reads(
     """The reads of ``snapshot`` that read differently on ``head``, as conflict entries (ours: the head's
     value, theirs: the transaction's)."""
     stale = []
-    for key, read in reads:
+    for key, read in sorted(reads, key=lambda r: (r[0], r[1].value)):  # report in a stable order
         before = _fingerprint(snapshot, key, read)
         after = _fingerprint(head, key, read)
         # dict key views compare as sets: a listing is equal whatever the order of insertion.

@@ -27,6 +27,7 @@ from store.errors import (
     NotADirectory,
     NotARepository,
     NotFound,
+    ReadConflict,
     StoreError,
     TooManyRetries,
     UnknownBranch,
@@ -37,7 +38,7 @@ from store.merge import Conflicted, Rule, Schema
 from store.objects import CommitInfo
 from store.remote import NonFastForward, Remote, RemoteError
 from store.store import Diff, Snapshot, Store
-from store.transaction import Transaction
+from store.transaction import Strategy, Transaction
 from store.tree import Change, Tree
 from store.watch import Watch
 
@@ -67,6 +68,7 @@ __all__ = [
     "NotADirectory",
     "NotARepository",
     "NotFound",
+    "ReadConflict",
     "Remote",
     "RemoteError",
     "Rule",
@@ -74,6 +76,7 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreError",
+    "Strategy",
     "TooManyRetries",
     "Transaction",
     "Tree",

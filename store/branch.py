@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from store.codec import Codec
-from store.errors import HistoryLost, MissingObject, UnknownCommit
+from store.errors import HistoryLost, MissingObject, ReadConflict, UnknownCommit
 from store.history import HistoryEntry, LogEntry
 from store.merge import Schema
 from store.paths import Path, join, parse
-from store.transaction import DEFAULT_RETRIES, Transaction
+from store.transaction import DEFAULT_RETRIES, Strategy, Transaction
 from store.tree import Tree
+
+T = TypeVar("T")
+RETRY_BACKOFF_SECONDS = 0.0005  # Branch.atomically waits up to this times 2**attempt (at most 64) to retry
 
 if TYPE_CHECKING:
     from store.store import Store
@@ -101,8 +106,14 @@ class Branch:
         base: str | None = None,
         parents: list[str] | None = None,
         merge_message: str | None = None,
+        strategy: Strategy = Strategy.TEST_AND_SET,
     ) -> Transaction:
         """Start a transaction on this branch (use it in a ``with`` block).
+
+        By default (``Strategy.TEST_AND_SET``) what the block read through the transaction is validated when
+        it commits: if a concurrent commit changed a path it read, it raises ReadConflict rather than merge
+        writes computed from stale values (a lost update). A ``with`` block cannot be re-run: to retry,
+        use :meth:`atomically`.
 
         Args:
             message: The commit message.
@@ -117,6 +128,7 @@ class Branch:
             parents: Parents of the transaction's own commit (default: ``[base]``), e.g. to land the tip of
                 a task branch that forked from ``base``.
             merge_message: Message of the merge commit, if one is made (default: "Merge: <message>").
+            strategy: How reads are validated and writes merged if the branch moved (see :class:`Strategy`).
         """
         return Transaction(
             self.store,
@@ -130,7 +142,51 @@ class Branch:
             base=base,
             parents=parents,
             merge_message=merge_message,
+            strategy=strategy,
         )
+
+    def atomically(
+        self,
+        function: Callable[[Transaction], T],
+        message: str,
+        author: str | None = None,
+        *,
+        retries: int = DEFAULT_RETRIES,
+        strategy: Strategy = Strategy.TEST_AND_SET,
+        schema: Schema | None = None,
+    ) -> T:
+        """Run ``function(tx)`` in a transaction and commit it; on a ReadConflict, run it again on a fresh
+        snapshot, up to ``retries`` times (snapshot, function, compare-and-swap, as Irmin's ``with_tree``).
+
+        ``function`` must be safe to run more than once: it should only read and write through ``tx``.
+
+        Returns:
+            What ``function`` returned in the run that committed.
+
+        Raises:
+            ReadConflict: Every run read something a concurrent commit changed (``attempts`` says how many).
+            Conflict: The writes could not be merged (not retried: the same writes would conflict again).
+            TooManyRetries: The branch kept moving while the commit was being published.
+        """
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        for attempt in range(1, retries + 2):
+            tx = self.transaction(message, author, retries=retries, schema=schema, strategy=strategy)
+            try:
+                result = function(tx)
+            except BaseException:
+                tx.abort()
+                raise
+            try:
+                tx.commit()
+            except ReadConflict as err:
+                if attempt > retries:
+                    raise ReadConflict(err.conflicts, err.branch, attempts=attempt) from err
+                # Writers racing for one path would collide again at once: back off, randomised.
+                time.sleep(random.uniform(0, RETRY_BACKOFF_SECONDS * (1 << min(attempt, 6))))
+                continue
+            return result
+        raise AssertionError("unreachable")
 
     def revert_to(
         self,

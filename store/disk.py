@@ -33,7 +33,7 @@ from dulwich.pack import Pack
 from store.backend import Backend
 from store.errors import StoreError
 from store.group import GroupCommit, Waiter
-from store.locks import DirectorySyncer, Lease, create_git_lock, pid_alive
+from store.locks import DirectorySyncer, Lease, create_git_lock, fsync_directory, pid_alive
 from store.objects import TREE, ObjectId
 from store.packs import PackSet
 
@@ -44,6 +44,7 @@ MAINTENANCE_EVERY = 8
 MAX_ROLL_UP_ROUNDS = 16
 STORED_BELOW = 512  # objects smaller than this are written uncompressed (git gc recompresses them)
 ORPHAN_GRACE_SECONDS = 600.0
+RACY_NS = 1_000_000_000  # a packed-refs younger than this is read again rather than taken from the cache
 KEPT_PACK_BYTES = 1 << 20  # packs up to this size are read from the bytes written, not mapped again
 
 
@@ -612,7 +613,10 @@ class DiskBackend(Backend):
             return {}
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self._packed_refs_cache
-        if cached is not None and cached[0] == key:
+        # A file rewritten within the filesystem's timestamp granularity, at the same size, in a reused
+        # inode (pack-refs and deletions rewrite packed-refs in quick succession) has the same key: trust
+        # the key only for a file older than that ("racily clean", as git says of its index).
+        if cached is not None and cached[0] == key and time.time_ns() - st.st_mtime_ns > RACY_NS:
             return cached[1]
         refs: dict[str, str] = {}
         with open(path, "rb") as f:
@@ -657,8 +661,8 @@ class DiskBackend(Backend):
         durable = self.durable and sync
         path = self._ref_path(name)
         with self._lease(name).hold():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             lock_path = path + ".lock"
+            # Creates the ref's directory too, again if `git pack-refs` removes it meanwhile.
             fd = create_git_lock(lock_path)
             renamed = False
             try:
@@ -675,7 +679,7 @@ class DiskBackend(Backend):
                 os.replace(lock_path, path)
                 renamed = True
                 if durable:
-                    self._directories.sync(os.path.dirname(path))
+                    self._sync_ref_directory(os.path.dirname(path))
                 return True
             finally:
                 if fd >= 0:
@@ -687,14 +691,21 @@ class DiskBackend(Backend):
     def _delete_ref(self, name: str, path: str, durable: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        if name in self._packed_refs():
-            packed_path = os.path.join(self.gitdir, "packed-refs")
+        packed_path = os.path.join(self.gitdir, "packed-refs")
+        lock_path = packed_path + ".lock"
+        # A `git pack-refs` that read the loose ref before the unlink writes it into packed-refs after: the
+        # ref would come back. It holds packed-refs.lock from before it reads loose refs until its new
+        # packed-refs is in place, so look at the lock first, then at packed-refs: if the lock is absent,
+        # any pack-refs still to come starts after the unlink; if it was there, wait for it and look again.
+        if os.path.exists(lock_path) or name in self._packed_refs():
             with self._lease("packed-refs").hold():
-                lock_path = packed_path + ".lock"
                 fd = create_git_lock(lock_path)
                 try:
-                    with open(packed_path, "rb") as f:
-                        lines = f.readlines()
+                    try:
+                        with open(packed_path, "rb") as f:
+                            lines = f.readlines()
+                    except FileNotFoundError:
+                        lines = []
                     kept: list[bytes] = []
                     skip_peeled = False
                     for line in lines:
@@ -705,21 +716,31 @@ class DiskBackend(Backend):
                         skip_peeled = line.rstrip(b"\n").endswith(b" " + name.encode())
                         if not skip_peeled:
                             kept.append(line)
-                    os.write(fd, b"".join(kept))
-                    if durable:
-                        os.fsync(fd)
-                    os.close(fd)
-                    fd = -1
-                    os.replace(lock_path, packed_path)
+                    if len(kept) < len(lines):  # else not packed after all: leave packed-refs alone
+                        os.write(fd, b"".join(kept))
+                        if durable:
+                            os.fsync(fd)
+                        os.close(fd)
+                        fd = -1
+                        os.replace(lock_path, packed_path)
                 finally:
                     if fd >= 0:
                         os.close(fd)
                         os.unlink(lock_path)
         if durable:
-            self._directories.sync(os.path.dirname(path))
+            self._sync_ref_directory(os.path.dirname(path))
+
+    def _sync_ref_directory(self, path: str) -> None:
+        """fsync a directory under ``refs/``. Not through a descriptor kept open: `git pack-refs` removes
+        empty ones, and one made again is another directory. If it is gone, the ref left it (deleted, or
+        packed by git, which makes packed-refs durable itself): nothing is left to sync there."""
+        with contextlib.suppress(FileNotFoundError):
+            fsync_directory(path)
 
     def list_refs(self, prefix: str) -> dict[str, str]:
-        refs = {name: oid for name, oid in self._packed_refs().items() if name.startswith(prefix)}
+        # Loose refs first, then packed-refs: `git pack-refs` writes packed-refs before it removes the loose
+        # files, so a ref it moves meanwhile is seen in one place or the other (the other order can miss it).
+        loose: dict[str, str] = {}
         root = self._ref_path(prefix.rstrip("/"))
         for dirpath, _, files in os.walk(root):
             for file in files:
@@ -729,7 +750,9 @@ class DiskBackend(Backend):
                 name = os.path.relpath(full, self.gitdir).replace(os.sep, "/")
                 value = self.read_ref(name)
                 if value is not None:
-                    refs[name] = value
+                    loose[name] = value
+        refs = {name: oid for name, oid in self._packed_refs().items() if name.startswith(prefix)}
+        refs.update(loose)
         return refs
 
     def symbolic_head(self) -> str | None:

@@ -164,6 +164,29 @@ class Conflict(StoreError):
         super().__init__(f"merge conflict{where}: {paths}{more}")
 
 
+class ReadConflict(Conflict):
+    """A transaction read paths that a concurrent commit changed: its writes were computed from stale
+    values, so they are not merged (they would silently undo that commit).
+
+    Each entry's ``base`` is the value the transaction read, ``ours`` the value on the branch now, and
+    ``theirs`` what the transaction wrote there (None for absent, or for a directory).
+
+    Attributes:
+        conflicts: Every stale read.
+        branch: The branch being written.
+        attempts: How many times the transaction was run (1 for a ``with`` block, which cannot be re-run).
+    """
+
+    def __init__(self, conflicts: list[ConflictEntry], branch: str | None = None, attempts: int = 1) -> None:
+        self.attempts = attempts
+        super().__init__(conflicts, branch)
+        paths = ", ".join(c.path for c in conflicts[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        where = f" on branch {branch!r}" if branch else ""
+        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        self.args = (f"read conflict{where}{tries}: changed since the transaction read them: {paths}{more}",)
+
+
 class TooManyRetries(StoreError):
     """A transaction lost the compare-and-swap race more times than allowed.
 

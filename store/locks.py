@@ -21,6 +21,9 @@ from store.errors import LockTimeout
 
 STALE_LOCK_SECONDS = 2.0
 LOCK_TIMEOUT_SECONDS = 30.0
+# How often a lock file's directory is created again when something (`git pack-refs`, `git gc`) removes it
+# between its creation and the lock's, as git's raceproof_create_file() does.
+DIRECTORY_RACE_ATTEMPTS = 8
 
 
 def fsync_directory(path: str) -> None:
@@ -136,20 +139,36 @@ class Lease:
 
 
 def create_git_lock(lock_path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> int:
-    """Create git's "<file>.lock" with O_EXCL, breaking it if it is stale.
+    """Create git's "<file>.lock" with O_EXCL, breaking it if it is stale, and its directory if missing.
 
     Call this only while holding the matching :class:`Lease`: then no writer of this library can own an
     existing lock file, and one older than STALE_LOCK_SECONDS was left by a dead process.
 
+    The directory is assumed to exist (it nearly always does) and created only when the lock cannot be:
+    `git pack-refs` and `git gc` remove the empty directories under ``refs/``, possibly between our creating
+    one and creating the lock in it, so that is retried (up to DIRECTORY_RACE_ATTEMPTS times), as git's own
+    ``raceproof_create_file()`` does.
+
     Returns:
         The open descriptor of the new lock file.
+
+    Raises:
+        LockTimeout: A live owner kept the lock longer than ``timeout``.
+        FileNotFoundError: The directory kept vanishing (or cannot exist).
     """
     deadline = time.monotonic() + timeout
+    vanished = 0
     while True:
         try:
             return os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             pass
+        except FileNotFoundError:
+            vanished += 1
+            if vanished > DIRECTORY_RACE_ATTEMPTS:
+                raise
+            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+            continue
         try:
             age = time.time() - os.stat(lock_path).st_mtime
         except FileNotFoundError:

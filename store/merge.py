@@ -41,7 +41,7 @@ def _canonical(value: Any) -> str:
 
 
 def merge_function(
-    codec: Codec = JSON, idempotent: bool = True
+    codec: Codec = JSON, idempotent: bool = True, reads_commute: bool | None = None
 ) -> Callable[[Callable[[Any, Any, Any], Any]], MergeFunction]:
     """Declare a merge function: settle the cases that need no merge before it runs, and record its codec.
 
@@ -49,6 +49,11 @@ def merge_function(
         codec: How the values it merges are stored.
         idempotent: Whether the same change on both sides counts once. Counters and queues say no: two
             increments of one, or two pushes of the same item, are two operations.
+        reads_commute: Whether a transaction that read a value of this type and wrote a new one may be
+            merged with a concurrent change of it rather than conflict (see
+            :class:`store.transaction.Strategy`). True when the merge replays each side's change as an
+            operation on the other's value (a counter adds both deltas, a queue keeps both pushes): a
+            read-modify-write then loses nothing. Defaults to ``not idempotent``.
     """
 
     def decorate(function: Callable[[Any, Any, Any], Any]) -> MergeFunction:
@@ -64,6 +69,7 @@ def merge_function(
 
         merge.codec = codec  # type: ignore[attr-defined]
         merge.idempotent = idempotent  # type: ignore[attr-defined]
+        merge.reads_commute = (not idempotent) if reads_commute is None else reads_commute  # type: ignore[attr-defined]
         return merge
 
     return decorate
@@ -77,6 +83,13 @@ def default(base: Any, ours: Any, theirs: Any) -> Any:
     if theirs is None:
         return Conflicted("changed on one side, deleted on the other")
     return Conflicted("changed on both sides")
+
+
+@merge_function(codec=BYTES)
+def theirs(base: Any, ours: Any, theirs: Any) -> Any:
+    """The side being merged in wins wherever both changed (what ``Strategy.SET`` merges a transaction with:
+    ``theirs`` is the transaction, ``ours`` the branch it is merged into)."""
+    return theirs
 
 
 _MISSING = object()
@@ -294,6 +307,11 @@ class Schema:
         self._cache.clear()
         return self
 
+    def reads_commute(self, key: Key) -> bool:
+        """Whether a read of the value at ``key`` commutes with a concurrent change of it (see
+        :func:`merge_function`), so that a transaction that read it need not be validated there."""
+        return bool(getattr(self.rule_for(key).merge, "reads_commute", False))
+
     def rule_for(self, path: str | Key) -> Rule:
         key = parse(path) if isinstance(path, str) else path
         rule = self._cache.get(key)
@@ -314,6 +332,7 @@ class Schema:
 
 
 DEFAULT_SCHEMA = Schema()
+SET_SCHEMA = Schema(fallback=theirs)  # every path: the transaction's own value wins
 _GLOB = re.compile(r"[*?\[]")
 
 

@@ -6,29 +6,108 @@ group commit: the transactions that finish while one batch is being made durable
 whole batch is merged onto the head in order, written as one pack with one fsync, and published with one
 compare-and-swap. If another process moved the branch meanwhile, the batch is merged again onto the new head,
 up to ``retries`` times.
+
+What a transaction read is validated by its :class:`Strategy` (Irmin's ``with_tree ~strategy``). The default,
+``TEST_AND_SET``, is optimistic concurrency control per path: when the branch moved since the snapshot, every
+path the transaction read through its API must read the same on the new head, or the transaction fails with
+:class:`~store.errors.ReadConflict` instead of silently merging an update computed from a stale value.
 """
 
 from __future__ import annotations
 
+import enum
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from store.codec import Codec
-from store.errors import Conflict, ConflictEntry, StoreError, TooManyRetries
+from store.errors import Conflict, ConflictEntry, ReadConflict, StoreError, TooManyRetries
 from store.group import GroupCommit, Waiter
-from store.merge import Schema, merge_trees
+from store.merge import SET_SCHEMA, Schema, merge_trees
 from store.objects import COMMIT, ObjectId, encode_commit, normalise_identity, object_id
-from store.paths import Path
-from store.tree import Tree
+from store.paths import Key, Path, join, parse
+from store.tree import Leaf, Tree
 
 if TYPE_CHECKING:
     from store.store import Store
 
 DEFAULT_RETRIES = 13
 OPTIMISTIC_ATTEMPTS = 2
+
+
+class Strategy(enum.Enum):
+    """How a transaction is published when the branch moved since its snapshot (after Irmin's
+    ``Store.with_tree ~strategy:[`Set | `Test_and_set | `Merge]``).
+
+    Attributes:
+        TEST_AND_SET: The default. Every path the transaction *read* (``get``, ``exists``, ``list``, ``walk``,
+            ``subtree``) must read the same on the new head, or it fails with ReadConflict; then its writes
+            are 3-way merged by the schema. Unlike Irmin's, the test is per path read, not of a whole tree:
+            transactions that read and write disjoint paths (different VMs) still merge. A value whose merge
+            rule says reads commute (``counter``, ``queue``: see :func:`store.merge.merge_function`) is not
+            tested, since its merge replays both changes.
+        MERGE: Reads are not validated; writes are 3-way merged. A read-modify-write under an idempotent rule
+            (the default rule takes "the same change on both sides" once) can then lose updates: use it
+            only for blind writes or values whose merge rule is operation-based.
+        SET: Reads are not validated and the transaction's own value wins at every path both sides changed
+            (the schema is not consulted). Last writer wins.
+    """
+
+    TEST_AND_SET = "test_and_set"
+    MERGE = "merge"
+    SET = "set"
+
+
+class Read(enum.Enum):
+    """What a read depends on, and so what validating it compares between the snapshot and the head."""
+
+    VALUE = "value"  # get: the value (or directory) at the path, by id
+    KIND = "kind"  # exists: whether a value, a directory or nothing is there
+    LISTING = "listing"  # list: the child names of the directory, not their contents
+    TREE = "tree"  # walk, subtree: everything at or under the path, by id
+
+
+def _fingerprint(tree: Tree, key: Key, read: Read) -> object:
+    """What ``read`` of ``key`` depends on in ``tree`` (equal fingerprints: the read would not change)."""
+    node = tree._find(key)
+    if node is None:
+        return None
+    if read is Read.KIND:
+        return isinstance(node, Tree)
+    if read is Read.LISTING:
+        return node._entries().keys() if isinstance(node, Tree) else None
+    return (isinstance(node, Tree), node.oid)
+
+
+def _stale_reads(
+    reads: Iterable[tuple[Key, Read]], snapshot: Tree, head: Tree, mine: Tree, schema: Schema
+) -> list[ConflictEntry]:
+    """The reads of ``snapshot`` that read differently on ``head``, as conflict entries (ours: the head's
+    value, theirs: the transaction's)."""
+    stale = []
+    for key, read in sorted(reads, key=lambda r: (r[0], r[1].value)):  # report in a stable order
+        before = _fingerprint(snapshot, key, read)
+        after = _fingerprint(head, key, read)
+        # dict key views compare as sets: a listing is equal whatever the order of insertion.
+        if before == after or (read is Read.VALUE and schema.reads_commute(key)):
+            continue
+        stale.append(
+            ConflictEntry(
+                join(key) if key else "/",
+                f"read ({read.value}) changed since the transaction's snapshot",
+                _value(snapshot, key),
+                _value(head, key),
+                _value(mine, key),
+            )
+        )
+    return stale
+
+
+def _value(tree: Tree, key: Key) -> bytes | None:
+    node = tree._find(key)
+    return node.value if isinstance(node, Leaf) else None
 
 
 @dataclass(eq=False)
@@ -43,6 +122,7 @@ class _Pending(Waiter):
     keep_ref: str | None
     no_ff: bool
     schema: Schema
+    reads: frozenset[tuple[Key, Read]] = frozenset()
     parents: list[str] | None = None
     merge_message: str | None = None
     own_commit: str = ""
@@ -139,6 +219,11 @@ class Committer:
                 conflicts: list[ConflictEntry] = []
             else:
                 base_tree = store.tree_at(pending.base)
+                if pending.reads:
+                    stale = _stale_reads(pending.reads, base_tree, chain_tree, pending.tree, pending.schema)
+                    if stale:
+                        outcomes[index] = ReadConflict(stale, branch=self._ref.removeprefix("refs/heads/"))
+                        continue
                 merged, conflicts = merge_trees(
                     store.backend, base_tree, chain_tree, pending.tree, pending.schema
                 )
@@ -189,6 +274,14 @@ class Transaction:
     exception writes nothing; leaving it with no effective change makes no commit. Otherwise the commit is
     published (fast-forward, or merged if the branch moved) and ``tx.commit_id`` holds the new head.
 
+    Reads through ``get``, ``exists``, ``list``, ``walk`` and ``subtree`` are recorded and, under the default
+    :class:`Strategy` ``TEST_AND_SET``, validated at commit: if the branch moved and one of them would now
+    read differently, the commit raises :class:`~store.errors.ReadConflict` (a ``with`` block cannot be run
+    again: :meth:`store.branch.Branch.atomically` re-runs a function instead). ``list`` depends on the names
+    in the directory only; ``walk``/``subtree`` on everything under the path; ``exists`` on what kind of
+    entry is there. The ``tree`` attribute is the raw tree: reading it is not recorded (assigning it is how
+    a transaction replaces the whole tree).
+
     Attributes:
         base: The commit the transaction started from (None on an empty branch).
         commit_id: The branch head after the transaction (set when the block exits).
@@ -209,6 +302,7 @@ class Transaction:
         base: str | None = None,
         parents: list[str] | None = None,
         merge_message: str | None = None,
+        strategy: Strategy = Strategy.TEST_AND_SET,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -218,7 +312,10 @@ class Transaction:
         self.author = normalise_identity(author)
         self.retries = retries
         self.no_ff = no_ff
-        self.schema = schema or store.schema
+        self.strategy = Strategy(strategy)
+        self.schema = SET_SCHEMA if self.strategy is Strategy.SET else (schema or store.schema)
+        # None: reads are not validated, so not recorded either.
+        self._reads: set[tuple[Key, Read]] | None = set() if self.strategy is Strategy.TEST_AND_SET else None
         self.base = base if base is not None else store.backend.read_ref(store.ref_name(branch))
         self.parents = parents
         self.merge_message = merge_message
@@ -234,6 +331,8 @@ class Transaction:
 
     # -- reads and writes ----------------------------------------------------------------------------------
     def get(self, path: Path, default: bytes | None = None, codec: Codec | None = None) -> Any:
+        """The value at ``path`` (decoded with ``codec`` if given), or ``default``; a recorded read."""
+        self._record(path, Read.VALUE)
         value = self.tree.get(path)
         if value is None:
             return default
@@ -248,13 +347,34 @@ class Transaction:
         self.tree = self.tree.remove(path)
 
     def list(self, path: Path = "") -> list[str]:
+        """Child names of the directory at ``path``; a recorded read of the names, not their contents."""
+        self._record(path, Read.LISTING)
         return self.tree.list(path)
 
     def exists(self, path: Path) -> bool:
+        """Whether anything is at ``path``; a recorded read of what kind of entry is there."""
+        self._record(path, Read.KIND)
         return path in self.tree
 
     def walk(self, path: Path = "") -> Iterator[tuple[str, bytes]]:
+        """Every (path, value) at or under ``path``; a recorded read of all of it."""
+        self._record(path, Read.TREE)
         return self.tree.walk(path)
+
+    def subtree(self, path: Path) -> Tree:
+        """The directory at ``path`` as a tree (see :meth:`Tree.subtree`); a recorded read of all of it."""
+        self._record(path, Read.TREE)
+        return self.tree.subtree(path)
+
+    @property
+    def reads(self) -> list[tuple[str, str]]:
+        """The recorded reads as sorted (path, kind of read) pairs ("/" for the root); empty unless the
+        strategy validates reads."""
+        return sorted((join(key) if key else "/", read.value) for key, read in self._reads or ())
+
+    def _record(self, path: Path, read: Read) -> None:
+        if self._reads is not None:
+            self._reads.add((parse(path, allow_root=True), read))
 
     def _check_open(self) -> None:
         if self._finished:
@@ -266,9 +386,13 @@ class Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
-            self._finished = True
+            self.abort()
             return
         self.commit()
+
+    def abort(self) -> None:
+        """Discard the transaction: nothing is written (as when a ``with`` block is left by an exception)."""
+        self._finished = True
 
     def commit(self) -> str | None:
         """Publish the transaction (called by the ``with`` block); returns the new head."""
@@ -287,6 +411,7 @@ class Transaction:
             keep_ref=keep_ref,
             no_ff=self.no_ff,
             schema=self.schema,
+            reads=frozenset(self._reads or ()),
             parents=self.parents,
             merge_message=self.merge_message,
         )

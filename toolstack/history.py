@@ -180,14 +180,16 @@ def show(ts: Toolstack, rev: str) -> CommitView:
     return CommitView(info, changes)
 
 
-def rollback_tree(ts: Toolstack, rev: str, vm: str | None = None) -> tuple[str, Tree]:
+def rollback_tree(
+    ts: Toolstack, rev: str, vm: str | None = None, base: str | None = None
+) -> tuple[str, Tree]:
     """The desired-state tree after rolling back to ``rev``: ``vms/`` and ``names/`` as they were then
-    (only one VM's, if ``vm`` is given). Observed state and task records are facts, not desired state:
-    they stay."""
+    (only one VM's, if ``vm`` is given), applied to commit ``base`` (default: main's head). Observed state
+    and task records are facts, not desired state: they stay."""
     store = ts.store
     target = store.resolve(rev)
     old = layout.shard(store.tree_at(target))  # a commit from before the shards, read in today's layout
-    tree = ts.main.tree
+    tree = ts.main.tree if base is None else store.tree_at(base)
     if vm is None:
         tree = tree.graft(layout.VMS, old.subtree(layout.VMS)).graft(layout.NAMES, old.subtree(layout.NAMES))
         return target, tree

@@ -488,7 +488,8 @@ class Toolstack(ConfigOperations):
         progress: Callable[[Action], None] | None = None,
     ) -> Plan:
         """Restore the desired state of ``rev`` (all VMs, or one) in a forward commit, then reconcile."""
-        target, tree = rollback_tree(self, rev, vm)
+        head = self.main.head
+        target, tree = rollback_tree(self, rev, vm, base=head)
         only = None
         if vm is not None:
             only = {vm} | {u for t in (tree, self.main.tree) if (u := uuid_for_name(t, vm)) is not None}
@@ -497,9 +498,13 @@ class Toolstack(ConfigOperations):
         if dry_run:
             return plan
         what = f"vm {vm}" if vm else "all VMs"
+        # From the head the plan was made on (not whatever main is by now, which the tree would silently
+        # revert), reading what it rolls back: a change made there meanwhile is a conflict.
         with self.main.transaction(
-            message=f"rollback {what} to {target[:12]}", author=self.runner.author
+            message=f"rollback {what} to {target[:12]}", author=self.runner.author, base=head
         ) as tx:
+            for path in [layout.VMS, layout.NAMES] if only is None else [layout.vm_dir(u) for u in only]:
+                tx.subtree(path)
             tx.tree = tree
         plan = make_plan(self, only=only)
         plan.drift.clear()

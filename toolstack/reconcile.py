@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from drivers import DriverError
 from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo, DomainSpec
-from store import Tree
+from store import Transaction, Tree
 from toolstack import layout
 from toolstack.errors import InvalidInput
 from toolstack.models import VM, Desired, Observed, observed_of, read_vm, vm_files
@@ -287,12 +287,17 @@ class DomainNameTaken(DriverError):
 def _record(ts: Toolstack, uuids: list[str], message: str, files: dict[str, bytes | None]) -> None:
     """Commit the observed state of the given domains (all domains for drift) plus ``files``."""
     actual: dict[str, DomainInfo] = {str(info.uuid): info for info in ts.driver.list()}
-    with ts.main.transaction(message=message, author=ts.runner.author) as tx:
+
+    def record(tx: Transaction) -> None:
         for path, value in files.items():
             if value is None:
                 tx.remove(path)
             else:
                 tx.set(path, value)
+        # Which VMs there are is read through the transaction (listing reads of vms/ and its shards): a VM
+        # created or deleted meanwhile makes it run again rather than record for a stale set of VMs.
+        for shard in tx.list(layout.VMS):
+            tx.list(f"{layout.VMS}/{shard}")
         known = set(layout.vm_uuids(tx.tree))
         tree = tx.tree
         for uuid in known:
@@ -307,6 +312,8 @@ def _record(ts: Toolstack, uuids: list[str], message: str, files: dict[str, byte
             if uuid not in known:
                 tree = layout.with_observed(tree, ts.host, uuid, None)
         tx.tree = tree
+
+    ts.main.atomically(record, message=message, author=ts.runner.author)
 
 
 def converge_vm(ts: Toolstack, uuid: str) -> Plan:

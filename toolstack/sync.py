@@ -119,11 +119,15 @@ def pull(
             if rejected:
                 good = store.tree_at(head)
                 reasons = "; ".join(rejected.values())
+                # On the merge that was validated, reading each rejected VM: an edit of it made meanwhile
+                # is a conflict, not silently reverted with the invalid one.
                 with ts.main.transaction(
                     message=f"gitops: reverted an invalid edit from {remote}: {reasons}",
                     author=ts.runner.author,
+                    base=merged,
                 ) as tx:
                     for uuid in rejected:
+                        tx.subtree(layout.vm_dir(uuid))
                         tx.tree = _restore(tx.tree, good, uuid)
                 result.rejected.update(rejected)
         elif incoming is None and head is None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import traceback
 
-from store import JSON, Conflict, Store
+from store import JSON, Conflict, Store, TooManyRetries
 
 
 def counters(repo: str, worker: int, threads: int, increments: int) -> None:
@@ -40,6 +41,41 @@ def counters(repo: str, worker: int, threads: int, increments: int) -> None:
         sys.exit(1)
 
 
+def increments(repo: str, worker: int, threads: int, count: int) -> None:
+    """Each thread increments "n" (default merge rule) ``count`` times with ``Branch.atomically``; prints
+    {"acked": ..., "conflicts": ...}: an increment either is acknowledged or raises, never both."""
+    store = Store.open(repo)
+    main = store.branch()
+    acked = [0] * threads
+    conflicts = [0] * threads
+    failures: list[BaseException] = []
+
+    def body(tx) -> None:  # type: ignore[no-untyped-def]
+        tx.set("n", tx.get("n", codec=JSON) + 1, codec=JSON)
+
+    def run(thread: int) -> None:
+        try:
+            for i in range(count):
+                try:
+                    main.atomically(body, message=f"w{worker}.{thread} n+1 ({i})", author=f"worker{worker}")
+                    acked[thread] += 1
+                except (Conflict, TooManyRetries):
+                    conflicts[thread] += 1
+        except BaseException as err:
+            failures.append(err)
+
+    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    store.close()
+    if failures:
+        traceback.print_exception(failures[0])
+        sys.exit(1)
+    print(json.dumps({"acked": sum(acked), "conflicts": sum(conflicts)}))
+
+
 def loop(repo: str) -> None:
     """Commit forever, printing each acknowledged commit id."""
     store = Store.open(repo)
@@ -56,5 +92,7 @@ def loop(repo: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "counters":
         counters(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif sys.argv[1] == "increments":
+        increments(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1] == "loop":
         loop(sys.argv[2])

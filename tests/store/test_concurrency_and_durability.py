@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -44,6 +45,40 @@ def test_four_processes_of_threads_incrementing_counters_give_the_exact_total(tm
         assert total == processes * threads * increments
         own = sum(1 for _ in main.tree.paths("own"))
         assert own == processes * threads * increments
+    run_git(repo, "fsck", "--full")
+
+
+@pytest.mark.slow
+def test_four_processes_of_eight_threads_incrementing_one_plain_value_lose_no_update(tmp_path, run_git):
+    # "n" has the default merge rule, under which two x+1 from one snapshot used to both succeed (3,200
+    # acknowledged increments once left 507). Now each is acknowledged or raises, and the total is exact.
+    repo = str(tmp_path / "repo")
+    with Store.open(repo) as s, s.branch().transaction(message="seed") as tx:
+        tx.set("n", 0, codec=JSON)
+    processes, threads, increments = 4, 8, 25
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, "increments", repo, str(w), str(threads), str(increments)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(processes)
+    ]
+    acked = conflicts = 0
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        figures = json.loads(out)
+        acked += figures["acked"]
+        conflicts += figures["conflicts"]
+    with Store.open(repo) as s:
+        total = s.branch().get("n", codec=JSON)
+    print(f"{processes}x{threads}x{increments}: acked {acked}, conflicts {conflicts}, total {total}")
+    assert acked + conflicts == processes * threads * increments
+    assert total == acked  # no lost update
+    assert acked > 0
     run_git(repo, "fsck", "--full")
 
 

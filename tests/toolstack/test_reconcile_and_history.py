@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
+import toolstack.ops
 from drivers import DomainSpec
 from drivers.models import DomainState
+from store import Conflict
 from tests.toolstack.conftest import unique
 from toolstack import layout
 from toolstack.models import Desired
@@ -94,6 +98,40 @@ def test_rollback_of_one_vm_leaves_the_others(sim_ts):
     assert sim_ts.vm("roll").spec.vcpus == 1
     assert sim_ts.vm("keep").spec.vcpus == 2
     assert sim_ts.driver.get_spec(sim_ts.vm("roll").uuid).vcpus == 1
+
+
+def _while_rollback_plans(monkeypatch, meanwhile) -> None:
+    """Run ``meanwhile`` after the rollback computed its tree and before it commits."""
+    planned = toolstack.ops.rollback_tree
+
+    def plan_then_race(*args, **kwargs):
+        result = planned(*args, **kwargs)
+        meanwhile()
+        return result
+
+    monkeypatch.setattr(toolstack.ops, "rollback_tree", plan_then_race)
+
+
+def test_a_rollback_of_one_vm_keeps_a_change_to_another_made_while_it_ran(sim_ts, monkeypatch):
+    sim_ts.create("keep", memory="64M")
+    sim_ts.create("roll", memory="64M")
+    point = sim_ts.main.head
+    sim_ts.set_resources("roll", vcpus=3)
+    _while_rollback_plans(monkeypatch, lambda: sim_ts.set_resources("keep", vcpus=4))
+    sim_ts.rollback(point, vm="roll")
+    assert sim_ts.vm("roll").spec.vcpus == 1
+    assert sim_ts.vm("keep").spec.vcpus == 4  # not silently reverted by the rollback's stale tree
+
+
+def test_a_rollback_conflicts_with_a_change_to_its_vm_made_while_it_ran(sim_ts, monkeypatch):
+    sim_ts.create("roll", memory="64M")
+    point = sim_ts.main.head
+    sim_ts.set_resources("roll", vcpus=3)
+    _while_rollback_plans(monkeypatch, lambda: sim_ts.set_resources("roll", memory="96M"))
+    with pytest.raises(Conflict) as caught:
+        sim_ts.rollback(point, vm="roll")
+    assert any(c.path.startswith(layout.vm_dir(sim_ts.vm("roll").uuid)) for c in caught.value.conflicts)
+    assert sim_ts.vm("roll").spec.memory == 96 and sim_ts.vm("roll").spec.vcpus == 3  # nothing rolled back
 
 
 def test_log_reads_operations_from_git_history_newest_first(sim_ts):

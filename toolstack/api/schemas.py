@@ -25,12 +25,12 @@ from pydantic import (
 )
 
 from drivers.models import (  # the patterns are the drivers' own, so that the schema cannot drift from them
-    _BRIDGE_RE,
-    _DEVICE_ID_RE,
-    _NETWORK_RE,
-    _TARGET_RE,
+    BRIDGE_RE,
+    DEVICE_ID_RE,
     MAX_MEMORY_MIB,
     MAX_VCPUS,
+    NETWORK_RE,
+    TARGET_RE,
     Boot,
     Disk,
     DomainSpec,
@@ -99,12 +99,12 @@ Vcpus = Annotated[int, Field(ge=1, le=MAX_VCPUS), _spec_rule("vcpus")]
 DiskSource = Annotated[
     str, Field(pattern=r"^/[^\n\r\x00'\",]*$"), _device_rule(Disk, "source", **_DISK_PROBE)
 ]
-DiskTarget = Annotated[str, Field(pattern=_TARGET_RE.pattern), _device_rule(Disk, "target", **_DISK_PROBE)]
+DiskTarget = Annotated[str, Field(pattern=TARGET_RE.pattern), _device_rule(Disk, "target", **_DISK_PROBE)]
 # on_poweroff and on_reboot: coredump actions are for crashes only.
 PowerAction = Annotated[Literal["destroy", "restart", "preserve", "rename-restart"], _spec_rule("on_reboot")]
-DeviceId = Annotated[str, Field(pattern=_DEVICE_ID_RE.pattern)]
-NetworkName = Annotated[str, Field(pattern=_NETWORK_RE.pattern)]
-BridgeName = Annotated[str, Field(pattern=_BRIDGE_RE.pattern)]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_RE.pattern)]
+NetworkName = Annotated[str, Field(pattern=NETWORK_RE.pattern)]
+BridgeName = Annotated[str, Field(pattern=BRIDGE_RE.pattern)]
 # Unicast only: the first octet's lowest bit is clear (an even second hex digit).
 MacAddress = Annotated[str, Field(pattern=r"^[ \t]*[0-9A-Fa-f][02468aceACE](?:[:-][0-9A-Fa-f]{2}){5}[ \t]*$")]
 

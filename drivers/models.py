@@ -17,26 +17,40 @@ from __future__ import annotations
 import enum
 import re
 import uuid as uuidlib
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from drivers.errors import InvalidArgument
 from drivers.events import DomainEvent, EventKind
 
+# The patterns below are public: they are matched whole (``fullmatch``: a '$' alone would let a trailing
+# newline through), and are also declared on the fields (``Field(pattern=...)``), so that a JSON schema of
+# these models (the HTTP API's OpenAPI spec) states exactly what validation accepts. Each is written in the
+# common subset of Python's and ECMAScript's regex syntax, for JSON schema validators and generators.
+#
 # Safe for libvirt (no '/', no leading '.'), for xl (not all digits: xl would read it as a domid), for file
 # names of the simulator and xl.cfg files, and for shells.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Device ids become libvirt user aliases ("ua-<id>"), which QEMU restricts to this alphabet.
-_DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
-_TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]{1,3}$")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-_NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+TARGET_RE = re.compile(r"^(vd|sd|hd|xvd)[a-z]{1,3}$")
+# A MAC as stored: lower case, colons.
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# A MAC as accepted: either case, ':' or '-', spaces or tabs around; unicast only (the first octet's lowest
+# bit clear: an even second hex digit). Normalised to MAC_RE.
+MAC_INPUT_RE = re.compile(r"^[ \t]*[0-9A-Fa-f][02468aceACE]([:-][0-9A-Fa-f]{2}){5}[ \t]*$")
+BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Absolute host paths, without what would break out of a quoted xl.cfg string or a disk spec (commas).
+DISK_SOURCE_RE = re.compile(r"^/[^\n\r\x00'\",]*$")
+BOOT_PATH_RE = re.compile(r"^/[^\n\r\x00'\"]*$")
+CMDLINE_RE = re.compile(r"^[^\n\r\x00\"]*$")
 # "<family>" or "<family>/<place>": which driver reads the entries and where they go in its configuration.
 _EXTRA_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(/[a-z][A-Za-z0-9_-]*)?$")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f]")  # control characters but tab and newline
-_MEMORY_RE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f]")  # control characters but tab and newline
+# ASCII digits, spaces and tabs only (\d and \s would also take other scripts' digits, and newlines).
+_MEMORY_RE = re.compile(r"^[ \t]*([0-9]+)[ \t]*([A-Za-z]*)[ \t]*$")
 _MEMORY_UNITS_TO_MIB = {
     "": 1,
     "m": 1,
@@ -79,7 +93,7 @@ def parse_memory(text: str | int) -> int:
     if isinstance(text, int):
         mib = text
     else:
-        match = _MEMORY_RE.match(text)
+        match = _MEMORY_RE.fullmatch(text)
         unit = match.group(2).lower() if match else None
         if match is None or unit not in _MEMORY_UNITS_TO_MIB:
             raise ValueError(
@@ -112,10 +126,17 @@ def extra_family(key: str) -> str:
     return key.partition("/")[0]
 
 
-def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
-    if not pattern.match(value):
+def _check(pattern: re.Pattern[str], value: object, what: str) -> object:
+    """``value`` if it matches ``pattern`` whole; not text is returned as is, for the type check to name."""
+    if isinstance(value, str) and not pattern.fullmatch(value):
         raise ValueError(f"invalid {what} {value!r}: must match {pattern.pattern}")
     return value
+
+
+def _pattern(regex: re.Pattern[str]) -> Any:
+    """The field constraint that puts ``regex`` in the JSON schema. Validators run first (mode "before"),
+    so that a refusal carries their message, which names the problem, rather than the bare pattern's."""
+    return Field(pattern=regex.pattern)
 
 
 class _Model(BaseModel):
@@ -136,33 +157,35 @@ class Disk(_Model):
     """
 
     kind: Literal["disk"] = "disk"
-    id: str
-    source: str
+    id: Annotated[str, _pattern(DEVICE_ID_RE)]
+    source: Annotated[str, _pattern(DISK_SOURCE_RE)]
     format: DiskFormat = "raw"
-    target: str
+    target: Annotated[str, _pattern(TARGET_RE)]
     bus: Bus = "virtio"
     readonly: bool = False
 
-    @field_validator("id")
+    @field_validator("id", mode="before")
     @classmethod
-    def _valid_id(cls, value: str) -> str:
-        return _check(_DEVICE_ID_RE, value, "device id")
+    def _valid_id(cls, value: object) -> object:
+        return _check(DEVICE_ID_RE, value, "device id")
 
-    @field_validator("source")
+    @field_validator("source", mode="before")
     @classmethod
-    def _valid_source(cls, value: str) -> str:
+    def _valid_source(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
         if not value.startswith("/"):
             raise ValueError(f"invalid disk source {value!r}: must be an absolute path")
-        if any(char in value for char in "\n\r\0'\","):
+        if not DISK_SOURCE_RE.fullmatch(value):
             raise ValueError(
                 f"invalid disk source {value!r}: quotes, commas and control characters are not allowed"
             )
         return value
 
-    @field_validator("target")
+    @field_validator("target", mode="before")
     @classmethod
-    def _valid_target(cls, value: str) -> str:
-        return _check(_TARGET_RE, value, "disk target dev")
+    def _valid_target(cls, value: object) -> object:
+        return _check(TARGET_RE, value, "disk target dev")
 
 
 class Nic(_Model):
@@ -177,39 +200,51 @@ class Nic(_Model):
         model: Guest NIC model; ``netfront`` is Xen's paravirtual NIC.
     """
 
+    # Exactly one of network and bridge, stated in the JSON schema too (the validator below enforces it).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["network"], "properties": {"network": {"type": "string"}}},
+                {"required": ["bridge"], "properties": {"bridge": {"type": "string"}}},
+            ]
+        }
+    )
+
     kind: Literal["nic"] = "nic"
-    id: str
-    mac: str
-    network: str | None = None
-    bridge: str | None = None
+    id: Annotated[str, _pattern(DEVICE_ID_RE)]
+    # The schema states the accepted form (MAC_INPUT_RE); what is stored is its normalisation (MAC_RE).
+    mac: Annotated[str, _pattern(MAC_INPUT_RE)]
+    network: Annotated[str, _pattern(NETWORK_RE)] | None = None
+    bridge: Annotated[str, _pattern(BRIDGE_RE)] | None = None
     model: NicModel = "virtio"
 
-    @field_validator("id")
+    @field_validator("id", mode="before")
     @classmethod
-    def _valid_id(cls, value: str) -> str:
-        return _check(_DEVICE_ID_RE, value, "device id")
+    def _valid_id(cls, value: object) -> object:
+        return _check(DEVICE_ID_RE, value, "device id")
 
     @field_validator("mac", mode="before")
     @classmethod
     def _valid_mac(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        mac = value.strip().lower().replace("-", ":")
-        if not _MAC_RE.match(mac):
+        # Spaces and tabs only, as MAC_INPUT_RE says: str.strip() would also take newlines and other spaces.
+        mac = value.strip(" \t").lower().replace("-", ":")
+        if not MAC_RE.fullmatch(mac):
             raise ValueError(f"invalid MAC address {value!r}: expected six hex octets like 52:54:00:12:34:56")
         if int(mac[:2], 16) & 1:
             raise ValueError(f"invalid MAC address {value!r}: multicast addresses cannot be used by a NIC")
         return mac
 
-    @field_validator("network")
+    @field_validator("network", mode="before")
     @classmethod
-    def _valid_network(cls, value: str | None) -> str | None:
-        return None if value is None else _check(_NETWORK_RE, value, "network name")
+    def _valid_network(cls, value: object) -> object:
+        return _check(NETWORK_RE, value, "network name")
 
-    @field_validator("bridge")
+    @field_validator("bridge", mode="before")
     @classmethod
-    def _valid_bridge(cls, value: str | None) -> str | None:
-        return None if value is None else _check(_BRIDGE_RE, value, "bridge name")
+    def _valid_bridge(cls, value: object) -> object:
+        return _check(BRIDGE_RE, value, "bridge name")
 
     @model_validator(mode="after")
     def _one_attachment(self) -> Self:
@@ -232,22 +267,44 @@ class Boot(_Model):
         device: Boot device used when there is no kernel.
     """
 
-    kernel: str | None = None
-    initrd: str | None = None
-    cmdline: str | None = None
+    # A kernel (initrd and cmdline only with it) or a boot device, stated in the JSON schema too (the
+    # validator below enforces it). Absent and null are the same here.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["kernel"],
+                    "properties": {"kernel": {"type": "string"}, "device": {"type": "null"}},
+                },
+                {
+                    "required": ["device"],
+                    "properties": {
+                        "device": {"type": "string"},
+                        "kernel": {"type": "null"},
+                        "initrd": {"type": "null"},
+                        "cmdline": {"type": "null"},
+                    },
+                },
+            ]
+        }
+    )
+
+    kernel: Annotated[str, _pattern(BOOT_PATH_RE)] | None = None
+    initrd: Annotated[str, _pattern(BOOT_PATH_RE)] | None = None
+    cmdline: Annotated[str, _pattern(CMDLINE_RE)] | None = None
     device: BootDevice | None = None
 
-    @field_validator("kernel", "initrd")
+    @field_validator("kernel", "initrd", mode="before")
     @classmethod
-    def _absolute(cls, value: str | None) -> str | None:
-        if value is not None and (not value.startswith("/") or any(c in value for c in "\n\r\0'\"")):
+    def _absolute(cls, value: object) -> object:
+        if isinstance(value, str) and not BOOT_PATH_RE.fullmatch(value):
             raise ValueError(f"invalid path {value!r}: must be absolute, without quotes or control chars")
         return value
 
-    @field_validator("cmdline")
+    @field_validator("cmdline", mode="before")
     @classmethod
-    def _printable(cls, value: str | None) -> str | None:
-        if value is not None and any(char in value for char in '\n\r\0"'):
+    def _printable(cls, value: object) -> object:
+        if isinstance(value, str) and not CMDLINE_RE.fullmatch(value):
             raise ValueError(f"invalid kernel cmdline {value!r}: newlines, NUL and double quotes are refused")
         return value
 
@@ -327,7 +384,7 @@ class DomainSpec(_Model):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        _check(_NAME_RE, value, "domain name")
+        _check(NAME_RE, value, "domain name")
         if value.isdigit():
             raise ValueError(f"invalid domain name {value!r}: xl would read an all-digit name as a domain id")
         return value
@@ -359,7 +416,7 @@ class DomainSpec(_Model):
     @classmethod
     def _metadata_text(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if not key or _CONTROL_CHARS.search(key) or _CONTROL_CHARS.search(item):
+            if not key or CONTROL_CHARS.search(key) or CONTROL_CHARS.search(item):
                 raise ValueError(f"metadata {key!r}: need a non-empty key; no control chars")
         return value
 
@@ -499,7 +556,18 @@ class Capability(enum.StrEnum):
 
 
 __all__ = [
+    "BOOT_PATH_RE",
+    "BRIDGE_RE",
+    "CMDLINE_RE",
+    "CONTROL_CHARS",
     "DEVICE",
+    "DEVICE_ID_RE",
+    "DISK_SOURCE_RE",
+    "MAC_INPUT_RE",
+    "MAC_RE",
+    "NAME_RE",
+    "NETWORK_RE",
+    "TARGET_RE",
     "Boot",
     "BootDevice",
     "Bus",

@@ -30,6 +30,16 @@ def default_mac(uuid: str, index: int) -> str:
     return "00:16:3e:" + ":".join(f"{b:02x}" for b in (digest[0] & 0x7F, digest[1], digest[2]))
 
 
+def disk_target(index: int) -> str:
+    """The ``index``-th (from 0) virtio disk name, as Linux names them: vda..vdz, vdaa..vdzz, vdaaa..."""
+    letters = ""
+    number = index + 1  # bijective base 26: there is no zero digit, "z" is followed by "aa"
+    while number:
+        number, digit = divmod(number - 1, 26)
+        letters = chr(ord("a") + digit) + letters
+    return f"vd{letters}"
+
+
 def disk_from_path(
     path: str, index: int, target: str | None = None, device_id: str | None = None, readonly: bool = False
 ) -> Disk:
@@ -38,16 +48,32 @@ def disk_from_path(
         id=device_id or f"disk{index}",
         source=os.path.abspath(path),
         format=fmt,
-        target=target or f"vd{chr(ord('a') + index)}",
+        target=target or disk_target(index),
         readonly=readonly,
     )
 
 
-def _free_id(prefix: str, used: set[str]) -> str:
+def free_id(prefix: str, used: set[str]) -> str:
+    """The first of ``prefix``0, ``prefix``1... not in ``used``."""
     number = 0
     while f"{prefix}{number}" in used:
         number += 1
     return f"{prefix}{number}"
+
+
+def free_target(used: set[str]) -> str:
+    """The first of vda, vdb... vdaa... not in ``used``."""
+    index = 0
+    while disk_target(index) in used:
+        index += 1
+    return disk_target(index)
+
+
+def free_mac(uuid: str, index: int, used: set[str]) -> str:
+    """The VM's default MAC for its ``index``-th NIC, or the next default one not in ``used``."""
+    while default_mac(uuid, index) in used:
+        index += 1
+    return default_mac(uuid, index)
 
 
 class ConfigOperations:
@@ -155,13 +181,10 @@ class ConfigOperations:
         readonly: bool = False,
     ) -> VM:
         vm = self.vm(ref)
-        used_targets = {d.target for d in vm.spec.disks}
-        index = 0
-        while target is None and f"vd{chr(ord('a') + index)}" in used_targets:
-            index += 1
-        device_id = device_id or _free_id("disk", {d.id for d in vm.spec.devices})
+        target = target or free_target({d.target for d in vm.spec.disks})
+        device_id = device_id or free_id("disk", {d.id for d in vm.spec.devices})
         try:
-            disk = disk_from_path(path, index, target, device_id, readonly)
+            disk = disk_from_path(path, 0, target, device_id, readonly)
         except ValueError as err:
             raise InvalidInput(f"disk attach {vm.name}: {err}", vm=vm.name) from err
         return self.attach(vm.uuid, disk)
@@ -175,7 +198,7 @@ class ConfigOperations:
         device_id: str | None = None,
     ) -> VM:
         vm = self.vm(ref)
-        device_id = device_id or _free_id("nic", {d.id for d in vm.spec.devices})
+        device_id = device_id or free_id("nic", {d.id for d in vm.spec.devices})
         try:
             nic = Nic(
                 id=device_id,

@@ -22,7 +22,7 @@ from drivers.models import DomainInfo, DomainState
 from store import MissingObject, NotARepository, Store, Tree
 from store.backend import ObjectCache
 from toolstack import layout
-from toolstack.devices import ConfigOperations, default_mac, disk_from_path
+from toolstack.devices import ConfigOperations, disk_from_path, free_id, free_mac, free_target
 from toolstack.errors import (
     ConflictError,
     DamagedRepository,
@@ -265,11 +265,7 @@ class Toolstack(ConfigOperations):
         """
         uuid = str(spec_fields.pop("uuid", None) or uuidlib.uuid4())
         try:
-            disk_models = [d if isinstance(d, Disk) else disk_from_path(d, i) for i, d in enumerate(disks)]
-            nic_models = [
-                n if isinstance(n, Nic) else Nic(id=f"nic{i}", mac=default_mac(uuid, i), network=n)
-                for i, n in enumerate(nics)
-            ]
+            disk_models, nic_models = _devices(uuid, disks, nics)
             spec = managed(
                 DomainSpec(
                     uuid=uuid,
@@ -518,3 +514,33 @@ class _GuestIgnoredShutdown(DriverError):
             uuid=vm.uuid,
             operation="shutdown",
         )
+
+
+def _devices(
+    uuid: str, disks: Sequence[str | Disk], nics: Sequence[str | Nic]
+) -> tuple[list[Disk], list[Nic]]:
+    """The devices of a new VM: disks given as paths and NICs given as network names get the first id,
+    target and MAC that the devices given whole leave free (disk0/vda, nic0 and the VM's default MACs when
+    there are none), so that mixing the two forms never makes a duplicate of its own.
+
+    Raises:
+        ValueError: a path or network name is refused (the message names it).
+    """
+    used_ids = {device.id for device in (*disks, *nics) if not isinstance(device, str)}
+    used_targets = {disk.target for disk in disks if isinstance(disk, Disk)}
+    used_macs = {nic.mac for nic in nics if isinstance(nic, Nic)}
+    disk_models: list[Disk] = []
+    for disk in disks:
+        if isinstance(disk, str):
+            disk = disk_from_path(disk, 0, free_target(used_targets), free_id("disk", used_ids))
+            used_ids.add(disk.id)
+            used_targets.add(disk.target)
+        disk_models.append(disk)
+    nic_models: list[Nic] = []
+    for index, nic in enumerate(nics):
+        if isinstance(nic, str):
+            nic = Nic(id=free_id("nic", used_ids), mac=free_mac(uuid, index, used_macs), network=nic)
+            used_ids.add(nic.id)
+            used_macs.add(nic.mac)
+        nic_models.append(nic)
+    return disk_models, nic_models

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from pydantic import ValidationError
 
-from drivers import DEVICE, Boot, Disk, DomainSpec, Nic, as_uuid, parse_memory
+from drivers import DEVICE, Boot, Disk, DomainSpec, Nic, as_uuid, models, parse_memory
 from drivers.errors import InvalidArgument
 from tests.drivers.strategies import domain_specs
 
@@ -122,6 +122,57 @@ def test_boot_is_a_kernel_or_a_device_never_both():
         Boot(device="hd", cmdline="quiet")
     with pytest.raises(ValidationError, match="either 'kernel' or 'device'"):
         Boot()
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "field", "message"),
+    [
+        (Disk, {"source": "/a.img", "target": "vda"}, {"id": "root\n"}, "invalid device id"),
+        (Disk, {"id": "d", "source": "/a.img"}, {"target": "vda\n"}, "invalid disk target dev"),
+        (Nic, {"id": "eth0", "mac": "52:54:00:00:00:01"}, {"bridge": "br0\n"}, "invalid bridge name"),
+        (Nic, {"id": "eth0", "mac": "52:54:00:00:00:01"}, {"network": "default\n"}, "invalid network name"),
+        (Nic, {"id": "eth0", "bridge": "br0"}, {"mac": "52:54:00:00:00:01\n"}, "invalid MAC address"),
+    ],
+)
+def test_patterns_match_whole_values_a_trailing_newline_is_refused(
+    model: type, fields: dict, field: dict, message: str
+):
+    # Python's '$' also matches before a final newline: the patterns are matched whole.
+    with pytest.raises(ValidationError, match=message):
+        model(**fields, **field)
+    assert "name" in rejected(name="vm1\n")
+
+
+def test_the_json_schema_declares_the_constraints_the_validators_enforce():
+    disk = Disk.model_json_schema()["properties"]
+    assert disk["id"]["pattern"] == models.DEVICE_ID_RE.pattern
+    assert disk["source"]["pattern"] == models.DISK_SOURCE_RE.pattern
+    assert disk["target"]["pattern"] == models.TARGET_RE.pattern
+    nic = Nic.model_json_schema()
+    assert nic["properties"]["mac"]["pattern"] == models.MAC_INPUT_RE.pattern
+    assert {"type": "string", "pattern": models.BRIDGE_RE.pattern} in nic["properties"]["bridge"]["anyOf"]
+    assert [choice["required"] for choice in nic["oneOf"]] == [["network"], ["bridge"]]
+    boot = Boot.model_json_schema()
+    assert [choice["required"] for choice in boot["oneOf"]] == [["kernel"], ["device"]]
+    assert {"type": "string", "pattern": models.BOOT_PATH_RE.pattern} in boot["properties"]["kernel"]["anyOf"]
+
+
+def test_the_accepted_mac_form_is_what_the_schema_states():
+    for mac in ("52:54:00:AB:cd:ef", " 52-54-00-ab-cd-ef\t", "02:00:00:00:00:01"):
+        assert models.MAC_INPUT_RE.fullmatch(mac)
+        assert models.MAC_RE.fullmatch(Nic(id="eth0", mac=mac, bridge="br0").mac)
+    for mac in ("01:00:5e:00:00:01", "\n52:54:00:00:00:01", "52:54:00:00:00:01\n", ""):
+        assert not models.MAC_INPUT_RE.fullmatch(mac)
+        with pytest.raises(ValidationError, match="invalid MAC address"):
+            Nic(id="eth0", mac=mac, bridge="br0")
+
+
+def test_a_refusal_names_the_problem_not_the_bare_pattern():
+    with pytest.raises(ValidationError) as caught:
+        Nic(id="", mac="", bridge="br0")
+    text = str(caught.value)
+    assert "invalid device id ''" in text and "invalid MAC address ''" in text
+    assert "String should match pattern" not in text
 
 
 def test_coredump_actions_are_only_for_crashes():

@@ -10,6 +10,7 @@ from drivers.models import DomainState
 from store import JSON
 from tests.toolstack.conftest import unique
 from toolstack import layout
+from toolstack.devices import disk_target
 from toolstack.errors import InvalidInput, OperationInProgress, VMExists, VMNotFound
 from toolstack.models import Desired, Task, TaskStatus
 
@@ -75,6 +76,22 @@ def test_resources_and_devices_change_the_stored_config(ts):
     vm = ts.detach(name, "disk0")
     assert vm.spec.disks == ()
     assert ts.driver.get_spec(vm.uuid) == vm.spec
+
+
+def test_disk_targets_follow_linux_naming_past_vdz():
+    assert [disk_target(i) for i in (0, 25, 26, 51, 52, 701, 702)] == [
+        "vda", "vdz", "vdaa", "vdaz", "vdba", "vdzz", "vdaaa"
+    ]  # fmt: skip
+
+
+def test_attach_disk_takes_the_first_free_target_even_past_vdz(ts):
+    name = unique("disks")
+    ts.create(name, memory=64, disks=[f"/srv/d{i}.img" for i in range(27)])
+    vm = ts.detach(name, "disk1")
+    vm = ts.attach_disk(name, "/srv/again.img")
+    assert {(d.id, d.target) for d in vm.spec.disks} >= {("disk1", "vdb"), ("disk26", "vdaa")}
+    vm = ts.attach_disk(name, "/srv/more.img")
+    assert vm.spec.device("disk27").target == "vdab"
 
 
 def test_bad_input_is_refused_before_anything_is_written(ts):

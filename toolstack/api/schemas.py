@@ -20,17 +20,20 @@ from pydantic import (
     StrictBool,
     Tag,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from drivers.models import (  # the patterns are the drivers' own, so that the schema cannot drift from them
-    _BRIDGE_RE,
-    _DEVICE_ID_RE,
-    _NETWORK_RE,
-    _TARGET_RE,
+    BRIDGE_RE,
+    DEVICE_ID_RE,
+    DISK_SOURCE_RE,
+    MAC_INPUT_RE,
     MAX_MEMORY_MIB,
     MAX_VCPUS,
+    NETWORK_RE,
+    TARGET_RE,
     Boot,
     Disk,
     DomainSpec,
@@ -97,16 +100,37 @@ Memory = Annotated[
 ]
 Vcpus = Annotated[int, Field(ge=1, le=MAX_VCPUS), _spec_rule("vcpus")]
 DiskSource = Annotated[
-    str, Field(pattern=r"^/[^\n\r\x00'\",]*$"), _device_rule(Disk, "source", **_DISK_PROBE)
+    str, Field(pattern=DISK_SOURCE_RE.pattern), _device_rule(Disk, "source", **_DISK_PROBE)
 ]
-DiskTarget = Annotated[str, Field(pattern=_TARGET_RE.pattern), _device_rule(Disk, "target", **_DISK_PROBE)]
+DiskTarget = Annotated[str, Field(pattern=TARGET_RE.pattern), _device_rule(Disk, "target", **_DISK_PROBE)]
 # on_poweroff and on_reboot: coredump actions are for crashes only.
 PowerAction = Annotated[Literal["destroy", "restart", "preserve", "rename-restart"], _spec_rule("on_reboot")]
-DeviceId = Annotated[str, Field(pattern=_DEVICE_ID_RE.pattern)]
-NetworkName = Annotated[str, Field(pattern=_NETWORK_RE.pattern)]
-BridgeName = Annotated[str, Field(pattern=_BRIDGE_RE.pattern)]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_RE.pattern)]
+NetworkName = Annotated[str, Field(pattern=NETWORK_RE.pattern)]
+NicNetwork = Annotated[NetworkName, _device_rule(Nic, "network", **_NIC_PROBE)]
+BridgeName = Annotated[str, Field(pattern=BRIDGE_RE.pattern)]
 # Unicast only: the first octet's lowest bit is clear (an even second hex digit).
-MacAddress = Annotated[str, Field(pattern=r"^[ \t]*[0-9A-Fa-f][02468aceACE](?:[:-][0-9A-Fa-f]{2}){5}[ \t]*$")]
+MacAddress = Annotated[str, Field(pattern=MAC_INPUT_RE.pattern)]
+# Metadata: DomainSpec refuses empty keys and control characters but tab and newline, in keys and values.
+# Stated whole: pydantic would put a key pattern in patternProperties, which leaves other keys unconstrained.
+_METADATA_TEXT = r"^[^\x00-\x08\x0b-\x1f]*$"
+Metadata = Annotated[
+    dict[str, str],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"minLength": 1, "pattern": _METADATA_TEXT},
+            "additionalProperties": {"type": "string", "pattern": _METADATA_TEXT},
+        }
+    ),
+]
+
+
+class DiskIn(Disk):
+    """A disk given whole in a request: the drivers' ``Disk``, with ``readonly`` a strict JSON boolean like
+    every other flag the API receives (``0`` or ``"yes"`` is refused, not read as a boolean)."""
+
+    readonly: StrictBool = False
 
 
 def _form(kind: str) -> Callable[[Any], str]:
@@ -114,9 +138,14 @@ def _form(kind: str) -> Callable[[Any], str]:
 
 
 # A disk or NIC given by a path or network name, or as a whole object: errors then name the object's field
-# (body.nics.0.nic.mac) rather than every member of the union.
-DiskRef = Annotated[Annotated[str, Tag("text")] | Annotated[Disk, Tag("disk")], Discriminator(_form("disk"))]
-NicRef = Annotated[Annotated[str, Tag("text")] | Annotated[Nic, Tag("nic")], Discriminator(_form("nic"))]
+# (body.nics.0.nic.mac) rather than every member of the union. A path is turned into a disk, a network name
+# into a NIC, with the drivers' rules: the schema states them for both forms.
+DiskRef = Annotated[
+    Annotated[DiskSource, Tag("text")] | Annotated[DiskIn, Tag("disk")], Discriminator(_form("disk"))
+]
+NicRef = Annotated[
+    Annotated[NicNetwork, Tag("text")] | Annotated[Nic, Tag("nic")], Discriminator(_form("nic"))
+]
 
 
 class Request(BaseModel):
@@ -147,15 +176,27 @@ class VMCreate(Request):
     name: DomainName
     memory: Memory = Field(description="MiB, or text such as '512M' or '2G'.")
     vcpus: Vcpus = 1
-    max_memory: Memory | None = None
-    max_vcpus: Vcpus | None = None
+    # The rules between fields (a ceiling below its boot value, duplicate device ids, targets or MACs) are
+    # beyond JSON Schema: the descriptions state them, and a body that breaks one gets a 422 naming it.
+    max_memory: Memory | None = Field(None, description="Ballooning ceiling: at least memory.")
+    max_vcpus: Vcpus | None = Field(None, description="vCPU hotplug ceiling: at least vcpus.")
     boot: Boot | None = None
-    disks: list[DiskRef] = Field(default_factory=list, max_length=64, description="Image paths or disks.")
-    nics: list[NicRef] = Field(default_factory=list, max_length=64, description="Network names or NICs.")
+    disks: list[DiskRef] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Image paths or disks. Device ids (of disks and NICs) and disk targets must be unique; "
+        "a path gets the first id (diskN) and target (vda, vdb...) the disks given whole leave free.",
+    )
+    nics: list[NicRef] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Network names or NICs. MAC addresses must be unique; a network name gets the first "
+        "free id (nicN) and a MAC of the VM's own.",
+    )
     on_poweroff: PowerAction | None = None
     on_reboot: PowerAction | None = None
     on_crash: LifecycleAction | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     start: StrictBool = Field(
         False,
         description="Boot the VM too, in the same task (as xl create does); a VM that fails to boot is gone.",
@@ -165,6 +206,12 @@ class VMCreate(Request):
     @classmethod
     def _metadata_rules(cls, value: dict[str, str]) -> dict[str, str]:
         return validate_spec_field("metadata", value)
+
+    @field_validator("disks")
+    @classmethod
+    def _plain_disks(cls, value: list[str | Disk]) -> list[str | Disk]:
+        # The toolstack gets the drivers' own Disk: a DiskIn would compare unequal to the disk read back.
+        return [Disk(**disk.model_dump()) if isinstance(disk, DiskIn) else disk for disk in value]
 
     def spec_fields(self) -> dict[str, Any]:
         """The optional DomainSpec fields that were given."""

@@ -199,6 +199,15 @@ def test_if_match_takes_star_quoted_weak_and_bare_tags_with_spaces_around_commas
         ("/vms/web1/shutdown", {"force": "true"}, "force"),
         ("/vms/web1/disks", {"source": "/srv/d.img", "readonly": 1}, "readonly"),
         ("/rollback", {"commit": "main", "dry_run": 0}, "dry_run"),
+        (
+            "/vms",
+            {
+                "name": "d",
+                "memory": 64,
+                "disks": [{"id": "d", "source": "/d", "target": "vda", "readonly": 0}],
+            },
+            "disks",
+        ),
     ],
 )
 def test_a_flag_must_be_a_json_boolean_not_a_number_or_text(client, ts, path, body, field):
@@ -206,8 +215,84 @@ def test_a_flag_must_be_a_json_boolean_not_a_number_or_text(client, ts, path, bo
     head = ts.main.head
     response = client.post(path, json=body)
     assert response.status_code == 422, response.text
-    assert [f["loc"] for f in response.json()["fields"]] == [["body", field]]
+    locations = [f["loc"] for f in response.json()["fields"]]
+    # A disk given whole: its readonly flag, named inside it.
+    assert locations == (
+        [["body", "disks", 0, "disk", "readonly"]] if field == "disks" else [["body", field]]
+    )
     assert ts.main.head == head
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"max_vcpus": 1, "vcpus": 2}, "max_vcpus (1) is below vcpus (2)"),
+        (
+            {
+                "disks": [
+                    {"id": "d", "source": "/a", "target": "vda"},
+                    {"id": "d", "source": "/b", "target": "vdb"},
+                ]
+            },
+            "duplicate device id 'd'",
+        ),
+        (
+            {
+                "disks": [
+                    {"id": "a", "source": "/a", "target": "vda"},
+                    {"id": "b", "source": "/b", "target": "vda"},
+                ]
+            },
+            "duplicate disk target dev 'vda'",
+        ),
+        (
+            {
+                "nics": [
+                    {"id": "a", "mac": "52:54:00:00:00:01", "network": "default"},
+                    {"id": "b", "mac": "52-54-00-00-00-01", "network": "default"},
+                ]
+            },
+            "duplicate nic MAC address",
+        ),
+    ],
+)
+def test_the_rules_between_fields_the_schema_cannot_state_are_422_naming_them(client, ts, body, words):
+    head = ts.main.head
+    response = client.post("/vms", json={"name": "x", "memory": 64, **body})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_input" and words in response.json()["message"]
+    assert ts.main.head == head
+
+
+def test_devices_given_whole_are_checked_with_the_drivers_messages(client, ts):
+    head = ts.main.head
+    response = client.post(
+        "/vms", json={"name": "x", "memory": 64, "nics": [{"id": "", "mac": "", "network": "default"}]}
+    )
+    assert response.status_code == 422, response.text
+    fields = {tuple(f["loc"]): f["msg"] for f in response.json()["fields"]}
+    assert "invalid device id ''" in fields["body", "nics", 0, "nic", "id"]
+    assert "invalid MAC address ''" in fields["body", "nics", 0, "nic", "mac"]
+    for disks in (["relative.img"], ["/a,b.img"]):
+        response = client.post("/vms", json={"name": "x", "memory": 64, "disks": disks})
+        assert response.status_code == 422, response.text
+        assert response.json()["fields"][0]["loc"][:3] == ["body", "disks", 0]
+    assert ts.main.head == head
+
+
+def test_paths_and_network_names_get_the_ids_targets_and_macs_the_whole_devices_leave_free(client):
+    whole_disk = {"id": "disk0", "source": "/given.img", "target": "vda", "readonly": True}
+    whole_nic = {"id": "nic0", "mac": "52:54:00:00:00:01", "bridge": "br0"}
+    vm = create(client, "mixed", disks=["/a.img", whole_disk], nics=[whole_nic, "default"])["vm"]
+    disks = {(d["id"], d["target"], d["readonly"]) for d in vm["spec"]["disks"]}
+    assert disks == {("disk1", "vdb", False), ("disk0", "vda", True)}
+    assert sorted(n["id"] for n in vm["spec"]["nics"]) == ["nic0", "nic1"]
+
+
+def test_a_vm_takes_as_many_disks_as_the_schema_allows_named_past_vdz(client):
+    vm = create(client, "many", disks=[f"/d{i}.img" for i in range(64)])["vm"]
+    targets = [d["target"] for d in vm["spec"]["disks"]]
+    assert targets[:2] + targets[25:28] + targets[-1:] == ["vda", "vdb", "vdz", "vdaa", "vdab", "vdbl"]
 
 
 def test_the_openapi_schema_declares_the_constraints_the_server_enforces(client):
@@ -222,6 +307,16 @@ def test_the_openapi_schema_declares_the_constraints_the_server_enforces(client)
     assert schemas["DiskAttach"]["properties"]["source"]["pattern"].startswith("^/")
     assert schemas["VMUpdate"]["minProperties"] == 1
     assert schemas["NicAttach"]["oneOf"] == [{"required": ["network"]}, {"required": ["bridge"]}]
+    # Devices given whole inside POST /vms: the drivers' own models declare their constraints.
+    disk, nic = schemas["DiskIn"]["properties"], schemas["Nic"]
+    assert disk["id"]["pattern"] and disk["source"]["pattern"].startswith("^/") and disk["target"]["pattern"]
+    assert disk["readonly"]["type"] == "boolean"
+    assert nic["properties"]["mac"]["pattern"] and len(nic["oneOf"]) == 2
+    assert len(schemas["Boot"]["oneOf"]) == 2
+    text_disk = create_fields["disks"]["items"]["oneOf"][0]
+    assert text_disk["pattern"].startswith("^/")
+    metadata = create_fields["metadata"]
+    assert metadata["propertyNames"]["minLength"] == 1 and metadata["additionalProperties"]["pattern"]
     (rev,) = spec["paths"]["/commits/{rev}"]["get"]["parameters"]
     assert rev["schema"]["pattern"] and rev["schema"]["not"]["pattern"]
     if_match = next(p for p in spec["paths"]["/vms/{vm}"]["patch"]["parameters"] if p["name"] == "if-match")

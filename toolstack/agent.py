@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from store import Conflict, RemoteError, Store
+from toolstack.errors import HistoryRewritten, UnrequestedRemoval
 from toolstack.ops import Toolstack
 from toolstack.sync import pull
 
@@ -34,7 +35,10 @@ def run_agent(
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
 ) -> None:
-    """Pull, reconcile this host's VMs, push; every ``interval`` seconds until ``stop`` (or once)."""
+    """Pull, reconcile this host's VMs, push; every ``interval`` seconds until ``stop`` (or once).
+
+    A round that finds the pool's history rewritten by gc, or whose push would delete VMs nobody asked to
+    delete, changes nothing, reports it and tries again next round (the report names what to do)."""
     say = report or (lambda line: log.info("%s", line))
     while True:
         started = time.monotonic()
@@ -54,6 +58,9 @@ def run_agent(
                 say(f"agent {ts.host}: errors: {'; '.join(result.plan.errors)}")
         except (RemoteError, Conflict) as err:
             say(f"agent {ts.host}: {type(err).__name__}: {err} (retrying)")
+        except (HistoryRewritten, UnrequestedRemoval) as err:
+            # Nothing was merged or pushed: the pool is left alone until an operator acts on the message.
+            say(f"agent {ts.host}: {type(err).__name__}: {err}")
         if once or (stop is not None and stop.is_set()):
             return
         remaining = interval - (time.monotonic() - started)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from store import Conflict, RemoteError
+from toolstack.errors import HistoryRewritten, UnrequestedRemoval
 from toolstack.ops import Toolstack
 from toolstack.pool import clone_pool
 from toolstack.sync import pull
@@ -19,13 +20,15 @@ from toolstack.sync import pull
 log = logging.getLogger(__name__)
 
 
-def open_agent(repo: str, driver_uri: str, host: str, url: str) -> Toolstack:
-    """The agent's toolstack on its own clone of the shared repository (cloned on first start)."""
-    if not os.path.exists(repo) or not os.listdir(repo):
+def open_agent(repo: str, driver_uri: str, host: str, url: str) -> tuple[Toolstack, bool]:
+    """The agent's toolstack on its own clone of the shared repository (cloned on first start); returns it
+    and whether it just joined the pool (then its first round validates every VM, not only new changes)."""
+    joined = not os.path.exists(repo) or not os.listdir(repo)
+    if joined:
         clone_pool(url, repo)
     ts = Toolstack.open(repo, driver_uri, host=host, author=f"agent {host} <agent@{host}>")
     ts.store.remote("origin", url)
-    return ts
+    return ts, joined
 
 
 def run_agent(
@@ -34,14 +37,21 @@ def run_agent(
     once: bool = False,
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
+    joined: bool = False,
 ) -> None:
-    """Pull, reconcile this host's VMs, push; every ``interval`` seconds until ``stop`` (or once)."""
+    """Pull, reconcile this host's VMs, push; every ``interval`` seconds until ``stop`` (or once).
+
+    ``joined``: the repository was just cloned, so the first round validates every VM on main.
+
+    A round that finds the pool's history rewritten by gc, or whose push would delete VMs nobody asked to
+    delete, changes nothing, reports it and tries again next round (the report names what to do)."""
     say = report or (lambda line: log.info("%s", line))
     while True:
         started = time.monotonic()
         ts.verify()  # damaged by unsafe git maintenance: stop loudly rather than push over it
         try:
-            result = pull(ts, "origin", push=True, placed_only=True)
+            result = pull(ts, "origin", push=True, placed_only=True, validate_all=joined)
+            joined = False
             if result.before != result.after or (result.plan and result.plan.actions):
                 actions = ", ".join(a.describe() for a in result.plan.actions) if result.plan else ""
                 say(
@@ -55,6 +65,9 @@ def run_agent(
                 say(f"agent {ts.host}: errors: {'; '.join(result.plan.errors)}")
         except (RemoteError, Conflict) as err:
             say(f"agent {ts.host}: {type(err).__name__}: {err} (retrying)")
+        except (HistoryRewritten, UnrequestedRemoval) as err:
+            # Nothing was merged or pushed: the pool is left alone until an operator acts on the message.
+            say(f"agent {ts.host}: {type(err).__name__}: {err}")
         if once or (stop is not None and stop.is_set()):
             return
         remaining = interval - (time.monotonic() - started)

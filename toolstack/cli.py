@@ -1,7 +1,11 @@
 """The ``toolstack`` command line.
 
 Exit codes: 0 success; 1 error (unknown VM, hypervisor failure, bad repository...); 2 usage (bad option or
-value); 3 conflict (concurrent changes could not be merged); 4 busy (another operation holds the VM).
+value); 3 conflict (concurrent changes could not be merged); 4 busy (another operation holds the VM);
+5 rejected (``pull`` reverted invalid edits, each named with commit, author, path and error:
+``RejectedEdits``); 6 history rewritten (the remote's main was squashed by ``gc``; nothing changed; run
+``toolstack pull --resync``: ``HistoryRewritten``); 7 unrequested removal (a push would delete VMs that no
+operation deleted; nothing pushed: ``UnrequestedRemoval``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from toolstack.models import VM
 from toolstack.output import emit, table, when
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_BUSY = 1, 2, 3, 4
+EXIT_REJECTED, EXIT_REWRITTEN, EXIT_UNREQUESTED_REMOVAL = 5, 6, 7  # the errors' own exit_code, for scripts
 F = TypeVar("F", bound=Callable[..., Any])
 
 

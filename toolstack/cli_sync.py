@@ -54,39 +54,81 @@ def clone_command(c: Context, url: str, path: str | None) -> None:
 @click.option("--url", default=None, help="Set the remote's URL (recorded in the repository's config)")
 @click.option("--push/--no-push", "push_back", default=False, help="Push main back afterwards")
 @click.option("--no-reconcile", is_flag=True, help="Only merge; leave the hypervisor alone")
+@click.option(
+    "--resync",
+    is_flag=True,
+    help="After the pool's history was rewritten by gc: keep main's local-only commits under refs/resync/, "
+    "report them, reset main to the remote's main and reconcile",
+)
 @pass_ctx
 @handled
-def pull_command(c: Context, remote: str, url: str | None, push_back: bool, no_reconcile: bool) -> None:
+def pull_command(
+    c: Context, remote: str, url: str | None, push_back: bool, no_reconcile: bool, resync: bool
+) -> None:
     """Merge the remote's main (GitOps edits included), validate it, and reconcile the hypervisor.
+
+    Exits 5 when it reverted invalid edits (each named: commit, author, path, error), 6 when the remote's
+    history was rewritten by gc (nothing changed; run the command it names), 7 when pushing back would
+    delete VMs that no operation deleted (nothing pushed).
 
     With --url into a missing or empty repository path, it clones the pool first (as `toolstack clone`)."""
     import os
 
+    from toolstack.errors import RejectedEdits
     from toolstack.pool import clone_pool
     from toolstack.sync import pull
+    from toolstack.sync import resync as do_resync
 
-    if url is not None and (not os.path.exists(c.repo) or not os.listdir(c.repo)):
-        clone_pool(url, c.repo)
-        if remote != "origin":
-            c.toolstack().store.remote(remote, url)
-    result = pull(c.toolstack(), remote, url, push=push_back, reconcile=not no_reconcile)
+    if resync:
+        if push_back:
+            raise click.UsageError("--resync replaces main by the remote's: there is nothing to push back")
+        done = do_resync(c.toolstack(), remote, url, reconcile=not no_reconcile)
+        if done.pull is not None:
+            lines = [f"nothing to resync: main shares history with {remote}/main; pulled it"]
+            lines.append(f"main: {(done.before or '-')[:12]} -> {(done.after or '-')[:12]}")
+        else:
+            lines = [
+                f"resynced with {remote}: main {(done.before or '-')[:12]} -> {(done.after or '-')[:12]}; "
+                f"the old main is kept as {done.kept}",
+                f"{len(done.local_only)} local-only commit(s) the squash did not fold in"
+                + (":" if done.local_only else ""),
+                *[f"  {e['commit'][:12]}  {e['author']}  {e['message']}" for e in done.local_only],
+            ]
+            if done.local_only:
+                lines.append("re-apply a VM from one with `toolstack rollback COMMIT --vm NAME`")
+        if done.plan is not None:
+            lines += [action.describe() for action in done.plan.actions]
+        emit(done.to_dict(), c.json, "\n".join(lines))
+        if done.pull is not None and done.pull.rejections:
+            raise RejectedEdits(remote, done.pull.rejections)
+        return
+    joining = url is not None and (not os.path.exists(c.repo) or not os.listdir(c.repo))
+    if joining:
+        clone_pool(url, c.repo)  # joining the pool: a clone, never a second root commit
+    ts = c.toolstack()
+    result = pull(ts, remote, url, push=push_back, reconcile=not no_reconcile, validate_all=joining)
     lines = [f"main: {(result.before or '-')[:12]} -> {(result.after or '-')[:12]}"]
-    lines += [f"rejected {uuid}: {error}" for uuid, error in result.rejected.items()]
+    lines += [f"rejected {r.describe()}" for r in result.rejections]
     if result.plan is not None:
         lines += [action.describe() for action in result.plan.actions]
     if result.pushed:
         lines.append(f"pushed main to {remote}")
     emit(result.to_dict(), c.json, "\n".join(lines))
+    if result.rejections:
+        raise RejectedEdits(remote, result.rejections)
 
 
 @main.command("push")
 @click.option("--remote", default="origin", show_default=True)
 @click.option("--url", default=None, help="Set the remote's URL (recorded in the repository's config)")
-@click.option("--force", is_flag=True, help="Replace the remote's main even if that discards its commits")
+@click.option(
+    "--force", is_flag=True, help="Replace the remote's main even if that discards its commits or VMs"
+)
 @pass_ctx
 @handled
 def push_command(c: Context, remote: str, url: str | None, force: bool) -> None:
-    """Publish main to a remote (refused if the remote has commits main lacks, unless --force)."""
+    """Publish main to a remote: refused if the remote has commits main lacks (exit 1), or if it would
+    delete VMs from the remote that no operation deleted here (exit 7); --force does it anyway."""
     from toolstack.sync import push
 
     head = push(c.toolstack(), remote, url, force=force)
@@ -100,7 +142,8 @@ def push_command(c: Context, remote: str, url: str | None, force: bool) -> None:
 @handled
 def gc_command(c: Context, before: str, prune_archives: bool) -> None:
     """Squash main's history up to BEFORE into a new root commit and repack; the old history is archived
-    under refs/archive/main/ until pruned. Event tokens from before it then report lost events."""
+    under refs/archive/main/ until pruned. Event tokens of rewritten commits resume from their rewrites;
+    tokens from before the squash point report lost events. Peers resync with `toolstack pull --resync`."""
     import datetime
 
     from store.squash import find_before, squash
@@ -120,7 +163,7 @@ def gc_command(c: Context, before: str, prune_archives: bool) -> None:
         except ValueError:
             continue
     commit = find_before(ts.store, layout.MAIN, point)
-    result = squash(ts.store, commit)
+    result = squash(ts.store, commit, by="toolstack gc")
     record = {
         "old_head": result.old_head,
         "new_head": result.new_head,
@@ -152,11 +195,15 @@ def agent_command(c: Context, host_name: str, url: str, interval: float, once: b
 
     from toolstack.agent import open_agent, run_agent
 
-    ts = open_agent(c.repo, c.driver_uri, host_name, url)
+    ts, joined = open_agent(c.repo, c.driver_uri, host_name, url)
     try:
         click.echo(f"agent {host_name}: {c.repo} <-> {url}, driver {c.driver_uri}", err=True)
         run_agent(
-            ts, interval=interval, once=once, report=lambda line: (click.echo(line), sys.stdout.flush())
+            ts,
+            interval=interval,
+            once=once,
+            report=lambda line: (click.echo(line), sys.stdout.flush()),
+            joined=joined,
         )
     except KeyboardInterrupt:
         pass

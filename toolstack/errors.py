@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from store import ConflictEntry
 
 
@@ -130,3 +132,131 @@ class ConflictError(ToolstackError):
         self.conflicts = conflicts
         detail = "; ".join(f"{c.path}: {c.reason}" for c in conflicts[:5])
         super().__init__(f"{message}: {detail}" if detail else message, vm=vm, operation=operation)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One VM whose pulled edit did not validate, and what the pull did about it.
+
+    Attributes:
+        uuid: The VM.
+        name: Its name (from the version restored, else the invalid one; "" if unreadable).
+        error: Why it does not validate (names the path and the field).
+        path: The offending path.
+        commit: The incoming commit that last touched that path (or the VM), None if none did.
+        author: That commit's author.
+        restored_from: The newest commit where the VM validated, whose version was restored; None when the
+            VM never validated anywhere in history and was left out.
+    """
+
+    uuid: str
+    name: str
+    error: str
+    path: str
+    commit: str | None
+    author: str | None
+    restored_from: str | None
+
+    def describe(self) -> str:
+        who = f" in commit {self.commit[:12]} by {self.author}" if self.commit else ""
+        outcome = (
+            f"restored as of {self.restored_from[:12]}"
+            if self.restored_from
+            else "never valid anywhere in history: left out"
+        )
+        return f"{self.name or self.uuid} ({self.uuid}): {self.path}{who}: {self.error}; {outcome}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "uuid": self.uuid,
+            "name": self.name,
+            "error": self.error,
+            "path": self.path,
+            "commit": self.commit,
+            "author": self.author,
+            "restored_from": self.restored_from,
+        }
+
+
+class RejectedEdits(ToolstackError):
+    """A pull merged edits that do not validate; each was reverted to its VM's last valid version from
+    history (or, for a VM that never validated, left out), and the pull says so with exit code 5.
+
+    Attributes:
+        remote: The remote pulled from.
+        rejections: One :class:`Rejection` per VM (commit, author, path, error, what was restored).
+    """
+
+    exit_code = 5
+
+    def __init__(self, remote: str, rejections: list[Rejection]) -> None:
+        self.remote = remote
+        self.rejections = rejections
+        super().__init__(
+            f"rejected {len(rejections)} invalid edit(s) from {remote}: "
+            + "; ".join(r.describe() for r in rejections),
+            operation="pull",
+        )
+
+
+class HistoryRewritten(ToolstackError):
+    """The remote's main was rewritten by ``toolstack gc`` (a squash), so it shares no history with ours:
+    nothing was merged, main and the hypervisor are as they were. Exit code 6.
+
+    Attributes:
+        remote: The remote.
+        incoming: The remote's (rewritten) main.
+        root: The squash's root commit.
+        squashed_at: When the squash ran (UTC), as its root commit says.
+        command: The command that resynchronises this host.
+    """
+
+    exit_code = 6
+
+    def __init__(self, remote: str, incoming: str, root: str, squashed_at: str, command: str) -> None:
+        self.remote = remote
+        self.incoming = incoming
+        self.root = root
+        self.squashed_at = squashed_at
+        self.command = command
+        super().__init__(
+            f"the pool's history was rewritten by gc at {squashed_at or 'an unknown time'} "
+            f"({remote}/main is now {incoming[:12]}, on the new root {root[:12]}), so it shares no history "
+            "with main here and nothing was merged. Resynchronise with "
+            f"`{command}`: it keeps main's local-only commits under refs/resync/, reports them, "
+            f"then resets main to {remote}/main and reconciles",
+            operation="pull",
+        )
+
+
+class UnrequestedRemoval(ToolstackError):
+    """A push would delete VMs from the remote that no operation deleted here; nothing was pushed.
+    Exit code 7.
+
+    Attributes:
+        remote: The remote.
+        removals: {uuid: (name, commit that dropped it or None, why it does not count as a deletion)}.
+        remote_head: The remote's main, which still holds them.
+    """
+
+    exit_code = 7
+
+    def __init__(
+        self, remote: str, removals: dict[str, tuple[str, str | None, str]], remote_head: str
+    ) -> None:
+        self.remote = remote
+        self.removals = removals
+        self.remote_head = remote_head
+        names = ", ".join(f"{name or '?'} ({uuid})" for uuid, (name, _, _) in removals.items())
+        why = "; ".join(
+            f"{name or uuid}: {reason}" + (f" (commit {commit[:12]})" if commit else "")
+            for uuid, (name, commit, reason) in removals.items()
+        )
+        first = next(iter(removals.values()))[0] or next(iter(removals))
+        super().__init__(
+            f"refusing to push main to {remote}: it would delete {names} from the pool, but no operation "
+            f"deleted them here ({why}). Restore each from {remote}'s main "
+            f"(`toolstack rollback {remote_head[:12]} --vm {first}`) and push again; to delete one, "
+            "restore it and run `toolstack vm delete NAME`",
+            operation="push",
+        )

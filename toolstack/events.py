@@ -1,9 +1,12 @@
 """VM-level events derived from commit diffs on main: created, started, stopped, config changed, ...
 
 A token is a commit id: ``events_since(token)`` gives every event after that commit, oldest first, and each
-event carries the token to resume from. A token that is no longer in main's history (squashed by ``gc``, or
-main was reset) raises :class:`EventsLost`, as xapi's EVENTS_LOST or etcd's compaction error do: the client
-must re-read the state and resume from the current head.
+event carries the token to resume from. ``gc`` rewrites the commits after its squash point (same trees,
+messages, authors and dates): a token among them resumes from the commit it became, and the squash point
+itself from the new root (:func:`store.squash.rewritten_commit` finds it by content, on the host that ran gc
+and on a peer after ``pull --resync``, both of which still hold the old commit). A token that was cut away
+(older than the squash point), or is unknown here (main was reset under it), raises :class:`EventsLost`, as
+xapi's EVENTS_LOST or etcd's compaction error do: the client must re-read the state and resume from the head.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from store import HistoryLost, Store
+from store.squash import rewritten_commit
 from toolstack import layout
 from toolstack.errors import ToolstackError
 
@@ -144,20 +148,28 @@ def _events_of_commit(
 def events_since(store: Store, since: str | None = None, limit: int | None = None) -> list[Event]:
     """Events after commit ``since`` (all of main's history if None), oldest first.
 
+    A ``since`` that ``gc`` rewrote resumes from its rewrite (the events are those after it, with the new
+    commits' tokens).
+
     Raises:
-        EventsLost: ``since`` is not in main's history any more.
+        EventsLost: ``since`` is not in main's history any more, and no rewrite of it is.
     """
     branch = store.branch(layout.MAIN)
+    try:
+        changes = list(branch.changes(since=since))
+    except HistoryLost as err:
+        head = branch.head
+        mapped = rewritten_commit(store, head, since) if since is not None and head is not None else None
+        if mapped is None:
+            raise EventsLost(since or "") from err
+        changes = list(branch.changes(since=mapped))
     by_commit: dict[str, list[tuple[str, bytes | None, bytes | None]]] = {}
     order: list[str] = []
-    try:
-        for change in branch.changes(since=since):
-            if change.commit not in by_commit:
-                by_commit[change.commit] = []
-                order.append(change.commit)
-            by_commit[change.commit].append((change.path, change.old, change.new))
-    except HistoryLost as err:
-        raise EventsLost(since or "") from err
+    for change in changes:
+        if change.commit not in by_commit:
+            by_commit[change.commit] = []
+            order.append(change.commit)
+        by_commit[change.commit].append((change.path, change.old, change.new))
     events: list[Event] = []
     for commit in order:
         events.extend(_events_of_commit(store, commit, by_commit[commit]))

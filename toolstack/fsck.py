@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid as uuidlib
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -155,7 +154,7 @@ def _check_vms(tree: Tree, report: FsckReport) -> tuple[set[str], dict[str, str]
             count += 1
             seen.add(uuid)
             path = f"{layout.VMS}/{entry}/{uuid}" if layout.is_shard(entry) else f"{layout.VMS}/{uuid}"
-            if not _is_uuid(uuid):
+            if not layout.is_vm_uuid(uuid):
                 report.add("error", "vms", f"{uuid!r} is not a VM uuid", path)
                 continue
             if layout.is_shard(entry) and entry != uuid[:2]:
@@ -235,7 +234,7 @@ def _check_claims(store: Store, report: FsckReport) -> None:
     report.counts["claims"] = len(claims)
     for ref, head in sorted(claims.items()):
         uuid = ref.rsplit("/", 1)[-1]
-        if not _is_uuid(uuid):
+        if not layout.is_vm_uuid(uuid):
             report.add("error", "claims", f"claim {ref} does not name a VM uuid", ref)
             continue
         try:
@@ -266,10 +265,3 @@ def _check_claims(store: Store, report: FsckReport) -> None:
             "command on that host recovers it",
             ref,
         )
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        return str(uuidlib.UUID(text)) == text
-    except ValueError:
-        return False

@@ -33,6 +33,7 @@ in one commit when the toolstack opens the repository, and history from before t
 from __future__ import annotations
 
 import hashlib
+import re
 
 from store import Schema, Tree
 from store.merge import make_lww
@@ -44,6 +45,7 @@ TASKS = "tasks"
 LOCK_PREFIX = "vm-task"  # refs/heads/vm-task/<uuid>: the running operation on a VM (its task branch)
 FAILED_PREFIX = "failed-tasks"  # refs/heads/failed-tasks/<task>: failed tasks, kept for audit
 MAIN = "main"
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 POOL = "pool"  # JSON: the pool's id, name and creation time (toolstack.pool)
 
 
@@ -84,6 +86,11 @@ def is_shard(entry: str) -> bool:
     """Whether an entry of ``vms/`` is a shard (two characters) rather than a VM of the flat layout (its
     36-character uuid)."""
     return len(entry) == 2
+
+
+def is_vm_uuid(text: str) -> bool:
+    """Whether ``text`` is a VM uuid in its canonical form (what a name record must hold)."""
+    return _UUID_RE.fullmatch(text) is not None
 
 
 def vm_uuids(tree: Tree) -> list[str]:

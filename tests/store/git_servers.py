@@ -20,40 +20,77 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+class GitDaemon:
+    """`git daemon --enable=receive-pack` serving every repository under ``base`` on a fixed port, that a test
+    can stop (an outage) and start again on the same port and base path.
+
+    Attributes:
+        base: The directory served.
+        port: The port on 127.0.0.1, kept across restarts.
+        url: git://127.0.0.1:port
+    """
+
+    def __init__(self, base: str, port: int | None = None) -> None:
+        self.base = base
+        self.port = port or free_port()
+        self.url = f"git://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def start(self) -> None:
+        """Serve; returns once the port accepts connections."""
+        assert self._process is None, "already serving"
+        self._process = subprocess.Popen(
+            [
+                "git",
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                f"--base-path={self.base}",
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+                self.base,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # `git daemon` runs git-daemon as a child: kill the whole group, or the daemon outlives the test.
+            start_new_session=True,
+        )
+        _wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """SIGKILL the daemon and the connections it is serving, as a crash or a network outage would."""
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait()
+        self._process = None
+
+
 @contextmanager
 def git_daemon(base: str) -> Iterator[str]:
     """`git daemon --enable=receive-pack` serving every repository under ``base``; yields git://host:port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--enable=receive-pack",
-            f"--base-path={base}",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            base,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        # `git daemon` runs git-daemon as a child: kill the whole group, or the daemon outlives the test.
-        start_new_session=True,
-    )
+    daemon = GitDaemon(base)
+    daemon.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"git://127.0.0.1:{port}"
+        yield daemon.url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        daemon.stop()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -143,13 +180,7 @@ def ssh_server(workdir: str) -> Iterator[tuple[str, str]]:
         ["/usr/sbin/sshd", "-D", "-f", config, "-E", os.path.join(workdir, "sshd.log")]
     )
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        _wait_for_port(port)
         command = (
             f"ssh -i {workdir}/userkey -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
             "-o BatchMode=yes -o LogLevel=ERROR"

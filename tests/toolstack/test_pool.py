@@ -3,52 +3,17 @@ an agent is killed and restarted; no commit is lost and every clone passes git f
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
-import drivers
 from drivers.models import DomainState
 from store import Store
 from tests.store.git_servers import git_daemon
-from tests.toolstack.conftest import ROOT
+from tests.toolstack.pool_helpers import HOSTS, running_on, start_agent, stop_agents, wait_until
 from toolstack import layout
 from toolstack.ops import Toolstack
 from toolstack.sync import pull
-
-HOSTS = ["h1", "h2", "h3"]
-
-
-def start_agent(tmp_path, url, host):
-    log = open(tmp_path / f"{host}.log", "ab")  # noqa: SIM115 - closed with the process by the test
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "toolstack.cli",
-            "--repo",
-            str(tmp_path / f"{host}.git"),
-            "--driver",
-            f"sim://{tmp_path}/{host}.sim",
-            "agent",
-            "--host",
-            host,
-            "--remote",
-            url,
-            "--interval",
-            "0.3",
-        ],
-        env={**os.environ, "PYTHONPATH": ROOT},
-        stdout=log,
-        stderr=log,
-    )
-
-
-def running_on(tmp_path, host):
-    with drivers.open(f"sim://{tmp_path}/{host}.sim") as hv:
-        return {str(i.uuid): i.state for i in hv.list()}
 
 
 def converged(tmp_path, placement):
@@ -58,15 +23,6 @@ def converged(tmp_path, placement):
         if set(domains) != wanted or any(state != DomainState.RUNNING for state in domains.values()):
             return False
     return True
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return predicate()
 
 
 def test_three_agents_place_migrate_survive_a_kill_and_converge(tmp_path):
@@ -117,13 +73,7 @@ def test_three_agents_place_migrate_survive_a_kill_and_converge(tmp_path):
 
             assert wait_until(observed_everywhere, 60), "the agents' observations never reached the server"
         finally:
-            for process in agents.values():
-                process.send_signal(signal.SIGTERM)
-            for process in agents.values():
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_agents(agents)
             operator.close()
     for repo in [base / "pool.git", tmp_path / "operator.git", *(tmp_path / f"{h}.git" for h in HOSTS)]:
         fsck = subprocess.run(["git", "-C", str(repo), "fsck", "--full"], capture_output=True, text=True)

@@ -128,30 +128,34 @@ def init_pool(path: str, name: str | None = None, author: str | None = None) -> 
 def clone_pool(url: str, path: str) -> Pool:
     """Join a pool: clone its state repository from ``url`` into ``path`` (missing or empty).
 
+    The clone is made in a sibling directory and renamed into place once it holds the pool, so that a clone
+    cut short (the server unreachable or gone mid-fetch, the process killed) never leaves a repository
+    without a pool at ``path``: that would make ``path`` unusable, and an agent on it could never start
+    again.
+
     Raises:
         ToolstackError: ``path`` is taken, or ``url`` holds no pool (nothing is left at ``path`` then).
-        RemoteError: ``url`` cannot be reached.
+        RemoteError: ``url`` cannot be reached (nothing is left at ``path`` then).
     """
-    existed = os.path.isdir(path)
+    path = os.path.abspath(path)
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise ToolstackError(f"cannot clone into {path}: not an empty directory")
+    staging = os.path.join(
+        os.path.dirname(path), f".{os.path.basename(path)}.joining-{os.getpid()}-{uuidlib.uuid4().hex[:8]}"
+    )
     try:
-        store = Store.clone(url, path)
-    except NotARepository as err:
-        raise ToolstackError(f"cannot clone into {path}: {err}") from err
-    with store:
-        pool = read_pool(store.branch(layout.MAIN).tree)
-    if pool is None:
-        _remove_clone(path, existed)
-        raise ToolstackError(
-            f"{url} holds no pool (its main has no {layout.POOL} record): create one with `toolstack init`, "
-            "or upgrade an older state repository by running `toolstack init` in it"
-        )
+        try:
+            store = Store.clone(url, staging)
+        except NotARepository as err:
+            raise ToolstackError(f"cannot clone into {path}: {err}") from err
+        with store:
+            pool = read_pool(store.branch(layout.MAIN).tree)
+        if pool is None:
+            raise ToolstackError(
+                f"{url} holds no pool (its main has no {layout.POOL} record): create one with `toolstack "
+                "init`, or upgrade an older state repository by running `toolstack init` in it"
+            )
+        os.rename(staging, path)  # onto a missing or empty directory: all at once
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when the rename succeeded
     return pool
-
-
-def _remove_clone(path: str, keep_directory: bool) -> None:
-    if keep_directory:
-        for entry in os.listdir(path):
-            full = os.path.join(path, entry)
-            shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
-    else:
-        shutil.rmtree(path, ignore_errors=True)

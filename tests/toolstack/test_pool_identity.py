@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from store import Store
-from tests.store.git_servers import git_daemon
+from tests.store.git_servers import GitDaemon, git_daemon
 from tests.toolstack.test_cli import git, run
 from toolstack import layout
 from toolstack.pool import UPGRADE_MESSAGE
@@ -96,6 +96,30 @@ def test_cloning_what_is_no_pool_fails_and_leaves_nothing(tmp_path):
     result = run(tmp_path, "clone", str(tmp_path / "empty.git"), str(tmp_path / "joined.git"), check=False)
     assert result.returncode == 1 and "holds no pool" in result.stderr
     assert not (tmp_path / "joined.git").exists()
+
+
+def test_a_clone_cut_short_by_an_unreachable_server_leaves_nothing_and_can_be_retried(tmp_path):
+    """An agent started while the server is down must be able to join once it is back (issue 16's chaos
+    test found agents that never could: the failed clone left a repository without a pool behind)."""
+    base = tmp_path / "server"
+    base.mkdir()
+    daemon = GitDaemon(str(base))
+    url = f"{daemon.url}/pool.git"
+    result = run(tmp_path, "clone", url, str(tmp_path / "joined.git"), check=False)
+    assert result.returncode == 1 and "Connection refused" in result.stderr
+    assert os.listdir(tmp_path) == ["server"]  # no repository, no staging directory left
+    run(tmp_path, "init", "--name", "lab")
+    Store.open(base / "pool.git").close()
+    run(tmp_path, "push", "--url", url, check=False)  # refused: the daemon is still down
+    daemon.start()
+    try:
+        run(tmp_path, "push", "--url", url)
+        (tmp_path / "empty.git").mkdir()
+        run(tmp_path, "clone", url, str(tmp_path / "empty.git"))  # into an empty directory too
+        run(tmp_path, "clone", url, str(tmp_path / "joined.git"))
+    finally:
+        daemon.stop()
+    assert roots(tmp_path / "joined.git") == roots(tmp_path / "state.git") == roots(tmp_path / "empty.git")
 
 
 def test_an_empty_repository_is_no_pool(tmp_path):

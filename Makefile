@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test e2e bench lint clean
+.PHONY: setup run test e2e bench lint clean chaos
 
 setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
@@ -29,3 +29,10 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# The pool chaos test with many seeds and a longer run each (issue 16); `make test` runs two short seeds.
+CHAOS_SEEDS ?= 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20
+CHAOS_DURATION ?= 60
+chaos: setup
+	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_DURATION=$(CHAOS_DURATION) $(PY) -m pytest -q \
+		tests/toolstack/test_pool_chaos.py $(PYTEST_ARGS)

@@ -72,7 +72,7 @@ ACTIONS = {
     "gitops-valid": 6,
     "gitops-broken-json": 3,
     "gitops-wrong-type": 3,
-    "gc": 2,
+    "gc": 3,
 }
 MAX_GC_PER_RUN = 2
 
@@ -413,7 +413,7 @@ class Operator(threading.Thread):
                 getattr(self, "do_" + kind.replace("-", "_"))()
                 if self.ran:  # an operation is a command that ran (an action may find nothing to act on)
                     self.counters.add(f"op:{kind}")
-                if kind not in ("sync", "gc") and self.rng.random() < 0.6:
+                if kind not in ("sync", "gc") and self.rng.random() < 0.4:
                     self.sync()
         except BaseException as err:  # reported by the test, never swallowed
             self.error = err
@@ -591,7 +591,7 @@ class Faults(threading.Thread):
     def run(self) -> None:
         try:
             while time.monotonic() < self.deadline:
-                time.sleep(self.rng.uniform(0.5, 2.5))
+                time.sleep(self.rng.uniform(1.5, 4.0))
                 if self.rng.random() < 0.6:
                     self.kill_agent(self.rng.choice(HOSTS))
                 else:

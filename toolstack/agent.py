@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 
 from store import Conflict, RemoteError
-from toolstack.errors import HistoryRewritten, UnrequestedRemoval
+from toolstack.errors import HistoryRewritten, ToolstackError, UnrequestedRemoval
 from toolstack.ops import Toolstack
 from toolstack.pool import clone_pool
-from toolstack.sync import pull
+from toolstack.sync import pull, resync
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,19 @@ def open_agent(repo: str, driver_uri: str, host: str, url: str) -> tuple[Toolsta
     return ts, joined
 
 
+def _resync(ts: Toolstack, say: Callable[[str], None], rewritten: HistoryRewritten) -> None:
+    try:
+        done = resync(ts, "origin")
+    except (ToolstackError, RemoteError, Conflict) as err:
+        say(f"agent {ts.host}: {type(rewritten).__name__}: {rewritten}; resync failed: {err} (retrying)")
+        return
+    say(
+        f"agent {ts.host}: the pool's history was rewritten by gc; resynced: main "
+        f"{(done.before or '-')[:10]} -> {(done.after or '-')[:10]}, old main kept as {done.kept}, "
+        f"{len(done.local_only)} local-only commit(s)"
+    )
+
+
 def run_agent(
     ts: Toolstack,
     interval: float = 1.0,
@@ -43,8 +56,9 @@ def run_agent(
 
     ``joined``: the repository was just cloned, so the first round validates every VM on main.
 
-    A round that finds the pool's history rewritten by gc, or whose push would delete VMs nobody asked to
-    delete, changes nothing, reports it and tries again next round (the report names what to do)."""
+    A round that finds the pool's history rewritten by gc resyncs (as ``toolstack pull --resync``: the old
+    main is kept under ``refs/resync/``). A round whose push would delete VMs nobody asked to delete changes
+    nothing, reports it and tries again next round (the report names what to do)."""
     say = report or (lambda line: log.info("%s", line))
     while True:
         started = time.monotonic()
@@ -65,7 +79,11 @@ def run_agent(
                 say(f"agent {ts.host}: errors: {'; '.join(result.plan.errors)}")
         except (RemoteError, Conflict) as err:
             say(f"agent {ts.host}: {type(err).__name__}: {err} (retrying)")
-        except (HistoryRewritten, UnrequestedRemoval) as err:
+        except HistoryRewritten as err:
+            # The pool's history was squashed by gc: an agent follows the pool, so it resyncs as an operator
+            # would (its own commits are observations, which it reports again; the old main is kept).
+            _resync(ts, say, err)
+        except UnrequestedRemoval as err:
             # Nothing was merged or pushed: the pool is left alone until an operator acts on the message.
             say(f"agent {ts.host}: {type(err).__name__}: {err}")
         if once or (stop is not None and stop.is_set()):

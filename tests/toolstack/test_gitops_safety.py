@@ -300,6 +300,21 @@ def test_a_peer_detects_gc_and_changes_nothing_then_resyncs_keeping_local_commit
     assert git(repo, "fsck", "--full").returncode == 0
 
 
+def test_an_agent_resyncs_by_itself_after_gc_keeping_its_old_main(tmp_path, squashed):
+    url, _, _, _ = squashed
+    repo = tmp_path / "h2.git"
+    head_before = git(repo, "rev-parse", "main").stdout.strip()
+    round_ = ok(toolstack(tmp_path, "h2", "agent", "--host", "h2", "--remote", url, "--once"))
+    assert "the pool's history was rewritten by gc; resynced" in round_
+    kept = [line.split()[-1] for line in git(repo, "for-each-ref", "refs/resync/").stdout.splitlines()]
+    assert len(kept) == 1 and git(repo, "rev-parse", kept[0]).stdout.strip() == head_before
+    remote_main = git(repo, "ls-remote", url, "main").stdout.split()[0]
+    assert git(repo, "merge-base", "--is-ancestor", remote_main, "main").returncode == 0
+    # The next round is an ordinary one: no history rewritten any more.
+    again = ok(toolstack(tmp_path, "h2", "agent", "--host", "h2", "--remote", url, "--once"))
+    assert "rewritten" not in again and "HistoryRewritten" not in again
+
+
 def test_the_readme_recovery_by_hand_works_on_the_bare_repository(tmp_path, squashed):
     url = squashed[0]
     with open(os.path.join(ROOT, "README.md")) as file:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -274,6 +274,9 @@ def _match(pattern: tuple[str, ...], key: Key) -> bool:
     return bool(key) and fnmatchcase(key[0], head) and _match(rest, key[1:])
 
 
+_CACHED_DEPTH = 64  # the deepest path whose rule Schema.rule_for remembers
+
+
 class Schema:
     """Maps path globs to merge functions and codecs; the first matching rule wins.
 
@@ -317,7 +320,8 @@ class Schema:
         rule = self._cache.get(key)
         if rule is None:
             rule = next((r for r in self._rules if r.matches(key)), self._fallback)
-            if len(self._cache) < 100_000:
+            # Bounded in count and in size: a client's deep path is matched, not kept.
+            if len(self._cache) < 100_000 and len(key) <= _CACHED_DEPTH:
                 self._cache[key] = rule
         return rule
 
@@ -346,7 +350,7 @@ def merge_values(rule: Rule, path: str, base: bytes | None, ours: bytes | None, 
         return ours
     try:
         decoded = [None if v is None else rule.codec.decode(v) for v in (base, ours, theirs)]
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # json's decoder refuses values nested too deeply
         return ConflictEntry(path, f"cannot decode as {rule.codec.name}: {err}", base, ours, theirs)
     try:
         result = rule.merge(*decoded)
@@ -366,7 +370,7 @@ def merge_trees(
         The merged tree (with ours kept at conflicting paths) and every conflict found.
     """
     conflicts: list[ConflictEntry] = []
-    merged = _merge_node(backend, base, ours, theirs, (), schema, conflicts)
+    merged = _run(_merge_node(backend, base, ours, theirs, (), schema, conflicts))
     if merged is None:
         return Tree.empty(backend), conflicts
     if isinstance(merged, Leaf):  # cannot happen at the root
@@ -387,6 +391,28 @@ def _same(a: Node | None, b: Node | None) -> bool:
     return type(a) is type(b) and a.oid == b.oid
 
 
+# A merge step: a generator that yields the merge of a child directory it needs (another step) and is sent
+# back its result, then returns its own.
+_Step = Generator["_Step", "Node | None", "Node | None"]
+
+
+def _run(step: _Step) -> Node | None:
+    """Drive nested merge steps with an explicit stack of generators rather than recursion: a tree is as
+    deep as its writers made it, and Python's stack is not."""
+    stack = [step]
+    result: Node | None = None
+    while stack:
+        try:
+            child = stack[-1].send(result)
+        except StopIteration as done:
+            stack.pop()
+            result = done.value
+            continue
+        stack.append(child)
+        result = None  # a new generator must be started with None
+    return result
+
+
 def _merge_node(
     backend: Backend,
     base: Node | None,
@@ -395,7 +421,8 @@ def _merge_node(
     key: Key,
     schema: Schema,
     conflicts: list[ConflictEntry],
-) -> Node | None:
+) -> _Step:
+    """Merge one node (a step for :func:`_run`: subdirectories that differ on both sides are yielded)."""
     if _same(ours, theirs) and (
         schema.idempotent
         or ours is None
@@ -434,7 +461,7 @@ def _merge_node(
             if common == mine:
                 merged_child: Any = theirs_entries.get(name)  # unchanged on ours: theirs stands
             else:
-                merged_child = _merge_node(
+                merged_child = yield _merge_node(
                     backend,
                     base_tree._node(name) if base_tree is not None else None,
                     ours._node(name),

@@ -348,24 +348,29 @@ class Remote:
 def _tree_delta(
     backend: Backend, oid: bytes, bases: list[bytes | None], out: list[bytes], seen: set[bytes]
 ) -> None:
-    """Append ``oid`` and the objects under it that are not the same object at the same path in ``bases``."""
-    if oid in seen or oid in bases:
-        return
-    seen.add(oid)
-    out.append(oid)
-    base_entries = [backend.tree_entries(b) if b else {} for b in bases]
-    for name, (is_dir, child) in backend.tree_entries(oid).items():
-        child_bases = [
-            entries[name][1] if name in entries and entries[name][0] == is_dir else None
-            for entries in base_entries
-        ]
-        if child in seen or child in child_bases:
+    """Append ``oid`` and the objects under it that are not the same object at the same path in ``bases``.
+
+    Depth first, each tree before what is under it, with an explicit stack rather than recursion (a tree is
+    as deep as its writers made it). Items: (id, is_dir, the ids at the same path in ``bases``).
+    """
+    stack: list[tuple[bytes, bool, list[bytes | None]]] = [(oid, True, bases)]
+    while stack:
+        current, is_dir, current_bases = stack.pop()
+        if current in seen or current in current_bases:
             continue
-        if is_dir:
-            _tree_delta(backend, child, child_bases, out, seen)
-        else:
-            seen.add(child)
-            out.append(child)
+        seen.add(current)
+        out.append(current)
+        if not is_dir:
+            continue
+        base_entries = [backend.tree_entries(b) if b else {} for b in current_bases]
+        children = []
+        for name, (child_is_dir, child) in backend.tree_entries(current).items():
+            child_bases = [
+                entries[name][1] if name in entries and entries[name][0] == child_is_dir else None
+                for entries in base_entries
+            ]
+            children.append((child, child_is_dir, child_bases))
+        stack.extend(reversed(children))
 
 
 def _wants_branches(repo: Repo) -> Callable[..., list[bytes]]:

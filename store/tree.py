@@ -162,12 +162,31 @@ class Tree:
     @property
     def oid(self) -> ObjectId:
         if self._oid is None:
-            raw = self._splice()
-            if raw is None:
-                raw = self._encode()
-            self._raw = raw
-            self._oid = object_id(TREE, raw)
+            _hash_new_trees(self)
+        assert self._oid is not None
         return self._oid
+
+    def _hash(self) -> None:
+        """Encode and hash this tree, whose children's ids are known already (see :func:`_hash_new_trees`)."""
+        raw = self._splice()
+        if raw is None:
+            raw = self._encode()
+        self._raw = raw
+        self._oid = object_id(TREE, raw)
+
+    def _unhashed_children(self) -> Iterator[Tree]:
+        """The in-memory subtrees whose ids encoding this tree needs and that are not hashed yet: the changed
+        entries when it will be spliced from its origin, else every entry."""
+        entries = self._entries()
+        if self._origin is not None:
+            for name in self._origin[1]:
+                child = entries.get(name)
+                if isinstance(child, Tree) and child._oid is None:
+                    yield child
+            return
+        for child in entries.values():
+            if isinstance(child, Tree) and child._oid is None:
+                yield child
 
     def _encode(self) -> bytes:
         """Encode every entry (a tree built from nothing, or one that cannot be spliced)."""
@@ -355,7 +374,7 @@ class Tree:
         if not isinstance(value, bytes | bytearray | memoryview):
             raise TypeError(f"value for {join(key)!r} must be bytes, not {type(value).__name__}")
         leaf = Leaf(self._backend, None, bytes(value))
-        return self._replace(key, 0, leaf)
+        return self._replace(key, leaf)
 
     def remove(self, path: Path) -> Tree:
         """A new tree without ``path`` (a value or a whole directory); emptied directories vanish.
@@ -365,22 +384,16 @@ class Tree:
         key = parse(path)
         if self._find(key) is None:
             return self
-        return self._replace(key, 0, None)
+        return self._replace(key, None)
 
-    def _replace(self, key: Key, depth: int, leaf: Leaf | None) -> Tree:
-        name = key[depth]
-        children = dict(self._entries())
-        if depth == len(key) - 1:
-            existing = self._node(name)
-            if leaf is None:
-                children.pop(name, None)
-            else:
-                if isinstance(existing, Tree) and not existing.is_empty():
-                    raise IsADirectory(join(key))
-                children[name] = leaf
-            return self.derived(children, frozenset((name,)))
-        else:
-            child = self._node(name)
+    def _replace(self, key: Key, leaf: Leaf | None) -> Tree:
+        """This tree with ``leaf`` at ``key`` (None: without ``key``), copying only the directories on the
+        path: down the path in a loop, then back up it, never recursing (clients choose how deep it goes)."""
+        # The directories from this tree down to the parent of key[-1].
+        path: list[Tree] = [self]
+        node = self
+        for depth in range(len(key) - 1):
+            child = node._node(key[depth])
             if isinstance(child, Leaf):
                 if leaf is None:
                     return self
@@ -389,12 +402,27 @@ class Tree:
                 if leaf is None:
                     return self
                 child = Tree.empty(self._backend)
-            new_child = child._replace(key, depth + 1, leaf)
+            path.append(child)
+            node = child
+        name = key[-1]
+        children = dict(node._entries())
+        if leaf is None:
+            children.pop(name, None)
+        else:
+            existing = node._node(name)
+            if isinstance(existing, Tree) and not existing.is_empty():
+                raise IsADirectory(join(key))
+            children[name] = leaf
+        new_child = node.derived(children, frozenset((name,)))
+        for depth in range(len(key) - 2, -1, -1):
+            parent, name = path[depth], key[depth]
+            children = dict(parent._entries())
             if new_child.is_empty():
                 children.pop(name, None)
             else:
                 children[name] = new_child
-        return self.derived(children, frozenset((name,)))
+            new_child = parent.derived(children, frozenset((name,)))
+        return new_child
 
     def apply(self, changes: Iterable[Change]) -> Tree:
         """A new tree with each change applied (``new`` None removes the path)."""
@@ -408,23 +436,28 @@ class Tree:
         key = parse(path, allow_root=True)
         if not key:
             return subtree
-        return self._graft(key, 0, subtree)
+        return self._graft(key, subtree)
 
-    def _graft(self, key: Key, depth: int, subtree: Tree) -> Tree:
-        name = key[depth]
-        children = dict(self._entries())
-        if depth == len(key) - 1:
-            new_child: Tree = subtree
-        else:
-            child = self._node(name)
+    def _graft(self, key: Key, subtree: Tree) -> Tree:
+        # As _replace: down the path in a loop, then back up it.
+        path: list[Tree] = [self]
+        node = self
+        for depth in range(len(key) - 1):
+            child = node._node(key[depth])
             if isinstance(child, Leaf):
                 raise NotADirectory(join(key[: depth + 1]))
-            new_child = (child or Tree.empty(self._backend))._graft(key, depth + 1, subtree)
-        if new_child.is_empty():
-            children.pop(name, None)
-        else:
-            children[name] = new_child
-        return Tree(self._backend, None, children)
+            node = child or Tree.empty(self._backend)
+            path.append(node)
+        new_child = subtree
+        for depth in range(len(key) - 1, -1, -1):
+            name = key[depth]
+            children = dict(path[depth]._entries())
+            if new_child.is_empty():
+                children.pop(name, None)
+            else:
+                children[name] = new_child
+            new_child = Tree(self._backend, None, children)
+        return new_child
 
     # -- comparing -----------------------------------------------------------------------------------------
     def diff(self, other: Tree) -> list[Change]:
@@ -469,14 +502,17 @@ class Tree:
 
     def mark_stored(self) -> None:
         """Record that every object of this tree is now in the repository (after a write)."""
-        if self._stored:
-            return
-        for child in self._maybe_new_children():
-            if isinstance(child, Tree):
-                child.mark_stored()
-            elif isinstance(child, Leaf):
-                child._stored = True
-        self._stored = True
+        stack: list[Tree] = [self]
+        while stack:
+            tree = stack.pop()
+            if tree._stored:
+                continue
+            for child in tree._maybe_new_children():
+                if isinstance(child, Tree):
+                    stack.append(child)
+                elif isinstance(child, Leaf):
+                    child._stored = True
+            tree._stored = True
 
 
 def _ident(child: Child | None) -> tuple[bool, ObjectId] | None:
@@ -540,17 +576,42 @@ def _diff(old: Node | None, new: Node | None, key: Key, out: list[Change]) -> No
             out.append(Change(join(key), None, new.value))
 
 
-def _collect(tree: Tree, out: list[tuple[ObjectId, int, bytes]]) -> None:
-    if tree._stored:
-        return
-    oid = tree.oid
-    for child in tree._maybe_new_children():
-        if isinstance(child, Tree):
-            _collect(child, out)
-        elif isinstance(child, Leaf) and child.is_new:
-            out.append((child.oid, BLOB, child.value))
-    raw = tree._raw
-    if raw is None:
-        # The id came from the repository but children were materialised: it is stored already.
-        return
-    out.append((oid, TREE, raw))
+def _hash_new_trees(root: Tree) -> None:
+    """Give ``root`` and every unhashed tree it needs an id, children before parents, with an explicit
+    stack: each tree is encoded once its subtrees' ids are known."""
+    stack: list[tuple[Tree, bool]] = [(root, False)]
+    while stack:
+        tree, ready = stack.pop()
+        if tree._oid is not None:
+            continue  # hashed already (a subtree shared by two parents)
+        if ready:
+            tree._hash()
+            continue
+        stack.append((tree, True))
+        stack.extend((child, False) for child in tree._unhashed_children())
+
+
+def _collect(root: Tree, out: list[tuple[ObjectId, int, bytes]]) -> None:
+    """Append the objects under ``root`` that may be new, children before parents, in entry order."""
+    if root._oid is None:
+        _hash_new_trees(root)  # first, so that every new tree has its raw bytes
+    # Items: a tree to visit, a leaf to emit, or (tree,) to emit a visited tree after its children.
+    stack: list[Tree | Leaf | tuple[Tree]] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Leaf):
+            if item.is_new:
+                out.append((item.oid, BLOB, item.value))
+            continue
+        if isinstance(item, tuple):
+            tree = item[0]
+            # A tree whose id came from the repository but whose children were materialised has no raw
+            # bytes: it is stored already.
+            if tree._raw is not None:
+                out.append((tree.oid, TREE, tree._raw))
+            continue
+        if item._stored:
+            continue
+        stack.append((item,))
+        children = [c for c in item._maybe_new_children() if isinstance(c, Tree | Leaf)]
+        stack.extend(reversed(children))

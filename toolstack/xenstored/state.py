@@ -24,7 +24,17 @@ from toolstack.xenstored.perms import DEFAULT_PERMISSIONS, Caller
 from toolstack.xenstored.quotas import NodeCounts, Quotas
 from toolstack.xenstored.watches import WatchRegistry
 
-INITIAL_NODES = ("local", "local/domain", "local/domain/0", "tool", "tool/xenstored")
+# As oxenstored's initial store: /@introduceDomain and /@releaseDomain are ordinary empty nodes owned by dom0
+# (n0), so that reading "@introduceDomain" (which names "/@introduceDomain") gives "" there, as here.
+INITIAL_NODES = (
+    "@introduceDomain",
+    "@releaseDomain",
+    "local",
+    "local/domain",
+    "local/domain/0",
+    "tool",
+    "tool/xenstored",
+)
 
 
 @dataclass(eq=False, slots=True)
@@ -103,7 +113,10 @@ class State:
                 mutation.then(nodes.mkdir(mutation.tree, tuple(path.split("/")), dom0))
             return mutation
 
-        self.mutate(dom0, ["initialise the store layout: / /local/domain/0 /tool/xenstored"], layout)
+        subject = (
+            "initialise the store layout: / /@introduceDomain /@releaseDomain /local/domain/0 /tool/xenstored"
+        )
+        self.mutate(dom0, [subject], layout)
 
     def on_change(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` (from any thread) whenever a change is queued for commit."""

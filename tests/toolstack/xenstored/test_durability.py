@@ -42,5 +42,13 @@ class TestRestart:
         assert "initialise the store layout" in log
         assert "write /history/x = 1" in log
         tree = git(daemon.repo, "ls-tree", "--name-only", "main")
-        assert tree.split() == [".perms", ".value", "history", "local", "tool"]
+        assert tree.split() == [
+            ".perms",
+            ".value",
+            "@introduceDomain",
+            "@releaseDomain",
+            "history",
+            "local",
+            "tool",
+        ]
         assert os.path.isdir(daemon.repo)

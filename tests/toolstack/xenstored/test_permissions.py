@@ -33,6 +33,22 @@ class TestDomains:
         assert error_name(dom5.call(Op.RM, "/local/domain/3/data")) == "EACCES"
         assert dom3.call(Op.READ, "data/key").payload == b"secret"
 
+    def test_guests_cannot_read_or_change_the_special_nodes_but_still_watch_them(self, guests, daemon):
+        # /@introduceDomain and /@releaseDomain are n0 (dom0's, no access for others), as oxenstored
+        # reports them: a guest gets EACCES, while its special watches fire as before.
+        dom3, _ = guests
+        for name in ("@introduceDomain", "/@releaseDomain"):
+            assert error_name(dom3.call(Op.READ, name)) == "EACCES"
+            assert error_name(dom3.write(name, "x")) == "EACCES"
+            assert error_name(dom3.call(Op.RM, name)) == "EACCES"
+            assert error_name(dom3.call(Op.SET_PERMS, name, "b3")) == "EACCES"
+        assert dom3.call(Op.WATCH, "@introduceDomain", "intro").payload == b"OK\0"
+        assert dom3.event().payload == b"@introduceDomain\0intro\0"
+        daemon.introduce(7)
+        assert dom3.event().payload == b"@introduceDomain\0intro\0"
+        with daemon.wire() as dom0:
+            assert dom0.call(Op.READ, "@introduceDomain").payload == b""
+
     def test_granting_read_lets_the_other_domain_read_but_not_write(self, guests):
         dom3, dom5 = guests
         dom3.write("shared", "hello")

@@ -175,6 +175,10 @@ def vm_record(vm_: VM, state: str | None = None) -> dict[str, Any]:
 @click.argument("name")
 @click.option("--memory", type=Memory(), required=True, help="e.g. 512M, 2G")
 @click.option("--vcpus", type=click.IntRange(1, 512), default=1, show_default=True)
+@click.option("--max-memory", type=Memory(), default=None, help="Ballooning ceiling (default: --memory)")
+@click.option(
+    "--max-vcpus", type=click.IntRange(1, 512), default=None, help="Hotplug ceiling (default: --vcpus)"
+)
 @click.option("--disk", "disks", multiple=True, type=click.Path(), help="Disk image path (repeatable)")
 @click.option("--nic", "nics", multiple=True, help="Network name (repeatable)")
 @click.option("--start", is_flag=True, help="Boot it too, in the same task (as xl create does)")
@@ -186,6 +190,8 @@ def vm_create(
     name: str,
     memory: int,
     vcpus: int,
+    max_memory: int | None,
+    max_vcpus: int | None,
     disks: tuple[str, ...],
     nics: tuple[str, ...],
     start: bool,
@@ -193,8 +199,16 @@ def vm_create(
 ) -> None:
     """Define a new VM."""
     ts = c.toolstack()
+    ceilings = {k: v for k, v in (("max_memory", max_memory), ("max_vcpus", max_vcpus)) if v is not None}
     created = ts.create(
-        name, memory=memory, vcpus=vcpus, disks=list(disks), nics=list(nics), host=placement, start=start
+        name,
+        memory=memory,
+        vcpus=vcpus,
+        disks=list(disks),
+        nics=list(nics),
+        host=placement,
+        start=start,
+        **ceilings,
     )
     emit(
         vm_record(created),

@@ -60,6 +60,7 @@ def run_agent(
     main is kept under ``refs/resync/``). A round whose push would delete VMs nobody asked to delete changes
     nothing, reports it and tries again next round (the report names what to do)."""
     say = report or (lambda line: log.info("%s", line))
+    waiting: list[str] = []  # said once, not every round, until it changes
     while True:
         started = time.monotonic()
         ts.verify()  # damaged by unsafe git maintenance: stop loudly rather than push over it
@@ -75,6 +76,10 @@ def run_agent(
                 )
             for uuid, error in result.rejected.items():
                 say(f"agent {ts.host}: rejected an invalid edit of {uuid}: {error}")
+            now_waiting = result.plan.waiting if result.plan is not None else []
+            if now_waiting and now_waiting != waiting:
+                say(f"agent {ts.host}: waiting: {'; '.join(now_waiting)}")
+            waiting = now_waiting
             if result.plan and result.plan.errors:
                 say(f"agent {ts.host}: errors: {'; '.join(result.plan.errors)}")
         except (RemoteError, Conflict) as err:

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from store import Conflict, HistoryLost, StoreError
 from toolstack.errors import ToolstackError
 from toolstack.models import VM
 from toolstack.output import emit, table, when
+from toolstack.status import BROKEN, VMStatus, broken_detail, listing, lookup, status_of, wait_for_report
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_BUSY = 1, 2, 3, 4
 EXIT_REJECTED, EXIT_REWRITTEN, EXIT_UNREQUESTED_REMOVAL = 5, 6, 7  # the errors' own exit_code, for scripts
@@ -173,6 +175,10 @@ def vm_record(vm_: VM, state: str | None = None) -> dict[str, Any]:
 @click.argument("name")
 @click.option("--memory", type=Memory(), required=True, help="e.g. 512M, 2G")
 @click.option("--vcpus", type=click.IntRange(1, 512), default=1, show_default=True)
+@click.option("--max-memory", type=Memory(), default=None, help="Ballooning ceiling (default: --memory)")
+@click.option(
+    "--max-vcpus", type=click.IntRange(1, 512), default=None, help="Hotplug ceiling (default: --vcpus)"
+)
 @click.option("--disk", "disks", multiple=True, type=click.Path(), help="Disk image path (repeatable)")
 @click.option("--nic", "nics", multiple=True, help="Network name (repeatable)")
 @click.option("--start", is_flag=True, help="Boot it too, in the same task (as xl create does)")
@@ -184,6 +190,8 @@ def vm_create(
     name: str,
     memory: int,
     vcpus: int,
+    max_memory: int | None,
+    max_vcpus: int | None,
     disks: tuple[str, ...],
     nics: tuple[str, ...],
     start: bool,
@@ -191,8 +199,16 @@ def vm_create(
 ) -> None:
     """Define a new VM."""
     ts = c.toolstack()
+    ceilings = {k: v for k, v in (("max_memory", max_memory), ("max_vcpus", max_vcpus)) if v is not None}
     created = ts.create(
-        name, memory=memory, vcpus=vcpus, disks=list(disks), nics=list(nics), host=placement, start=start
+        name,
+        memory=memory,
+        vcpus=vcpus,
+        disks=list(disks),
+        nics=list(nics),
+        host=placement,
+        start=start,
+        **ceilings,
     )
     emit(
         vm_record(created),
@@ -201,16 +217,30 @@ def vm_create(
     )
 
 
+def status_record(status: VMStatus) -> dict[str, Any]:
+    """A VM as ``vm list``/``vm show --json`` give it: its configuration (none for a broken entry) and its
+    state, live or as its host last reported it."""
+    record = (
+        vm_record(status.vm) if status.vm is not None else {"memory": None, "vcpus": None, "desired": None}
+    )
+    record.setdefault("devices", [])
+    return {**record, **status.to_dict()}
+
+
 @vm.command("list")
 @pass_ctx
 @handled
 def vm_list(c: Context) -> None:
-    """List VMs with their desired and actual state."""
+    """List VMs with their desired state and their state: live for this host's VMs, as last reported by
+    their host for the others (with its age); a VM whose entry does not validate is marked broken."""
     ts = c.toolstack()
-    states = {str(info.uuid): info.state.value for info in ts.driver.list()}
-    vms = ts.vms()
-    records = [vm_record(v, states.get(v.uuid, "absent")) for v in vms]
-    rows = [(r["name"], r["uuid"], r["memory"], r["vcpus"], r["desired"], r["state"]) for r in records]
+    now = time.time()
+    statuses = listing(ts)
+    records = [status_record(s) for s in statuses]
+    rows = [
+        (s.name or "?", s.uuid, r["memory"], r["vcpus"], r["desired"], s.describe(now))
+        for s, r in zip(statuses, records, strict=True)
+    ]
     emit(records, c.json, table(["name", "uuid", "memory", "vcpus", "desired", "state"], rows))
 
 
@@ -219,51 +249,88 @@ def vm_list(c: Context) -> None:
 @pass_ctx
 @handled
 def vm_show(c: Context, name: str) -> None:
-    """Show one VM: configuration, devices, state and recent history."""
+    """Show one VM: configuration, devices, state (live, or as its host reported it), drift and recent
+    history; for a broken entry, the offending path and the error."""
     ts = c.toolstack()
-    found = ts.vm(name)
-    info = ts.info(found)
-    record = vm_record(found, info.state.value if info else "absent")
-    history = ts.log(found.uuid, limit=5)
+    status = lookup(ts, name)
+    record = status_record(status)
+    history = ts.log(status.uuid, limit=5)
     record["history"] = [op.to_dict() for op in history]
-    lines = [
-        f"name:     {found.name}",
-        f"uuid:     {found.uuid}",
-        f"memory:   {found.spec.memory} MiB",
-        f"vcpus:    {found.spec.vcpus}",
-        f"desired:  {found.desired.value}",
-        f"state:    {record['state']}"
-        + (f" (domid {info.domid})" if info and info.domid is not None else ""),
-        "devices:",
-        *[
-            f"  {d.id}: {d.kind} "
-            + (f"{d.source} as {d.target}" if d.kind == "disk" else f"{d.mac} on {d.network or d.bridge}")
-            for d in found.spec.devices
-        ],
+    found = status.vm
+    lines = [f"name:     {status.name or '?'}", f"uuid:     {status.uuid}"]
+    if found is None:
+        assert status.error is not None
+        detail = broken_detail(status.uuid, status.error)
+        lines += [f"state:    {BROKEN}", f"path:     {detail['path']}", f"error:    {detail['message']}"]
+    else:
+        lines += [
+            f"host:     {status.host}" + ("" if status.local else " (its agent runs it)"),
+            f"memory:   {found.spec.memory} MiB",
+            f"vcpus:    {found.spec.vcpus}",
+            f"desired:  {found.desired.value}",
+            f"state:    {status.describe()}"
+            + (f" (domid {status.domid})" if status.local and status.domid is not None else ""),
+            *[f"drift:    {d} (changed outside the toolstack)" for d in status.drift],
+            "devices:",
+            *[
+                f"  {d.id}: {d.kind} "
+                + (f"{d.source} as {d.target}" if d.kind == "disk" else f"{d.mac} on {d.network or d.bridge}")
+                for d in found.spec.devices
+            ],
+        ]
+    lines += [
         "history:",
         *[f"  {op.commit[:10]}  {when(op.time)}  {op.author}  {op.subject}" for op in history],
     ]
     emit(record, c.json, "\n".join(lines))
 
 
+def wait_option(command: F) -> F:
+    """``--wait [SECONDS]``: for a VM placed on another host, wait for that host's report to match."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(0),
+        default=None,
+        is_flag=False,
+        flag_value=60.0,
+        metavar="[SECONDS]",
+        help="For a VM placed on another host: wait (default 60 s) until that host reports the desired state",
+    )(command)
+
+
+def report_outcome(c: Context, verb: str, result: VM, wait: float | None) -> None:
+    """Print what an operation did: the live state here, or, for a VM placed on another host, that the
+    operation is queued for that host's agent (and, with ``--wait``, what that host then reported)."""
+    ts = c.toolstack()
+    status = status_of(ts, result.uuid)
+    if not status.local and wait is not None:
+        status = wait_for_report(ts, result.uuid, verb, wait)
+        text = f"{verb} {result.name}: {status.describe()}"
+    elif not status.local:
+        text = f"{verb} {result.name}: queued for {status.host} (its agent applies it)"
+    else:
+        text = f"{verb} {result.name}: {status.describe()}"
+    emit({**status_record(status), "queued": not status.local and wait is None}, c.json, text)
+
+
 def _lifecycle_command(verb: str, help_text: str) -> None:
     @vm.command(verb, help=help_text)
     @click.argument("name")
+    @wait_option
     @pass_ctx
     @handled
-    def command(c: Context, name: str) -> None:
+    def command(c: Context, name: str, wait: float | None) -> None:
         ts = c.toolstack()
         if verb == "delete":
+            target = ts.vm(name)
             ts.delete(name)
-            emit({"name": name, "deleted": True}, c.json, f"deleted {name}")
+            where = target.host if target.host not in (None, ts.host) else None
+            text = f"deleted {name}" + (
+                f" (queued for {where}: its agent removes the domain)" if where else ""
+            )
+            emit({"name": name, "deleted": True, "queued_for": where}, c.json, text)
             return
-        result = getattr(ts, verb)(name)
-        info = ts.info(result)
-        emit(
-            vm_record(result, info.state.value if info else "absent"),
-            c.json,
-            f"{verb} {result.name}: {info.state.value if info else 'absent'}",
-        )
+        report_outcome(c, verb, getattr(ts, verb)(name), wait)
 
 
 for _verb, _help in [
@@ -281,23 +348,51 @@ for _verb, _help in [
 @click.argument("name")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the guest")
 @click.option("--force", is_flag=True, help="Destroy the VM if the guest does not power off in time")
+@wait_option
 @pass_ctx
 @handled
-def vm_shutdown(c: Context, name: str, timeout: float, force: bool) -> None:
+def vm_shutdown(c: Context, name: str, timeout: float, force: bool, wait: float | None) -> None:
     """Ask a VM's guest to power off."""
-    result = c.toolstack().shutdown(name, timeout=timeout, force=force)
-    emit(vm_record(result), c.json, f"shutdown {result.name}: stopped")
+    report_outcome(c, "shutdown", c.toolstack().shutdown(name, timeout=timeout, force=force), wait)
 
 
 @vm.command("migrate")
 @click.argument("name")
 @click.option("--to", "to_host", required=True, help="The pool host to move it to")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="The source host is down: let the destination start the VM without waiting for the source to "
+    "report it stopped (it must really be down, or the VM runs twice)",
+)
+@wait_option
 @pass_ctx
 @handled
-def vm_migrate(c: Context, name: str, to_host: str) -> None:
-    """Move a VM to another pool host (stopped here, started there by that host's agent)."""
-    result = c.toolstack().migrate(name, to_host)
-    emit(vm_record(result), c.json, f"{result.name} placed on {to_host}")
+def vm_migrate(c: Context, name: str, to_host: str, force: bool, wait: float | None) -> None:
+    """Move a VM to another pool host: its source stops it and records that, then the destination's agent
+    starts it (never on two hosts at once)."""
+    ts = c.toolstack()
+    before = ts.vm(name)
+    result = ts.migrate(name, to_host, force=force)
+    source = result.migration.source if result.migration is not None else before.host or ts.host
+    if wait is not None and to_host != ts.host:
+        report_outcome(c, "migrate", result, wait)
+        return
+    if to_host == ts.host:
+        text = (
+            f"migrate {result.name}: placed here; reconcile (or this host's agent) starts it once {source} "
+        )
+        text += "reports it stopped"
+    elif force:
+        text = f"migrate {result.name}: queued for {to_host}, which starts it without waiting for {source}"
+    elif source == ts.host:
+        text = f"migrate {result.name}: stopped here; queued for {to_host} (its agent starts it)"
+    else:
+        text = (
+            f"migrate {result.name}: queued: {source}'s agent stops it, then {to_host}'s starts it "
+            f"(if {source} is down: --force)"
+        )
+    emit({**status_record(status_of(ts, result.uuid)), "queued": True, "from": source}, c.json, text)
 
 
 @vm.command("set")

@@ -27,6 +27,20 @@ class InvalidInput(ToolstackError, ValueError):
     """A request is malformed (a bad name, size, device...). Nothing was written."""
 
 
+class InvalidRecord(InvalidInput):
+    """A VM's entry in the state repository does not validate (broken JSON, a wrong type, a missing file).
+
+    Attributes:
+        path: The offending path (``vms/<xx>/<uuid>/config``...).
+        detail: What is wrong with it, without the path.
+    """
+
+    def __init__(self, path: str, detail: str, *, vm: str | None = None, joiner: str = ": ") -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}{joiner}{detail}", vm=vm)
+
+
 class DamagedRepository(ToolstackError):
     """Main's head commit or its tree is missing: git maintenance that prunes objects the toolstack had just
     written (``git gc --prune=now``, ``git repack -ad``, ``git prune``) ran beside it. Nothing was written.

@@ -11,6 +11,8 @@ different paths and merge:
     vms/<xx>/<uuid>/devices/<id>  JSON: one Disk or Nic
     vms/<xx>/<uuid>/desired       running | paused | stopped
     vms/<xx>/<uuid>/host          the pool host the VM is placed on (absent: this host)
+    vms/<xx>/<uuid>/migration     JSON: its last move (source, target, at, forced): the target starts it
+                                  only once the source's record shows it stopped (toolstack.models.Migration)
                                   <xx> is the uuid's first two characters
     names/<xx>/<name>             the uuid holding the name (two creates of one name conflict here); <xx> is
                                   the first two hex digits of the name's SHA-1
@@ -71,6 +73,10 @@ def desired_path(uuid: str) -> str:
 
 def host_path(uuid: str) -> str:
     return f"{vm_dir(uuid)}/host"
+
+
+def migration_path(uuid: str) -> str:
+    return f"{vm_dir(uuid)}/migration"
 
 
 def name_shard(name: str) -> str:

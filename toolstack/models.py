@@ -17,7 +17,7 @@ from drivers import DomainSpec
 from drivers.models import DEVICE, Disk, DomainState, Nic
 from store import Tree
 from toolstack import layout
-from toolstack.errors import InvalidInput
+from toolstack.errors import InvalidRecord
 
 MANAGED_KEY = "managed-by"
 MANAGED_VALUE = "git-toolstack"
@@ -64,6 +64,25 @@ class Observed(Record):
     seen_at: float
 
 
+class Migration(Record):
+    """The last move of a VM between hosts (``vms/<xx>/<uuid>/migration``): the handshake that keeps it from
+    running on two hosts at once. The destination starts the VM only once the source's own record
+    (``hosts/<source>/domains/...``) shows it stopped or gone, unless ``forced`` by an operator who knows
+    the source is down.
+
+    Attributes:
+        source: The host it was placed on (the one that must stop it first).
+        target: The host it moves to.
+        at: When the migration was asked for (seconds since the epoch).
+        forced: The operator declared the source down: the destination does not wait for it.
+    """
+
+    source: str
+    target: str
+    at: float
+    forced: bool = False
+
+
 class Task(Record):
     """One operation, as recorded in ``tasks/<xx>/<id>``."""
 
@@ -94,6 +113,7 @@ class VM(BaseModel):
     desired: Desired
     observed: Observed | None = None
     host: str | None = None
+    migration: Migration | None = None
 
     @property
     def uuid(self) -> str:
@@ -134,11 +154,11 @@ def vm_files(spec: DomainSpec, desired: Desired) -> dict[str, bytes]:
 def _load_json(tree: Tree, path: str) -> Any:
     raw = tree.get(path)
     if raw is None:
-        raise InvalidInput(f"{path} is missing")
+        raise InvalidRecord(path, "is missing", joiner=" ")
     try:
         return json.loads(raw)
     except ValueError as err:
-        raise InvalidInput(f"{path} is not valid JSON: {err}") from err
+        raise InvalidRecord(path, f"is not valid JSON: {err}", joiner=" ") from err
 
 
 def field_errors(err: ValidationError) -> str:
@@ -150,7 +170,7 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
     """Load and validate one VM from a tree (main's, a commit's, or a transaction's).
 
     Raises:
-        InvalidInput: a file is missing or does not validate; the message names the path and the field.
+        InvalidRecord: a file is missing or does not validate; ``path`` names it, the message the field.
     """
     config = _load_json(tree, layout.config_path(uuid))
     devices = []
@@ -159,24 +179,24 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
         try:
             device = DEVICE.validate_python(_load_json(tree, path))
         except ValidationError as err:
-            raise InvalidInput(f"{path}: {field_errors(err)}", vm=uuid) from err
+            raise InvalidRecord(path, field_errors(err), vm=uuid) from err
         if device.id != device_id:
-            raise InvalidInput(f"{path}: id {device.id!r} does not match the file name", vm=uuid)
+            raise InvalidRecord(path, f"id {device.id!r} does not match the file name", vm=uuid)
         devices.append(device)
     disks = sorted((d for d in devices if isinstance(d, Disk)), key=lambda d: (len(d.target), d.target))
     nics = sorted((d for d in devices if isinstance(d, Nic)), key=lambda d: d.id)
     if not isinstance(config, dict):
-        raise InvalidInput(f"{layout.config_path(uuid)}: expected a JSON object", vm=uuid)
+        raise InvalidRecord(layout.config_path(uuid), "expected a JSON object", vm=uuid)
     try:
         spec = DomainSpec.model_validate({**config, "uuid": uuid, "disks": disks, "nics": nics})
     except ValidationError as err:
-        raise InvalidInput(f"{layout.config_path(uuid)}: {field_errors(err)}", vm=uuid) from err
+        raise InvalidRecord(layout.config_path(uuid), field_errors(err), vm=uuid) from err
     desired_raw = (tree.get(layout.desired_path(uuid)) or b"stopped").decode().strip()
     try:
         desired = Desired(desired_raw)
     except ValueError as err:
-        raise InvalidInput(
-            f"{layout.desired_path(uuid)}: {desired_raw!r} is not one of running, paused, stopped", vm=uuid
+        raise InvalidRecord(
+            layout.desired_path(uuid), f"{desired_raw!r} is not one of running, paused, stopped", vm=uuid
         ) from err
     observed = None
     if host is not None:
@@ -187,7 +207,19 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
             except ValidationError:
                 observed = None  # observed state is advisory; a damaged record is re-read from the hypervisor
     placed = tree.get(layout.host_path(uuid))
-    return VM(spec=spec, desired=desired, observed=observed, host=placed.decode().strip() if placed else None)
+    migration = None
+    if tree.get(layout.migration_path(uuid)) is not None:
+        try:
+            migration = Migration.model_validate(_load_json(tree, layout.migration_path(uuid)))
+        except ValidationError as err:
+            raise InvalidRecord(layout.migration_path(uuid), field_errors(err), vm=uuid) from err
+    return VM(
+        spec=spec,
+        desired=desired,
+        observed=observed,
+        host=placed.decode().strip() if placed else None,
+        migration=migration,
+    )
 
 
 def vm_uuids(tree: Tree) -> list[str]:

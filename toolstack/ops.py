@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ from toolstack.history import VMLogIndex, rollback_tree
 from toolstack.models import (
     VM,
     Desired,
+    Migration,
     Task,
     field_errors,
     managed,
@@ -213,8 +215,23 @@ class Toolstack(ConfigOperations):
         return vm  # type: ignore[return-value]
 
     def vm(self, ref: str) -> VM:
-        """A VM by name or uuid (or a unique uuid prefix of at least 4 characters)."""
+        """A VM by name or uuid (or a unique uuid prefix of at least 4 characters).
+
+        Raises:
+            VMNotFound: no VM matches.
+            InvalidRecord: the VM's entry does not validate (``path`` names the offending file).
+        """
         tree = self.main.tree
+        return self._read_vm(tree, self.resolve(ref, tree))
+
+    def resolve(self, ref: str, tree: Tree | None = None) -> str:
+        """The uuid of the VM ``ref`` names (a name, a uuid, or a unique uuid prefix of at least 4
+        characters), without reading its entry: a VM whose entry does not validate is still found.
+
+        Raises:
+            VMNotFound: no VM matches.
+        """
+        tree = tree if tree is not None else self.main.tree
         uuid = uuid_for_name(tree, ref)
         if (
             uuid is None
@@ -230,7 +247,7 @@ class Toolstack(ConfigOperations):
             uuid = matches[0]
         if tree.kind(layout.vm_dir(uuid)) != "directory":
             raise VMNotFound(ref)
-        return self._read_vm(tree, uuid)
+        return uuid
 
     def info(self, vm: VM) -> DomainInfo | None:
         try:
@@ -396,15 +413,26 @@ class Toolstack(ConfigOperations):
         elif not before.state.is_active and now.state.is_active:
             self.driver.destroy(vm.uuid)
 
-    def migrate(self, ref: str, to_host: str) -> VM:
-        """Move a VM to another host: stop and undefine it here (if it is here), and place it there; that
-        host's agent then defines it and brings it to its desired state. (No driver here can live-migrate.)"""
+    def migrate(self, ref: str, to_host: str, force: bool = False) -> VM:
+        """Move a VM to another host (no driver here can live-migrate): place it there and record the move.
+
+        The move is a handshake through main, so that the VM never runs on two hosts at once: the source
+        stops and undefines it and records that under ``hosts/<source>/`` (at once when the source is this
+        host, else its agent does on its next round), and the destination's agent starts it only once that
+        record shows it stopped or gone (:func:`toolstack.reconcile.held_by_source`).
+
+        Args:
+            force: The operator declares the source host down: the destination starts the VM without
+                waiting for the source's record. Given again for a VM already placed on ``to_host``, it
+                releases a migration that waits for an unreachable source.
+        """
         vm = self.vm(ref)
         if not to_host or "/" in to_host:
             raise InvalidInput(f"invalid host name {to_host!r}", vm=vm.name)
-        if vm.host == to_host:
+        if vm.host == to_host and not (force and vm.migration is not None and not vm.migration.forced):
             return vm
-        here = vm.host in (None, self.host)
+        source = vm.migration.source if vm.host == to_host and vm.migration else vm.host or self.host
+        here = source == self.host
         before = self.info(vm) if here else None
 
         def act() -> None:
@@ -417,11 +445,16 @@ class Toolstack(ConfigOperations):
                 self.driver.define(vm.spec)
             self._restore_state(vm, before)
 
+        migration = Migration(source=source, target=to_host, at=time.time(), forced=force)
         intended: dict[str, bytes | None] = {
             layout.host_path(vm.uuid): f"{to_host}\n".encode(),
-            layout.observed_path(self.host, vm.uuid): None,
-            layout.legacy_observed_path(self.host, vm.uuid): None,
+            layout.migration_path(vm.uuid): migration.encode(),
         }
+        if here:
+            # The stop is recorded in the very commit that places the VM elsewhere: the destination may
+            # start it as soon as it sees that commit.
+            intended[layout.observed_path(self.host, vm.uuid)] = None
+            intended[layout.legacy_observed_path(self.host, vm.uuid)] = None
         self.runner.run(
             Operation(
                 "migrate",
@@ -430,7 +463,7 @@ class Toolstack(ConfigOperations):
                 intended,
                 act=act,
                 compensate=undo,
-                detail={"to": to_host},
+                detail={"to": to_host, "from": source, **({"forced": True} if force else {})},
                 remote=not here,
             )
         )
@@ -456,7 +489,7 @@ class Toolstack(ConfigOperations):
         uuid = None
         if ref is not None:
             try:
-                uuid = self.vm(ref).uuid
+                uuid = self.resolve(ref)
             except VMNotFound:
                 if index.last_change(ref) is None:
                     raise

@@ -2,8 +2,12 @@
 
 A plan lists, per domain, what would be done: define (or update), start, stop, pause, resume, undefine,
 adopt. Differences between what the toolstack last observed and what the hypervisor now reports are drift
-(for example a VM stopped outside the toolstack): drift is committed first, in a commit that says so, then the
-plan is applied and the new observed state committed.
+(a VM stopped outside the toolstack, or its memory or vCPUs changed live): drift is committed first, in a
+commit that says so, then the plan is applied (``set-memory``/``set-vcpus`` put live resources back to the
+desired values) and the new observed state committed.
+
+A VM migrated to this host is started only once its source host's record shows it stopped or gone
+(:func:`held_by_source`): until then the plan lists it as waiting.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from drivers import DriverError
 from drivers.errors import DomainNotFound
-from drivers.models import DomainInfo, DomainSpec
+from drivers.models import DomainInfo, DomainSpec, DomainState, Scope
 from store import Transaction, Tree
 from toolstack import layout
 from toolstack.errors import InvalidInput
@@ -25,11 +29,14 @@ if TYPE_CHECKING:
     from toolstack.ops import Toolstack
 
 
+_ACTIVE_STATES = {state.value for state in DomainState if state.is_active}
+
+
 @dataclass(frozen=True)
 class Action:
     """One step of a plan."""
 
-    kind: str  # define, update, start, stop, pause, resume, undefine, adopt, claim
+    kind: str  # define, update, set-memory, set-vcpus, start, stop, pause, resume, undefine, adopt, claim
     uuid: str
     name: str
     reason: str
@@ -48,6 +55,7 @@ class Plan:
     foreign: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     applied: bool = False
 
@@ -62,6 +70,7 @@ class Plan:
             "foreign": self.foreign,
             "invalid": self.invalid,
             "busy": self.busy,
+            "waiting": self.waiting,
             "errors": self.errors,
             "applied": self.applied,
         }
@@ -108,6 +117,10 @@ def make_plan(
             continue
         if vm.host is None and placed_only:
             continue  # an agent runs only what is placed on its host
+        held = held_by_source(observed_tree, vm)
+        if held is not None:
+            plan.waiting.append(f"{vm.name}: {held}")
+            continue
         if uuid in busy:
             plan.busy.append(f"{vm.name}: an operation is in progress")
             continue
@@ -171,6 +184,70 @@ def _ours(
     return False
 
 
+def held_by_source(tree: Tree, vm: VM) -> str | None:
+    """Why a VM migrated to its host must not start yet, or None if it may.
+
+    The source host's own record decides: the source's agent stops and undefines the VM, then records
+    that (its record shows it shut off, or is gone) in the same push. Until main shows that, the VM may
+    still run there. A record that does not parse proves nothing: it holds too. An operator who knows the
+    source is down releases the VM with ``vm migrate NAME --to HOST --force``.
+    """
+    move = vm.migration
+    if move is None or move.forced or move.target != vm.host or move.source == vm.host:
+        return None
+    raw = layout.read_observed(tree, move.source, vm.uuid)
+    if raw is None:
+        return None
+    try:
+        last = Observed.model_validate_json(raw)
+        active = DomainState(last.state).is_active
+    except ValueError:
+        return f"migrating from {move.source}, whose record of it does not parse: waiting for it to report"
+    if not active:
+        return None
+    return (
+        f"migrating from {move.source}, which last reported it {last.state}: waiting for {move.source} "
+        f"to stop it (if {move.source} is down: vm migrate {vm.name} --to {move.target} --force)"
+    )
+
+
+def _resource_drift(vm: VM, last: Observed, info: DomainInfo) -> list[str]:
+    """Live memory or vCPUs that changed since the toolstack last observed the running domain."""
+    if not info.state.is_active or last.state not in _ACTIVE_STATES:
+        return []  # a stopped domain's figures are its configuration's: a config change is an update
+    found = []
+    for name, unit, was, now, wanted in (
+        ("memory", " MiB", last.memory, info.memory, vm.spec.memory),
+        ("vcpus", "", last.vcpus, info.vcpus, vm.spec.vcpus),
+    ):
+        if was is not None and was != now:
+            found.append(
+                f"vm {vm.name} ({vm.uuid}) {name} is {now}{unit}, was {was}{unit}, desired {wanted}{unit}: "
+                "changed outside the toolstack"
+            )
+    return found
+
+
+def _plan_resources(ts: Toolstack, vm: VM, info: DomainInfo, plan: Plan) -> None:
+    """Put a running domain's live memory and vCPUs back to the desired values (within the live ceilings,
+    which only a reboot raises: a ``vm set`` beyond them waits for the next boot, and is no drift)."""
+    if not info.state.is_active or vm.desired == Desired.STOPPED:
+        return
+    if info.memory == vm.spec.memory and info.vcpus == vm.spec.vcpus:
+        return
+    try:
+        live = ts.driver.get_spec(vm.uuid, live=True)
+    except DriverError as err:
+        plan.errors.append(f"{vm.name}: cannot read its live configuration: {err}")
+        return
+    if info.memory != vm.spec.memory and vm.spec.memory <= live.effective_max_memory:
+        reason = f"{info.memory} MiB live, desired {vm.spec.memory} MiB"
+        plan.actions.append(Action("set-memory", vm.uuid, vm.name, reason))
+    if info.vcpus != vm.spec.vcpus and vm.spec.vcpus <= live.effective_max_vcpus:
+        reason = f"{info.vcpus} vCPUs live, desired {vm.spec.vcpus}"
+        plan.actions.append(Action("set-vcpus", vm.uuid, vm.name, reason))
+
+
 def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree, plan: Plan) -> None:
     if info is None:
         plan.actions.append(Action("define", vm.uuid, vm.name, "missing from the hypervisor"))
@@ -188,6 +265,7 @@ def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree
                     f"vm {vm.name} ({vm.uuid}) is {info.state.value}, was {last.state}, desired "
                     f"{vm.desired.value}: changed outside the toolstack"
                 )
+            plan.drift.extend(_resource_drift(vm, last, info))
         except ValueError:
             pass
     try:
@@ -200,6 +278,7 @@ def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree
         if info.state.is_active:
             reason += " (the running domain gets it at its next boot)"
         plan.actions.append(Action("update", vm.uuid, vm.name, reason))
+    _plan_resources(ts, vm, info, plan)
     if vm.desired.matches(info.state):
         return
     if vm.desired == Desired.STOPPED:
@@ -250,6 +329,10 @@ def _apply(ts: Toolstack, action: Action, source: Tree, adopted: dict[str, bytes
     uuid = action.uuid
     if action.kind in ("define", "update"):
         driver.define(read_vm(source, uuid).spec)
+    elif action.kind == "set-memory":
+        driver.set_memory(uuid, read_vm(source, uuid).spec.memory, Scope.LIVE)
+    elif action.kind == "set-vcpus":
+        driver.set_vcpus(uuid, read_vm(source, uuid).spec.vcpus, Scope.LIVE)
     elif action.kind == "start":
         driver.start(uuid)
     elif action.kind == "stop":

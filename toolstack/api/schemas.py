@@ -157,17 +157,42 @@ class Request(BaseModel):
 
 
 # -- VMs ---------------------------------------------------------------------------------------------------
+class BrokenEntry(BaseModel):
+    """Why a VM's entry in the state repository does not validate."""
+
+    path: str = Field(description="The offending file, e.g. vms/<xx>/<uuid>/config.")
+    message: str = Field(description="What is wrong with it.")
+
+
 class VMOut(BaseModel):
-    """A VM: its desired configuration and state in main, and what the hypervisor reports now."""
+    """A VM: its desired configuration and state in main, and its state: live for a VM this host runs, as
+    its host last reported it for a VM placed on another host."""
 
     uuid: str
-    name: str
-    desired: Desired
-    state: str = Field(description="The hypervisor's run state now, or 'absent'.")
+    name: str = Field(description="Its name ('' for a broken entry that names none).")
+    desired: Desired | None = Field(description="The desired run state (null for a broken entry).")
+    state: str = Field(
+        description="This host's hypervisor's run state now ('absent' if it has no such domain) for a VM "
+        "this host runs; for a VM placed on another host, the state that host last reported ('unknown' if "
+        "none); 'broken' for an entry that does not validate."
+    )
     domid: int | None = None
-    spec: DomainSpec
+    spec: DomainSpec | None = Field(description="The desired configuration (null for a broken entry).")
     observed: Observed | None = Field(None, description="What this host last recorded in the repository.")
-    host: str | None = Field(None, description="The host the VM is placed on, if any.")
+    host: str = Field(description="The host that runs it: its placement, or this host if it has none.")
+    local: bool = Field(description="Whether this host runs it (then state is live).")
+    reported_at: float | None = Field(
+        None, description="When its host reported the state (seconds since the epoch); null if live."
+    )
+    age: float | None = Field(None, description="Seconds since that report; null if live.")
+    migrating_from: str | None = Field(
+        None, description="A migration's source host that has not reported the VM stopped yet."
+    )
+    drift: list[str] = Field(
+        default_factory=list, description="How the running domain's memory or vCPUs differ from the desired."
+    )
+    broken: bool = Field(False, description="Its entry does not validate: see error.")
+    error: BrokenEntry | None = None
 
 
 class VMCreate(Request):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import difflib
 
-from drivers.models import DomainInfo
 from toolstack.api.schemas import (
     ActionOut,
+    BrokenEntry,
     CommitOut,
     HistoryEntry,
     PathChange,
@@ -15,23 +15,32 @@ from toolstack.api.schemas import (
 )
 from toolstack.history import CommitView
 from toolstack.history import Operation as LogOperation
-from toolstack.models import VM
 from toolstack.reconcile import Plan
+from toolstack.status import VMStatus, broken_detail
 
 # Values in the state repository are small JSON documents; a huge one is cut rather than sent whole.
 MAX_VALUE_CHARS = 64 * 1024
 
 
-def vm_out(vm: VM, info: DomainInfo | None) -> VMOut:
+def vm_out(status: VMStatus, now: float | None = None) -> VMOut:
+    """A VM as the API shows it (see :mod:`toolstack.status`)."""
+    vm = status.vm
     return VMOut(
-        uuid=vm.uuid,
-        name=vm.name,
-        desired=vm.desired,
-        state=info.state.value if info is not None else "absent",
-        domid=info.domid if info is not None else None,
-        spec=vm.spec,
-        observed=vm.observed,
-        host=vm.host,
+        uuid=status.uuid,
+        name=status.name,
+        desired=vm.desired if vm is not None else None,
+        state=status.state,
+        domid=status.domid,
+        spec=vm.spec if vm is not None else None,
+        observed=vm.observed if vm is not None else None,
+        host=status.host,
+        local=status.local,
+        reported_at=status.reported_at,
+        age=status.age(now),
+        migrating_from=status.migrating_from,
+        drift=list(status.drift),
+        broken=status.broken,
+        error=BrokenEntry(**broken_detail(status.uuid, status.error)) if status.error is not None else None,
     )
 
 

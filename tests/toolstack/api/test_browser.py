@@ -119,3 +119,35 @@ def test_without_a_token_the_page_asks_for_one_and_refuses_a_wrong_one(page, liv
     page.fill("#token-input", live_server.token)
     page.click("#login-form button")
     expect(page.locator("#app")).to_be_visible()
+
+
+def test_the_list_shows_a_remote_vms_host_and_report_and_a_broken_entry(page, live_server, tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from toolstack import layout
+
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "toolstack.cli", "--repo", str(live_server.repo)]
+        command += ["--driver", f"sim://{tmp_path}/served.sim", *args]
+        return subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+    cli("vm", "create", "here", "--memory", "64M", "--start")
+    far = json.loads(cli("--json", "vm", "create", "far", "--memory", "64M", "--on", "h2"))["uuid"]
+    bad = json.loads(cli("--json", "vm", "create", "bad", "--memory", "64M"))["uuid"]
+    seen = json.dumps({"state": "running", "domid": 3, "memory": 64, "vcpus": 1, "seen_at": time.time() - 30})
+    cli("store", "set", layout.observed_path("h2", far), seen)  # what h2's agent pushes
+    cli("store", "set", layout.config_path(bad), "{broken")
+
+    page.goto(f"{live_server.url}/#token={live_server.token}")
+    remote = page.locator('tr[data-vm="far"]')
+    expect(remote.locator("td.state")).to_have_text("running")
+    expect(remote.locator("td.host")).to_contain_text(re.compile(r"h2, reported \d+ s ago"))
+    expect(page.locator('tr[data-vm="here"] td.host')).to_contain_text("(here, live)")
+    broken = page.locator('tr[data-vm="bad"]')
+    expect(broken.locator("td.state")).to_have_text("broken")
+    expect(broken.locator("td.error")).to_contain_text(f"{layout.config_path(bad)}: is not valid JSON")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#vms-panel").screenshot(path=str(ARTIFACTS / "api-browser-pool-view.png"))

@@ -16,6 +16,7 @@ from toolstack.api.schemas import OperationResult, VMOut
 from toolstack.api.views import vm_out
 from toolstack.models import VM
 from toolstack.ops import Toolstack
+from toolstack.status import status_of
 
 Wait = Annotated[
     float | None,
@@ -55,7 +56,7 @@ def answer(ts: Toolstack, vm: VM | None) -> Answer:
     VM log index, so it runs in a worker thread."""
     if vm is None:
         return Answer(None, None)
-    return Answer(vm_out(vm, ts.info(vm)), etag(vm_version(ts, vm.uuid)))
+    return Answer(vm_out(status_of(ts, vm.uuid)), etag(vm_version(ts, vm.uuid)))
 
 
 async def run_on_vm(

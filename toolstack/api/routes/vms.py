@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from toolstack.api.deps import TS, State
 from toolstack.api.errors import error_responses
-from toolstack.api.etags import etag, main_version
+from toolstack.api.etags import etag, main_version, vm_version
 from toolstack.api.routes.common import (
     OPERATION_RESPONSES,
     Answer,
@@ -20,17 +22,20 @@ from toolstack.api.routes.common import (
 )
 from toolstack.api.schemas import OperationResult, VMCreate, VMOut, VMUpdate
 from toolstack.api.views import vm_out
+from toolstack.status import listing, lookup
 
 router = APIRouter(prefix="/vms", tags=["vms"])
 
 
 @router.get("", response_model=list[VMOut], responses=error_responses())
 def list_vms(ts: TS, response: Response) -> list[VMOut]:
-    """Every VM, by name, with the hypervisor's state now. The ETag is main's head (an events token)."""
+    """Every VM, by name: the hypervisor's state now for the VMs this host runs, their host's last report
+    (with its age) for the others; a VM whose entry does not validate is listed as broken, with the path
+    and the error. The ETag is main's head (an events token)."""
     head = main_version(ts)
-    states = {str(info.uuid): info for info in ts.driver.list()}
     response.headers["ETag"] = etag(head)
-    return [vm_out(vm, states.get(vm.uuid)) for vm in ts.vms()]
+    now = time.time()
+    return [vm_out(status, now) for status in listing(ts)]
 
 
 @router.post(
@@ -64,13 +69,17 @@ async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait =
 
 @router.get("/{vm}", response_model=VMOut, responses=error_responses(404))
 async def get_vm(ts: TS, vm: str, response: Response) -> VMOut:
-    """One VM by name or uuid. The ETag is the commit where it last changed."""
+    """One VM by name or uuid (a broken entry too: its error names the path). The ETag is the commit where
+    it last changed."""
+
+    def read() -> tuple[VMOut, str]:
+        status = lookup(ts, vm)
+        return vm_out(status), etag(vm_version(ts, status.uuid))
 
     # One hand-off to a worker thread for the reads (a sync route would also validate its answer in one).
-    found = await run_in_threadpool(lambda: answer(ts, ts.vm(vm)))
-    assert found.vm is not None and found.etag is not None
-    response.headers["ETag"] = found.etag
-    return found.vm
+    found, tag = await run_in_threadpool(read)
+    response.headers["ETag"] = tag
+    return found
 
 
 @router.patch("/{vm}", response_model=OperationResult, responses=OPERATION_RESPONSES)

@@ -104,21 +104,52 @@ async function loadVMs() {
   renderVMs();
 }
 
+function age(seconds) {
+  if (seconds < 120) return `${Math.floor(seconds)} s`;
+  if (seconds < 7200) return `${Math.floor(seconds / 60)} min`;
+  if (seconds < 2 * 86400) return `${Math.floor(seconds / 3600)} h`;
+  return `${Math.floor(seconds / 86400)} d`;
+}
+
+// Where the state comes from: this host's hypervisor now, or the report of the host that runs the VM.
+function whereText(vm) {
+  if (vm.broken) return "";
+  if (vm.local) return `${vm.host} (here, live)`;
+  const when = vm.age === null ? "no report yet" : `reported ${age(vm.age)} ago`;
+  return `${vm.host}, ${when}` + (vm.migrating_from ? `; migrating from ${vm.migrating_from}` : "");
+}
+
 function renderVMs() {
   const body = $("#vm-table tbody");
   body.replaceChildren();
   for (const vm of state.vms) {
+    const label = vm.name || vm.uuid.slice(0, 8);
+    if (vm.broken) {
+      // Its entry does not validate: say which file and why; nothing can be done on it from here.
+      body.append(
+        el(
+          "tr",
+          { "data-vm": label, class: "broken" },
+          el("td", { class: "name" }, label),
+          el("td", { class: "state broken", "data-state": "broken" }, "broken"),
+          el("td", { class: "error", colSpan: 5, title: vm.error.message }, `${vm.error.path}: ${vm.error.message}`),
+        ),
+      );
+      continue;
+    }
     const verbs = ACTIONS[vm.state] || ["start"];
     const actions = el("td", { class: "actions" });
     for (const verb of verbs) {
       actions.append(el("button", { "data-action": verb, onclick: () => act(vm, verb) }, verb));
     }
     actions.append(el("button", { class: "danger", "data-action": "delete", onclick: () => remove(vm) }, "delete"));
+    const drift = vm.drift.length ? el("span", { class: "drift", title: "changed outside the toolstack" }, ` drift: ${vm.drift.join(", ")}`) : "";
     const row = el(
       "tr",
       { "data-vm": vm.name, class: state.selected === vm.uuid ? "selected" : "" },
       el("td", { class: "name" }, el("button", { onclick: () => selectVM(vm.uuid) }, vm.name)),
       el("td", { class: `state ${vm.state}`, "data-state": vm.state }, vm.state),
+      el("td", { class: vm.local ? "host" : "host remote" }, whereText(vm), drift),
       el("td", {}, vm.desired),
       el("td", {}, `${vm.spec.memory} MiB`),
       el("td", {}, String(vm.spec.vcpus)),
@@ -126,7 +157,7 @@ function renderVMs() {
     );
     body.append(row);
   }
-  if (!state.vms.length) body.append(el("tr", {}, el("td", { colSpan: 6, class: "hint" }, "No VMs yet.")));
+  if (!state.vms.length) body.append(el("tr", {}, el("td", { colSpan: 7, class: "hint" }, "No VMs yet.")));
 }
 
 async function act(vm, verb) {

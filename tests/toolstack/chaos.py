@@ -482,7 +482,11 @@ class Operator(threading.Thread):
     def do_create(self) -> None:
         self.serial += 1
         name = f"{self.op}-vm{self.serial:03d}"
-        result = self.cli("--json", "vm", "create", name, "--memory", "64M", "--on", self.rng.choice(HOSTS))
+        # Mostly started: a migration of a running VM is what could run it on two hosts at once.
+        start = ["--start"] if self.rng.random() < 0.7 else []
+        result = self.cli(
+            "--json", "vm", "create", name, "--memory", "64M", "--on", self.rng.choice(HOSTS), *start
+        )
         if result.code == 0:
             uuid = json.loads(result.out)["uuid"]
             self.pending_creates[uuid] = name

@@ -247,7 +247,7 @@ def agent_round(tmp_path, *options):
 def agent_record(tmp_path):
     """The agent's refusal record as the operator's repository (the pool's remote) holds it, or None."""
     with Store.open(tmp_path / "op.git") as store:
-        raw = store.branch("main").get(layout.agent_path("h1"))
+        raw = store.branch("main").get("hosts/h1/agent")  # the documented path
     return None if raw is None else json.loads(raw)
 
 

@@ -1,21 +1,32 @@
 """The pool agent: one per host. It pulls the desired state from a shared git server, runs the VMs placed
 on its host (``vms/<xx>/<uuid>/host``), and pushes what it observed under ``hosts/<host>/`` (a path only it
 writes, so its pushes never conflict; a push race is retried after merging).
+
+Removing the VMs deleted or migrated away on main is the agent's job, so it needs no confirmation for it, but
+a round that would remove more than a share of the VMs placed on its host (:class:`RemovalLimit`) looks
+like a mistake upstream (a bad merge, a rollback too far): the agent withholds those removals, records why in
+``hosts/<host>/agent``, and applies the rest of the round.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 
-from store import Conflict, RemoteError
+from store import Conflict, RemoteError, Tree
+from toolstack import layout
 from toolstack.errors import HistoryRewritten, ToolstackError, UnrequestedRemoval
 from toolstack.ops import Toolstack
 from toolstack.pool import clone_pool
-from toolstack.sync import pull, resync
+from toolstack.reconcile import Plan
+from toolstack.sync import pull, push, resync
+
+DEFAULT_MAX_REMOVAL_SHARE = 0.5  # more than half of a host's VMs at once is refused (and more than one)
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +42,11 @@ def open_agent(repo: str, driver_uri: str, host: str, url: str) -> tuple[Toolsta
     return ts, joined
 
 
-def _resync(ts: Toolstack, say: Callable[[str], None], rewritten: HistoryRewritten) -> None:
+def _resync(
+    ts: Toolstack, say: Callable[[str], None], rewritten: HistoryRewritten, limit: RemovalLimit
+) -> None:
     try:
-        done = resync(ts, "origin")
+        done = resync(ts, "origin", placed_only=True, confirm=limit)
     except (ToolstackError, RemoteError, Conflict) as err:
         say(f"agent {ts.host}: {type(rewritten).__name__}: {rewritten}; resync failed: {err} (retrying)")
         return
@@ -44,6 +57,92 @@ def _resync(ts: Toolstack, say: Callable[[str], None], rewritten: HistoryRewritt
     )
 
 
+def placed_on(tree: Tree, host: str) -> set[str]:
+    """The VMs of ``tree`` placed on ``host`` (valid or not: a broken entry is still that host's VM)."""
+    return {
+        uuid
+        for uuid in layout.vm_uuids(tree)
+        if (tree.get(layout.host_path(uuid)) or b"").decode(errors="replace").strip() == host
+    }
+
+
+class RemovalLimit:
+    """The agent's answer to a destructive plan (a :data:`toolstack.reconcile.Confirm`): yes, but a round that
+    would remove (undefine) more than ``max_share`` of the VMs placed on this host, and more than one, has
+    those removals withheld and recorded in ``hosts/<host>/agent``; the rest of the round goes ahead.
+
+    The share is of the VMs placed on this host: those main places here (after the round's merge) plus those
+    the round would remove. Stopping a VM main wants stopped is not a removal and is always applied.
+
+    Attributes:
+        refused: Whether the current round withheld removals (reset by :meth:`new_round`).
+    """
+
+    def __init__(self, ts: Toolstack, max_share: float = DEFAULT_MAX_REMOVAL_SHARE) -> None:
+        self.ts = ts
+        self.max_share = max_share
+        self.refused = False
+
+    def new_round(self) -> None:
+        self.refused = False
+
+    def __call__(self, plan: Plan) -> bool:
+        removals = {a.uuid for a in plan.actions if a.kind == "undefine"}
+        placed = len(placed_on(self.ts.main.tree, self.ts.host) | removals)
+        if len(removals) <= 1 or len(removals) <= self.max_share * placed:
+            return True
+        withheld = plan.withhold(removals)
+        self.refused = True
+        names = ", ".join(sorted({a.name for a in withheld}))
+        reason = (
+            f"would remove {len(removals)} of the {placed} VMs placed on {self.ts.host} ({names}): "
+            f"more than the limit of {self.max_share:g} of them (agent --max-removal-share); withheld until "
+            "main is fixed or the limit is raised"
+        )
+        self._record(removals, reason, plan)
+        return True
+
+    def _record(self, removals: set[str], reason: str, plan: Plan) -> None:
+        """Write the refusal to ``hosts/<host>/agent``, unless the same one is recorded already (a refusal
+        stands round after round: one commit, not one per round)."""
+        path = layout.agent_path(self.ts.host)
+        try:
+            current = json.loads(self.ts.main.tree.get(path) or b"null")
+        except ValueError:
+            current = None
+        if (
+            isinstance(current, dict)
+            and sorted(current.get("removals", [])) == sorted(removals)
+            and current.get("max_removal_share") == self.max_share
+        ):
+            return
+        record = {
+            "refused": reason,
+            "removals": sorted(removals),
+            "placed": len(placed_on(self.ts.main.tree, self.ts.host) | removals),
+            "max_removal_share": self.max_share,
+            "plan": plan.to_dict(),
+            "main": self.ts.main.head,
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        with self.ts.main.transaction(
+            message=f"agent {self.ts.host}: refused a round: {reason}", author=self.ts.runner.author
+        ) as tx:
+            tx.set(path, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
+
+    def clear(self) -> bool:
+        """After a round that refused nothing: drop a standing refusal record (history keeps it). Returns
+        whether it did (then main has a commit to push)."""
+        path = layout.agent_path(self.ts.host)
+        if self.refused or self.ts.main.tree.get(path) is None:
+            return False
+        with self.ts.main.transaction(
+            message=f"agent {self.ts.host}: no removal withheld any more", author=self.ts.runner.author
+        ) as tx:
+            tx.remove(path)
+        return True
+
+
 def run_agent(
     ts: Toolstack,
     interval: float = 1.0,
@@ -51,22 +150,32 @@ def run_agent(
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
     joined: bool = False,
+    max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE,
 ) -> None:
     """Pull, reconcile this host's VMs, push; every ``interval`` seconds until ``stop`` (or once).
 
     ``joined``: the repository was just cloned, so the first round validates every VM on main.
+    ``max_removal_share``: a round that would remove more than this share of the VMs placed here (and more
+    than one) has its removals withheld and recorded in ``hosts/<host>/agent`` (:class:`RemovalLimit`).
 
     A round that finds the pool's history rewritten by gc resyncs (as ``toolstack pull --resync``: the old
     main is kept under ``refs/resync/``). A round whose push would delete VMs nobody asked to delete changes
     nothing, reports it and tries again next round (the report names what to do)."""
     say = report or (lambda line: log.info("%s", line))
     waiting: list[str] = []  # said once, not every round, until it changes
+    limit = RemovalLimit(ts, max_removal_share)
     while True:
         started = time.monotonic()
         ts.verify()  # damaged by unsafe git maintenance: stop loudly rather than push over it
         try:
-            result = pull(ts, "origin", push=True, placed_only=True, validate_all=joined)
+            limit.new_round()
+            result = pull(ts, "origin", push=True, placed_only=True, validate_all=joined, confirm=limit)
             joined = False
+            if result.plan is not None and limit.clear():
+                push(ts, "origin")  # the pool sees at once that the refusal is over
+            if result.plan and result.plan.withheld:
+                record = json.loads(ts.main.tree.get(layout.agent_path(ts.host)) or b"{}")
+                say(f"agent {ts.host}: refused: {record.get('refused', '')} (hosts/{ts.host}/agent)")
             if result.before != result.after or (result.plan and result.plan.actions):
                 actions = ", ".join(a.describe() for a in result.plan.actions) if result.plan else ""
                 say(
@@ -87,7 +196,7 @@ def run_agent(
         except HistoryRewritten as err:
             # The pool's history was squashed by gc: an agent follows the pool, so it resyncs as an operator
             # would (its own commits are observations, which it reports again; the old main is kept).
-            _resync(ts, say, err)
+            _resync(ts, say, err, limit)
         except UnrequestedRemoval as err:
             # Nothing was merged or pushed: the pool is left alone until an operator acts on the message.
             say(f"agent {ts.host}: {type(err).__name__}: {err}")

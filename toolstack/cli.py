@@ -5,7 +5,14 @@ value); 3 conflict (concurrent changes could not be merged); 4 busy (another ope
 5 rejected (``pull`` reverted invalid edits, each named with commit, author, path and error:
 ``RejectedEdits``); 6 history rewritten (the remote's main was squashed by ``gc``; nothing changed; run
 ``toolstack pull --resync``: ``HistoryRewritten``); 7 unrequested removal (a push would delete VMs that no
-operation deleted; nothing pushed: ``UnrequestedRemoval``).
+operation deleted; nothing pushed: ``UnrequestedRemoval``); 8 destructive plan refused (``reconcile``,
+``rollback`` or ``pull`` would stop or undefine domains and was not confirmed: the plan is printed, nothing of
+it applied: ``DestructivePlanRefused``).
+
+The deletion guard: a plan that would stop or undefine domains is shown first; on a terminal (stdin and
+stdout are TTYs) the command asks, ``--yes`` skips the question, and without a terminal and without ``--yes``
+it refuses with exit code 8. Explicit single-VM requests (``vm delete``, ``vm destroy``, ``vm shutdown``)
+are the operator's own order, as ``virsh undefine`` is, and are not asked about.
 """
 
 from __future__ import annotations
@@ -17,20 +24,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from drivers import DriverError
 from drivers.models import parse_memory
 from store import Conflict, HistoryLost, StoreError
-from toolstack.errors import ToolstackError
+from toolstack.errors import DestructivePlanRefused, ToolstackError
 from toolstack.models import VM
 from toolstack.output import emit, table, when
 from toolstack.status import BROKEN, VMStatus, broken_detail, listing, lookup, status_of, wait_for_report
 
+if TYPE_CHECKING:
+    from toolstack.reconcile import Confirm, Plan
+
 EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_BUSY = 1, 2, 3, 4
 EXIT_REJECTED, EXIT_REWRITTEN, EXIT_UNREQUESTED_REMOVAL = 5, 6, 7  # the errors' own exit_code, for scripts
+EXIT_DESTRUCTIVE_REFUSED = DestructivePlanRefused.exit_code  # 8
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -101,6 +112,42 @@ class Context:
             self._toolstack.close()
 
 
+def plan_lines(plan: Plan, would: bool) -> list[str]:
+    """A plan for people: one line per action (``would ...`` when not applied), then what it found."""
+    lines = [f"{'would ' if would else ''}{a.describe()}" for a in plan.actions] or ["nothing to do"]
+    lines += [f"withheld: {a.describe()}" for a in plan.withheld]
+    lines += [f"drift: {d}" for d in plan.drift] + [f"unknown: {u}" for u in plan.unknown]
+    lines += [f"foreign: {f}" for f in plan.foreign]
+    lines += [f"invalid: {i}" for i in plan.invalid] + [f"busy: {b}" for b in plan.busy]
+    lines += [f"error: {e}" for e in plan.errors]
+    return lines
+
+
+def interactive() -> bool:
+    """Whether someone can answer a question: stdin and stdout are terminals."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def confirmation(yes: bool) -> Confirm:
+    """How a command's destructive plan is confirmed: ``--yes``; else a terminal's prompt, which shows the
+    plan and defaults to no; else (a script, a pipe) nobody is asked and the plan is refused."""
+    if yes:
+        return True
+    if not interactive():
+        return False
+
+    def ask(plan: Plan) -> bool:
+        # On stderr: stdout stays the command's result (its --json document included).
+        click.echo("\n".join(plan_lines(plan, would=True)), err=True)
+        return click.confirm(
+            f"{len(plan.destructive)} of these actions stop or undefine domains. Apply the plan?",
+            default=False,
+            err=True,
+        )
+
+    return ask
+
+
 def handled(command: F) -> F:
     """Turn the layers' errors into one-line messages and documented exit codes."""
 
@@ -108,6 +155,12 @@ def handled(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except DestructivePlanRefused as err:
+            if not err.declined:  # nobody saw it yet: the refused plan is the command's output
+                state = click.get_current_context().find_object(Context)
+                as_json = state is not None and state.json
+                emit({**err.plan.to_dict(), "refused": True}, as_json, "\n".join(plan_lines(err.plan, True)))
+            _fail(str(err), err.exit_code)
         except ToolstackError as err:
             _fail(str(err), err.exit_code)
         except HistoryLost as err:

@@ -3,19 +3,23 @@ access. Registered on :data:`toolstack.cli.main` when that module is imported.""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from toolstack import layout
-from toolstack.cli import EXIT_ERROR, Context, handled, main, pass_ctx
+from toolstack.cli import EXIT_ERROR, Context, confirmation, handled, main, pass_ctx, plan_lines
 from toolstack.errors import ToolstackError
 from toolstack.history import show as show_commit
 from toolstack.output import emit, emit_lines, table, when
 from toolstack.task_records import get_task, list_tasks
+
+if TYPE_CHECKING:
+    from toolstack.reconcile import Confirm, Plan
 
 
 # -- history -----------------------------------------------------------------------------------------------
@@ -88,41 +92,66 @@ def diff_command(c: Context, a: str, b: str) -> None:
 
 def _run_plan(
     c: Context,
-    compute: Callable[[bool, Callable[[Any], None] | None], Any],
+    compute: Callable[[bool, Callable[[Any], None] | None, Confirm], Plan],
     dry_run: bool,
+    yes: bool,
     title: str,
 ) -> None:
-    """Print a plan (``dry_run``), or carry it out with a progress bar over its actions."""
+    """Print a plan (``dry_run``), or carry it out with a progress bar over its actions.
+
+    A destructive plan is confirmed first (:func:`toolstack.cli.confirmation`): the bar starts after the
+    question, with the first action applied.
+    """
     if dry_run or c.json:
-        plan = compute(dry_run, None)
+        plan = compute(dry_run, None, confirmation(yes))
     else:
-        steps = len(compute(True, None).actions)  # the dry run sizes the bar
-        with click.progressbar(length=max(steps, 1), label=title, file=sys.stderr, show_eta=False) as bar:
-            plan = compute(False, lambda action: bar.update(1))
-    record = plan.to_dict()
-    lines = [f"{'would ' if dry_run else ''}{a.describe()}" for a in plan.actions] or ["nothing to do"]
-    lines += [f"drift: {d}" for d in plan.drift] + [f"unknown: {u}" for u in plan.unknown]
-    lines += [f"foreign: {f}" for f in plan.foreign]
-    lines += [f"invalid: {i}" for i in plan.invalid] + [f"busy: {b}" for b in plan.busy]
-    lines += [f"error: {e}" for e in plan.errors]
-    emit(record, c.json, "\n".join(lines))
+        steps = len(compute(True, None, True).actions)  # the dry run sizes the bar
+        with contextlib.ExitStack() as stack:
+            bars: list[Any] = []
+
+            def progress(action: Any) -> None:
+                if not bars:
+                    bars.append(
+                        stack.enter_context(
+                            click.progressbar(
+                                length=max(steps, 1), label=title, file=sys.stderr, show_eta=False
+                            )
+                        )
+                    )
+                bars[0].update(1)
+
+            plan = compute(False, progress, confirmation(yes))
+    emit(plan.to_dict(), c.json, "\n".join(plan_lines(plan, would=dry_run)))
     if plan.errors:
         sys.exit(EXIT_ERROR)
+
+
+YES = click.option(
+    "--yes", "-y", is_flag=True, help="Apply a plan that stops or undefines domains without asking"
+)
 
 
 @main.command("rollback")
 @click.argument("commit")
 @click.option("--vm", "vm_name", default=None, help="Roll back only this VM")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing")
+@YES
 @pass_ctx
 @handled
-def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool) -> None:
-    """Restore the VM state of COMMIT in a new commit, then reconcile the hypervisor to it."""
+def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool, yes: bool) -> None:
+    """Restore the VM state of COMMIT in a new commit, then reconcile the hypervisor to it.
+
+    A rollback that would stop or undefine domains (one to before a VM existed deletes it) asks first on a
+    terminal; elsewhere it needs --yes, or it prints the plan, writes nothing and exits 8.
+    """
     ts = c.toolstack()
     _run_plan(
         c,
-        lambda dry, progress: ts.rollback(commit, vm=vm_name, dry_run=dry, progress=progress),
+        lambda dry, progress, confirm: ts.rollback(
+            commit, vm=vm_name, dry_run=dry, progress=progress, confirm=confirm
+        ),
         dry_run,
+        yes,
         f"rollback to {commit}",
     )
 
@@ -130,15 +159,23 @@ def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool
 @main.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing")
 @click.option("--adopt", is_flag=True, help="Import domains the toolstack does not know")
+@YES
 @pass_ctx
 @handled
-def reconcile_command(c: Context, dry_run: bool, adopt: bool) -> None:
-    """Make the hypervisor match the desired state; record drift."""
+def reconcile_command(c: Context, dry_run: bool, adopt: bool, yes: bool) -> None:
+    """Make the hypervisor match the desired state; record drift.
+
+    A plan that would stop or undefine domains asks first on a terminal; elsewhere it needs --yes, or it
+    prints the plan, changes nothing and exits 8.
+    """
     ts = c.toolstack()
     _run_plan(
         c,
-        lambda dry, progress: ts.reconcile(dry_run=dry, adopt=adopt, progress=progress),
+        lambda dry, progress, confirm: ts.reconcile(
+            dry_run=dry, adopt=adopt, progress=progress, confirm=confirm
+        ),
         dry_run,
+        yes,
         "reconcile",
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from toolstack.cli import Context, handled, main, operator_identity, pass_ctx
+from toolstack.cli import Context, confirmation, handled, main, operator_identity, pass_ctx
 from toolstack.output import emit
 
 
@@ -60,16 +60,21 @@ def clone_command(c: Context, url: str, path: str | None) -> None:
     help="After the pool's history was rewritten by gc: keep main's local-only commits under refs/resync/, "
     "report them, reset main to the remote's main and reconcile",
 )
+@click.option(
+    "--yes", "-y", is_flag=True, help="Apply a reconcile that stops or undefines domains without asking"
+)
 @pass_ctx
 @handled
 def pull_command(
-    c: Context, remote: str, url: str | None, push_back: bool, no_reconcile: bool, resync: bool
+    c: Context, remote: str, url: str | None, push_back: bool, no_reconcile: bool, resync: bool, yes: bool
 ) -> None:
     """Merge the remote's main (GitOps edits included), validate it, and reconcile the hypervisor.
 
     Exits 5 when it reverted invalid edits (each named: commit, author, path, error), 6 when the remote's
     history was rewritten by gc (nothing changed; run the command it names), 7 when pushing back would
-    delete VMs that no operation deleted (nothing pushed).
+    delete VMs that no operation deleted (nothing pushed), 8 when the reconcile would stop or undefine
+    domains and was not confirmed (on a terminal it asks; else --yes): main is merged, the hypervisor is left
+    as it was, the plan is printed and nothing is pushed.
 
     With --url into a missing or empty repository path, it clones the pool first (as `toolstack clone`)."""
     import os
@@ -82,7 +87,7 @@ def pull_command(
     if resync:
         if push_back:
             raise click.UsageError("--resync replaces main by the remote's: there is nothing to push back")
-        done = do_resync(c.toolstack(), remote, url, reconcile=not no_reconcile)
+        done = do_resync(c.toolstack(), remote, url, reconcile=not no_reconcile, confirm=confirmation(yes))
         if done.pull is not None:
             lines = [f"nothing to resync: main shares history with {remote}/main; pulled it"]
             lines.append(f"main: {(done.before or '-')[:12]} -> {(done.after or '-')[:12]}")
@@ -106,11 +111,20 @@ def pull_command(
     if joining:
         clone_pool(url, c.repo)  # joining the pool: a clone, never a second root commit
     ts = c.toolstack()
-    result = pull(ts, remote, url, push=push_back, reconcile=not no_reconcile, validate_all=joining)
+    result = pull(
+        ts,
+        remote,
+        url,
+        push=push_back,
+        reconcile=not no_reconcile,
+        validate_all=joining,
+        confirm=confirmation(yes),
+    )
     lines = [f"main: {(result.before or '-')[:12]} -> {(result.after or '-')[:12]}"]
     lines += [f"rejected {r.describe()}" for r in result.rejections]
     if result.plan is not None:
         lines += [action.describe() for action in result.plan.actions]
+        lines += [f"invalid: {i}" for i in result.plan.invalid]
     if result.pushed:
         lines.append(f"pushed main to {remote}")
     emit(result.to_dict(), c.json, "\n".join(lines))
@@ -187,10 +201,23 @@ def gc_command(c: Context, before: str, prune_archives: bool) -> None:
 @click.option("--remote", "url", required=True, help="URL of the shared state repository")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between rounds")
 @click.option("--once", is_flag=True, help="One round, then exit")
+@click.option(
+    "--max-removal-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Refuse a round that would remove more than this share of the VMs placed here (and more than one)",
+)
 @pass_ctx
 @handled
-def agent_command(c: Context, host_name: str, url: str, interval: float, once: bool) -> None:
-    """Run this host's share of the pool: pull, reconcile the VMs placed here, push observed state."""
+def agent_command(
+    c: Context, host_name: str, url: str, interval: float, once: bool, max_removal_share: float
+) -> None:
+    """Run this host's share of the pool: pull, reconcile the VMs placed here, push observed state.
+
+    It removes the VMs deleted or migrated away on main, but refuses a round that would remove more than
+    --max-removal-share of the VMs placed here (and more than one): it records why in hosts/HOST/agent and
+    applies the rest of the round."""
     import sys
 
     from toolstack.agent import open_agent, run_agent
@@ -204,6 +231,7 @@ def agent_command(c: Context, host_name: str, url: str, interval: float, once: b
             once=once,
             report=lambda line: (click.echo(line), sys.stdout.flush()),
             joined=joined,
+            max_removal_share=max_removal_share,
         )
     except KeyboardInterrupt:
         pass

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from store import ConflictEntry
+
+if TYPE_CHECKING:
+    from toolstack.reconcile import Action, Plan
 
 
 class ToolstackError(Exception):
@@ -273,4 +277,35 @@ class UnrequestedRemoval(ToolstackError):
             f"(`toolstack rollback {remote_head[:12]} --vm {first}`) and push again; to delete one, "
             "restore it and run `toolstack vm delete NAME`",
             operation="push",
+        )
+
+
+class DestructivePlanRefused(ToolstackError):
+    """A plan would stop or undefine domains and nobody confirmed it: nothing of it was applied. Exit code 8.
+
+    ``reconcile``, ``rollback`` and ``pull`` show such a plan first and ask on a terminal; without one they
+    need ``--yes`` (the API: ``"confirm": true``). A rollback refused so wrote no commit; a pull refused so
+    has merged main (desired state only) but left the hypervisor as it was and pushed nothing.
+
+    Attributes:
+        plan: The whole plan that was refused.
+        actions: Its destructive actions (each ``stop`` of a running domain and each ``undefine``).
+        declined: True when the operator answered no at the prompt, False when there was nobody to ask.
+        note: What the operation had already done when it was refused (a pull's merge), or "".
+    """
+
+    exit_code = 8
+
+    def __init__(self, plan: Plan, operation: str, *, declined: bool = False, note: str = "") -> None:
+        self.plan = plan
+        self.actions: list[Action] = plan.destructive
+        self.declined = declined
+        self.note = note
+        steps = ", ".join(f"{a.kind} {a.name} ({a.uuid[:8]})" for a in self.actions)
+        why = "as answered at the prompt" if declined else "without confirmation"
+        super().__init__(
+            f"refusing to {operation} {why}: it would {steps}"
+            + (f"; {note}" if note else "")
+            + '. Review the plan (--dry-run), then confirm it with --yes (the API: "confirm": true)',
+            operation=operation,
         )

@@ -21,6 +21,9 @@ different paths and merge:
                                   two characters (recorded by every operation: a small shard is rewritten,
                                   not a directory of every VM). hosts/<host>/domains/<uuid> records of older
                                   repositories are still read.
+    hosts/<host>/agent            JSON: that host's agent's standing refusal (a round that would have removed
+                                  too many of its VMs: why, the removals, the plan, when); absent when none.
+                                  Only that host writes it.
     tasks/<xx>/<id>               JSON: operation, VM, who, status, error, timings; <xx> is the last two
                                   characters of the id (random hex), so that recording a task rewrites a
                                   small shard, not a directory of every task ever run. Repositories made
@@ -183,6 +186,11 @@ def changed_vm_uuids(old_vms: Tree, new_vms: Tree) -> set[str]:
 
 def observed_path(host: str, uuid: str) -> str:
     return f"{HOSTS}/{host}/domains/{uuid[:2]}/{uuid}"
+
+
+def agent_path(host: str) -> str:
+    """Where a host's agent records a round it refused (only that host writes it)."""
+    return f"{HOSTS}/{host}/agent"
 
 
 def legacy_observed_path(host: str, uuid: str) -> str:

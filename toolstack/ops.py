@@ -49,7 +49,7 @@ from toolstack.models import (
 )
 from toolstack.ownership import OwnedDriver
 from toolstack.pool import Pool, init_pool, missing_repository, read_pool
-from toolstack.reconcile import Action, Plan, apply_plan, converge_vm, make_plan
+from toolstack.reconcile import Action, Confirm, Plan, apply_plan, confirm_plan, converge_vm, make_plan
 from toolstack.tasks import Operation, TaskRunner
 
 VM_CACHE_SIZE = 16384  # parsed VMs kept (see Toolstack._read_vm)
@@ -502,11 +502,22 @@ class Toolstack(ConfigOperations):
         adopt: bool = False,
         progress: Callable[[Action], None] | None = None,
         placed_only: bool = False,
+        confirm: Confirm = True,
     ) -> Plan:
-        """Compare main with the hypervisor; unless ``dry_run``, apply the difference and record drift."""
+        """Compare main with the hypervisor; unless ``dry_run``, apply the difference and record drift.
+
+        Args:
+            confirm: Asked before a plan that stops or undefines domains is applied (see
+                :func:`toolstack.reconcile.confirm_plan`); the default applies it, as library callers that
+                decided already (a recovery, a test) expect.
+
+        Raises:
+            DestructivePlanRefused: the plan is destructive and ``confirm`` did not say yes; nothing applied.
+        """
         plan = make_plan(self, adopt=adopt, placed_only=placed_only)
         if dry_run or not plan:
             return plan
+        confirm_plan(plan, confirm, "reconcile")
         return apply_plan(self, plan, progress=progress)
 
     def rollback(
@@ -515,8 +526,20 @@ class Toolstack(ConfigOperations):
         vm: str | None = None,
         dry_run: bool = False,
         progress: Callable[[Action], None] | None = None,
+        confirm: Confirm = True,
     ) -> Plan:
-        """Restore the desired state of ``rev`` (all VMs, or one) in a forward commit, then reconcile."""
+        """Restore the desired state of ``rev`` (all VMs, or one) in a forward commit, then reconcile.
+
+        Args:
+            confirm: Asked before the rollback commit is written if its plan stops or undefines domains (a
+                rollback to before a VM existed deletes it), and again after it for any destructive action
+                the hypervisor's changes meanwhile added.
+
+        Raises:
+            DestructivePlanRefused: the plan is destructive and ``confirm`` did not say yes. Refused before
+                the commit, nothing is written; refused after it (a domain started meanwhile), main is rolled
+                back and the hypervisor left as it was (``toolstack reconcile`` finishes it).
+        """
         head = self.main.head
         target, tree = rollback_tree(self, rev, vm, base=head)
         only = None
@@ -526,6 +549,7 @@ class Toolstack(ConfigOperations):
         plan.drift.clear()
         if dry_run:
             return plan
+        approved = confirm_plan(plan, confirm, "roll back")
         what = f"vm {vm}" if vm else "all VMs"
         # From the head the plan was made on (not whatever main is by now, which the tree would silently
         # revert), reading what it rolls back: a change made there meanwhile is a conflict.
@@ -537,7 +561,10 @@ class Toolstack(ConfigOperations):
             tx.tree = tree
         plan = make_plan(self, only=only)
         plan.drift.clear()
-        return apply_plan(self, plan, progress=progress) if plan else plan
+        if not plan:
+            return plan
+        confirm_plan(plan, confirm, "roll back", approved)
+        return apply_plan(self, plan, progress=progress)
 
 
 class _GuestIgnoredShutdown(DriverError):

@@ -8,6 +8,11 @@ desired values) and the new observed state committed.
 
 A VM migrated to this host is started only once its source host's record shows it stopped or gone
 (:func:`held_by_source`): until then the plan lists it as waiting.
+
+A plan that would stop or undefine domains is destructive (:attr:`Plan.destructive`): the operations that
+apply plans take a ``confirm`` (:data:`Confirm`) and refuse such a plan unless it says yes
+(:func:`confirm_plan`). A VM whose directory is on main but does not validate is reported as invalid and its
+domain is left alone: a bad entry never takes its domain down with it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo, DomainSpec, DomainState, Scope
 from store import Transaction, Tree
 from toolstack import layout
-from toolstack.errors import InvalidInput
+from toolstack.errors import DestructivePlanRefused, InvalidInput
 from toolstack.models import VM, Desired, Observed, observed_of, read_vm, vm_files
 from toolstack.ownership import Ownership
 
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 
 
 _ACTIVE_STATES = {state.value for state in DomainState if state.is_active}
+DESTRUCTIVE = frozenset({"stop", "undefine"})  # a stop is only planned for an active domain: it destroys it
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,23 @@ class Plan:
     busy: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    withheld: list[Action] = field(default_factory=list)
     applied: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.actions or self.drift)
+
+    @property
+    def destructive(self) -> list[Action]:
+        """The actions that take domains down: each stop (of a running domain) and each undefine."""
+        return [a for a in self.actions if a.kind in DESTRUCTIVE]
+
+    def withhold(self, uuids: set[str]) -> list[Action]:
+        """Take every action on ``uuids`` out of the plan (into :attr:`withheld`); returns them."""
+        taken = [a for a in self.actions if a.uuid in uuids]
+        self.actions = [a for a in self.actions if a.uuid not in uuids]
+        self.withheld.extend(taken)
+        return taken
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -72,19 +91,56 @@ class Plan:
             "busy": self.busy,
             "waiting": self.waiting,
             "errors": self.errors,
+            "withheld": [a.__dict__ for a in self.withheld],
             "applied": self.applied,
         }
 
 
-def desired_vms(tree: Tree, plan: Plan) -> dict[str, VM]:
-    """Every valid VM of a tree by uuid; invalid ones are reported in the plan and left alone."""
+Confirm = bool | Callable[[Plan], bool]
+"""Whether a destructive plan may be applied: True (``--yes``), False (nobody to ask: refuse), or a function
+asked with the plan (a terminal's prompt; the agent's removal limit, which may :meth:`Plan.withhold` actions
+before it answers yes)."""
+
+
+def confirm_plan(
+    plan: Plan, confirm: Confirm, operation: str, approved: frozenset[tuple[str, str]] = frozenset()
+) -> frozenset[tuple[str, str]]:
+    """Let a plan through if it is not destructive or ``confirm`` says yes, else raise.
+
+    Args:
+        approved: (kind, uuid) of destructive actions confirmed already (a rollback re-plans after its commit:
+            only what is new in the second plan is asked about).
+
+    Returns:
+        The destructive actions now approved, ``approved`` included.
+
+    Raises:
+        DestructivePlanRefused: the plan stops or undefines domains and ``confirm`` did not say yes.
+    """
+    new = [a for a in plan.destructive if (a.kind, a.uuid) not in approved]
+    if new and confirm is not True:
+        if confirm is False:
+            raise DestructivePlanRefused(plan, operation)
+        if not confirm(plan):
+            raise DestructivePlanRefused(plan, operation, declined=True)
+    return approved | {(a.kind, a.uuid) for a in plan.destructive}
+
+
+def desired_vms(tree: Tree, plan: Plan) -> tuple[dict[str, VM], set[str]]:
+    """Every valid VM of a tree by uuid, and the uuids of those that do not validate.
+
+    An invalid VM is reported in the plan; its domain must be left alone (not taken for a domain main no
+    longer wants), whatever broke it: a config, a device or a ``desired`` file.
+    """
     vms = {}
+    invalid = set()
     for uuid in layout.vm_uuids(tree):
         try:
             vms[uuid] = read_vm(tree, uuid)
         except InvalidInput as err:
-            plan.invalid.append(str(err))
-    return vms
+            invalid.add(uuid)
+            plan.invalid.append(f"{err}: its domain is left alone until the entry is fixed")
+    return vms, invalid
 
 
 def make_plan(
@@ -100,7 +156,7 @@ def make_plan(
         placed_only: Leave VMs that are placed on no host alone (an agent runs only its own VMs).
     """
     plan = Plan()
-    desired = desired_vms(tree if tree is not None else ts.main.tree, plan)
+    desired, invalid = desired_vms(tree if tree is not None else ts.main.tree, plan)
     observed_tree = ts.main.tree
     busy = {ref.rsplit("/", 1)[-1] for ref in ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")}
     actual = {str(info.uuid): info for info in ts.driver.list()}
@@ -129,7 +185,7 @@ def make_plan(
             continue
         _plan_vm(ts, vm, info, observed_tree, plan)
     for uuid, info in sorted(actual.items(), key=lambda item: item[1].name):
-        if uuid in desired or (only is not None and uuid not in only) or uuid in busy:
+        if uuid in desired or uuid in invalid or (only is not None and uuid not in only) or uuid in busy:
             continue
         owner = _owner(ts, info, owners)
         if owner is None:

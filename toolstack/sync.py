@@ -31,6 +31,7 @@ from store.paths import parse
 from store.squash import SquashMarker, root_of, squash_marker
 from toolstack import layout
 from toolstack.errors import (
+    DestructivePlanRefused,
     HistoryRewritten,
     InvalidInput,
     Rejection,
@@ -39,7 +40,7 @@ from toolstack.errors import (
 )
 from toolstack.history import changed_vms
 from toolstack.models import Task, read_vm
-from toolstack.reconcile import Plan
+from toolstack.reconcile import Confirm, Plan
 
 if TYPE_CHECKING:
     from store import Remote, Store
@@ -80,7 +81,7 @@ class PullResult:
             "changed": self.changed,
             "rejected": self.rejected,
             "rejections": [r.to_dict() for r in self.rejections],
-            "plan": self.plan.to_dict() if self.plan else None,
+            "plan": self.plan.to_dict() if self.plan is not None else None,  # one with nothing to do too
             "pushed": self.pushed,
         }
 
@@ -376,17 +377,22 @@ def pull(
     attempts: int = 5,
     placed_only: bool = False,
     validate_all: bool = False,
+    confirm: Confirm = True,
 ) -> PullResult:
     """Fetch and merge the remote's main, revert invalid VM edits, reconcile, and optionally push back.
 
     Args:
         validate_all: Validate every VM on main first, not only those the merge changes: for a host that
             just joined the pool by cloning it, for which everything on main is new.
+        confirm: Asked before a reconcile that stops or undefines domains (see
+            :func:`toolstack.reconcile.confirm_plan`).
 
     Raises:
         Conflict: the merge conflicts (the error lists each path with both values); nothing moves.
         HistoryRewritten: the remote's main was rewritten by gc; nothing moves (run :func:`resync`).
         UnrequestedRemoval: pushing back would delete VMs nobody asked to delete; nothing was pushed.
+        DestructivePlanRefused: the reconcile would stop or undefine domains and ``confirm`` did not say
+            yes: main is merged, the hypervisor is left as it was, nothing was pushed.
         RemoteError: the remote cannot be reached.
     """
     store = ts.store
@@ -431,7 +437,7 @@ def pull(
         elif incoming is None and head is None:
             break
         if reconcile and (result.changed or result.plan is None):
-            result.plan = ts.reconcile(placed_only=placed_only)
+            result.plan = _reconcile(ts, confirm, placed_only=placed_only)
         if not push:
             break
         if ts.main.head == store.backend.read_ref(link.tracking_ref(layout.MAIN)):
@@ -444,6 +450,20 @@ def pull(
             continue  # someone pushed meanwhile: fetch and merge again
     result.after = ts.main.head
     return result
+
+
+def _reconcile(ts: Toolstack, confirm: Confirm, placed_only: bool = False) -> Plan:
+    """Reconcile after main moved under a sync; a refused destructive plan says that main moved anyway."""
+    try:
+        return ts.reconcile(placed_only=placed_only, confirm=confirm)
+    except DestructivePlanRefused as err:
+        raise DestructivePlanRefused(
+            err.plan,
+            "reconcile after the pull",
+            declined=err.declined,
+            note=f"main was updated (now {(ts.main.head or '-')[:12]}) but the hypervisor was left as it was "
+            "and nothing was pushed: `toolstack reconcile --yes` applies it",
+        ) from None
 
 
 def push(ts: Toolstack, remote: str = "origin", url: str | None = None, force: bool = False) -> str:
@@ -493,7 +513,7 @@ class ResyncResult:
             "after": self.after,
             "kept": self.kept,
             "local_only": self.local_only,
-            "plan": self.plan.to_dict() if self.plan else None,
+            "plan": self.plan.to_dict() if self.plan is not None else None,  # one with nothing to do too
             "pull": self.pull.to_dict() if self.pull else None,
         }
 
@@ -538,9 +558,16 @@ def local_only_commits(
 
 
 def resync(
-    ts: Toolstack, remote: str = "origin", url: str | None = None, reconcile: bool = True
+    ts: Toolstack,
+    remote: str = "origin",
+    url: str | None = None,
+    reconcile: bool = True,
+    confirm: Confirm = True,
+    placed_only: bool = False,
 ) -> ResyncResult:
     """Resynchronise main with a remote whose history ``toolstack gc`` rewrote.
+
+    ``placed_only``: reconcile only the VMs placed on this host (an agent's share of the pool).
 
     Keeps the old main under ``refs/resync/<time>-<old head>`` (nothing is lost, and ``toolstack rollback
     <commit> --vm NAME`` re-applies a VM from any of its commits), reports the commits of ours that the squash
@@ -550,6 +577,8 @@ def resync(
     Raises:
         ToolstackError: an operation is in progress, the remote has no main, or its history is unrelated to
             ours without being a gc squash (resync will not replace main by a stranger's).
+        DestructivePlanRefused: the reconcile would stop or undefine domains and ``confirm`` did not say yes
+            (main is resynced; the hypervisor is left as it was).
     """
     store = ts.store
     busy = store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")
@@ -564,7 +593,7 @@ def resync(
         raise ToolstackError(f"{remote} has no {layout.MAIN} to resync with", operation="resync")
     graph = store.graph
     if head is None or graph.merge_bases(head, incoming):
-        result = pull(ts, remote, reconcile=reconcile)
+        result = pull(ts, remote, reconcile=reconcile, confirm=confirm, placed_only=placed_only)
         return ResyncResult(before=result.before, after=result.after, plan=result.plan, pull=result)
     marker = squash_marker(store, root_of(store, incoming))
     if marker is None:
@@ -586,5 +615,5 @@ def resync(
         subject = info.message.splitlines()[0] if info.message else ""
         result.local_only.append({"commit": commit, "author": info.author, "message": subject})
     if reconcile:
-        result.plan = ts.reconcile()
+        result.plan = _reconcile(ts, confirm, placed_only)
     return result

@@ -194,7 +194,8 @@ def test_rollback_and_reconcile_commands(tmp_path):
     plan = run(tmp_path, "rollback", point, "--dry-run").stdout
     assert plan.startswith("would stop r1 (") and "desired stopped" in plan
     assert "running" in run(tmp_path, "vm", "list").stdout  # the dry run changed nothing
-    applied = json.loads(run(tmp_path, "--json", "rollback", point).stdout)
+    # Stopping a running VM is destructive: without a terminal it takes --yes (test_deletion_guard.py).
+    applied = json.loads(run(tmp_path, "--json", "rollback", point, "--yes").stdout)
     assert applied["applied"] and [a["kind"] for a in applied["actions"]] == ["stop"]
     assert run(tmp_path, "vm", "list").stdout.split("\n")[1].split()[-2:] == ["stopped", "shutoff"]
     assert run(tmp_path, "reconcile", "--dry-run").stdout.strip() == "nothing to do"

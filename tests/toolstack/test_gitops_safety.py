@@ -202,7 +202,8 @@ def test_a_whole_deletion_by_a_person_is_a_deletion_not_an_invalid_edit(tmp_path
     git(work, "rm", "-rq", layout.vm_dir(uuid), layout.name_path("web"))
     git(work, "commit", "-qm", "delete web, directory and name")
     git(work, "push", "-q", "origin", "main")
-    out = ok(toolstack(tmp_path, "h1", "pull", "--push"))
+    # Removing a running VM's domain is destructive: without a terminal it takes --yes (test_deletion_guard).
+    out = ok(toolstack(tmp_path, "h1", "pull", "--push", "--yes"))
     assert "rejected" not in out
     assert json.loads(ok(toolstack(tmp_path, "h1", "--json", "vm", "list"))) == []
     assert uuid not in domains(tmp_path, "h1")  # reconciled: undefined

@@ -149,7 +149,8 @@ def test_a_crash_while_a_failing_operation_records_its_failure_is_recovered(tmp_
             b'"status": "succeeded"' in layout.read_task_record(ts.main.tree, t)
             for t in layout.task_ids(ts.main.tree)
         )
-    repaired = cli(tmp_path, "reconcile")
+    # The repair may stop a domain the failed start left running: destructive, so --yes (no terminal here).
+    repaired = cli(tmp_path, "reconcile", "--yes")
     assert repaired.returncode == 0, repaired.stderr
     assert_consistent(tmp_path)
     assert cli(tmp_path, "vm", "start", "a").returncode == 0

@@ -10,6 +10,7 @@ a malformed header (e.g. an empty If-Match)           400     invalid_header
 ``VMExists``                                          409     exists
 ``OperationInProgress`` (the VM is busy)              409     busy (+ the running task)
 ``ConflictError`` / ``store.Conflict``                409     conflict (+ the conflicts)
+``DestructivePlanRefused`` (no ``confirm: true``)     409     confirmation_required (+ the plan)
 ``OperationFailed``: the hypervisor refused the state 409     operation_refused
 ``OperationFailed``: an invalid argument              422     operation_refused
 ``OperationFailed``: anything else                    502     operation_failed
@@ -37,8 +38,10 @@ from drivers import DriverError
 from drivers.errors import DomainNotFound, InvalidArgument, InvalidState
 from store import Conflict, ConflictEntry, HistoryLost, LockTimeout, NotFound, StoreError, TooManyRetries
 from toolstack.api.schemas import ConflictOut, ErrorOut, FieldError
+from toolstack.api.views import plan_out
 from toolstack.errors import (
     ConflictError,
+    DestructivePlanRefused,
     InvalidInput,
     OperationFailed,
     OperationInProgress,
@@ -101,6 +104,8 @@ def _classify(err: Exception) -> tuple[int, ErrorOut]:
         return 409, ErrorOut(
             error="busy", message=message, task=err.task, running_operation=err.running_operation
         )
+    if isinstance(err, DestructivePlanRefused):
+        return 409, ErrorOut(error="confirmation_required", message=message, plan=plan_out(err.plan, True))
     if isinstance(err, ConflictError | Conflict):
         return 409, ErrorOut(error="conflict", message=message, conflicts=conflict_list(err.conflicts))
     if isinstance(err, OperationFailed):
@@ -211,7 +216,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No bearer token",
         403: "Wrong bearer token",
         404: "No such VM, commit, branch or task",
-        409: "Busy (the running task), conflict (the conflict list), exists, or refused by the hypervisor",
+        409: "Busy (the running task), conflict (the conflict list), exists, refused by the hypervisor, or "
+        "a plan that stops or undefines domains sent without confirm (confirmation_required, with the plan)",
         410: "Events lost: the resume token was squashed away; resynchronise",
         412: "If-Match names a version the object no longer has",
         413: "Request body too large",

@@ -380,14 +380,24 @@ class PlanOut(BaseModel):
     invalid: list[str]
     busy: list[str]
     errors: list[str]
+    withheld: list[ActionOut] = Field(
+        default_factory=list, description="Actions taken out of the plan (an agent's removal limit)"
+    )
     applied: bool
     dry_run: bool
+
+
+CONFIRM_DESCRIPTION = (
+    "Apply a plan that stops or undefines domains (the CLI's --yes). Without it such a plan is refused with "
+    "409 confirmation_required and the plan, and nothing is changed."
+)
 
 
 class RollbackRequest(Request):
     commit: Revision = Field(description="Any revision: a commit id, an abbreviation, main~3...")
     vm: str | None = Field(None, min_length=1, max_length=256, description="Roll back only this VM.")
     dry_run: StrictBool = Field(False, description="Compute the plan; change nothing.")
+    confirm: StrictBool = Field(False, description=CONFIRM_DESCRIPTION)
 
 
 class RollbackOut(PlanOut):
@@ -398,6 +408,7 @@ class RollbackOut(PlanOut):
 class ReconcileRequest(Request):
     dry_run: StrictBool = False
     adopt: StrictBool = Field(False, description="Import domains the toolstack does not know.")
+    confirm: StrictBool = Field(False, description=CONFIRM_DESCRIPTION)
 
 
 # -- errors ------------------------------------------------------------------------------------------------
@@ -425,6 +436,9 @@ class ErrorOut(BaseModel):
     conflicts: list[ConflictOut] = Field(default_factory=list)
     task: str | None = Field(None, description="The task concerned (the running one, for 'busy').")
     running_operation: str | None = None
+    plan: PlanOut | None = Field(
+        None, description="The refused plan, for 'confirmation_required' (its destructive actions first)."
+    )
 
 
 class Health(BaseModel):

@@ -53,6 +53,7 @@ def history_entry(op: LogOperation) -> HistoryEntry:
 def plan_out(plan: Plan, dry_run: bool) -> PlanOut:
     return PlanOut(
         actions=[ActionOut(kind=a.kind, uuid=a.uuid, name=a.name, reason=a.reason) for a in plan.actions],
+        withheld=[ActionOut(kind=a.kind, uuid=a.uuid, name=a.name, reason=a.reason) for a in plan.withheld],
         drift=list(plan.drift),
         unknown=list(plan.unknown),
         foreign=list(plan.foreign),

@@ -75,7 +75,8 @@ def test_rollback_dry_run_plans_and_changes_nothing_then_rollback_restores_and_r
     assert body["target"] == created_at and body["head"] == head
     assert ts.main.head == head and client.get("/vms/web1").json()["state"] == "running"
 
-    done = client.post("/rollback", json={"commit": created_at, "vm": "web1"})
+    # It stops a running VM: it takes confirm (test_confirm.py: without it, 409 and nothing written).
+    done = client.post("/rollback", json={"commit": created_at, "vm": "web1", "confirm": True})
     assert done.status_code == 200
     assert done.json()["applied"] is True
     assert done.json()["head"] != head
@@ -95,7 +96,9 @@ def test_rollback_if_match_and_errors(client):
     stale_all = client.post("/rollback", json={"commit": target}, headers={"If-Match": main_etag})
     assert stale_all.status_code == 412
     current = client.get("/vms/web1").headers["etag"]
-    fresh = client.post("/rollback", json={"commit": target, "vm": "web1"}, headers={"If-Match": current})
+    fresh = client.post(
+        "/rollback", json={"commit": target, "vm": "web1", "confirm": True}, headers={"If-Match": current}
+    )
     assert fresh.status_code == 200
     assert client.post("/rollback", json={"commit": "f" * 40}).status_code == 404
     assert client.post("/rollback", json={}).json()["fields"][0]["loc"] == ["body", "commit"]

@@ -20,7 +20,9 @@ def rollback(ts: TS, body: RollbackRequest, if_match: IfMatch = None) -> Rollbac
     """Restore the VM state of a commit (all VMs, or one) in a forward commit, then reconcile the hypervisor.
 
     With ``dry_run`` it only computes the plan. If-Match is checked against the VM's ETag (with ``vm``) or
-    main's head (without): a rollback computed on a state the client has not seen is refused with 412.
+    main's head (without): a rollback computed on a state the client has not seen is refused with 412. A
+    rollback that would stop or undefine domains needs ``confirm: true``; without it: 409
+    ``confirmation_required`` with the plan, and nothing is written.
     """
     target = ts.store.resolve(body.commit)
     if if_match is not None:
@@ -33,13 +35,17 @@ def rollback(ts: TS, body: RollbackRequest, if_match: IfMatch = None) -> Rollbac
                 uuid = None  # a deleted VM brought back: its version is main's
             version = vm_version(ts, uuid) if uuid is not None else main_version(ts)
             require_version(if_match, version, f"VM {body.vm}")
-    plan = ts.rollback(target, vm=body.vm, dry_run=body.dry_run)
+    plan = ts.rollback(target, vm=body.vm, dry_run=body.dry_run, confirm=body.confirm)
     return RollbackOut(**plan_out(plan, body.dry_run).model_dump(), target=target, head=ts.main.head)
 
 
 @router.post("/reconcile", response_model=PlanOut, responses=error_responses(409, 502, 503))
 def reconcile(ts: TS, body: ReconcileRequest | None = None) -> PlanOut:
-    """Make the hypervisor match main, recording drift first; with ``dry_run``, only the plan."""
+    """Make the hypervisor match main, recording drift first; with ``dry_run``, only the plan.
+
+    A plan that would stop or undefine domains needs ``confirm: true``; without it: 409
+    ``confirmation_required`` with the plan, and nothing is changed.
+    """
     request = body or ReconcileRequest()
-    plan = ts.reconcile(dry_run=request.dry_run, adopt=request.adopt)
+    plan = ts.reconcile(dry_run=request.dry_run, adopt=request.adopt, confirm=request.confirm)
     return plan_out(plan, request.dry_run)

@@ -302,7 +302,9 @@ async function planRollback(entry, vm) {
     async () => {
       if (dialog.returnValue !== "apply") return;
       try {
-        const { data } = await api("POST", "/rollback", { ...body, dry_run: false });
+        // The dialog showed the plan and "Roll back" was pressed: that is the confirmation a plan that stops
+        // or undefines domains needs (without it the API answers 409 confirmation_required).
+        const { data } = await api("POST", "/rollback", { ...body, dry_run: false, confirm: true });
         status(`rolled ${name} back to ${entry.commit.slice(0, 12)}: ${data.actions.length} step(s) applied`);
       } catch (err) {
         status(`rollback: ${err.message}`, true);

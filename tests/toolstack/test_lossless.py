@@ -24,6 +24,7 @@ from tests.toolstack.conftest import unique
 from toolstack import layout
 from toolstack.models import config_document, encode_json, read_vm
 from toolstack.ops import Toolstack
+from toolstack.ownership import POOL_KEY, VM_KEY
 from toolstack.pool import init_pool
 
 AUTHOR = "Tester <tester@example.org>"
@@ -112,6 +113,9 @@ def test_an_xl_domain_keeps_its_unmodelled_settings_through_adopt_set_reconcile_
         ts.rollback(adopted)
         assert keeps_settings() and "memory = 512" in cfg.read_text()
         assert not ts.reconcile(dry_run=True)
+        # Adopted, it carries the pool's ownership tags in the xl config's spec, as every domain it defines.
+        metadata = driver.get_spec(spec.uuid).metadata
+        assert metadata[POOL_KEY] == ts.pool.id and metadata[VM_KEY] == str(spec.uuid)
 
 
 def test_a_vm_created_without_extras_has_the_config_file_it_always_had(sim_ts: Toolstack):

@@ -24,7 +24,8 @@ from toolstack.errors import HistoryRewritten, ToolstackError, UnrequestedRemova
 from toolstack.ops import Toolstack
 from toolstack.pool import clone_pool
 from toolstack.reconcile import Plan
-from toolstack.sync import pull, push, resync
+from toolstack.resync import resync
+from toolstack.sync import pull, push
 
 DEFAULT_MAX_REMOVAL_SHARE = 0.5  # more than half of a host's VMs at once is refused (and more than one)
 

@@ -1,4 +1,6 @@
-"""The ``toolstack`` command line.
+"""The ``toolstack`` command line: its main group, shared options and context, confirmation of destructive
+plans, and the translation of errors into messages and exit codes. The commands live in ``cli_vm`` (VMs),
+``cli_devices`` (disks and NICs), ``cli_state`` (history, plans, tasks, raw store) and ``cli_sync``.
 
 Exit codes: 0 success; 1 error (unknown VM, hypervisor failure, bad repository...); 2 usage (bad option or
 value); 3 conflict (concurrent changes could not be merged); 4 busy (another operation holds the VM);
@@ -22,21 +24,18 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from drivers import DriverError
-from drivers.models import parse_memory
 from store import Conflict, HistoryLost, StoreError
 from toolstack.errors import DestructivePlanRefused, ToolstackError
-from toolstack.models import VM
-from toolstack.output import emit, table, when
-from toolstack.status import BROKEN, VMStatus, broken_detail, listing, lookup, status_of, wait_for_report
+from toolstack.output import emit
 
 if TYPE_CHECKING:
+    from toolstack.models import VM
     from toolstack.reconcile import Confirm, Plan
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_BUSY = 1, 2, 3, 4
@@ -64,18 +63,6 @@ def operator_identity() -> str:
     if name and email:
         return f"{name} <{email}>"
     return name or os.environ.get("USER") or "unknown"
-
-
-class Memory(click.ParamType):
-    """Sizes such as 512M, 2G or 1024 (MiB)."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        try:
-            return parse_memory(value)
-        except ValueError as err:
-            self.fail(f"{value!r} is not a memory size (e.g. 512M, 2G): {err}", param, ctx)
 
 
 class Context:
@@ -181,6 +168,18 @@ def _fail(message: str, code: int) -> None:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def vm_record(vm_: VM, state: str | None = None) -> dict[str, Any]:
+    return {
+        "uuid": vm_.uuid,
+        "name": vm_.name,
+        "memory": vm_.spec.memory,
+        "vcpus": vm_.spec.vcpus,
+        "desired": vm_.desired.value,
+        "state": state if state is not None else (vm_.observed.state if vm_.observed else None),
+        "devices": [d.model_dump(mode="json") for d in vm_.spec.devices],
+    }
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--repo", type=click.Path(), default=None, help="State repository [$TOOLSTACK_REPO, ./toolstack.git]"
@@ -206,329 +205,9 @@ def main(
     ctx.call_on_close(state.close)
 
 
-# -- vm ----------------------------------------------------------------------------------------------------
-@main.group()
-def vm() -> None:
-    """Create, inspect and drive VMs."""
-
-
-def vm_record(vm_: VM, state: str | None = None) -> dict[str, Any]:
-    return {
-        "uuid": vm_.uuid,
-        "name": vm_.name,
-        "memory": vm_.spec.memory,
-        "vcpus": vm_.spec.vcpus,
-        "desired": vm_.desired.value,
-        "state": state if state is not None else (vm_.observed.state if vm_.observed else None),
-        "devices": [d.model_dump(mode="json") for d in vm_.spec.devices],
-    }
-
-
-@vm.command("create")
-@click.argument("name")
-@click.option("--memory", type=Memory(), required=True, help="e.g. 512M, 2G")
-@click.option("--vcpus", type=click.IntRange(1, 512), default=1, show_default=True)
-@click.option("--max-memory", type=Memory(), default=None, help="Ballooning ceiling (default: --memory)")
-@click.option(
-    "--max-vcpus", type=click.IntRange(1, 512), default=None, help="Hotplug ceiling (default: --vcpus)"
-)
-@click.option("--disk", "disks", multiple=True, type=click.Path(), help="Disk image path (repeatable)")
-@click.option("--nic", "nics", multiple=True, help="Network name (repeatable)")
-@click.option("--start", is_flag=True, help="Boot it too, in the same task (as xl create does)")
-@click.option("--on", "placement", default=None, help="Place it on this pool host (its agent runs it)")
-@pass_ctx
-@handled
-def vm_create(
-    c: Context,
-    name: str,
-    memory: int,
-    vcpus: int,
-    max_memory: int | None,
-    max_vcpus: int | None,
-    disks: tuple[str, ...],
-    nics: tuple[str, ...],
-    start: bool,
-    placement: str | None,
-) -> None:
-    """Define a new VM."""
-    ts = c.toolstack()
-    ceilings = {k: v for k, v in (("max_memory", max_memory), ("max_vcpus", max_vcpus)) if v is not None}
-    created = ts.create(
-        name,
-        memory=memory,
-        vcpus=vcpus,
-        disks=list(disks),
-        nics=list(nics),
-        host=placement,
-        start=start,
-        **ceilings,
-    )
-    emit(
-        vm_record(created),
-        c.json,
-        f"created {created.name} ({created.uuid})" + (", started" if start else ""),
-    )
-
-
-def status_record(status: VMStatus) -> dict[str, Any]:
-    """A VM as ``vm list``/``vm show --json`` give it: its configuration (none for a broken entry) and its
-    state, live or as its host last reported it."""
-    record = (
-        vm_record(status.vm) if status.vm is not None else {"memory": None, "vcpus": None, "desired": None}
-    )
-    record.setdefault("devices", [])
-    return {**record, **status.to_dict()}
-
-
-@vm.command("list")
-@pass_ctx
-@handled
-def vm_list(c: Context) -> None:
-    """List VMs with their desired state and their state: live for this host's VMs, as last reported by
-    their host for the others (with its age); a VM whose entry does not validate is marked broken."""
-    ts = c.toolstack()
-    now = time.time()
-    statuses = listing(ts)
-    records = [status_record(s) for s in statuses]
-    rows = [
-        (s.name or "?", s.uuid, r["memory"], r["vcpus"], r["desired"], s.describe(now))
-        for s, r in zip(statuses, records, strict=True)
-    ]
-    emit(records, c.json, table(["name", "uuid", "memory", "vcpus", "desired", "state"], rows))
-
-
-@vm.command("show")
-@click.argument("name")
-@pass_ctx
-@handled
-def vm_show(c: Context, name: str) -> None:
-    """Show one VM: configuration, devices, state (live, or as its host reported it), drift and recent
-    history; for a broken entry, the offending path and the error."""
-    ts = c.toolstack()
-    status = lookup(ts, name)
-    record = status_record(status)
-    history = ts.log(status.uuid, limit=5)
-    record["history"] = [op.to_dict() for op in history]
-    found = status.vm
-    lines = [f"name:     {status.name or '?'}", f"uuid:     {status.uuid}"]
-    if found is None:
-        assert status.error is not None
-        detail = broken_detail(status.uuid, status.error)
-        lines += [f"state:    {BROKEN}", f"path:     {detail['path']}", f"error:    {detail['message']}"]
-    else:
-        lines += [
-            f"host:     {status.host}" + ("" if status.local else " (its agent runs it)"),
-            f"memory:   {found.spec.memory} MiB",
-            f"vcpus:    {found.spec.vcpus}",
-            f"desired:  {found.desired.value}",
-            f"state:    {status.describe()}"
-            + (f" (domid {status.domid})" if status.local and status.domid is not None else ""),
-            *[f"drift:    {d} (changed outside the toolstack)" for d in status.drift],
-            "devices:",
-            *[
-                f"  {d.id}: {d.kind} "
-                + (f"{d.source} as {d.target}" if d.kind == "disk" else f"{d.mac} on {d.network or d.bridge}")
-                for d in found.spec.devices
-            ],
-        ]
-    lines += [
-        "history:",
-        *[f"  {op.commit[:10]}  {when(op.time)}  {op.author}  {op.subject}" for op in history],
-    ]
-    emit(record, c.json, "\n".join(lines))
-
-
-def wait_option(command: F) -> F:
-    """``--wait [SECONDS]``: for a VM placed on another host, wait for that host's report to match."""
-    return click.option(
-        "--wait",
-        type=click.FloatRange(0),
-        default=None,
-        is_flag=False,
-        flag_value=60.0,
-        metavar="[SECONDS]",
-        help="For a VM placed on another host: wait (default 60 s) until that host reports the desired state",
-    )(command)
-
-
-def report_outcome(c: Context, verb: str, result: VM, wait: float | None) -> None:
-    """Print what an operation did: the live state here, or, for a VM placed on another host, that the
-    operation is queued for that host's agent (and, with ``--wait``, what that host then reported)."""
-    ts = c.toolstack()
-    status = status_of(ts, result.uuid)
-    if not status.local and wait is not None:
-        status = wait_for_report(ts, result.uuid, verb, wait)
-        text = f"{verb} {result.name}: {status.describe()}"
-    elif not status.local:
-        text = f"{verb} {result.name}: queued for {status.host} (its agent applies it)"
-    else:
-        text = f"{verb} {result.name}: {status.describe()}"
-    emit({**status_record(status), "queued": not status.local and wait is None}, c.json, text)
-
-
-def _lifecycle_command(verb: str, help_text: str) -> None:
-    @vm.command(verb, help=help_text)
-    @click.argument("name")
-    @wait_option
-    @pass_ctx
-    @handled
-    def command(c: Context, name: str, wait: float | None) -> None:
-        ts = c.toolstack()
-        if verb == "delete":
-            target = ts.vm(name)
-            ts.delete(name)
-            where = target.host if target.host not in (None, ts.host) else None
-            text = f"deleted {name}" + (
-                f" (queued for {where}: its agent removes the domain)" if where else ""
-            )
-            emit({"name": name, "deleted": True, "queued_for": where}, c.json, text)
-            return
-        report_outcome(c, verb, getattr(ts, verb)(name), wait)
-
-
-for _verb, _help in [
-    ("start", "Boot a VM."),
-    ("reboot", "Ask a VM's guest to reboot."),
-    ("pause", "Pause a running VM."),
-    ("resume", "Resume a paused VM."),
-    ("destroy", "Power a VM off immediately."),
-    ("delete", "Power off, undefine, and remove a VM from the state."),
-]:
-    _lifecycle_command(_verb, _help)
-
-
-@vm.command("shutdown")
-@click.argument("name")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the guest")
-@click.option("--force", is_flag=True, help="Destroy the VM if the guest does not power off in time")
-@wait_option
-@pass_ctx
-@handled
-def vm_shutdown(c: Context, name: str, timeout: float, force: bool, wait: float | None) -> None:
-    """Ask a VM's guest to power off."""
-    report_outcome(c, "shutdown", c.toolstack().shutdown(name, timeout=timeout, force=force), wait)
-
-
-@vm.command("migrate")
-@click.argument("name")
-@click.option("--to", "to_host", required=True, help="The pool host to move it to")
-@click.option(
-    "--force",
-    is_flag=True,
-    help="The source host is down: let the destination start the VM without waiting for the source to "
-    "report it stopped (it must really be down, or the VM runs twice)",
-)
-@wait_option
-@pass_ctx
-@handled
-def vm_migrate(c: Context, name: str, to_host: str, force: bool, wait: float | None) -> None:
-    """Move a VM to another pool host: its source stops it and records that, then the destination's agent
-    starts it (never on two hosts at once)."""
-    ts = c.toolstack()
-    before = ts.vm(name)
-    result = ts.migrate(name, to_host, force=force)
-    source = result.migration.source if result.migration is not None else before.host or ts.host
-    if wait is not None and to_host != ts.host:
-        report_outcome(c, "migrate", result, wait)
-        return
-    if to_host == ts.host:
-        text = (
-            f"migrate {result.name}: placed here; reconcile (or this host's agent) starts it once {source} "
-        )
-        text += "reports it stopped"
-    elif force:
-        text = f"migrate {result.name}: queued for {to_host}, which starts it without waiting for {source}"
-    elif source == ts.host:
-        text = f"migrate {result.name}: stopped here; queued for {to_host} (its agent starts it)"
-    else:
-        text = (
-            f"migrate {result.name}: queued: {source}'s agent stops it, then {to_host}'s starts it "
-            f"(if {source} is down: --force)"
-        )
-    emit({**status_record(status_of(ts, result.uuid)), "queued": True, "from": source}, c.json, text)
-
-
-@vm.command("set")
-@click.argument("name")
-@click.option("--memory", type=Memory(), default=None)
-@click.option("--vcpus", type=click.IntRange(1, 512), default=None)
-@pass_ctx
-@handled
-def vm_set(c: Context, name: str, memory: int | None, vcpus: int | None) -> None:
-    """Change memory and/or vCPUs (live where the VM allows, persistently always)."""
-    result = c.toolstack().set_resources(name, memory=memory, vcpus=vcpus)
-    emit(
-        vm_record(result),
-        c.json,
-        f"{result.name}: memory {result.spec.memory} MiB, vcpus {result.spec.vcpus}",
-    )
-
-
-# -- devices -----------------------------------------------------------------------------------------------
-@main.group()
-def disk() -> None:
-    """Attach and detach disks."""
-
-
-@disk.command("attach")
-@click.argument("name")
-@click.argument("path", type=click.Path())
-@click.option("--target", default=None, help="Guest device, e.g. vdb")
-@click.option("--id", "device_id", default=None)
-@click.option("--readonly", is_flag=True)
-@pass_ctx
-@handled
-def disk_attach(
-    c: Context, name: str, path: str, target: str | None, device_id: str | None, readonly: bool
-) -> None:
-    result = c.toolstack().attach_disk(name, path, target=target, device_id=device_id, readonly=readonly)
-    emit(vm_record(result), c.json, f"attached {path} to {result.name}")
-
-
-@disk.command("detach")
-@click.argument("name")
-@click.argument("device_id")
-@pass_ctx
-@handled
-def disk_detach(c: Context, name: str, device_id: str) -> None:
-    result = c.toolstack().detach(name, device_id)
-    emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
-
-
-@main.group()
-def nic() -> None:
-    """Attach and detach network interfaces."""
-
-
-@nic.command("attach")
-@click.argument("name")
-@click.argument("network", required=False)
-@click.option("--bridge", default=None, help="Attach to a bridge instead of a network")
-@click.option("--mac", default=None)
-@click.option("--id", "device_id", default=None)
-@pass_ctx
-@handled
-def nic_attach(
-    c: Context, name: str, network: str | None, bridge: str | None, mac: str | None, device_id: str | None
-) -> None:
-    if (network is None) == (bridge is None):
-        raise click.UsageError("give a NETWORK or --bridge (one of them)")
-    result = c.toolstack().attach_nic(name, network=network, bridge=bridge, mac=mac, device_id=device_id)
-    emit(vm_record(result), c.json, f"attached a nic to {result.name}")
-
-
-@nic.command("detach")
-@click.argument("name")
-@click.argument("device_id")
-@pass_ctx
-@handled
-def nic_detach(c: Context, name: str, device_id: str) -> None:
-    result = c.toolstack().detach(name, device_id)
-    emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
-
-
-# The history, plan, task and raw-store commands live in cli_state; importing it registers them on `main`.
-from toolstack import cli_state, cli_sync  # noqa: E402, F401
+# The commands live in their own modules; importing them registers them on `main`: VMs in cli_vm, disks and
+# NICs in cli_devices, the history, plan, task and raw-store commands in cli_state, sync in cli_sync.
+from toolstack import cli_devices, cli_state, cli_sync, cli_vm  # noqa: E402, F401
 
 # The daemons join the CLI (their modules import click only; FastAPI and asyncio load when they start).
 from toolstack.api.cli import serve  # noqa: E402

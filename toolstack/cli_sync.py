@@ -81,8 +81,8 @@ def pull_command(
 
     from toolstack.errors import RejectedEdits
     from toolstack.pool import clone_pool
+    from toolstack.resync import resync as do_resync
     from toolstack.sync import pull
-    from toolstack.sync import resync as do_resync
 
     if resync:
         if push_back:

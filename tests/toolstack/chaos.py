@@ -48,9 +48,9 @@ from tests.store.git_servers import GitDaemon
 from tests.toolstack.pool_helpers import HOSTS, cli_argv, cli_env, start_agent, stop_agents
 from toolstack import layout
 from toolstack.errors import InvalidInput
+from toolstack.gitops import invalid_vms
 from toolstack.models import MANAGED_KEY, MANAGED_VALUE, Desired, read_vm
 from toolstack.ownership import POOL_KEY, VM_KEY
-from toolstack.sync import invalid_vms
 
 OPERATORS = ["op1", "op2"]
 AGENT_INTERVAL = 1.0

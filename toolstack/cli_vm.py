@@ -1,0 +1,273 @@
+"""CLI commands on VMs: ``vm create/list/show``, the lifecycle commands, ``vm migrate`` and ``vm set``.
+Registered on :data:`toolstack.cli.main` when that module is imported."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from drivers.models import parse_memory
+from toolstack.cli import Context, F, handled, main, pass_ctx, vm_record
+from toolstack.models import VM
+from toolstack.output import emit, table, when
+from toolstack.status import BROKEN, VMStatus, broken_detail, listing, lookup, status_of, wait_for_report
+
+
+class Memory(click.ParamType):
+    """Sizes such as 512M, 2G or 1024 (MiB)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_memory(value)
+        except ValueError as err:
+            self.fail(f"{value!r} is not a memory size (e.g. 512M, 2G): {err}", param, ctx)
+
+
+# -- vm ----------------------------------------------------------------------------------------------------
+@main.group()
+def vm() -> None:
+    """Create, inspect and drive VMs."""
+
+
+@vm.command("create")
+@click.argument("name")
+@click.option("--memory", type=Memory(), required=True, help="e.g. 512M, 2G")
+@click.option("--vcpus", type=click.IntRange(1, 512), default=1, show_default=True)
+@click.option("--max-memory", type=Memory(), default=None, help="Ballooning ceiling (default: --memory)")
+@click.option(
+    "--max-vcpus", type=click.IntRange(1, 512), default=None, help="Hotplug ceiling (default: --vcpus)"
+)
+@click.option("--disk", "disks", multiple=True, type=click.Path(), help="Disk image path (repeatable)")
+@click.option("--nic", "nics", multiple=True, help="Network name (repeatable)")
+@click.option("--start", is_flag=True, help="Boot it too, in the same task (as xl create does)")
+@click.option("--on", "placement", default=None, help="Place it on this pool host (its agent runs it)")
+@pass_ctx
+@handled
+def vm_create(
+    c: Context,
+    name: str,
+    memory: int,
+    vcpus: int,
+    max_memory: int | None,
+    max_vcpus: int | None,
+    disks: tuple[str, ...],
+    nics: tuple[str, ...],
+    start: bool,
+    placement: str | None,
+) -> None:
+    """Define a new VM."""
+    ts = c.toolstack()
+    ceilings = {k: v for k, v in (("max_memory", max_memory), ("max_vcpus", max_vcpus)) if v is not None}
+    created = ts.create(
+        name,
+        memory=memory,
+        vcpus=vcpus,
+        disks=list(disks),
+        nics=list(nics),
+        host=placement,
+        start=start,
+        **ceilings,
+    )
+    emit(
+        vm_record(created),
+        c.json,
+        f"created {created.name} ({created.uuid})" + (", started" if start else ""),
+    )
+
+
+def status_record(status: VMStatus) -> dict[str, Any]:
+    """A VM as ``vm list``/``vm show --json`` give it: its configuration (none for a broken entry) and its
+    state, live or as its host last reported it."""
+    record = (
+        vm_record(status.vm) if status.vm is not None else {"memory": None, "vcpus": None, "desired": None}
+    )
+    record.setdefault("devices", [])
+    return {**record, **status.to_dict()}
+
+
+@vm.command("list")
+@pass_ctx
+@handled
+def vm_list(c: Context) -> None:
+    """List VMs with their desired state and their state: live for this host's VMs, as last reported by
+    their host for the others (with its age); a VM whose entry does not validate is marked broken."""
+    ts = c.toolstack()
+    now = time.time()
+    statuses = listing(ts)
+    records = [status_record(s) for s in statuses]
+    rows = [
+        (s.name or "?", s.uuid, r["memory"], r["vcpus"], r["desired"], s.describe(now))
+        for s, r in zip(statuses, records, strict=True)
+    ]
+    emit(records, c.json, table(["name", "uuid", "memory", "vcpus", "desired", "state"], rows))
+
+
+@vm.command("show")
+@click.argument("name")
+@pass_ctx
+@handled
+def vm_show(c: Context, name: str) -> None:
+    """Show one VM: configuration, devices, state (live, or as its host reported it), drift and recent
+    history; for a broken entry, the offending path and the error."""
+    ts = c.toolstack()
+    status = lookup(ts, name)
+    record = status_record(status)
+    history = ts.log(status.uuid, limit=5)
+    record["history"] = [op.to_dict() for op in history]
+    found = status.vm
+    lines = [f"name:     {status.name or '?'}", f"uuid:     {status.uuid}"]
+    if found is None:
+        assert status.error is not None
+        detail = broken_detail(status.uuid, status.error)
+        lines += [f"state:    {BROKEN}", f"path:     {detail['path']}", f"error:    {detail['message']}"]
+    else:
+        lines += [
+            f"host:     {status.host}" + ("" if status.local else " (its agent runs it)"),
+            f"memory:   {found.spec.memory} MiB",
+            f"vcpus:    {found.spec.vcpus}",
+            f"desired:  {found.desired.value}",
+            f"state:    {status.describe()}"
+            + (f" (domid {status.domid})" if status.local and status.domid is not None else ""),
+            *[f"drift:    {d} (changed outside the toolstack)" for d in status.drift],
+            "devices:",
+            *[
+                f"  {d.id}: {d.kind} "
+                + (f"{d.source} as {d.target}" if d.kind == "disk" else f"{d.mac} on {d.network or d.bridge}")
+                for d in found.spec.devices
+            ],
+        ]
+    lines += [
+        "history:",
+        *[f"  {op.commit[:10]}  {when(op.time)}  {op.author}  {op.subject}" for op in history],
+    ]
+    emit(record, c.json, "\n".join(lines))
+
+
+def wait_option(command: F) -> F:
+    """``--wait [SECONDS]``: for a VM placed on another host, wait for that host's report to match."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(0),
+        default=None,
+        is_flag=False,
+        flag_value=60.0,
+        metavar="[SECONDS]",
+        help="For a VM placed on another host: wait (default 60 s) until that host reports the desired state",
+    )(command)
+
+
+def report_outcome(c: Context, verb: str, result: VM, wait: float | None) -> None:
+    """Print what an operation did: the live state here, or, for a VM placed on another host, that the
+    operation is queued for that host's agent (and, with ``--wait``, what that host then reported)."""
+    ts = c.toolstack()
+    status = status_of(ts, result.uuid)
+    if not status.local and wait is not None:
+        status = wait_for_report(ts, result.uuid, verb, wait)
+        text = f"{verb} {result.name}: {status.describe()}"
+    elif not status.local:
+        text = f"{verb} {result.name}: queued for {status.host} (its agent applies it)"
+    else:
+        text = f"{verb} {result.name}: {status.describe()}"
+    emit({**status_record(status), "queued": not status.local and wait is None}, c.json, text)
+
+
+def _lifecycle_command(verb: str, help_text: str) -> None:
+    @vm.command(verb, help=help_text)
+    @click.argument("name")
+    @wait_option
+    @pass_ctx
+    @handled
+    def command(c: Context, name: str, wait: float | None) -> None:
+        ts = c.toolstack()
+        if verb == "delete":
+            target = ts.vm(name)
+            ts.delete(name)
+            where = target.host if target.host not in (None, ts.host) else None
+            text = f"deleted {name}" + (
+                f" (queued for {where}: its agent removes the domain)" if where else ""
+            )
+            emit({"name": name, "deleted": True, "queued_for": where}, c.json, text)
+            return
+        report_outcome(c, verb, getattr(ts, verb)(name), wait)
+
+
+for _verb, _help in [
+    ("start", "Boot a VM."),
+    ("reboot", "Ask a VM's guest to reboot."),
+    ("pause", "Pause a running VM."),
+    ("resume", "Resume a paused VM."),
+    ("destroy", "Power a VM off immediately."),
+    ("delete", "Power off, undefine, and remove a VM from the state."),
+]:
+    _lifecycle_command(_verb, _help)
+
+
+@vm.command("shutdown")
+@click.argument("name")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the guest")
+@click.option("--force", is_flag=True, help="Destroy the VM if the guest does not power off in time")
+@wait_option
+@pass_ctx
+@handled
+def vm_shutdown(c: Context, name: str, timeout: float, force: bool, wait: float | None) -> None:
+    """Ask a VM's guest to power off."""
+    report_outcome(c, "shutdown", c.toolstack().shutdown(name, timeout=timeout, force=force), wait)
+
+
+@vm.command("migrate")
+@click.argument("name")
+@click.option("--to", "to_host", required=True, help="The pool host to move it to")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="The source host is down: let the destination start the VM without waiting for the source to "
+    "report it stopped (it must really be down, or the VM runs twice)",
+)
+@wait_option
+@pass_ctx
+@handled
+def vm_migrate(c: Context, name: str, to_host: str, force: bool, wait: float | None) -> None:
+    """Move a VM to another pool host: its source stops it and records that, then the destination's agent
+    starts it (never on two hosts at once)."""
+    ts = c.toolstack()
+    before = ts.vm(name)
+    result = ts.migrate(name, to_host, force=force)
+    source = result.migration.source if result.migration is not None else before.host or ts.host
+    if wait is not None and to_host != ts.host:
+        report_outcome(c, "migrate", result, wait)
+        return
+    if to_host == ts.host:
+        text = (
+            f"migrate {result.name}: placed here; reconcile (or this host's agent) starts it once {source} "
+        )
+        text += "reports it stopped"
+    elif force:
+        text = f"migrate {result.name}: queued for {to_host}, which starts it without waiting for {source}"
+    elif source == ts.host:
+        text = f"migrate {result.name}: stopped here; queued for {to_host} (its agent starts it)"
+    else:
+        text = (
+            f"migrate {result.name}: queued: {source}'s agent stops it, then {to_host}'s starts it "
+            f"(if {source} is down: --force)"
+        )
+    emit({**status_record(status_of(ts, result.uuid)), "queued": True, "from": source}, c.json, text)
+
+
+@vm.command("set")
+@click.argument("name")
+@click.option("--memory", type=Memory(), default=None)
+@click.option("--vcpus", type=click.IntRange(1, 512), default=None)
+@pass_ctx
+@handled
+def vm_set(c: Context, name: str, memory: int | None, vcpus: int | None) -> None:
+    """Change memory and/or vCPUs (live where the VM allows, persistently always)."""
+    result = c.toolstack().set_resources(name, memory=memory, vcpus=vcpus)
+    emit(
+        vm_record(result),
+        c.json,
+        f"{result.name}: memory {result.spec.memory} MiB, vcpus {result.spec.vcpus}",
+    )

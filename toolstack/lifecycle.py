@@ -1,0 +1,296 @@
+"""Lifecycle operations of the toolstack: create, start/stop/pause/resume/reboot, delete, and migrate.
+
+Mixed into :class:`toolstack.ops.Toolstack` (like :class:`toolstack.devices.ConfigOperations`); each method
+is one task on the state repository that drives the hypervisor.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from drivers import Disk, DomainSpec, DriverError, Nic
+from drivers.errors import DomainExists
+from drivers.models import DomainInfo, DomainState
+from toolstack import layout
+from toolstack.devices import disk_from_path, free_id, free_mac, free_target
+from toolstack.errors import ConflictError, InvalidInput, OperationFailed, VMExists
+from toolstack.models import VM, Desired, Migration, field_errors, managed, uuid_for_name, vm_files
+from toolstack.tasks import Operation
+
+if TYPE_CHECKING:
+    from drivers import Driver
+    from store import Branch
+    from toolstack.tasks import TaskRunner
+
+
+class LifecycleOperations:
+    """Create, run-state, delete and migrate operations (needs ``vm``, ``info``, ``main``, ``host``,
+    ``driver`` and ``runner``)."""
+
+    driver: Driver
+    runner: TaskRunner
+    main: Branch
+    host: str
+
+    if TYPE_CHECKING:
+
+        def vm(self, ref: str) -> VM: ...
+
+        def info(self, vm: VM) -> DomainInfo | None: ...
+
+    def create(
+        self,
+        name: str,
+        memory: int | str,
+        vcpus: int = 1,
+        disks: Sequence[str | Disk] = (),
+        nics: Sequence[str | Nic] = (),
+        host: str | None = None,
+        start: bool = False,
+        **spec_fields: Any,
+    ) -> VM:
+        """Define a new VM, stopped, or with ``start`` also booted in the same task (as ``xl create``
+        does). Disks may be paths, NICs network names.
+
+        A VM created with ``start`` is one operation: one task, one commit on main with its desired state
+        running. If the boot fails, the domain is undefined again and nothing is recorded on main.
+
+        With ``host`` naming another host, the VM is only recorded, placed there: that host's agent defines
+        it (every later operation on it is likewise a desired-state change that its agent applies).
+
+        Raises:
+            InvalidInput: the spec does not validate (the message names the field).
+            VMExists: the name is taken (also when a concurrent create wins the race).
+        """
+        uuid = str(spec_fields.pop("uuid", None) or uuidlib.uuid4())
+        try:
+            disk_models, nic_models = _devices(uuid, disks, nics)
+            spec = managed(
+                DomainSpec(
+                    uuid=uuid,
+                    name=name,
+                    memory=memory,
+                    vcpus=vcpus,
+                    disks=disk_models,
+                    nics=nic_models,
+                    **spec_fields,
+                )
+            )
+        except ValidationError as err:
+            raise InvalidInput(f"invalid VM {name!r}: {field_errors(err)}", vm=name) from err
+        except ValueError as err:
+            raise InvalidInput(f"invalid VM {name!r}: {err}", vm=name) from err
+        if uuid_for_name(self.main.tree, name) is not None:
+            raise VMExists(name)
+
+        def act() -> None:
+            self.driver.define(spec)
+            if start:
+                self.driver.start(uuid)
+
+        def undo() -> None:
+            self.driver.destroy(uuid)
+            self.driver.undefine(uuid)
+
+        files: dict[str, bytes | None] = dict(vm_files(spec, Desired.RUNNING if start else Desired.STOPPED))
+        if host is not None:
+            files[layout.host_path(uuid)] = f"{host}\n".encode()
+        operation = Operation(
+            "create",
+            uuid,
+            name,
+            files,
+            act=act,
+            compensate=undo,
+            detail={"start": True} if start else {},
+        )
+        try:
+            self.runner.run(operation)
+        except ConflictError as err:
+            if any(c.path == layout.name_path(name) for c in err.conflicts):
+                raise VMExists(name) from err  # a concurrent create of the same name merged first
+            raise
+        except OperationFailed as err:
+            if isinstance(err.cause, DomainExists):
+                raise VMExists(name) from err  # the hypervisor already has a domain of that name
+            raise
+        return self.vm(uuid)
+
+    def _lifecycle(self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None]) -> VM:
+        vm = self.vm(ref)
+        before = self.info(vm)
+        operation = Operation(
+            verb,
+            vm.uuid,
+            vm.name,
+            {layout.desired_path(vm.uuid): f"{desired.value}\n".encode()},
+            act=lambda: act(vm),
+            compensate=lambda: self._restore_state(vm, before),
+        )
+        self.runner.run(operation)
+        return self.vm(vm.uuid)
+
+    def start(self, ref: str) -> VM:
+        return self._lifecycle(ref, "start", Desired.RUNNING, lambda vm: self.driver.start(vm.uuid))
+
+    def shutdown(self, ref: str, timeout: float = 60.0, force: bool = False) -> VM:
+        """Ask the guest to power off; with ``force``, destroy it if it has not within ``timeout``."""
+
+        def act(vm: VM) -> None:
+            if not self.driver.shutdown(vm.uuid, timeout=timeout):
+                if not force:
+                    raise _GuestIgnoredShutdown(vm, timeout)
+                self.driver.destroy(vm.uuid)
+
+        return self._lifecycle(ref, "shutdown", Desired.STOPPED, act)
+
+    def reboot(self, ref: str) -> VM:
+        return self._lifecycle(ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid))
+
+    def pause(self, ref: str) -> VM:
+        return self._lifecycle(ref, "pause", Desired.PAUSED, lambda vm: self.driver.pause(vm.uuid))
+
+    def resume(self, ref: str) -> VM:
+        return self._lifecycle(ref, "resume", Desired.RUNNING, lambda vm: self.driver.resume(vm.uuid))
+
+    def destroy(self, ref: str) -> VM:
+        return self._lifecycle(ref, "destroy", Desired.STOPPED, lambda vm: self.driver.destroy(vm.uuid))
+
+    def delete(self, ref: str) -> None:
+        """Destroy if running, then undefine, and remove the VM from the state repository."""
+        vm = self.vm(ref)
+        before = self.info(vm)
+        intended: dict[str, bytes | None] = {
+            layout.vm_dir(vm.uuid): None,
+            layout.name_path(vm.name): None,
+            layout.observed_path(self.host, vm.uuid): None,
+            layout.legacy_observed_path(self.host, vm.uuid): None,
+        }
+
+        def act() -> None:
+            self.driver.destroy(vm.uuid)
+            self.driver.undefine(vm.uuid)
+
+        def undo() -> None:
+            if self.info(vm) is None:
+                self.driver.define(vm.spec)
+            self._restore_state(vm, before)
+
+        self.runner.run(Operation("delete", vm.uuid, vm.name, intended, act=act, compensate=undo))
+
+    def _restore_state(self, vm: VM, before: DomainInfo | None) -> None:
+        """Bring the domain back to the run state it had before a failed operation."""
+        now = self.info(vm)
+        if before is None or now is None or now.state == before.state:
+            return
+        if before.state == DomainState.RUNNING:
+            if now.state == DomainState.PAUSED:
+                self.driver.resume(vm.uuid)
+            elif not now.state.is_active:
+                self.driver.start(vm.uuid)
+        elif before.state == DomainState.PAUSED:
+            if not now.state.is_active:
+                self.driver.start(vm.uuid)
+            self.driver.pause(vm.uuid)
+        elif not before.state.is_active and now.state.is_active:
+            self.driver.destroy(vm.uuid)
+
+    def migrate(self, ref: str, to_host: str, force: bool = False) -> VM:
+        """Move a VM to another host (no driver here can live-migrate): place it there and record the move.
+
+        The move is a handshake through main, so that the VM never runs on two hosts at once: the source
+        stops and undefines it and records that under ``hosts/<source>/`` (at once when the source is this
+        host, else its agent does on its next round), and the destination's agent starts it only once that
+        record shows it stopped or gone (:func:`toolstack.reconcile.held_by_source`).
+
+        Args:
+            force: The operator declares the source host down: the destination starts the VM without
+                waiting for the source's record. Given again for a VM already placed on ``to_host``, it
+                releases a migration that waits for an unreachable source.
+        """
+        vm = self.vm(ref)
+        if not to_host or "/" in to_host:
+            raise InvalidInput(f"invalid host name {to_host!r}", vm=vm.name)
+        if vm.host == to_host and not (force and vm.migration is not None and not vm.migration.forced):
+            return vm
+        source = vm.migration.source if vm.host == to_host and vm.migration else vm.host or self.host
+        here = source == self.host
+        before = self.info(vm) if here else None
+
+        def act() -> None:
+            if before is not None:
+                self.driver.destroy(vm.uuid)
+                self.driver.undefine(vm.uuid)
+
+        def undo() -> None:
+            if before is not None and self.info(vm) is None:
+                self.driver.define(vm.spec)
+            self._restore_state(vm, before)
+
+        migration = Migration(source=source, target=to_host, at=time.time(), forced=force)
+        intended: dict[str, bytes | None] = {
+            layout.host_path(vm.uuid): f"{to_host}\n".encode(),
+            layout.migration_path(vm.uuid): migration.encode(),
+        }
+        if here:
+            # The stop is recorded in the very commit that places the VM elsewhere: the destination may
+            # start it as soon as it sees that commit.
+            intended[layout.observed_path(self.host, vm.uuid)] = None
+            intended[layout.legacy_observed_path(self.host, vm.uuid)] = None
+        self.runner.run(
+            Operation(
+                "migrate",
+                vm.uuid,
+                vm.name,
+                intended,
+                act=act,
+                compensate=undo,
+                detail={"to": to_host, "from": source, **({"forced": True} if force else {})},
+                remote=not here,
+            )
+        )
+        return self.vm(vm.uuid)
+
+
+class _GuestIgnoredShutdown(DriverError):
+    def __init__(self, vm: VM, timeout: float) -> None:
+        super().__init__(
+            f"the guest did not power off within {timeout:g}s (use --force to destroy it)",
+            uuid=vm.uuid,
+            operation="shutdown",
+        )
+
+
+def _devices(
+    uuid: str, disks: Sequence[str | Disk], nics: Sequence[str | Nic]
+) -> tuple[list[Disk], list[Nic]]:
+    """The devices of a new VM: disks given as paths and NICs given as network names get the first id,
+    target and MAC that the devices given whole leave free (disk0/vda, nic0 and the VM's default MACs when
+    there are none), so that mixing the two forms never makes a duplicate of its own.
+
+    Raises:
+        ValueError: a path or network name is refused (the message names it).
+    """
+    used_ids = {device.id for device in (*disks, *nics) if not isinstance(device, str)}
+    used_targets = {disk.target for disk in disks if isinstance(disk, Disk)}
+    used_macs = {nic.mac for nic in nics if isinstance(nic, Nic)}
+    disk_models: list[Disk] = []
+    for disk in disks:
+        if isinstance(disk, str):
+            disk = disk_from_path(disk, 0, free_target(used_targets), free_id("disk", used_ids))
+            used_ids.add(disk.id)
+            used_targets.add(disk.target)
+        disk_models.append(disk)
+    nic_models: list[Nic] = []
+    for index, nic in enumerate(nics):
+        if isinstance(nic, str):
+            nic = Nic(id=free_id("nic", used_ids), mac=free_mac(uuid, index, used_macs), network=nic)
+            used_ids.add(nic.id)
+            used_macs.add(nic.mac)
+        nic_models.append(nic)
+    return disk_models, nic_models

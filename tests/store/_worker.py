@@ -6,8 +6,18 @@ import json
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 
 from store import JSON, Conflict, Store, TooManyRetries
+
+
+def in_threads(run: Callable[[int], None], threads: int) -> None:
+    """Run ``run(0)``, ..., ``run(threads - 1)`` in as many threads at once, and wait for them all."""
+    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
 
 
 def counters(repo: str, worker: int, threads: int, increments: int) -> None:
@@ -29,11 +39,7 @@ def counters(repo: str, worker: int, threads: int, increments: int) -> None:
         except BaseException as err:
             failures.append(err)
 
-    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    in_threads(run, threads)
     store.close()
     if failures:
         traceback.print_exception(failures[0])
@@ -64,11 +70,7 @@ def increments(repo: str, worker: int, threads: int, count: int) -> None:
         except BaseException as err:
             failures.append(err)
 
-    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    in_threads(run, threads)
     store.close()
     if failures:
         traceback.print_exception(failures[0])

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store import JSON, Conflict, ReadConflict, Schema, Store, Strategy, TooManyRetries
+from tests.store._worker import in_threads
 
 
 def _seed(branch, **values: bytes) -> None:
@@ -222,11 +223,7 @@ def _hammer(store: Store, strategy: Strategy, threads: int, increments: int, ato
         except BaseException as err:
             failures.append(err)
 
-    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    in_threads(run, threads)
     assert not failures, failures
     total = main.get("n", codec=JSON)
     return {"acked": sum(acked), "conflicts": sum(conflicts), "total": total, "lost": sum(acked) - total}

@@ -17,8 +17,10 @@ from tests.toolstack.conftest import ROOT
 HOSTS = ["h1", "h2", "h3"]
 
 
-def cli_argv(tmp_path: Path, host: str, *args: str) -> list[str]:
-    """The `toolstack` command line of host (or operator) ``host``: its repository and its simulator."""
+def cli_argv(tmp_path: Path, host: str, *args: str, author: str | None = None) -> list[str]:
+    """The `toolstack` command line of host (or operator) ``host``: its repository and its simulator; with
+    ``author``, also ``--host HOST --author AUTHOR`` (the host's name in the pool, and who commits)."""
+    identity = ["--host", host, "--author", author] if author is not None else []
     return [
         sys.executable,
         "-m",
@@ -27,6 +29,7 @@ def cli_argv(tmp_path: Path, host: str, *args: str) -> list[str]:
         str(tmp_path / f"{host}.git"),
         "--driver",
         f"sim://{tmp_path}/{host}.sim",
+        *identity,
         *args,
     ]
 

@@ -17,7 +17,6 @@ import json
 import os
 import select
 import subprocess
-import sys
 import time
 
 import pytest
@@ -25,6 +24,7 @@ import pytest
 import drivers
 from store import Store
 from tests.toolstack.conftest import ROOT
+from tests.toolstack.pool_helpers import cli_argv
 from toolstack import layout
 
 REFUSED = 8
@@ -33,20 +33,7 @@ QUESTION = "Apply the plan?"
 
 def command(tmp_path, host, *args):
     """The argv of `toolstack` on host ``host``'s repository and simulator."""
-    return [
-        sys.executable,
-        "-m",
-        "toolstack.cli",
-        "--repo",
-        str(tmp_path / f"{host}.git"),
-        "--driver",
-        f"sim://{tmp_path}/{host}.sim",
-        "--host",
-        host,
-        "--author",
-        "Operator <op@example.org>",
-        *args,
-    ]
+    return cli_argv(tmp_path, host, *args, author="Operator <op@example.org>")
 
 
 ENV = {**os.environ, "PYTHONPATH": ROOT}

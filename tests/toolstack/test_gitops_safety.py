@@ -16,7 +16,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
@@ -24,6 +23,7 @@ import drivers
 from store import Store
 from tests.store.git_servers import git_daemon
 from tests.toolstack.conftest import ROOT
+from tests.toolstack.pool_helpers import cli_argv
 from toolstack import layout
 
 IDENTITY = ["-c", "user.name=Operator", "-c", "user.email=op@example.org"]
@@ -38,20 +38,7 @@ def git(path, *args, check=True):
 def toolstack(tmp_path, host, *args, author="Host <host@example.org>"):
     """`toolstack` as a process on host ``host``'s repository and simulator."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "toolstack.cli",
-            "--repo",
-            str(tmp_path / f"{host}.git"),
-            "--driver",
-            f"sim://{tmp_path}/{host}.sim",
-            "--host",
-            host,
-            "--author",
-            author,
-            *args,
-        ],
+        cli_argv(tmp_path, host, *args, author=author),
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": ROOT},

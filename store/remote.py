@@ -81,6 +81,13 @@ dulwich_client.PackChunkGenerator = _CoalescedPackChunks  # type: ignore[misc]
 _RACE_MARKERS = ("failed to update ref", "failed to lock", "non-fast-forward", "fetch first", "stale info")
 
 
+def _moved(branch: str, lease: str) -> str:
+    return (
+        f"force push of {branch} refused: the remote's {branch} moved since it was last fetched (it was "
+        f"{lease[:12]}): someone pushed, and forcing would discard their commits"
+    )
+
+
 class Remote:
     """A named remote of a disk store.
 
@@ -234,38 +241,55 @@ class Remote:
         )
 
     # -- push ----------------------------------------------------------------------------------------------
-    def push(self, branch: str = "main", remote_branch: str | None = None, force: bool = False) -> str:
+    def push(
+        self,
+        branch: str = "main",
+        remote_branch: str | None = None,
+        force: bool = False,
+        expect: str | None = None,
+    ) -> str:
         """Upload local ``branch`` to the remote's ``remote_branch`` (default: same name).
 
+        Args:
+            force: Replace the remote's branch even if that discards commits of it.
+            expect: With ``force``, replace it only if it still is this commit (git's
+                ``--force-with-lease``): commits pushed by others since it was last seen are never discarded.
+
         Raises:
-            NonFastForward: the remote has commits the local branch lacks (fetch and merge, or force).
+            NonFastForward: the remote has commits the local branch lacks (fetch and merge, or force), or,
+                with ``expect``, the remote's branch is no longer ``expect``.
             RemoteError: the server refused or could not be reached.
         """
         local = self.store.branch(branch).head
         if local is None:
             raise UnknownBranch(branch)
         ref = f"refs/heads/{remote_branch or branch}".encode()
+        lease = expect if force else None
         if shutil.which("git"):
-            self._push_with_git(local, ref.decode(), branch, force)
+            self._push_with_git(local, ref.decode(), branch, force, lease)
         else:
-            self._push_with_dulwich(local, ref, branch, force)
+            self._push_with_dulwich(local, ref, branch, force, lease)
         tracking = self.tracking_ref(remote_branch or branch)
         backend = self.store.backend
         backend.compare_and_swap(tracking, backend.read_ref(tracking), local)
         return local
 
-    def _push_with_git(self, local: str, ref: str, branch: str, force: bool) -> None:
+    def _push_with_git(self, local: str, ref: str, branch: str, force: bool, lease: str | None) -> None:
         """`git push`: git's C pack-objects builds the pack (with deltas) several times faster than dulwich,
         and git itself refuses a non-fast-forward unless forced."""
         gitdir = self.store.gitdir
         assert gitdir is not None
         command = ["git", "-C", gitdir, "push", "--porcelain", "--quiet", self.url, f"{local}:{ref}"]
-        if force:
+        if lease is not None:
+            command.insert(5, f"--force-with-lease={ref}:{lease}")
+        elif force:
             command.insert(5, "--force")
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode == 0:
             return
         said = (result.stdout + result.stderr).strip()
+        if lease is not None and "stale info" in said:
+            raise NonFastForward(self.name, self.url, branch, _moved(branch, lease))
         if any(marker in said for marker in _RACE_MARKERS) or "[rejected]" in said:
             raise NonFastForward(
                 self.name,
@@ -275,12 +299,16 @@ class Remote:
             )
         raise RemoteError(self.name, self.url, f"push failed: {said.splitlines()[-1] if said else result}")
 
-    def _push_with_dulwich(self, local: str, ref: bytes, branch: str, force: bool) -> None:
+    def _push_with_dulwich(self, local: str, ref: bytes, branch: str, force: bool, lease: str | None) -> None:
         graph = self.store.graph
         refusal: list[str] = []
+        stale: list[str] = []
 
         def update_refs(refs: dict[bytes, bytes]) -> dict[bytes, bytes]:
             old = refs.get(ref)
+            if lease is not None and (old or ZERO_SHA).decode("ascii") != lease:
+                stale.append(lease)
+                return {}
             if old and old != ZERO_SHA and not force:
                 old_id = old.decode("ascii")
                 if not graph.exists(old_id) or not graph.is_ancestor(old_id, local):
@@ -295,6 +323,8 @@ class Remote:
             )
         except (GitProtocolError, HangupException, OSError) as err:
             raise RemoteError(self.name, self.url, f"push failed: {err}") from err
+        if stale:
+            raise NonFastForward(self.name, self.url, branch, _moved(branch, stale[0]))
         if refusal:
             raise NonFastForward(
                 self.name,

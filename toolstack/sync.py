@@ -205,14 +205,18 @@ def push(ts: Toolstack, remote: str = "origin", url: str | None = None, force: b
 
     Without ``force``, the remote's main is fetched first and the push is refused if it would delete VMs
     that nobody asked to delete (:func:`unrequested_removals`) or discard the remote's commits. ``force``
-    replaces the remote's main whatever it holds: the operator's explicit choice (e.g. after ``gc``).
+    replaces the remote's main (the operator's explicit choice, e.g. after ``gc``), but only if it is still
+    what this repository last saw of it (a lease, as ``git push --force-with-lease``): commits someone pushed
+    since then, acknowledged operations among them, are never discarded.
 
     Raises:
         UnrequestedRemoval: the push would delete VMs that no operation deleted here.
-        NonFastForward: the remote has commits main lacks.
+        NonFastForward: the remote has commits main lacks; or, forced, the remote's main moved since it was
+            last fetched.
     """
     link = ts.store.remote(remote, url)
     if force:
-        return link.push(layout.MAIN, force=True)
+        seen = ts.store.backend.read_ref(link.tracking_ref(layout.MAIN))
+        return link.push(layout.MAIN, force=True, expect=seen)
     _, remote_head = _fetch(ts.store, link)
     return _guarded_push(ts, link, remote_head)

@@ -99,6 +99,24 @@ def test_force_push_replaces_the_remote_branch(served, tmp_path):
     mine.close()
 
 
+@pytest.mark.parametrize("client", ["git", "dulwich"])
+def test_a_forced_push_with_a_lease_never_discards_commits_pushed_since(served, tmp_path, mocker, client):
+    central, url = served
+    if client == "dulwich":
+        mocker.patch("store.remote.shutil.which", return_value=None)
+    mine = Store.clone(url, tmp_path / "mine.git")
+    seen = central.branch("main").head
+    commit(central.branch("main"), {"elsewhere": b"1"}, "pushed by someone else after our fetch")
+    theirs = central.branch("main").head
+    commit(mine.branch("main"), {"mine": b"1"}, "local commit")
+    with pytest.raises(NonFastForward, match="moved since it was last fetched"):
+        mine.remote("origin").push("main", force=True, expect=seen)
+    assert central.branch("main").head == theirs
+    mine.remote("origin").push("main", force=True, expect=theirs)
+    assert central.branch("main").head == mine.branch("main").head
+    mine.close()
+
+
 def test_the_real_git_cli_clones_fetches_and_pushes_the_stores_repository(served, tmp_path):
     central, url = served
     work = tmp_path / "work"

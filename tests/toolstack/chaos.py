@@ -562,6 +562,9 @@ class Operator(threading.Thread):
             return
         git("reset", "-q", "--hard", "origin/main", cwd=self.work)  # also after gc rewrote main
         configs = sorted(self.work.glob("vms/*/*/config"))
+        if change is not None:
+            # An invalid edit pushed before, and not reverted by a pull yet, is no config to edit as JSON.
+            configs = [path for path in configs if _parses(path)]
         if not configs:
             return
         path = self.rng.choice(configs)
@@ -581,6 +584,14 @@ class Operator(threading.Thread):
         self.pool.journal.write(self.op, f"git push {kind} edit of {path.parent.name}", exit=pushed.code)
         if pushed.code == 0:
             self.counters.add("valid-edit-pushed" if kind == "valid" else "invalid-edit-pushed")
+
+
+def _parses(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except ValueError:
+        return False
+    return True
 
 
 # -- faults and the agent keeper ---------------------------------------------------------------------------

@@ -229,6 +229,22 @@ def test_a_host_refuses_to_push_a_removal_no_operation_asked_for(tmp_path, pool)
 
 
 # -- gc with peers ------------------------------------------------------------------------------------------
+def test_a_force_push_after_gc_never_discards_an_operation_pushed_meanwhile(tmp_path, pool):
+    url, _, _, base = pool
+    fresh_host(tmp_path, "h2")
+    ok(toolstack(tmp_path, "h2", "pull", "--url", url))
+    ok(toolstack(tmp_path, "h1", "vm", "set", "web", "--vcpus", "2"))
+    point = git(tmp_path / "h1.git", "rev-parse", "main~1").stdout.strip()
+    ok(toolstack(tmp_path, "h2", "vm", "create", "late", "--memory", "64M"))
+    ok(toolstack(tmp_path, "h2", "push"))  # acknowledged by the pool after h1 last fetched
+    ok(toolstack(tmp_path, "h1", "gc", "--before", point))
+    forced = toolstack(tmp_path, "h1", "push", "--force")
+    assert forced.returncode == 1
+    assert "moved since it was last fetched" in forced.stderr
+    with Store.open(base / "pool.git") as central:
+        assert "late" in [name for name, _ in layout.name_records(central.branch("main").tree)]
+
+
 @pytest.fixture
 def squashed(tmp_path, pool):
     """h2 joined the pool and pushed an operation; h1 pulled, worked on, ran gc and force-pushed; meanwhile

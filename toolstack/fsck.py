@@ -27,6 +27,7 @@ from toolstack import layout
 from toolstack.errors import ToolstackError
 from toolstack.models import Task, TaskStatus, read_vm
 from toolstack.pool import read_pool
+from toolstack.tasks import claim_records
 
 Severity = Literal["error", "warning"]
 GIT_FSCK_TIMEOUT = 600.0
@@ -238,14 +239,8 @@ def _check_claims(store: Store, report: FsckReport) -> None:
             report.add("error", "claims", f"claim {ref} does not name a VM uuid", ref)
             continue
         try:
-            claimed = store.tree_at(head)
-            tasks = [
-                Task.model_validate_json(raw)
-                for change in store.branch(layout.MAIN)
-                .tree.subtree(layout.TASKS)
-                .diff(claimed.subtree(layout.TASKS))
-                if (raw := change.new) is not None
-            ]
+            records = claim_records(store.branch(layout.MAIN).tree, store.tree_at(head))
+            tasks = [Task.model_validate_json(raw) for _, raw in records]
         except (UnknownCommit, CorruptObject) as err:
             report.add("error", "claims", f"claim {ref}: {err}", ref)
             continue

@@ -45,7 +45,7 @@ class Pool(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    id: str = Field(pattern=f"^{layout.UUID_PATTERN}$")
     name: str = Field(pattern=POOL_NAME_PATTERN)
     created: float
 

@@ -108,6 +108,16 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def claim_records(main: Tree, claim: Tree) -> list[tuple[str, bytes]]:
+    """The task records (id, raw JSON) on a claim's tree that main's tree does not have (yet), newest first:
+    a diff visits only the task shards that differ, not every task ever recorded."""
+    changes = main.subtree(layout.TASKS).diff(claim.subtree(layout.TASKS))
+    return sorted(
+        ((change.path.rsplit("/", 1)[-1], change.new) for change in changes if change.new is not None),
+        reverse=True,
+    )
+
+
 def new_task_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuidlib.uuid4().hex[:8]
 
@@ -299,14 +309,7 @@ class TaskRunner:
         head = self.store.branch(ref).head
         if head is None:
             return None
-        # The records on the claim that main does not have (yet), newest first: a diff visits only the
-        # task shards that differ, not every task ever recorded.
-        changes = self.main.tree.subtree(layout.TASKS).diff(self.store.tree_at(head).subtree(layout.TASKS))
-        records = sorted(
-            ((change.path.rsplit("/", 1)[-1], change.new) for change in changes if change.new is not None),
-            reverse=True,
-        )
-        for _, raw in records:
+        for _, raw in claim_records(self.main.tree, self.store.tree_at(head)):
             task = Task.model_validate_json(raw)
             if task.vm == uuid:
                 return task

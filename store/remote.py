@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from dulwich import client as dulwich_client
@@ -136,20 +136,22 @@ class Remote:
         assert gitdir is not None
         before = set(os.listdir(os.path.join(gitdir, "objects", "pack")))
         repo = Repo(gitdir)
+        wants = _BranchWants(repo)
         try:
             if shutil.which("git"):
-                result = self._fetch_with_index_pack(client, path, repo)
+                self._fetch_with_index_pack(client, path, repo, wants)
             else:
-                result = client.fetch(  # type: ignore[attr-defined]
-                    path, repo, determine_wants=_wants_branches(repo), progress=None
-                )
+                client.fetch(path, repo, determine_wants=wants, progress=None)  # type: ignore[attr-defined]
         except (GitProtocolError, HangupException, OSError, subprocess.CalledProcessError) as err:
             raise RemoteError(self.name, self.url, f"fetch failed: {err}") from err
         finally:
             repo.close()
         self._sync_new_packs(before)
+        # The refs the pack was negotiated against, never the ones a client reads again after it: a local
+        # remote's refs may move while the pack is written (dulwich's LocalGitClient re-reads them), and a
+        # tracking ref must never name a commit this repository did not receive.
         branches: dict[str, str] = {}
-        for ref, sha in result.refs.items():
+        for ref, sha in wants.advertised.items():
             if ref.startswith(b"refs/heads/") and sha and sha != ZERO_SHA:
                 branch = ref[len(b"refs/heads/") :].decode()
                 branches[branch] = sha.decode("ascii")
@@ -161,14 +163,14 @@ class Remote:
                     break
         return branches
 
-    def _fetch_with_index_pack(self, client: object, path: str, repo: Repo) -> object:
+    def _fetch_with_index_pack(self, client: object, path: str, repo: Repo, wants: _BranchWants) -> None:
         """Receive the pack into a spool file and index it with `git index-pack --fix-thin`: git's C indexer
         is several times faster than indexing a thin pack object by object in Python."""
         gitdir = self.store.gitdir
         assert gitdir is not None
         with tempfile.TemporaryFile(dir=os.path.join(gitdir, "objects")) as spool:
-            result = client.fetch_pack(  # type: ignore[attr-defined]
-                path, _wants_branches(repo), repo.get_graph_walker(), spool.write
+            client.fetch_pack(  # type: ignore[attr-defined]
+                path, wants, repo.get_graph_walker(), spool.write
             )
             if spool.tell():
                 spool.seek(0)
@@ -178,7 +180,6 @@ class Remote:
                     check=True,
                     capture_output=True,
                 )
-        return result
 
     def _sync_new_packs(self, before: set[str]) -> None:
         """Make the packs a fetch wrote durable before any ref points into them, and visible to readers."""
@@ -403,17 +404,25 @@ def _tree_delta(
         stack.extend(reversed(children))
 
 
-def _wants_branches(repo: Repo) -> Callable[..., list[bytes]]:
-    """Fetch every remote branch whose commit we do not have."""
+class _BranchWants:
+    """A fetch's ``determine_wants``: every remote branch whose commit we do not have. It keeps the refs the
+    remote advertised, which are the ones the pack it sends covers.
 
-    def determine_wants(refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
+    Args:
+        repo: The repository that receives the pack.
+    """
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.advertised: dict[bytes, bytes] = {}
+
+    def __call__(self, refs: dict[bytes, bytes], depth: int | None = None) -> list[bytes]:
+        self.advertised = dict(refs)
         return [
             sha
             for ref, sha in refs.items()
-            if ref.startswith(b"refs/heads/") and sha != ZERO_SHA and sha not in repo.object_store
+            if ref.startswith(b"refs/heads/") and sha != ZERO_SHA and sha not in self.repo.object_store
         ]
-
-    return determine_wants
 
 
 def remember_remote(gitdir: str, name: str, url: str) -> None:

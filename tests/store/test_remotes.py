@@ -156,3 +156,39 @@ def test_without_the_git_cli_dulwich_alone_fetches_and_pushes(served, tmp_path, 
     one.remote("origin").push("main")
     assert central.branch("main").get("mine") == b"1"
     one.close()
+
+
+@pytest.mark.parametrize("client", ["git", "dulwich"])
+def test_a_branch_that_moves_while_a_local_fetch_runs_is_tracked_at_the_commit_received(
+    tmp_path, mocker, client
+):
+    # A commit lands in the remote between the pack being chosen and the fetch finishing (an agent's clone
+    # racing an operator's command on the same host). The tracking ref must name what was received.
+    central = Store.open(tmp_path / "central.git")
+    commit(central.branch("main"), {"a": b"1"}, "seed")
+    if client == "dulwich":
+        mocker.patch("store.remote.shutil.which", return_value=None)
+    mine = Store.open(tmp_path / "mine.git")
+    from dulwich.repo import BaseRepo
+
+    choose_objects = BaseRepo.find_missing_objects
+
+    def then_the_remote_moves(self, *args, **kwargs):
+        missing = choose_objects(self, *args, **kwargs)
+        commit(central.branch("main"), {"b": b"2"}, "landed during the fetch")
+        return missing
+
+    mocker.patch.object(BaseRepo, "find_missing_objects", then_the_remote_moves)
+    fetched = mine.remote("origin", str(tmp_path / "central.git")).fetch()
+    seed = central.branch("main").log()[1].id
+    assert fetched == {"main": seed}
+    assert mine.backend.read_ref("refs/remotes/origin/main") == seed
+    mocker.stopall()
+    # The next fetch brings the commit that landed meanwhile.
+    assert mine.remote("origin", str(tmp_path / "central.git")).fetch() == {
+        "main": central.branch("main").head
+    }
+    mine.remote("origin").pull("main", strategy="ff-only")
+    assert mine.branch("main").get("b") == b"2"
+    mine.close()
+    central.close()

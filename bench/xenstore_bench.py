@@ -35,9 +35,9 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from toolstack.xenstored.client import AsyncClient, ClientError  # noqa: E402 - after the sys.path line
-from toolstack.xenstored.reference import RUN_SH as OXENSTORED_RUN  # noqa: E402
-from toolstack.xenstored.reference import Oxenstored, wait_for_socket  # noqa: E402
+from xenstored.client import AsyncClient, ClientError  # noqa: E402 - after the sys.path line
+from xenstored.reference import RUN_SH as OXENSTORED_RUN  # noqa: E402
+from xenstored.reference import Oxenstored, wait_for_socket  # noqa: E402
 
 TEST_XENSTORE = "/usr/lib/xen-4.17/bin/test-xenstore"
 
@@ -207,7 +207,7 @@ class Ours(Daemon):
         self.name = "ours (durable)" if durable else "ours"
         self.socket = os.path.join(directory, "socket")
         self.repo = os.path.join(directory, "state.git")
-        argv = [sys.executable, "-m", "toolstack.xenstored", "--socket", self.socket, "--repo", self.repo]
+        argv = [sys.executable, "-m", "xenstored", "--socket", self.socket, "--repo", self.repo]
         self.process = subprocess.Popen([*argv, *(["--durable"] if durable else [])], cwd=ROOT)
         wait_for_socket(self.socket, self.process)
 

@@ -25,7 +25,7 @@ import pytest
 from tests.toolstack.api.conftest import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("store", "drivers", "toolstack")
+PACKAGES = ("store", "drivers", "toolstack", "xenstored")
 # What the packages hold that is not needed to run them.
 NOT_RUNTIME = {"README.md"}
 
@@ -105,7 +105,8 @@ def test_the_wheel_carries_every_runtime_file_and_toolstack_serve_runs_from_it(t
         [
             str(python),
             "-c",
-            "import store, drivers, toolstack; print(store.__file__, drivers.__file__, toolstack.__file__)",
+            "import store, drivers, toolstack, xenstored; "
+            "print(store.__file__, drivers.__file__, toolstack.__file__, xenstored.__file__)",
         ],
         cwd=elsewhere,
         env=env,
@@ -113,7 +114,7 @@ def test_the_wheel_carries_every_runtime_file_and_toolstack_serve_runs_from_it(t
         capture_output=True,
         text=True,
     ).stdout.split()
-    assert len(where) == 3
+    assert len(where) == 4
     assert all(Path(path).is_relative_to(venv) for path in where), where
 
     server = start_server(tmp_path, toolstack=[str(venv / "bin" / "toolstack")], cwd=elsewhere, env=env)

@@ -211,7 +211,7 @@ from toolstack import cli_devices, cli_state, cli_sync, cli_vm  # noqa: E402, F4
 
 # The daemons join the CLI (their modules import click only; FastAPI and asyncio load when they start).
 from toolstack.api.cli import serve  # noqa: E402
-from toolstack.xenstored.cli import xenstored  # noqa: E402
+from xenstored.cli import xenstored  # noqa: E402
 
 main.add_command(serve)
 main.add_command(xenstored)

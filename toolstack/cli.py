@@ -146,7 +146,11 @@ def handled(command: F) -> F:
             if not err.declined:  # nobody saw it yet: the refused plan is the command's output
                 state = click.get_current_context().find_object(Context)
                 as_json = state is not None and state.json
-                emit({**err.plan.to_dict(), "refused": True}, as_json, "\n".join(plan_lines(err.plan, True)))
+                record = {**err.plan.to_dict(), "refused": True}
+                if err.rejections:
+                    record["rejections"] = [r.to_dict() for r in err.rejections]
+                lines = [*plan_lines(err.plan, True), *(f"rejected {r.describe()}" for r in err.rejections)]
+                emit(record, as_json, "\n".join(lines))
             _fail(str(err), err.exit_code)
         except ToolstackError as err:
             _fail(str(err), err.exit_code)

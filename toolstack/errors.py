@@ -292,15 +292,25 @@ class DestructivePlanRefused(ToolstackError):
         actions: Its destructive actions (each ``stop`` of a running domain and each ``undefine``).
         declined: True when the operator answered no at the prompt, False when there was nobody to ask.
         note: What the operation had already done when it was refused (a pull's merge), or "".
+        rejections: The invalid edits a refused pull reverted anyway (they would exit 5 on their own).
     """
 
     exit_code = 8
 
-    def __init__(self, plan: Plan, operation: str, *, declined: bool = False, note: str = "") -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        operation: str,
+        *,
+        declined: bool = False,
+        note: str = "",
+        rejections: list[Rejection] | None = None,
+    ) -> None:
         self.plan = plan
         self.actions: list[Action] = plan.destructive
         self.declined = declined
         self.note = note
+        self.rejections = list(rejections or [])
         steps = ", ".join(f"{a.kind} {a.name} ({a.uuid[:8]})" for a in self.actions)
         why = "as answered at the prompt" if declined else "without confirmation"
         super().__init__(

@@ -171,7 +171,7 @@ def pull(
         elif incoming is None and head is None:
             break
         if reconcile and (result.changed or result.plan is None):
-            result.plan = _reconcile(ts, confirm, placed_only=placed_only)
+            result.plan = _reconcile(ts, confirm, placed_only=placed_only, rejections=result.rejections)
         if not push:
             break
         if ts.main.head == store.backend.read_ref(link.tracking_ref(layout.MAIN)):
@@ -186,17 +186,26 @@ def pull(
     return result
 
 
-def _reconcile(ts: Toolstack, confirm: Confirm, placed_only: bool = False) -> Plan:
-    """Reconcile after main moved under a sync; a refused destructive plan says that main moved anyway."""
+def _reconcile(
+    ts: Toolstack, confirm: Confirm, placed_only: bool = False, rejections: list[Rejection] | None = None
+) -> Plan:
+    """Reconcile after main moved under a sync; a refused destructive plan says that main moved anyway, and
+    names the invalid edits the merge reverted (the refusal's exit code would hide them otherwise)."""
     try:
         return ts.reconcile(placed_only=placed_only, confirm=confirm)
     except DestructivePlanRefused as err:
+        reverted = (
+            f"; {len(rejections)} invalid edit(s) reverted: " + "; ".join(r.describe() for r in rejections)
+            if rejections
+            else ""
+        )
         raise DestructivePlanRefused(
             err.plan,
             "reconcile after the pull",
             declined=err.declined,
             note=f"main was updated (now {(ts.main.head or '-')[:12]}) but the hypervisor was left as it was "
-            "and nothing was pushed: `toolstack reconcile --yes` applies it",
+            f"and nothing was pushed: `toolstack reconcile --yes` applies it{reverted}",
+            rejections=rejections,
         ) from None
 
 

@@ -214,6 +214,25 @@ def test_a_pull_that_would_remove_a_deleted_vm_merges_but_leaves_the_hypervisor_
     assert domains(tmp_path, "h2") == {}
 
 
+def test_a_refused_pull_still_names_the_invalid_edits_it_reverted(tmp_path):
+    ok(cli(tmp_path, "op", "init", "--name", "guard"))
+    ok(cli(tmp_path, "op", "vm", "create", "web", "--memory", "64M", "--start"))
+    ok(cli(tmp_path, "op", "vm", "create", "db", "--memory", "64M", "--start"))
+    ok(cli(tmp_path, "h2", "pull", "--url", str(tmp_path / "op.git")))
+    ok(cli(tmp_path, "op", "vm", "delete", "web"))
+    db = uuid_of(tmp_path, "op", "db")
+    ok(cli(tmp_path, "op", "store", "set", layout.config_path(db), '{"memory": 64, broken'))
+
+    refused = cli(tmp_path, "h2", "pull")
+
+    # Refused (8) outranks rejected (5): the plan was not applied. The reverted edit is named all the same.
+    assert refused.returncode == REFUSED
+    assert "would undefine web" in refused.stdout
+    assert f"rejected db ({db}): {layout.config_path(db)}" in refused.stdout
+    assert "1 invalid edit(s) reverted" in refused.stderr and layout.config_path(db) in refused.stderr
+    assert domains(tmp_path, "h2") == {"web": "running", "db": "running"}
+
+
 # -- the agent's share limit ------------------------------------------------------------------------------
 @pytest.fixture
 def four_on_h1(tmp_path):

@@ -24,7 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from store import Store
 from tests.store.git_servers import git_daemon
+from toolstack import layout
 from toolstack.events import events_since
+
+# A VM's config where the sharded layout reads it: a change to it is an event (vms/00/config is none).
+BENCH_VM = "00000000-0000-4000-8000-000000000001"
+POLL_DEADLINE = 30.0  # seconds host B polls for one event before the bench gives up
 
 
 def make_history(path: str, commits: int) -> None:
@@ -93,14 +98,20 @@ def main() -> None:
                 token = b.branch("main").head
                 started = time.perf_counter()
                 with a.branch("main").transaction(message=f"vm set {n}", author="host-a") as tx:
-                    tx.set("vms/00/config", f'{{"memory": {10_000 + n}}}\n'.encode())
+                    tx.set(layout.config_path(BENCH_VM), f'{{"memory": {10_000 + n}}}\n'.encode())
                 a.remote("origin").push("main")
                 polls = 0
+                deadline = time.monotonic() + POLL_DEADLINE
                 while True:
                     polls += 1
                     b.remote("origin").pull("main", strategy="ff-only")
                     if events_since(b, token):
                         break
+                    if time.monotonic() > deadline:
+                        raise SystemExit(
+                            f"host B saw no event {POLL_DEADLINE:.0f} s after host A pushed sample {n} "
+                            f"({polls} fetches)"
+                        )
                 latencies.append(time.perf_counter() - started)
                 fetches.append(polls)
             a.close()

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from drivers import DriverError
 from store import Conflict, RemoteError, Tree
 from toolstack import layout
 from toolstack.errors import HistoryRewritten, ToolstackError, UnrequestedRemoval
@@ -192,7 +193,9 @@ def run_agent(
             waiting = now_waiting
             if result.plan and result.plan.errors:
                 say(f"agent {ts.host}: errors: {'; '.join(result.plan.errors)}")
-        except (RemoteError, Conflict) as err:
+        except (RemoteError, Conflict, DriverError) as err:
+            # The pool's server or this host's hypervisor is away for now (libvirtd restarting): a daemon
+            # stays up and tries again next round. Damage to the repository stops it above (verify).
             say(f"agent {ts.host}: {type(err).__name__}: {err} (retrying)")
         except HistoryRewritten as err:
             # The pool's history was squashed by gc: an agent follows the pool, so it resyncs as an operator

@@ -78,3 +78,26 @@ def test_three_agents_place_migrate_survive_a_kill_and_converge(tmp_path):
     for repo in [base / "pool.git", tmp_path / "operator.git", *(tmp_path / f"{h}.git" for h in HOSTS)]:
         fsck = subprocess.run(["git", "-C", str(repo), "fsck", "--full"], capture_output=True, text=True)
         assert fsck.returncode == 0, f"{repo}: {fsck.stderr}"
+
+
+def test_an_agent_round_that_meets_a_hypervisor_error_reports_it_and_the_next_round_applies(tmp_path, mocker):
+    # libvirtd restarting under a running agent: the round fails, the agent stays up and tries again.
+    from drivers import HypervisorUnavailable
+    from toolstack.agent import open_agent, run_agent
+
+    operator = Toolstack.init(str(tmp_path / "operator.git"), "sim://", host="operator", author="operator")
+    web = operator.create("web", memory="64M", host="h1")
+    operator.start(web.uuid)
+    ts, joined = open_agent(str(tmp_path / "h1.git"), f"sim://{tmp_path}/h1.sim", "h1", operator.store.gitdir)
+    said: list[str] = []
+    outage = HypervisorUnavailable("cannot connect to the hypervisor", operation="list")
+    mocker.patch.object(ts.driver, "list", side_effect=outage)
+
+    run_agent(ts, once=True, report=said.append, joined=joined)
+
+    assert any("HypervisorUnavailable" in line and "(retrying)" in line for line in said), said
+    mocker.stopall()
+    run_agent(ts, once=True, report=said.append)
+    assert ts.driver.info(web.uuid).state == DomainState.RUNNING
+    ts.close()
+    operator.close()

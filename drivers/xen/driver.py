@@ -15,6 +15,7 @@ from drivers.errors import (
     InvalidArgument,
     InvalidState,
 )
+from drivers.files import atomic_write
 from drivers.models import (
     Capability,
     Disk,
@@ -27,7 +28,6 @@ from drivers.models import (
     Scope,
     as_uuid,
 )
-from drivers.sim.store import atomic_write
 from drivers.xen import config as xlcfg
 from drivers.xen.errors import translate
 from drivers.xen.listing import XlDomain, live_spec, parse_list_long, parse_list_table

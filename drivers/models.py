@@ -73,6 +73,8 @@ BootDevice = Literal["hd", "cdrom", "network"]
 LifecycleAction = Literal[
     "destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"
 ]
+# What set_vcpus and set_memory change: the DomainSpec field, whose ceiling is the field "max_<resource>".
+Resource = Literal["vcpus", "memory"]
 
 
 def parse_memory(text: str | int) -> int:
@@ -460,6 +462,10 @@ class DomainSpec(_Model):
         """The vCPU hotplug ceiling."""
         return self.max_vcpus if self.max_vcpus is not None else self.vcpus
 
+    def maximum(self, resource: Resource) -> int:
+        """The ceiling of ``resource``: ``effective_max_vcpus``, or ``effective_max_memory`` in MiB."""
+        return self.effective_max_vcpus if resource == "vcpus" else self.effective_max_memory
+
     def device(self, device_id: str) -> Disk | Nic | None:
         """The device with this id, or None."""
         return next((device for device in self.devices if device.id == device_id), None)
@@ -583,6 +589,7 @@ __all__ = [
     "LifecycleAction",
     "Nic",
     "NicModel",
+    "Resource",
     "Scope",
     "as_uuid",
     "parse_memory",

@@ -8,7 +8,15 @@ import uuid as uuidlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from drivers.base import DomainRef, Driver, check_device_free, device_id_of, existing_device, resolve_scope
+from drivers.base import (
+    DomainRef,
+    Driver,
+    check_device_free,
+    check_resource,
+    device_id_of,
+    existing_device,
+    resolve_scope,
+)
 from drivers.errors import (
     DomainExists,
     DomainNotFound,
@@ -25,6 +33,7 @@ from drivers.models import (
     DomainState,
     EventKind,
     Nic,
+    Resource,
     Scope,
     as_uuid,
 )
@@ -220,14 +229,10 @@ class XlDriver(Driver):
             atomic_write(path, xlcfg.render(persistent.without_device(device_id)).encode())
 
     def set_vcpus(self, uuid: DomainRef, count: int, scope: Scope | None = None) -> None:
-        self._set_resource(
-            "set_vcpus", as_uuid(uuid), "vcpus", count, scope, lambda name: ["vcpu-set", name, str(count)]
-        )
+        self._set_resource("vcpus", as_uuid(uuid), count, scope, lambda name: ["vcpu-set", name, str(count)])
 
     def set_memory(self, uuid: DomainRef, mib: int, scope: Scope | None = None) -> None:
-        self._set_resource(
-            "set_memory", as_uuid(uuid), "memory", mib, scope, lambda name: ["mem-set", name, f"{mib}m"]
-        )
+        self._set_resource("memory", as_uuid(uuid), mib, scope, lambda name: ["mem-set", name, f"{mib}m"])
 
     # -- queries -------------------------------------------------------------------------------------------
 
@@ -363,8 +368,9 @@ class XlDriver(Driver):
         return domain, resolve_scope(scope, domain is not None, uuid=ref, operation=operation)
 
     def _set_resource(
-        self, operation: str, ref: uuidlib.UUID, field: str, value: int, scope: Scope | None, argv: object
+        self, resource: Resource, ref: uuidlib.UUID, value: int, scope: Scope | None, argv: object
     ) -> None:
+        operation = f"set_{resource}"
         domain, resolved = self._scoped(ref, scope, operation)
         persistent = self._persistent_or_none(ref)
         specs = []
@@ -374,19 +380,13 @@ class XlDriver(Driver):
         if domain is not None and Scope.LIVE in resolved:
             specs.append(live_spec(domain, persistent))
         for spec in specs:
-            ceiling = spec.effective_max_vcpus if field == "vcpus" else spec.effective_max_memory
-            if not isinstance(value, int) or not 1 <= value <= ceiling:
-                raise InvalidArgument(
-                    f"{field} must be between 1 and the maximum {ceiling}, got {value}",
-                    uuid=ref,
-                    operation=operation,
-                )
+            check_resource(spec, resource, value, ref)
         if domain is not None and Scope.LIVE in resolved:
             self._xl(operation, ref, *argv(domain.name))  # type: ignore[operator]
-            kind = EventKind.VCPUS_CHANGED if field == "vcpus" else EventKind.MEMORY_CHANGED
+            kind = EventKind.VCPUS_CHANGED if resource == "vcpus" else EventKind.MEMORY_CHANGED
             self._event(ref, domain.name, kind, str(value))
         if Scope.PERSISTENT in resolved:
-            atomic_write(path, xlcfg.render(persistent_spec.evolve(**{field: value})).encode())
+            atomic_write(path, xlcfg.render(persistent_spec.evolve(**{resource: value})).encode())
 
     def _event(self, ref: uuidlib.UUID, name: str, kind: EventKind, detail: str = "") -> None:
         self._emit(DomainEvent(uuid=ref, name=name, kind=kind, detail=detail))

@@ -342,6 +342,20 @@ def check_resource(spec: DomainSpec, resource: Resource, value: object, uuid: ob
         )
 
 
+def existing_device(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: str) -> Disk | Nic:
+    """The device ``device_id`` of a configuration, or DeviceNotFound naming the configuration (``where``:
+    "live" or "persistent") for a detach."""
+    device = spec.device(device_id)
+    if device is None:
+        raise DeviceNotFound(
+            f"no device {device_id!r} in the {where} configuration",
+            device_id=device_id,
+            uuid=ref,
+            operation="detach_device",
+        )
+    return device
+
+
 def not_found(uuid: object, operation: str) -> DomainNotFound:
     """The DomainNotFound every driver raises for an unknown uuid."""
     return DomainNotFound("no such domain", uuid=uuid, operation=operation)
@@ -356,19 +370,7 @@ __all__ = [
     "check_device_free",
     "check_resource",
     "device_id_of",
+    "existing_device",
+    "not_found",
     "resolve_scope",
 ]
-
-
-def existing_device(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: str) -> Disk | Nic:
-    """The device ``device_id`` of a configuration, or DeviceNotFound naming the configuration (``where``:
-    "live" or "persistent") for a detach."""
-    device = spec.device(device_id)
-    if device is None:
-        raise DeviceNotFound(
-            f"no device {device_id!r} in the {where} configuration",
-            device_id=device_id,
-            uuid=ref,
-            operation="detach_device",
-        )
-    return device

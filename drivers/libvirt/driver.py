@@ -14,6 +14,7 @@ from drivers.base import (
     check_resource,
     device_id_of,
     existing_device,
+    not_found,
     resolve_scope,
 )
 from drivers.errors import (
@@ -285,7 +286,7 @@ class LibvirtDriver(Driver):
     def _lookup(self, conn: Any, ref: uuidlib.UUID, operation: str) -> Any:
         dom = self._lookup_or_none(conn, ref)
         if dom is None:
-            raise DomainNotFound("no such domain", uuid=ref, operation=operation)
+            raise not_found(ref, operation)
         return dom
 
     def _state(self, ref: uuidlib.UUID, operation: str) -> DomainState:

@@ -12,11 +12,9 @@ import threading
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 
-from drivers.base import check_device_free, check_resource
+from drivers.base import check_device_free, check_resource, existing_device, not_found
 from drivers.errors import (
-    DeviceNotFound,
     DomainExists,
-    DomainNotFound,
     InvalidArgument,
     InvalidState,
 )
@@ -190,13 +188,7 @@ class SimHost:
             updates = {}
             for field in self._fields(live, config):
                 spec: DomainSpec = getattr(domain, field)
-                if spec.device(device_id) is None:
-                    raise DeviceNotFound(
-                        f"no device {device_id!r} in the {_label(field)} configuration",
-                        device_id=device_id,
-                        uuid=uuid,
-                        operation="detach_device",
-                    )
+                existing_device(spec, device_id, uuid, _label(field))
                 updates[field] = spec.without_device(device_id)
             domain = domain.model_copy(update=updates)
             tx.put(domain)
@@ -271,7 +263,7 @@ class SimHost:
     def _get(self, tx: Transaction, uuid: uuidlib.UUID, operation: str) -> SimDomain:
         domain = tx.get(uuid)
         if domain is None:
-            raise DomainNotFound("no such domain", uuid=uuid, operation=operation)
+            raise not_found(uuid, operation)
         return domain
 
     def _require(

@@ -15,6 +15,7 @@ from drivers.base import (
     check_resource,
     device_id_of,
     existing_device,
+    not_found,
     resolve_scope,
 )
 from drivers.errors import (
@@ -241,7 +242,7 @@ class XlDriver(Driver):
         for info in self.list():
             if info.uuid == ref:
                 return info
-        raise DomainNotFound("no such domain", uuid=ref, operation="info")
+        raise not_found(ref, "info")
 
     def list(self) -> list[DomainInfo]:
         running = self._running()
@@ -335,7 +336,7 @@ class XlDriver(Driver):
                 raise InvalidState(
                     "domain is transient: it has no xl.cfg here", uuid=ref, operation=operation
                 )
-            raise DomainNotFound("no such domain", uuid=ref, operation=operation)
+            raise not_found(ref, operation)
         return found
 
     def _persistent_or_none(self, ref: uuidlib.UUID) -> DomainSpec | None:

@@ -1,7 +1,10 @@
-"""The driver contract every hypervisor implements, and the event plumbing they share.
+"""The driver contract every hypervisor implements, and the event plumbing and checks they share.
 
 Each abstract method's docstring is the contract (after Nova's virt driver): the contract suite in
-``tests/drivers/test_contract.py`` checks every statement made here against every driver.
+``tests/drivers/test_contract.py`` checks every statement made here against every driver. The rules the
+contract states about arguments (scopes, device clashes, the vCPU and memory range) are checked by the
+functions at the end of this module, which every driver calls before asking its hypervisor: one copy of
+each rule and of its error message.
 """
 
 from __future__ import annotations

@@ -205,6 +205,3 @@ class GitEncoder:
                 self._blobs.clear()
             self._blobs[data] = oid
         return oid
-
-
-__all__ = ["GitEncoder", "GitObject", "load"]

@@ -169,6 +169,3 @@ def _merge(
         if not stack:
             return merged
         stack[-1].adopt(top.name, merged)
-
-
-__all__ = ["merge"]

@@ -250,6 +250,3 @@ def _rebuild(path: list[Node], key: Key, depth: int, new: Node | None, writer: W
         touched = frozenset((name,))
         new = Node(parent.value, parent.perms, children, parent.extra, None, parent, writer, touched)
     return new if new is not None else EMPTY
-
-
-__all__ = ["LeafChange", "Mutation", "apply", "leaves", "mkdir", "remove", "set_permissions", "write"]

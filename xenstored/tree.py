@@ -254,30 +254,3 @@ def node_blob(node: Node | None, leaf: str) -> bytes | None:
     if node is None:
         return None
     return node.value if leaf == VALUE else node.perms if leaf == PERMS else None
-
-
-__all__ = [
-    "EMPTY",
-    "NO_NAMES",
-    "PERMS",
-    "VALUE",
-    "Encoding",
-    "Extra",
-    "Node",
-    "Writer",
-    "blob",
-    "children",
-    "count_owners",
-    "decode_permissions",
-    "encode_permissions",
-    "exists",
-    "fingerprint",
-    "generation",
-    "is_reserved",
-    "lookup",
-    "nearest",
-    "node_blob",
-    "permissions",
-    "same_subtree",
-    "value",
-]

@@ -1,7 +1,10 @@
-"""The driver contract every hypervisor implements, and the event plumbing they share.
+"""The driver contract every hypervisor implements, and the event plumbing and checks they share.
 
 Each abstract method's docstring is the contract (after Nova's virt driver): the contract suite in
-``tests/drivers/test_contract.py`` checks every statement made here against every driver.
+``tests/drivers/test_contract.py`` checks every statement made here against every driver. The rules the
+contract states about arguments (scopes, device clashes, the vCPU and memory range) are checked by the
+functions at the end of this module, which every driver calls before asking its hypervisor: one copy of
+each rule and of its error message.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from types import TracebackType
 from typing import Self
 
 from drivers.errors import DeviceExists, DeviceNotFound, DomainNotFound, InvalidArgument, InvalidState
-from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Scope
+from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Resource, Scope
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +214,8 @@ class Driver(ABC):
         """Set the number of online vCPUs.
 
         Contract:
-            - Raises InvalidArgument if ``count`` < 1 or above the domain's ``max_vcpus``; otherwise the same
+            - Raises InvalidArgument if ``count`` is not an int, < 1 or above the domain's ``max_vcpus`` in
+              any configuration the change addresses, before changing any of them; otherwise the same
               scope rules as ``attach_device`` (Unsupported if LIVE is impossible here).
         """
 
@@ -220,8 +224,9 @@ class Driver(ABC):
         """Set the memory (balloon target when LIVE) in MiB.
 
         Contract:
-            - Raises InvalidArgument if ``mib`` < 1 or above the domain's ``max_memory``; otherwise the same
-              scope rules as ``attach_device``.
+            - Raises InvalidArgument if ``mib`` is not an int, < 1 or above the domain's ``max_memory`` in any
+              configuration the change addresses, before changing any of them; otherwise the same scope
+              rules as ``attach_device``.
         """
 
     @abstractmethod
@@ -321,21 +326,23 @@ def check_device_free(spec: DomainSpec, device: Disk | Nic, uuid: object) -> Non
         )
 
 
-def not_found(uuid: object, operation: str) -> DomainNotFound:
-    """The DomainNotFound every driver raises for an unknown uuid."""
-    return DomainNotFound("no such domain", uuid=uuid, operation=operation)
+def check_resource(spec: DomainSpec, resource: Resource, value: object, uuid: object) -> None:
+    """Refuse a ``set_vcpus`` or ``set_memory`` value the configuration ``spec`` cannot take.
 
+    Every driver calls this for each configuration a change addresses, before asking the hypervisor, so that
+    the contract's range rule and its message are the same everywhere.
 
-__all__ = [
-    "DomainRef",
-    "Driver",
-    "EventCallback",
-    "EventHub",
-    "Subscription",
-    "check_device_free",
-    "device_id_of",
-    "resolve_scope",
-]
+    Raises:
+        InvalidArgument: ``value`` is not an int from 1 to ``spec.maximum(resource)``; the message names the
+            resource, the maximum and the value, the error the operation (``set_vcpus``, ``set_memory``).
+    """
+    maximum = spec.maximum(resource)
+    if not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidArgument(
+            f"{resource} must be between 1 and the maximum {maximum}, got {value}",
+            uuid=uuid,
+            operation=f"set_{resource}",
+        )
 
 
 def existing_device(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: str) -> Disk | Nic:
@@ -350,3 +357,23 @@ def existing_device(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: 
             operation="detach_device",
         )
     return device
+
+
+def not_found(uuid: object, operation: str) -> DomainNotFound:
+    """The DomainNotFound every driver raises for an unknown uuid."""
+    return DomainNotFound("no such domain", uuid=uuid, operation=operation)
+
+
+__all__ = [
+    "DomainRef",
+    "Driver",
+    "EventCallback",
+    "EventHub",
+    "Subscription",
+    "check_device_free",
+    "check_resource",
+    "device_id_of",
+    "existing_device",
+    "not_found",
+    "resolve_scope",
+]

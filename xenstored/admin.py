@@ -31,6 +31,12 @@ def _privileged(session: Session, what: str) -> None:
         raise AccessDenied(f"{what} needs a privileged domain")
 
 
+def _domid_argument(packet: Packet) -> int:
+    """The one argument of a request that names a domain: its domain id."""
+    (raw,) = strings(packet.payload, 1)
+    return decimal(raw, "domain id", DOMID_MAX)
+
+
 class AdminRequests:
     """The domain and control requests."""
 
@@ -42,8 +48,7 @@ class AdminRequests:
         self.journal_status: Callable[[], dict[str, str]] = lambda: {"journal": "not running"}
 
     def get_domain_path(self, session: Session, packet: Packet) -> Outcome:
-        (raw,) = strings(packet.payload, 1)
-        domid = decimal(raw, "domain id", DOMID_MAX)
+        domid = _domid_argument(packet)
         return Outcome(domain_path(domid).encode("ascii") + b"\0")
 
     def introduce(self, session: Session, packet: Packet) -> Outcome:
@@ -62,8 +67,7 @@ class AdminRequests:
 
     def release(self, session: Session, packet: Packet) -> Outcome:
         _privileged(session, "RELEASE")
-        (raw,) = strings(packet.payload, 1)
-        domid = decimal(raw, "domain id", DOMID_MAX)
+        domid = _domid_argument(packet)
         with self.state.lock:
             self.domains.release(domid)
             self.hooks.domain_released(domid)
@@ -72,14 +76,12 @@ class AdminRequests:
 
     def is_domain_introduced(self, session: Session, packet: Packet) -> Outcome:
         _privileged(session, "IS_DOMAIN_INTRODUCED")
-        (raw,) = strings(packet.payload, 1)
-        domid = decimal(raw, "domain id", DOMID_MAX)
+        domid = _domid_argument(packet)
         return Outcome(b"T\0" if domid in self.domains else b"F\0")
 
     def resume(self, session: Session, packet: Packet) -> Outcome:
         _privileged(session, "RESUME")
-        (raw,) = strings(packet.payload, 1)
-        self.domains.get(decimal(raw, "domain id", DOMID_MAX)).shutdown = False
+        self.domains.get(_domid_argument(packet)).shutdown = False
         return Outcome(OK)
 
     def set_target(self, session: Session, packet: Packet) -> Outcome:

@@ -11,7 +11,8 @@ import os
 import subprocess
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# This file is <checkout>/xenstored/reference.py (one level deeper when it was toolstack/xenstored/).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_SH = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "tools", "oxenstored", "run.sh"))
 BINARY = "/usr/lib/xen-4.17/bin/oxenstored"  # package xen-utils-4.17 (scripts/bootstrap.sh installs it)
 START_SECONDS = 30.0

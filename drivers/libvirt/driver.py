@@ -7,7 +7,16 @@ import uuid as uuidlib
 from typing import Any
 from urllib.parse import urlsplit
 
-from drivers.base import DomainRef, Driver, check_device_free, device_id_of, existing_device, resolve_scope
+from drivers.base import (
+    DomainRef,
+    Driver,
+    check_device_free,
+    check_resource,
+    device_id_of,
+    existing_device,
+    not_found,
+    resolve_scope,
+)
 from drivers.errors import (
     DomainNotFound,
     InvalidArgument,
@@ -17,7 +26,17 @@ from drivers.errors import (
 from drivers.libvirt import binding
 from drivers.libvirt.connection import LibvirtConnection
 from drivers.libvirt.xml import device_to_xml, spec_to_xml, xml_to_spec
-from drivers.models import Capability, Disk, DomainInfo, DomainSpec, DomainState, Nic, Scope, as_uuid
+from drivers.models import (
+    Capability,
+    Disk,
+    DomainInfo,
+    DomainSpec,
+    DomainState,
+    Nic,
+    Resource,
+    Scope,
+    as_uuid,
+)
 
 # virDomainState values, in libvirt's order.
 _STATES = (
@@ -191,12 +210,12 @@ class LibvirtDriver(Driver):
 
     def set_vcpus(self, uuid: DomainRef, count: int, scope: Scope | None = None) -> None:
         ref = as_uuid(uuid)
-        self._set_resource("set_vcpus", ref, count, scope, lambda dom, flags: dom.setVcpusFlags(count, flags))
+        self._set_resource("vcpus", ref, count, scope, lambda dom, flags: dom.setVcpusFlags(count, flags))
 
     def set_memory(self, uuid: DomainRef, mib: int, scope: Scope | None = None) -> None:
         ref = as_uuid(uuid)
         self._set_resource(
-            "set_memory", ref, mib, scope, lambda dom, flags: dom.setMemoryFlags(mib * 1024, flags)
+            "memory", ref, mib, scope, lambda dom, flags: dom.setMemoryFlags(mib * 1024, flags)
         )
 
     # -- queries -------------------------------------------------------------------------------------------
@@ -267,7 +286,7 @@ class LibvirtDriver(Driver):
     def _lookup(self, conn: Any, ref: uuidlib.UUID, operation: str) -> Any:
         dom = self._lookup_or_none(conn, ref)
         if dom is None:
-            raise DomainNotFound("no such domain", uuid=ref, operation=operation)
+            raise not_found(ref, operation)
         return dom
 
     def _state(self, ref: uuidlib.UUID, operation: str) -> DomainState:
@@ -316,21 +335,13 @@ class LibvirtDriver(Driver):
         self._call(operation, ref, work)
 
     def _set_resource(
-        self, operation: str, ref: uuidlib.UUID, value: int, scope: Scope | None, apply: Any
+        self, resource: Resource, ref: uuidlib.UUID, value: int, scope: Scope | None, apply: Any
     ) -> None:
+        operation = f"set_{resource}"
         resolved = self._resolve(ref, scope, operation)
-        field = "vcpus" if operation == "set_vcpus" else "memory"
         for wanted, live in ((Scope.LIVE, True), (Scope.PERSISTENT, False)):
-            if wanted not in resolved:
-                continue
-            spec = self.get_spec(ref, live=live)
-            ceiling = spec.effective_max_vcpus if field == "vcpus" else spec.effective_max_memory
-            if not isinstance(value, int) or not 1 <= value <= ceiling:
-                raise InvalidArgument(
-                    f"{field} must be between 1 and the maximum {ceiling}, got {value}",
-                    uuid=ref,
-                    operation=operation,
-                )
+            if wanted in resolved:
+                check_resource(self.get_spec(ref, live=live), resource, value, ref)
         for wanted, flag in ((Scope.LIVE, AFFECT_LIVE), (Scope.PERSISTENT, AFFECT_CONFIG)):
             if wanted in resolved:
                 self._call(

@@ -21,6 +21,7 @@ from drivers.models import (
     DomainState,
     EventKind,
     Nic,
+    Resource,
     Scope,
     as_uuid,
 )
@@ -266,15 +267,12 @@ class SimDriver(Driver):
         self.host.set_run_state(ref, wanted, operation)
         self.faults.after(operation, ref)
 
-    def _oob_resource(self, uuid: DomainRef, field_name: str, value: int) -> None:
+    def _oob_resource(self, uuid: DomainRef, resource: Resource, value: int) -> None:
         ref = as_uuid(uuid)
-
-        ceiling = "max_memory" if field_name == "memory" else "max_vcpus"
 
         def drifted(spec: DomainSpec) -> DomainSpec:
             # Drift may exceed the configured maximum (someone raised it too): keep the spec valid.
-            current_max = spec.effective_max_memory if field_name == "memory" else spec.effective_max_vcpus
-            return spec.evolve(**{field_name: value, ceiling: max(value, current_max)})
+            return spec.evolve(**{resource: value, f"max_{resource}": max(value, spec.maximum(resource))})
 
         def change(domain: SimDomain) -> SimDomain:
             if domain.live is not None:
@@ -282,8 +280,8 @@ class SimDriver(Driver):
             assert domain.config is not None
             return domain.model_copy(update={"config": drifted(domain.config)})
 
-        kind = EventKind.MEMORY_CHANGED if field_name == "memory" else EventKind.VCPUS_CHANGED
-        self.host.force(ref, f"oob_set_{field_name}", change, event=(kind, str(value)))
+        kind = EventKind.MEMORY_CHANGED if resource == "memory" else EventKind.VCPUS_CHANGED
+        self.host.force(ref, f"oob_set_{resource}", change, event=(kind, str(value)))
 
     def _deliver(self, event: DomainEvent) -> None:
         self._hub.emit(event)

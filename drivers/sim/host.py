@@ -12,15 +12,13 @@ import threading
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 
-from drivers.base import check_device_free
+from drivers.base import check_device_free, check_resource, existing_device, not_found
 from drivers.errors import (
-    DeviceNotFound,
     DomainExists,
-    DomainNotFound,
     InvalidArgument,
     InvalidState,
 )
-from drivers.models import Disk, DomainEvent, DomainSpec, DomainState, EventKind, Nic
+from drivers.models import Disk, DomainEvent, DomainSpec, DomainState, EventKind, Nic, Resource
 from drivers.sim.store import SimDomain, StateStore, Transaction
 
 EventSink = Callable[[DomainEvent], None]
@@ -190,39 +188,28 @@ class SimHost:
             updates = {}
             for field in self._fields(live, config):
                 spec: DomainSpec = getattr(domain, field)
-                if spec.device(device_id) is None:
-                    raise DeviceNotFound(
-                        f"no device {device_id!r} in the {_label(field)} configuration",
-                        device_id=device_id,
-                        uuid=uuid,
-                        operation="detach_device",
-                    )
+                existing_device(spec, device_id, uuid, _label(field))
                 updates[field] = spec.without_device(device_id)
             domain = domain.model_copy(update=updates)
             tx.put(domain)
             if live:
                 self._event(domain, EventKind.DEVICE_REMOVED, device_id)
 
-    def set_resource(self, uuid: uuidlib.UUID, field_name: str, value: int, live: bool, config: bool) -> None:
+    def set_resource(
+        self, uuid: uuidlib.UUID, resource: Resource, value: int, live: bool, config: bool
+    ) -> None:
         """Set ``vcpus`` or ``memory`` (MiB) within the domain's maximum."""
-        operation = "set_vcpus" if field_name == "vcpus" else "set_memory"
         with self._writing() as tx:
-            domain = self._require(tx, uuid, operation, live, config)
+            domain = self._require(tx, uuid, f"set_{resource}", live, config)
             updates = {}
             for field in self._fields(live, config):
                 spec: DomainSpec = getattr(domain, field)
-                ceiling = spec.effective_max_vcpus if field_name == "vcpus" else spec.effective_max_memory
-                if not 1 <= value <= ceiling:
-                    raise InvalidArgument(
-                        f"{field_name} must be between 1 and the maximum {ceiling}, got {value}",
-                        uuid=uuid,
-                        operation=operation,
-                    )
-                updates[field] = spec.evolve(**{field_name: value})
+                check_resource(spec, resource, value, uuid)
+                updates[field] = spec.evolve(**{resource: value})
             domain = domain.model_copy(update=updates)
             tx.put(domain)
             if live:
-                kind = EventKind.VCPUS_CHANGED if field_name == "vcpus" else EventKind.MEMORY_CHANGED
+                kind = EventKind.VCPUS_CHANGED if resource == "vcpus" else EventKind.MEMORY_CHANGED
                 self._event(domain, kind, str(value))
 
     # -- out-of-band changes (drift) -----------------------------------------------------------------------
@@ -276,7 +263,7 @@ class SimHost:
     def _get(self, tx: Transaction, uuid: uuidlib.UUID, operation: str) -> SimDomain:
         domain = tx.get(uuid)
         if domain is None:
-            raise DomainNotFound("no such domain", uuid=uuid, operation=operation)
+            raise not_found(uuid, operation)
         return domain
 
     def _require(

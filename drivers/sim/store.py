@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import threading
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from drivers.files import atomic_write
 from drivers.models import DomainEvent, DomainSpec, DomainState, EventKind
 
 PARSED_DOMAINS_KEPT = 4096  # domain files kept parsed, by content
@@ -139,28 +139,6 @@ class MemoryStore:
 
     def append_event(self, event: DomainEvent, origin: str) -> None:
         """In-memory hosts deliver events in process only."""
-
-
-def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new content, never a mix.
-
-    Args:
-        path: Target file.
-        data: New content.
-        durable: fsync the file before the rename, so a crash cannot leave an empty file behind.
-    """
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 class _DirectoryTransaction:

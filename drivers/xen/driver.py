@@ -8,13 +8,23 @@ import uuid as uuidlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from drivers.base import DomainRef, Driver, check_device_free, device_id_of, existing_device, resolve_scope
+from drivers.base import (
+    DomainRef,
+    Driver,
+    check_device_free,
+    check_resource,
+    device_id_of,
+    existing_device,
+    not_found,
+    resolve_scope,
+)
 from drivers.errors import (
     DomainExists,
     DomainNotFound,
     InvalidArgument,
     InvalidState,
 )
+from drivers.files import atomic_write
 from drivers.models import (
     Capability,
     Disk,
@@ -24,10 +34,10 @@ from drivers.models import (
     DomainState,
     EventKind,
     Nic,
+    Resource,
     Scope,
     as_uuid,
 )
-from drivers.sim.store import atomic_write
 from drivers.xen import config as xlcfg
 from drivers.xen.errors import translate
 from drivers.xen.listing import XlDomain, live_spec, parse_list_long, parse_list_table
@@ -220,14 +230,10 @@ class XlDriver(Driver):
             atomic_write(path, xlcfg.render(persistent.without_device(device_id)).encode())
 
     def set_vcpus(self, uuid: DomainRef, count: int, scope: Scope | None = None) -> None:
-        self._set_resource(
-            "set_vcpus", as_uuid(uuid), "vcpus", count, scope, lambda name: ["vcpu-set", name, str(count)]
-        )
+        self._set_resource("vcpus", as_uuid(uuid), count, scope, lambda name: ["vcpu-set", name, str(count)])
 
     def set_memory(self, uuid: DomainRef, mib: int, scope: Scope | None = None) -> None:
-        self._set_resource(
-            "set_memory", as_uuid(uuid), "memory", mib, scope, lambda name: ["mem-set", name, f"{mib}m"]
-        )
+        self._set_resource("memory", as_uuid(uuid), mib, scope, lambda name: ["mem-set", name, f"{mib}m"])
 
     # -- queries -------------------------------------------------------------------------------------------
 
@@ -236,7 +242,7 @@ class XlDriver(Driver):
         for info in self.list():
             if info.uuid == ref:
                 return info
-        raise DomainNotFound("no such domain", uuid=ref, operation="info")
+        raise not_found(ref, "info")
 
     def list(self) -> list[DomainInfo]:
         running = self._running()
@@ -330,7 +336,7 @@ class XlDriver(Driver):
                 raise InvalidState(
                     "domain is transient: it has no xl.cfg here", uuid=ref, operation=operation
                 )
-            raise DomainNotFound("no such domain", uuid=ref, operation=operation)
+            raise not_found(ref, operation)
         return found
 
     def _persistent_or_none(self, ref: uuidlib.UUID) -> DomainSpec | None:
@@ -363,8 +369,9 @@ class XlDriver(Driver):
         return domain, resolve_scope(scope, domain is not None, uuid=ref, operation=operation)
 
     def _set_resource(
-        self, operation: str, ref: uuidlib.UUID, field: str, value: int, scope: Scope | None, argv: object
+        self, resource: Resource, ref: uuidlib.UUID, value: int, scope: Scope | None, argv: object
     ) -> None:
+        operation = f"set_{resource}"
         domain, resolved = self._scoped(ref, scope, operation)
         persistent = self._persistent_or_none(ref)
         specs = []
@@ -374,19 +381,13 @@ class XlDriver(Driver):
         if domain is not None and Scope.LIVE in resolved:
             specs.append(live_spec(domain, persistent))
         for spec in specs:
-            ceiling = spec.effective_max_vcpus if field == "vcpus" else spec.effective_max_memory
-            if not isinstance(value, int) or not 1 <= value <= ceiling:
-                raise InvalidArgument(
-                    f"{field} must be between 1 and the maximum {ceiling}, got {value}",
-                    uuid=ref,
-                    operation=operation,
-                )
+            check_resource(spec, resource, value, ref)
         if domain is not None and Scope.LIVE in resolved:
             self._xl(operation, ref, *argv(domain.name))  # type: ignore[operator]
-            kind = EventKind.VCPUS_CHANGED if field == "vcpus" else EventKind.MEMORY_CHANGED
+            kind = EventKind.VCPUS_CHANGED if resource == "vcpus" else EventKind.MEMORY_CHANGED
             self._event(ref, domain.name, kind, str(value))
         if Scope.PERSISTENT in resolved:
-            atomic_write(path, xlcfg.render(persistent_spec.evolve(**{field: value})).encode())
+            atomic_write(path, xlcfg.render(persistent_spec.evolve(**{resource: value})).encode())
 
     def _event(self, ref: uuidlib.UUID, name: str, kind: EventKind, detail: str = "") -> None:
         self._emit(DomainEvent(uuid=ref, name=name, kind=kind, detail=detail))

@@ -340,11 +340,26 @@ def test_resources_beyond_the_maximum_are_invalid_arguments(driver: Driver, make
         lambda: driver.set_vcpus(spec.uuid, 3),
         lambda: driver.set_vcpus(spec.uuid, 0),
         lambda: driver.set_memory(spec.uuid, 257),
+        lambda: driver.set_vcpus(spec.uuid, 1.5),  # type: ignore[arg-type]
+        lambda: driver.set_memory(spec.uuid, "128"),  # type: ignore[arg-type]
     ):
         with pytest.raises(InvalidArgument) as caught:
             call()
         assert caught.value.uuid == str(spec.uuid)
     assert driver.get_spec(spec.uuid) == spec
+
+
+def test_a_resource_out_of_range_is_refused_with_the_same_message_everywhere(
+    driver: Driver, make_spec: SpecFactory
+):
+    spec = make_spec()  # max_vcpus 2, max_memory 256
+    driver.define(spec)
+    with pytest.raises(InvalidArgument, match="vcpus must be between 1 and the maximum 2, got 3") as vcpus:
+        driver.set_vcpus(spec.uuid, 3)
+    assert vcpus.value.operation == "set_vcpus"
+    with pytest.raises(InvalidArgument, match="memory must be between 1 and the maximum 256, got 0") as mem:
+        driver.set_memory(spec.uuid, 0)
+    assert mem.value.operation == "set_memory"
 
 
 # -- queries, events, capabilities ------------------------------------------------------------------------

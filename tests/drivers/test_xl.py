@@ -343,8 +343,10 @@ def test_memory_and_vcpus_use_mem_set_and_vcpu_set_within_the_maximum(xl: Record
     driver.set_vcpus(WEB01, 3)
     assert driver.get_spec(WEB01).vcpus == 3
     calls_before = len(xl.calls)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgument, match="memory must be between 1 and the maximum 2048, got 4096"):
         driver.set_memory(WEB01, 4096)
+    with pytest.raises(InvalidArgument, match=r"vcpus must be between 1 and the maximum 4, got 2\.5"):
+        driver.set_vcpus(WEB01, 2.5)  # type: ignore[arg-type]
     assert not any(call[1] == "mem-set" for call in xl.calls[calls_before:])
 
 

@@ -1,0 +1,111 @@
+"""The CLI package: a command imports only what it uses (a cold `toolstack --help` loads no layer: no
+FastAPI, no libvirt, not even the store; `toolstack log NAME` on the simulator neither FastAPI nor
+libvirt)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from tests.toolstack.conftest import ROOT
+from toolstack import errors
+from toolstack.cli import errors as cli_errors
+from toolstack.cli.group import COMMANDS, SUMMARIES, main
+
+# Runs the CLI as `python -m toolstack.cli` does, then prints the modules it loaded (at exit: after click's
+# sys.exit) as the last line of stderr.
+PROBE = """
+import atexit, json, runpy, sys
+atexit.register(lambda: sys.stderr.write("\\n" + json.dumps(sorted(sys.modules)) + "\\n"))
+sys.argv = ["toolstack", *sys.argv[1:]]
+runpy.run_module("toolstack.cli", run_name="__main__", alter_sys=True)
+"""
+WEB_AND_LIBVIRT = {"fastapi", "uvicorn", "starlette", "libvirt"}
+LAYERS = {"store", "drivers", "dulwich", "pydantic", "xenstored", "toolstack.ops", "asyncio"}
+
+
+def run(tmp_path, *args, code=0, probe=False):
+    """`toolstack ARGS`, the repository and the simulator given by the environment (``probe``: under
+    :data:`PROBE`)."""
+    result = subprocess.run(
+        [sys.executable, *(["-c", PROBE] if probe else ["-m", "toolstack.cli"]), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={
+            **os.environ,
+            "PYTHONPATH": ROOT,
+            "TOOLSTACK_REPO": str(tmp_path / "state.git"),
+            "TOOLSTACK_DRIVER": f"sim://{tmp_path}/sim",
+        },
+    )
+    assert result.returncode == code, f"exit {result.returncode}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+def loaded(tmp_path: Path, *args: str) -> set[str]:
+    """The modules a cold `toolstack ARGS` imported, and their top-level packages."""
+    modules = json.loads(run(tmp_path, *args, probe=True).stderr.splitlines()[-1])
+    return {name.split(".")[0] for name in modules} | set(modules)
+
+
+# -- imports -----------------------------------------------------------------------------------------------
+def test_a_cold_help_imports_no_layer(tmp_path):
+    modules = loaded(tmp_path, "--help")
+    assert not modules & WEB_AND_LIBVIRT
+    assert not modules & LAYERS  # the commands' modules import click only: the listing needs no more
+    assert "toolstack.cli.vm" in modules  # listed from its own help
+
+
+def test_a_command_imports_only_what_it_uses(tmp_path):
+    run(tmp_path, "init")
+    run(tmp_path, "vm", "create", "web", "--memory", "64M")
+    modules = loaded(tmp_path, "log", "web")
+    assert not modules & WEB_AND_LIBVIRT
+    assert "toolstack.ops" in modules and "toolstack.cli.state" in modules
+    assert "toolstack.cli.vm" not in modules and "xenstored" not in modules  # nor the other commands
+    assert not loaded(tmp_path, "serve", "--help") & WEB_AND_LIBVIRT  # FastAPI when it serves
+
+
+def test_the_listing_line_of_a_command_not_imported_is_its_own():
+    ctx = click.Context(main)
+    for name, summary in SUMMARIES.items():
+        command = main.get_command(ctx, name)
+        assert command is not None
+        for limit in (20, 45, 80, 200):
+            assert click.Command(name, help=summary).get_short_help_str(limit) == command.get_short_help_str(
+                limit
+            ), name
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_in_the_table_loads(name):
+    command = main.get_command(click.Context(main), name)
+    assert isinstance(command, click.Command) and command.name == name
+
+
+def test_command_modules_never_import_the_group():
+    package = Path(ROOT) / "toolstack" / "cli"
+    for path in sorted(package.glob("*.py")):
+        if path.name in ("__init__.py", "__main__.py", "group.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in ("toolstack.cli", "toolstack.cli.group"):
+                pytest.fail(f"{path.name} imports {node.module}: the group loads the commands, not back")
+
+
+def test_the_documented_exit_codes_are_the_errors_own():
+    assert errors.OperationInProgress.exit_code == cli_errors.EXIT_BUSY
+    assert errors.ConflictError.exit_code == cli_errors.EXIT_CONFLICT
+    assert errors.RejectedEdits.exit_code == cli_errors.EXIT_REJECTED
+    assert errors.HistoryRewritten.exit_code == cli_errors.EXIT_REWRITTEN
+    assert errors.UnrequestedRemoval.exit_code == cli_errors.EXIT_UNREQUESTED_REMOVAL
+    assert errors.DestructivePlanRefused.exit_code == cli_errors.EXIT_DESTRUCTIVE_REFUSED

@@ -1,6 +1,6 @@
 """The CLI package: a command imports only what it uses (a cold `toolstack --help` loads no layer: no
-FastAPI, no libvirt, not even the store; `toolstack log NAME` on the simulator neither FastAPI nor
-libvirt)."""
+FastAPI, no libvirt, not even the store; `toolstack log NAME` on the simulator neither FastAPI nor libvirt),
+and global options go before or after the subcommand."""
 
 from __future__ import annotations
 
@@ -100,6 +100,49 @@ def test_command_modules_never_import_the_group():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module in ("toolstack.cli", "toolstack.cli.group"):
                 pytest.fail(f"{path.name} imports {node.module}: the group loads the commands, not back")
+
+
+# -- global options before or after the subcommand ------------------------------------------------------
+def test_global_options_are_accepted_after_the_subcommand_and_the_last_one_wins(tmp_path):
+    run(tmp_path, "init", "--name", "p")
+    other = tmp_path / "other"
+    run(tmp_path, "init", "--repo", str(other / "state.git"))  # `init --repo`: the option after init
+    assert (other / "state.git").is_dir()
+
+    created = run(
+        tmp_path,
+        *("--host", "before", "--author", "Before <b@example.org>"),
+        *("vm", "create", "web", "--memory", "64M", "--json"),
+        *("--host", "h1", "--author", "After <a@example.org>", "--driver", f"sim://{tmp_path}/sim2"),
+    )
+    assert json.loads(created.stdout)["name"] == "web"
+    assert os.listdir(tmp_path / "sim2")  # the driver given after the subcommand
+    assert json.loads(run(tmp_path, "store", "ls", "hosts", "--json").stdout) == ["h1"]  # observed there
+    assert json.loads(run(tmp_path, "--json", "log", "web").stdout)["author"] == "After <a@example.org>"
+
+    # Before, after, and in the middle (after a group's name) say the same.
+    listings = [
+        run(tmp_path, "--json", "vm", "list").stdout,
+        run(tmp_path, "vm", "list", "--json").stdout,
+        run(tmp_path, "vm", "--json", "list").stdout,
+    ]
+    assert len(set(listings)) == 1 and [vm["name"] for vm in json.loads(listings[0])] == ["web"]
+
+    # --repo after the subcommand overrides the one before it (and $TOOLSTACK_REPO).
+    elsewhere = run(
+        tmp_path, "--repo", str(tmp_path / "state.git"), "vm", "list", "--repo", str(other / "state.git")
+    )
+    assert "web" not in elsewhere.stdout
+
+
+def test_a_command_keeps_its_own_option_of_a_global_name():
+    ctx = click.Context(main)
+    serve, agent = main.get_command(ctx, "serve"), main.get_command(ctx, "agent")
+    options = {p.name: p for p in serve.params}
+    assert options["bind_host"].opts == ["--host"] and options["repo"].expose_value  # serve's own
+    assert "host_name" in {p.name for p in agent.params}
+    hidden = {o for p in serve.params if getattr(p, "hidden", False) for o in p.opts}
+    assert hidden == {"--author", "--json"}  # the globals it lacks, hidden from its help
 
 
 def test_the_documented_exit_codes_are_the_errors_own():

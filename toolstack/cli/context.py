@@ -1,5 +1,12 @@
 """The options every command shares (``--repo``, ``--driver``, ``--host``, ``--author``, ``--json``) and the
-context that carries them to the commands."""
+context that carries them to the commands.
+
+The global options are the ``toolstack`` group's, and every command below it accepts them too, after its
+name (``toolstack vm list --json``, as git and virsh users expect); there they are hidden from the
+command's own help. Given twice, the last one wins: one after the subcommand overrides one before it. A
+command with an option of the same name keeps its own (``serve --host`` is the address to listen on,
+``agent --host`` this host's name, ``xenstored --repo`` the daemon's repository).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +53,13 @@ class Context:
         """``--driver``, else the default for the repository (:func:`toolstack.cli.config.default_driver`)."""
         return self.driver or default_driver(self.repo)
 
+    def override(self, option: str, value: Any) -> None:
+        """Take a global option given after the subcommand (its parameter name, e.g. ``as_json``)."""
+        if option == "repo":
+            self.repo = os.path.abspath(value)
+        else:
+            setattr(self, "json" if option == "as_json" else option, value)
+
     def toolstack(self) -> Any:
         """The toolstack on this pool's state repository (never created here: ``toolstack init`` does)."""
         from toolstack.ops import Toolstack  # imported on use: `--help` stays fast
@@ -77,3 +91,26 @@ def global_options(group: F) -> F:
     for declarations, attributes in reversed(GLOBAL_OPTIONS):
         group = click.option(*declarations, **attributes)(group)
     return group
+
+
+def accept_global_options(command: click.Command) -> click.Command:
+    """Let ``command`` and the commands below it take the global options after their names, hidden from
+    their help; a value given there overrides the shared :class:`Context`'s. An option whose name the
+    command already uses stays the command's own."""
+    taken = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+    for declarations, attributes in GLOBAL_OPTIONS:
+        if declarations[0] not in taken:
+            command.params.append(
+                click.Option(declarations, **attributes, hidden=True, expose_value=False, callback=_override)
+            )
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            accept_global_options(subcommand)
+    return command
+
+
+def _override(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    state = ctx.find_object(Context)
+    if state is not None and param.name is not None and value not in (None, False):
+        state.override(param.name, value)
+    return value

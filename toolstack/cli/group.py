@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from toolstack.cli.context import Context, global_options
+from toolstack.cli.context import Context, accept_global_options, global_options
 
 # Each command of the group: the module and attribute that define it.
 COMMANDS: Mapping[str, str] = {
@@ -53,7 +53,8 @@ SUMMARIES: Mapping[str, str] = {
 
 
 class ToolstackGroup(click.Group):
-    """A group whose commands are imported on use (``lazy``: name -> ``"module:attribute"``)."""
+    """A group whose commands are imported on use (``lazy``: name -> ``"module:attribute"``), each taking
+    the global options after its name too."""
 
     def __init__(
         self,
@@ -76,7 +77,7 @@ class ToolstackGroup(click.Group):
                 return click.Command(cmd_name, help=self.summaries[cmd_name])
             module, _, attribute = self.lazy[cmd_name].partition(":")
             command = getattr(importlib.import_module(module), attribute)
-            self.add_command(command, cmd_name)
+            self.add_command(accept_global_options(command), cmd_name)
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -1,6 +1,6 @@
 """The CLI package: a command imports only what it uses (a cold `toolstack --help` loads no layer: no
 FastAPI, no libvirt, not even the store; `toolstack log NAME` on the simulator neither FastAPI nor libvirt),
-and global options go before or after the subcommand."""
+global options go before or after the subcommand, and under `--json` errors are JSON (same exit codes)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import click
 import pytest
 
 from tests.toolstack.conftest import ROOT
-from toolstack import errors
+from toolstack import errors, layout
 from toolstack.cli import errors as cli_errors
 from toolstack.cli.group import COMMANDS, SUMMARIES, main
 
@@ -143,6 +143,53 @@ def test_a_command_keeps_its_own_option_of_a_global_name():
     assert "host_name" in {p.name for p in agent.params}
     hidden = {o for p in serve.params if getattr(p, "hidden", False) for o in p.opts}
     assert hidden == {"--author", "--json"}  # the globals it lacks, hidden from its help
+
+
+# -- errors under --json ---------------------------------------------------------------------------------
+def error_of(result) -> dict:
+    """The JSON error: the last line of stderr, nothing on stdout besides a refused plan."""
+    record = json.loads(result.stderr.splitlines()[-1])
+    assert set(record) == {"error"} and set(record["error"]) == {"code", "message", "type"}
+    assert record["error"]["code"] == result.returncode
+    return record["error"]
+
+
+def test_errors_under_json_are_one_json_object_on_stderr_with_the_same_exit_codes(tmp_path):
+    run(tmp_path, "init")
+    missing = run(tmp_path, "vm", "show", "nope", "--json", code=1)
+    assert missing.stdout == "" and len(missing.stderr.splitlines()) == 1
+    assert error_of(missing) == {"code": 1, "message": "no VM named 'nope'", "type": "VMNotFound"}
+
+    # Usage errors (click's own, exit 2), wherever --json stands, even before it could be parsed.
+    for args in (
+        ["--json", "vm", "frobnicate"],
+        ["vm", "create", "x", "--memory", "12XB", "--json"],
+        ["--json", "--bogus"],
+        ["--json", "nic", "attach", "web"],
+    ):
+        error = error_of(run(tmp_path, *args, code=2))
+        assert error["message"] and error["type"] != "Failure", args
+    assert (
+        "12XB"
+        in error_of(run(tmp_path, "--json", "vm", "create", "x", "--memory", "12XB", code=2))["message"]
+    )
+
+    # Without --json: the one-line text error, and click's usage text.
+    assert run(tmp_path, "vm", "show", "nope", code=1).stderr == "error: no VM named 'nope'\n"
+    assert "Usage:" in run(tmp_path, "vm", "frobnicate", code=2).stderr
+
+
+def test_a_refused_plan_under_json_is_the_result_and_its_error_is_json(tmp_path):
+    run(tmp_path, "init")
+    uuid = json.loads(run(tmp_path, "--json", "vm", "create", "web", "--memory", "64M", "--start").stdout)[
+        "uuid"
+    ]
+    run(tmp_path, "store", "set", layout.desired_path(uuid), "stopped")
+
+    refused = run(tmp_path, "reconcile", "--json", code=cli_errors.EXIT_DESTRUCTIVE_REFUSED)
+    assert json.loads(refused.stdout)["refused"] is True
+    error = error_of(refused)
+    assert error["type"] == "DestructivePlanRefused" and "--yes" in error["message"]
 
 
 def test_the_documented_exit_codes_are_the_errors_own():

@@ -9,20 +9,23 @@ operation deleted; nothing pushed: ``UnrequestedRemoval``); 8 destructive plan r
 ``rollback`` or ``pull`` would stop or undefine domains and was not confirmed: the plan is printed, nothing of
 it applied: ``DestructivePlanRefused``).
 
-An error goes to stderr as ``error: MESSAGE`` (click's usage errors keep click's own text). Stdout keeps
-the command's result only: a refused destructive plan (exit 8) is printed there, with ``"refused": true``
-under ``--json``.
+An error goes to stderr, as ``error: MESSAGE`` (click's usage errors keep click's own text), or with
+``--json`` (before or after the subcommand) as one line ``{"error": {"code": EXIT_CODE, "message": ...,
+"type": ...}}``, ``type`` naming the error (``VMNotFound``, ``NoSuchOption``...). Stdout keeps the command's
+result only: a refused destructive plan (exit 8) is printed there, with ``"refused": true`` under ``--json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 import click
 
 from toolstack.cli.context import Context, F
-from toolstack.cli.output import emit
+from toolstack.cli.output import dumps, emit
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_BUSY = 1, 2, 3, 4
 # The errors' own exit_code (toolstack.errors), for scripts: RejectedEdits, HistoryRewritten,
@@ -33,13 +36,17 @@ EXIT_REJECTED, EXIT_REWRITTEN, EXIT_UNREQUESTED_REMOVAL, EXIT_DESTRUCTIVE_REFUSE
 class Failure(click.ClickException):
     """An error as the CLI reports it: its message, its exit code and its type (the error's class name)."""
 
-    def __init__(self, message: str, exit_code: int, kind: str):
+    def __init__(self, message: str, exit_code: int, kind: str, as_json: bool = False):
         super().__init__(message)
         self.exit_code = exit_code
         self.kind = kind
+        self.as_json = as_json
+
+    def record(self) -> dict[str, Any]:
+        return {"error": {"code": self.exit_code, "message": self.message, "type": self.kind}}
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.message}", file=file, err=True)
+        click.echo(dumps(self.record()) if self.as_json else f"error: {self.message}", file=file, err=True)
 
 
 def handled(command: F) -> F:
@@ -80,3 +87,25 @@ def exit_code(err: Exception) -> int | None:
     if isinstance(err, DriverError | StoreError | ValueError):
         return EXIT_ERROR
     return None
+
+
+def json_requested(args: Sequence[str]) -> bool:
+    """Whether a command line asks for ``--json`` (before ``--``), wherever it stands: read from the words,
+    as a usage error may come before the option is parsed."""
+    words = list(args)
+    return "--json" in (words[: words.index("--")] if "--" in words else words)
+
+
+@contextlib.contextmanager
+def reporting(as_json: Callable[[], bool]) -> Iterator[None]:
+    """Let the click errors raised inside through, as JSON :class:`Failure` (same exit code) when
+    ``as_json()``: click shows them and exits."""
+    try:
+        yield
+    except Failure as err:
+        err.as_json = err.as_json or as_json()
+        raise
+    except click.ClickException as err:
+        if not as_json():
+            raise
+        raise Failure(err.format_message(), err.exit_code, type(err).__name__, as_json=True) from err

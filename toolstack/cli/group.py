@@ -1,4 +1,4 @@
-"""The ``toolstack`` group: its global options and the table of its commands.
+"""The ``toolstack`` group: its global options, the table of its commands, and errors under ``--json``.
 
 The group imports no command up front. It loads a command's module when the command runs, or when
 ``toolstack --help`` lists it (click's "lazy group"): ``toolstack log`` imports the history commands, the
@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from toolstack.cli.context import Context, accept_global_options, global_options
+from toolstack.cli.errors import json_requested, reporting
 
 # Each command of the group: the module and attribute that define it.
 COMMANDS: Mapping[str, str] = {
@@ -54,7 +55,7 @@ SUMMARIES: Mapping[str, str] = {
 
 class ToolstackGroup(click.Group):
     """A group whose commands are imported on use (``lazy``: name -> ``"module:attribute"``), each taking
-    the global options after its name too."""
+    the global options after its name too, and whose errors are JSON under ``--json``."""
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class ToolstackGroup(click.Group):
         self.summaries = dict(summaries or {})
         self._listing = False
 
+    # -- commands imported on use ----------------------------------------------------------------------
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *self.lazy})
 
@@ -99,6 +101,27 @@ class ToolstackGroup(click.Group):
             for name in self.lazy:  # an unknown name: load them all, for click's "Did you mean ...?"
                 self.get_command(ctx, name)
         return super().resolve_command(ctx, args)
+
+    # -- errors under --json ---------------------------------------------------------------------------
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        as_json = json_requested(args)  # from the words: parsing them may be what fails
+        with reporting(lambda: as_json):
+            ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[_JSON_REQUESTED] = as_json
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        def as_json() -> bool:  # also --json after the subcommand, parsed by then
+            state = ctx.find_object(Context)
+            return ctx.meta.get(_JSON_REQUESTED, False) or (state is not None and state.json)
+
+        with reporting(as_json):
+            return super().invoke(ctx)
+
+
+_JSON_REQUESTED = "toolstack.cli.json_requested"
 
 
 @click.group(

@@ -1,5 +1,5 @@
 """``python -m toolstack.api``: the same as ``toolstack serve``."""
 
-from toolstack.api.cli import serve
+from toolstack.cli.serve import serve
 
 serve(prog_name="toolstack-serve")

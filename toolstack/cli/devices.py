@@ -1,16 +1,16 @@
-"""CLI commands on devices: ``disk attach/detach`` and ``nic attach/detach``. Registered on
-:data:`toolstack.cli.main` when that module is imported."""
+"""CLI commands on devices: ``disk attach/detach`` and ``nic attach/detach``."""
 
 from __future__ import annotations
 
 import click
 
-from toolstack.cli import Context, handled, main, pass_ctx, vm_record
-from toolstack.output import emit
+from toolstack.cli.context import Context, pass_ctx
+from toolstack.cli.errors import handled
+from toolstack.cli.output import emit, vm_record
 
 
 # -- devices -----------------------------------------------------------------------------------------------
-@main.group()
+@click.group()
 def disk() -> None:
     """Attach and detach disks."""
 
@@ -30,17 +30,7 @@ def disk_attach(
     emit(vm_record(result), c.json, f"attached {path} to {result.name}")
 
 
-@disk.command("detach")
-@click.argument("name")
-@click.argument("device_id")
-@pass_ctx
-@handled
-def disk_detach(c: Context, name: str, device_id: str) -> None:
-    result = c.toolstack().detach(name, device_id)
-    emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
-
-
-@main.group()
+@click.group()
 def nic() -> None:
     """Attach and detach network interfaces."""
 
@@ -62,11 +52,18 @@ def nic_attach(
     emit(vm_record(result), c.json, f"attached a nic to {result.name}")
 
 
-@nic.command("detach")
-@click.argument("name")
-@click.argument("device_id")
-@pass_ctx
-@handled
-def nic_detach(c: Context, name: str, device_id: str) -> None:
-    result = c.toolstack().detach(name, device_id)
-    emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
+def _detach_command(group: click.Group) -> None:
+    """``disk detach`` and ``nic detach``: one command, as a device's id names it whatever its kind."""
+
+    @group.command("detach")
+    @click.argument("name")
+    @click.argument("device_id")
+    @pass_ctx
+    @handled
+    def detach(c: Context, name: str, device_id: str) -> None:
+        result = c.toolstack().detach(name, device_id)
+        emit(vm_record(result), c.json, f"detached {device_id} from {result.name}")
+
+
+_detach_command(disk)
+_detach_command(nic)

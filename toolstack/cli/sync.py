@@ -1,14 +1,17 @@
-"""CLI commands for sync between hosts and clones: pull, push and gc (registered on the main group)."""
+"""CLI commands on the pool: init and clone, sync between hosts and clones (pull, push, gc), the agent."""
 
 from __future__ import annotations
 
 import click
 
-from toolstack.cli import Context, confirmation, handled, main, operator_identity, pass_ctx
-from toolstack.output import emit
+from toolstack.cli.config import operator_identity
+from toolstack.cli.context import Context, pass_ctx
+from toolstack.cli.errors import handled
+from toolstack.cli.output import emit
+from toolstack.cli.plans import confirmation
 
 
-@main.command("init")
+@click.command("init")
 @click.option("--name", default=None, help="The pool's name [the repository's directory name]")
 @pass_ctx
 @handled
@@ -28,7 +31,7 @@ def init_command(c: Context, name: str | None) -> None:
     )
 
 
-@main.command("clone")
+@click.command("clone")
 @click.argument("url")
 @click.argument("path", required=False)
 @pass_ctx
@@ -49,7 +52,7 @@ def clone_command(c: Context, url: str, path: str | None) -> None:
     )
 
 
-@main.command("pull")
+@click.command("pull")
 @click.option("--remote", default="origin", show_default=True)
 @click.option("--url", default=None, help="Set the remote's URL (recorded in the repository's config)")
 @click.option("--push/--no-push", "push_back", default=False, help="Push main back afterwards")
@@ -132,7 +135,7 @@ def pull_command(
         raise RejectedEdits(remote, result.rejections)
 
 
-@main.command("push")
+@click.command("push")
 @click.option("--remote", default="origin", show_default=True)
 @click.option("--url", default=None, help="Set the remote's URL (recorded in the repository's config)")
 @click.option(
@@ -149,7 +152,7 @@ def push_command(c: Context, remote: str, url: str | None, force: bool) -> None:
     emit({"remote": remote, "main": head}, c.json, f"pushed main ({head[:12]}) to {remote}")
 
 
-@main.command("gc")
+@click.command("gc")
 @click.option("--before", "before", required=True, help="A commit, or a date (YYYY-MM-DD[ HH:MM[:SS]])")
 @click.option("--prune-archives", is_flag=True, help="Also drop archived history (then git gc reclaims it)")
 @pass_ctx
@@ -196,7 +199,7 @@ def gc_command(c: Context, before: str, prune_archives: bool) -> None:
     )
 
 
-@main.command("agent")
+@click.command("agent")
 @click.option("--host", "host_name", required=True, help="This host's name in the pool")
 @click.option("--remote", "url", required=True, help="URL of the shared state repository")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between rounds")

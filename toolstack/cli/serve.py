@@ -1,4 +1,4 @@
-"""``toolstack serve``: the HTTP API and web page (registered on the ``toolstack`` CLI).
+"""``toolstack serve``: the HTTP API and web page (also ``python -m toolstack.api``).
 
 This module imports only click: FastAPI and uvicorn are imported when the command runs, so the rest of the
 CLI works where they are not installed.
@@ -43,7 +43,7 @@ def serve(
     from toolstack.api.auth import TokenFileError, default_token_file
     from toolstack.api.deps import ApiSettings
     from toolstack.api.server import serve as run_server
-    from toolstack.cli import default_driver, default_repo, operator_identity
+    from toolstack.cli.config import default_driver, default_repo, operator_identity
     from toolstack.errors import ToolstackError
     from toolstack.ops import Toolstack
 

@@ -1,29 +1,22 @@
-"""CLI commands about the state repository: log, show, diff, rollback, reconcile, tasks and raw store
-access. Registered on :data:`toolstack.cli.main` when that module is imported."""
+"""CLI commands about the state repository: log, show, diff, rollback, reconcile, tasks, raw store access,
+fsck and events."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from toolstack import layout
-from toolstack.cli import EXIT_ERROR, Context, confirmation, handled, main, pass_ctx, plan_lines
-from toolstack.errors import ToolstackError
-from toolstack.history import show as show_commit
-from toolstack.output import emit, emit_lines, table, when
-from toolstack.task_records import get_task, list_tasks
-
-if TYPE_CHECKING:
-    from toolstack.reconcile import Confirm, Plan
+from toolstack.cli.context import Context, pass_ctx
+from toolstack.cli.errors import EXIT_ERROR, handled
+from toolstack.cli.output import emit, emit_lines, table, when
+from toolstack.cli.plans import YES, run_plan
 
 
 # -- history -----------------------------------------------------------------------------------------------
-@main.command("log")
+@click.command("log")
 @click.argument("name", required=False)
 @click.option("-n", "--limit", type=int, default=None, help="At most this many entries")
 @pass_ctx
@@ -42,12 +35,14 @@ def _render_value(value: bytes | None) -> str:
     return text if len(text) < 200 else text[:200] + "…"
 
 
-@main.command("show")
+@click.command("show")
 @click.argument("commit")
 @pass_ctx
 @handled
 def show_command(c: Context, commit: str) -> None:
     """Show a commit and what it changed."""
+    from toolstack.history import show as show_commit
+
     view = show_commit(c.toolstack(), commit)
     info = view.info
     record = {
@@ -74,7 +69,7 @@ def show_command(c: Context, commit: str) -> None:
     emit(record, c.json, "\n".join(lines))
 
 
-@main.command("diff")
+@click.command("diff")
 @click.argument("a")
 @click.argument("b")
 @pass_ctx
@@ -90,48 +85,7 @@ def diff_command(c: Context, a: str, b: str) -> None:
     emit(records, c.json, table(["change", "path", "old", "new"], rows))
 
 
-def _run_plan(
-    c: Context,
-    compute: Callable[[bool, Callable[[Any], None] | None, Confirm], Plan],
-    dry_run: bool,
-    yes: bool,
-    title: str,
-) -> None:
-    """Print a plan (``dry_run``), or carry it out with a progress bar over its actions.
-
-    A destructive plan is confirmed first (:func:`toolstack.cli.confirmation`): the bar starts after the
-    question, with the first action applied.
-    """
-    if dry_run or c.json:
-        plan = compute(dry_run, None, confirmation(yes))
-    else:
-        steps = len(compute(True, None, True).actions)  # the dry run sizes the bar
-        with contextlib.ExitStack() as stack:
-            bars: list[Any] = []
-
-            def progress(action: Any) -> None:
-                if not bars:
-                    bars.append(
-                        stack.enter_context(
-                            click.progressbar(
-                                length=max(steps, 1), label=title, file=sys.stderr, show_eta=False
-                            )
-                        )
-                    )
-                bars[0].update(1)
-
-            plan = compute(False, progress, confirmation(yes))
-    emit(plan.to_dict(), c.json, "\n".join(plan_lines(plan, would=dry_run)))
-    if plan.errors:
-        sys.exit(EXIT_ERROR)
-
-
-YES = click.option(
-    "--yes", "-y", is_flag=True, help="Apply a plan that stops or undefines domains without asking"
-)
-
-
-@main.command("rollback")
+@click.command("rollback")
 @click.argument("commit")
 @click.option("--vm", "vm_name", default=None, help="Roll back only this VM")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing")
@@ -145,7 +99,7 @@ def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool
     terminal; elsewhere it needs --yes, or it prints the plan, writes nothing and exits 8.
     """
     ts = c.toolstack()
-    _run_plan(
+    run_plan(
         c,
         lambda dry, progress, confirm: ts.rollback(
             commit, vm=vm_name, dry_run=dry, progress=progress, confirm=confirm
@@ -156,7 +110,7 @@ def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool
     )
 
 
-@main.command("reconcile")
+@click.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing")
 @click.option("--adopt", is_flag=True, help="Import domains the toolstack does not know")
 @YES
@@ -169,7 +123,7 @@ def reconcile_command(c: Context, dry_run: bool, adopt: bool, yes: bool) -> None
     prints the plan, changes nothing and exits 8.
     """
     ts = c.toolstack()
-    _run_plan(
+    run_plan(
         c,
         lambda dry, progress, confirm: ts.reconcile(
             dry_run=dry, adopt=adopt, progress=progress, confirm=confirm
@@ -181,7 +135,7 @@ def reconcile_command(c: Context, dry_run: bool, adopt: bool, yes: bool) -> None
 
 
 # -- tasks -------------------------------------------------------------------------------------------------
-@main.group()
+@click.group()
 def task() -> None:
     """Inspect tasks (each operation is one)."""
 
@@ -191,6 +145,8 @@ def task() -> None:
 @pass_ctx
 @handled
 def task_list(c: Context, limit: int) -> None:
+    from toolstack.task_records import list_tasks
+
     tasks, _ = list_tasks(c.toolstack(), limit=limit)
     rows = [
         (
@@ -216,6 +172,9 @@ def task_list(c: Context, limit: int) -> None:
 @pass_ctx
 @handled
 def task_show(c: Context, task_id: str) -> None:
+    from toolstack.errors import ToolstackError
+    from toolstack.task_records import get_task
+
     found = get_task(c.toolstack(), task_id)
     if found is None:
         raise ToolstackError(f"no task {task_id!r}")
@@ -224,7 +183,7 @@ def task_show(c: Context, task_id: str) -> None:
 
 
 # -- raw store access --------------------------------------------------------------------------------------
-@main.group("store")
+@click.group("store")
 def store_group() -> None:
     """Raw access to the state repository."""
 
@@ -235,6 +194,8 @@ def store_group() -> None:
 @pass_ctx
 @handled
 def store_get(c: Context, path: str, rev: str) -> None:
+    from toolstack.errors import ToolstackError
+
     store = c.toolstack().store
     value = store.at(rev).get(path)
     if value is None:
@@ -277,7 +238,7 @@ def store_branches(c: Context) -> None:
     emit(records, c.json, table(["branch", "head"], [(r["branch"], r["head"]) for r in records]))
 
 
-@main.command("fsck")
+@click.command("fsck")
 @click.option("--no-git", is_flag=True, help="Skip git's own object check (git fsck --full)")
 @pass_ctx
 @handled
@@ -287,6 +248,7 @@ def fsck_command(c: Context, no_git: bool) -> None:
     Exit code 0 when no error was found (warnings allowed), 1 otherwise.
     """
     from store import NotARepository, Store
+    from toolstack.errors import ToolstackError
     from toolstack.fsck import fsck
 
     try:
@@ -307,13 +269,14 @@ def fsck_command(c: Context, no_git: bool) -> None:
         sys.exit(EXIT_ERROR)
 
 
-@main.command("events")
+@click.command("events")
 @click.option("--since", "token", default=None, help="Resume after this token (a commit id)")
 @click.option("--follow", is_flag=True, help="Keep streaming new events")
 @pass_ctx
 @handled
 def events_command(c: Context, token: str | None, follow: bool) -> None:
     """VM events (created, started, stopped, config changed, ...) derived from main's history."""
+    from toolstack import layout
     from toolstack.events import events_since
     from toolstack.events import follow as follow_events
 

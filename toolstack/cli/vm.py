@@ -1,18 +1,19 @@
-"""CLI commands on VMs: ``vm create/list/show``, the lifecycle commands, ``vm migrate`` and ``vm set``.
-Registered on :data:`toolstack.cli.main` when that module is imported."""
+"""CLI commands on VMs: ``vm create/list/show``, the lifecycle commands, ``vm migrate`` and ``vm set``."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from drivers.models import parse_memory
-from toolstack.cli import Context, F, handled, main, pass_ctx, vm_record
-from toolstack.models import VM
-from toolstack.output import emit, table, when
-from toolstack.status import BROKEN, VMStatus, broken_detail, listing, lookup, status_of, wait_for_report
+from toolstack.cli.context import Context, F, pass_ctx
+from toolstack.cli.errors import handled
+from toolstack.cli.output import emit, table, vm_record, when
+
+if TYPE_CHECKING:
+    from toolstack.models import VM
+    from toolstack.status import VMStatus
 
 
 class Memory(click.ParamType):
@@ -21,6 +22,8 @@ class Memory(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from drivers.models import parse_memory
+
         try:
             return parse_memory(value)
         except ValueError as err:
@@ -28,7 +31,7 @@ class Memory(click.ParamType):
 
 
 # -- vm ----------------------------------------------------------------------------------------------------
-@main.group()
+@click.group()
 def vm() -> None:
     """Create, inspect and drive VMs."""
 
@@ -95,6 +98,8 @@ def status_record(status: VMStatus) -> dict[str, Any]:
 def vm_list(c: Context) -> None:
     """List VMs with their desired state and their state: live for this host's VMs, as last reported by
     their host for the others (with its age); a VM whose entry does not validate is marked broken."""
+    from toolstack.status import listing
+
     ts = c.toolstack()
     now = time.time()
     statuses = listing(ts)
@@ -113,6 +118,8 @@ def vm_list(c: Context) -> None:
 def vm_show(c: Context, name: str) -> None:
     """Show one VM: configuration, devices, state (live, or as its host reported it), drift and recent
     history; for a broken entry, the offending path and the error."""
+    from toolstack.status import BROKEN, broken_detail, lookup
+
     ts = c.toolstack()
     status = lookup(ts, name)
     record = status_record(status)
@@ -163,6 +170,8 @@ def wait_option(command: F) -> F:
 def report_outcome(c: Context, verb: str, result: VM, wait: float | None) -> None:
     """Print what an operation did: the live state here, or, for a VM placed on another host, that the
     operation is queued for that host's agent (and, with ``--wait``, what that host then reported)."""
+    from toolstack.status import status_of, wait_for_report
+
     ts = c.toolstack()
     status = status_of(ts, result.uuid)
     if not status.local and wait is not None:
@@ -233,6 +242,8 @@ def vm_shutdown(c: Context, name: str, timeout: float, force: bool, wait: float 
 def vm_migrate(c: Context, name: str, to_host: str, force: bool, wait: float | None) -> None:
     """Move a VM to another pool host: its source stops it and records that, then the destination's agent
     starts it (never on two hosts at once)."""
+    from toolstack.status import status_of
+
     ts = c.toolstack()
     before = ts.vm(name)
     result = ts.migrate(name, to_host, force=force)

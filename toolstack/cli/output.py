@@ -1,13 +1,23 @@
-"""Rendering for the CLI: aligned tables for people, JSON for scripts."""
+"""Rendering for the CLI: aligned tables for people, JSON for scripts.
+
+The JSON convention (``--json``, README "JSON output"): stdout carries the result only, as one JSON
+document: an object for one thing (a VM, a plan, a commit), an array for a listing of current state
+(``vm list``, ``diff``, ``store ls``, ``store branches``), or JSON Lines, one object per line, for history
+that streams (``log``, ``task list``, ``events``). Keys are snake_case and sorted; times are Unix seconds.
+Errors go to stderr as ``{"error": {...}}`` (:mod:`toolstack.cli.errors`).
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from toolstack.models import VM
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -27,10 +37,15 @@ def when(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
+def dumps(obj: Any) -> str:
+    """One JSON document on one line, keys sorted."""
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
 def emit(obj: Any, as_json: bool, text: str | None = None) -> None:
     """Print ``obj`` as one JSON document, or ``text`` for people."""
     if as_json:
-        click.echo(json.dumps(obj, sort_keys=True, default=str))
+        click.echo(dumps(obj))
     elif text is not None:
         click.echo(text)
 
@@ -39,6 +54,19 @@ def emit_lines(objects: Iterable[Any], as_json: bool, text: str | None = None) -
     """Print one JSON object per line (for streams of records), or ``text``."""
     if as_json:
         for obj in objects:
-            click.echo(json.dumps(obj, sort_keys=True, default=str))
+            click.echo(dumps(obj))
     elif text is not None:
         click.echo(text)
+
+
+def vm_record(vm_: VM, state: str | None = None) -> dict[str, Any]:
+    """A VM as the commands on one VM give it under ``--json``."""
+    return {
+        "uuid": vm_.uuid,
+        "name": vm_.name,
+        "memory": vm_.spec.memory,
+        "vcpus": vm_.spec.vcpus,
+        "desired": vm_.desired.value,
+        "state": state if state is not None else (vm_.observed.state if vm_.observed else None),
+        "devices": [d.model_dump(mode="json") for d in vm_.spec.devices],
+    }

@@ -1,0 +1,116 @@
+"""The options every command shares (``--repo``, ``--driver``, ``--host``, ``--author``, ``--json``) and the
+context that carries them to the commands.
+
+The global options are the ``toolstack`` group's, and every command below it accepts them too, after its
+name (``toolstack vm list --json``, as git and virsh users expect); there they are hidden from the
+command's own help. Given twice, the last one wins: one after the subcommand overrides one before it. A
+command with an option of the same name keeps its own (``serve --host`` is the address to listen on,
+``agent --host`` this host's name, ``xenstored --repo`` the daemon's repository).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from toolstack.cli.config import default_driver, default_repo, operator_identity
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# (declarations, attributes) of each global option, in the order `toolstack --help` lists them.
+GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--repo",), {"type": click.Path(), "help": "State repository [$TOOLSTACK_REPO, ./toolstack.git]"}),
+    (("--driver",), {"help": "Hypervisor URI [$TOOLSTACK_DRIVER, the simulator beside the repo]"}),
+    (("--host",), {"help": "This host's name in the state repository [hostname]"}),
+    (("--author",), {"help": "Operator recorded on commits [git user, $USER]"}),
+    (("--json", "as_json"), {"is_flag": True, "help": "Machine-readable output"}),
+)
+
+
+class Context:
+    """Options shared by every command; the toolstack is opened on first use."""
+
+    def __init__(
+        self,
+        repo: str | None = None,
+        driver: str | None = None,
+        host: str | None = None,
+        author: str | None = None,
+        as_json: bool = False,
+    ):
+        self.repo = os.path.abspath(repo or default_repo())
+        self.driver = driver
+        self.host = host
+        self.author = author
+        self.json = as_json
+        self._toolstack: Any = None
+
+    @property
+    def driver_uri(self) -> str:
+        """``--driver``, else the default for the repository (:func:`toolstack.cli.config.default_driver`)."""
+        return self.driver or default_driver(self.repo)
+
+    def override(self, option: str, value: Any) -> None:
+        """Take a global option given after the subcommand (its parameter name, e.g. ``as_json``)."""
+        if option == "repo":
+            self.repo = os.path.abspath(value)
+        else:
+            setattr(self, "json" if option == "as_json" else option, value)
+
+    def toolstack(self) -> Any:
+        """The toolstack on this pool's state repository (never created here: ``toolstack init`` does)."""
+        from toolstack.ops import Toolstack  # imported on use: `--help` stays fast
+
+        if self._toolstack is None:
+            self._toolstack = Toolstack.open(
+                self.repo,
+                self.driver_uri,
+                host=self.host,
+                author=self.author or operator_identity(),
+            )
+            for task in self._toolstack.recovered:
+                click.echo(
+                    f"recovered task {task.id} ({task.operation} {task.vm_name}): {task.status.value}",
+                    err=True,
+                )
+        return self._toolstack
+
+    def close(self) -> None:
+        if self._toolstack is not None:
+            self._toolstack.close()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def global_options(group: F) -> F:
+    """The global options, as the ``toolstack`` group's own (listed in its help)."""
+    for declarations, attributes in reversed(GLOBAL_OPTIONS):
+        group = click.option(*declarations, **attributes)(group)
+    return group
+
+
+def accept_global_options(command: click.Command) -> click.Command:
+    """Let ``command`` and the commands below it take the global options after their names, hidden from
+    their help; a value given there overrides the shared :class:`Context`'s. An option whose name the
+    command already uses stays the command's own."""
+    taken = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+    for declarations, attributes in GLOBAL_OPTIONS:
+        if declarations[0] not in taken:
+            command.params.append(
+                click.Option(declarations, **attributes, hidden=True, expose_value=False, callback=_override)
+            )
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            accept_global_options(subcommand)
+    return command
+
+
+def _override(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    state = ctx.find_object(Context)
+    if state is not None and param.name is not None and value not in (None, False):
+        state.override(param.name, value)
+    return value

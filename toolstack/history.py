@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Operation:
-    """One commit on main, as the log shows it."""
+class LogEntry:
+    """One commit on main, as the log shows it (an operation, a merge, a reconcile, a revert...)."""
 
     commit: str
     time: int
@@ -140,7 +140,7 @@ class VMLogIndex:
         ).fetchone()
         return row[0] if row else None
 
-    def log(self, vm: str | None = None, limit: int | None = None, offset: int = 0) -> list[Operation]:
+    def log(self, vm: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogEntry]:
         """Operations newest first: all of them, or those that changed one VM."""
         self.update()
         bound = -1 if limit is None else limit
@@ -158,7 +158,7 @@ class VMLogIndex:
         out = []
         for seq, commit_id, when, author, message in rows:
             found = self._db.execute("SELECT vm FROM op_vms WHERE seq = ?", (seq,))
-            out.append(Operation(commit_id, when, author, message, tuple(row[0] for row in found)))
+            out.append(LogEntry(commit_id, when, author, message, tuple(row[0] for row in found)))
         return out
 
 

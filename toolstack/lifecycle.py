@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from drivers import Disk, DomainSpec, DriverError, Nic
+from drivers import Disk, DomainSpec, Nic
 from drivers.errors import DomainExists
 from drivers.models import DomainInfo, DomainState
 from toolstack import layout
 from toolstack.devices import disk_from_path, free_id, free_mac, free_target
-from toolstack.errors import ConflictError, InvalidInput, OperationFailed, VMExists
+from toolstack.errors import GuestIgnoredShutdown, InvalidInput, OperationConflict, OperationFailed, VMExists
 from toolstack.models import VM, Desired, Migration, field_errors, managed, uuid_for_name, vm_files
 from toolstack.tasks import Operation
 
@@ -111,7 +111,7 @@ class LifecycleOperations:
         )
         try:
             self.runner.run(operation)
-        except ConflictError as err:
+        except OperationConflict as err:
             if any(c.path == layout.name_path(name) for c in err.conflicts):
                 raise VMExists(name) from err  # a concurrent create of the same name merged first
             raise
@@ -144,7 +144,7 @@ class LifecycleOperations:
         def act(vm: VM) -> None:
             if not self.driver.shutdown(vm.uuid, timeout=timeout):
                 if not force:
-                    raise _GuestIgnoredShutdown(vm, timeout)
+                    raise GuestIgnoredShutdown(vm.uuid, vm.name, timeout)
                 self.driver.destroy(vm.uuid)
 
         return self._lifecycle(ref, "shutdown", Desired.STOPPED, act)
@@ -255,15 +255,6 @@ class LifecycleOperations:
             )
         )
         return self.vm(vm.uuid)
-
-
-class _GuestIgnoredShutdown(DriverError):
-    def __init__(self, vm: VM, timeout: float) -> None:
-        super().__init__(
-            f"the guest did not power off within {timeout:g}s (use --force to destroy it)",
-            uuid=vm.uuid,
-            operation="shutdown",
-        )
 
 
 def _devices(

@@ -27,8 +27,7 @@ from toolstack.errors import (
     ToolstackError,
     VMNotFound,
 )
-from toolstack.history import Operation as LogOp
-from toolstack.history import VMLogIndex, rollback_tree
+from toolstack.history import LogEntry, VMLogIndex, rollback_tree
 from toolstack.lifecycle import LifecycleOperations
 from toolstack.models import (
     VM,
@@ -259,7 +258,7 @@ class Toolstack(LifecycleOperations, ConfigOperations):
         """The commit of the newest operation that changed VM ``uuid`` (None if no operation did)."""
         return self.log_index.last_change(uuid)
 
-    def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogOp]:
+    def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogEntry]:
         """Operations newest first, on one VM (name or uuid; a deleted VM by uuid) or on all."""
         index = self.log_index
         uuid = None

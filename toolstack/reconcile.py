@@ -26,7 +26,7 @@ from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo, DomainSpec, DomainState, Scope
 from store import Transaction, Tree
 from toolstack import layout
-from toolstack.errors import DestructivePlanRefused, InvalidInput
+from toolstack.errors import DestructivePlanRefused, DomainNameTaken, InvalidInput
 from toolstack.models import VM, Desired, Observed, observed_of, read_vm, vm_files
 from toolstack.ownership import Ownership
 
@@ -368,7 +368,7 @@ def apply_plan(
     for action in plan.actions:
         try:
             _apply(ts, action, source, adopted)
-        except DriverError as err:
+        except (DriverError, DomainNameTaken) as err:
             plan.errors.append(f"{action.describe()}: {err}")
         if progress is not None:
             progress(action)
@@ -414,13 +414,6 @@ def _apply(ts: Toolstack, action: Action, source: Tree, adopted: dict[str, bytes
         adopted.update(vm_files(spec, desired))
     else:
         raise ValueError(f"unknown action {action.kind!r}")
-
-
-class DomainNameTaken(DriverError):
-    def __init__(self, name: str, uuid: str) -> None:
-        super().__init__(
-            f"cannot adopt: the name {name!r} is already used by another VM", uuid=uuid, operation="adopt"
-        )
 
 
 def _record(ts: Toolstack, uuids: list[str], message: str, files: dict[str, bytes | None]) -> None:

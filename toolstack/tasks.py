@@ -34,7 +34,13 @@ from drivers.models import DomainInfo
 from store import BranchExists, Conflict, Store, Tree, UnknownCommit
 from store.locks import pid_alive
 from toolstack import layout
-from toolstack.errors import ConflictError, OperationFailed, OperationInProgress, ToolstackError
+from toolstack.errors import (
+    OperationConflict,
+    OperationFailed,
+    OperationInProgress,
+    TaskAborted,
+    ToolstackError,
+)
 from toolstack.models import Observed, Task, TaskStatus, observed_of, read_vm
 
 log = logging.getLogger(__name__)
@@ -70,8 +76,9 @@ class TaskObserver(Protocol):
     """Told about the tasks that operations run as (see :func:`observing`)."""
 
     def claimed(self, task: Task) -> None:
-        """The operation holds its VM and is about to call the hypervisor; raising a ``DriverError`` here
-        fails it cleanly (nothing done, the task recorded as failed)."""
+        """The operation holds its VM and is about to call the hypervisor; raising a
+        :class:`~toolstack.errors.TaskAborted` here fails it cleanly (nothing done, the task recorded as
+        failed)."""
 
     def finished(self, task: Task) -> None:
         """The operation succeeded (its outcome is on main)."""
@@ -179,7 +186,7 @@ class TaskRunner:
                 observer.claimed(task)
             if not op.remote:
                 op.act()
-        except DriverError as err:
+        except (DriverError, TaskAborted) as err:
             compensation_error = self._compensate(op)
             self._fail(claim, task, f"{type(err).__name__}: {err}")
             raise OperationFailed(op.vm_name, op.name, task.id, err, compensation_error) from err
@@ -255,7 +262,7 @@ class TaskRunner:
             self._fail(claim, task, f"conflict: {err}")
             if compensation_error is not None:
                 log.error("undoing %s of %s failed: %s", op.name, op.vm_name, compensation_error)
-            raise ConflictError(
+            raise OperationConflict(
                 f"vm {op.name} {op.vm_name}", err.conflicts, vm=op.vm_name, operation=op.name
             ) from err
         crash_point("merged")

@@ -34,7 +34,7 @@ class TaskWatch:
 
     Attributes:
         guard: Called under the claim, before the hypervisor (e.g. an If-Match re-check); raising a
-            ``DriverError`` there fails the operation cleanly.
+            :class:`~toolstack.errors.TaskAborted` there fails the operation cleanly.
     """
 
     def __init__(self, guard: Callable[[], None] | None = None) -> None:

@@ -48,7 +48,7 @@ def _render_value(value: bytes | None) -> str:
 @handled
 def show_command(c: Context, commit: str) -> None:
     """Show a commit and what it changed."""
-    view = show_commit(c.toolstack(), commit)
+    view = show_commit(c.toolstack().context, commit)
     info = view.info
     record = {
         "commit": info.id,
@@ -191,7 +191,7 @@ def task() -> None:
 @pass_ctx
 @handled
 def task_list(c: Context, limit: int) -> None:
-    tasks, _ = list_tasks(c.toolstack(), limit=limit)
+    tasks, _ = list_tasks(c.toolstack().context, limit=limit)
     rows = [
         (
             t.id,
@@ -216,7 +216,7 @@ def task_list(c: Context, limit: int) -> None:
 @pass_ctx
 @handled
 def task_show(c: Context, task_id: str) -> None:
-    found = get_task(c.toolstack(), task_id)
+    found = get_task(c.toolstack().context, task_id)
     if found is None:
         raise ToolstackError(f"no task {task_id!r}")
     record = found.model_dump(mode="json")

@@ -1,27 +1,25 @@
 """Configuration operations of the toolstack: memory and vCPUs, and device attach/detach.
 
-Mixed into :class:`toolstack.ops.Toolstack`; each method is one task like the lifecycle operations.
+A service over the context, like :class:`toolstack.lifecycle.LifecycleOperations`: each method is one task,
+and returns it. Also the device helpers both use (default MACs, disk targets, free ids).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from drivers import Disk, Nic
 from drivers.models import Scope, parse_memory
 from toolstack import layout
+from toolstack.context import Context
 from toolstack.errors import InvalidInput
-from toolstack.models import VM, field_errors, vm_files
-from toolstack.tasks import Operation
-
-if TYPE_CHECKING:
-    from drivers import Driver
-    from drivers.models import DomainInfo
-    from toolstack.tasks import TaskRunner
+from toolstack.inventory import Inventory
+from toolstack.models import Task, field_errors, vm_files
+from toolstack.tasks import Operation, TaskRunner
 
 
 def default_mac(uuid: str, index: int) -> str:
@@ -77,21 +75,24 @@ def free_mac(uuid: str, index: int, used: set[str]) -> str:
 
 
 class ConfigOperations:
-    """Memory, vCPU and device operations (needs ``vm``, ``info``, ``driver`` and ``runner``)."""
+    """Memory, vCPU and device operations.
 
-    driver: Driver
-    runner: TaskRunner
+    Args:
+        ctx: The toolstack's context.
+        runner: Runs each operation as a task.
+        inventory: Finds the VMs operated on.
+    """
 
-    if TYPE_CHECKING:
-
-        def vm(self, ref: str) -> VM: ...
-
-        def info(self, vm: VM) -> DomainInfo | None: ...
+    def __init__(self, ctx: Context, runner: TaskRunner, inventory: Inventory) -> None:
+        self.ctx = ctx
+        self.runner = runner
+        self.inventory = inventory
+        self.driver = ctx.driver  # the one every act and undo below calls
 
     # -- configuration ---------------------------------------------------------------------------------------
-    def set_resources(self, ref: str, memory: int | str | None = None, vcpus: int | None = None) -> VM:
+    def set_resources(self, ref: str, memory: int | str | None = None, vcpus: int | None = None) -> Task:
         """Change memory and/or vCPUs: persistently, and live if the VM runs."""
-        vm = self.vm(ref)
+        vm = self.inventory.vm(ref)
         changes: dict[str, Any] = {}
         try:
             if memory is not None:
@@ -112,7 +113,7 @@ class ConfigOperations:
         if not changes:
             raise InvalidInput("vm set: give --memory and/or --vcpus", vm=vm.name)
         old = vm.spec
-        before = self.info(vm)
+        before = self.inventory.info(vm)
         live = before is not None and before.state.is_active
 
         def act() -> None:
@@ -133,7 +134,7 @@ class ConfigOperations:
                     self.driver.set_vcpus(vm.uuid, before.vcpus, Scope.LIVE)
 
         config = layout.config_path(vm.uuid)
-        self.runner.run(
+        return self.runner.run(
             Operation(
                 "set",
                 vm.uuid,
@@ -144,11 +145,10 @@ class ConfigOperations:
                 detail={"changes": changes},
             )
         )
-        return self.vm(vm.uuid)
 
-    def attach(self, ref: str, device: Disk | Nic) -> VM:
+    def attach(self, ref: str, device: Disk | Nic) -> Task:
         """Add a device, persistently and (if the VM runs) live."""
-        vm = self.vm(ref)
+        vm = self.inventory.vm(ref)
         try:
             spec = vm.spec.with_device(device)
         except ValueError as err:
@@ -159,7 +159,7 @@ class ConfigOperations:
             if self.driver.get_spec(vm.uuid).device(device.id) is not None:
                 self.driver.detach_device(vm.uuid, device.id)
 
-        self.runner.run(
+        return self.runner.run(
             Operation(
                 f"{device.kind} attach",
                 vm.uuid,
@@ -170,7 +170,6 @@ class ConfigOperations:
                 detail={"device": device.id},
             )
         )
-        return self.vm(vm.uuid)
 
     def attach_disk(
         self,
@@ -179,8 +178,8 @@ class ConfigOperations:
         target: str | None = None,
         device_id: str | None = None,
         readonly: bool = False,
-    ) -> VM:
-        vm = self.vm(ref)
+    ) -> Task:
+        vm = self.inventory.vm(ref)
         target = target or free_target({d.target for d in vm.spec.disks})
         device_id = device_id or free_id("disk", {d.id for d in vm.spec.devices})
         try:
@@ -196,8 +195,8 @@ class ConfigOperations:
         bridge: str | None = None,
         mac: str | None = None,
         device_id: str | None = None,
-    ) -> VM:
-        vm = self.vm(ref)
+    ) -> Task:
+        vm = self.inventory.vm(ref)
         device_id = device_id or free_id("nic", {d.id for d in vm.spec.devices})
         try:
             nic = Nic(
@@ -210,9 +209,9 @@ class ConfigOperations:
             raise InvalidInput(f"nic attach {vm.name}: {err}", vm=vm.name) from err
         return self.attach(vm.uuid, nic)
 
-    def detach(self, ref: str, device_id: str) -> VM:
+    def detach(self, ref: str, device_id: str) -> Task:
         """Remove a device by id, persistently and (if the VM runs) live."""
-        vm = self.vm(ref)
+        vm = self.inventory.vm(ref)
         device = vm.spec.device(device_id)
         if device is None:
             raise InvalidInput(f"VM {vm.name} has no device {device_id!r}", vm=vm.name)
@@ -221,7 +220,7 @@ class ConfigOperations:
             if self.driver.get_spec(vm.uuid).device(device_id) is None:
                 self.driver.attach_device(vm.uuid, device)
 
-        self.runner.run(
+        return self.runner.run(
             Operation(
                 f"{device.kind} detach",
                 vm.uuid,
@@ -232,4 +231,3 @@ class ConfigOperations:
                 detail={"device": device_id},
             )
         )
-        return self.vm(vm.uuid)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from store import ConflictEntry
 
 if TYPE_CHECKING:
-    from toolstack.reconcile import Action, Plan
+    from toolstack.plan import Action, Plan
 
 
 class ToolstackError(Exception):

@@ -1,7 +1,8 @@
 """Lifecycle operations of the toolstack: create, start/stop/pause/resume/reboot, delete, and migrate.
 
-Mixed into :class:`toolstack.ops.Toolstack` (like :class:`toolstack.devices.ConfigOperations`); each method
-is one task on the state repository that drives the hypervisor.
+A service over the context (like :class:`toolstack.devices.ConfigOperations`): each method is one task on the
+state repository that drives the hypervisor, and returns that task. :class:`toolstack.ops.Toolstack` answers
+with the VM after it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -17,31 +18,28 @@ from drivers import Disk, DomainSpec, Nic
 from drivers.errors import DomainExists
 from drivers.models import DomainInfo, DomainState
 from toolstack import layout
+from toolstack.context import Context
 from toolstack.devices import disk_from_path, free_id, free_mac, free_target
 from toolstack.errors import GuestIgnoredShutdown, InvalidInput, OperationConflict, OperationFailed, VMExists
-from toolstack.models import VM, Desired, Migration, field_errors, managed, uuid_for_name, vm_files
-from toolstack.tasks import Operation
-
-if TYPE_CHECKING:
-    from drivers import Driver
-    from store import Branch
-    from toolstack.tasks import TaskRunner
+from toolstack.inventory import Inventory
+from toolstack.models import VM, Desired, Migration, Task, field_errors, managed, uuid_for_name, vm_files
+from toolstack.tasks import Operation, TaskRunner
 
 
 class LifecycleOperations:
-    """Create, run-state, delete and migrate operations (needs ``vm``, ``info``, ``main``, ``host``,
-    ``driver`` and ``runner``)."""
+    """Create, run-state, delete and migrate operations.
 
-    driver: Driver
-    runner: TaskRunner
-    main: Branch
-    host: str
+    Args:
+        ctx: The toolstack's context.
+        runner: Runs each operation as a task.
+        inventory: Finds the VMs operated on.
+    """
 
-    if TYPE_CHECKING:
-
-        def vm(self, ref: str) -> VM: ...
-
-        def info(self, vm: VM) -> DomainInfo | None: ...
+    def __init__(self, ctx: Context, runner: TaskRunner, inventory: Inventory) -> None:
+        self.ctx = ctx
+        self.runner = runner
+        self.inventory = inventory
+        self.driver = ctx.driver  # the one every act and undo below calls
 
     def create(
         self,
@@ -53,7 +51,7 @@ class LifecycleOperations:
         host: str | None = None,
         start: bool = False,
         **spec_fields: Any,
-    ) -> VM:
+    ) -> Task:
         """Define a new VM, stopped, or with ``start`` also booted in the same task (as ``xl create``
         does). Disks may be paths, NICs network names.
 
@@ -85,7 +83,7 @@ class LifecycleOperations:
             raise InvalidInput(f"invalid VM {name!r}: {field_errors(err)}", vm=name) from err
         except ValueError as err:
             raise InvalidInput(f"invalid VM {name!r}: {err}", vm=name) from err
-        if uuid_for_name(self.main.tree, name) is not None:
+        if uuid_for_name(self.ctx.main.tree, name) is not None:
             raise VMExists(name)
 
         def act() -> None:
@@ -110,7 +108,7 @@ class LifecycleOperations:
             detail={"start": True} if start else {},
         )
         try:
-            self.runner.run(operation)
+            return self.runner.run(operation)
         except OperationConflict as err:
             if any(c.path == layout.name_path(name) for c in err.conflicts):
                 raise VMExists(name) from err  # a concurrent create of the same name merged first
@@ -119,11 +117,10 @@ class LifecycleOperations:
             if isinstance(err.cause, DomainExists):
                 raise VMExists(name) from err  # the hypervisor already has a domain of that name
             raise
-        return self.vm(uuid)
 
-    def _lifecycle(self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None]) -> VM:
-        vm = self.vm(ref)
-        before = self.info(vm)
+    def _lifecycle(self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None]) -> Task:
+        vm = self.inventory.vm(ref)
+        before = self.inventory.info(vm)
         operation = Operation(
             verb,
             vm.uuid,
@@ -132,13 +129,12 @@ class LifecycleOperations:
             act=lambda: act(vm),
             compensate=lambda: self._restore_state(vm, before),
         )
-        self.runner.run(operation)
-        return self.vm(vm.uuid)
+        return self.runner.run(operation)
 
-    def start(self, ref: str) -> VM:
+    def start(self, ref: str) -> Task:
         return self._lifecycle(ref, "start", Desired.RUNNING, lambda vm: self.driver.start(vm.uuid))
 
-    def shutdown(self, ref: str, timeout: float = 60.0, force: bool = False) -> VM:
+    def shutdown(self, ref: str, timeout: float = 60.0, force: bool = False) -> Task:
         """Ask the guest to power off; with ``force``, destroy it if it has not within ``timeout``."""
 
         def act(vm: VM) -> None:
@@ -149,27 +145,28 @@ class LifecycleOperations:
 
         return self._lifecycle(ref, "shutdown", Desired.STOPPED, act)
 
-    def reboot(self, ref: str) -> VM:
+    def reboot(self, ref: str) -> Task:
         return self._lifecycle(ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid))
 
-    def pause(self, ref: str) -> VM:
+    def pause(self, ref: str) -> Task:
         return self._lifecycle(ref, "pause", Desired.PAUSED, lambda vm: self.driver.pause(vm.uuid))
 
-    def resume(self, ref: str) -> VM:
+    def resume(self, ref: str) -> Task:
         return self._lifecycle(ref, "resume", Desired.RUNNING, lambda vm: self.driver.resume(vm.uuid))
 
-    def destroy(self, ref: str) -> VM:
+    def destroy(self, ref: str) -> Task:
         return self._lifecycle(ref, "destroy", Desired.STOPPED, lambda vm: self.driver.destroy(vm.uuid))
 
-    def delete(self, ref: str) -> None:
+    def delete(self, ref: str) -> Task:
         """Destroy if running, then undefine, and remove the VM from the state repository."""
-        vm = self.vm(ref)
-        before = self.info(vm)
+        vm = self.inventory.vm(ref)
+        before = self.inventory.info(vm)
+        host = self.ctx.host
         intended: dict[str, bytes | None] = {
             layout.vm_dir(vm.uuid): None,
             layout.name_path(vm.name): None,
-            layout.observed_path(self.host, vm.uuid): None,
-            layout.legacy_observed_path(self.host, vm.uuid): None,
+            layout.observed_path(host, vm.uuid): None,
+            layout.legacy_observed_path(host, vm.uuid): None,
         }
 
         def act() -> None:
@@ -177,15 +174,15 @@ class LifecycleOperations:
             self.driver.undefine(vm.uuid)
 
         def undo() -> None:
-            if self.info(vm) is None:
+            if self.inventory.info(vm) is None:
                 self.driver.define(vm.spec)
             self._restore_state(vm, before)
 
-        self.runner.run(Operation("delete", vm.uuid, vm.name, intended, act=act, compensate=undo))
+        return self.runner.run(Operation("delete", vm.uuid, vm.name, intended, act=act, compensate=undo))
 
     def _restore_state(self, vm: VM, before: DomainInfo | None) -> None:
         """Bring the domain back to the run state it had before a failed operation."""
-        now = self.info(vm)
+        now = self.inventory.info(vm)
         if before is None or now is None or now.state == before.state:
             return
         if before.state == DomainState.RUNNING:
@@ -200,7 +197,7 @@ class LifecycleOperations:
         elif not before.state.is_active and now.state.is_active:
             self.driver.destroy(vm.uuid)
 
-    def migrate(self, ref: str, to_host: str, force: bool = False) -> VM:
+    def migrate(self, ref: str, to_host: str, force: bool = False) -> Task | None:
         """Move a VM to another host (no driver here can live-migrate): place it there and record the move.
 
         The move is a handshake through main, so that the VM never runs on two hosts at once: the source
@@ -212,15 +209,19 @@ class LifecycleOperations:
             force: The operator declares the source host down: the destination starts the VM without
                 waiting for the source's record. Given again for a VM already placed on ``to_host``, it
                 releases a migration that waits for an unreachable source.
+
+        Returns:
+            The task, or None when the VM is placed on ``to_host`` already (nothing to do).
         """
-        vm = self.vm(ref)
+        vm = self.inventory.vm(ref)
+        host = self.ctx.host
         if not to_host or "/" in to_host:
             raise InvalidInput(f"invalid host name {to_host!r}", vm=vm.name)
         if vm.host == to_host and not (force and vm.migration is not None and not vm.migration.forced):
-            return vm
-        source = vm.migration.source if vm.host == to_host and vm.migration else vm.host or self.host
-        here = source == self.host
-        before = self.info(vm) if here else None
+            return None
+        source = vm.migration.source if vm.host == to_host and vm.migration else vm.host or host
+        here = source == host
+        before = self.inventory.info(vm) if here else None
 
         def act() -> None:
             if before is not None:
@@ -228,7 +229,7 @@ class LifecycleOperations:
                 self.driver.undefine(vm.uuid)
 
         def undo() -> None:
-            if before is not None and self.info(vm) is None:
+            if before is not None and self.inventory.info(vm) is None:
                 self.driver.define(vm.spec)
             self._restore_state(vm, before)
 
@@ -240,9 +241,9 @@ class LifecycleOperations:
         if here:
             # The stop is recorded in the very commit that places the VM elsewhere: the destination may
             # start it as soon as it sees that commit.
-            intended[layout.observed_path(self.host, vm.uuid)] = None
-            intended[layout.legacy_observed_path(self.host, vm.uuid)] = None
-        self.runner.run(
+            intended[layout.observed_path(host, vm.uuid)] = None
+            intended[layout.legacy_observed_path(host, vm.uuid)] = None
+        return self.runner.run(
             Operation(
                 "migrate",
                 vm.uuid,
@@ -254,7 +255,6 @@ class LifecycleOperations:
                 remote=not here,
             )
         )
-        return self.vm(vm.uuid)
 
 
 def _devices(

@@ -14,7 +14,7 @@ from toolstack.api.schemas import (
     VMOut,
 )
 from toolstack.history import CommitView, LogEntry
-from toolstack.reconcile import Plan
+from toolstack.plan import Plan
 from toolstack.status import VMStatus, broken_detail
 
 # Values in the state repository are small JSON documents; a huge one is cut rather than sent whole.

@@ -19,7 +19,7 @@ from toolstack.context import Context
 from toolstack.errors import InvalidInput
 from toolstack.inventory import Inventory
 from toolstack.models import Task, field_errors, vm_files
-from toolstack.tasks import Operation, TaskRunner
+from toolstack.tasks import Operation, TaskObserver, TaskRunner
 
 
 def default_mac(uuid: str, index: int) -> str:
@@ -90,7 +90,14 @@ class ConfigOperations:
         self.driver = ctx.driver  # the one every act and undo below calls
 
     # -- configuration ---------------------------------------------------------------------------------------
-    def set_resources(self, ref: str, memory: int | str | None = None, vcpus: int | None = None) -> Task:
+    def set_resources(
+        self,
+        ref: str,
+        memory: int | str | None = None,
+        vcpus: int | None = None,
+        *,
+        observer: TaskObserver | None = None,
+    ) -> Task:
         """Change memory and/or vCPUs: persistently, and live if the VM runs."""
         vm = self.inventory.vm(ref)
         changes: dict[str, Any] = {}
@@ -143,10 +150,11 @@ class ConfigOperations:
                 act=act,
                 compensate=undo,
                 detail={"changes": changes},
-            )
+            ),
+            observer,
         )
 
-    def attach(self, ref: str, device: Disk | Nic) -> Task:
+    def attach(self, ref: str, device: Disk | Nic, *, observer: TaskObserver | None = None) -> Task:
         """Add a device, persistently and (if the VM runs) live."""
         vm = self.inventory.vm(ref)
         try:
@@ -168,7 +176,8 @@ class ConfigOperations:
                 act=lambda: self.driver.attach_device(vm.uuid, device),
                 compensate=undo,
                 detail={"device": device.id},
-            )
+            ),
+            observer,
         )
 
     def attach_disk(
@@ -178,6 +187,8 @@ class ConfigOperations:
         target: str | None = None,
         device_id: str | None = None,
         readonly: bool = False,
+        *,
+        observer: TaskObserver | None = None,
     ) -> Task:
         vm = self.inventory.vm(ref)
         target = target or free_target({d.target for d in vm.spec.disks})
@@ -186,7 +197,7 @@ class ConfigOperations:
             disk = disk_from_path(path, 0, target, device_id, readonly)
         except ValueError as err:
             raise InvalidInput(f"disk attach {vm.name}: {err}", vm=vm.name) from err
-        return self.attach(vm.uuid, disk)
+        return self.attach(vm.uuid, disk, observer=observer)
 
     def attach_nic(
         self,
@@ -195,6 +206,8 @@ class ConfigOperations:
         bridge: str | None = None,
         mac: str | None = None,
         device_id: str | None = None,
+        *,
+        observer: TaskObserver | None = None,
     ) -> Task:
         vm = self.inventory.vm(ref)
         device_id = device_id or free_id("nic", {d.id for d in vm.spec.devices})
@@ -207,9 +220,9 @@ class ConfigOperations:
             )
         except ValueError as err:
             raise InvalidInput(f"nic attach {vm.name}: {err}", vm=vm.name) from err
-        return self.attach(vm.uuid, nic)
+        return self.attach(vm.uuid, nic, observer=observer)
 
-    def detach(self, ref: str, device_id: str) -> Task:
+    def detach(self, ref: str, device_id: str, *, observer: TaskObserver | None = None) -> Task:
         """Remove a device by id, persistently and (if the VM runs) live."""
         vm = self.inventory.vm(ref)
         device = vm.spec.device(device_id)
@@ -229,5 +242,6 @@ class ConfigOperations:
                 act=lambda: self.driver.detach_device(vm.uuid, device_id),
                 compensate=undo,
                 detail={"device": device_id},
-            )
+            ),
+            observer,
         )

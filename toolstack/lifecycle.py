@@ -23,7 +23,7 @@ from toolstack.devices import disk_from_path, free_id, free_mac, free_target
 from toolstack.errors import GuestIgnoredShutdown, InvalidInput, OperationConflict, OperationFailed, VMExists
 from toolstack.inventory import Inventory
 from toolstack.models import VM, Desired, Migration, Task, field_errors, managed, uuid_for_name, vm_files
-from toolstack.tasks import Operation, TaskRunner
+from toolstack.tasks import Operation, TaskObserver, TaskRunner
 
 
 class LifecycleOperations:
@@ -50,6 +50,8 @@ class LifecycleOperations:
         nics: Sequence[str | Nic] = (),
         host: str | None = None,
         start: bool = False,
+        *,
+        observer: TaskObserver | None = None,
         **spec_fields: Any,
     ) -> Task:
         """Define a new VM, stopped, or with ``start`` also booted in the same task (as ``xl create``
@@ -60,6 +62,9 @@ class LifecycleOperations:
 
         With ``host`` naming another host, the VM is only recorded, placed there: that host's agent defines
         it (every later operation on it is likewise a desired-state change that its agent applies).
+
+        Every operation here takes an ``observer`` (:class:`toolstack.tasks.TaskObserver`) that is told its
+        task once the VM is claimed, and whose precondition is checked before the hypervisor is called.
 
         Raises:
             InvalidInput: the spec does not validate (the message names the field).
@@ -108,7 +113,7 @@ class LifecycleOperations:
             detail={"start": True} if start else {},
         )
         try:
-            return self.runner.run(operation)
+            return self.runner.run(operation, observer)
         except OperationConflict as err:
             if any(c.path == layout.name_path(name) for c in err.conflicts):
                 raise VMExists(name) from err  # a concurrent create of the same name merged first
@@ -118,7 +123,9 @@ class LifecycleOperations:
                 raise VMExists(name) from err  # the hypervisor already has a domain of that name
             raise
 
-    def _lifecycle(self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None]) -> Task:
+    def _lifecycle(
+        self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None], observer: TaskObserver | None
+    ) -> Task:
         vm = self.inventory.vm(ref)
         before = self.inventory.info(vm)
         operation = Operation(
@@ -129,12 +136,14 @@ class LifecycleOperations:
             act=lambda: act(vm),
             compensate=lambda: self._restore_state(vm, before),
         )
-        return self.runner.run(operation)
+        return self.runner.run(operation, observer)
 
-    def start(self, ref: str) -> Task:
-        return self._lifecycle(ref, "start", Desired.RUNNING, lambda vm: self.driver.start(vm.uuid))
+    def start(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(ref, "start", Desired.RUNNING, lambda vm: self.driver.start(vm.uuid), observer)
 
-    def shutdown(self, ref: str, timeout: float = 60.0, force: bool = False) -> Task:
+    def shutdown(
+        self, ref: str, timeout: float = 60.0, force: bool = False, *, observer: TaskObserver | None = None
+    ) -> Task:
         """Ask the guest to power off; with ``force``, destroy it if it has not within ``timeout``."""
 
         def act(vm: VM) -> None:
@@ -143,21 +152,27 @@ class LifecycleOperations:
                     raise GuestIgnoredShutdown(vm.uuid, vm.name, timeout)
                 self.driver.destroy(vm.uuid)
 
-        return self._lifecycle(ref, "shutdown", Desired.STOPPED, act)
+        return self._lifecycle(ref, "shutdown", Desired.STOPPED, act, observer)
 
-    def reboot(self, ref: str) -> Task:
-        return self._lifecycle(ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid))
+    def reboot(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(
+            ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid), observer
+        )
 
-    def pause(self, ref: str) -> Task:
-        return self._lifecycle(ref, "pause", Desired.PAUSED, lambda vm: self.driver.pause(vm.uuid))
+    def pause(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(ref, "pause", Desired.PAUSED, lambda vm: self.driver.pause(vm.uuid), observer)
 
-    def resume(self, ref: str) -> Task:
-        return self._lifecycle(ref, "resume", Desired.RUNNING, lambda vm: self.driver.resume(vm.uuid))
+    def resume(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(
+            ref, "resume", Desired.RUNNING, lambda vm: self.driver.resume(vm.uuid), observer
+        )
 
-    def destroy(self, ref: str) -> Task:
-        return self._lifecycle(ref, "destroy", Desired.STOPPED, lambda vm: self.driver.destroy(vm.uuid))
+    def destroy(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(
+            ref, "destroy", Desired.STOPPED, lambda vm: self.driver.destroy(vm.uuid), observer
+        )
 
-    def delete(self, ref: str) -> Task:
+    def delete(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
         """Destroy if running, then undefine, and remove the VM from the state repository."""
         vm = self.inventory.vm(ref)
         before = self.inventory.info(vm)
@@ -178,7 +193,8 @@ class LifecycleOperations:
                 self.driver.define(vm.spec)
             self._restore_state(vm, before)
 
-        return self.runner.run(Operation("delete", vm.uuid, vm.name, intended, act=act, compensate=undo))
+        operation = Operation("delete", vm.uuid, vm.name, intended, act=act, compensate=undo)
+        return self.runner.run(operation, observer)
 
     def _restore_state(self, vm: VM, before: DomainInfo | None) -> None:
         """Bring the domain back to the run state it had before a failed operation."""
@@ -197,7 +213,9 @@ class LifecycleOperations:
         elif not before.state.is_active and now.state.is_active:
             self.driver.destroy(vm.uuid)
 
-    def migrate(self, ref: str, to_host: str, force: bool = False) -> Task | None:
+    def migrate(
+        self, ref: str, to_host: str, force: bool = False, *, observer: TaskObserver | None = None
+    ) -> Task | None:
         """Move a VM to another host (no driver here can live-migrate): place it there and record the move.
 
         The move is a handshake through main, so that the VM never runs on two hosts at once: the source
@@ -253,7 +271,8 @@ class LifecycleOperations:
                 compensate=undo,
                 detail={"to": to_host, "from": source, **({"forced": True} if force else {})},
                 remote=not here,
-            )
+            ),
+            observer,
         )
 
 

@@ -39,7 +39,7 @@ from toolstack.ownership import OwnedDriver
 from toolstack.plan import Action, Confirm, Plan
 from toolstack.pool import Pool, init_pool, missing_repository, read_pool
 from toolstack.reconcile import apply_plan, confirm_plan, converge_vm, make_plan
-from toolstack.tasks import TaskRunner
+from toolstack.tasks import TaskObserver, TaskRunner
 
 SHARDING_MESSAGE = "Move vms/<uuid> and names/<name> into two-character shards"
 
@@ -252,46 +252,65 @@ class Toolstack:
         nics: Sequence[str | Nic] = (),
         host: str | None = None,
         start: bool = False,
+        *,
+        observer: TaskObserver | None = None,
         **spec_fields: Any,
     ) -> VM:
-        """See :meth:`LifecycleOperations.create`; returns the new VM."""
-        task = self.lifecycle.create(name, memory, vcpus, disks, nics, host, start, **spec_fields)
+        """See :meth:`LifecycleOperations.create`; returns the new VM.
+
+        Every operation takes an ``observer`` (:class:`~toolstack.tasks.TaskObserver`): told its task once the
+        VM is claimed, its precondition checked before the hypervisor is called (the API's If-Match).
+        """
+        task = self.lifecycle.create(
+            name, memory, vcpus, disks, nics, host, start, observer=observer, **spec_fields
+        )
         return self.vm(task.vm)
 
-    def start(self, ref: str) -> VM:
-        return self.vm(self.lifecycle.start(ref).vm)
+    def start(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.start(ref, observer=observer).vm)
 
-    def shutdown(self, ref: str, timeout: float = 60.0, force: bool = False) -> VM:
+    def shutdown(
+        self, ref: str, timeout: float = 60.0, force: bool = False, *, observer: TaskObserver | None = None
+    ) -> VM:
         """See :meth:`LifecycleOperations.shutdown`."""
-        return self.vm(self.lifecycle.shutdown(ref, timeout, force).vm)
+        return self.vm(self.lifecycle.shutdown(ref, timeout, force, observer=observer).vm)
 
-    def reboot(self, ref: str) -> VM:
-        return self.vm(self.lifecycle.reboot(ref).vm)
+    def reboot(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.reboot(ref, observer=observer).vm)
 
-    def pause(self, ref: str) -> VM:
-        return self.vm(self.lifecycle.pause(ref).vm)
+    def pause(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.pause(ref, observer=observer).vm)
 
-    def resume(self, ref: str) -> VM:
-        return self.vm(self.lifecycle.resume(ref).vm)
+    def resume(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.resume(ref, observer=observer).vm)
 
-    def destroy(self, ref: str) -> VM:
-        return self.vm(self.lifecycle.destroy(ref).vm)
+    def destroy(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.destroy(ref, observer=observer).vm)
 
-    def delete(self, ref: str) -> None:
+    def delete(self, ref: str, *, observer: TaskObserver | None = None) -> None:
         """See :meth:`LifecycleOperations.delete`."""
-        self.lifecycle.delete(ref)
+        self.lifecycle.delete(ref, observer=observer)
 
-    def migrate(self, ref: str, to_host: str, force: bool = False) -> VM:
+    def migrate(
+        self, ref: str, to_host: str, force: bool = False, *, observer: TaskObserver | None = None
+    ) -> VM:
         """See :meth:`LifecycleOperations.migrate`."""
-        task = self.lifecycle.migrate(ref, to_host, force)
+        task = self.lifecycle.migrate(ref, to_host, force, observer=observer)
         return self.vm(ref if task is None else task.vm)
 
-    def set_resources(self, ref: str, memory: int | str | None = None, vcpus: int | None = None) -> VM:
+    def set_resources(
+        self,
+        ref: str,
+        memory: int | str | None = None,
+        vcpus: int | None = None,
+        *,
+        observer: TaskObserver | None = None,
+    ) -> VM:
         """See :meth:`ConfigOperations.set_resources`."""
-        return self.vm(self.config.set_resources(ref, memory, vcpus).vm)
+        return self.vm(self.config.set_resources(ref, memory, vcpus, observer=observer).vm)
 
-    def attach(self, ref: str, device: Disk | Nic) -> VM:
-        return self.vm(self.config.attach(ref, device).vm)
+    def attach(self, ref: str, device: Disk | Nic, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.config.attach(ref, device, observer=observer).vm)
 
     def attach_disk(
         self,
@@ -300,8 +319,11 @@ class Toolstack:
         target: str | None = None,
         device_id: str | None = None,
         readonly: bool = False,
+        *,
+        observer: TaskObserver | None = None,
     ) -> VM:
-        return self.vm(self.config.attach_disk(ref, path, target, device_id, readonly).vm)
+        task = self.config.attach_disk(ref, path, target, device_id, readonly, observer=observer)
+        return self.vm(task.vm)
 
     def attach_nic(
         self,
@@ -310,11 +332,14 @@ class Toolstack:
         bridge: str | None = None,
         mac: str | None = None,
         device_id: str | None = None,
+        *,
+        observer: TaskObserver | None = None,
     ) -> VM:
-        return self.vm(self.config.attach_nic(ref, network, bridge, mac, device_id).vm)
+        task = self.config.attach_nic(ref, network, bridge, mac, device_id, observer=observer)
+        return self.vm(task.vm)
 
-    def detach(self, ref: str, device_id: str) -> VM:
-        return self.vm(self.config.detach(ref, device_id).vm)
+    def detach(self, ref: str, device_id: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.config.detach(ref, device_id, observer=observer).vm)
 
     # -- history, reconcile, rollback ------------------------------------------------------------------------
     @property

@@ -17,17 +17,14 @@ completes or rolls it back. The claim refs themselves are :mod:`toolstack.claims
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import os
 import signal
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from drivers import DriverError
 from drivers.errors import DomainNotFound
@@ -75,35 +72,26 @@ class Operation:
     remote: bool | None = None
 
 
-class TaskObserver(Protocol):
-    """Told about the tasks that operations run as (see :func:`observing`)."""
+class TaskObserver:
+    """Follows the task of one operation, handed to it explicitly (``ts.start(ref, observer=watch)``): the
+    operation returns when it is done, and a caller that must hand its task out sooner (the HTTP API
+    answers 202 with the running task) learns it here, the moment the VM is claimed.
+
+    The runner calls :meth:`claimed` once the operation holds its VM, then :meth:`precondition` (still
+    under the claim, before the hypervisor is called), and :meth:`finished` once it succeeded. Each does
+    nothing unless overridden.
+    """
 
     def claimed(self, task: Task) -> None:
-        """The operation holds its VM and is about to call the hypervisor; raising a
-        :class:`~toolstack.errors.TaskAborted` here fails it cleanly (nothing done, the task recorded as
-        failed)."""
+        """The operation holds its VM and is about to call the hypervisor."""
+
+    def precondition(self, task: Task) -> None:
+        """Checked under the claim, before the hypervisor is called, when no other task can change the VM:
+        raising :class:`~toolstack.errors.TaskAborted` (e.g. :class:`~toolstack.errors.StaleVersion`, the
+        API's If-Match check) fails the operation cleanly: nothing done, the task kept as failed."""
 
     def finished(self, task: Task) -> None:
         """The operation succeeded (its outcome is on main)."""
-
-
-_OBSERVER: contextvars.ContextVar[TaskObserver | None] = contextvars.ContextVar(
-    "toolstack_task_observer", default=None
-)
-
-
-@contextlib.contextmanager
-def observing(observer: TaskObserver) -> Iterator[None]:
-    """Report the tasks of the operations run in this context (thread, or task) to ``observer``.
-
-    Operations return their VM, not their task; a caller that must hand the task out while the operation
-    still runs (the HTTP API) learns it here, the moment the VM is claimed.
-    """
-    token = _OBSERVER.set(observer)
-    try:
-        yield
-    finally:
-        _OBSERVER.reset(token)
 
 
 # Tasks running in this process, by id: a claim with this process's pid is live only if it is listed here.
@@ -154,7 +142,22 @@ class TaskRunner:
         return self.ctx.main
 
     # -- running ---------------------------------------------------------------------------------------------
-    def run(self, op: Operation) -> Task:
+    def run(self, op: Operation, observer: TaskObserver | None = None) -> Task:
+        """Run ``op`` as a task: claim its VM, act, record the outcome, merge it into main.
+
+        Args:
+            observer: Told the task once the VM is claimed and once it is done; its precondition is checked
+                before the hypervisor is called.
+
+        Returns:
+            The task, succeeded.
+
+        Raises:
+            OperationInProgress: another task holds the VM.
+            OperationFailed: the driver failed, or the observer's precondition refused the task
+                (:class:`~toolstack.errors.TaskAborted`); the change was undone and the task kept as failed.
+            OperationConflict: the outcome does not merge into main (a concurrent change).
+        """
         task = Task(
             id=new_task_id(),
             operation=op.name,
@@ -169,7 +172,7 @@ class TaskRunner:
         with _IN_FLIGHT_MUTEX:
             _IN_FLIGHT.add(task.id)
         try:
-            return self._run(op, task)
+            return self._run(op, task, observer)
         finally:
             with _IN_FLIGHT_MUTEX:
                 _IN_FLIGHT.discard(task.id)
@@ -180,15 +183,15 @@ class TaskRunner:
             placement = self.main.get(layout.host_path(op.uuid))
         return placement is not None and placement.decode().strip() != self.host
 
-    def _run(self, op: Operation, task: Task) -> Task:
+    def _run(self, op: Operation, task: Task, observer: TaskObserver | None) -> Task:
         if op.remote is None:
             op.remote = self._placed_elsewhere(op)
         claimed_from = self._claim(op, task)
         crash_point("claimed")
-        observer = _OBSERVER.get()
         try:
             if observer is not None:
                 observer.claimed(task)
+                observer.precondition(task)
             if not op.remote:
                 op.act()
         except (DriverError, TaskAborted) as err:

@@ -7,7 +7,7 @@ from tests.toolstack.conftest import unique
 from toolstack import layout
 from toolstack.models import Task, TaskStatus
 from toolstack.task_records import get_task, list_tasks
-from toolstack.tasks import TaskObserver, observing
+from toolstack.tasks import TaskObserver
 
 
 def test_an_operation_records_its_task_in_the_shard_named_by_the_ids_last_two_characters(sim_ts):
@@ -62,8 +62,7 @@ def test_an_observer_learns_the_task_when_the_vm_is_claimed_and_when_it_is_done(
         def finished(self, task: Task) -> None:
             seen.append(("finished", task))
 
-    with observing(Recorder()):
-        vm = sim_ts.create(unique(), memory=64)
+    vm = sim_ts.create(unique(), memory=64, observer=Recorder())
     assert [(event, t.vm, t.status) for event, t in seen] == [
         ("claimed", vm.uuid, TaskStatus.RUNNING),
         ("finished", vm.uuid, TaskStatus.SUCCEEDED),

@@ -15,11 +15,9 @@ from pydantic import ValidationError
 from drivers import Disk, Nic
 from drivers.models import Scope, parse_memory
 from toolstack import layout
-from toolstack.context import Context
 from toolstack.errors import InvalidInput
-from toolstack.inventory import Inventory
 from toolstack.models import Task, field_errors, vm_files
-from toolstack.tasks import Operation, TaskObserver, TaskRunner
+from toolstack.tasks import Operation, OperationService, TaskObserver
 
 
 def default_mac(uuid: str, index: int) -> str:
@@ -74,20 +72,8 @@ def free_mac(uuid: str, index: int, used: set[str]) -> str:
     return default_mac(uuid, index)
 
 
-class ConfigOperations:
-    """Memory, vCPU and device operations.
-
-    Args:
-        ctx: The toolstack's context.
-        runner: Runs each operation as a task.
-        inventory: Finds the VMs operated on.
-    """
-
-    def __init__(self, ctx: Context, runner: TaskRunner, inventory: Inventory) -> None:
-        self.ctx = ctx
-        self.runner = runner
-        self.inventory = inventory
-        self.driver = ctx.driver  # the one every act and undo below calls
+class ConfigOperations(OperationService):
+    """Memory, vCPU and device operations."""
 
     # -- configuration ---------------------------------------------------------------------------------------
     def set_resources(

@@ -18,28 +18,14 @@ from drivers import Disk, DomainSpec, Nic
 from drivers.errors import DomainExists
 from drivers.models import DomainInfo, DomainState
 from toolstack import layout
-from toolstack.context import Context
 from toolstack.devices import disk_from_path, free_id, free_mac, free_target
 from toolstack.errors import GuestIgnoredShutdown, InvalidInput, OperationConflict, OperationFailed, VMExists
-from toolstack.inventory import Inventory
 from toolstack.models import VM, Desired, Migration, Task, field_errors, managed, uuid_for_name, vm_files
-from toolstack.tasks import Operation, TaskObserver, TaskRunner
+from toolstack.tasks import Operation, OperationService, TaskObserver
 
 
-class LifecycleOperations:
-    """Create, run-state, delete and migrate operations.
-
-    Args:
-        ctx: The toolstack's context.
-        runner: Runs each operation as a task.
-        inventory: Finds the VMs operated on.
-    """
-
-    def __init__(self, ctx: Context, runner: TaskRunner, inventory: Inventory) -> None:
-        self.ctx = ctx
-        self.runner = runner
-        self.inventory = inventory
-        self.driver = ctx.driver  # the one every act and undo below calls
+class LifecycleOperations(OperationService):
+    """Create, run-state, delete and migrate operations."""
 
     def create(
         self,

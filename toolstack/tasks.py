@@ -41,6 +41,7 @@ from toolstack.errors import (
     TaskAborted,
     ToolstackError,
 )
+from toolstack.inventory import Inventory
 from toolstack.models import Observed, Task, TaskStatus, observed_of, read_vm
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,23 @@ class TaskObserver:
 
     def finished(self, task: Task) -> None:
         """The operation succeeded (its outcome is on main)."""
+
+
+class OperationService:
+    """What the operation services (:mod:`toolstack.lifecycle`, :mod:`toolstack.devices`) are built on: each
+    of their methods builds an :class:`Operation` and runs it as a task, returning the task.
+
+    Args:
+        ctx: The toolstack's context.
+        runner: Runs each operation as a task.
+        inventory: Finds the VMs operated on.
+    """
+
+    def __init__(self, ctx: Context, runner: TaskRunner, inventory: Inventory) -> None:
+        self.ctx = ctx
+        self.runner = runner
+        self.inventory = inventory
+        self.driver = ctx.driver  # the one every act and undo calls
 
 
 # Tasks running in this process, by id: a claim with this process's pid is live only if it is listed here.

@@ -13,6 +13,9 @@ A plan that would stop or undefine domains is destructive (:attr:`Plan.destructi
 apply plans take a ``confirm`` (:data:`Confirm`) and refuse such a plan unless it says yes
 (:func:`confirm_plan`). A VM whose directory is on main but does not validate is reported as invalid and its
 domain is left alone: a bad entry never takes its domain down with it.
+
+The plan model (:class:`Plan`, :class:`Action`, :data:`Confirm`) is :mod:`toolstack.plan`'s, re-exported here.
+Every function takes the toolstack's :class:`~toolstack.context.Context`.
 """
 
 from __future__ import annotations

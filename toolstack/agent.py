@@ -23,8 +23,8 @@ from store import Conflict, RemoteError, Tree
 from toolstack import layout
 from toolstack.errors import HistoryRewritten, ToolstackError, UnrequestedRemoval
 from toolstack.ops import Toolstack
+from toolstack.plan import Plan
 from toolstack.pool import clone_pool
-from toolstack.reconcile import Plan
 from toolstack.resync import resync
 from toolstack.sync import pull, push
 
@@ -128,7 +128,7 @@ class RemovalLimit:
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         with self.ts.main.transaction(
-            message=f"agent {self.ts.host}: refused a round: {reason}", author=self.ts.runner.author
+            message=f"agent {self.ts.host}: refused a round: {reason}", author=self.ts.author
         ) as tx:
             tx.set(path, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
 
@@ -139,7 +139,7 @@ class RemovalLimit:
         if self.refused or self.ts.main.tree.get(path) is None:
             return False
         with self.ts.main.transaction(
-            message=f"agent {self.ts.host}: no removal withheld any more", author=self.ts.runner.author
+            message=f"agent {self.ts.host}: no removal withheld any more", author=self.ts.author
         ) as tx:
             tx.remove(path)
         return True

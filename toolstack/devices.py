@@ -1,13 +1,14 @@
 """Configuration operations of the toolstack: memory and vCPUs, and device attach/detach.
 
-Mixed into :class:`toolstack.ops.Toolstack`; each method is one task like the lifecycle operations.
+A service over the context, like :class:`toolstack.lifecycle.LifecycleOperations`: each method is one task,
+and returns it. Also the device helpers both use (default MACs, disk targets, free ids).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -15,13 +16,8 @@ from drivers import Disk, Nic
 from drivers.models import Scope, parse_memory
 from toolstack import layout
 from toolstack.errors import InvalidInput
-from toolstack.models import VM, field_errors, vm_files
-from toolstack.tasks import Operation
-
-if TYPE_CHECKING:
-    from drivers import Driver
-    from drivers.models import DomainInfo
-    from toolstack.tasks import TaskRunner
+from toolstack.models import Task, field_errors, vm_files
+from toolstack.tasks import Operation, OperationService, TaskObserver
 
 
 def default_mac(uuid: str, index: int) -> str:
@@ -76,22 +72,20 @@ def free_mac(uuid: str, index: int, used: set[str]) -> str:
     return default_mac(uuid, index)
 
 
-class ConfigOperations:
-    """Memory, vCPU and device operations (needs ``vm``, ``info``, ``driver`` and ``runner``)."""
-
-    driver: Driver
-    runner: TaskRunner
-
-    if TYPE_CHECKING:
-
-        def vm(self, ref: str) -> VM: ...
-
-        def info(self, vm: VM) -> DomainInfo | None: ...
+class ConfigOperations(OperationService):
+    """Memory, vCPU and device operations."""
 
     # -- configuration ---------------------------------------------------------------------------------------
-    def set_resources(self, ref: str, memory: int | str | None = None, vcpus: int | None = None) -> VM:
+    def set_resources(
+        self,
+        ref: str,
+        memory: int | str | None = None,
+        vcpus: int | None = None,
+        *,
+        observer: TaskObserver | None = None,
+    ) -> Task:
         """Change memory and/or vCPUs: persistently, and live if the VM runs."""
-        vm = self.vm(ref)
+        vm = self.inventory.vm(ref)
         changes: dict[str, Any] = {}
         try:
             if memory is not None:
@@ -112,7 +106,7 @@ class ConfigOperations:
         if not changes:
             raise InvalidInput("vm set: give --memory and/or --vcpus", vm=vm.name)
         old = vm.spec
-        before = self.info(vm)
+        before = self.inventory.info(vm)
         live = before is not None and before.state.is_active
 
         def act() -> None:
@@ -133,7 +127,7 @@ class ConfigOperations:
                     self.driver.set_vcpus(vm.uuid, before.vcpus, Scope.LIVE)
 
         config = layout.config_path(vm.uuid)
-        self.runner.run(
+        return self.runner.run(
             Operation(
                 "set",
                 vm.uuid,
@@ -142,13 +136,13 @@ class ConfigOperations:
                 act=act,
                 compensate=undo,
                 detail={"changes": changes},
-            )
+            ),
+            observer,
         )
-        return self.vm(vm.uuid)
 
-    def attach(self, ref: str, device: Disk | Nic) -> VM:
+    def attach(self, ref: str, device: Disk | Nic, *, observer: TaskObserver | None = None) -> Task:
         """Add a device, persistently and (if the VM runs) live."""
-        vm = self.vm(ref)
+        vm = self.inventory.vm(ref)
         try:
             spec = vm.spec.with_device(device)
         except ValueError as err:
@@ -159,7 +153,7 @@ class ConfigOperations:
             if self.driver.get_spec(vm.uuid).device(device.id) is not None:
                 self.driver.detach_device(vm.uuid, device.id)
 
-        self.runner.run(
+        return self.runner.run(
             Operation(
                 f"{device.kind} attach",
                 vm.uuid,
@@ -168,9 +162,9 @@ class ConfigOperations:
                 act=lambda: self.driver.attach_device(vm.uuid, device),
                 compensate=undo,
                 detail={"device": device.id},
-            )
+            ),
+            observer,
         )
-        return self.vm(vm.uuid)
 
     def attach_disk(
         self,
@@ -179,15 +173,17 @@ class ConfigOperations:
         target: str | None = None,
         device_id: str | None = None,
         readonly: bool = False,
-    ) -> VM:
-        vm = self.vm(ref)
+        *,
+        observer: TaskObserver | None = None,
+    ) -> Task:
+        vm = self.inventory.vm(ref)
         target = target or free_target({d.target for d in vm.spec.disks})
         device_id = device_id or free_id("disk", {d.id for d in vm.spec.devices})
         try:
             disk = disk_from_path(path, 0, target, device_id, readonly)
         except ValueError as err:
             raise InvalidInput(f"disk attach {vm.name}: {err}", vm=vm.name) from err
-        return self.attach(vm.uuid, disk)
+        return self.attach(vm.uuid, disk, observer=observer)
 
     def attach_nic(
         self,
@@ -196,8 +192,10 @@ class ConfigOperations:
         bridge: str | None = None,
         mac: str | None = None,
         device_id: str | None = None,
-    ) -> VM:
-        vm = self.vm(ref)
+        *,
+        observer: TaskObserver | None = None,
+    ) -> Task:
+        vm = self.inventory.vm(ref)
         device_id = device_id or free_id("nic", {d.id for d in vm.spec.devices})
         try:
             nic = Nic(
@@ -208,11 +206,11 @@ class ConfigOperations:
             )
         except ValueError as err:
             raise InvalidInput(f"nic attach {vm.name}: {err}", vm=vm.name) from err
-        return self.attach(vm.uuid, nic)
+        return self.attach(vm.uuid, nic, observer=observer)
 
-    def detach(self, ref: str, device_id: str) -> VM:
+    def detach(self, ref: str, device_id: str, *, observer: TaskObserver | None = None) -> Task:
         """Remove a device by id, persistently and (if the VM runs) live."""
-        vm = self.vm(ref)
+        vm = self.inventory.vm(ref)
         device = vm.spec.device(device_id)
         if device is None:
             raise InvalidInput(f"VM {vm.name} has no device {device_id!r}", vm=vm.name)
@@ -221,7 +219,7 @@ class ConfigOperations:
             if self.driver.get_spec(vm.uuid).device(device_id) is None:
                 self.driver.attach_device(vm.uuid, device)
 
-        self.runner.run(
+        return self.runner.run(
             Operation(
                 f"{device.kind} detach",
                 vm.uuid,
@@ -230,6 +228,6 @@ class ConfigOperations:
                 act=lambda: self.driver.detach_device(vm.uuid, device_id),
                 compensate=undo,
                 detail={"device": device_id},
-            )
+            ),
+            observer,
         )
-        return self.vm(vm.uuid)

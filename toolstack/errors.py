@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from store import ConflictEntry
 
 if TYPE_CHECKING:
-    from toolstack.reconcile import Action, Plan
+    from toolstack.plan import Action, Plan
 
 
 class ToolstackError(Exception):
@@ -105,11 +105,12 @@ class OperationInProgress(ToolstackError):
 
 
 class OperationFailed(ToolstackError):
-    """The hypervisor refused or failed an operation; the state repository was left unchanged.
+    """The hypervisor refused or failed an operation, or the operation's own check failed its task
+    (:class:`TaskAborted`); the state repository was left unchanged.
 
     Attributes:
         task: The failed task's id (its branch is kept as ``failed-tasks/<task>``).
-        cause: The driver's error.
+        cause: The driver's error, or the :class:`TaskAborted` that failed the task.
         compensation_error: Set if undoing a partial change failed too (reconcile will repair it).
     """
 
@@ -130,8 +131,69 @@ class OperationFailed(ToolstackError):
         super().__init__(message, vm=vm, operation=operation)
 
 
-class ConflictError(ToolstackError):
-    """Concurrent changes could not be merged.
+class TaskAborted(ToolstackError):
+    """A task failed for a reason of the toolstack's own, not the hypervisor's: a check under the VM's claim
+    refused it, or the hypervisor did what it was asked and the outcome is still not the one wanted. The
+    task runner treats it as it treats a driver's error: the change is undone, the task kept as failed, and
+    the caller gets :class:`OperationFailed` with this as its ``cause``.
+
+    Rendered as the driver's errors are (``<operation>: domain <uuid>: <message>``), so that messages and
+    task records read as they did when these failures travelled as driver errors.
+
+    Attributes:
+        uuid: The VM's uuid.
+    """
+
+    def __init__(self, message: str, *, uuid: str, vm: str | None = None, operation: str) -> None:
+        self.uuid = uuid
+        super().__init__(f"{operation}: domain {uuid}: {message}", vm=vm, operation=operation)
+
+
+class StaleVersion(TaskAborted):
+    """The VM changed after the client's If-Match was checked: the operation re-checks it once it holds the
+    VM, and fails before the hypervisor is touched (the API answers 412 with the failed task)."""
+
+    def __init__(self, message: str, *, uuid: str, vm: str | None = None) -> None:
+        super().__init__(message, uuid=uuid, vm=vm, operation="if-match")
+
+
+class GuestIgnoredShutdown(TaskAborted):
+    """A shutdown without ``force``: the guest did not power off within the timeout. The VM is left running.
+
+    Attributes:
+        timeout: The seconds waited.
+    """
+
+    def __init__(self, uuid: str, vm: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(
+            f"the guest did not power off within {timeout:g}s (use --force to destroy it)",
+            uuid=uuid,
+            vm=vm,
+            operation="shutdown",
+        )
+
+
+class DomainNameTaken(ToolstackError):
+    """``reconcile --adopt`` found a domain whose name another VM of main has: it is not adopted (the plan
+    reports it as an error, as a failed action).
+
+    Attributes:
+        uuid: The domain's uuid.
+    """
+
+    def __init__(self, name: str, uuid: str) -> None:
+        self.uuid = uuid
+        super().__init__(
+            f"adopt: domain {uuid}: cannot adopt: the name {name!r} is already used by another VM",
+            vm=name,
+            operation="adopt",
+        )
+
+
+class OperationConflict(ToolstackError):
+    """An operation's change could not be merged into main: a concurrent change touched the same paths (the
+    store's :class:`store.Conflict`, told as the operation that met it). Nothing was recorded.
 
     Attributes:
         conflicts: The store's conflict entries (path, reason, base, ours, theirs).

@@ -24,10 +24,10 @@ from pydantic import ValidationError
 
 from store import CorruptObject, Store, Tree, UnknownCommit
 from toolstack import layout
+from toolstack.claims import Claims, claim_records
 from toolstack.errors import ToolstackError
 from toolstack.models import Task, TaskStatus, read_vm
 from toolstack.pool import read_pool
-from toolstack.tasks import claim_records
 
 Severity = Literal["error", "warning"]
 GIT_FSCK_TIMEOUT = 600.0
@@ -231,10 +231,10 @@ def _check_tasks(tree: Tree, report: FsckReport) -> None:
 
 
 def _check_claims(store: Store, report: FsckReport) -> None:
-    claims = store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")
+    claims = Claims(store).held()
     report.counts["claims"] = len(claims)
-    for ref, head in sorted(claims.items()):
-        uuid = ref.rsplit("/", 1)[-1]
+    for uuid, head in sorted(claims.items()):
+        ref = f"refs/heads/{Claims.name(uuid)}"
         if not layout.is_vm_uuid(uuid):
             report.add("error", "claims", f"claim {ref} does not name a VM uuid", ref)
             continue

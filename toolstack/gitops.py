@@ -165,7 +165,7 @@ def _revert_invalid(
     )
     # On the merge that was validated, reading each rejected VM: an edit of it made meanwhile is a conflict,
     # not silently reverted with the invalid one.
-    with ts.main.transaction(message=message, author=ts.runner.author, base=merged) as tx:
+    with ts.main.transaction(message=message, author=ts.author, base=merged) as tx:
         for rejection in rejections:
             tx.subtree(layout.vm_dir(rejection.uuid))
             good = rejection.restored_from

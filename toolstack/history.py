@@ -12,20 +12,17 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from store import Store, Tree
 from store.objects import CommitInfo
 from toolstack import layout
+from toolstack.context import Context
 from toolstack.models import read_vm, uuid_for_name
-
-if TYPE_CHECKING:
-    from toolstack.ops import Toolstack
 
 
 @dataclass(frozen=True)
-class Operation:
-    """One commit on main, as the log shows it."""
+class LogEntry:
+    """One commit on main, as the log shows it (an operation, a merge, a reconcile, a revert...)."""
 
     commit: str
     time: int
@@ -140,7 +137,7 @@ class VMLogIndex:
         ).fetchone()
         return row[0] if row else None
 
-    def log(self, vm: str | None = None, limit: int | None = None, offset: int = 0) -> list[Operation]:
+    def log(self, vm: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogEntry]:
         """Operations newest first: all of them, or those that changed one VM."""
         self.update()
         bound = -1 if limit is None else limit
@@ -158,7 +155,7 @@ class VMLogIndex:
         out = []
         for seq, commit_id, when, author, message in rows:
             found = self._db.execute("SELECT vm FROM op_vms WHERE seq = ?", (seq,))
-            out.append(Operation(commit_id, when, author, message, tuple(row[0] for row in found)))
+            out.append(LogEntry(commit_id, when, author, message, tuple(row[0] for row in found)))
         return out
 
 
@@ -170,8 +167,9 @@ class CommitView:
     changes: list[tuple[str, bytes | None, bytes | None]]
 
 
-def show(ts: Toolstack, rev: str) -> CommitView:
-    store = ts.store
+def show(ctx: Context, rev: str) -> CommitView:
+    """Commit ``rev`` (any revision git takes) with what it changed against its first parent."""
+    store = ctx.store
     commit_id = store.resolve(rev)
     info = store.graph.info(commit_id)
     parent = info.parents[0] if info.parents else None
@@ -180,16 +178,14 @@ def show(ts: Toolstack, rev: str) -> CommitView:
     return CommitView(info, changes)
 
 
-def rollback_tree(
-    ts: Toolstack, rev: str, vm: str | None = None, base: str | None = None
-) -> tuple[str, Tree]:
+def rollback_tree(ctx: Context, rev: str, vm: str | None = None, base: str | None = None) -> tuple[str, Tree]:
     """The desired-state tree after rolling back to ``rev``: ``vms/`` and ``names/`` as they were then
     (only one VM's, if ``vm`` is given), applied to commit ``base`` (default: main's head). Observed state
     and task records are facts, not desired state: they stay."""
-    store = ts.store
+    store = ctx.store
     target = store.resolve(rev)
     old = layout.shard(store.tree_at(target))  # a commit from before the shards, read in today's layout
-    tree = ts.main.tree if base is None else store.tree_at(base)
+    tree = ctx.main.tree if base is None else store.tree_at(base)
     if vm is None:
         tree = tree.graft(layout.VMS, old.subtree(layout.VMS)).graft(layout.NAMES, old.subtree(layout.NAMES))
         return target, tree

@@ -1,7 +1,8 @@
 """Lifecycle operations of the toolstack: create, start/stop/pause/resume/reboot, delete, and migrate.
 
-Mixed into :class:`toolstack.ops.Toolstack` (like :class:`toolstack.devices.ConfigOperations`); each method
-is one task on the state repository that drives the hypervisor.
+A service over the context (like :class:`toolstack.devices.ConfigOperations`): each method is one task on the
+state repository that drives the hypervisor, and returns that task. :class:`toolstack.ops.Toolstack` answers
+with the VM after it.
 """
 
 from __future__ import annotations
@@ -9,39 +10,22 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
-from drivers import Disk, DomainSpec, DriverError, Nic
+from drivers import Disk, DomainSpec, Nic
 from drivers.errors import DomainExists
 from drivers.models import DomainInfo, DomainState
 from toolstack import layout
 from toolstack.devices import disk_from_path, free_id, free_mac, free_target
-from toolstack.errors import ConflictError, InvalidInput, OperationFailed, VMExists
-from toolstack.models import VM, Desired, Migration, field_errors, managed, uuid_for_name, vm_files
-from toolstack.tasks import Operation
-
-if TYPE_CHECKING:
-    from drivers import Driver
-    from store import Branch
-    from toolstack.tasks import TaskRunner
+from toolstack.errors import GuestIgnoredShutdown, InvalidInput, OperationConflict, OperationFailed, VMExists
+from toolstack.models import VM, Desired, Migration, Task, field_errors, managed, uuid_for_name, vm_files
+from toolstack.tasks import Operation, OperationService, TaskObserver
 
 
-class LifecycleOperations:
-    """Create, run-state, delete and migrate operations (needs ``vm``, ``info``, ``main``, ``host``,
-    ``driver`` and ``runner``)."""
-
-    driver: Driver
-    runner: TaskRunner
-    main: Branch
-    host: str
-
-    if TYPE_CHECKING:
-
-        def vm(self, ref: str) -> VM: ...
-
-        def info(self, vm: VM) -> DomainInfo | None: ...
+class LifecycleOperations(OperationService):
+    """Create, run-state, delete and migrate operations."""
 
     def create(
         self,
@@ -52,8 +36,10 @@ class LifecycleOperations:
         nics: Sequence[str | Nic] = (),
         host: str | None = None,
         start: bool = False,
+        *,
+        observer: TaskObserver | None = None,
         **spec_fields: Any,
-    ) -> VM:
+    ) -> Task:
         """Define a new VM, stopped, or with ``start`` also booted in the same task (as ``xl create``
         does). Disks may be paths, NICs network names.
 
@@ -62,6 +48,9 @@ class LifecycleOperations:
 
         With ``host`` naming another host, the VM is only recorded, placed there: that host's agent defines
         it (every later operation on it is likewise a desired-state change that its agent applies).
+
+        Every operation here takes an ``observer`` (:class:`toolstack.tasks.TaskObserver`) that is told its
+        task once the VM is claimed, and whose precondition is checked before the hypervisor is called.
 
         Raises:
             InvalidInput: the spec does not validate (the message names the field).
@@ -85,7 +74,7 @@ class LifecycleOperations:
             raise InvalidInput(f"invalid VM {name!r}: {field_errors(err)}", vm=name) from err
         except ValueError as err:
             raise InvalidInput(f"invalid VM {name!r}: {err}", vm=name) from err
-        if uuid_for_name(self.main.tree, name) is not None:
+        if uuid_for_name(self.ctx.main.tree, name) is not None:
             raise VMExists(name)
 
         def act() -> None:
@@ -110,8 +99,8 @@ class LifecycleOperations:
             detail={"start": True} if start else {},
         )
         try:
-            self.runner.run(operation)
-        except ConflictError as err:
+            return self.runner.run(operation, observer)
+        except OperationConflict as err:
             if any(c.path == layout.name_path(name) for c in err.conflicts):
                 raise VMExists(name) from err  # a concurrent create of the same name merged first
             raise
@@ -119,11 +108,12 @@ class LifecycleOperations:
             if isinstance(err.cause, DomainExists):
                 raise VMExists(name) from err  # the hypervisor already has a domain of that name
             raise
-        return self.vm(uuid)
 
-    def _lifecycle(self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None]) -> VM:
-        vm = self.vm(ref)
-        before = self.info(vm)
+    def _lifecycle(
+        self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None], observer: TaskObserver | None
+    ) -> Task:
+        vm = self.inventory.vm(ref)
+        before = self.inventory.info(vm)
         operation = Operation(
             verb,
             vm.uuid,
@@ -132,44 +122,52 @@ class LifecycleOperations:
             act=lambda: act(vm),
             compensate=lambda: self._restore_state(vm, before),
         )
-        self.runner.run(operation)
-        return self.vm(vm.uuid)
+        return self.runner.run(operation, observer)
 
-    def start(self, ref: str) -> VM:
-        return self._lifecycle(ref, "start", Desired.RUNNING, lambda vm: self.driver.start(vm.uuid))
+    def start(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(ref, "start", Desired.RUNNING, lambda vm: self.driver.start(vm.uuid), observer)
 
-    def shutdown(self, ref: str, timeout: float = 60.0, force: bool = False) -> VM:
+    def shutdown(
+        self, ref: str, timeout: float = 60.0, force: bool = False, *, observer: TaskObserver | None = None
+    ) -> Task:
         """Ask the guest to power off; with ``force``, destroy it if it has not within ``timeout``."""
 
         def act(vm: VM) -> None:
             if not self.driver.shutdown(vm.uuid, timeout=timeout):
                 if not force:
-                    raise _GuestIgnoredShutdown(vm, timeout)
+                    raise GuestIgnoredShutdown(vm.uuid, vm.name, timeout)
                 self.driver.destroy(vm.uuid)
 
-        return self._lifecycle(ref, "shutdown", Desired.STOPPED, act)
+        return self._lifecycle(ref, "shutdown", Desired.STOPPED, act, observer)
 
-    def reboot(self, ref: str) -> VM:
-        return self._lifecycle(ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid))
+    def reboot(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(
+            ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid), observer
+        )
 
-    def pause(self, ref: str) -> VM:
-        return self._lifecycle(ref, "pause", Desired.PAUSED, lambda vm: self.driver.pause(vm.uuid))
+    def pause(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(ref, "pause", Desired.PAUSED, lambda vm: self.driver.pause(vm.uuid), observer)
 
-    def resume(self, ref: str) -> VM:
-        return self._lifecycle(ref, "resume", Desired.RUNNING, lambda vm: self.driver.resume(vm.uuid))
+    def resume(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(
+            ref, "resume", Desired.RUNNING, lambda vm: self.driver.resume(vm.uuid), observer
+        )
 
-    def destroy(self, ref: str) -> VM:
-        return self._lifecycle(ref, "destroy", Desired.STOPPED, lambda vm: self.driver.destroy(vm.uuid))
+    def destroy(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
+        return self._lifecycle(
+            ref, "destroy", Desired.STOPPED, lambda vm: self.driver.destroy(vm.uuid), observer
+        )
 
-    def delete(self, ref: str) -> None:
+    def delete(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
         """Destroy if running, then undefine, and remove the VM from the state repository."""
-        vm = self.vm(ref)
-        before = self.info(vm)
+        vm = self.inventory.vm(ref)
+        before = self.inventory.info(vm)
+        host = self.ctx.host
         intended: dict[str, bytes | None] = {
             layout.vm_dir(vm.uuid): None,
             layout.name_path(vm.name): None,
-            layout.observed_path(self.host, vm.uuid): None,
-            layout.legacy_observed_path(self.host, vm.uuid): None,
+            layout.observed_path(host, vm.uuid): None,
+            layout.legacy_observed_path(host, vm.uuid): None,
         }
 
         def act() -> None:
@@ -177,15 +175,16 @@ class LifecycleOperations:
             self.driver.undefine(vm.uuid)
 
         def undo() -> None:
-            if self.info(vm) is None:
+            if self.inventory.info(vm) is None:
                 self.driver.define(vm.spec)
             self._restore_state(vm, before)
 
-        self.runner.run(Operation("delete", vm.uuid, vm.name, intended, act=act, compensate=undo))
+        operation = Operation("delete", vm.uuid, vm.name, intended, act=act, compensate=undo)
+        return self.runner.run(operation, observer)
 
     def _restore_state(self, vm: VM, before: DomainInfo | None) -> None:
         """Bring the domain back to the run state it had before a failed operation."""
-        now = self.info(vm)
+        now = self.inventory.info(vm)
         if before is None or now is None or now.state == before.state:
             return
         if before.state == DomainState.RUNNING:
@@ -200,7 +199,9 @@ class LifecycleOperations:
         elif not before.state.is_active and now.state.is_active:
             self.driver.destroy(vm.uuid)
 
-    def migrate(self, ref: str, to_host: str, force: bool = False) -> VM:
+    def migrate(
+        self, ref: str, to_host: str, force: bool = False, *, observer: TaskObserver | None = None
+    ) -> Task | None:
         """Move a VM to another host (no driver here can live-migrate): place it there and record the move.
 
         The move is a handshake through main, so that the VM never runs on two hosts at once: the source
@@ -212,15 +213,19 @@ class LifecycleOperations:
             force: The operator declares the source host down: the destination starts the VM without
                 waiting for the source's record. Given again for a VM already placed on ``to_host``, it
                 releases a migration that waits for an unreachable source.
+
+        Returns:
+            The task, or None when the VM is placed on ``to_host`` already (nothing to do).
         """
-        vm = self.vm(ref)
+        vm = self.inventory.vm(ref)
+        host = self.ctx.host
         if not to_host or "/" in to_host:
             raise InvalidInput(f"invalid host name {to_host!r}", vm=vm.name)
         if vm.host == to_host and not (force and vm.migration is not None and not vm.migration.forced):
-            return vm
-        source = vm.migration.source if vm.host == to_host and vm.migration else vm.host or self.host
-        here = source == self.host
-        before = self.info(vm) if here else None
+            return None
+        source = vm.migration.source if vm.host == to_host and vm.migration else vm.host or host
+        here = source == host
+        before = self.inventory.info(vm) if here else None
 
         def act() -> None:
             if before is not None:
@@ -228,7 +233,7 @@ class LifecycleOperations:
                 self.driver.undefine(vm.uuid)
 
         def undo() -> None:
-            if before is not None and self.info(vm) is None:
+            if before is not None and self.inventory.info(vm) is None:
                 self.driver.define(vm.spec)
             self._restore_state(vm, before)
 
@@ -240,9 +245,9 @@ class LifecycleOperations:
         if here:
             # The stop is recorded in the very commit that places the VM elsewhere: the destination may
             # start it as soon as it sees that commit.
-            intended[layout.observed_path(self.host, vm.uuid)] = None
-            intended[layout.legacy_observed_path(self.host, vm.uuid)] = None
-        self.runner.run(
+            intended[layout.observed_path(host, vm.uuid)] = None
+            intended[layout.legacy_observed_path(host, vm.uuid)] = None
+        return self.runner.run(
             Operation(
                 "migrate",
                 vm.uuid,
@@ -252,17 +257,8 @@ class LifecycleOperations:
                 compensate=undo,
                 detail={"to": to_host, "from": source, **({"forced": True} if force else {})},
                 remote=not here,
-            )
-        )
-        return self.vm(vm.uuid)
-
-
-class _GuestIgnoredShutdown(DriverError):
-    def __init__(self, vm: VM, timeout: float) -> None:
-        super().__init__(
-            f"the guest did not power off within {timeout:g}s (use --force to destroy it)",
-            uuid=vm.uuid,
-            operation="shutdown",
+            ),
+            observer,
         )
 
 

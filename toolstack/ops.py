@@ -1,7 +1,13 @@
-"""The toolstack (``toolstack.ops``): opening and initialising a pool's state repository, finding VMs, and
-the history, reconcile and rollback entry points. The operations, each one a task on the state repository
-that drives the hypervisor, are mixed in: lifecycle and migration from :mod:`toolstack.lifecycle`,
-configuration and devices from :mod:`toolstack.devices`.
+"""The toolstack facade (``toolstack.ops``): opening and initialising a pool's state repository, and every
+entry point the CLI and the API use.
+
+:class:`Toolstack` assembles the services over one :class:`~toolstack.context.Context` (see
+``toolstack/README.md``) and delegates to them: finding VMs (:mod:`toolstack.inventory`), the operations,
+each one a task on the state repository that drives the hypervisor (lifecycle and migration from
+:mod:`toolstack.lifecycle`, configuration and devices from :mod:`toolstack.devices`, run by
+:mod:`toolstack.tasks`), history (:mod:`toolstack.history`), reconcile and rollback
+(:mod:`toolstack.reconcile`). The services return an operation's task; the facade answers with the VM after
+it, as the CLI and the API show it.
 
 >>> ts = Toolstack.init("state.git", "sim://", name="lab")   # later: Toolstack.open("state.git", "sim://")
 >>> vm = ts.create("web1", memory="512M", vcpus=2)
@@ -10,103 +16,123 @@ configuration and devices from :mod:`toolstack.devices`.
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import drivers
-from drivers import Driver
-from drivers.errors import DomainNotFound
+from drivers import Disk, Driver, Nic
 from drivers.models import DomainInfo
-from store import MissingObject, NotARepository, Store, Tree
-from store.backend import ObjectCache
+from store import Branch, MissingObject, NotARepository, Store, Tree
 from toolstack import layout
+from toolstack.context import Context
 from toolstack.devices import ConfigOperations
-from toolstack.errors import (
-    DamagedRepository,
-    ToolstackError,
-    VMNotFound,
-)
-from toolstack.history import Operation as LogOp
-from toolstack.history import VMLogIndex, rollback_tree
+from toolstack.errors import DamagedRepository, ToolstackError, VMNotFound
+from toolstack.history import LogEntry, VMLogIndex, rollback_tree
+from toolstack.inventory import Inventory
 from toolstack.lifecycle import LifecycleOperations
-from toolstack.models import (
-    VM,
-    Task,
-    read_vm,
-    uuid_for_name,
-    vm_uuids,
-)
+from toolstack.models import VM, Task, uuid_for_name
 from toolstack.ownership import OwnedDriver
+from toolstack.plan import Action, Confirm, Plan
 from toolstack.pool import Pool, init_pool, missing_repository, read_pool
-from toolstack.reconcile import Action, Confirm, Plan, apply_plan, confirm_plan, converge_vm, make_plan
-from toolstack.tasks import TaskRunner
-
-VM_CACHE_SIZE = 16384  # parsed VMs kept (see Toolstack._read_vm)
+from toolstack.reconcile import apply_plan, confirm_plan, converge_vm, make_plan
+from toolstack.tasks import TaskObserver, TaskRunner
 
 SHARDING_MESSAGE = "Move vms/<uuid> and names/<name> into two-character shards"
 
 
-class Toolstack(LifecycleOperations, ConfigOperations):
+def _verify(store: Store, main: Branch) -> None:
+    try:
+        main.verify()
+    except MissingObject as err:
+        raise DamagedRepository(store.path or "(in memory)", err.object_id, err.kind) from err
+
+
+def _read_pool(store: Store, main: Branch) -> Pool:
+    where = store.path or "(in memory)"
+    if main.head is None:
+        raise ToolstackError(
+            f"the state repository {where} holds no pool yet: create one in it with `toolstack init`, "
+            "or clone a pool with `toolstack clone URL`"
+        )
+    pool = read_pool(main.tree)
+    if pool is None:
+        raise ToolstackError(
+            f"the state repository {where} was made before pools had an identity: run `toolstack init` "
+            "in it once (on one host; the others get the record with their next pull)"
+        )
+    return pool
+
+
+class Toolstack:
     """The toolstack: a state repository (main = desired state) and a hypervisor driver for this host.
+
+    The constructor only assembles (reading main's pool record, which the ownership guard needs, after
+    checking that main is intact); :meth:`open` also does the start-up work (:meth:`start_up`).
 
     Args:
         store: The state repository.
         driver: The hypervisor.
-        host: This host's name (observed state lives under ``hosts/<host>/``).
+        host: This host's name (observed state lives under ``hosts/<host>/``; default: the hostname).
         author: The operator, recorded as the author of every commit.
-        recover: Settle operations left unfinished by killed processes before doing anything else.
+
+    Raises:
+        DamagedRepository: main's head commit or its tree is missing.
+        ToolstackError: the repository holds no pool.
     """
 
     def __init__(
-        self,
-        store: Store,
-        driver: Driver,
-        host: str | None = None,
-        author: str | None = None,
-        recover: bool = True,
+        self, store: Store, driver: Driver, host: str | None = None, author: str | None = None
     ) -> None:
-        self.store = store
         store.schema = layout.schema()
-        self.main = store.branch(layout.MAIN)
-        self.verify()
-        self.pool = self._read_pool()
+        main = store.branch(layout.MAIN)
+        _verify(store, main)
+        pool = _read_pool(store, main)
         # Every call that changes a domain goes through the ownership guard: this pool's domains only.
-        self.driver = OwnedDriver(driver, self.pool.id)
-        self.runner = TaskRunner(store, self.driver, host, author, converge=self._converge)
-        self.host = self.runner.host
+        owned = OwnedDriver(driver, pool.id)
+        self.context = Context(store, owned, host or socket.gethostname(), pool, author)
+        self.inventory = Inventory(self.context)
+        self.runner = TaskRunner(self.context, converge=functools.partial(converge_vm, self.context))
+        self.lifecycle = LifecycleOperations(self.context, self.runner, self.inventory)
+        self.config = ConfigOperations(self.context, self.runner, self.inventory)
         self._log_index: VMLogIndex | None = None
         self._log_index_mutex = threading.Lock()
-        self._vm_cache = ObjectCache(VM_CACHE_SIZE)
-        self.recovered: list[Task] = self.runner.recover() if recover else []
-        self.shard_layout()
+        self.recovered: list[Task] = []  # the interrupted tasks start_up settled
 
-    def verify(self) -> None:
-        """Check, cheaply, that main's head commit and its tree exist (every command does, first).
+    # -- the context's parts, as callers know them -----------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        return self.context.store
 
-        Raises:
-            DamagedRepository: one is missing; nothing is written over a broken history.
-        """
-        try:
-            self.main.verify()
-        except MissingObject as err:
-            raise DamagedRepository(self.store.path or "(in memory)", err.object_id, err.kind) from err
+    @property
+    def main(self) -> Branch:
+        return self.context.main
 
-    def _read_pool(self) -> Pool:
-        where = self.store.path or "(in memory)"
-        if self.main.head is None:
-            raise ToolstackError(
-                f"the state repository {where} holds no pool yet: create one in it with `toolstack init`, "
-                "or clone a pool with `toolstack clone URL`"
-            )
-        pool = read_pool(self.main.tree)
-        if pool is None:
-            raise ToolstackError(
-                f"the state repository {where} was made before pools had an identity: run `toolstack init` "
-                "in it once (on one host; the others get the record with their next pull)"
-            )
-        return pool
+    @property
+    def driver(self) -> Driver:
+        return self.context.driver
 
+    @property
+    def host(self) -> str:
+        return self.context.host
+
+    @property
+    def pool(self) -> Pool:
+        return self.context.pool
+
+    @property
+    def author(self) -> str | None:
+        """The operator every commit is recorded under (settable: the context's, for every service)."""
+        return self.context.author
+
+    @author.setter
+    def author(self, author: str | None) -> None:
+        self.context.author = author
+
+    # -- opening, start-up, closing --------------------------------------------------------------------------
     @classmethod
     def open(
         cls,
@@ -117,7 +143,11 @@ class Toolstack(LifecycleOperations, ConfigOperations):
         author: str | None = None,
         recover: bool = True,
     ) -> Toolstack:
-        """Open the driver first, then the pool's state repository, so that a bad URI writes nothing.
+        """Open the driver first, then the pool's state repository, so that a bad URI writes nothing; then do
+        the start-up work (:meth:`start_up`).
+
+        Args:
+            recover: Settle operations left unfinished by killed processes before anything else.
 
         Raises:
             ToolstackError: there is no state repository at ``repo`` (it is never created here: see
@@ -136,11 +166,13 @@ class Toolstack(LifecycleOperations, ConfigOperations):
             driver.close()
             raise ToolstackError(str(err)) from err
         try:
-            return cls(store, driver, host, author, recover=recover)
+            ts = cls(store, driver, host, author)
+            ts.start_up(recover=recover)
         except BaseException:
             store.close()
             driver.close()
             raise
+        return ts
 
     @classmethod
     def init(
@@ -157,6 +189,22 @@ class Toolstack(LifecycleOperations, ConfigOperations):
         init_pool(repo, name, author)
         return cls.open(repo, driver_uri, host=host, author=author)
 
+    def start_up(self, recover: bool = True) -> list[Task]:
+        """What opening a repository does before anything else: settle the tasks killed processes left
+        unfinished (with ``recover``), then move main out of any old layout; returns the settled tasks
+        (also kept as :attr:`recovered`)."""
+        self.recovered = self.runner.recover() if recover else []
+        self.shard_layout()
+        return self.recovered
+
+    def verify(self) -> None:
+        """Check, cheaply, that main's head commit and its tree exist (every command does, first).
+
+        Raises:
+            DamagedRepository: one is missing; nothing is written over a broken history.
+        """
+        _verify(self.store, self.main)
+
     def shard_layout(self) -> bool:
         """Move the VMs and names main holds in the flat layout (a repository made before the shards, or
         a merge from a host that still writes it) into their shards, in one commit; True if any moved.
@@ -165,7 +213,7 @@ class Toolstack(LifecycleOperations, ConfigOperations):
         """
         if not layout.needs_sharding(self.main.tree):
             return False
-        with self.main.transaction(message=SHARDING_MESSAGE, author=self.runner.author) as tx:
+        with self.main.transaction(message=SHARDING_MESSAGE, author=self.author) as tx:
             tx.tree = layout.shard(tx.tree)
         return True
 
@@ -181,69 +229,117 @@ class Toolstack(LifecycleOperations, ConfigOperations):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _converge(self, uuid: str) -> None:
-        converge_vm(self, uuid)
-
-    # -- reading ---------------------------------------------------------------------------------------------
+    # -- reading (:class:`toolstack.inventory.Inventory`) ----------------------------------------------------
     def vms(self) -> list[VM]:
-        tree = self.main.tree
-        return sorted((self._read_vm(tree, u) for u in vm_uuids(tree)), key=lambda vm: vm.name)
-
-    def _read_vm(self, tree: Tree, uuid: str) -> VM:
-        """``read_vm`` for this host, cached by the ids of what it reads: the VM's directory and its
-        observed state. Listing 1,000 VMs then parses and validates only the ones that changed."""
-        key = (
-            uuid,
-            tree.id_at(layout.vm_dir(uuid)),
-            tree.id_at(layout.observed_path(self.host, uuid)),
-            tree.id_at(layout.legacy_observed_path(self.host, uuid)),
-        )
-        vm = self._vm_cache.get(key)
-        if vm is None:
-            vm = read_vm(tree, uuid, self.host)
-            self._vm_cache.put(key, vm)  # VMs are frozen: sharing one is safe
-        return vm  # type: ignore[return-value]
+        return self.inventory.vms()
 
     def vm(self, ref: str) -> VM:
-        """A VM by name or uuid (or a unique uuid prefix of at least 4 characters).
-
-        Raises:
-            VMNotFound: no VM matches.
-            InvalidRecord: the VM's entry does not validate (``path`` names the offending file).
-        """
-        tree = self.main.tree
-        return self._read_vm(tree, self.resolve(ref, tree))
+        return self.inventory.vm(ref)
 
     def resolve(self, ref: str, tree: Tree | None = None) -> str:
-        """The uuid of the VM ``ref`` names (a name, a uuid, or a unique uuid prefix of at least 4
-        characters), without reading its entry: a VM whose entry does not validate is still found.
-
-        Raises:
-            VMNotFound: no VM matches.
-        """
-        tree = tree if tree is not None else self.main.tree
-        uuid = uuid_for_name(tree, ref)
-        if (
-            uuid is None
-            and ref not in {"", ".", ".."}
-            and not set(ref) & {"/", "\0"}
-            and tree.kind(layout.vm_dir(ref))
-        ):
-            uuid = ref  # a full uuid: no need to scan every VM for prefixes
-        if uuid is None:
-            matches = [u for u in vm_uuids(tree) if u == ref or (len(ref) >= 4 and u.startswith(ref))]
-            if len(matches) != 1:
-                raise VMNotFound(ref)
-            uuid = matches[0]
-        if tree.kind(layout.vm_dir(uuid)) != "directory":
-            raise VMNotFound(ref)
-        return uuid
+        return self.inventory.resolve(ref, tree)
 
     def info(self, vm: VM) -> DomainInfo | None:
-        try:
-            return self.driver.info(vm.uuid)
-        except DomainNotFound:
-            return None
+        return self.inventory.info(vm)
+
+    # -- operations (:mod:`toolstack.lifecycle`, :mod:`toolstack.devices`): each one task --------------------
+    def create(
+        self,
+        name: str,
+        memory: int | str,
+        vcpus: int = 1,
+        disks: Sequence[str | Disk] = (),
+        nics: Sequence[str | Nic] = (),
+        host: str | None = None,
+        start: bool = False,
+        *,
+        observer: TaskObserver | None = None,
+        **spec_fields: Any,
+    ) -> VM:
+        """See :meth:`LifecycleOperations.create`; returns the new VM.
+
+        Every operation takes an ``observer`` (:class:`~toolstack.tasks.TaskObserver`): told its task once the
+        VM is claimed, its precondition checked before the hypervisor is called (the API's If-Match).
+        """
+        task = self.lifecycle.create(
+            name, memory, vcpus, disks, nics, host, start, observer=observer, **spec_fields
+        )
+        return self.vm(task.vm)
+
+    def start(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.start(ref, observer=observer).vm)
+
+    def shutdown(
+        self, ref: str, timeout: float = 60.0, force: bool = False, *, observer: TaskObserver | None = None
+    ) -> VM:
+        """See :meth:`LifecycleOperations.shutdown`."""
+        return self.vm(self.lifecycle.shutdown(ref, timeout, force, observer=observer).vm)
+
+    def reboot(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.reboot(ref, observer=observer).vm)
+
+    def pause(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.pause(ref, observer=observer).vm)
+
+    def resume(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.resume(ref, observer=observer).vm)
+
+    def destroy(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.lifecycle.destroy(ref, observer=observer).vm)
+
+    def delete(self, ref: str, *, observer: TaskObserver | None = None) -> None:
+        """See :meth:`LifecycleOperations.delete`."""
+        self.lifecycle.delete(ref, observer=observer)
+
+    def migrate(
+        self, ref: str, to_host: str, force: bool = False, *, observer: TaskObserver | None = None
+    ) -> VM:
+        """See :meth:`LifecycleOperations.migrate`."""
+        task = self.lifecycle.migrate(ref, to_host, force, observer=observer)
+        return self.vm(ref if task is None else task.vm)
+
+    def set_resources(
+        self,
+        ref: str,
+        memory: int | str | None = None,
+        vcpus: int | None = None,
+        *,
+        observer: TaskObserver | None = None,
+    ) -> VM:
+        """See :meth:`ConfigOperations.set_resources`."""
+        return self.vm(self.config.set_resources(ref, memory, vcpus, observer=observer).vm)
+
+    def attach(self, ref: str, device: Disk | Nic, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.config.attach(ref, device, observer=observer).vm)
+
+    def attach_disk(
+        self,
+        ref: str,
+        path: str,
+        target: str | None = None,
+        device_id: str | None = None,
+        readonly: bool = False,
+        *,
+        observer: TaskObserver | None = None,
+    ) -> VM:
+        task = self.config.attach_disk(ref, path, target, device_id, readonly, observer=observer)
+        return self.vm(task.vm)
+
+    def attach_nic(
+        self,
+        ref: str,
+        network: str | None = None,
+        bridge: str | None = None,
+        mac: str | None = None,
+        device_id: str | None = None,
+        *,
+        observer: TaskObserver | None = None,
+    ) -> VM:
+        task = self.config.attach_nic(ref, network, bridge, mac, device_id, observer=observer)
+        return self.vm(task.vm)
+
+    def detach(self, ref: str, device_id: str, *, observer: TaskObserver | None = None) -> VM:
+        return self.vm(self.config.detach(ref, device_id, observer=observer).vm)
 
     # -- history, reconcile, rollback ------------------------------------------------------------------------
     @property
@@ -259,7 +355,7 @@ class Toolstack(LifecycleOperations, ConfigOperations):
         """The commit of the newest operation that changed VM ``uuid`` (None if no operation did)."""
         return self.log_index.last_change(uuid)
 
-    def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogOp]:
+    def log(self, ref: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogEntry]:
         """Operations newest first, on one VM (name or uuid; a deleted VM by uuid) or on all."""
         index = self.log_index
         uuid = None
@@ -290,11 +386,11 @@ class Toolstack(LifecycleOperations, ConfigOperations):
         Raises:
             DestructivePlanRefused: the plan is destructive and ``confirm`` did not say yes; nothing applied.
         """
-        plan = make_plan(self, adopt=adopt, placed_only=placed_only)
+        plan = make_plan(self.context, adopt=adopt, placed_only=placed_only)
         if dry_run or not plan:
             return plan
         confirm_plan(plan, confirm, "reconcile")
-        return apply_plan(self, plan, progress=progress)
+        return apply_plan(self.context, plan, progress=progress)
 
     def rollback(
         self,
@@ -317,11 +413,11 @@ class Toolstack(LifecycleOperations, ConfigOperations):
                 back and the hypervisor left as it was (``toolstack reconcile`` finishes it).
         """
         head = self.main.head
-        target, tree = rollback_tree(self, rev, vm, base=head)
+        target, tree = rollback_tree(self.context, rev, vm, base=head)
         only = None
         if vm is not None:
             only = {vm} | {u for t in (tree, self.main.tree) if (u := uuid_for_name(t, vm)) is not None}
-        plan = make_plan(self, tree=tree, only=only)
+        plan = make_plan(self.context, tree=tree, only=only)
         plan.drift.clear()
         if dry_run:
             return plan
@@ -330,14 +426,14 @@ class Toolstack(LifecycleOperations, ConfigOperations):
         # From the head the plan was made on (not whatever main is by now, which the tree would silently
         # revert), reading what it rolls back: a change made there meanwhile is a conflict.
         with self.main.transaction(
-            message=f"rollback {what} to {target[:12]}", author=self.runner.author, base=head
+            message=f"rollback {what} to {target[:12]}", author=self.author, base=head
         ) as tx:
             for path in [layout.VMS, layout.NAMES] if only is None else [layout.vm_dir(u) for u in only]:
                 tx.subtree(path)
             tx.tree = tree
-        plan = make_plan(self, only=only)
+        plan = make_plan(self.context, only=only)
         plan.drift.clear()
         if not plan:
             return plan
         confirm_plan(plan, confirm, "roll back", approved)
-        return apply_plan(self, plan, progress=progress)
+        return apply_plan(self.context, plan, progress=progress)

@@ -13,93 +13,28 @@ A plan that would stop or undefine domains is destructive (:attr:`Plan.destructi
 apply plans take a ``confirm`` (:data:`Confirm`) and refuse such a plan unless it says yes
 (:func:`confirm_plan`). A VM whose directory is on main but does not validate is reported as invalid and its
 domain is left alone: a bad entry never takes its domain down with it.
+
+The plan model (:class:`Plan`, :class:`Action`, :data:`Confirm`) is :mod:`toolstack.plan`'s, re-exported here.
+Every function takes the toolstack's :class:`~toolstack.context.Context`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from drivers import DriverError
 from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo, DomainSpec, DomainState, Scope
 from store import Transaction, Tree
 from toolstack import layout
-from toolstack.errors import DestructivePlanRefused, InvalidInput
+from toolstack.claims import Claims
+from toolstack.context import Context
+from toolstack.errors import DestructivePlanRefused, DomainNameTaken, InvalidInput
 from toolstack.models import VM, Desired, Observed, observed_of, read_vm, vm_files
 from toolstack.ownership import Ownership
-
-if TYPE_CHECKING:
-    from toolstack.ops import Toolstack
-
+from toolstack.plan import Action, Confirm, Plan
 
 _ACTIVE_STATES = {state.value for state in DomainState if state.is_active}
-DESTRUCTIVE = frozenset({"stop", "undefine"})  # a stop is only planned for an active domain: it destroys it
-
-
-@dataclass(frozen=True)
-class Action:
-    """One step of a plan."""
-
-    kind: str  # define, update, set-memory, set-vcpus, start, stop, pause, resume, undefine, adopt, claim
-    uuid: str
-    name: str
-    reason: str
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.name} ({self.uuid[:8]}): {self.reason}"
-
-
-@dataclass
-class Plan:
-    """What reconciling would do, and what it found."""
-
-    actions: list[Action] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
-    foreign: list[str] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)
-    busy: list[str] = field(default_factory=list)
-    waiting: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    withheld: list[Action] = field(default_factory=list)
-    applied: bool = False
-
-    def __bool__(self) -> bool:
-        return bool(self.actions or self.drift)
-
-    @property
-    def destructive(self) -> list[Action]:
-        """The actions that take domains down: each stop (of a running domain) and each undefine."""
-        return [a for a in self.actions if a.kind in DESTRUCTIVE]
-
-    def withhold(self, uuids: set[str]) -> list[Action]:
-        """Take every action on ``uuids`` out of the plan (into :attr:`withheld`); returns them."""
-        taken = [a for a in self.actions if a.uuid in uuids]
-        self.actions = [a for a in self.actions if a.uuid not in uuids]
-        self.withheld.extend(taken)
-        return taken
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "actions": [a.__dict__ for a in self.actions],
-            "drift": self.drift,
-            "unknown": self.unknown,
-            "foreign": self.foreign,
-            "invalid": self.invalid,
-            "busy": self.busy,
-            "waiting": self.waiting,
-            "errors": self.errors,
-            "withheld": [a.__dict__ for a in self.withheld],
-            "applied": self.applied,
-        }
-
-
-Confirm = bool | Callable[[Plan], bool]
-"""Whether a destructive plan may be applied: True (``--yes``), False (nobody to ask: refuse), or a function
-asked with the plan (a terminal's prompt; the agent's removal limit, which may :meth:`Plan.withhold` actions
-before it answers yes)."""
 
 
 def confirm_plan(
@@ -144,7 +79,7 @@ def desired_vms(tree: Tree, plan: Plan) -> tuple[dict[str, VM], set[str]]:
 
 
 def make_plan(
-    ts: Toolstack,
+    ctx: Context,
     tree: Tree | None = None,
     adopt: bool = False,
     only: set[str] | None = None,
@@ -156,17 +91,17 @@ def make_plan(
         placed_only: Leave VMs that are placed on no host alone (an agent runs only its own VMs).
     """
     plan = Plan()
-    desired, invalid = desired_vms(tree if tree is not None else ts.main.tree, plan)
-    observed_tree = ts.main.tree
-    busy = {ref.rsplit("/", 1)[-1] for ref in ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")}
-    actual = {str(info.uuid): info for info in ts.driver.list()}
+    desired, invalid = desired_vms(tree if tree is not None else ctx.main.tree, plan)
+    observed_tree = ctx.main.tree
+    busy = Claims(ctx.store).busy()
+    actual = {str(info.uuid): info for info in ctx.driver.list()}
     owners: dict[str, Ownership] = {}
     for uuid, vm in sorted(desired.items(), key=lambda item: item[1].name):
         if only is not None and uuid not in only:
             continue
-        if vm.host is not None and vm.host != ts.host:
+        if vm.host is not None and vm.host != ctx.host:
             # Placed on another host: that host's agent runs it; a copy here was migrated away.
-            if uuid in actual and uuid not in busy and _ours(ts, actual[uuid], owners, plan):
+            if uuid in actual and uuid not in busy and _ours(ctx, actual[uuid], owners, plan):
                 if actual[uuid].state.is_active:
                     plan.actions.append(Action("stop", uuid, vm.name, f"placed on {vm.host}"))
                 plan.actions.append(Action("undefine", uuid, vm.name, f"placed on {vm.host}"))
@@ -181,13 +116,13 @@ def make_plan(
             plan.busy.append(f"{vm.name}: an operation is in progress")
             continue
         info = actual.get(uuid)
-        if info is not None and not _ours(ts, info, owners, plan, claim=adopt):
+        if info is not None and not _ours(ctx, info, owners, plan, claim=adopt):
             continue
-        _plan_vm(ts, vm, info, observed_tree, plan)
+        _plan_vm(ctx, vm, info, observed_tree, plan)
     for uuid, info in sorted(actual.items(), key=lambda item: item[1].name):
         if uuid in desired or uuid in invalid or (only is not None and uuid not in only) or uuid in busy:
             continue
-        owner = _owner(ts, info, owners)
+        owner = _owner(ctx, info, owners)
         if owner is None:
             continue
         if owner is Ownership.OURS:
@@ -205,12 +140,12 @@ def make_plan(
     return plan
 
 
-def _owner(ts: Toolstack, info: DomainInfo, owners: dict[str, Ownership]) -> Ownership | None:
+def _owner(ctx: Context, info: DomainInfo, owners: dict[str, Ownership]) -> Ownership | None:
     """Whose a domain is (None if it vanished meanwhile); asked of the hypervisor once per plan."""
     uuid = str(info.uuid)
     if uuid not in owners:
         try:
-            owners[uuid] = ts.driver.owner(uuid)
+            owners[uuid] = ctx.driver.owner(uuid)
         except DomainNotFound:
             return None
     return owners[uuid]
@@ -225,11 +160,11 @@ def _whose(owner: Ownership) -> str:
 
 
 def _ours(
-    ts: Toolstack, info: DomainInfo, owners: dict[str, Ownership], plan: Plan, claim: bool = False
+    ctx: Context, info: DomainInfo, owners: dict[str, Ownership], plan: Plan, claim: bool = False
 ) -> bool:
     """Whether the plan may act on the domain that holds a VM's uuid. With ``claim`` (``--adopt``) a legacy
     or unmanaged domain is claimed first; another pool's domain is only reported."""
-    owner = _owner(ts, info, owners)
+    owner = _owner(ctx, info, owners)
     if owner is None or owner is Ownership.OURS:
         return True
     uuid = str(info.uuid)
@@ -284,7 +219,7 @@ def _resource_drift(vm: VM, last: Observed, info: DomainInfo) -> list[str]:
     return found
 
 
-def _plan_resources(ts: Toolstack, vm: VM, info: DomainInfo, plan: Plan) -> None:
+def _plan_resources(ctx: Context, vm: VM, info: DomainInfo, plan: Plan) -> None:
     """Put a running domain's live memory and vCPUs back to the desired values (within the live ceilings,
     which only a reboot raises: a ``vm set`` beyond them waits for the next boot, and is no drift)."""
     if not info.state.is_active or vm.desired == Desired.STOPPED:
@@ -292,7 +227,7 @@ def _plan_resources(ts: Toolstack, vm: VM, info: DomainInfo, plan: Plan) -> None
     if info.memory == vm.spec.memory and info.vcpus == vm.spec.vcpus:
         return
     try:
-        live = ts.driver.get_spec(vm.uuid, live=True)
+        live = ctx.driver.get_spec(vm.uuid, live=True)
     except DriverError as err:
         plan.errors.append(f"{vm.name}: cannot read its live configuration: {err}")
         return
@@ -304,7 +239,7 @@ def _plan_resources(ts: Toolstack, vm: VM, info: DomainInfo, plan: Plan) -> None
         plan.actions.append(Action("set-vcpus", vm.uuid, vm.name, reason))
 
 
-def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree, plan: Plan) -> None:
+def _plan_vm(ctx: Context, vm: VM, info: DomainInfo | None, observed_tree: Tree, plan: Plan) -> None:
     if info is None:
         plan.actions.append(Action("define", vm.uuid, vm.name, "missing from the hypervisor"))
         if vm.desired != Desired.STOPPED:
@@ -312,7 +247,7 @@ def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree
         if vm.desired == Desired.PAUSED:
             plan.actions.append(Action("pause", vm.uuid, vm.name, "desired paused"))
         return
-    raw = layout.read_observed(observed_tree, ts.host, vm.uuid)
+    raw = layout.read_observed(observed_tree, ctx.host, vm.uuid)
     if raw is not None:
         try:
             last = Observed.model_validate_json(raw)
@@ -325,7 +260,7 @@ def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree
         except ValueError:
             pass
     try:
-        current = ts.driver.get_spec(vm.uuid)
+        current = ctx.driver.get_spec(vm.uuid)
     except DriverError as err:
         plan.errors.append(f"{vm.name}: cannot read its configuration: {err}")
         return
@@ -334,7 +269,7 @@ def _plan_vm(ts: Toolstack, vm: VM, info: DomainInfo | None, observed_tree: Tree
         if info.state.is_active:
             reason += " (the running domain gets it at its next boot)"
         plan.actions.append(Action("update", vm.uuid, vm.name, reason))
-    _plan_resources(ts, vm, info, plan)
+    _plan_resources(ctx, vm, info, plan)
     if vm.desired.matches(info.state):
         return
     if vm.desired == Desired.STOPPED:
@@ -358,17 +293,17 @@ def _spec_difference(current: DomainSpec, wanted: DomainSpec) -> str:
 
 
 def apply_plan(
-    ts: Toolstack, plan: Plan, tree: Tree | None = None, progress: Callable[[Action], None] | None = None
+    ctx: Context, plan: Plan, tree: Tree | None = None, progress: Callable[[Action], None] | None = None
 ) -> Plan:
     """Carry a plan out, then commit drift (first) and the observed state (after)."""
-    source = tree if tree is not None else ts.main.tree
+    source = tree if tree is not None else ctx.main.tree
     if plan.drift:
-        _record(ts, plan.drift, "drift: " + "; ".join(plan.drift), {})
+        _record(ctx, plan.drift, "drift: " + "; ".join(plan.drift), {})
     adopted: dict[str, bytes | None] = {}
     for action in plan.actions:
         try:
-            _apply(ts, action, source, adopted)
-        except DriverError as err:
+            _apply(ctx, action, source, adopted)
+        except (DriverError, DomainNameTaken) as err:
             plan.errors.append(f"{action.describe()}: {err}")
         if progress is not None:
             progress(action)
@@ -376,12 +311,12 @@ def apply_plan(
     if plan.actions:
         summary = ", ".join(f"{a.kind} {a.name}" for a in plan.actions[:8])
         more = f" and {len(plan.actions) - 8} more" if len(plan.actions) > 8 else ""
-        _record(ts, [a.uuid for a in plan.actions], f"reconcile: {summary}{more}", adopted)
+        _record(ctx, [a.uuid for a in plan.actions], f"reconcile: {summary}{more}", adopted)
     return plan
 
 
-def _apply(ts: Toolstack, action: Action, source: Tree, adopted: dict[str, bytes | None]) -> None:
-    driver = ts.driver
+def _apply(ctx: Context, action: Action, source: Tree, adopted: dict[str, bytes | None]) -> None:
+    driver = ctx.driver
     uuid = action.uuid
     if action.kind in ("define", "update"):
         driver.define(read_vm(source, uuid).spec)
@@ -416,16 +351,9 @@ def _apply(ts: Toolstack, action: Action, source: Tree, adopted: dict[str, bytes
         raise ValueError(f"unknown action {action.kind!r}")
 
 
-class DomainNameTaken(DriverError):
-    def __init__(self, name: str, uuid: str) -> None:
-        super().__init__(
-            f"cannot adopt: the name {name!r} is already used by another VM", uuid=uuid, operation="adopt"
-        )
-
-
-def _record(ts: Toolstack, uuids: list[str], message: str, files: dict[str, bytes | None]) -> None:
+def _record(ctx: Context, uuids: list[str], message: str, files: dict[str, bytes | None]) -> None:
     """Commit the observed state of the given domains (all domains for drift) plus ``files``."""
-    actual: dict[str, DomainInfo] = {str(info.uuid): info for info in ts.driver.list()}
+    actual: dict[str, DomainInfo] = {str(info.uuid): info for info in ctx.driver.list()}
 
     def record(tx: Transaction) -> None:
         for path, value in files.items():
@@ -446,17 +374,17 @@ def _record(ts: Toolstack, uuids: list[str], message: str, files: dict[str, byte
                 if info is None
                 else observed_of(info.state, info.domid, info.memory, info.vcpus).encode()
             )
-            tree = layout.with_observed(tree, ts.host, uuid, record)
-        for uuid in layout.observed_uuids(tree, ts.host):
+            tree = layout.with_observed(tree, ctx.host, uuid, record)
+        for uuid in layout.observed_uuids(tree, ctx.host):
             if uuid not in known:
-                tree = layout.with_observed(tree, ts.host, uuid, None)
+                tree = layout.with_observed(tree, ctx.host, uuid, None)
         tx.tree = tree
 
-    ts.main.atomically(record, message=message, author=ts.runner.author)
+    ctx.main.atomically(record, message=message, author=ctx.author)
 
 
-def converge_vm(ts: Toolstack, uuid: str) -> Plan:
+def converge_vm(ctx: Context, uuid: str) -> Plan:
     """Reconcile one VM (used after an interrupted task is rolled back)."""
-    plan = make_plan(ts, only={uuid})
+    plan = make_plan(ctx, only={uuid})
     plan.drift.clear()  # the interruption explains the difference; the rollback commit already says so
-    return apply_plan(ts, plan) if plan.actions else plan
+    return apply_plan(ctx, plan) if plan.actions else plan

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from store.squash import SquashMarker, root_of, squash_marker
 from toolstack import layout
+from toolstack.claims import Claims
 from toolstack.errors import ToolstackError
-from toolstack.reconcile import Confirm, Plan
+from toolstack.plan import Confirm, Plan
 from toolstack.sync import PullResult, _fetch, _reconcile, pull
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def resync(
             (main is resynced; the hypervisor is left as it was).
     """
     store = ts.store
-    busy = store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")
+    busy = Claims(store).busy()
     if busy:
         raise ToolstackError(
             f"{len(busy)} operation(s) in progress: resync when no VM is busy", operation="resync"

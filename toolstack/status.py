@@ -168,7 +168,7 @@ def status_of(
     """
     tree = tree if tree is not None else ts.main.tree
     try:
-        vm = ts._read_vm(tree, uuid)
+        vm = ts.inventory.read(tree, uuid)
     except InvalidInput as err:
         return VMStatus(
             uuid=uuid,

@@ -25,7 +25,7 @@ from toolstack import layout
 from toolstack.errors import DestructivePlanRefused, HistoryRewritten, Rejection
 from toolstack.gitops import _guarded_push, _revert_invalid
 from toolstack.history import changed_vms
-from toolstack.reconcile import Confirm, Plan
+from toolstack.plan import Confirm, Plan
 
 if TYPE_CHECKING:
     from store import Remote, Store
@@ -157,7 +157,7 @@ def pull(
             merged = store.merge(
                 incoming,
                 into=layout.MAIN,
-                author=ts.runner.author,
+                author=ts.author,
                 message=f"Merge {remote}/{layout.MAIN} into {layout.MAIN}",
             )
             if ts.shard_layout():  # the remote had VMs in the layout of before the shards

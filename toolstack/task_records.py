@@ -1,5 +1,5 @@
 """Reading task records: finished ones on main's ``tasks/<xx>/<id>`` (``tasks/<id>`` in older repositories),
-failed ones on ``failed-tasks/<id>``, running ones on the VMs' claim branches (``vm-task/<uuid>``), as
+failed ones on ``failed-tasks/<id>``, running ones on the VMs' claims (:mod:`toolstack.claims`), as
 ``toolstack task list`` shows them."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import re
 from itertools import groupby
 
 from toolstack import layout
+from toolstack.claims import Claims
+from toolstack.context import Context
 from toolstack.models import Task, TaskStatus
-from toolstack.ops import Toolstack
 
 # Task ids begin with their start time to the second ("20250101T120000-<hex>").
 _SECOND = len("20250101T120000")
@@ -20,17 +21,18 @@ def _read(raw: bytes | None) -> Task | None:
     return None if raw is None else Task.model_validate_json(raw)
 
 
-def _side_tasks(ts: Toolstack) -> dict[str, Task]:
-    """Tasks recorded off main: failed ones, and running ones on claim branches."""
+def _side_tasks(ctx: Context) -> dict[str, Task]:
+    """Tasks recorded off main: failed ones, and running ones on claims."""
     found: dict[str, Task] = {}
-    backend = ts.store.backend
-    for ref, commit in backend.list_refs(f"refs/heads/{layout.FAILED_PREFIX}/").items():
-        task = _read(layout.read_task_record(ts.store.tree_at(commit), ref.rsplit("/", 1)[-1]))
+    store = ctx.store
+    claims = Claims(store)
+    for task_id, commit in claims.failed().items():
+        task = _read(layout.read_task_record(store.tree_at(commit), task_id))
         if task is not None:
             found[task.id] = task
-    for commit in backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/").values():
-        tree = ts.store.tree_at(commit)
-        for path in ts.store.changed_paths(commit):
+    for commit in claims.held().values():
+        tree = store.tree_at(commit)
+        for path in store.changed_paths(commit):
             if layout.is_task_path(path):
                 task = _read(tree.get(path))
                 if task is not None and task.id not in found:
@@ -38,23 +40,23 @@ def _side_tasks(ts: Toolstack) -> dict[str, Task]:
     return found
 
 
-def get_task(ts: Toolstack, task_id: str) -> Task | None:
+def get_task(ctx: Context, task_id: str) -> Task | None:
     """One task by id; a failed task's own branch wins over main's record (which never says 'failed')."""
     if not _TASK_ID.fullmatch(task_id):
         return None  # not an id the toolstack makes (and never a path to read)
-    failed = ts.store.branch(f"{layout.FAILED_PREFIX}/{task_id}").head
+    failed = Claims(ctx.store).failed_head(task_id)
     if failed is not None:
-        task = _read(layout.read_task_record(ts.store.tree_at(failed), task_id))
+        task = _read(layout.read_task_record(ctx.store.tree_at(failed), task_id))
         if task is not None:
             return task
-    task = _read(layout.read_task_record(ts.main.tree, task_id))
+    task = _read(layout.read_task_record(ctx.main.tree, task_id))
     if task is not None:
         return task
-    return _side_tasks(ts).get(task_id)
+    return _side_tasks(ctx).get(task_id)
 
 
 def list_tasks(
-    ts: Toolstack,
+    ctx: Context,
     limit: int,
     offset: int = 0,
     vm: str | None = None,
@@ -65,8 +67,8 @@ def list_tasks(
     Task ids start with their start time, so main's tasks are read newest first and only as far as the page
     needs (unless a filter is given).
     """
-    side = _side_tasks(ts)
-    main = ts.main.tree
+    side = _side_tasks(ctx)
+    main = ctx.main.tree
     ids = {*layout.task_ids(main), *side}
     page: list[Task] = []
     skipped = 0

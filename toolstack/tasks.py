@@ -8,33 +8,40 @@ An operation on a VM:
   3. commits the observed state and the task's outcome on the task branch;
   4. merges the task branch into main (always a merge commit, "vm start web1 (<uuid>)", by the operator),
      then drops the claim.
-If the driver fails, the partial change is compensated, main is left as it was, and the task branch is kept
-as ``refs/heads/failed-tasks/<task>`` for audit. A process killed mid-operation leaves its claim behind;
-:meth:`TaskRunner.recover` (run at start-up) compares it with the hypervisor and completes or rolls it back.
+If the driver fails (or the operation's own check does: :class:`~toolstack.errors.TaskAborted`), the partial
+change is compensated, main is left as it was, and the task branch is kept as
+``refs/heads/failed-tasks/<task>`` for audit. A process killed mid-operation leaves its claim behind;
+:meth:`TaskRunner.recover` (run by :meth:`toolstack.ops.Toolstack.open`) compares it with the hypervisor and
+completes or rolls it back. The claim refs themselves are :mod:`toolstack.claims`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from drivers import Driver, DriverError
+from drivers import DriverError
 from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo
-from store import BranchExists, Conflict, Store, Tree, UnknownCommit
+from store import Branch, BranchExists, Conflict, Tree, UnknownCommit
 from store.locks import pid_alive
 from toolstack import layout
-from toolstack.errors import ConflictError, OperationFailed, OperationInProgress, ToolstackError
+from toolstack.claims import Claims
+from toolstack.context import Context
+from toolstack.errors import (
+    OperationConflict,
+    OperationFailed,
+    OperationInProgress,
+    TaskAborted,
+    ToolstackError,
+)
+from toolstack.inventory import Inventory
 from toolstack.models import Observed, Task, TaskStatus, observed_of, read_vm
 
 log = logging.getLogger(__name__)
@@ -66,34 +73,43 @@ class Operation:
     remote: bool | None = None
 
 
-class TaskObserver(Protocol):
-    """Told about the tasks that operations run as (see :func:`observing`)."""
+class TaskObserver:
+    """Follows the task of one operation, handed to it explicitly (``ts.start(ref, observer=watch)``): the
+    operation returns when it is done, and a caller that must hand its task out sooner (the HTTP API
+    answers 202 with the running task) learns it here, the moment the VM is claimed.
+
+    The runner calls :meth:`claimed` once the operation holds its VM, then :meth:`precondition` (still
+    under the claim, before the hypervisor is called), and :meth:`finished` once it succeeded. Each does
+    nothing unless overridden.
+    """
 
     def claimed(self, task: Task) -> None:
-        """The operation holds its VM and is about to call the hypervisor; raising a ``DriverError`` here
-        fails it cleanly (nothing done, the task recorded as failed)."""
+        """The operation holds its VM and is about to call the hypervisor."""
+
+    def precondition(self, task: Task) -> None:
+        """Checked under the claim, before the hypervisor is called, when no other task can change the VM:
+        raising :class:`~toolstack.errors.TaskAborted` (e.g. :class:`~toolstack.errors.StaleVersion`, the
+        API's If-Match check) fails the operation cleanly: nothing done, the task kept as failed."""
 
     def finished(self, task: Task) -> None:
         """The operation succeeded (its outcome is on main)."""
 
 
-_OBSERVER: contextvars.ContextVar[TaskObserver | None] = contextvars.ContextVar(
-    "toolstack_task_observer", default=None
-)
+class OperationService:
+    """What the operation services (:mod:`toolstack.lifecycle`, :mod:`toolstack.devices`) are built on: each
+    of their methods builds an :class:`Operation` and runs it as a task, returning the task.
 
-
-@contextlib.contextmanager
-def observing(observer: TaskObserver) -> Iterator[None]:
-    """Report the tasks of the operations run in this context (thread, or task) to ``observer``.
-
-    Operations return their VM, not their task; a caller that must hand the task out while the operation
-    still runs (the HTTP API) learns it here, the moment the VM is claimed.
+    Args:
+        ctx: The toolstack's context.
+        runner: Runs each operation as a task.
+        inventory: Finds the VMs operated on.
     """
-    token = _OBSERVER.set(observer)
-    try:
-        yield
-    finally:
-        _OBSERVER.reset(token)
+
+    def __init__(self, ctx: Context, runner: TaskRunner, inventory: Inventory) -> None:
+        self.ctx = ctx
+        self.runner = runner
+        self.inventory = inventory
+        self.driver = ctx.driver  # the one every act and undo calls
 
 
 # Tasks running in this process, by id: a claim with this process's pid is live only if it is listed here.
@@ -108,41 +124,58 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def claim_records(main: Tree, claim: Tree) -> list[tuple[str, bytes]]:
-    """The task records (id, raw JSON) on a claim's tree that main's tree does not have (yet), newest first:
-    a diff visits only the task shards that differ, not every task ever recorded."""
-    changes = main.subtree(layout.TASKS).diff(claim.subtree(layout.TASKS))
-    return sorted(
-        ((change.path.rsplit("/", 1)[-1], change.new) for change in changes if change.new is not None),
-        reverse=True,
-    )
-
-
 def new_task_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuidlib.uuid4().hex[:8]
 
 
 class TaskRunner:
-    """Runs operations as task branches on a store, against one driver, for one host."""
+    """Runs operations as tasks on the context's store, against its driver, for its host.
 
-    def __init__(
-        self,
-        store: Store,
-        driver: Driver,
-        host: str | None = None,
-        author: str | None = None,
-        converge: Callable[[str], None] | None = None,
-    ) -> None:
-        self.store = store
-        # Brings one VM's domain in line with main (used after rolling back an interrupted task).
+    Args:
+        ctx: The toolstack's context.
+        converge: Brings one VM's domain in line with main (after rolling back an interrupted task: see
+            :func:`toolstack.reconcile.converge_vm`).
+    """
+
+    def __init__(self, ctx: Context, converge: Callable[[str], object] | None = None) -> None:
+        self.ctx = ctx
         self.converge = converge
-        self.driver = driver
-        self.host = host or socket.gethostname()
-        self.author = author
-        self.main = store.branch(layout.MAIN)
+        self.claims = Claims(ctx.store)
+
+    @property
+    def host(self) -> str:
+        return self.ctx.host
+
+    @property
+    def author(self) -> str | None:
+        """The operator the task commits are recorded under (the context's: setting it sets that)."""
+        return self.ctx.author
+
+    @author.setter
+    def author(self, author: str | None) -> None:
+        self.ctx.author = author
+
+    @property
+    def main(self) -> Branch:
+        return self.ctx.main
 
     # -- running ---------------------------------------------------------------------------------------------
-    def run(self, op: Operation) -> Task:
+    def run(self, op: Operation, observer: TaskObserver | None = None) -> Task:
+        """Run ``op`` as a task: claim its VM, act, record the outcome, merge it into main.
+
+        Args:
+            observer: Told the task once the VM is claimed and once it is done; its precondition is checked
+                before the hypervisor is called.
+
+        Returns:
+            The task, succeeded.
+
+        Raises:
+            OperationInProgress: another task holds the VM.
+            OperationFailed: the driver failed, or the observer's precondition refused the task
+                (:class:`~toolstack.errors.TaskAborted`); the change was undone and the task kept as failed.
+            OperationConflict: the outcome does not merge into main (a concurrent change).
+        """
         task = Task(
             id=new_task_id(),
             operation=op.name,
@@ -157,7 +190,7 @@ class TaskRunner:
         with _IN_FLIGHT_MUTEX:
             _IN_FLIGHT.add(task.id)
         try:
-            return self._run(op, task)
+            return self._run(op, task, observer)
         finally:
             with _IN_FLIGHT_MUTEX:
                 _IN_FLIGHT.discard(task.id)
@@ -168,46 +201,46 @@ class TaskRunner:
             placement = self.main.get(layout.host_path(op.uuid))
         return placement is not None and placement.decode().strip() != self.host
 
-    def _run(self, op: Operation, task: Task) -> Task:
+    def _run(self, op: Operation, task: Task, observer: TaskObserver | None) -> Task:
         if op.remote is None:
             op.remote = self._placed_elsewhere(op)
-        claim, claimed_from = self._claim(op, task)
+        claimed_from = self._claim(op, task)
         crash_point("claimed")
-        observer = _OBSERVER.get()
         try:
             if observer is not None:
                 observer.claimed(task)
+                observer.precondition(task)
             if not op.remote:
                 op.act()
-        except DriverError as err:
+        except (DriverError, TaskAborted) as err:
             compensation_error = self._compensate(op)
-            self._fail(claim, task, f"{type(err).__name__}: {err}")
+            self._fail(op.uuid, task, f"{type(err).__name__}: {err}")
             raise OperationFailed(op.vm_name, op.name, task.id, err, compensation_error) from err
         except BaseException as err:
             # Anything else (a bug, KeyboardInterrupt): leave the claim for recovery to judge.
             log.error("task %s interrupted by %r; recovery will settle it", task.id, err)
             raise
         crash_point("acted")
-        done = self._succeed(claim, task, op, claimed_from)
+        done = self._succeed(task, op, claimed_from)
         if observer is not None:
             observer.finished(done)
         return done
 
-    def _claim(self, op: Operation, task: Task) -> tuple[str, str | None]:
-        """Claim the VM; returns the claim's ref and the main head it forked from."""
-        ref = f"{layout.LOCK_PREFIX}/{op.uuid}"
+    def _claim(self, op: Operation, task: Task) -> str | None:
+        """Claim the VM; returns the main head the claim forked from."""
+        store = self.ctx.store
         for _ in range(3):
             base = self.main.head
-            tree = layout.with_task_record(self.store.tree_at(base), task.id, task.encode())
+            tree = layout.with_task_record(store.tree_at(base), task.id, task.encode())
             for path, value in op.intended.items():
                 tree = tree.remove(path) if value is None else tree.set(path, value)
             message = f"task {task.id}: vm {op.name} {op.vm_name} ({op.uuid})"
-            commit = self.store.write_commit(tree, [base] if base else [], message, self.author)
+            commit = store.write_commit(tree, [base] if base else [], message, self.author)
             try:
-                self.store.fork(ref, commit)
-                return ref, base
+                self.claims.take(op.uuid, commit)
+                return base
             except BranchExists:
-                holder = self._holder(op.uuid)
+                holder = self.claims.holder(op.uuid, self.main.tree)
                 if holder is not None and self._alive(holder):
                     raise OperationInProgress(op.vm_name, op.name, holder.id, holder.operation) from None
                 self.recover_one(op.uuid)  # a dead process's claim: settle it, then try again
@@ -215,12 +248,12 @@ class TaskRunner:
 
     def _observe(self, uuid: str) -> Observed | None:
         try:
-            info = self.driver.info(uuid)
+            info = self.ctx.driver.info(uuid)
         except DriverError:
             return None
         return observed_of(info.state, info.domid, info.memory, info.vcpus)
 
-    def _succeed(self, claim: str, task: Task, op: Operation, claimed_from: str | None) -> Task:
+    def _succeed(self, task: Task, op: Operation, claimed_from: str | None) -> Task:
         """Record the task's success on its claim and merge the claim into main.
 
         Args:
@@ -232,9 +265,9 @@ class TaskRunner:
         # The outcome is committed on the claim's head and merged straight into main by one transaction
         # (group-committed with concurrent operations on other VMs); the claim ref itself need not move:
         # recovery sees the claim's commit in main's history and just drops the claim.
-        head = self.store.branch(claim).head
+        head = self.claims.head(op.uuid)
         assert head is not None
-        tree = layout.with_task_record(self.store.tree_at(head), task.id, done.encode())
+        tree = layout.with_task_record(self.ctx.store.tree_at(head), task.id, done.encode())
         if not op.remote:
             tree = layout.with_observed(
                 tree, self.host, op.uuid, None if observed is None else observed.encode()
@@ -252,16 +285,16 @@ class TaskRunner:
                 tx.tree = tree
         except Conflict as err:
             compensation_error = self._compensate(op)
-            self._fail(claim, task, f"conflict: {err}")
+            self._fail(op.uuid, task, f"conflict: {err}")
             if compensation_error is not None:
                 log.error("undoing %s of %s failed: %s", op.name, op.vm_name, compensation_error)
-            raise ConflictError(
+            raise OperationConflict(
                 f"vm {op.name} {op.vm_name}", err.conflicts, vm=op.vm_name, operation=op.name
             ) from err
         crash_point("merged")
         # Not made durable: if a crash brings the claim back, recovery finds its commit merged into main and
         # just drops it again.
-        self._release(claim, sync=False)
+        self.claims.release(op.uuid, sync=False)
         return done
 
     def _compensate(self, op: Operation) -> BaseException | None:
@@ -274,47 +307,25 @@ class TaskRunner:
             return err
         return None
 
-    def _fail(self, claim: str, task: Task, error: str) -> None:
+    def _fail(self, uuid: str, task: Task, error: str) -> None:
         failed = task.model_copy(
             update={"status": TaskStatus.FAILED, "error": error, "finished": time.time()}
         )
-        branch = self.store.branch(claim)
-        with branch.transaction(message=f"task {task.id}: failed", author=self.author) as tx:
+        with self.claims.branch(uuid).transaction(
+            message=f"task {task.id}: failed", author=self.author
+        ) as tx:
             tx.tree = layout.with_task_record(tx.tree, task.id, failed.encode())
         crash_point("failure-recorded")
-        self._keep_failed(claim, task)
+        self._keep_failed(uuid, task)
 
-    def _keep_failed(self, claim: str, task: Task) -> None:
+    def _keep_failed(self, uuid: str, task: Task) -> None:
         """Keep a failed task's claim branch as ``failed-tasks/<task>`` for audit, then drop the claim."""
-        head = self.store.branch(claim).head
-        if head is not None:
-            with contextlib.suppress(BranchExists):
-                self.store.fork(f"{layout.FAILED_PREFIX}/{task.id}", head)
+        self.claims.keep_failed(uuid, task.id)
         crash_point("failure-kept")
-        self._release(claim)
+        self.claims.release(uuid)
         crash_point("released")
 
-    def _release(self, claim: str, sync: bool = True) -> None:
-        try:
-            self.store.delete_branch(claim, sync=sync)
-        except ToolstackError:
-            raise
-        except Exception as err:  # already gone: recovery or another process settled it
-            log.debug("claim %s already released: %s", claim, err)
-
     # -- recovery --------------------------------------------------------------------------------------------
-    def _holder(self, uuid: str) -> Task | None:
-        """The task recorded on a VM's claim branch, or None (no claim, or no task on it)."""
-        ref = f"{layout.LOCK_PREFIX}/{uuid}"
-        head = self.store.branch(ref).head
-        if head is None:
-            return None
-        for _, raw in claim_records(self.main.tree, self.store.tree_at(head)):
-            task = Task.model_validate_json(raw)
-            if task.vm == uuid:
-                return task
-        return None
-
     def _alive(self, task: Task) -> bool:
         if task.host != self.host:
             return True  # another host's task: only that host can judge it
@@ -325,29 +336,31 @@ class TaskRunner:
     def recover(self) -> list[Task]:
         """Settle every claim left by a dead process on this host; returns the settled tasks."""
         settled = []
-        for ref in self.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/"):
-            uuid = ref.rsplit("/", 1)[-1]
+        for uuid in self.claims.held():
             task = self.recover_one(uuid)
             if task is not None:
                 settled.append(task)
         return settled
 
     def recover_one(self, uuid: str) -> Task | None:
-        ref = f"{layout.LOCK_PREFIX}/{uuid}"
-        branch = self.store.branch(ref)
+        """Settle VM ``uuid``'s claim if the process that holds it is dead; returns the settled task (None:
+        no claim, or its holder still runs)."""
+        branch = self.claims.branch(uuid)
         head = branch.head
         if head is None:
             return None
-        task = self._holder(uuid)
+        task = self.claims.holder(uuid, self.main.tree)
         if task is not None and self._alive(task):
             return None
         main_head = self.main.head
         try:
-            merged = main_head is not None and self.store.graph.is_ancestor(head, main_head)
+            merged = main_head is not None and self.ctx.store.graph.is_ancestor(head, main_head)
         except UnknownCommit:
             merged = False
         if task is None or merged:
-            self._release(ref)  # nothing recorded yet, or already merged: the claim is all that is left
+            self.claims.release(
+                uuid
+            )  # nothing recorded yet, or already merged: the claim is all that is left
             return task
         if task.status is TaskStatus.FAILED:
             # It failed, was compensated and recorded its failure, and died before it dropped its claim:
@@ -359,7 +372,7 @@ class TaskRunner:
                 task.operation,
                 task.vm_name,
             )
-            self._keep_failed(ref, task)
+            self._keep_failed(uuid, task)
             return task
         if self._claim_achieved(branch.tree, uuid):
             log.warning(
@@ -369,7 +382,7 @@ class TaskRunner:
                 task.vm_name,
             )
             op = Operation(task.operation, uuid, task.vm_name, {}, act=lambda: None, compensate=lambda: None)
-            return self._succeed(ref, task, op, self._fork_point(head, main_head))
+            return self._succeed(task, op, self._fork_point(head, main_head))
         log.warning(
             "recovery: task %s (%s %s) did not complete; rolling it back",
             task.id,
@@ -386,7 +399,7 @@ class TaskRunner:
         message = f"recover: task {task.id} (vm {task.operation} {task.vm_name}) rolled back"
         with self.main.transaction(message=message, author=self.author) as tx:
             tx.tree = layout.with_task_record(tx.tree, task.id, rolled.encode())
-        self._fail(ref, task, rolled.error or "rolled back")
+        self._fail(uuid, task, rolled.error or "rolled back")
         if self.converge is not None:
             self.converge(uuid)
         return rolled
@@ -395,13 +408,13 @@ class TaskRunner:
         """The main head a claim forked from (its merge base with main), for a claim of any length."""
         if main_head is None:
             return None
-        bases = self.store.graph.merge_bases(claim_head, main_head)
+        bases = self.ctx.store.graph.merge_bases(claim_head, main_head)
         return bases[0] if bases else None
 
     def _claim_achieved(self, claim_tree: Tree, uuid: str) -> bool:
         """Whether the hypervisor already shows what the claim intended (config and run state)."""
         try:
-            info: DomainInfo | None = self.driver.info(uuid)
+            info: DomainInfo | None = self.ctx.driver.info(uuid)
         except DomainNotFound:
             info = None
         if claim_tree.kind(layout.vm_dir(uuid)) is None:
@@ -412,4 +425,4 @@ class TaskRunner:
             intended = read_vm(claim_tree, uuid)
         except ToolstackError:
             return False
-        return intended.desired.matches(info.state) and self.driver.get_spec(uuid) == intended.spec
+        return intended.desired.matches(info.state) and self.ctx.driver.get_spec(uuid) == intended.spec

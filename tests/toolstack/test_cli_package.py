@@ -194,7 +194,7 @@ def test_a_refused_plan_under_json_is_the_result_and_its_error_is_json(tmp_path)
 
 def test_the_documented_exit_codes_are_the_errors_own():
     assert errors.OperationInProgress.exit_code == cli_errors.EXIT_BUSY
-    assert errors.ConflictError.exit_code == cli_errors.EXIT_CONFLICT
+    assert errors.OperationConflict.exit_code == cli_errors.EXIT_CONFLICT
     assert errors.RejectedEdits.exit_code == cli_errors.EXIT_REJECTED
     assert errors.HistoryRewritten.exit_code == cli_errors.EXIT_REWRITTEN
     assert errors.UnrequestedRemoval.exit_code == cli_errors.EXIT_UNREQUESTED_REMOVAL

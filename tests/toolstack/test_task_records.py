@@ -7,12 +7,12 @@ from tests.toolstack.conftest import unique
 from toolstack import layout
 from toolstack.models import Task, TaskStatus
 from toolstack.task_records import get_task, list_tasks
-from toolstack.tasks import TaskObserver, observing
+from toolstack.tasks import TaskObserver
 
 
 def test_an_operation_records_its_task_in_the_shard_named_by_the_ids_last_two_characters(sim_ts):
     vm = sim_ts.create(unique(), memory=64)
-    (task,) = [t for t in list_tasks(sim_ts, limit=10)[0] if t.vm == vm.uuid]
+    (task,) = [t for t in list_tasks(sim_ts.context, limit=10)[0] if t.vm == vm.uuid]
     assert layout.task_path(task.id) == f"tasks/{task.id[-2:]}/{task.id}"
     assert sim_ts.main.get(layout.task_path(task.id)) is not None
     assert sim_ts.main.get(layout.legacy_task_path(task.id)) is None
@@ -35,10 +35,10 @@ def test_flat_records_of_older_repositories_are_still_listed_and_read(sim_ts):
     with sim_ts.main.transaction(message="a record in the old layout") as tx:
         tx.set(layout.legacy_task_path(old.id), old.encode())
     new_vm = sim_ts.create(unique(), memory=64)
-    listed = list_tasks(sim_ts, limit=10)[0]
+    listed = list_tasks(sim_ts.context, limit=10)[0]
     assert [t.id for t in listed][-1] == old.id  # oldest last, next to the sharded ones
     assert any(t.vm == new_vm.uuid for t in listed)
-    assert get_task(sim_ts, old.id) == old
+    assert get_task(sim_ts.context, old.id) == old
     assert old.id in layout.task_ids(sim_ts.main.tree)
 
 
@@ -62,8 +62,7 @@ def test_an_observer_learns_the_task_when_the_vm_is_claimed_and_when_it_is_done(
         def finished(self, task: Task) -> None:
             seen.append(("finished", task))
 
-    with observing(Recorder()):
-        vm = sim_ts.create(unique(), memory=64)
+    vm = sim_ts.create(unique(), memory=64, observer=Recorder())
     assert [(event, t.vm, t.status) for event, t in seen] == [
         ("claimed", vm.uuid, TaskStatus.RUNNING),
         ("finished", vm.uuid, TaskStatus.SUCCEEDED),

@@ -9,12 +9,13 @@ a malformed header (e.g. an empty If-Match)           400     invalid_header
 ``VMNotFound``, unknown commit or branch, task        404     not_found
 ``VMExists``                                          409     exists
 ``OperationInProgress`` (the VM is busy)              409     busy (+ the running task)
-``ConflictError`` / ``store.Conflict``                409     conflict (+ the conflicts)
+``OperationConflict`` / ``store.Conflict``            409     conflict (+ the conflicts)
 ``DestructivePlanRefused`` (no ``confirm: true``)     409     confirmation_required (+ the plan)
 ``OperationFailed``: the hypervisor refused the state 409     operation_refused
 ``OperationFailed``: an invalid argument              422     operation_refused
 ``OperationFailed``: anything else                    502     operation_failed
 ``PreconditionFailed`` (If-Match is stale)            412     precondition_failed
+``OperationFailed`` caused by ``StaleVersion``        412     precondition_failed (+ the task)
 ``EventsLost`` / ``HistoryLost``                      410     events_lost
 ``TooManyRetries``, lock timeouts (contention)        503     busy_repository
 any other driver error                                502     hypervisor_error
@@ -40,11 +41,12 @@ from store import Conflict, ConflictEntry, HistoryLost, LockTimeout, NotFound, S
 from toolstack.api.schemas import ConflictOut, ErrorOut, FieldError
 from toolstack.api.views import plan_out
 from toolstack.errors import (
-    ConflictError,
     DestructivePlanRefused,
     InvalidInput,
+    OperationConflict,
     OperationFailed,
     OperationInProgress,
+    StaleVersion,
     ToolstackError,
     VMExists,
     VMNotFound,
@@ -77,11 +79,6 @@ class PreconditionFailed(ApiError):
     code = "precondition_failed"
 
 
-class StaleVersion(DriverError):
-    """Raised inside an operation, under the VM's claim, when the VM changed after If-Match was checked:
-    the operation fails before the hypervisor is touched, and its task is kept as failed."""
-
-
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
 
@@ -106,7 +103,7 @@ def _classify(err: Exception) -> tuple[int, ErrorOut]:
         )
     if isinstance(err, DestructivePlanRefused):
         return 409, ErrorOut(error="confirmation_required", message=message, plan=plan_out(err.plan, True))
-    if isinstance(err, ConflictError | Conflict):
+    if isinstance(err, OperationConflict | Conflict):
         return 409, ErrorOut(error="conflict", message=message, conflicts=conflict_list(err.conflicts))
     if isinstance(err, OperationFailed):
         if isinstance(err.cause, StaleVersion):

@@ -8,7 +8,8 @@ what it saw does not invalidate a client's ETag. The collections' version is mai
 
 from __future__ import annotations
 
-from toolstack.api.errors import PreconditionFailed, StaleVersion
+from toolstack.api.errors import PreconditionFailed
+from toolstack.errors import StaleVersion
 from toolstack.ops import Toolstack
 
 
@@ -84,5 +85,5 @@ class VMVersionGuard:
                 f"VM {self.name} changed before the operation started: If-Match {self.if_match} does not "
                 f"match its current version {etag(version)}",
                 uuid=self.uuid,
-                operation="if-match",
+                vm=self.name,
             )

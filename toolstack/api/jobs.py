@@ -1,10 +1,11 @@
 """Running toolstack operations for HTTP requests: wait a while for the outcome, else hand back the task.
 
-The toolstack's operations are synchronous and return the VM, not their task. To give a client a task it can
-follow, the API runs each operation in a worker thread under :func:`toolstack.tasks.observing`, which tells
-it the task the moment the operation has claimed the VM, right before the hypervisor is called. The request
-then waits up to ``wait`` seconds: finished in time, it answers with the outcome; not, it answers 202 with
-the running task, which ``GET /tasks/{id}`` follows to its end.
+The toolstack's operations are synchronous: they return when they are done. To give a client a task it can
+follow sooner, the API runs each operation in a worker thread and hands it a :class:`TaskWatch` (the
+operation's ``observer``), which learns the task the moment the operation has claimed the VM, right before
+the hypervisor is called, and checks the request's guard (its If-Match) there. The request then waits up to
+``wait`` seconds: finished in time, it answers with the outcome; not, it answers 202 with the running task,
+which ``GET /tasks/{id}`` follows to its end.
 
 The request waits on the event loop, not in a thread of its own: a request costs one hand-off to a worker
 and one back, however long its operation runs, and waiting requests hold no thread.
@@ -22,19 +23,21 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from toolstack.models import Task
-from toolstack.tasks import observing
+from toolstack.tasks import TaskObserver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CLAIM_POLL_SECONDS = 0.01  # how often a request past its wait looks for its operation's task
 
 
-class TaskWatch:
-    """What one submitted operation has reached: its task once it holds the VM, then its outcome.
+class TaskWatch(TaskObserver):
+    """What one submitted operation has reached: its task once it holds the VM, then its outcome. Handed to
+    the operation as its ``observer``.
 
     Attributes:
-        guard: Called under the claim, before the hypervisor (e.g. an If-Match re-check); raising a
-            ``DriverError`` there fails the operation cleanly.
+        guard: The operation's precondition, checked under the claim before the hypervisor is called (e.g.
+            an If-Match re-check); raising :class:`~toolstack.errors.TaskAborted` there fails the operation
+            cleanly.
     """
 
     def __init__(self, guard: Callable[[], None] | None = None) -> None:
@@ -44,6 +47,8 @@ class TaskWatch:
 
     def claimed(self, task: Task) -> None:
         self.task = task
+
+    def precondition(self, task: Task) -> None:
         if self.guard is not None:
             self.guard()
 
@@ -95,14 +100,18 @@ class OperationJobs:
             pool.shutdown(wait=True)
 
     async def run(
-        self, operation: Callable[[], T], wait: float, guard: Callable[[], None] | None = None
+        self, operation: Callable[[TaskWatch], T], wait: float, guard: Callable[[], None] | None = None
     ) -> Outcome[T]:
-        """Run ``operation``; return its outcome if it ends within ``wait`` seconds, else its running task.
+        """Run ``operation(watch)``, which hands ``watch`` to the toolstack operation it runs as its
+        ``observer``; return its outcome if it ends within ``wait`` seconds, else its running task.
+
+        Args:
+            guard: The operation's precondition (see :class:`TaskWatch`).
 
         Errors the operation raises within the wait (not found, busy, failed...) are raised here.
         """
         watch = TaskWatch(guard)
-        future: Future[T] = self._executor().submit(self._watched, watch, operation)
+        future: Future[T] = self._executor().submit(operation, watch)
         waiting = asyncio.wrap_future(future)
         try:
             await asyncio.wait({waiting}, timeout=wait)  # never cancels the operation
@@ -118,8 +127,3 @@ class OperationJobs:
             return Outcome(True, result, watch.finished_task or watch.task)
         waiting.add_done_callback(partial(_report_unanswered, watch))
         return Outcome(False, None, watch.task)
-
-    @staticmethod
-    def _watched(watch: TaskWatch, operation: Callable[[], T]) -> T:
-        with observing(watch):
-            return operation()

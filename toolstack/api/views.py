@@ -13,9 +13,8 @@ from toolstack.api.schemas import (
     PlanOut,
     VMOut,
 )
-from toolstack.history import CommitView
-from toolstack.history import Operation as LogOperation
-from toolstack.reconcile import Plan
+from toolstack.history import CommitView, LogEntry
+from toolstack.plan import Plan
 from toolstack.status import VMStatus, broken_detail
 
 # Values in the state repository are small JSON documents; a huge one is cut rather than sent whole.
@@ -44,7 +43,7 @@ def vm_out(status: VMStatus, now: float | None = None) -> VMOut:
     )
 
 
-def history_entry(op: LogOperation) -> HistoryEntry:
+def history_entry(op: LogEntry) -> HistoryEntry:
     return HistoryEntry(
         commit=op.commit, time=op.time, author=op.author, message=op.subject, vms=list(op.vms)
     )

@@ -77,7 +77,11 @@ def exit_code(err: Exception) -> int | None:
     if isinstance(err, DestructivePlanRefused) and not err.declined:
         state = click.get_current_context().find_object(Context)
         as_json = state is not None and state.json
-        emit({**err.plan.to_dict(), "refused": True}, as_json, "\n".join(plan_lines(err.plan, True)))
+        record = {**err.plan.to_dict(), "refused": True}
+        if err.rejections:  # a refused pull still names the invalid edits it reverted
+            record["rejections"] = [r.to_dict() for r in err.rejections]
+        lines = [*plan_lines(err.plan, True), *(f"rejected {r.describe()}" for r in err.rejections)]
+        emit(record, as_json, "\n".join(lines))
     if isinstance(err, ToolstackError):
         return err.exit_code
     if isinstance(err, HistoryLost):

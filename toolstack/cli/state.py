@@ -43,7 +43,7 @@ def show_command(c: Context, commit: str) -> None:
     """Show a commit and what it changed."""
     from toolstack.history import show as show_commit
 
-    view = show_commit(c.toolstack(), commit)
+    view = show_commit(c.toolstack().context, commit)
     info = view.info
     record = {
         "commit": info.id,
@@ -147,7 +147,7 @@ def task() -> None:
 def task_list(c: Context, limit: int) -> None:
     from toolstack.task_records import list_tasks
 
-    tasks, _ = list_tasks(c.toolstack(), limit=limit)
+    tasks, _ = list_tasks(c.toolstack().context, limit=limit)
     rows = [
         (
             t.id,
@@ -175,7 +175,7 @@ def task_show(c: Context, task_id: str) -> None:
     from toolstack.errors import ToolstackError
     from toolstack.task_records import get_task
 
-    found = get_task(c.toolstack(), task_id)
+    found = get_task(c.toolstack().context, task_id)
     if found is None:
         raise ToolstackError(f"no task {task_id!r}")
     record = found.model_dump(mode="json")
@@ -214,7 +214,7 @@ def store_get(c: Context, path: str, rev: str) -> None:
 @handled
 def store_set(c: Context, path: str, value: str, message: str | None) -> None:
     ts = c.toolstack()
-    with ts.main.transaction(message=message or f"store set {path}", author=ts.runner.author) as tx:
+    with ts.main.transaction(message=message or f"store set {path}", author=ts.author) as tx:
         tx.set(path, value.encode())
     emit({"path": path, "commit": tx.commit_id}, c.json, tx.commit_id or "")
 

@@ -166,10 +166,11 @@ def gc_command(c: Context, before: str, prune_archives: bool) -> None:
     from store.squash import find_before, squash
     from store.squash import prune_archives as prune
     from toolstack import layout
+    from toolstack.claims import Claims
     from toolstack.errors import ToolstackError
 
     ts = c.toolstack()
-    busy = ts.store.backend.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/")
+    busy = Claims(ts.store).busy()
     if busy:
         raise ToolstackError(f"{len(busy)} operation(s) in progress: run gc when no VM is busy")
     point: str | float = before

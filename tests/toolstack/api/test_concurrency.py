@@ -85,8 +85,12 @@ def test_the_if_match_recheck_under_the_claim_refuses_a_vm_changed_after_the_fir
     guard.check_before()  # passes: the client's ETag is current
     ts.set_resources(uuid, memory=128)  # ...and then someone else changes the VM
     head = ts.main.head
+
+    def start(watch):  # the operation as the API runs it: the watch is its observer
+        return ts.start(uuid, observer=watch)
+
     try:
-        asyncio.run(app.state.api.jobs.run(lambda: ts.start(uuid), wait=10, guard=guard))
+        asyncio.run(app.state.api.jobs.run(start, wait=10, guard=guard))
     except OperationFailed as err:
         failure = err
     else:

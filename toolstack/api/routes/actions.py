@@ -7,14 +7,13 @@ from collections.abc import Callable
 from fastapi import APIRouter, Response
 
 from toolstack.api.deps import State
-from toolstack.api.routes.common import OPERATION_RESPONSES, IfMatch, Wait, run_on_vm
+from toolstack.api.routes.common import OPERATION_RESPONSES, IfMatch, VMOperation, Wait, run_on_vm
 from toolstack.api.schemas import OperationResult, ShutdownRequest
-from toolstack.models import VM
 from toolstack.ops import Toolstack
 
 router = APIRouter(prefix="/vms/{vm}", tags=["lifecycle"])
 
-_SIMPLE_ACTIONS: dict[str, tuple[str, Callable[[Toolstack], Callable[[str], VM]]]] = {
+_SIMPLE_ACTIONS: dict[str, tuple[str, Callable[[Toolstack], VMOperation]]] = {
     "start": ("Boot the VM.", lambda ts: ts.start),
     "reboot": ("Ask the guest to reboot.", lambda ts: ts.reboot),
     "pause": ("Pause the running VM.", lambda ts: ts.pause),
@@ -23,7 +22,7 @@ _SIMPLE_ACTIONS: dict[str, tuple[str, Callable[[Toolstack], Callable[[str], VM]]
 }
 
 
-def _add_action(verb: str, summary: str, method: Callable[[Toolstack], Callable[[str], VM]]) -> None:
+def _add_action(verb: str, summary: str, method: Callable[[Toolstack], VMOperation]) -> None:
     async def action(
         api: State, response: Response, vm: str, wait: Wait = None, if_match: IfMatch = None
     ) -> OperationResult:
@@ -63,7 +62,9 @@ async def shutdown_vm(
         api,
         response,
         vm,
-        lambda uuid: api.ts.shutdown(uuid, timeout=request.timeout, force=request.force),
+        lambda uuid, observer: api.ts.shutdown(
+            uuid, timeout=request.timeout, force=request.force, observer=observer
+        ),
         wait,
         if_match,
     )

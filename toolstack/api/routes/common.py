@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Header, Query, Response
 
 from toolstack.api.deps import ApiState
 from toolstack.api.errors import error_responses
 from toolstack.api.etags import IF_MATCH_PATTERN, VMVersionGuard, etag, vm_version
-from toolstack.api.jobs import Outcome
+from toolstack.api.jobs import Outcome, TaskWatch
 from toolstack.api.schemas import OperationResult, VMOut
 from toolstack.api.views import vm_out
 from toolstack.models import VM
 from toolstack.ops import Toolstack
 from toolstack.status import status_of
+from toolstack.tasks import TaskObserver
 
 Wait = Annotated[
     float | None,
@@ -43,6 +43,13 @@ OPERATION_RESPONSES = {
 }
 
 
+class VMOperation(Protocol):
+    """An operation on one VM as a route runs it: a toolstack method (or a call of one) that takes the VM's
+    uuid and the observer that follows its task."""
+
+    def __call__(self, uuid: str, *, observer: TaskObserver) -> VM | None: ...
+
+
 @dataclass(frozen=True)
 class Answer:
     """What a finished operation answers with, read in its worker thread (where reads may block)."""
@@ -63,25 +70,27 @@ async def run_on_vm(
     api: ApiState,
     response: Response,
     ref: str,
-    operation: Callable[[str], VM | None],
+    operation: VMOperation,
     wait: float | None,
     if_match: str | None,
 ) -> OperationResult:
-    """Run ``operation(uuid)`` on VM ``ref`` (404 if unknown), after checking If-Match (412 if stale).
+    """Run ``operation(uuid, observer=watch)`` on VM ``ref`` (404 if unknown), after checking If-Match (412
+    if stale).
 
-    The If-Match check is made before the operation starts and again once the operation holds the VM (see
-    :class:`VMVersionGuard`), so that a write cannot land on a version the client has not seen. Everything
-    that may block (the lookup, the checks, the operation, the answer) runs in the operation's worker.
+    The If-Match check is made before the operation starts and again, as the operation's precondition, once
+    it holds the VM (see :class:`VMVersionGuard`), so that a write cannot land on a version the client has
+    not seen. Everything that may block (the lookup, the checks, the operation, the answer) runs in the
+    operation's worker.
     """
     guards: list[VMVersionGuard] = []
 
-    def job() -> Answer:
+    def job(watch: TaskWatch) -> Answer:
         vm = api.ts.vm(ref)
         if if_match is not None:
             guard = VMVersionGuard(api.ts, vm.uuid, if_match, vm.name)
             guard.check_before()
             guards.append(guard)
-        return answer(api.ts, operation(vm.uuid))
+        return answer(api.ts, operation(vm.uuid, observer=watch))
 
     def recheck_under_claim() -> None:
         for guard in guards:

@@ -7,6 +7,8 @@ from fastapi import APIRouter, Response
 from toolstack.api.deps import State
 from toolstack.api.routes.common import OPERATION_RESPONSES, IfMatch, Wait, run_on_vm
 from toolstack.api.schemas import DiskAttach, NicAttach, OperationResult
+from toolstack.models import VM
+from toolstack.tasks import TaskObserver
 
 router = APIRouter(prefix="/vms/{vm}", tags=["devices"])
 
@@ -20,8 +22,13 @@ async def attach_disk(
         api,
         response,
         vm,
-        lambda uuid: api.ts.attach_disk(
-            uuid, body.source, target=body.target, device_id=body.id, readonly=body.readonly
+        lambda uuid, observer: api.ts.attach_disk(
+            uuid,
+            body.source,
+            target=body.target,
+            device_id=body.id,
+            readonly=body.readonly,
+            observer=observer,
         ),
         wait,
         if_match,
@@ -37,8 +44,8 @@ async def attach_nic(
         api,
         response,
         vm,
-        lambda uuid: api.ts.attach_nic(
-            uuid, network=body.network, bridge=body.bridge, mac=body.mac, device_id=body.id
+        lambda uuid, observer: api.ts.attach_nic(
+            uuid, network=body.network, bridge=body.bridge, mac=body.mac, device_id=body.id, observer=observer
         ),
         wait,
         if_match,
@@ -50,4 +57,8 @@ async def detach_device(
     api: State, response: Response, vm: str, device_id: str, wait: Wait = None, if_match: IfMatch = None
 ) -> OperationResult:
     """Detach a disk or NIC by id, persistently and (if the VM runs) live."""
-    return await run_on_vm(api, response, vm, lambda uuid: api.ts.detach(uuid, device_id), wait, if_match)
+
+    def detach(uuid: str, observer: TaskObserver) -> VM:
+        return api.ts.detach(uuid, device_id, observer=observer)
+
+    return await run_on_vm(api, response, vm, detach, wait, if_match)

@@ -44,7 +44,7 @@ def vm_history(ts: TS, vm: str, limit: Limit = 50, offset: Offset = 0) -> Histor
 @router.get("/commits/{rev:path}", response_model=CommitOut, responses=error_responses(404))
 def commit(ts: TS, rev: Annotated[Revision, Path()], response: Response) -> CommitOut:
     """A commit (any revision: an id, an abbreviation, main~3...) with what it changed, as unified diffs."""
-    view = show(ts, rev)
+    view = show(ts.context, rev)
     response.headers["ETag"] = etag(view.info.id)
     return commit_out(view)
 

@@ -24,14 +24,14 @@ def tasks(
     status: TaskStatus | None = None,
 ) -> TaskPage:
     """Tasks newest first: running (on their VM's claim), finished (on main) and failed (kept on branches)."""
-    page, more = list_tasks(ts, limit, offset, vm=vm, status=status)
+    page, more = list_tasks(ts.context, limit, offset, vm=vm, status=status)
     return TaskPage(items=page, offset=offset, limit=limit, next_offset=offset + len(page) if more else None)
 
 
 @router.get("/{task_id}", response_model=Task, responses=error_responses(404))
 def task(ts: TS, task_id: str) -> Task:
     """One task, with its status (running, succeeded, failed, rolled-back) and error."""
-    found = get_task(ts, task_id)
+    found = get_task(ts.context, task_id)
     if found is None:
         raise NotFoundError(f"no task {task_id!r}")
     return found

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from toolstack.api.deps import TS, State
 from toolstack.api.errors import error_responses
 from toolstack.api.etags import etag, main_version, vm_version
+from toolstack.api.jobs import TaskWatch
 from toolstack.api.routes.common import (
     OPERATION_RESPONSES,
     Answer,
@@ -23,6 +24,7 @@ from toolstack.api.routes.common import (
 from toolstack.api.schemas import OperationResult, VMCreate, VMOut, VMUpdate
 from toolstack.api.views import vm_out
 from toolstack.status import listing, lookup
+from toolstack.tasks import TaskObserver
 
 router = APIRouter(prefix="/vms", tags=["vms"])
 
@@ -48,7 +50,7 @@ async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait =
     """Define a new VM (stopped, or started with ``start``): 201 with its task, or 202 while it runs."""
     ts = api.ts
 
-    def create() -> Answer:
+    def create(watch: TaskWatch) -> Answer:
         vm = ts.create(
             body.name,
             memory=body.memory,
@@ -56,6 +58,7 @@ async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait =
             disks=body.disks,
             nics=body.nics,
             start=body.start,
+            observer=watch,
             **body.spec_fields(),
         )
         return answer(ts, vm)
@@ -91,7 +94,9 @@ async def update_vm(
         api,
         response,
         vm,
-        lambda uuid: api.ts.set_resources(uuid, memory=body.memory, vcpus=body.vcpus),
+        lambda uuid, observer: api.ts.set_resources(
+            uuid, memory=body.memory, vcpus=body.vcpus, observer=observer
+        ),
         wait,
         if_match,
     )
@@ -103,7 +108,7 @@ async def delete_vm(
 ) -> OperationResult:
     """Power off, undefine, and remove the VM from the state (its history stays)."""
 
-    def delete(uuid: str) -> None:
-        api.ts.delete(uuid)
+    def delete(uuid: str, observer: TaskObserver) -> None:
+        api.ts.delete(uuid, observer=observer)
 
     return await run_on_vm(api, response, vm, delete, wait, if_match)

@@ -1,0 +1,69 @@
+"""The toolstack context: what every service below the :class:`~toolstack.ops.Toolstack` facade works with.
+
+One object holds the state repository, its main branch, the hypervisor (behind the pool's ownership guard),
+this host's name, the pool and the operator recorded as the author of every commit. The facade assembles it
+once; the task runner, reconcile, history, task records and the operations take it (and nothing else of the
+facade), so that none of them reaches into another through a toolstack object.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from toolstack import layout
+
+if TYPE_CHECKING:
+    from drivers import Driver
+    from store import Branch, Store
+    from toolstack.pool import Pool
+
+
+class Context:
+    """The store, driver, host, pool and author one toolstack works with.
+
+    Fixed once assembled, but for :attr:`author`: a long-lived toolstack (a test, a script) may record later
+    commits under another operator, and every service must then see the new one.
+
+    Args:
+        store: The state repository.
+        driver: The hypervisor, behind the pool's ownership guard (:class:`toolstack.ownership.OwnedDriver`).
+        host: This host's name (observed state lives under ``hosts/<host>/``).
+        pool: The pool the repository belongs to.
+        author: The operator, recorded as the author of every commit (None: the store's default).
+    """
+
+    __slots__ = ("_driver", "_host", "_main", "_pool", "_store", "author")
+
+    def __init__(
+        self, store: Store, driver: Driver, host: str, pool: Pool, author: str | None = None
+    ) -> None:
+        self._store = store
+        self._driver = driver
+        self._host = host
+        self._pool = pool
+        self._main = store.branch(layout.MAIN)
+        self.author = author
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def main(self) -> Branch:
+        """Main: the desired state, and every operation's merge commit."""
+        return self._main
+
+    @property
+    def driver(self) -> Driver:
+        return self._driver
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def pool(self) -> Pool:
+        return self._pool
+
+    def __repr__(self) -> str:
+        return f"Context(store={self._store.path!r}, host={self._host!r}, pool={self._pool.id})"

@@ -67,6 +67,8 @@ class Run:
 
 @dataclass
 class Row:
+    """A line of the table: our figure, its baseline from the same run, and the issue's target."""
+
     measure: str
     ours: float | None
     unit: str  # "s", "KB" (RSS) or "B" (bytes on disk)
@@ -117,9 +119,11 @@ class Bench:
                     break
                 if time.monotonic() > deadline:
                     break
-        return Run(statistics.median(walls), rss, out, ok)
+        # A failed command's time is no figure of ours: n/a in the table, the error in the notes.
+        return Run(statistics.median(walls) if ok else float("nan"), rss, out, ok)
 
     def shell(self, script: str, cwd: str | None = None) -> Run:
+        """:meth:`run` for a shell pipeline (the floor's ``git archive | wc -c``)."""
         return self.run(["sh", "-c", script], cwd=cwd)
 
     def add(
@@ -141,6 +145,7 @@ class Bench:
 
 
 def toolstack(repo: str, driver: str, *args: str) -> list[str]:
+    """The command line of a fresh ``toolstack`` process on ``repo``, as this host."""
     return [
         sys.executable,
         "-m",
@@ -156,12 +161,14 @@ def toolstack(repo: str, driver: str, *args: str) -> list[str]:
 
 
 def warm(kind: str, repo: str, driver: str, *extra: str) -> dict[str, float]:
+    """The first and second in-process call of a measure (bench/scale_warm.py), in a process of its own."""
     argv = [sys.executable, os.path.join(BENCH, "scale_warm.py"), kind, repo, driver, states.HOST, *extra]
     done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=1800, check=True)
     return json.loads(done.stdout)
 
 
 def git(repo: str, *args: str) -> str:
+    """The output of a git command on ``repo`` (not measured: checks and set-up)."""
     return subprocess.run(
         ["git", "-C", repo, *args], capture_output=True, text=True, check=True, timeout=600
     ).stdout
@@ -180,6 +187,7 @@ def disk_usage(path: str) -> int:
 
 
 def show(value: float | None, unit: str) -> str:
+    """A figure for people: ms or s, MB of RSS (``unit`` "KB": KiB), MB or GB on disk (``unit`` "B")."""
     if value is None or value != value:  # None or NaN: not measured
         return "n/a"
     if unit == "s":
@@ -192,6 +200,7 @@ def show(value: float | None, unit: str) -> str:
 
 
 def cells(row: Row) -> list[str]:
+    """A row's cells: measure, ours, baseline (and what it is), ratio, target, met."""
     ratio = (
         f"{row.ours / row.baseline:.2f}x"
         if row.ours is not None and row.baseline and row.ours == row.ours
@@ -203,6 +212,7 @@ def cells(row: Row) -> list[str]:
 
 
 def at_most(value: float | None, limit: float) -> bool | None:
+    """Whether a figure meets its bound; None when it was not measured (a failed or timed-out run)."""
     return None if value is None or value != value else value <= limit
 
 

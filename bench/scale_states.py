@@ -3,7 +3,8 @@
 * ``pool_of_vms``: a pool (made by ``toolstack init``'s own :func:`toolstack.pool.init_pool`) whose main
   holds N valid VMs in the real layout, with their observed state and one task record each, and a
   simulator directory (``sim:///DIR``) where each VM's domain is defined, tagged as the pool's own, and
-  running, paused or shut off as main wants it: ``reconcile`` has nothing to do.
+  running, paused or shut off as main wants it: ``reconcile`` has nothing to do. Its VMs come in one
+  commit on the root (``vm list`` and ``reconcile`` read main's tree, not how it came to be).
 * ``history``: a pool with N operations on M VMs, shaped like the toolstack's own: each operation is a
   claim commit on main's head (the task record, running, and the intended files), a "done" commit on it
   (the task succeeded, the observed state) and a merge commit on main ("vm start vm-0042 (<uuid>)"). Main's
@@ -50,6 +51,7 @@ class BuildTimeout(RuntimeError):
 
 
 def seeded_uuid(rng: random.Random) -> str:
+    """A version-4 uuid from the seeded RNG (``uuid4()`` would differ at each build)."""
     return str(uuidlib.UUID(int=rng.getrandbits(128), version=4))
 
 
@@ -69,6 +71,7 @@ def vm_spec(rng: random.Random, uuid: str, name: str) -> DomainSpec:
 
 
 def task_record(task_id: str, operation: str, spec: DomainSpec, at: float, done: bool) -> bytes:
+    """A ``tasks/<xx>/<id>`` record as :class:`toolstack.tasks.TaskRunner` writes it: running, or done."""
     return Task(
         id=task_id,
         operation=operation,
@@ -89,6 +92,7 @@ def task_id(rng: random.Random, at: float) -> str:
 
 
 def observed(state: DomainState, domid: int | None, spec: DomainSpec, at: float) -> bytes:
+    """A ``hosts/<host>/domains/<xx>/<uuid>`` record, seen at a fixed time."""
     return Observed(state=state.value, domid=domid, memory=spec.memory, vcpus=spec.vcpus, seen_at=at).encode()
 
 

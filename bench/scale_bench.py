@@ -22,7 +22,7 @@ clock around them, the median of ``--repeat`` runs. "cold" means a fresh process
 HTTP is bench/api_bench.py's, not repeated here.
 
 Run: ``.venv/bin/python bench/scale_bench.py [--quick] [--cache DIR]``. Full size on a 2-core machine: the
-states take ~2.5 min to build the first time (5 GB in the cache), the measures ~12 min; ``--quick`` (1,000
+states take ~2.5 min to build the first time (5 GB in the cache), the measures 8 to 12 min; ``--quick`` (1,000
 VMs, 10,000 operations) takes under a minute.
 """
 

@@ -1,4 +1,4 @@
-"""Scale benchmark (issue 18): 10,000 VMs and 100,000 operations, each figure beside a baseline from the same run.
+"""Scale benchmark (issue 18): 10,000 VMs and 100,000 operations, each figure beside a same-run baseline.
 
 Builds two states (bench/scale_states.py; cached under ``--cache``, keyed by their parameters, so a rerun
 skips the build) and measures, each beside its baseline, with the ratio and the issue's target:
@@ -312,8 +312,8 @@ def measure_vms(b: Bench, where: str, vms: int) -> None:
     files = b.shell(f"find '{sim}' -type f -exec cat {{}} + | wc -c")
     floor = archive.wall + files.wall
     b.notes.append(
-        f"floor: git archive main {show(archive.wall, 's')} ({int(archive.stdout) / 2**20:.1f} MB) + simulator "
-        f"files {show(files.wall, 's')} ({int(files.stdout) / 2**20:.1f} MB)"
+        f"floor: git archive main {show(archive.wall, 's')} ({int(archive.stdout) / 2**20:.1f} MB) "
+        f"+ simulator files {show(files.wall, 's')} ({int(files.stdout) / 2**20:.1f} MB)"
     )
     imports = b.run([sys.executable, "-c", "import toolstack.ops, toolstack.status, toolstack.cli.vm"])
     listed = b.run(toolstack(repo, driver, "vm", "list"))

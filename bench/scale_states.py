@@ -101,7 +101,7 @@ def _check_deadline(deadline: float, what: str) -> None:
         raise BuildTimeout(f"building {what} ran past its deadline")
 
 
-# -- the pool of N VMs -----------------------------------------------------------------------------------------
+# -- the pool of N VMs ---------------------------------------------------------------------------------------
 def build_pool_of_vms(repo: str, sim: str, vms: int, seed: int, deadline: float) -> None:
     """A pool at ``repo`` whose main holds ``vms`` VMs, and the simulator at ``sim`` running them."""
     rng = random.Random(seed)
@@ -143,7 +143,7 @@ def build_pool_of_vms(repo: str, sim: str, vms: int, seed: int, deadline: float)
             tx.tree = tree
 
 
-# -- the history of N operations -------------------------------------------------------------------------------
+# -- the history of N operations -----------------------------------------------------------------------------
 class _Writer:
     """Commits written through the store's bulk path: trees and commits, batched into packs."""
 
@@ -242,7 +242,7 @@ def build_history(repo: str, operations: int, vms: int, seed: int, deadline: flo
         store.set_branch(layout.MAIN, head)
 
 
-# -- the cache -------------------------------------------------------------------------------------------------
+# -- the cache -----------------------------------------------------------------------------------------------
 def cached(
     cache: str, key: str, build: Callable[[str], None], log: Callable[[str], None]
 ) -> tuple[str, float]:

@@ -4,8 +4,8 @@ object store and its refs container apart).
 :class:`ObjectStore` holds raw objects by id, with a batch write that is durable when it returns, and caches
 of parsed trees and blobs; :class:`RefStore` holds refs with a compare-and-swap. A :class:`Backend` pairs
 one of each: :class:`MemoryBackend` (``MemoryObjects`` and ``MemoryRefs``) here, and its twin
-:class:`store.disk.DiskBackend` (``DiskObjects`` and ``DiskRefs``). Only :class:`store.repository.Repository`
-writes through a backend; trees, merges and history read its objects.
+:class:`store.disk.DiskBackend` (``DiskObjects`` and ``DiskRefs``). The layers above write through
+:class:`store.repository.Repository`; trees, merges and history read its object store.
 """
 
 from __future__ import annotations

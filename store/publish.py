@@ -107,10 +107,15 @@ class Publisher:
                 with repo.locked(self._ref) if attempt >= OPTIMISTIC_ATTEMPTS else nullcontext():
                     head = repo.read_ref(self._ref)
                     chain, outcomes, folded, trees = self._fold(head, batch)
-                    if repo.publish(self._ref, head, chain, objects + folded):
-                        self._finish(batch, outcomes, trees)
-                        return
-                    objects = []  # written: a later attempt writes only its own merges
+                    if chain == head:
+                        # Nothing moves (every update conflicted, or was merged already): the ref is left
+                        # alone, but the updates' own commits are kept (an audit ref may name them).
+                        repo.write(objects + folded)
+                    elif not repo.publish(self._ref, head, chain, objects + folded):
+                        objects = []  # written: a later attempt writes only its own merges
+                        continue
+                    self._finish(batch, outcomes, trees)
+                    return
             for update in batch:
                 update.finish(TooManyRetries(self._ref, attempts))
         except BaseException as err:

@@ -129,23 +129,25 @@ class Repository:
     ) -> bool:
         """Write ``objects``, then move ``ref`` from ``old`` to ``new`` (None: absent), then wake watchers.
 
-        The one way this library publishes: the objects a ref will name are durable before it names them.
+        The one way this library moves a ref: the objects it will name are durable before it names them.
 
         Args:
             sync: Make the ref's move durable before returning (see :meth:`RefStore.compare_and_swap`).
 
         Returns:
-            True if ``ref`` is at ``new`` (moved, or ``new`` is ``old``); False if it was not at ``old``
-            (the objects are written all the same: a caller that folds again need not write them again).
+            True if ``ref`` was at ``old`` and is now at ``new``; False if it was not at ``old`` (the objects
+            are written all the same: a caller that folds again need not write them again).
         """
-        if objects:
-            self.backend.write_objects(objects)
-        if new == old:
-            return True
+        self.write(objects)
         if not self.backend.compare_and_swap(ref, old, new, sync=sync):
             return False
         self.notify(ref)
         return True
+
+    def write(self, objects: Sequence[RawObject]) -> None:
+        """Make ``objects`` durable without moving a ref (see :meth:`publish`, which starts with this)."""
+        if objects:
+            self.backend.write_objects(objects)
 
     def set_ref(self, ref: str, new: str | None, attempts: int = 1) -> bool:
         """Point ``ref`` at ``new`` whatever it points at now (a remote-tracking or an audit ref): read it,
@@ -163,7 +165,7 @@ class Repository:
     def write_commit(self, tree: Tree, parents: list[str], message: str, author: str | None = None) -> str:
         """Write ``tree`` and a commit of it on ``parents`` (durably); returns the commit. No ref moves."""
         commit_id, objects = commit_objects(tree, parents, normalise_identity(author), message)
-        self.backend.write_objects(objects)
+        self.write(objects)
         tree.mark_stored()
         self.remember_tree(commit_id, tree)
         return commit_id

@@ -56,8 +56,8 @@ class Repository:
         backend: Where objects and refs live.
 
     Attributes:
-        backend: The storage. Writes go through its methods (where tests inject faults); reads of objects
-            go straight to ``objects``.
+        backend: The storage. Writes go through its methods (where tests inject faults); reads go straight
+            to its object and ref stores, which saves a call on every read.
         objects: The object store, for readers (trees, history, remotes).
         graph: The commit graph.
     """
@@ -65,6 +65,7 @@ class Repository:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.objects = backend.objects
+        self._refs = backend.refs
         self.graph = CommitGraph(backend.objects)
         self._trees = ObjectCache(64)
         self._publishers: dict[str, Publisher] = {}
@@ -79,7 +80,7 @@ class Repository:
     # -- refs ----------------------------------------------------------------------------------------------
     def read_ref(self, ref: str) -> str | None:
         """The commit a ref points to, or None."""
-        return self.backend.read_ref(ref)
+        return self._refs.read_ref(ref)
 
     def list_refs(self, prefix: str) -> dict[str, str]:
         """Every ref under the directory ``prefix`` ("refs/heads/vm-task/") with its commit."""
@@ -138,14 +139,15 @@ class Repository:
             True if ``ref`` was at ``old`` and is now at ``new``; False if it was not at ``old`` (the objects
             are written all the same: a caller that folds again need not write them again).
         """
-        self.write(objects)
+        if objects:
+            self.backend.write_objects(objects)
         if not self.backend.compare_and_swap(ref, old, new, sync=sync):
             return False
         self.notify(ref)
         return True
 
     def write(self, objects: Sequence[RawObject]) -> None:
-        """Make ``objects`` durable without moving a ref (see :meth:`publish`, which starts with this)."""
+        """Make ``objects`` durable without moving a ref (as :meth:`publish` does first)."""
         if objects:
             self.backend.write_objects(objects)
 

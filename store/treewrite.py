@@ -43,11 +43,13 @@ def _unhashed_children(tree: Tree) -> Iterator[Tree]:
     entries when it will be spliced from its origin, else every entry."""
     entries = tree._entries()
     if tree._origin is not None:
-        children: Iterable[Child | None] = (entries.get(name) for name in tree._origin[1])
-    else:
-        children = entries.values()
-    for child in children:
-        if child is not None and not isinstance(child, tuple | Leaf) and child._oid is None:
+        for name in tree._origin[1]:
+            child = entries.get(name)
+            if child is not None and not isinstance(child, tuple | Leaf) and child._oid is None:
+                yield child
+        return
+    for child in entries.values():
+        if not isinstance(child, tuple | Leaf) and child._oid is None:
             yield child
 
 

@@ -145,7 +145,8 @@ class TransactionOptions:
     def __post_init__(self) -> None:
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
-        object.__setattr__(self, "strategy", Strategy(self.strategy))
+        if not isinstance(self.strategy, Strategy):  # a name ("merge") is accepted too
+            object.__setattr__(self, "strategy", Strategy(self.strategy))
 
 
 class _Commit(Update):

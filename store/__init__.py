@@ -38,7 +38,7 @@ from store.merge import Conflicted, Rule, Schema
 from store.objects import CommitInfo
 from store.remote import NonFastForward, Remote, RemoteError
 from store.store import Diff, Snapshot, Store
-from store.transaction import Strategy, Transaction
+from store.transaction import Strategy, Transaction, TransactionOptions
 from store.tree import Change, Tree
 from store.watch import Watch
 
@@ -79,6 +79,7 @@ __all__ = [
     "Strategy",
     "TooManyRetries",
     "Transaction",
+    "TransactionOptions",
     "Tree",
     "UnknownBranch",
     "UnknownCommit",

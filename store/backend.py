@@ -1,7 +1,11 @@
-"""Backends hold objects and refs. ``MemoryBackend`` and ``DiskBackend`` are twins behind one interface.
+"""Backends: a repository's objects and its refs, each behind an interface of its own (as dulwich keeps its
+object store and its refs container apart).
 
-The layers above (trees, transactions, history) see only this interface: raw objects by id, a batch write
-that is durable when it returns, and a compare-and-swap on refs.
+:class:`ObjectStore` holds raw objects by id, with a batch write that is durable when it returns, and caches
+of parsed trees and blobs; :class:`RefStore` holds refs with a compare-and-swap. A :class:`Backend` pairs
+one of each: :class:`MemoryBackend` (``MemoryObjects`` and ``MemoryRefs``) here, and its twin
+:class:`store.disk.DiskBackend` (``DiskObjects`` and ``DiskRefs``). The layers above write through
+:class:`store.repository.Repository`; trees, merges and history read its object store.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 from store.errors import CorruptObject
 from store.objects import TREE, ObjectId
@@ -42,15 +47,29 @@ class ObjectCache:
         items[key] = value
 
 
-class Backend(ABC):
-    """Objects by id, plus refs with compare-and-swap."""
+class ObjectReader(Protocol):
+    """What trees, merges and history read objects through: an :class:`ObjectStore`, or a whole
+    :class:`Backend` (which passes the reads on to its object store)."""
+
+    def get_raw(self, oid: ObjectId) -> tuple[int, bytes]: ...
+
+    def tree_entries(self, oid: ObjectId) -> TreeEntries: ...
+
+    def tree_raw(self, oid: ObjectId) -> bytes: ...
+
+    def tree_keys(self, oid: ObjectId) -> list[bytes]: ...
+
+    def blob(self, oid: ObjectId) -> bytes: ...
+
+
+class ObjectStore(ABC):
+    """Objects by id, with parsed trees and small blobs cached (objects never change under an id)."""
 
     def __init__(self) -> None:
         self._trees = ObjectCache(1 << 16)
         self._blobs = ObjectCache(1 << 14)
         self._tree_keys = ObjectCache(1 << 10)
 
-    # -- objects -------------------------------------------------------------------------------------------
     @abstractmethod
     def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
         """Return (type number, raw bytes) of an object.
@@ -65,7 +84,7 @@ class Backend(ABC):
 
     @abstractmethod
     def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
-        """Store a batch of (id, type number, raw bytes); durable (on a disk backend) when it returns."""
+        """Store a batch of (id, type number, raw bytes); durable (on disk) when it returns."""
 
     @abstractmethod
     def find_prefix(self, prefix: str) -> list[ObjectId]:
@@ -114,7 +133,19 @@ class Backend(ABC):
             self._blobs.put(oid, raw)
         return raw
 
-    # -- refs ----------------------------------------------------------------------------------------------
+    def refresh(self) -> None:  # noqa: B027 - optional hook
+        """Pick up objects another writer (e.g. a fetch) added behind this store's back."""
+
+    def maintenance(self) -> None:  # noqa: B027 - optional hook
+        """Compact storage if needed (a no-op in memory)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files and handles."""
+
+
+class RefStore(ABC):
+    """Refs by name, moved only by compare-and-swap."""
+
     @abstractmethod
     def read_ref(self, name: str) -> str | None:
         """The commit id a ref points to, or None if it does not exist."""
@@ -127,7 +158,7 @@ class Backend(ABC):
             name: The ref.
             old: The value it must have.
             new: The value to give it.
-            sync: Make the change durable before returning (when the backend is durable at all). Only a
+            sync: Make the change durable before returning (when the store is durable at all). Only a
                 change whose loss a crash recovery tolerates may skip it (e.g. dropping a claim ref whose
                 commit is already merged).
 
@@ -143,20 +174,82 @@ class Backend(ABC):
 
     @abstractmethod
     def list_refs(self, prefix: str) -> dict[str, str]:
-        """Every ref under ``prefix`` (e.g. "refs/heads/") with its commit id."""
+        """Every ref under the directory ``prefix`` (e.g. "refs/heads/") with its commit id."""
 
     @abstractmethod
     def symbolic_head(self) -> str | None:
         """The ref HEAD points to (e.g. "refs/heads/main"), or None if HEAD is detached or absent."""
 
-    def refresh(self) -> None:  # noqa: B027 - optional hook
-        """Pick up objects another writer (e.g. a fetch) added behind this backend's back."""
-
-    def maintenance(self) -> None:  # noqa: B027 - optional hook
-        """Compact storage if needed (a no-op in memory)."""
-
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and handles."""
+
+
+class Backend:
+    """A repository's storage: an object store and a ref store.
+
+    Its methods are those of the two stores, so that a caller holding the backend (a test injecting a
+    fault into ``write_objects``, say) sees every write the layers above make. Readers of objects on hot
+    paths hold ``objects`` itself, which saves a call per read.
+
+    Args:
+        objects: Where objects live.
+        refs: Where refs live.
+    """
+
+    def __init__(self, objects: ObjectStore, refs: RefStore) -> None:
+        self.objects = objects
+        self.refs = refs
+
+    # -- objects -------------------------------------------------------------------------------------------
+    def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
+        return self.objects.get_raw(oid)
+
+    def contains(self, oid: ObjectId) -> bool:
+        return self.objects.contains(oid)
+
+    def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
+        self.objects.write_objects(objects)
+
+    def find_prefix(self, prefix: str) -> list[ObjectId]:
+        return self.objects.find_prefix(prefix)
+
+    def tree_entries(self, oid: ObjectId) -> TreeEntries:
+        return self.objects.tree_entries(oid)
+
+    def tree_raw(self, oid: ObjectId) -> bytes:
+        return self.objects.tree_raw(oid)
+
+    def tree_keys(self, oid: ObjectId) -> list[bytes]:
+        return self.objects.tree_keys(oid)
+
+    def blob(self, oid: ObjectId) -> bytes:
+        return self.objects.blob(oid)
+
+    def refresh(self) -> None:
+        self.objects.refresh()
+
+    def maintenance(self) -> None:
+        self.objects.maintenance()
+
+    # -- refs ----------------------------------------------------------------------------------------------
+    def read_ref(self, name: str) -> str | None:
+        return self.refs.read_ref(name)
+
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, *, sync: bool = True) -> bool:
+        return self.refs.compare_and_swap(name, old, new, sync=sync)
+
+    def locked(self, name: str) -> AbstractContextManager[None]:
+        return self.refs.locked(name)
+
+    def list_refs(self, prefix: str) -> dict[str, str]:
+        return self.refs.list_refs(prefix)
+
+    def symbolic_head(self) -> str | None:
+        return self.refs.symbolic_head()
+
+    def close(self) -> None:
+        self.objects.close()
+        self.refs.close()
 
 
 # One tree entry: "<mode> <name>\0" and a 20-byte binary id. A whole tree is a run of them and nothing else.
@@ -182,15 +275,12 @@ def parse_tree_entries(raw: bytes) -> TreeEntries:
     }
 
 
-class MemoryBackend(Backend):
-    """Objects and refs in dictionaries; the twin of :class:`store.disk.DiskBackend`."""
+class MemoryObjects(ObjectStore):
+    """Objects in a dictionary; the twin of :class:`store.disk_objects.DiskObjects`."""
 
     def __init__(self) -> None:
         super().__init__()
         self._objects: dict[ObjectId, tuple[int, bytes]] = {}
-        self._refs: dict[str, str] = {}
-        self._head: str = "refs/heads/main"
-        self._lock = threading.Lock()
 
     def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
         return self._objects[oid]
@@ -205,6 +295,18 @@ class MemoryBackend(Backend):
     def write_objects(self, objects: Iterable[tuple[ObjectId, int, bytes]]) -> None:
         for oid, type_num, raw in objects:
             self._objects[oid] = (type_num, raw)
+
+    def all_objects(self) -> dict[ObjectId, tuple[int, bytes]]:
+        return dict(self._objects)
+
+
+class MemoryRefs(RefStore):
+    """Refs in a dictionary; the twin of :class:`store.disk_refs.DiskRefs`."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, str] = {}
+        self._head: str = "refs/heads/main"
+        self._lock = threading.Lock()
 
     def read_ref(self, name: str) -> str | None:
         return self._refs.get(name)
@@ -225,6 +327,15 @@ class MemoryBackend(Backend):
     def symbolic_head(self) -> str | None:
         return self._head
 
+
+class MemoryBackend(Backend):
+    """Objects and refs in dictionaries; the twin of :class:`store.disk.DiskBackend`."""
+
+    objects: MemoryObjects
+
+    def __init__(self) -> None:
+        super().__init__(MemoryObjects(), MemoryRefs())
+
     def all_objects(self) -> dict[ObjectId, tuple[int, bytes]]:
         """Every object (for copying a memory store to disk or inspecting it in tests)."""
-        return dict(self._objects)
+        return self.objects.all_objects()

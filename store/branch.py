@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from store.codec import Codec
 from store.errors import HistoryLost, MissingObject, ReadConflict, UnknownCommit
 from store.history import HistoryEntry, LogEntry
-from store.merge import Schema
 from store.paths import Path, join, parse
-from store.transaction import DEFAULT_RETRIES, Strategy, Transaction
+from store.transaction import Transaction, TransactionOptions
 from store.tree import Tree
 
 T = TypeVar("T")
@@ -45,6 +44,7 @@ class Branch:
         self.store = store
         self.name = name
         self.ref = store.ref_name(name)
+        self._repo = store.repo
 
     def __repr__(self) -> str:
         return f"Branch({self.name!r})"
@@ -53,11 +53,11 @@ class Branch:
     @property
     def head(self) -> str | None:
         """The commit id at the tip, or None if the branch does not exist."""
-        return self.store.backend.read_ref(self.ref)
+        return self._repo.read_ref(self.ref)
 
     @property
     def tree(self) -> Tree:
-        return self.store.tree_at(self.head)
+        return self._repo.tree_at(self.head)
 
     def verify(self) -> str | None:
         """Check that the head commit and its root tree are in the repository; returns the head.
@@ -72,10 +72,11 @@ class Branch:
         head = self.head
         if head is None:
             return None
-        if not self.store.backend.contains(head.encode("ascii")):
+        objects = self._repo.objects
+        if not objects.contains(head.encode("ascii")):
             raise MissingObject(head, "commit", self.name)
-        tree = self.store.graph.tree_of(head)
-        if tree is not None and not self.store.backend.contains(tree):
+        tree = self._repo.graph.tree_of(head)
+        if tree is not None and not objects.contains(tree):
             raise MissingObject(tree.decode("ascii"), "tree", self.name)
         return head
 
@@ -94,20 +95,7 @@ class Branch:
         return path in self.tree
 
     # -- writing -------------------------------------------------------------------------------------------
-    def transaction(
-        self,
-        message: str,
-        author: str | None = None,
-        *,
-        retries: int = DEFAULT_RETRIES,
-        keep_branch: str | bool | None = None,
-        no_ff: bool = False,
-        schema: Schema | None = None,
-        base: str | None = None,
-        parents: list[str] | None = None,
-        merge_message: str | None = None,
-        strategy: Strategy = Strategy.TEST_AND_SET,
-    ) -> Transaction:
+    def transaction(self, message: str, author: str | None = None, **options: Any) -> Transaction:
         """Start a transaction on this branch (use it in a ``with`` block).
 
         By default (``Strategy.TEST_AND_SET``) what the block read through the transaction is validated when
@@ -118,47 +106,23 @@ class Branch:
         Args:
             message: The commit message.
             author: "Name <email>" or a plain name; defaults to git's own choice of identity.
-            retries: How many times to merge again if the branch keeps moving (then TooManyRetries).
-            keep_branch: Keep the transaction's own commit on ``refs/heads/<keep_branch>`` (True picks
-                "tx/<branch>/<time>-<n>"), so that ``git log --graph`` shows the fork and the merge.
-            no_ff: Always make a merge commit, even when nothing intervened.
-            schema: Merge rules for this transaction (default: the store's).
-            base: Start from this commit instead of the head (it must be in the branch's history); the
-                transaction is then merged with whatever the branch has gained since.
-            parents: Parents of the transaction's own commit (default: ``[base]``), e.g. to land the tip of
-                a task branch that forked from ``base``.
-            merge_message: Message of the merge commit, if one is made (default: "Merge: <message>").
-            strategy: How reads are validated and writes merged if the branch moved (see :class:`Strategy`).
+            options: The other fields of :class:`~store.transaction.TransactionOptions` by name (``retries``,
+                ``keep_branch``, ``no_ff``, ``schema``, ``base``, ``parents``, ``merge_message``,
+                ``strategy``), where each is described.
         """
-        return Transaction(
-            self.store,
-            self.name,
-            message=message,
-            author=author,
-            retries=retries,
-            keep_branch=keep_branch,
-            no_ff=no_ff,
-            schema=schema,
-            base=base,
-            parents=parents,
-            merge_message=merge_message,
-            strategy=strategy,
-        )
+        return self._begin(TransactionOptions(message, author, **options))
+
+    def _begin(self, settings: TransactionOptions) -> Transaction:
+        return Transaction(self._repo, self.name, settings, self.store.schema)
 
     def atomically(
-        self,
-        function: Callable[[Transaction], T],
-        message: str,
-        author: str | None = None,
-        *,
-        retries: int = DEFAULT_RETRIES,
-        strategy: Strategy = Strategy.TEST_AND_SET,
-        schema: Schema | None = None,
+        self, function: Callable[[Transaction], T], message: str, author: str | None = None, **options: Any
     ) -> T:
         """Run ``function(tx)`` in a transaction and commit it; on a ReadConflict, run it again on a fresh
         snapshot, up to ``retries`` times (snapshot, function, compare-and-swap, as Irmin's ``with_tree``).
 
         ``function`` must be safe to run more than once: it should only read and write through ``tx``.
+        ``options`` are those of :meth:`transaction`; ``retries`` also bounds the runs.
 
         Returns:
             What ``function`` returned in the run that committed.
@@ -168,10 +132,10 @@ class Branch:
             Conflict: The writes could not be merged (not retried: the same writes would conflict again).
             TooManyRetries: The branch kept moving while the commit was being published.
         """
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
+        settings = TransactionOptions(message, author, **options)
+        retries = settings.retries
         for attempt in range(1, retries + 2):
-            tx = self.transaction(message, author, retries=retries, schema=schema, strategy=strategy)
+            tx = self._begin(settings)
             try:
                 result = function(tx)
             except BaseException:
@@ -201,7 +165,7 @@ class Branch:
         tree already matched).
         """
         target = self.store.resolve(commit_id)
-        old = self.store.tree_at(target)
+        old = self._repo.tree_at(target)
         with self.transaction(message or f"Revert to {target[:12]}", author) as tx:
             if paths is None:
                 tx.tree = old
@@ -229,7 +193,7 @@ class Branch:
         head = self.head
         if head is None:
             return []
-        graph = self.store.graph
+        graph = self._repo.graph
         if path is None:
             commits: Iterator[str] = graph.walk([head])
         else:
@@ -238,7 +202,7 @@ class Branch:
         for commit_id in commits:
             if limit is not None and len(entries) >= limit:
                 break
-            entries.append(LogEntry(graph.info(commit_id), self.store.changed_paths(commit_id)))
+            entries.append(LogEntry(graph.info(commit_id), self._repo.changed_paths(commit_id)))
         return entries
 
     def history(self, path: Path, limit: int | None = None) -> list[HistoryEntry]:
@@ -247,13 +211,13 @@ class Branch:
         head = self.head
         if head is None:
             return []
-        graph = self.store.graph
+        graph = self._repo.graph
         entries = []
         for commit_id in graph.walk_path(head, key):
             if limit is not None and len(entries) >= limit:
                 break
             node = graph.path_node(graph.tree_of(commit_id), key)
-            value = None if node is None or node[0] else self.store.backend.blob(node[1])
+            value = None if node is None or node[0] else self._repo.objects.blob(node[1])
             entries.append(HistoryEntry(graph.info(commit_id), value))
         return entries
 
@@ -274,14 +238,14 @@ class Branch:
             return
         steps = self._steps(head, since)
         for older, newer in steps:
-            old_tree = self.store.tree_at(older).subtree(key) if older else Tree.empty(self.store.backend)
-            new_tree = self.store.tree_at(newer).subtree(key)
+            old_tree = self._repo.tree_at(older).subtree(key)
+            new_tree = self._repo.tree_at(newer).subtree(key)
             for change in old_tree.diff(new_tree):
                 path = join((*key, *parse(change.path))) if key else change.path
                 yield ChangeEvent(newer, path, change.old, change.new)
 
     def _steps(self, head: str, since: str | None) -> list[tuple[str | None, str]]:
-        graph = self.store.graph
+        graph = self._repo.graph
         if since is not None:
             try:
                 since_time = graph.time(since)
@@ -314,4 +278,4 @@ class Branch:
         Changes made by other processes (or the git CLI) are noticed by polling the ref. If the callback
         raises, the same changes are delivered again later.
         """
-        return self.store.watcher.add(self, prefix, callback)
+        return self._repo.watcher.add(self, prefix, callback)

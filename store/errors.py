@@ -148,7 +148,10 @@ class ConflictEntry:
 
 
 class Conflict(StoreError):
-    """A 3-way merge failed.
+    """A 3-way merge of trees (a transaction's, a merge's, a pull's) left paths unmerged.
+
+    The store's own merge conflict, named after what happened to the content; layers above may wrap it in
+    errors of their own that carry the same entries.
 
     Attributes:
         conflicts: Every conflicting path of the whole tree, not just the first.

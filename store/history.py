@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from store.backend import Backend, ObjectCache
+from store.backend import ObjectCache, ObjectReader
 from store.errors import CorruptObject, UnknownCommit
 from store.objects import COMMIT, TREE, CommitInfo, ObjectId, commit_links, decode_commit, find_entry
 from store.paths import Key
@@ -73,7 +73,7 @@ def lookup_entry(raw: bytes, name: bytes) -> tuple[bool, ObjectId] | None:
 class CommitGraph:
     """Commits of one repository, parsed lazily and cached."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: ObjectReader) -> None:
         self.backend = backend
         self._links = ObjectCache(1 << 18)
         self._infos = ObjectCache(1 << 14)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import threading
 import time
@@ -136,6 +137,35 @@ class Lease:
                 raise LockTimeout(self.path, timeout)
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
+
+
+class Leases:
+    """The leases of one repository by name (a ref, "packed-refs", "repack"), each a file in ``directory``
+    named by a hash of the name: shared by its refs and its pack maintenance.
+
+    Args:
+        directory: Where the lease files live (created if missing).
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._leases: dict[str, Lease] = {}
+        self._mutex = threading.Lock()
+
+    def get(self, name: str) -> Lease:
+        """The lease for ``name`` (one object per name, so that its threads share its mutex)."""
+        with self._mutex:
+            lease = self._leases.get(name)
+            if lease is None:
+                digest = hashlib.sha1(name.encode()).hexdigest()[:20]
+                lease = self._leases[name] = Lease(os.path.join(self.directory, digest))
+            return lease
+
+    def close(self) -> None:
+        with self._mutex:
+            for lease in self._leases.values():
+                lease.close()
 
 
 def create_git_lock(lock_path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> int:

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from store.backend import Backend
+from store.backend import ObjectReader
 from store.codec import BYTES, JSON, Codec
 from store.errors import ConflictEntry
+from store.leaf import Leaf, Node, ident
 from store.paths import Key, join, parse
-from store.tree import Leaf, Node, Tree
+from store.tree import Tree
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,7 @@ def merge_values(rule: Rule, path: str, base: bytes | None, ours: bytes | None, 
 
 
 def merge_trees(
-    backend: Backend, base: Tree, ours: Tree, theirs: Tree, schema: Schema = DEFAULT_SCHEMA
+    backend: ObjectReader, base: Tree, ours: Tree, theirs: Tree, schema: Schema = DEFAULT_SCHEMA
 ) -> tuple[Tree, list[ConflictEntry]]:
     """3-way merge of trees, path by path.
 
@@ -376,13 +377,6 @@ def merge_trees(
     if isinstance(merged, Leaf):  # cannot happen at the root
         raise AssertionError("root merged into a value")
     return merged, conflicts
-
-
-def _ident(child: Any) -> tuple[bool, bytes] | None:
-    """(is_dir, id) of a tree entry, whether still stored or built in memory."""
-    if child is None or isinstance(child, tuple):
-        return child
-    return (isinstance(child, Tree), child.oid)
 
 
 def _same(a: Node | None, b: Node | None) -> bool:
@@ -414,7 +408,7 @@ def _run(step: _Step) -> Node | None:
 
 
 def _merge_node(
-    backend: Backend,
+    backend: ObjectReader,
     base: Node | None,
     ours: Node | None,
     theirs: Node | None,
@@ -455,7 +449,7 @@ def _merge_node(
         # batch merging into directories of thousands of names does not visit every name in Python.
         candidates = {name for name, _ in theirs_entries.items() ^ base_entries.items()}
         for name in sorted(candidates):
-            mine, other, common = (_ident(e.get(name)) for e in (ours_entries, theirs_entries, base_entries))
+            mine, other, common = (ident(e.get(name)) for e in (ours_entries, theirs_entries, base_entries))
             if (mine == other and idempotent) or common == other:
                 continue  # the same on both sides, or unchanged on theirs: ours stands
             if common == mine:

@@ -23,7 +23,7 @@ from dulwich.objects import ZERO_SHA
 from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
-from store.backend import Backend
+from store.backend import ObjectReader
 from store.errors import Conflict, StoreError, UnknownBranch
 
 if TYPE_CHECKING:
@@ -155,12 +155,8 @@ class Remote:
             if ref.startswith(b"refs/heads/") and sha and sha != ZERO_SHA:
                 branch = ref[len(b"refs/heads/") :].decode()
                 branches[branch] = sha.decode("ascii")
-        backend = self.store.backend
         for branch, sha in branches.items():
-            tracking = self.tracking_ref(branch)
-            for _ in range(5):
-                if backend.compare_and_swap(tracking, backend.read_ref(tracking), sha):
-                    break
+            self.store.repo.set_ref(self.tracking_ref(branch), sha, attempts=5)
         return branches
 
     def _fetch_with_index_pack(self, client: object, path: str, repo: Repo, wants: _BranchWants) -> None:
@@ -198,7 +194,7 @@ class Remote:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self.store.backend.refresh()
+        self.store.objects.refresh()
 
     # -- pull ----------------------------------------------------------------------------------------------
     def pull(
@@ -270,9 +266,7 @@ class Remote:
             self._push_with_git(local, ref.decode(), branch, force, lease)
         else:
             self._push_with_dulwich(local, ref, branch, force, lease)
-        tracking = self.tracking_ref(remote_branch or branch)
-        backend = self.store.backend
-        backend.compare_and_swap(tracking, backend.read_ref(tracking), local)
+        self.store.repo.set_ref(self.tracking_ref(remote_branch or branch), local)
         return local
 
     def _push_with_git(self, local: str, ref: str, branch: str, force: bool, lease: str | None) -> None:
@@ -347,7 +341,7 @@ class Remote:
         """The objects the remote lacks, found by diffing each new commit's tree against its parents' (the
         remote has everything reachable from ``have``), as whole objects."""
         graph = self.store.graph
-        backend = self.store.backend
+        objects = self.store.objects
         known = {h.decode("ascii") for h in have if h != ZERO_SHA}
         commits: list[str] = []
         seen_commits: set[str] = set()
@@ -359,25 +353,25 @@ class Remote:
             seen_commits.add(commit)
             commits.append(commit)
             stack.extend(graph.parents(commit))
-        objects: list[bytes] = []
+        wanted: list[bytes] = []
         seen: set[bytes] = set()
         for commit in commits:
-            objects.append(commit.encode("ascii"))
+            wanted.append(commit.encode("ascii"))
             tree = graph.tree_of(commit)
             assert tree is not None
             bases = [graph.tree_of(p) for p in graph.parents(commit)]
-            _tree_delta(backend, tree, bases, objects, seen)
+            _tree_delta(objects, tree, bases, wanted, seen)
 
         def unpacked() -> Iterator[UnpackedObject]:
-            for oid in objects:
-                type_num, raw = backend.get_raw(oid)
+            for oid in wanted:
+                type_num, raw = objects.get_raw(oid)
                 yield UnpackedObject(type_num, sha=bytes.fromhex(oid.decode("ascii")), decomp_chunks=[raw])
 
-        return len(objects), unpacked()
+        return len(wanted), unpacked()
 
 
 def _tree_delta(
-    backend: Backend, oid: bytes, bases: list[bytes | None], out: list[bytes], seen: set[bytes]
+    objects: ObjectReader, oid: bytes, bases: list[bytes | None], out: list[bytes], seen: set[bytes]
 ) -> None:
     """Append ``oid`` and the objects under it that are not the same object at the same path in ``bases``.
 
@@ -393,9 +387,9 @@ def _tree_delta(
         out.append(current)
         if not is_dir:
             continue
-        base_entries = [backend.tree_entries(b) if b else {} for b in current_bases]
+        base_entries = [objects.tree_entries(b) if b else {} for b in current_bases]
         children = []
-        for name, (child_is_dir, child) in backend.tree_entries(current).items():
+        for name, (child_is_dir, child) in objects.tree_entries(current).items():
             child_bases = [
                 entries[name][1] if name in entries and entries[name][0] == child_is_dir else None
                 for entries in base_entries

@@ -161,8 +161,9 @@ def squash(
     """
     ref = store.ref_name(branch)
     graph = store.graph
-    with store.backend.locked(ref):
-        head = store.backend.read_ref(ref)
+    repo = store.repo
+    with repo.locked(ref):
+        head = repo.read_ref(ref)
         if head is None:
             raise StoreError(f"branch {branch!r} is empty")
         chain = list(graph.first_parent_chain(head, stop=before))
@@ -201,26 +202,25 @@ def squash(
             previous = object_id(COMMIT, raw)
             objects.append((previous, COMMIT, raw))
         new_head = previous.decode()
-        store.backend.write_objects(objects)
-        if not store.backend.compare_and_swap(archive, None, head):
+        # The old history stays reachable (from the archive ref) before the branch lets go of it.
+        if not repo.publish(archive, None, head, objects):
             raise StoreError(f"archive ref {archive} exists already")
-        if not store.backend.compare_and_swap(ref, head, new_head):
+        if not repo.publish(ref, head, new_head):
             raise StoreError(f"branch {branch!r} moved during the squash")  # cannot happen under the lease
-    store.notify(ref)
     if repack and store.gitdir is not None:
         subprocess.run(["git", "-C", store.gitdir, "repack", "-adq"], check=True, capture_output=True)
-        store.backend.refresh()
+        repo.objects.refresh()
     return SquashResult(head, new_head, root, archive, len(chain))
 
 
 def prune_archives(store: Store, gc: bool = True) -> list[str]:
     """Delete every archive ref (the squashed history becomes unreachable), then let `git gc` reclaim it."""
-    archives = store.backend.list_refs("refs/archive/")
+    archives = store.repo.list_refs("refs/archive/")
     for ref, commit in archives.items():
-        store.backend.compare_and_swap(ref, commit, None)
+        store.repo.publish(ref, commit, None)
     if gc and store.gitdir is not None:
         subprocess.run(
             ["git", "-C", store.gitdir, "gc", "-q", "--prune=now"], check=True, capture_output=True
         )
-        store.backend.refresh()
+        store.repo.objects.refresh()
     return sorted(archives)

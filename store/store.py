@@ -1,39 +1,30 @@
-"""The store: a git repository (on disk or in memory) seen as branches of immutable trees."""
+"""The store: a git repository (on disk or in memory) seen as branches of immutable trees.
+
+:class:`Store` is the front: opening and cloning repositories, branches, revisions, merges and watches. The
+work is done by its :class:`~store.repository.Repository` (``store.repo``), which owns the backend and the
+one path that publishes changes (write objects, then compare-and-swap a ref).
+"""
 
 from __future__ import annotations
 
-import functools
 import os
-import re
-import threading
 from dataclasses import dataclass, field
 
-from dulwich.refs import check_ref_format
 from dulwich.repo import Repo
 
-from store.backend import Backend, MemoryBackend, ObjectCache
+from store import revisions
+from store.backend import Backend, MemoryBackend, ObjectStore
 from store.branch import Branch
 from store.disk import DiskBackend
-from store.errors import (
-    BranchExists,
-    Conflict,
-    NotARepository,
-    StoreError,
-    TooManyRetries,
-    UnknownBranch,
-    UnknownCommit,
-)
-from store.history import CommitGraph
-from store.merge import Schema, merge_trees
-from store.objects import COMMIT, CommitInfo, ObjectId, encode_commit, normalise_identity, object_id
+from store.errors import BranchExists, NotARepository, StoreError, TooManyRetries, UnknownBranch
+from store.merge import Schema
+from store.objects import CommitInfo
 from store.paths import Path
+from store.publish import DEFAULT_RETRIES
 from store.remote import Remote, configured_url, remember_remote
-from store.transaction import DEFAULT_RETRIES, Committer
+from store.repository import Repository, ref_name
 from store.tree import Change, Tree
 from store.watch import Watcher
-
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_SUFFIX = re.compile(r"^(.*?)((?:~\d*|\^\d?)*)$")
 
 
 @dataclass(frozen=True)
@@ -71,7 +62,7 @@ class Snapshot:
     def __init__(self, store: Store, commit_id: str) -> None:
         self.store = store
         self.id = commit_id
-        self.tree = store.tree_at(commit_id)
+        self.tree = store.repo.tree_at(commit_id)
 
     @property
     def info(self) -> CommitInfo:
@@ -91,14 +82,6 @@ class Snapshot:
         return f"Snapshot({self.id[:12]})"
 
 
-@functools.lru_cache(maxsize=4096)
-def _valid_ref(ref: str) -> str | None:
-    """``ref`` if git's ref-name rules allow it, else None (cached: every branch access names its ref)."""
-    if not check_ref_format(ref.encode("utf-8")) or any(len(p.encode()) > 200 for p in ref.split("/")):
-        return None
-    return ref
-
-
 class Store:
     """A versioned store of bytes at paths, kept as a git repository.
 
@@ -108,17 +91,17 @@ class Store:
         backend: Where objects and refs live.
         path: The repository path, for a disk store.
         schema: Merge rules by path; ``store.schema.add(...)`` extends them.
+
+    Attributes:
+        repo: The repository core, which every write goes through.
+        graph: The commit graph (parents, times, ancestry, merge bases).
     """
 
     def __init__(self, backend: Backend, path: str | None = None, schema: Schema | None = None) -> None:
-        self.backend = backend
+        self.repo = Repository(backend)
         self.path = path
         self.schema = schema or Schema()
-        self.graph = CommitGraph(backend)
-        self._committers: dict[str, Committer] = {}
-        self._committers_mutex = threading.Lock()
-        self._trees = ObjectCache(64)
-        self._watcher: Watcher | None = None
+        self.graph = self.repo.graph
 
     # -- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -175,7 +158,7 @@ class Store:
         try:
             remote = store.remote(name, url)
             for branch, commit in remote.fetch().items():
-                store.backend.compare_and_swap(store.ref_name(branch), None, commit)
+                store.repo.publish(store.ref_name(branch), None, commit)
         except BaseException:
             store.close()
             raise
@@ -226,9 +209,7 @@ class Store:
         return cls(MemoryBackend(), schema=schema)
 
     def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-        self.backend.close()
+        self.repo.close()
 
     def __enter__(self) -> Store:
         return self
@@ -240,28 +221,40 @@ class Store:
     def gitdir(self) -> str | None:
         return getattr(self.backend, "gitdir", None)
 
+    @property
+    def backend(self) -> Backend:
+        """The storage under the repository core. Code outside the store uses the store's own methods;
+        tests reach the backend to inject faults."""
+        return self.repo.backend
+
+    @property
+    def objects(self) -> ObjectStore:
+        """The repository's objects, for readers of raw objects by id (parsed trees and blobs are cached)."""
+        return self.repo.objects
+
     # -- branches ------------------------------------------------------------------------------------------
-    @staticmethod
-    def ref_name(branch: str) -> str:
-        """``refs/heads/<branch>``, validated with git's ref-name rules."""
-        if not isinstance(branch, str) or not branch:
-            raise ValueError(f"invalid branch name {branch!r}")
-        ref = _valid_ref(branch if branch.startswith("refs/") else f"refs/heads/{branch}")
-        if ref is None:
-            raise ValueError(f"invalid branch name {branch!r}")
-        return ref
+    ref_name = staticmethod(ref_name)
 
     @property
     def default_branch(self) -> str:
         """The branch HEAD names ("main" for repositories this store creates; "master" after `git init`)."""
-        head = self.backend.symbolic_head()
-        if head and head.startswith("refs/heads/"):
-            return head[len("refs/heads/") :]
-        return "main"
+        return self.repo.default_branch
 
     def branches(self) -> list[str]:
         """Names of all branches, sorted."""
-        return sorted(name[len("refs/heads/") :] for name in self.backend.list_refs("refs/heads/"))
+        return sorted(name[len("refs/heads/") :] for name in self.repo.list_refs("refs/heads/"))
+
+    def list_refs(self, prefix: str = "refs/heads/") -> dict[str, str]:
+        """Every ref in the directory ``prefix`` (e.g. "refs/heads/vm-task/": the branches named
+        "vm-task/..."), with its commit id.
+
+        Raises:
+            ValueError: ``prefix`` is not a directory under ``refs/``.
+        """
+        directory = prefix.rstrip("/") + "/"
+        if not directory.startswith("refs/"):
+            raise ValueError(f"not a directory of refs: {prefix!r}")
+        return self.repo.list_refs(directory)
 
     def branch(self, name: str | None = None) -> Branch:
         """The branch ``name`` (default: the repository's default branch), existing or not."""
@@ -274,10 +267,21 @@ class Store:
             BranchExists: ``name`` exists already.
             UnknownCommit: ``source`` names nothing.
         """
-        commit_id = self.resolve(source)
-        if not self.backend.compare_and_swap(self.ref_name(name), None, commit_id):
+        if not self.repo.publish(self.ref_name(name), None, self.resolve(source)):
             raise BranchExists(name)
         return Branch(self, name)
+
+    def test_and_set(self, name: str, old: str | None, new: str | None, *, sync: bool = True) -> bool:
+        """Point branch ``name`` (or a full ref, "refs/...") at ``new`` if it is at ``old`` (None: absent, or
+        delete): the compare-and-swap that every ref move of the store is made of.
+
+        Args:
+            sync: Make the move durable before returning; without it a crash may undo it.
+
+        Returns:
+            True if it moved (or ``new`` is ``old``), False if it was not at ``old``.
+        """
+        return self.repo.publish(self.ref_name(name), old, new, sync=sync)
 
     def delete_branch(self, name: str, *, sync: bool = True) -> None:
         """Delete a branch (its commits stay reachable from other refs, or until `git gc`).
@@ -291,10 +295,10 @@ class Store:
         """
         ref = self.ref_name(name)
         for _ in range(DEFAULT_RETRIES):
-            current = self.backend.read_ref(ref)
+            current = self.repo.read_ref(ref)
             if current is None:
                 raise UnknownBranch(name)
-            if self.backend.compare_and_swap(ref, current, None, sync=sync):
+            if self.repo.publish(ref, current, None, sync=sync):
                 return
         raise TooManyRetries(ref, DEFAULT_RETRIES)
 
@@ -302,10 +306,9 @@ class Store:
         """Point a branch at ``commit`` (a reset), optionally only if it is at ``expected``."""
         ref = self.ref_name(name)
         target = self.resolve(commit)
-        old = self.backend.read_ref(ref) if expected is ... else expected
-        if not self.backend.compare_and_swap(ref, old, target):  # type: ignore[arg-type]
+        old = self.repo.read_ref(ref) if expected is ... else expected
+        if not self.repo.publish(ref, old, target):  # type: ignore[arg-type]
             raise TooManyRetries(ref, 1)
-        self.notify(ref)
 
     # -- commits -------------------------------------------------------------------------------------------
     def resolve(self, rev: str) -> str:
@@ -314,56 +317,7 @@ class Store:
         Raises:
             UnknownCommit: nothing matches, or an abbreviation is ambiguous.
         """
-        if not isinstance(rev, str) or not rev:
-            raise UnknownCommit(str(rev), "empty revision")
-        match = _SUFFIX.match(rev)
-        assert match is not None
-        name, suffix = match.group(1), match.group(2)
-        commit_id = self._resolve_name(name, rev)
-        for step in re.findall(r"~\d*|\^\d?", suffix):
-            count = int(step[1:] or 1)
-            if step.startswith("~"):
-                for _ in range(count):
-                    parents = self.graph.parents(commit_id)
-                    if not parents:
-                        raise UnknownCommit(rev, "walks past the root commit")
-                    commit_id = parents[0]
-            else:
-                parents = self.graph.parents(commit_id)
-                if count == 0:
-                    continue
-                if len(parents) < count:
-                    raise UnknownCommit(rev, f"has no parent {count}")
-                commit_id = parents[count - 1]
-        return commit_id
-
-    def _resolve_name(self, name: str, rev: str) -> str:
-        if _HEX40.match(name):
-            if not self.graph.exists(name):
-                raise UnknownCommit(rev)
-            return name
-        for candidate in (name, f"refs/heads/{name}", f"refs/tags/{name}", f"refs/{name}"):
-            # Only well-formed ref names reach the file system ("../../etc/passwd" is not a revision).
-            if (
-                candidate.startswith("refs/")
-                and len(candidate) < 1024
-                and check_ref_format(candidate.encode())
-            ):
-                value = self.backend.read_ref(candidate)
-                if value is not None:
-                    return value
-        if name == "HEAD":
-            value = self.backend.read_ref(f"refs/heads/{self.default_branch}")
-            if value is not None:
-                return value
-        if re.fullmatch(r"[0-9a-f]{4,39}", name):
-            found = {oid.decode() for oid in self.backend.find_prefix(name)}
-            commits = [oid for oid in found if self.graph.exists(oid)]
-            if len(commits) == 1:
-                return commits[0]
-            if len(commits) > 1:
-                raise UnknownCommit(rev, f"ambiguous: {len(commits)} commits start with it")
-        raise UnknownCommit(rev, "no such commit or branch")
+        return revisions.resolve(self.repo, rev)
 
     def at(self, commit_id: str) -> Snapshot:
         """A read-only view of a commit (any revision :meth:`resolve` accepts)."""
@@ -371,34 +325,26 @@ class Store:
 
     def tree_at(self, commit_id: str | None) -> Tree:
         """The tree of a commit (the empty tree for None), cached for recent heads."""
-        if commit_id is None:
-            return Tree.empty(self.backend)
-        tree = self._trees.get(commit_id)
-        if not isinstance(tree, Tree):
-            tree = Tree.of(self.backend, self.graph.tree_of(commit_id))
-            self.remember_tree(commit_id, tree)
-        return tree
+        return self.repo.tree_at(commit_id)
 
     def remember_tree(self, commit_id: str, tree: Tree) -> None:
-        self._trees.put(commit_id, tree)
+        self.repo.remember_tree(commit_id, tree)
 
     def changed_paths(self, commit_id: str) -> list[str]:
         """Paths a commit changed against its first parent (all paths for a root commit)."""
-        parents = self.graph.parents(commit_id)
-        old = self.tree_at(parents[0]) if parents else Tree.empty(self.backend)
-        return [change.path for change in old.diff(self.tree_at(commit_id))]
+        return self.repo.changed_paths(commit_id)
 
     def diff(self, a: str, b: str) -> Diff:
         """What changed from revision ``a`` to revision ``b``: added, removed and changed paths."""
         return Diff(self.tree_at(self.resolve(a)).diff(self.tree_at(self.resolve(b))))
 
-    def committer(self, branch: str) -> Committer:
-        ref = self.ref_name(branch)
-        with self._committers_mutex:
-            committer = self._committers.get(ref)
-            if committer is None:
-                committer = self._committers[ref] = Committer(self, ref)
-            return committer
+    def write_commit(self, tree: Tree, parents: list[str], message: str, author: str | None = None) -> str:
+        """Write ``tree`` and a commit of it with ``parents`` (durably, on disk) and return the commit id.
+
+        No ref moves: pair it with :meth:`fork` (or ``set_branch``) to publish it, for example to create a
+        branch whose first commit already differs from its source in one atomic step.
+        """
+        return self.repo.write_commit(tree, parents, message, author)
 
     # -- merging -------------------------------------------------------------------------------------------
     def merge_base_tree(self, a: str, b: str, schema: Schema | None = None, depth: int = 0) -> Tree:
@@ -408,45 +354,7 @@ class Store:
         Raises:
             Conflict: the common ancestors themselves do not merge cleanly.
         """
-        return self._base_tree(self.graph.merge_bases(a, b), schema, depth)
-
-    def _base_tree(self, bases: list[str], schema: Schema | None = None, depth: int = 0) -> Tree:
-        if not bases:
-            return Tree.empty(self.backend)
-        tree = self.tree_at(bases[0])
-        current = bases[0]
-        for other in bases[1:]:
-            if depth > 8:
-                raise StoreError("criss-cross merge deeper than 8 levels")
-            virtual_base = self.merge_base_tree(current, other, schema, depth + 1)
-            tree, conflicts = merge_trees(
-                self.backend, virtual_base, tree, self.tree_at(other), schema or self.schema
-            )
-            if conflicts:
-                raise Conflict(conflicts)
-            current = other
-        return tree
-
-    def write_commit(
-        self,
-        tree: Tree,
-        parents: list[str],
-        message: str,
-        author: str | None = None,
-    ) -> str:
-        """Write ``tree`` and a commit of it with ``parents`` (durably, on disk) and return the commit id.
-
-        No ref moves: pair it with :meth:`fork` (or ``set_branch``) to publish it, for example to create a
-        branch whose first commit already differs from its source in one atomic step.
-        """
-        identity = normalise_identity(author)
-        raw = encode_commit(tree.oid, parents, identity, identity, message)
-        commit_oid = object_id(COMMIT, raw)
-        self.backend.write_objects([*tree.new_objects(), (commit_oid, COMMIT, raw)])
-        tree.mark_stored()
-        commit_id = commit_oid.decode("ascii")
-        self.remember_tree(commit_id, tree)
-        return commit_id
+        return self.repo.merge_base_tree(a, b, schema or self.schema, depth)
 
     def merge(
         self,
@@ -462,7 +370,8 @@ class Store:
         """Merge revision ``source`` into branch ``into`` at their lowest common ancestor(s).
 
         Fast-forwards when ``into`` is an ancestor of ``source`` (unless ``ff=False``); does nothing when
-        ``source`` is already merged. Returns the new head of ``into``.
+        ``source`` is already merged. The merge is group-committed with concurrent transactions on ``into``.
+        Returns the new head of ``into``.
 
         Raises:
             Conflict: with every conflicting path.
@@ -471,47 +380,19 @@ class Store:
         target = into or self.default_branch
         ref = self.ref_name(target)
         source_id = self.resolve(source)
-        identity = normalise_identity(author)
-        schema = schema or self.schema
-        for _ in range(retries + 1):
-            head = self.backend.read_ref(ref)
-            bases = [] if head is None else self.graph.merge_bases(head, source_id)
-            if head is None:
-                new = source_id
-            elif source_id in bases:
-                return head  # already merged
-            elif ff and head in bases:
-                new = source_id
-            else:
-                base = self._base_tree(bases, schema)
-                merged, conflicts = merge_trees(
-                    self.backend, base, self.tree_at(head), self.tree_at(source_id), schema
-                )
-                if conflicts:
-                    raise Conflict(conflicts, branch=target)
-                text = message or f"Merge {source} into {target}"
-                raw = encode_commit(merged.oid, [head, source_id], identity, identity, text)
-                commit_oid: ObjectId = object_id(COMMIT, raw)
-                self.backend.write_objects([*merged.new_objects(), (commit_oid, COMMIT, raw)])
-                new = commit_oid.decode("ascii")
-                merged.mark_stored()
-                self.remember_tree(new, merged)
-            if self.backend.compare_and_swap(ref, head, new):
-                self.notify(ref)
-                return new
-        raise TooManyRetries(ref, retries + 1)
+        text = message or f"Merge {source} into {target}"
+        head = self.repo.merge(source_id, ref, schema or self.schema, text, author, retries=retries, ff=ff)
+        assert head is not None  # a merge leaves the branch at the source at least
+        return head
 
     # -- watches -------------------------------------------------------------------------------------------
     @property
     def watcher(self) -> Watcher:
-        if self._watcher is None:
-            self._watcher = Watcher()
-        return self._watcher
+        return self.repo.watcher
 
     def notify(self, ref: str) -> None:
         """Tell in-process watchers that ``ref`` moved."""
-        if self._watcher is not None:
-            self._watcher.notify()
+        self.repo.notify(ref)
 
 
 def _find_gitdir(root: str) -> str | None:

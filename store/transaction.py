@@ -1,11 +1,12 @@
 """Transactions: snapshot, function, compare-and-swap of the branch ref, with bounded retries.
 
 A transaction reads a snapshot of the branch head and writes into an immutable tree. On success its tree is
-committed on the starting head. Committing goes through the branch's :class:`Committer`, which implements
-group commit: the transactions that finish while one batch is being made durable form the next batch; the
-whole batch is merged onto the head in order, written as one pack with one fsync, and published with one
-compare-and-swap. If another process moved the branch meanwhile, the batch is merged again onto the new head,
-up to ``retries`` times.
+committed on the starting head, and that commit is published as an :class:`~store.publish.Update` on the
+branch's publisher, with group commit: the transactions that finish while one batch is being made durable
+form the next batch; the whole batch is merged onto the head in order, written as one pack with one fsync,
+and published with one compare-and-swap. If another process moved the branch meanwhile, the batch is merged
+again onto the new head, up to ``retries`` times. How a transaction commits is its
+:class:`TransactionOptions`.
 
 What a transaction read is validated by its :class:`Strategy` (Irmin's ``with_tree ~strategy``). The default,
 ``TEST_AND_SET``, is optimistic concurrency control per path: when the branch moved since the snapshot, every
@@ -15,26 +16,22 @@ path the transaction read through its API must read the same on the new head, or
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from store.codec import Codec
-from store.errors import Conflict, ConflictEntry, ReadConflict, StoreError, TooManyRetries
-from store.group import GroupCommit, Waiter
+from store.errors import Conflict, ConflictEntry, ReadConflict, StoreError
+from store.leaf import Leaf
 from store.merge import SET_SCHEMA, Schema, merge_trees
-from store.objects import COMMIT, ObjectId, encode_commit, normalise_identity, object_id
+from store.objects import COMMIT, encode_commit, normalise_identity, object_id
 from store.paths import Key, Path, join, parse
-from store.tree import Leaf, Tree
-
-if TYPE_CHECKING:
-    from store.store import Store
-
-DEFAULT_RETRIES = 13
-OPTIMISTIC_ATTEMPTS = 2
+from store.publish import DEFAULT_RETRIES, Folded, RawObject, Update, commit_objects
+from store.repository import Repository, ref_name
+from store.tree import Tree
 
 
 class Strategy(enum.Enum):
@@ -110,160 +107,104 @@ def _value(tree: Tree, key: Key) -> bytes | None:
     return node.value if isinstance(node, Leaf) else None
 
 
-@dataclass(eq=False)
-class _Pending(Waiter):
-    """A transaction waiting to be published."""
+@dataclass(frozen=True)
+class TransactionOptions:
+    """How a transaction commits: the options of :meth:`store.branch.Branch.transaction` (and of
+    :meth:`~store.branch.Branch.atomically`), in one place.
 
-    base: str | None
-    tree: Tree
+    Attributes:
+        message: The commit message.
+        author: "Name <email>" or a plain name; defaults to git's own choice of identity.
+        retries: How many times to merge again if the branch keeps moving (then TooManyRetries).
+        keep_branch: Keep the transaction's own commit on ``refs/heads/<keep_branch>`` (True picks
+            "tx/<branch>/<time>-<n>"), so that ``git log --graph`` shows the fork and the merge.
+        no_ff: Always make a merge commit, even when nothing intervened.
+        schema: Merge rules for this transaction (default: the store's).
+        base: Start from this commit instead of the head (it must be in the branch's history); the
+            transaction is then merged with whatever the branch has gained since.
+        parents: Parents of the transaction's own commit (default: ``[base]``), e.g. to land the tip of
+            a task branch that forked from ``base``.
+        merge_message: Message of the merge commit, if one is made (default: "Merge: <message>").
+        strategy: How reads are validated and writes merged if the branch moved (see :class:`Strategy`).
+
+    Raises:
+        ValueError: ``retries`` is negative, or ``strategy`` names no strategy.
+    """
+
     message: str
-    author: str
-    retries: int
-    keep_ref: str | None
-    no_ff: bool
-    schema: Schema
-    reads: frozenset[tuple[Key, Read]] = frozenset()
+    author: str | None = None
+    retries: int = DEFAULT_RETRIES
+    keep_branch: str | bool | None = None
+    no_ff: bool = False
+    schema: Schema | None = None
+    base: str | None = None
     parents: list[str] | None = None
     merge_message: str | None = None
-    own_commit: str = ""
-    own_raw: bytes = b""
-    result: str | None = None
+    strategy: Strategy = Strategy.TEST_AND_SET
 
     def __post_init__(self) -> None:
-        Waiter.__init__(self)
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if not isinstance(self.strategy, Strategy):  # a name ("merge") is accepted too
+            object.__setattr__(self, "strategy", Strategy(self.strategy))
 
 
-class Committer:
-    """Publishes transactions on one branch with group commit (see :mod:`store.group`): the transactions
-    that finish while one batch is being published form the next, merged onto the head in order."""
+class _Commit(Update):
+    """A finished transaction waiting to be published: its own commit on its base, fast-forwarded or merged
+    onto the head when its batch is published."""
 
-    def __init__(self, store: Store, ref: str) -> None:
-        self._store = store
-        self._ref = ref
-        self._group: GroupCommit[_Pending] = GroupCommit(self._publish)
+    def __init__(self, tx: Transaction, reads: frozenset[tuple[Key, Read]]) -> None:
+        super().__init__(tx.options.retries)
+        self._tx = tx
+        self._tree = tx.tree  # the transaction is finished: this is what it committed
+        self._reads = reads
+        self.own_commit = ""
+        self._own_raw = b""
 
-    def submit(self, pending: _Pending) -> str:
-        """Publish one transaction; returns the new head, or raises Conflict / TooManyRetries."""
-        self._prepare(pending)
-        self._group.submit(pending)
-        assert pending.result is not None
-        return pending.result
-
-    def _prepare(self, pending: _Pending) -> None:
+    def prepare(self) -> None:
         # Hash the transaction's own commit outside the batch, in the caller's thread.
-        if pending.parents is not None:
-            parents = list(pending.parents)
+        tx = self._tx
+        parents = list(tx.options.parents) if tx.options.parents is not None else [tx.base] if tx.base else []
+        self._own_raw = encode_commit(self._tree.oid, parents, tx.author, tx.author, tx.options.message)
+        self.own_commit = object_id(COMMIT, self._own_raw).decode("ascii")
+
+    def objects(self) -> list[RawObject]:
+        tree = self._tree
+        objects = tree.new_objects()
+        tree.mark_stored()
+        return [*objects, (self.own_commit.encode("ascii"), COMMIT, self._own_raw)]
+
+    def fold(self, head: str | None, head_tree: Tree) -> Folded | None:
+        tx, mine = self._tx, self._tree
+        if head == tx.base and not tx.options.no_ff:
+            return self.own_commit, mine, []
+        branch = tx.ref.removeprefix("refs/heads/")
+        if head == tx.base:
+            merged, conflicts = mine, []
         else:
-            parents = [pending.base] if pending.base else []
-        raw = encode_commit(pending.tree.oid, parents, pending.author, pending.author, pending.message)
-        pending.own_raw = raw
-        pending.own_commit = object_id(COMMIT, raw).decode("ascii")
+            base_tree = tx.repo.tree_at(tx.base)
+            if self._reads:
+                stale = _stale_reads(self._reads, base_tree, head_tree, mine, tx.schema)
+                if stale:
+                    raise ReadConflict(stale, branch=branch)
+            merged, conflicts = merge_trees(tx.repo.objects, base_tree, head_tree, mine, tx.schema)
+        if conflicts:
+            raise Conflict(conflicts, branch=branch)
+        message = tx.options.merge_message
+        if message is None:
+            subject = tx.options.message.splitlines()[0] if tx.options.message else "transaction"
+            message = f"Merge: {subject}"
+        parents = [head, self.own_commit] if head else [self.own_commit]
+        commit_id, objects = commit_objects(merged, parents, tx.author, message)
+        merged.mark_stored()  # written with this attempt (or the whole batch fails)
+        return commit_id, merged, objects
 
-    def _publish(self, batch: list[_Pending]) -> None:
-        store = self._store
-        backend = store.backend
-        objects: list[tuple[ObjectId, int, bytes]] = []
-        for pending in batch:
-            objects.extend(pending.tree.new_objects())
-            # Written below before anything refers to them (or the whole batch fails and is discarded):
-            # marking them now keeps the merges of this batch from collecting them again.
-            pending.tree.mark_stored()
-            objects.append((pending.own_commit.encode("ascii"), COMMIT, pending.own_raw))
-        written = False
-        attempts = max(p.retries for p in batch) + 1
-        try:
-            for attempt in range(attempts):
-                # Optimistic first; a batch that keeps losing the race to other processes then holds the
-                # ref's lease while it merges, so that it cannot starve.
-                with backend.locked(self._ref) if attempt >= OPTIMISTIC_ATTEMPTS else nullcontext():
-                    head = backend.read_ref(self._ref)
-                    chain, outcomes, merge_objects, trees = self._chain(head, batch)
-                    if not written or merge_objects:
-                        backend.write_objects(objects + merge_objects if not written else merge_objects)
-                        written = True
-                    if chain == head or backend.compare_and_swap(self._ref, head, chain):
-                        self._finish(batch, outcomes, trees)
-                        return
-            for pending in batch:
-                pending.finish(TooManyRetries(self._ref, attempts))
-        except BaseException as err:
-            for pending in batch:
-                if not pending.finished:
-                    if isinstance(err, StoreError):
-                        pending.finish(err)
-                    else:
-                        failure = StoreError(f"commit failed: {err!r}")
-                        failure.__cause__ = err
-                        pending.finish(failure)
-            if not isinstance(err, Exception):
-                raise
-
-    def _chain(
-        self, head: str | None, batch: list[_Pending]
-    ) -> tuple[str | None, dict[int, Any], list[tuple[ObjectId, int, bytes]], dict[str, Tree]]:
-        """Fold the batch onto ``head``: fast-forward where possible, merge otherwise."""
-        store = self._store
-        chain = head
-        chain_tree = store.tree_at(head) if head is not None else Tree.empty(store.backend)
-        outcomes: dict[int, Any] = {}
-        objects: list[tuple[ObjectId, int, bytes]] = []
-        trees: dict[str, Tree] = {}
-        for index, pending in enumerate(batch):
-            if chain == pending.base and not pending.no_ff:
-                chain, chain_tree = pending.own_commit, pending.tree
-                outcomes[index] = chain
-                trees[chain] = chain_tree
-                continue
-            if chain == pending.base:
-                merged = pending.tree
-                conflicts: list[ConflictEntry] = []
-            else:
-                base_tree = store.tree_at(pending.base)
-                if pending.reads:
-                    stale = _stale_reads(pending.reads, base_tree, chain_tree, pending.tree, pending.schema)
-                    if stale:
-                        outcomes[index] = ReadConflict(stale, branch=self._ref.removeprefix("refs/heads/"))
-                        continue
-                merged, conflicts = merge_trees(
-                    store.backend, base_tree, chain_tree, pending.tree, pending.schema
-                )
-            if conflicts:
-                outcomes[index] = Conflict(conflicts, branch=self._ref.removeprefix("refs/heads/"))
-                continue
-            parents = [chain, pending.own_commit] if chain else [pending.own_commit]
-            if pending.merge_message is not None:
-                text = pending.merge_message
-            else:
-                text = "Merge: " + (pending.message.splitlines()[0] if pending.message else "transaction")
-            raw = encode_commit(merged.oid, parents, pending.author, pending.author, text)
-            merge_id = object_id(COMMIT, raw)
-            objects.extend(merged.new_objects())
-            merged.mark_stored()
-            objects.append((merge_id, COMMIT, raw))
-            chain, chain_tree = merge_id.decode("ascii"), merged
-            outcomes[index] = chain
-            trees[chain] = chain_tree
-        return chain, outcomes, objects, trees
-
-    def _finish(self, batch: list[_Pending], outcomes: dict[int, Any], trees: dict[str, Tree]) -> None:
-        store = self._store
-        for commit_id, tree in trees.items():
-            tree.mark_stored()
-            store.remember_tree(commit_id, tree)
-        for index, pending in enumerate(batch):
-            outcome = outcomes[index]
-            if pending.keep_ref:
-                try:
-                    current = store.backend.read_ref(pending.keep_ref)
-                    store.backend.compare_and_swap(pending.keep_ref, current, pending.own_commit)
-                except StoreError:
-                    pass  # the audit ref is a convenience; the transaction itself succeeded or failed
-            if isinstance(outcome, BaseException):
-                pending.finish(outcome)
-            else:
-                pending.result = outcome
-                pending.finish()
-        store.notify(self._ref)
+    def landed(self) -> None:
+        keep = self._tx.keep_branch
+        if keep:
+            # The audit ref is a convenience; the transaction itself succeeded or failed.
+            with contextlib.suppress(StoreError):
+                self._tx.repo.set_ref(f"refs/heads/{keep}", self.own_commit)
 
 
 class Transaction:
@@ -288,42 +229,31 @@ class Transaction:
         own_commit: The transaction's own commit on ``base`` (differs from commit_id after a merge).
     """
 
-    def __init__(
-        self,
-        store: Store,
-        branch: str,
-        *,
-        message: str,
-        author: str | None = None,
-        retries: int = DEFAULT_RETRIES,
-        keep_branch: str | bool | None = None,
-        no_ff: bool = False,
-        schema: Schema | None = None,
-        base: str | None = None,
-        parents: list[str] | None = None,
-        merge_message: str | None = None,
-        strategy: Strategy = Strategy.TEST_AND_SET,
-    ) -> None:
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        self._store = store
+    def __init__(self, repo: Repository, branch: str, options: TransactionOptions, schema: Schema) -> None:
+        """Start a transaction on ``branch`` (use :meth:`store.branch.Branch.transaction`).
+
+        Args:
+            repo: The repository.
+            branch: The branch's name.
+            options: How it commits.
+            schema: The store's merge rules (used unless ``options.schema`` is given).
+        """
+        self.repo = repo
         self.branch = branch
-        self.message = message
-        self.author = normalise_identity(author)
-        self.retries = retries
-        self.no_ff = no_ff
-        self.strategy = Strategy(strategy)
-        self.schema = SET_SCHEMA if self.strategy is Strategy.SET else (schema or store.schema)
+        self.ref = ref_name(branch)
+        self.options = options
+        self.author = normalise_identity(options.author)
+        strategy = options.strategy
+        self.schema = SET_SCHEMA if strategy is Strategy.SET else (options.schema or schema)
         # None: reads are not validated, so not recorded either.
-        self._reads: set[tuple[Key, Read]] | None = set() if self.strategy is Strategy.TEST_AND_SET else None
-        self.base = base if base is not None else store.backend.read_ref(store.ref_name(branch))
-        self.parents = parents
-        self.merge_message = merge_message
-        self._start_tree = store.tree_at(self.base) if self.base else Tree.empty(store.backend)
+        self._reads: set[tuple[Key, Read]] | None = set() if strategy is Strategy.TEST_AND_SET else None
+        self.base = options.base if options.base is not None else repo.read_ref(self.ref)
+        self._start_tree = repo.tree_at(self.base)
         self.tree = self._start_tree
         self.commit_id: str | None = None
         self.own_commit: str | None = None
         self.started = time.time()
+        keep_branch = options.keep_branch
         if keep_branch is True:
             keep_branch = f"tx/{branch}/{int(self.started * 1000)}-{id(self) & 0xFFFFFF:06x}"
         self.keep_branch: str | None = keep_branch or None
@@ -401,22 +331,9 @@ class Transaction:
         if self.tree.oid == self._start_tree.oid:
             self.commit_id = self.base
             return self.commit_id
-        keep_ref = f"refs/heads/{self.keep_branch}" if self.keep_branch else None
-        pending = _Pending(
-            base=self.base,
-            tree=self.tree,
-            message=self.message,
-            author=self.author,
-            retries=self.retries,
-            keep_ref=keep_ref,
-            no_ff=self.no_ff,
-            schema=self.schema,
-            reads=frozenset(self._reads or ()),
-            parents=self.parents,
-            merge_message=self.merge_message,
-        )
+        update = _Commit(self, frozenset(self._reads or ()))
         try:
-            self.commit_id = self._store.committer(self.branch).submit(pending)
+            self.commit_id = self.repo.submit(self.ref, update)
         finally:
-            self.own_commit = pending.own_commit
+            self.own_commit = update.own_commit
         return self.commit_id

@@ -7,53 +7,18 @@ id is computed only when asked, so writing a commit hashes and stores just the t
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
-from store.backend import Backend
+from store import treewrite
+from store.backend import ObjectReader
 from store.errors import IsADirectory, NotADirectory
-from store.objects import BLOB, TREE, ObjectId, encode_entry, locate_entry, object_id, tree_sort_key
+from store.leaf import Child, Leaf, Node, ident, is_dir
+from store.objects import ObjectId, tree_sort_key
 from store.paths import Key, Path, join, parse
 
 EMPTY_TREE_ID: ObjectId = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-
-
-class Leaf:
-    """A value (git blob): its bytes, its id, or both, each computed on demand."""
-
-    __slots__ = ("_backend", "_oid", "_stored", "_value")
-
-    def __init__(self, backend: Backend, oid: ObjectId | None = None, value: bytes | None = None) -> None:
-        self._backend = backend
-        self._oid = oid
-        self._value = value
-        self._stored = value is None
-
-    @property
-    def oid(self) -> ObjectId:
-        if self._oid is None:
-            assert self._value is not None
-            self._oid = object_id(BLOB, self._value)
-        return self._oid
-
-    @property
-    def value(self) -> bytes:
-        if self._value is None:
-            assert self._oid is not None
-            return self._backend.blob(self._oid)
-        return self._value
-
-    @property
-    def is_new(self) -> bool:
-        """Built in memory and not yet known to be in the repository."""
-        return not self._stored
-
-
-Node = Union["Tree", Leaf]
-# A child is either still a stored (is_dir, id) entry or a node built in memory.
-Child = Union[tuple[bool, ObjectId], "Tree", Leaf]
 
 
 @dataclass(frozen=True)
@@ -89,7 +54,7 @@ class Tree:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: ObjectReader,
         oid: ObjectId | None = None,
         children: dict[str, Child] | None = None,
         origin: tuple[Tree, frozenset[str]] | None = None,
@@ -98,7 +63,7 @@ class Tree:
         self._oid = oid
         self._children = children
         self._raw: bytes | None = None
-        # Git sort keys of the entries in raw order (filled in on demand; see _splice).
+        # Git sort keys of the entries in raw order (filled in on demand; see store.treewrite.splice).
         self._keys: list[bytes] | None = None
         # The tree this one was derived from and the names of the children that differ: its raw bytes can
         # be spliced.
@@ -117,11 +82,11 @@ class Tree:
 
     # -- construction --------------------------------------------------------------------------------------
     @classmethod
-    def empty(cls, backend: Backend) -> Tree:
+    def empty(cls, backend: ObjectReader) -> Tree:
         return cls(backend, None, {})
 
     @classmethod
-    def of(cls, backend: Backend, oid: ObjectId | None) -> Tree:
+    def of(cls, backend: ObjectReader, oid: ObjectId | None) -> Tree:
         """The stored tree with this id (the empty tree for None)."""
         if oid is None or oid == EMPTY_TREE_ID:
             return cls.empty(backend)
@@ -140,8 +105,8 @@ class Tree:
         child = self._entries().get(name)
         if child is None or isinstance(child, Tree | Leaf):
             return child
-        is_dir, oid = child
-        return Tree(self._backend, oid) if is_dir else Leaf(self._backend, oid)
+        directory, oid = child
+        return Tree(self._backend, oid) if directory else Leaf(self._backend, oid)
 
     def _find(self, key: Key) -> Node | None:
         node: Node | None = self
@@ -162,47 +127,9 @@ class Tree:
     @property
     def oid(self) -> ObjectId:
         if self._oid is None:
-            _hash_new_trees(self)
+            treewrite.hash_new_trees(self)
         assert self._oid is not None
         return self._oid
-
-    def _hash(self) -> None:
-        """Encode and hash this tree, whose children's ids are known already (see :func:`_hash_new_trees`)."""
-        raw = self._splice()
-        if raw is None:
-            raw = self._encode()
-        self._raw = raw
-        self._oid = object_id(TREE, raw)
-
-    def _unhashed_children(self) -> Iterator[Tree]:
-        """The in-memory subtrees whose ids encoding this tree needs and that are not hashed yet: the changed
-        entries when it will be spliced from its origin, else every entry."""
-        entries = self._entries()
-        if self._origin is not None:
-            for name in self._origin[1]:
-                child = entries.get(name)
-                if isinstance(child, Tree) and child._oid is None:
-                    yield child
-            return
-        for child in entries.values():
-            if isinstance(child, Tree) and child._oid is None:
-                yield child
-
-    def _encode(self) -> bytes:
-        """Encode every entry (a tree built from nothing, or one that cannot be spliced)."""
-        keyed = []
-        for name, child in self._entries().items():
-            encoded = name.encode("utf-8", "surrogateescape")
-            if isinstance(child, Tree):
-                is_dir, oid = True, child.oid
-            elif isinstance(child, Leaf):
-                is_dir, oid = False, child.oid
-            else:
-                is_dir, oid = child
-            keyed.append((tree_sort_key(encoded, is_dir), encoded, is_dir, oid))
-        keyed.sort()
-        self._keys = [key for key, _, _, _ in keyed]
-        return b"".join(encode_entry(name, is_dir, oid) for _, name, is_dir, oid in keyed)
 
     def _has_raw(self) -> bool:
         return self._raw is not None or self._stored
@@ -214,79 +141,16 @@ class Tree:
         return self._raw
 
     def _sorted_keys(self) -> list[bytes]:
-        """The git sort keys of the entries, in the order of the raw bytes (see :meth:`_splice`)."""
+        """The git sort keys of the entries, in the order of the raw bytes (see :mod:`store.treewrite`)."""
         if self._keys is None:
             if self._raw is None and self._oid is not None:
                 self._keys = self._backend.tree_keys(self._oid)
             else:
                 self._keys = sorted(
-                    tree_sort_key(name.encode("utf-8", "surrogateescape"), _is_dir(child))
+                    tree_sort_key(name.encode("utf-8", "surrogateescape"), is_dir(child))
                     for name, child in self._entries().items()
                 )
         return self._keys
-
-    def _splice(self) -> bytes | None:
-        """Encode by editing the raw bytes of the tree this one came from at the changed entries only.
-
-        A replaced entry is found with a byte search; an inserted one goes where a binary search of the
-        origin's sorted entry keys puts it; a removed one is cut out. A commit that adds a task to a directory
-        of thousands then costs O(log n) comparisons and a copy of the bytes, not a Python-level re-encoding
-        of every sibling. The sorted keys are handed on to the new tree for the next insertion.
-        """
-        if self._origin is None:
-            return None
-        previous, names = self._origin
-        self._origin = None
-        old_entries, new_entries = previous._entries(), self._entries()
-        raw = previous._raw_bytes()
-        old_keys = previous._sorted_keys()
-        keys = list(old_keys)
-        # (start, end, sort key, replacement) over the origin's bytes; an insertion is an empty range.
-        edits: list[tuple[int, int, bytes, bytes]] = []
-        for name in names:
-            old, new = old_entries.get(name), new_entries.get(name)
-            if old is None and new is None:
-                continue
-            encoded = name.encode("utf-8", "surrogateescape")
-            start = end = 0
-            old_key = b""
-            if old is not None:
-                old_key = tree_sort_key(encoded, _is_dir(old))
-                start, end = locate_entry(raw, encoded, _is_dir(old))
-            if new is None:
-                edits.append((start, end, old_key, b""))
-                del keys[bisect_left(keys, old_key)]
-                continue
-            new_is_dir = _is_dir(new)
-            new_key = tree_sort_key(encoded, new_is_dir)
-            entry = encode_entry(encoded, new_is_dir, new[1] if isinstance(new, tuple) else new.oid)
-            if old is not None and old_key == new_key:
-                edits.append((start, end, new_key, entry))
-                continue
-            if old is not None:
-                edits.append((start, end, old_key, b""))  # a value became a directory, or back
-                del keys[bisect_left(keys, old_key)]
-            at = bisect_left(old_keys, new_key)
-            if at < len(old_keys):
-                successor = old_keys[at]
-                is_dir = successor.endswith(b"/")
-                gap = locate_entry(raw, successor[:-1] if is_dir else successor, is_dir)[0]
-            else:
-                gap = len(raw)
-            edits.append((gap, gap, new_key, entry))
-            insort(keys, new_key)
-        # In byte order; at one offset, insertions (empty ranges) come before the entry they precede, and
-        # among themselves go by sort key.
-        edits.sort()
-        parts = []
-        position = 0
-        for start, end, _, replacement in edits:
-            parts.append(raw[position:start])
-            parts.append(replacement)
-            position = end
-        parts.append(raw[position:])
-        self._keys = keys
-        return b"".join(parts)
 
     def derived(self, children: dict[str, Child], changed: frozenset[str]) -> Tree:
         """A tree whose children are ``children``, known to differ from this tree's only at ``changed``."""
@@ -476,7 +340,7 @@ class Tree:
         mine, theirs = self._entries(), other._entries()
         # Entries built in memory compare by identity there: a superset, narrowed by comparing ids.
         candidates = {name for name, _ in mine.items() ^ theirs.items()}
-        return {name for name in candidates if _ident(mine.get(name)) != _ident(theirs.get(name))}
+        return {name for name in candidates if ident(mine.get(name)) != ident(theirs.get(name))}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tree) and self.oid == other.oid
@@ -491,38 +355,12 @@ class Tree:
     def new_objects(self) -> list[tuple[ObjectId, int, bytes]]:
         """Objects built in memory that the repository may not have yet (only along changed paths)."""
         out: list[tuple[ObjectId, int, bytes]] = []
-        _collect(self, out)
+        treewrite.collect(self, out)
         return out
-
-    def _maybe_new_children(self) -> Iterable[Child]:
-        entries = self._entries()
-        if self._dirty is None:
-            return entries.values()
-        return [entries[name] for name in self._dirty if name in entries]
 
     def mark_stored(self) -> None:
         """Record that every object of this tree is now in the repository (after a write)."""
-        stack: list[Tree] = [self]
-        while stack:
-            tree = stack.pop()
-            if tree._stored:
-                continue
-            for child in tree._maybe_new_children():
-                if isinstance(child, Tree):
-                    stack.append(child)
-                elif isinstance(child, Leaf):
-                    child._stored = True
-            tree._stored = True
-
-
-def _ident(child: Child | None) -> tuple[bool, ObjectId] | None:
-    if child is None or isinstance(child, tuple):
-        return child
-    return (isinstance(child, Tree), child.oid)
-
-
-def _is_dir(child: Child) -> bool:
-    return child[0] if isinstance(child, tuple) else isinstance(child, Tree)
+        treewrite.mark_stored(self)
 
 
 # The walks below use explicit stacks, not recursion: a tree is as deep as its writers made it (a xenstore
@@ -574,44 +412,3 @@ def _diff(old: Node | None, new: Node | None, key: Key, out: list[Change]) -> No
             out.extend(Change(path, None, value) for path, value in _walk(new, key))
         elif isinstance(new, Leaf):
             out.append(Change(join(key), None, new.value))
-
-
-def _hash_new_trees(root: Tree) -> None:
-    """Give ``root`` and every unhashed tree it needs an id, children before parents, with an explicit
-    stack: each tree is encoded once its subtrees' ids are known."""
-    stack: list[tuple[Tree, bool]] = [(root, False)]
-    while stack:
-        tree, ready = stack.pop()
-        if tree._oid is not None:
-            continue  # hashed already (a subtree shared by two parents)
-        if ready:
-            tree._hash()
-            continue
-        stack.append((tree, True))
-        stack.extend((child, False) for child in tree._unhashed_children())
-
-
-def _collect(root: Tree, out: list[tuple[ObjectId, int, bytes]]) -> None:
-    """Append the objects under ``root`` that may be new, children before parents, in entry order."""
-    if root._oid is None:
-        _hash_new_trees(root)  # first, so that every new tree has its raw bytes
-    # Items: a tree to visit, a leaf to emit, or (tree,) to emit a visited tree after its children.
-    stack: list[Tree | Leaf | tuple[Tree]] = [root]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Leaf):
-            if item.is_new:
-                out.append((item.oid, BLOB, item.value))
-            continue
-        if isinstance(item, tuple):
-            tree = item[0]
-            # A tree whose id came from the repository but whose children were materialised has no raw
-            # bytes: it is stored already.
-            if tree._raw is not None:
-                out.append((tree.oid, TREE, tree._raw))
-            continue
-        if item._stored:
-            continue
-        stack.append((item,))
-        children = [c for c in item._maybe_new_children() if isinstance(c, Tree | Leaf)]
-        stack.extend(reversed(children))

@@ -79,7 +79,7 @@ class Claims:
 
     def held(self) -> dict[str, str]:
         """Every claim: {VM uuid: the claim's head commit}."""
-        refs = self.store.backend.list_refs(_CLAIMS)
+        refs = self.store.list_refs(_CLAIMS)
         return {ref.rsplit("/", 1)[-1]: commit for ref, commit in refs.items()}
 
     def busy(self) -> set[str]:
@@ -110,7 +110,7 @@ class Claims:
 
     def failed(self) -> dict[str, str]:
         """Every kept failed task: {task id: its branch's head commit}."""
-        refs = self.store.backend.list_refs(_FAILED)
+        refs = self.store.list_refs(_FAILED)
         return {ref.rsplit("/", 1)[-1]: commit for ref, commit in refs.items()}
 
     def failed_head(self, task_id: str) -> str | None:

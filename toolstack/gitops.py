@@ -169,9 +169,7 @@ def _revert_invalid(
         for rejection in rejections:
             tx.subtree(layout.vm_dir(rejection.uuid))
             good = rejection.restored_from
-            tx.tree = _restore(
-                tx.tree, store.tree_at(good) if good else Tree.empty(store.backend), rejection.uuid
-            )
+            tx.tree = _restore(tx.tree, store.tree_at(good) if good else store.tree_at(None), rejection.uuid)
     return rejections
 
 

@@ -51,7 +51,7 @@ def changed_vms(store: Store, parent: str | None, commit: str) -> tuple[str, ...
     compares the entries it already holds in memory instead of parsing ``vms/`` again.
     """
     new = store.tree_at(commit).subtree(layout.VMS)
-    old = store.tree_at(parent).subtree(layout.VMS) if parent else Tree.empty(store.backend)
+    old = store.tree_at(parent).subtree(layout.VMS) if parent else store.tree_at(None)
     if new.oid == old.oid:
         return ()
     return tuple(sorted(layout.changed_vm_uuids(old, new)))
@@ -173,7 +173,7 @@ def show(ctx: Context, rev: str) -> CommitView:
     commit_id = store.resolve(rev)
     info = store.graph.info(commit_id)
     parent = info.parents[0] if info.parents else None
-    old = store.tree_at(parent) if parent else Tree.empty(store.backend)
+    old = store.tree_at(parent) if parent else store.tree_at(None)
     changes = [(c.path, c.old, c.new) for c in old.diff(store.tree_at(commit_id))]
     return CommitView(info, changes)
 

@@ -144,9 +144,9 @@ def resync(
         )
     local = local_only_commits(store, head, incoming, marker, previous)
     kept = f"{RESYNC_PREFIX}/{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{head[:8]}"
-    if not store.backend.compare_and_swap(kept, None, head):
+    if not store.test_and_set(kept, None, head):
         raise ToolstackError(f"{kept} exists already: run resync again", operation="resync")
-    if not store.backend.compare_and_swap(store.ref_name(layout.MAIN), head, incoming):
+    if not store.test_and_set(store.ref_name(layout.MAIN), head, incoming):
         raise ToolstackError("main moved during the resync: run it again", operation="resync")
     store.notify(store.ref_name(layout.MAIN))
     result = ResyncResult(before=head, after=incoming, kept=kept)

@@ -97,7 +97,7 @@ def resync_command(ts: Toolstack, remote: str) -> str:
 
 def _fetch(store: Store, link: Remote) -> tuple[str | None, str | None]:
     """(our previous view of the remote's main, its main now) around one fetch."""
-    previous = store.backend.read_ref(link.tracking_ref(layout.MAIN))
+    previous = store.branch(link.tracking_ref(layout.MAIN)).head
     return previous, link.fetch().get(layout.MAIN)
 
 
@@ -152,7 +152,7 @@ def pull(
             if marker is not None:
                 # Leave everything as it was, the tracking ref included, so that resync (and the next pull)
                 # still know what we had seen of the remote before its rewrite.
-                store.backend.compare_and_swap(link.tracking_ref(layout.MAIN), incoming, previous)
+                store.test_and_set(link.tracking_ref(layout.MAIN), incoming, previous)
                 raise HistoryRewritten(remote, incoming, marker.root, marker.at, resync_command(ts, remote))
             merged = store.merge(
                 incoming,
@@ -174,7 +174,7 @@ def pull(
             result.plan = _reconcile(ts, confirm, placed_only=placed_only, rejections=result.rejections)
         if not push:
             break
-        if ts.main.head == store.backend.read_ref(link.tracking_ref(layout.MAIN)):
+        if ts.main.head == store.branch(link.tracking_ref(layout.MAIN)).head:
             break  # the remote has it all already
         try:
             _guarded_push(ts, link, incoming)
@@ -225,7 +225,7 @@ def push(ts: Toolstack, remote: str = "origin", url: str | None = None, force: b
     """
     link = ts.store.remote(remote, url)
     if force:
-        seen = ts.store.backend.read_ref(link.tracking_ref(layout.MAIN))
+        seen = ts.store.branch(link.tracking_ref(layout.MAIN)).head
         return link.push(layout.MAIN, force=True, expect=seen)
     _, remote_head = _fetch(ts.store, link)
     return _guarded_push(ts, link, remote_head)

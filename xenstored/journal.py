@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from store import Branch, Store, StoreError, Tree
+from store import Branch, Store, StoreError
 from store.objects import COMMIT, encode_commit, normalise_identity, object_id
 from xenstored.nodes import GitEncoder, GitObject, LeafChange, Node
 from xenstored.state import JournalEntry, State, rebase
@@ -236,10 +236,10 @@ class GitJournal:
     def sync(self) -> list[LeafChange]:
         """Bring changes another writer committed into the state; returns the changes applied."""
         store = self._store
-        head = store.backend.read_ref(self._ref)
+        head = store.repo.read_ref(self._ref)
         if head == self.commit_id or head is None:
             return []
-        before = store.tree_at(self.commit_id) if self.commit_id else Tree.empty(store.backend)
+        before = store.tree_at(self.commit_id)  # the empty tree for None
         changes = [
             LeafChange(tuple(c.path.split("/")), c.old, c.new) for c in before.diff(store.tree_at(head))
         ]
@@ -270,7 +270,7 @@ class GitJournal:
     def _write_batch(self, limit: int | None) -> None:
         """Write the oldest queued changes (at most ``limit``; None: all, including any queued meanwhile)."""
         held: list[JournalEntry] = []
-        backend = self._store.backend
+        repo = self._store.repo
         try:
             for _attempt in range(ATTEMPTS):
                 if limit is None or not held:
@@ -279,15 +279,14 @@ class GitJournal:
                     return
                 head, made = self._build(self.commit_id, held)
                 self._unwritten.extend(self._encoder.take())
-                backend.write_objects(self._unwritten)
-                self._unwritten = []
-                if backend.compare_and_swap(self._ref, self.commit_id, head):
+                published = repo.publish(self._ref, self.commit_id, head, self._unwritten)
+                self._unwritten = []  # written, whether or not the branch had moved
+                if published:
                     for entry, commit_id in made:
                         entry.commit_id = commit_id
                     self.commit_id = head
                     self.commits += len(made)
                     self.flushed_seq = held[-1].seq
-                    self._store.notify(self._ref)
                     self._flushed_cb(self.flushed_seq)
                     return
                 rebase(held, self.sync())

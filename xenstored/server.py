@@ -108,7 +108,7 @@ class XenstoreServer:
         self.store = Store.open(config.repo, create=True, durable=True)
         self.branch = self.store.branch(config.branch)
         head = self.branch.head
-        tree = nodes.load(self.store.backend, self.store.tree_at(head).oid) if head else nodes.EMPTY
+        tree = nodes.load(self.store.objects, self.store.tree_at(head).oid) if head else nodes.EMPTY
         self.state = State(tree, config.quotas, head)
         self.domains = DomainTable()
         self.admin = AdminRequests(self.state, self.domains, self)

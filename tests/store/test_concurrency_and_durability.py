@@ -151,7 +151,7 @@ def test_a_lease_held_by_a_killed_process_is_released(disk_store, tmp_path):
     main = disk_store.branch()
     with main.transaction(message="seed") as tx:
         tx.set("a", b"0")
-    lease = disk_store.backend._lease(main.ref).path
+    lease = disk_store.backend.leases.get(main.ref).path
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -229,7 +229,7 @@ def test_objects_written_by_many_threads_at_once_are_group_committed_and_all_rea
 
 
 def test_a_failed_shared_pack_fails_every_batch_in_it_and_the_next_write_succeeds(disk_store, monkeypatch):
-    from store.disk import DiskBackend
+    from store.disk_objects import DiskObjects
     from store.objects import BLOB, object_id
 
     backend = disk_store.backend
@@ -237,7 +237,7 @@ def test_a_failed_shared_pack_fails_every_batch_in_it_and_the_next_write_succeed
     def broken(self, objects):
         raise OSError("disk full")
 
-    monkeypatch.setattr(DiskBackend, "_write_pack", broken)
+    monkeypatch.setattr(DiskObjects, "_write_pack", broken)
     with pytest.raises(OSError, match="disk full"):
         backend.write_objects([(object_id(BLOB, b"lost"), BLOB, b"lost")])
     monkeypatch.undo()
@@ -248,17 +248,17 @@ def test_a_failed_shared_pack_fails_every_batch_in_it_and_the_next_write_succeed
 def test_a_small_pack_is_read_from_the_bytes_written_and_a_big_one_from_its_files(disk_store, monkeypatch):
     import mmap
 
-    import store.disk
+    import store.disk_objects
     from store.objects import BLOB, object_id
     from store.packs import PackView
 
     backend = disk_store.backend
-    monkeypatch.setattr(store.disk, "KEPT_PACK_BYTES", 4096)
+    monkeypatch.setattr(store.disk_objects, "KEPT_PACK_BYTES", 4096)
     small = b"a small object"
     big = os.urandom(8192)  # incompressible: its deflate stream is longer than the object itself
     for value in (small, big):
         backend.write_objects([(object_id(BLOB, value), BLOB, value)])
-    newest, previous = backend._packs._packs[:2]
+    newest, previous = backend.objects._packs._packs[:2]
     assert isinstance(newest._pack, mmap.mmap)  # the big pack: mapped from its files
     assert isinstance(previous._pack, bytes)  # the small one: the bytes written, no file opened again
     for view, value in ((previous, small), (newest, big)):
@@ -276,12 +276,12 @@ def test_reads_of_another_writers_objects_race_roll_ups_without_error(tmp_path, 
     on such a miss; a refresh at the same moment as a roll-up's used to fail the roll-up."""
     import logging
 
-    import store.disk
+    import store.disk_objects
     from store.disk import DiskBackend
     from store.objects import BLOB, object_id
 
-    monkeypatch.setattr(store.disk, "ROLL_UP_FANOUT", 2)
-    monkeypatch.setattr(store.disk, "MAINTENANCE_EVERY", 1)
+    monkeypatch.setattr(store.disk_objects, "ROLL_UP_FANOUT", 2)
+    monkeypatch.setattr(store.disk_objects, "MAINTENANCE_EVERY", 1)
     Store.open(str(tmp_path / "repo.git"), create=True).close()
     gitdir = str(tmp_path / "repo.git")
     reader, other = DiskBackend(gitdir), DiskBackend(gitdir)
@@ -313,7 +313,7 @@ def test_reads_of_another_writers_objects_race_roll_ups_without_error(tmp_path, 
                 except BaseException as err:
                     failures.append(err)
 
-    with caplog.at_level(logging.ERROR, logger="store.disk"):
+    with caplog.at_level(logging.ERROR, logger="store.disk_objects"):
         threads = [threading.Thread(target=f) for f in (write_theirs, write_ours, read_theirs, read_theirs)]
         for thread in threads:
             thread.start()

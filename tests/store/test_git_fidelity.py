@@ -188,7 +188,8 @@ def test_roll_up_includes_packs_with_deltas_written_by_git(disk_store, run_git):
     for i in range(40):
         commit(main, {f"more/{i}": b"v"})  # then many small packs of our own
     pack_dir = os.path.join(disk_store.gitdir, "objects", "pack")
-    disk_store.backend._roll_up([name for name, _ in disk_store.backend._list_packs()])  # all of them
+    objects = disk_store.backend.objects
+    objects._roll_up([name for name, _ in objects._list_packs()])  # all of them
     assert len([p for p in os.listdir(pack_dir) if p.endswith(".pack")]) == 1
     run_git(disk_store.gitdir, "fsck", "--full")
     assert main.get("more/39") == b"v" and main.get("k/0") == b"v"
@@ -201,7 +202,8 @@ def test_roll_up_of_own_packs_concatenates_their_bodies_into_a_pack_git_verifies
     backend = disk_store.backend
     assert backend.wait_for_maintenance()
     pack_dir = os.path.join(disk_store.gitdir, "objects", "pack")
-    backend._roll_up([name for name, _ in backend._list_packs()])  # all of them, by concatenation
+    objects = backend.objects
+    objects._roll_up([name for name, _ in objects._list_packs()])  # all of them, by concatenation
     (pack,) = [p for p in os.listdir(pack_dir) if p.endswith(".pack")]
     run_git(disk_store.gitdir, "verify-pack", os.path.join(pack_dir, pack[: -len(".pack")] + ".idx"))
     run_git(disk_store.gitdir, "fsck", "--full")
@@ -218,7 +220,7 @@ def test_packs_sharing_an_object_are_rolled_up_into_one_listing_it_once(disk_sto
     backend.write_objects([shared, (object_id(BLOB, b"one"), BLOB, b"one")])
     backend.write_objects([shared, (object_id(BLOB, b"two"), BLOB, b"two")])
     backend.write_objects([(object_id(BLOB, b"three"), BLOB, b"three"), shared])
-    backend._roll_up([name for name, _ in backend._list_packs()])
+    backend.objects._roll_up([name for name, _ in backend.objects._list_packs()])
     run_git(disk_store.gitdir, "fsck", "--full")
     (index,) = [p for p in os.listdir(pack_dir) if p.endswith(".idx")]
     verified = run_git(disk_store.gitdir, "verify-pack", "-v", os.path.join(pack_dir, index))
@@ -238,8 +240,8 @@ def test_packs_sharing_an_object_are_rolled_up_into_one_listing_it_once(disk_sto
 def test_concatenated_packs_hold_every_object_of_their_sources_once(tmp_path_factory, picks):
     """Packs drawn from one pool of objects, so that they share some: the concatenation lists each object
     once, at an offset where it reads back whole, and git verifies the pack."""
-    from store.disk import concatenate_packs, encode_pack, read_whole_object_pack
     from store.objects import BLOB, object_id
+    from store.packfile import concatenate_packs, encode_pack, read_whole_object_pack
     from store.packs import PackView
 
     directory = tmp_path_factory.mktemp("packs")

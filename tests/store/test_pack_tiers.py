@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.disk import ROLL_UP_FANOUT, pack_tier, tier_to_roll_up
+from store.disk_objects import ROLL_UP_FANOUT, pack_tier, tier_to_roll_up
 
 
 def test_tiers_are_powers_of_the_fanout():

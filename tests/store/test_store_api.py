@@ -137,3 +137,30 @@ def test_revisions_cannot_reach_outside_the_repository(store):
     ]:
         with pytest.raises(UnknownCommit):
             store.resolve(hostile)
+
+
+def test_test_and_set_moves_a_branch_or_ref_only_from_the_value_expected(store):
+    first = commit(store.branch("main"), "a", b"1")
+    second = commit(store.branch("main"), "a", b"2")
+    assert not store.test_and_set("main", first, first)  # main is at second
+    assert store.test_and_set("main", second, first)
+    assert store.branch("main").head == first
+    assert store.test_and_set("refs/remotes/origin/main", None, second)  # a full ref name
+    assert store.branch("refs/remotes/origin/main").head == second
+    assert store.test_and_set("refs/remotes/origin/main", second, None)  # None deletes
+    assert store.branch("refs/remotes/origin/main").head is None
+    with pytest.raises(ValueError):
+        store.test_and_set("../escape", None, first)
+
+
+def test_list_refs_lists_one_directory_of_refs(store):
+    head = commit(store.branch("main"), "a", b"1")
+    store.fork("vm-task/1", "main")
+    store.fork("vm-task/2", "main")
+    store.fork("vm-taskforce", "main")
+    expected = {"refs/heads/vm-task/1": head, "refs/heads/vm-task/2": head}
+    assert store.list_refs("refs/heads/vm-task/") == expected
+    assert store.list_refs("refs/heads/vm-task") == expected  # a directory, not a string prefix
+    assert set(store.list_refs()) == {"refs/heads/main", "refs/heads/vm-taskforce", *expected}
+    with pytest.raises(ValueError):
+        store.list_refs("heads/")

@@ -8,6 +8,7 @@ one path that publishes changes (write objects, then compare-and-swap a ref).
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from dulwich.repo import Repo
@@ -147,8 +148,11 @@ class Store:
         name: str = "origin",
         durable: bool = True,
         schema: Schema | None = None,
+        branches: Collection[str] | None = None,
     ) -> Store:
-        """Create a bare repository at ``path`` with every branch of the repository at ``url``.
+        """Create a bare repository at ``path`` with every branch of the repository at ``url`` (as
+        `git clone --bare`), or only ``branches`` (as `git clone --single-branch`); every remote branch is
+        tracked under ``refs/remotes/<name>/`` either way.
 
         Raises:
             NotARepository: ``path`` exists and is not an empty directory.
@@ -158,7 +162,8 @@ class Store:
         try:
             remote = store.remote(name, url)
             for branch, commit in remote.fetch().items():
-                store.repo.publish(store.ref_name(branch), None, commit)
+                if branches is None or branch in branches:
+                    store.repo.publish(store.ref_name(branch), None, commit)
         except BaseException:
             store.close()
             raise

@@ -145,7 +145,9 @@ def clone_pool(url: str, path: str) -> Pool:
     )
     try:
         try:
-            store = Store.clone(url, staging)
+            # Main only: another host's claims and kept failed tasks are that host's business; copied here,
+            # this repository would see those VMs as busy, or "recover" tasks it never ran.
+            store = Store.clone(url, staging, branches=(layout.MAIN,))
         except NotARepository as err:
             raise ToolstackError(f"cannot clone into {path}: {err}") from err
         with store:

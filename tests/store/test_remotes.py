@@ -192,3 +192,19 @@ def test_a_branch_that_moves_while_a_local_fetch_runs_is_tracked_at_the_commit_r
     assert mine.branch("main").get("b") == b"2"
     mine.close()
     central.close()
+
+
+def test_a_single_branch_clone_makes_only_that_branch_and_tracks_them_all(tmp_path):
+    central = Store.open(tmp_path / "central.git")
+    commit(central.branch("main"), {"a": b"1"}, "seed")
+    central.fork("vm-task/x", central.branch("main").head)
+    one = Store.clone(str(tmp_path / "central.git"), tmp_path / "one.git", branches=("main",))
+    assert one.branches() == ["main"]
+    assert one.list_refs("refs/remotes/origin/") == {
+        "refs/remotes/origin/main": central.branch("main").head,
+        "refs/remotes/origin/vm-task/x": central.branch("main").head,
+    }
+    every = Store.clone(str(tmp_path / "central.git"), tmp_path / "every.git")
+    assert sorted(every.branches()) == ["main", "vm-task/x"]
+    for store in (one, every, central):
+        store.close()

@@ -91,6 +91,33 @@ def test_clone_joins_a_pool_with_its_one_root_commit(tmp_path):
         assert roots(base / "pool.git") == roots(tmp_path / "state.git")
 
 
+def test_a_host_joining_while_an_operation_runs_elsewhere_takes_main_only_and_never_its_claim(tmp_path):
+    # An operator's task holds web (its claim branch is in the pool's repository) at the moment a host
+    # joins: the claim is that process's business. The joining host must neither see web as busy nor
+    # "recover" a task that is not its own.
+    run(tmp_path, "init", "--name", "lab")
+    run(tmp_path, "vm", "create", "web", "--memory", "64M")
+    uuid = json.loads(run(tmp_path, "--json", "vm", "show", "web").stdout)["uuid"]
+    head = git(tmp_path, "rev-parse", "main").strip()
+    git(tmp_path, "branch", f"{layout.LOCK_PREFIX}/{uuid}", head)  # in flight on the operator's host
+    git(tmp_path, "branch", f"{layout.FAILED_PREFIX}/20261206T000000-0badc0de", head)
+
+    # A second repository of the pool on the same host (and hypervisor) as the operator's.
+    host = ["--repo", str(tmp_path / "host.git"), "--driver", f"sim://{tmp_path}/sim"]
+    run(tmp_path, *host, "clone", str(tmp_path / "state.git"), str(tmp_path / "host.git"))
+
+    branches = subprocess.run(
+        ["git", "--git-dir", str(tmp_path / "host.git"), "for-each-ref", "--format=%(refname)", "refs/heads"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert branches == ["refs/heads/main"]
+    started = run(tmp_path, *host, "vm", "start", "web")
+    assert "recovered" not in started.stderr
+    assert json.loads(run(tmp_path, *host, "--json", "vm", "show", "web").stdout)["state"] == "running"
+
+
 def test_cloning_what_is_no_pool_fails_and_leaves_nothing(tmp_path):
     Store.open(tmp_path / "empty.git").close()
     result = run(tmp_path, "clone", str(tmp_path / "empty.git"), str(tmp_path / "joined.git"), check=False)

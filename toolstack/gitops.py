@@ -20,7 +20,7 @@ import json
 import re
 from typing import TYPE_CHECKING
 
-from store import Tree
+from store import Conflict, Tree
 from store.paths import parse
 from toolstack import layout
 from toolstack.errors import InvalidInput, Rejection, UnrequestedRemoval
@@ -174,6 +174,43 @@ def _revert_invalid(
 
 
 # -- the push guard ------------------------------------------------------------------------------------------
+def take_their_repairs(ts: Toolstack, remote: str, head: str, incoming: str, conflict: Conflict) -> bool:
+    """Settle a pull's conflict that is only about repairs of one invalid edit: take the remote's.
+
+    A host reverts an invalid edit on its own main; until it pushes, the pool may repair the same edit
+    otherwise (another host's revert, then a valid edit). Both sides then changed the invalid value, and the
+    3-way merge against it conflicts on every pull, for good. When every conflicting path belongs to a VM
+    that was invalid at the merge base, the pool's repair wins: it is committed on main (so the next merge
+    is clean), and the merged result is validated as any pull's is.
+
+    Returns:
+        Whether the conflict was settled so (False: it is a real conflict, left to the caller).
+    """
+    uuids: set[str] = set()
+    for entry in conflict.conflicts:
+        split = layout.split_vm_path(entry.path)
+        if split is None:
+            return False
+        uuids.add(split[0])
+    base = ts.store.merge_base_tree(head, incoming)
+    if set(invalid_vms(base, sorted(uuids))) != uuids:
+        return False
+    theirs = ts.store.tree_at(incoming)
+    paths = sorted(entry.path for entry in conflict.conflicts)
+    message = (
+        f"gitops: took {remote}'s repair of an invalid edit of {', '.join(sorted(uuids))} over this host's "
+        "own revert\n\n" + "\n".join(paths) + "\n"
+    )
+    with ts.main.transaction(message=message, author=ts.author, base=head) as tx:
+        for path in paths:
+            value = theirs.get(path)
+            if value is None:
+                tx.remove(path)
+            else:
+                tx.set(path, value)
+    return True
+
+
 def _has_vm(store: Store, commit: str, uuid: str) -> bool:
     graph = store.graph
     return graph.path_node(graph.tree_of(commit), parse(layout.vm_dir(uuid))) is not None

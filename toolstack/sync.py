@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from store import NonFastForward
+from store import Conflict, NonFastForward
 from store.squash import SquashMarker, root_of, squash_marker
 from toolstack import layout
 from toolstack.errors import DestructivePlanRefused, HistoryRewritten, Rejection
-from toolstack.gitops import _guarded_push, _revert_invalid
+from toolstack.gitops import _guarded_push, _revert_invalid, take_their_repairs
 from toolstack.history import changed_vms
 from toolstack.plan import Confirm, Plan
 
@@ -154,12 +154,17 @@ def pull(
                 # still know what we had seen of the remote before its rewrite.
                 store.test_and_set(link.tracking_ref(layout.MAIN), incoming, previous)
                 raise HistoryRewritten(remote, incoming, marker.root, marker.at, resync_command(ts, remote))
-            merged = store.merge(
-                incoming,
-                into=layout.MAIN,
-                author=ts.author,
-                message=f"Merge {remote}/{layout.MAIN} into {layout.MAIN}",
-            )
+            try:
+                merged = store.merge(
+                    incoming,
+                    into=layout.MAIN,
+                    author=ts.author,
+                    message=f"Merge {remote}/{layout.MAIN} into {layout.MAIN}",
+                )
+            except Conflict as conflict:
+                if head is None or not take_their_repairs(ts, remote, head, incoming, conflict):
+                    raise
+                continue  # main now agrees with the remote on those paths: merge again
             if ts.shard_layout():  # the remote had VMs in the layout of before the shards
                 merged = ts.main.head
                 assert merged is not None

@@ -383,3 +383,32 @@ def test_event_tokens_of_rewritten_commits_keep_working_and_cut_ones_are_lost(tm
     ok(toolstack(tmp_path, "h2", "pull", "--resync"))
     # (then the events of the resync's own reconcile, which defined db here)
     assert listed("h2", tokens["pushed"])[: len(after_point)] == after_point
+
+
+def test_a_host_whose_own_revert_meets_the_pools_later_repair_takes_the_repair(tmp_path, pool):
+    # Found by the chaos test (seed 3): h2 reverted an invalid edit locally (memory "lots" -> 256); meanwhile
+    # the pool repaired it differently (another host's revert, then a valid edit to 384). Against the
+    # invalid base, "256" and "384" conflicted on every pull, for good: the host never converged.
+    url, uuid, work, base = pool
+    ok(toolstack(tmp_path, "h2", "pull", "--url", url))
+    wrong_type(work, uuid)
+    git(work, "commit", "-qam", "the bad edit")
+    git(work, "push", "-q", "origin", "main")
+    assert toolstack(tmp_path, "h2", "pull").returncode == 5  # reverted here, not pushed
+    edit_config(work, uuid, lambda c: c.update(memory=384))  # the pool's own repair
+    git(work, "commit", "-qam", "repair: 384 MiB")
+    git(work, "push", "-q", "origin", "main")
+
+    pulled = toolstack(tmp_path, "h2", "pull", "--push")
+
+    assert pulled.returncode == 0, pulled.stderr
+    shown = json.loads(ok(toolstack(tmp_path, "h2", "--json", "vm", "show", "web")))
+    assert shown["memory"] == 384
+    assert json.loads(central_tree(base).get(layout.config_path(uuid)))["memory"] == 384
+    taken = subprocess.run(
+        ["git", "--git-dir", str(tmp_path / "h2.git"), "log", "--format=%s", "--grep=^gitops: took", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert taken.startswith(f"gitops: took origin's repair of an invalid edit of {uuid} over this host's own")

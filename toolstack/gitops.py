@@ -197,6 +197,8 @@ def take_their_repairs(ts: Toolstack, remote: str, head: str, incoming: str, con
         return False
     theirs = ts.store.tree_at(incoming)
     paths = sorted(entry.path for entry in conflict.conflicts)
+    if any(theirs.kind(path) == "directory" for path in paths):
+        return False  # a file against a directory: not a repair of one value, left to the caller
     message = (
         f"gitops: took {remote}'s repair of an invalid edit of {', '.join(sorted(uuids))} over this host's "
         "own revert\n\n" + "\n".join(paths) + "\n"

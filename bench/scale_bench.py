@@ -52,6 +52,7 @@ TIME = "/usr/bin/time"
 ENV = {**os.environ, "PYTHONPATH": ROOT}
 for _name in ("TOOLSTACK_REPO", "TOOLSTACK_DRIVER"):
     ENV.pop(_name, None)
+STAGES = ("startup", "history", "size", "vms")
 MB = 1024  # /usr/bin/time reports KiB; MB here means MiB, GB GiB
 
 
@@ -241,7 +242,7 @@ def check_log(b: Bench, repo: str, name: str, path: str) -> None:
     b.notes.append(f"log {name}: {len(ours)} commits, {same} as git log --first-parent -- {path}")
 
 
-def measure_history(b: Bench, where: str, name: str, scratch: str) -> None:
+def measure_history(b: Bench, where: str, name: str, scratch: str, repack_too: bool = True) -> None:
     repo = os.path.join(where, "pool.git")
     path = layout.vm_dir(git(repo, "show", f"main:{layout.name_path(name)}").strip())
     plain = b.run(["git", "-C", repo, "log", "--format=%H", "main", "--", path])
@@ -260,12 +261,13 @@ def measure_history(b: Bench, where: str, name: str, scratch: str) -> None:
     graph = b.run(["git", "-C", graphed, *graph_write], repeat=1)
     fast = b.run(["git", "-C", graphed, "log", "--format=%H", "main", "--", path])
     first = b.run(["git", "-C", graphed, "log", "--first-parent", "--format=%H", "main", "--", path])
-    # The repository as git would keep it: a bare clone, repacked with fresh deltas.
-    packed = os.path.join(scratch, "packed.git")
-    subprocess.run(["git", "clone", "-q", "--bare", "--local", repo, packed], check=True, timeout=600)
-    repack = b.run(["nice", "-n", "10", "git", "-C", packed, "repack", "-q", "-adf"], repeat=1)
-    packed_graph = b.run(["git", "-C", packed, *graph_write], repeat=1)
-    ours_size, packed_size = disk_usage(repo), disk_usage(packed) if repack.ok else None
+    if repack_too:
+        # The repository as git would keep it: a bare clone, repacked with fresh deltas.
+        packed = os.path.join(scratch, "packed.git")
+        subprocess.run(["git", "clone", "-q", "--bare", "--local", repo, packed], check=True, timeout=600)
+        repack = b.run(["nice", "-n", "10", "git", "-C", packed, "repack", "-q", "-adf"], repeat=1)
+        packed_graph = b.run(["git", "-C", packed, *graph_write], repeat=1)
+        ours_size, packed_size = disk_usage(repo), disk_usage(packed) if repack.ok else None
 
     log, graph_log = f"log {name}", "git log -- PATH, changed-paths graph"
     b.add(
@@ -276,8 +278,10 @@ def measure_history(b: Bench, where: str, name: str, scratch: str) -> None:
     b.add(f"{log}, warm (in process, 2nd call)", hot["second"], "s", fast.wall, graph_log)
     index, write = "per-VM log index from scratch", "git commit-graph write --changed-paths"
     b.add(index, built.wall, "s", graph.wall, write, "<= 10 s", 10.0)
-    b.add(index, built.wall, "s", packed_graph.wall, f"{write}, repacked copy")
     b.add(f"{index}, peak RSS", built.rss, "KB", graph.rss, "git commit-graph write", "<= 300 MB", 300 * MB)
+    if not repack_too:
+        return
+    b.add(index, built.wall, "s", packed_graph.wall, f"{write}, repacked copy")
     b.add(f"{index}, peak RSS", built.rss, "KB", packed_graph.rss, "git commit-graph write, repacked copy")
     limit = None if packed_size is None else 1.5 * packed_size
     b.add(
@@ -362,7 +366,16 @@ def main() -> None:
     parser.add_argument("--history-vms", type=int, default=1000, help="VMs the operations act on")
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per measure (median)")
+    parser.add_argument(
+        "--only",
+        default=",".join(STAGES),
+        help=f"comma-separated stages to run, of {', '.join(STAGES)} [all]; 'history' without 'size' "
+        "skips the repacked copy (minutes at full size)",
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if only - set(STAGES):
+        parser.error(f"--only: unknown stage(s) {', '.join(sorted(only - set(STAGES)))}; stages: {STAGES}")
     if not os.access(TIME, os.X_OK):
         raise SystemExit(f"{TIME} is missing (it measures peak RSS): apt-get install time")
     vms = args.vms or (1000 if args.quick else 10_000)
@@ -391,11 +404,14 @@ def main() -> None:
         )
 
     key = f"v{states.FORMAT}-seed{args.seed}"
-    pool, pool_took = states.cached(args.cache, f"vms-{vms}-{key}", pool_builder, print)
-    history, history_took = states.cached(
-        args.cache, f"history-{ops}x{args.history_vms}-{key}", history_builder, print
-    )
-    commits = git(os.path.join(history, "pool.git"), "rev-list", "--count", "main").strip()
+    pool, pool_took, history, history_took, commits = "", 0.0, "", 0.0, "-"
+    if "vms" in only:  # a state is built (minutes, gigabytes) only for a stage that reads it
+        pool, pool_took = states.cached(args.cache, f"vms-{vms}-{key}", pool_builder, print)
+    if only & {"history", "size"}:
+        history, history_took = states.cached(
+            args.cache, f"history-{ops}x{args.history_vms}-{key}", history_builder, print
+        )
+        commits = git(os.path.join(history, "pool.git"), "rev-list", "--count", "main").strip()
     print(
         f"build: {vms} VMs in {pool_took:.1f} s; {ops} operations ({commits} commits) in {history_took:.1f} s"
     )
@@ -403,11 +419,17 @@ def main() -> None:
     scratch = tempfile.mkdtemp(prefix="scratch-", dir=args.cache)  # beside the states: hard links work
     load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     try:
-        measure_startup(b)
-        print("  (history: git log, the log index from scratch, commit-graph, repack -adf ...)", flush=True)
-        measure_history(b, history, f"vm-{args.history_vms // 2:04d}", scratch)
-        print(f"  ({vms} VMs: the floor, vm list, reconcile ...)", flush=True)
-        measure_vms(b, pool, vms)
+        if "startup" in only:
+            measure_startup(b)
+        if only & {"history", "size"}:
+            print(
+                "  (history: git log, the log index from scratch, commit-graph, repack -adf ...)", flush=True
+            )
+            name = f"vm-{args.history_vms // 2:04d}"
+            measure_history(b, history, name, scratch, repack_too="size" in only)
+        if "vms" in only:
+            print(f"  ({vms} VMs: the floor, vm list, reconcile ...)", flush=True)
+            measure_vms(b, pool, vms)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n## Scale ({vms} VMs; {ops} operations, {commits} commits, on {args.history_vms} VMs)\n")

@@ -7,7 +7,6 @@ operations per object; the output is byte-identical to git's (`git fsck --full` 
 from __future__ import annotations
 
 import functools
-import getpass
 import hashlib
 import os
 import re
@@ -132,15 +131,29 @@ def _hostname() -> str:
     return socket.gethostname() or "localhost"
 
 
+_LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")  # what getpass.getuser reads, in its order
+
+
+@functools.cache
+def _account_name(uid: int) -> str:
+    # The password database lookup takes ~50 µs (more than a one-leaf transaction's own work); a service
+    # started without $USER would pay it per commit. The environment is still read each time.
+    try:
+        import pwd  # not on every platform the store runs on (a browser's Python has no password database)
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return "unknown"
+
+
 def default_identity() -> str:
     """The author git itself would use: GIT_AUTHOR_* variables, else the login name at this host."""
     name = os.environ.get("GIT_AUTHOR_NAME")
     email = os.environ.get("GIT_AUTHOR_EMAIL")
     if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):
-            name = "unknown"
+        name = next((os.environ[v] for v in _LOGIN_VARIABLES if os.environ.get(v)), None) or _account_name(
+            os.getuid()
+        )
     if not email:
         email = f"{name}@{_hostname()}"
     return f"{name} <{email}>"

@@ -7,6 +7,10 @@ import subprocess
 
 import pytest
 
+# The suite runs with no config file (a developer's /etc/toolstack/config.toml or ~/.config one would change
+# the CLI's defaults under it); tests of the config files name their own with $TOOLSTACK_CONFIG.
+os.environ["TOOLSTACK_CONFIG"] = ""
+
 
 def git(repo: str | os.PathLike[str], *args: str, check: bool = True, **kw: object) -> str:
     """Run the real git CLI on a repository and return its stdout."""

@@ -10,6 +10,7 @@ there) is not read, and the project's own modules can only come from the wheel.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -48,7 +49,7 @@ def build_wheel(workdir: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
     for package in PACKAGES:
         shutil.copytree(ROOT / package, source / package, ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     out = workdir / "dist"
     subprocess.run(
@@ -82,19 +83,25 @@ def install_into_new_venv(wheel: Path, venv: Path) -> Path:
     return python
 
 
+def project_version() -> str:
+    """The version written in the sources (toolstack/__init__.py; pyproject.toml reads it from there)."""
+    return re.search(r'__version__ = "([^"]+)"', (ROOT / "toolstack" / "__init__.py").read_text()).group(1)
+
+
 def clean_env() -> dict[str, str]:
     """This environment without what would put the checkout on the new interpreter's path."""
     return {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
 
 
 @pytest.mark.slow  # ~25 s: a build, a virtualenv, a server
-def test_the_wheel_carries_every_runtime_file_and_toolstack_serve_runs_from_it(tmp_path):
+def test_the_wheel_carries_every_runtime_file_and_the_cli_and_serve_run_from_it(tmp_path):
     wheel = build_wheel(tmp_path / "build")
     with zipfile.ZipFile(wheel) as archive:
         packed = set(archive.namelist())
     expected = runtime_files()
     assert "toolstack/api/static/index.html" in expected
     assert [name for name in expected if name not in packed] == []
+    assert any(name.endswith(".dist-info/LICENSE") or "licenses/LICENSE" in name for name in packed), packed
 
     venv = tmp_path / "venv"
     python = install_into_new_venv(wheel, venv)
@@ -117,7 +124,30 @@ def test_the_wheel_carries_every_runtime_file_and_toolstack_serve_runs_from_it(t
     assert len(where) == 4
     assert all(Path(path).is_relative_to(venv) for path in where), where
 
-    server = start_server(tmp_path, toolstack=[str(venv / "bin" / "toolstack")], cwd=elsewhere, env=env)
+    cli = str(venv / "bin" / "toolstack")
+    version = subprocess.run([cli, "--version"], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert version.stdout == f"toolstack {project_version()}\n", version.stderr
+
+    def session(*args: str) -> str:
+        done = subprocess.run(
+            [cli, "--repo", str(tmp_path / "cli.git"), "--driver", f"sim://{tmp_path}/cli.sim", *args],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"toolstack {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    session("init", "--name", "wheel-pool")
+    session("vm", "create", "cli-vm", "--memory", "64M")
+    session("vm", "start", "cli-vm")
+    assert "cli-vm" in session("vm", "list") and "running" in session("vm", "list")
+    operations = [json.loads(line)["message"] for line in session("--json", "log", "cli-vm").splitlines()]
+    assert [subject.split(" (")[0] for subject in operations] == ["vm start cli-vm", "vm create cli-vm"]
+
+    server = start_server(tmp_path, toolstack=[cli], cwd=elsewhere, env=env)
     try:
         page = httpx.get(f"{server.url}/", timeout=10)
         assert page.status_code == 200, server.log.read_text()

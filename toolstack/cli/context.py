@@ -16,16 +16,22 @@ from typing import Any, TypeVar
 
 import click
 
-from toolstack.cli.config import default_driver, default_repo, operator_identity
+from toolstack.cli.config import default_driver, default_host, default_repo, operator_identity
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # (declarations, attributes) of each global option, in the order `toolstack --help` lists them.
 GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
-    (("--repo",), {"type": click.Path(), "help": "State repository [$TOOLSTACK_REPO, ./toolstack.git]"}),
-    (("--driver",), {"help": "Hypervisor URI [$TOOLSTACK_DRIVER, the simulator beside the repo]"}),
-    (("--host",), {"help": "This host's name in the state repository [hostname]"}),
-    (("--author",), {"help": "Operator recorded on commits [git user, $USER]"}),
+    (
+        ("--repo",),
+        {"type": click.Path(), "help": "State repository [$TOOLSTACK_REPO, config file, ./toolstack.git]"},
+    ),
+    (
+        ("--driver",),
+        {"help": "Hypervisor URI [$TOOLSTACK_DRIVER, config file, the simulator beside the repo]"},
+    ),
+    (("--host",), {"help": "This host's name in the state repository [config file, hostname]"}),
+    (("--author",), {"help": "Operator recorded on commits [config file, git user, $USER]"}),
     (("--json", "as_json"), {"is_flag": True, "help": "Machine-readable output"}),
 )
 
@@ -68,7 +74,7 @@ class Context:
             self._toolstack = Toolstack.open(
                 self.repo,
                 self.driver_uri,
-                host=self.host,
+                host=self.host or default_host(),
                 author=self.author or operator_identity(),
             )
             for task in self._toolstack.recovered:

@@ -124,11 +124,26 @@ class ToolstackGroup(click.Group):
 _JSON_REQUESTED = "toolstack.cli.json_requested"
 
 
+def _print_version(ctx: click.Context) -> None:
+    from toolstack import __version__
+
+    click.echo(f"toolstack {__version__}")  # as `git --version` prints "git version 2.39.2"
+    ctx.exit()
+
+
 @click.group(
     cls=ToolstackGroup,
     lazy=COMMANDS,
     summaries=SUMMARIES,
     context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Print the version and exit",
 )
 @global_options
 @click.pass_context

@@ -8,42 +8,45 @@ from __future__ import annotations
 
 import click
 
+from toolstack.cli.config import LOG_LEVELS
+
 
 @click.command("serve")
 @click.option("--repo", type=click.Path(), default=None, help="State repository [the toolstack's --repo]")
 @click.option("--driver", default=None, help="Hypervisor URI [the toolstack's --driver]")
-@click.option("--host", "bind_host", default="127.0.0.1", show_default=True, help="Address to listen on")
-@click.option("--port", type=click.IntRange(0, 65535), default=8427, show_default=True)
+@click.option("--host", "bind_host", default=None, help="Address to listen on [serve.bind, 127.0.0.1]")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="[serve.port, 8427]")
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Bearer token file, created (mode 0600) on first start [beside the repo: <repo>.api-token]",
+    help="Bearer token file, created (mode 0600) on first start [serve.token_file, <repo>.api-token]",
 )
-@click.option("--max-body", type=click.IntRange(1024), default=64 * 1024, show_default=True, help="Bytes")
-@click.option("--log-level", default="info", show_default=True)
+@click.option("--max-body", type=click.IntRange(1024), default=None, help="Bytes [serve.max_body, 65536]")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="[serve.log_level, info]")
 @click.pass_context
 def serve(
     ctx: click.Context,
     repo: str | None,
     driver: str | None,
-    bind_host: str,
-    port: int,
+    bind_host: str | None,
+    port: int | None,
     token_file: str | None,
-    max_body: int,
-    log_level: str,
+    max_body: int | None,
+    log_level: str | None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json) and the web page at / (give it the token as #token=...).
 
     Note: this command's --host is the address to listen on; the toolstack's own --host (before `serve`)
-    is this host's name in the state repository.
+    is this host's name in the state repository. Options not given come from the config files' [serve]
+    table (see `toolstack.cli.config`).
     """
     import os
 
     from toolstack.api.auth import TokenFileError, default_token_file
     from toolstack.api.deps import ApiSettings
     from toolstack.api.server import serve as run_server
-    from toolstack.cli.config import default_driver, default_repo, operator_identity
+    from toolstack.cli.config import default_driver, default_host, default_repo, operator_identity, settings
     from toolstack.errors import ToolstackError
     from toolstack.ops import Toolstack
 
@@ -51,18 +54,20 @@ def serve(
     repo = os.path.abspath(repo or getattr(parent, "repo", None) or default_repo())
     driver_uri = driver or getattr(parent, "driver_uri", None) or default_driver(repo)
     author = getattr(parent, "author", None) or operator_identity()
+    host = getattr(parent, "host", None) or default_host()
+    configured = settings().serve
     try:
-        ts = Toolstack.open(repo, driver_uri, host=getattr(parent, "host", None), author=author)
+        ts = Toolstack.open(repo, driver_uri, host=host, author=author)
     except ToolstackError as err:
         raise click.ClickException(str(err)) from err
     try:
         run_server(
             ts,
-            token_file or default_token_file(repo),
-            host=bind_host,
-            port=port,
-            settings=ApiSettings(max_body_bytes=max_body),
-            log_level=log_level,
+            token_file or configured.token_file or default_token_file(repo),
+            host=bind_host or configured.bind or "127.0.0.1",
+            port=port if port is not None else configured.port if configured.port is not None else 8427,
+            settings=ApiSettings(max_body_bytes=max_body or configured.max_body or 64 * 1024),
+            log_level=log_level or configured.log_level or "info",
         )
     except TokenFileError as err:
         raise click.ClickException(str(err)) from err

@@ -115,13 +115,15 @@ def test_toolstack_config_names_the_only_file_read_and_empty_reads_none(tmp_path
 @pytest.mark.parametrize(
     ("text", "named"),
     [
-        ('rpo = "x.git"\n', "rpo: unknown key (known: repo, driver, host, author, [serve])"),
+        ('rpo = "x.git"\n', "rpo: unknown key (known: repo, driver, host, author, [agent], [serve])"),
         ('[serve]\nbnid = "0.0.0.0"\n', "serve.bnid: unknown key (known: bind, port"),
         ('[serve]\nport = "8427"\n', "serve.port: expected an integer from 0 to 65535, got '8427'"),
         ("[serve]\nport = 70000\n", "serve.port: expected an integer from 0 to 65535, got 70000"),
         ('[serve]\nlog_level = "loud"\n', "serve.log_level: expected one of critical, error"),
         ('host = ""\n', "host: expected a non-empty string"),
         ("serve = 3\n", "serve: expected a table ([serve])"),
+        ("[agent]\ninterval = 0\n", "agent.interval: expected a number from 0.01 to 86400, got 0"),
+        ("[agent]\nremote = 7\n", "agent.remote: expected a non-empty string, got 7"),
         ('repo = "unterminated\n', "not valid TOML"),
     ],
 )
@@ -170,3 +172,24 @@ def test_serve_listens_where_the_file_says_with_the_token_file_it_names(tmp_path
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_the_agent_takes_its_remote_and_host_from_the_file(tmp_path):
+    pool = ["--repo", str(tmp_path / "pool.git"), "--driver", f"sim://{tmp_path}/pool.sim"]
+    toolstack(tmp_path, *pool, "init", "--name", "lab")
+    toolstack(tmp_path, *pool, "vm", "create", "web", "--memory", "64M")
+    named = write(
+        tmp_path / "agent.toml",
+        f'repo = "agent.git"\ndriver = "sim://{tmp_path}/agent.sim"\nhost = "rack-1"\n'
+        f'[agent]\nremote = "{tmp_path}/pool.git"\ninterval = 0.5\n',
+    )
+    done = toolstack(tmp_path, "agent", "--once", TOOLSTACK_CONFIG=str(named))
+    assert f"agent rack-1: {tmp_path}/agent.git <-> {tmp_path}/pool.git" in done.stderr
+    shown = json.loads(toolstack(tmp_path, "--json", "vm", "show", "web", TOOLSTACK_CONFIG=str(named)).stdout)
+    assert shown["name"] == "web", "the agent cloned the pool the file names into the repository it names"
+
+
+def test_an_agent_without_a_remote_anywhere_is_a_usage_error(tmp_path):
+    refused = toolstack(tmp_path, "agent", "--once", code=2, TOOLSTACK_CONFIG="")
+    assert "no remote: give --remote URL, or set remote in the config file's [agent] table" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing was created"

@@ -4,12 +4,14 @@ Where each setting comes from, first found wins (as git: the command line, then 
 user's file, then the system's):
 
 1. the option on the command line (``--repo``, ``--driver``, ``--host``, ``--author``; ``serve``'s own
-   ``--host``, ``--port``, ``--token-file``, ``--max-body``, ``--log-level``);
+   ``--host``, ``--port``, ``--token-file``, ``--max-body``, ``--log-level``; ``agent``'s ``--host``,
+   ``--remote``, ``--interval``, ``--max-removal-share``);
 2. the environment: ``$TOOLSTACK_REPO``, ``$TOOLSTACK_DRIVER``;
 3. the user's file, ``$XDG_CONFIG_HOME/toolstack/config.toml`` (``~/.config/toolstack/config.toml``);
 4. the system's file, ``/etc/toolstack/config.toml``;
 5. the built-in default: ``./toolstack.git``, the simulator beside the repository, the hostname, git's
-   ``user.name``/``user.email`` (else ``$USER``), and ``serve`` on 127.0.0.1:8427.
+   ``user.name``/``user.email`` (else ``$USER``), ``serve`` on 127.0.0.1:8427; ``agent`` has no default
+   remote.
 
 ``$TOOLSTACK_CONFIG=FILE`` reads that file instead of both (a service, a test); ``$TOOLSTACK_CONFIG=`` (empty)
 reads none. A file is optional, but one that exists must be valid: an unknown key, a value of the wrong
@@ -28,6 +30,11 @@ port = 8427
 token_file = "/etc/toolstack/api-token"
 max_body = 65536
 log_level = "info"
+
+[agent]
+remote = "git://pool.example.org/state.git"   # the pool's shared state repository
+interval = 1.0
+max_removal_share = 0.5
 ```
 """
 
@@ -78,6 +85,15 @@ class ServeSettings:
 
 
 @dataclass(frozen=True)
+class AgentSettings:
+    """``toolstack agent``'s settings from the config files (None: not set there)."""
+
+    remote: str | None = None
+    interval: float | None = None
+    max_removal_share: float | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the config files set (None: not set in any), and the files read, in the order read."""
 
@@ -86,6 +102,7 @@ class Settings:
     host: str | None = None
     author: str | None = None
     serve: ServeSettings = field(default_factory=ServeSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
     files: tuple[str, ...] = ()
 
 
@@ -108,6 +125,15 @@ def _integer(low: int, high: int) -> Any:
     return check
 
 
+def _number(low: float, high: float) -> Any:
+    def check(path: str, key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise ConfigFileError(path, key, f"expected a number from {low:g} to {high:g}, got {value!r}")
+        return float(value)
+
+    return check
+
+
 def _log_level(path: str, key: str, value: Any) -> str:
     if value not in LOG_LEVELS:
         raise ConfigFileError(path, key, f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
@@ -123,18 +149,21 @@ SERVE = {
     "max_body": _integer(1024, 1 << 30),
     "log_level": _log_level,
 }
+AGENT = {"remote": _text, "interval": _number(0.01, 86400), "max_removal_share": _number(0, 1)}
+TABLES = {"serve": SERVE, "agent": AGENT}
 
 
 def _section(path: str, table: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    unknown = sorted(set(table) - set(schema) - ({"serve"} if not prefix else set()))
+    tables = set(TABLES) if not prefix else set()
+    unknown = sorted(set(table) - set(schema) - tables)
     if unknown:
-        known = ", ".join([*schema, *(["[serve]"] if not prefix else [])])
+        known = ", ".join([*schema, *(f"[{name}]" for name in sorted(tables))])
         raise ConfigFileError(path, prefix + unknown[0], f"unknown key (known: {known})")
     return {key: schema[key](path, prefix + key, value) for key, value in table.items() if key in schema}
 
 
-def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checked top-level and ``[serve]`` settings of one file.
+def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The checked top-level settings of one file, and those of each table (``serve``, ``agent``).
 
     Raises:
         ConfigFileError: The file cannot be read, is not TOML, or holds an unknown key or a bad value.
@@ -148,10 +177,13 @@ def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ConfigFileError(path, None, f"cannot read: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigFileError(path, None, f"not valid TOML: {err}") from err
-    serve = table.get("serve", {})
-    if not isinstance(serve, dict):
-        raise ConfigFileError(path, "serve", "expected a table ([serve])")
-    return _section(path, table, TOP_LEVEL), _section(path, serve, SERVE, "serve.")
+    tables = {}
+    for name, schema in TABLES.items():
+        section = table.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigFileError(path, name, f"expected a table ([{name}])")
+        tables[name] = _section(path, section, schema, f"{name}.")
+    return _section(path, table, TOP_LEVEL), tables
 
 
 def config_files() -> list[str]:
@@ -170,12 +202,15 @@ def config_files() -> list[str]:
 @functools.cache
 def _settings_for(files: tuple[str, ...]) -> Settings:
     top: dict[str, Any] = {}
-    serve: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
     for path in files:  # a later file overrides an earlier one, key by key
-        file_top, file_serve = read_config_file(path)
+        file_top, file_tables = read_config_file(path)
         top.update(file_top)
-        serve.update(file_serve)
-    return Settings(**top, serve=ServeSettings(**serve), files=files)
+        for name, values in file_tables.items():
+            tables[name].update(values)
+    return Settings(
+        **top, serve=ServeSettings(**tables["serve"]), agent=AgentSettings(**tables["agent"]), files=files
+    )
 
 
 def settings() -> Settings:

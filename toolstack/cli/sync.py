@@ -201,31 +201,48 @@ def gc_command(c: Context, before: str, prune_archives: bool) -> None:
 
 
 @click.command("agent")
-@click.option("--host", "host_name", required=True, help="This host's name in the pool")
-@click.option("--remote", "url", required=True, help="URL of the shared state repository")
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between rounds")
+@click.option("--host", "host_name", help="This host's name in the pool [config file, hostname]")
+@click.option("--remote", "url", help="URL of the shared state repository [agent.remote]")
+@click.option("--interval", type=click.FloatRange(0.01), help="Seconds between rounds [agent.interval, 1]")
 @click.option("--once", is_flag=True, help="One round, then exit")
 @click.option(
     "--max-removal-share",
     type=click.FloatRange(0.0, 1.0),
-    default=0.5,
-    show_default=True,
-    help="Refuse a round that would remove more than this share of the VMs placed here (and more than one)",
+    help="Refuse a round that would remove more than this share of the VMs placed here (and more than one) "
+    "[agent.max_removal_share, 0.5]",
 )
 @pass_ctx
 @handled
 def agent_command(
-    c: Context, host_name: str, url: str, interval: float, once: bool, max_removal_share: float
+    c: Context,
+    host_name: str | None,
+    url: str | None,
+    interval: float | None,
+    once: bool,
+    max_removal_share: float | None,
 ) -> None:
     """Run this host's share of the pool: pull, reconcile the VMs placed here, push observed state.
 
     It removes the VMs deleted or migrated away on main, but refuses a round that would remove more than
     --max-removal-share of the VMs placed here (and more than one): it records why in hosts/HOST/agent and
     applies the rest of the round."""
+    import socket
     import sys
 
     from toolstack.agent import open_agent, run_agent
+    from toolstack.cli.config import default_host, settings
 
+    configured = settings().agent
+    url = url or configured.remote
+    if not url:
+        raise click.UsageError(
+            "no remote: give --remote URL, or set remote in the config file's [agent] table"
+        )
+    host_name = host_name or c.host or default_host() or socket.gethostname()
+    interval = interval if interval is not None else configured.interval or 1.0
+    if max_removal_share is None:
+        share = configured.max_removal_share
+        max_removal_share = 0.5 if share is None else share
     ts, joined = open_agent(c.repo, c.driver_uri, host_name, url)
     try:
         click.echo(f"agent {host_name}: {c.repo} <-> {url}, driver {c.driver_uri}", err=True)

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test e2e bench bench-scale lint clean chaos
+.PHONY: setup run test e2e bench bench-scale lint clean chaos install-units
 
 setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
@@ -28,6 +28,10 @@ bench: setup
 
 bench-scale: setup
 	$(PY) bench/scale_bench.py
+
+# The systemd units (packaging/systemd) and the service account, for this checkout's toolstack command.
+install-units: setup
+	bash scripts/install-units.sh $(abspath $(VENV))/bin/toolstack
 
 lint: setup
 	$(VENV)/bin/ruff check .

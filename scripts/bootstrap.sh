@@ -9,8 +9,9 @@ VENV=${VENV:-.venv}
 # chromium: the API's browser test (Playwright drives Debian's build: no browser download);
 # openssh-server/-client: the ssh:// remote tests run a real sshd on 127.0.0.1;
 # wrk: bench/api_bench.py's load generator (C, so that it leaves the cores to the server it measures).
+# systemd: systemd-analyze and systemd-sysusers check the service units in packaging/.
 APT_PACKAGES=(git pkg-config gcc libvirt-dev libvirt-clients xenstore-utils xen-utils-4.17 chromium
-              openssh-server openssh-client wrk)
+              openssh-server openssh-client wrk systemd)
 WHEELHOUSE=${WHEELHOUSE:-$HOME/.cache/git-toolstack/wheels}
 
 missing=()

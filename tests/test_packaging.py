@@ -1,0 +1,96 @@
+"""The service units in packaging/: installed by scripts/install-units.sh, each valid for systemd, sandboxed,
+and running a toolstack command line that the CLI accepts."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNITS = sorted(path.name for path in (ROOT / "packaging" / "systemd").glob("*.service"))
+TOOLSTACK = Path(sys.executable).with_name("toolstack")
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed (make setup installs it)",
+)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The units as scripts/install-units.sh stages them under DESTDIR, for this checkout's toolstack."""
+    destdir = tmp_path_factory.mktemp("destdir")
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "install-units.sh"), str(TOOLSTACK)],
+        env={**os.environ, "DESTDIR": str(destdir)},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return destdir
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_there_are_units_for_serve_agent_and_xenstored():
+    assert UNITS == ["toolstack-agent.service", "toolstack-serve.service", "toolstack-xenstored.service"]
+
+
+@needs_systemd
+@pytest.mark.parametrize("unit", UNITS)
+def test_each_unit_passes_systemd_analyze_verify_without_a_warning(installed, unit):
+    path = installed / "etc" / "systemd" / "system" / unit
+    assert "@TOOLSTACK@" not in path.read_text()
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout + verified.stderr == "", "systemd only warns of an unknown key: none may be there"
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_each_unit_is_sandboxed_with_its_own_state_directory(installed, unit):
+    settings = unit_settings(installed / "etc" / "systemd" / "system" / unit)
+    assert settings["ProtectSystem"] == ["strict"]
+    assert settings["ProtectHome"] == ["yes"]
+    assert settings["NoNewPrivileges"] == ["yes"]
+    assert settings["StateDirectory"] == ["toolstack"]
+    assert settings["SystemCallFilter"] == ["@system-service"]
+    if unit != "toolstack-xenstored.service":  # xenstored is dom0's: it must open /dev/xen as root
+        assert settings["User"] == ["toolstack"]
+        assert settings["CapabilityBoundingSet"] == [""]
+        assert settings["PrivateDevices"] == ["yes"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_each_units_command_line_is_one_the_cli_accepts(installed, unit):
+    (command,) = unit_settings(installed / "etc" / "systemd" / "system" / unit)["ExecStart"]
+    argv = shlex.split(command)
+    assert argv[0] == str(TOOLSTACK.resolve())
+    # click parses every option before --help acts: an unknown option or a bad value fails here.
+    checked = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+
+
+@needs_systemd
+def test_the_service_account_is_valid_for_systemd_sysusers(installed):
+    dry_run = subprocess.run(
+        ["systemd-sysusers", "--dry-run", str(installed / "usr" / "lib" / "sysusers.d" / "toolstack.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert "Failed" not in dry_run.stderr and "Failed" not in dry_run.stdout

@@ -33,7 +33,14 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--host",), {"help": "This host's name in the state repository [config file, hostname]"}),
     (("--author",), {"help": "Operator recorded on commits [config file, git user, $USER]"}),
     (("--json", "as_json"), {"is_flag": True, "help": "Machine-readable output"}),
+    (("-v", "--verbose"), {"count": True, "help": "Log more: -v info, -vv debug (to stderr)"}),
+    (("-q", "--quiet"), {"count": True, "help": "Log less: -q errors only"}),
+    (
+        ("--log-format",),
+        {"type": click.Choice(["text", "json"]), "help": "Log lines as text or one JSON object each [text]"},
+    ),
 )
+LOGGING_OPTIONS = ("verbose", "quiet", "log_format")
 
 
 class Context:
@@ -46,12 +53,18 @@ class Context:
         host: str | None = None,
         author: str | None = None,
         as_json: bool = False,
+        verbose: int = 0,
+        quiet: int = 0,
+        log_format: str | None = None,
     ):
         self.repo = os.path.abspath(repo or default_repo())
         self.driver = driver
         self.host = host
         self.author = author
         self.json = as_json
+        self.verbose = verbose
+        self.quiet = quiet
+        self.log_format = log_format or "text"
         self._toolstack: Any = None
 
     @property
@@ -63,8 +76,18 @@ class Context:
         """Take a global option given after the subcommand (its parameter name, e.g. ``as_json``)."""
         if option == "repo":
             self.repo = os.path.abspath(value)
+        elif option in ("verbose", "quiet"):
+            setattr(self, option, getattr(self, option) + value)  # `-v vm list -v` is -vv
         else:
             setattr(self, "json" if option == "as_json" else option, value)
+        if option in LOGGING_OPTIONS:
+            self.configure_logging()
+
+    def configure_logging(self) -> None:
+        """Log to stderr at the level -v/-q ask for, as text or JSON (``--log-format``)."""
+        from toolstack import logs
+
+        logs.configure(logs.level_for(self.verbose, self.quiet), self.log_format)
 
     def toolstack(self) -> Any:
         """The toolstack on this pool's state repository (never created here: ``toolstack init`` does)."""

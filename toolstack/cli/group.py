@@ -154,8 +154,12 @@ def main(
     host: str | None,
     author: str | None,
     as_json: bool,
+    verbose: int,
+    quiet: int,
+    log_format: str | None,
 ) -> None:
     """A git-native toolstack: every VM change is a commit in a git repository."""
-    state = Context(repo, driver, host, author, as_json)
+    state = Context(repo, driver, host, author, as_json, verbose, quiet, log_format)
+    state.configure_logging()
     ctx.obj = state
     ctx.call_on_close(state.close)

@@ -142,7 +142,8 @@ def test_a_command_keeps_its_own_option_of_a_global_name():
     assert options["bind_host"].opts == ["--host"] and options["repo"].expose_value  # serve's own
     assert "host_name" in {p.name for p in agent.params}
     hidden = {o for p in serve.params if getattr(p, "hidden", False) for o in p.opts}
-    assert hidden == {"--author", "--json"}  # the globals it lacks, hidden from its help
+    # the globals it lacks, hidden from its help
+    assert hidden == {"--author", "--json", "-v", "--verbose", "-q", "--quiet", "--log-format"}
 
 
 # -- errors under --json ---------------------------------------------------------------------------------

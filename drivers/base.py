@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from drivers.console import ConsoleStream
 from drivers.errors import DeviceExists, DeviceNotFound, DomainNotFound, InvalidArgument, InvalidState
 from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Resource, Scope
 
@@ -251,6 +252,24 @@ class Driver(ABC):
             - ``get_spec(u)`` after ``define(spec)`` equals ``spec``.
         """
 
+    @abstractmethod
+    def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
+        """Attach to the domain's serial console (its first one), as ``virsh console`` does.
+
+        Args:
+            uuid: The domain.
+            force: Take the console over from another session holding it, instead of failing.
+
+        Contract:
+            - Raises DomainNotFound if absent, InvalidState if not active, Unsupported (naming the driver)
+              if this hypervisor or connection cannot attach a console here.
+            - Returns a ConsoleStream: ``read`` gives what the guest writes from now on (a driver may first
+              replay what the console printed before, as a serial log would), ``write`` sends keystrokes,
+              ``close`` detaches and leaves the domain running. The stream ends (``read`` gives ``b""``)
+              when the domain stops.
+            - Without ``force``, a console another session holds raises InvalidState.
+        """
+
     def events(self, callback: EventCallback) -> Subscription:
         """Subscribe ``callback`` to DomainEvents of this connection.
 
@@ -260,6 +279,17 @@ class Driver(ABC):
             - Without ``Capability.EVENTS`` only operations made through this driver object are reported.
         """
         return self._hub.subscribe(callback)
+
+    def host_info(self) -> dict[str, str]:
+        """Describe the hypervisor behind this connection, for people (``vm show``, ``toolstack console``).
+
+        Contract:
+            - Always has ``driver`` (the class name) and ``uri``. A driver that chooses an accelerator for
+              the domains it defines adds ``accel`` (``"kvm"`` or ``"tcg"``: what a spec without ``accel``
+              gets), ``accel_setting`` (``auto``, or the forced one) and ``accel_reason``.
+            - Makes no change; may ask the hypervisor once and remember the answer.
+        """
+        return {"driver": type(self).__name__, "uri": self.uri}
 
     @abstractmethod
     def capabilities(self) -> frozenset[str]:

@@ -18,7 +18,14 @@ from types import TracebackType
 from typing import Self
 
 from drivers.console import ConsoleStream
-from drivers.errors import DeviceExists, DeviceNotFound, DomainNotFound, InvalidArgument, InvalidState
+from drivers.errors import (
+    DeviceExists,
+    DeviceNotFound,
+    DomainNotFound,
+    InvalidArgument,
+    InvalidState,
+    Unsupported,
+)
 from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Resource, Scope
 
 log = logging.getLogger(__name__)
@@ -280,6 +287,29 @@ class Driver(ABC):
         """
         return self._hub.subscribe(callback)
 
+    def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
+        """Create a disk image for a new domain (``vm create --disk PATH,size=20G``).
+
+        Contract:
+            - Creates ``path`` (absolute; its directory must exist) as a sparse image of ``size_mib`` MiB
+              in format ``fmt`` (``raw`` or ``qcow2``), through the hypervisor's storage API where it has one.
+            - Raises DomainExists if ``path`` exists (never overwritten), InvalidArgument for a bad path,
+              size or format, Unsupported if this driver cannot create images.
+        """
+        raise Unsupported(
+            f"{type(self).__name__} ({self.uri}) cannot create disk images", operation="create_volume"
+        )
+
+    def dump_xml(self, uuid: DomainRef, inactive: bool = False) -> str:
+        """The hypervisor's own description of the domain, as ``virsh dumpxml`` prints it.
+
+        Contract:
+            - Raises DomainNotFound if absent, Unsupported if the hypervisor has no domain XML.
+            - ``inactive`` gives the persistent configuration (what the next boot uses), else the live one
+              of an active domain.
+        """
+        raise Unsupported(f"{type(self).__name__} ({self.uri}) has no domain XML", operation="dump_xml")
+
     def host_info(self) -> dict[str, str]:
         """Describe the hypervisor behind this connection, for people (``vm show``, ``toolstack console``).
 
@@ -389,6 +419,18 @@ def existing_device(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: 
     return device
 
 
+def check_volume(path: str, size_mib: object, fmt: str) -> None:
+    """Refuse a ``create_volume`` request before any hypervisor call: InvalidArgument naming the problem."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidArgument(f"volume path {path!r} must be absolute", operation="create_volume")
+    if not isinstance(size_mib, int) or size_mib < 1:
+        raise InvalidArgument(
+            f"volume size must be at least 1 MiB, got {size_mib!r}", operation="create_volume"
+        )
+    if fmt not in ("raw", "qcow2"):
+        raise InvalidArgument(f"volume format {fmt!r}: expected raw or qcow2", operation="create_volume")
+
+
 def not_found(uuid: object, operation: str) -> DomainNotFound:
     """The DomainNotFound every driver raises for an unknown uuid."""
     return DomainNotFound("no such domain", uuid=uuid, operation=operation)
@@ -402,6 +444,7 @@ __all__ = [
     "Subscription",
     "check_device_free",
     "check_resource",
+    "check_volume",
     "device_id_of",
     "existing_device",
     "not_found",

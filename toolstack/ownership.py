@@ -217,6 +217,12 @@ class OwnedDriver(Driver):
     def host_info(self) -> dict[str, str]:
         return self.inner.host_info()
 
+    def dump_xml(self, uuid: DomainRef, inactive: bool = False) -> str:
+        return self.inner.dump_xml(uuid, inactive)
+
+    def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
+        self.inner.create_volume(path, size_mib, fmt)
+
     def info(self, uuid: DomainRef) -> DomainInfo:
         return self.inner.info(uuid)
 

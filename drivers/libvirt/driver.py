@@ -12,6 +12,7 @@ from drivers.base import (
     Driver,
     check_device_free,
     check_resource,
+    check_volume,
     device_id_of,
     existing_device,
     not_found,
@@ -27,6 +28,7 @@ from drivers.errors import (
 from drivers.libvirt import accel, binding, guest
 from drivers.libvirt.connection import LibvirtConnection
 from drivers.libvirt.console import open_console
+from drivers.libvirt.storage import create_volume
 from drivers.libvirt.xml import device_to_xml, spec_to_xml, xml_to_spec
 from drivers.models import (
     Capability,
@@ -277,6 +279,22 @@ class LibvirtDriver(Driver):
             return open_console(conn, dom, force)
 
         return self._call("console", ref, work)
+
+    def dump_xml(self, uuid: DomainRef, inactive: bool = False) -> str:
+        ref = as_uuid(uuid)
+        return self._call(
+            "dump_xml",
+            ref,
+            lambda conn: self._lookup(conn, ref, "dump_xml").XMLDesc(XML_INACTIVE if inactive else 0),
+        )
+
+    def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
+        check_volume(path, size_mib, fmt)
+        if self._is_test_driver:
+            raise Unsupported(
+                f"{self.uri} (libvirt's test driver) has no storage on disk", operation="create_volume"
+            )
+        self.connection.call("create_volume", None, lambda conn: create_volume(conn, path, size_mib, fmt))
 
     def host_info(self) -> dict[str, str]:
         info = super().host_info()

@@ -10,9 +10,17 @@ import uuid as uuidlib
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from drivers.base import DomainRef, Driver, EventCallback, Subscription, device_id_of, resolve_scope
+from drivers.base import (
+    DomainRef,
+    Driver,
+    EventCallback,
+    Subscription,
+    check_volume,
+    device_id_of,
+    resolve_scope,
+)
 from drivers.console import ConsoleStream, QueuedConsole
-from drivers.errors import DomainNotFound, InvalidArgument, InvalidState
+from drivers.errors import DomainExists, DomainNotFound, InvalidArgument, InvalidState
 from drivers.models import (
     Capability,
     Disk,
@@ -181,6 +189,19 @@ class SimDriver(Driver):
             raise InvalidState(f"domain is {what}", uuid=ref, operation="get_spec")
         self.faults.after("get_spec", ref)
         return spec
+
+    def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
+        """A sparse file of the size: the simulator never reads it (a qcow2 one has no qcow2 header)."""
+        check_volume(path, size_mib, fmt)
+        try:
+            with open(path, "xb") as image:
+                image.truncate(size_mib << 20)
+        except FileExistsError:
+            raise DomainExists(f"{path} exists already: not overwritten", operation="create_volume") from None
+        except OSError as error:
+            raise InvalidArgument(
+                f"cannot create {path}: {error.strerror}", operation="create_volume"
+            ) from None
 
     def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
         """The simulated serial console: a fake boot log, then what is typed, echoed back as a tty does.

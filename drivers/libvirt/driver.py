@@ -315,7 +315,7 @@ class LibvirtDriver(Driver):
             return self.accel_setting, f"forced by the driver URI (accel={self.accel_setting})"
         if self._probe is None:
             self._probe = self.connection.call("probe", None, lambda conn: accel.probe(conn, self._local))
-        return ("kvm" if self._probe.kvm else "tcg"), self._probe.reason
+        return ("kvm" if self._probe.kvm else "tcg"), f"auto: {self._probe.reason}"
 
     def capabilities(self) -> frozenset[str]:
         capabilities = {Capability.EVENTS, Capability.LIVE_VCPUS, Capability.LIVE_MEMORY}

@@ -256,7 +256,7 @@ def guest_lines(ts: Any, found: VM) -> list[str]:
         accel = f"{spec.accel} (forced for this VM)"
     else:
         info = ts.driver.host_info()
-        accel = f"{info['accel']} (auto: {info['accel_reason']})" if "accel" in info else "the driver's"
+        accel = f"{info['accel']} ({info['accel_reason']})" if "accel" in info else "the driver's choice"
     return [
         f"boot:     {booted}",
         f"accel:    {accel}",

@@ -17,7 +17,15 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from drivers.errors import DeviceExists, DeviceNotFound, DomainNotFound, InvalidArgument, InvalidState
+from drivers.console import ConsoleStream
+from drivers.errors import (
+    DeviceExists,
+    DeviceNotFound,
+    DomainNotFound,
+    InvalidArgument,
+    InvalidState,
+    Unsupported,
+)
 from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Resource, Scope
 
 log = logging.getLogger(__name__)
@@ -251,6 +259,24 @@ class Driver(ABC):
             - ``get_spec(u)`` after ``define(spec)`` equals ``spec``.
         """
 
+    @abstractmethod
+    def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
+        """Attach to the domain's serial console (its first one), as ``virsh console`` does.
+
+        Args:
+            uuid: The domain.
+            force: Take the console over from another session holding it, instead of failing.
+
+        Contract:
+            - Raises DomainNotFound if absent, InvalidState if not active, Unsupported (naming the driver)
+              if this hypervisor or connection cannot attach a console here.
+            - Returns a ConsoleStream: ``read`` gives what the guest writes from now on (a driver may first
+              replay what the console printed before, as a serial log would), ``write`` sends keystrokes,
+              ``close`` detaches and leaves the domain running. The stream ends (``read`` gives ``b""``)
+              when the domain stops.
+            - Without ``force``, a console another session holds raises InvalidState.
+        """
+
     def events(self, callback: EventCallback) -> Subscription:
         """Subscribe ``callback`` to DomainEvents of this connection.
 
@@ -260,6 +286,40 @@ class Driver(ABC):
             - Without ``Capability.EVENTS`` only operations made through this driver object are reported.
         """
         return self._hub.subscribe(callback)
+
+    def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
+        """Create a disk image for a new domain (``vm create --disk PATH,size=20G``).
+
+        Contract:
+            - Creates ``path`` (absolute; its directory must exist) as a sparse image of ``size_mib`` MiB
+              in format ``fmt`` (``raw`` or ``qcow2``), through the hypervisor's storage API where it has one.
+            - Raises DomainExists if ``path`` exists (never overwritten), InvalidArgument for a bad path,
+              size or format, Unsupported if this driver cannot create images.
+        """
+        raise Unsupported(
+            f"{type(self).__name__} ({self.uri}) cannot create disk images", operation="create_volume"
+        )
+
+    def dump_xml(self, uuid: DomainRef, inactive: bool = False) -> str:
+        """The hypervisor's own description of the domain, as ``virsh dumpxml`` prints it.
+
+        Contract:
+            - Raises DomainNotFound if absent, Unsupported if the hypervisor has no domain XML.
+            - ``inactive`` gives the persistent configuration (what the next boot uses), else the live one
+              of an active domain.
+        """
+        raise Unsupported(f"{type(self).__name__} ({self.uri}) has no domain XML", operation="dump_xml")
+
+    def host_info(self) -> dict[str, str]:
+        """Describe the hypervisor behind this connection, for people (``vm show``, ``toolstack console``).
+
+        Contract:
+            - Always has ``driver`` (the class name) and ``uri``. A driver that chooses an accelerator for
+              the domains it defines adds ``accel`` (``"kvm"`` or ``"tcg"``: what a spec without ``accel``
+              gets), ``accel_setting`` (``auto``, or the forced one) and ``accel_reason``.
+            - Makes no change; may ask the hypervisor once and remember the answer.
+        """
+        return {"driver": type(self).__name__, "uri": self.uri}
 
     @abstractmethod
     def capabilities(self) -> frozenset[str]:
@@ -359,6 +419,18 @@ def existing_device(spec: DomainSpec, device_id: str, ref: uuidlib.UUID, where: 
     return device
 
 
+def check_volume(path: str, size_mib: object, fmt: str) -> None:
+    """Refuse a ``create_volume`` request before any hypervisor call: InvalidArgument naming the problem."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidArgument(f"volume path {path!r} must be absolute", operation="create_volume")
+    if not isinstance(size_mib, int) or size_mib < 1:
+        raise InvalidArgument(
+            f"volume size must be at least 1 MiB, got {size_mib!r}", operation="create_volume"
+        )
+    if fmt not in ("raw", "qcow2"):
+        raise InvalidArgument(f"volume format {fmt!r}: expected raw or qcow2", operation="create_volume")
+
+
 def not_found(uuid: object, operation: str) -> DomainNotFound:
     """The DomainNotFound every driver raises for an unknown uuid."""
     return DomainNotFound("no such domain", uuid=uuid, operation=operation)
@@ -372,6 +444,7 @@ __all__ = [
     "Subscription",
     "check_device_free",
     "check_resource",
+    "check_volume",
     "device_id_of",
     "existing_device",
     "not_found",

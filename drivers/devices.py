@@ -23,6 +23,7 @@ from drivers.fields import (
 
 Bus = Literal["virtio", "scsi", "sata", "ide", "xen", "usb"]
 DiskFormat = Literal["raw", "qcow2"]
+DiskDevice = Literal["disk", "cdrom"]
 NicModel = Literal["virtio", "e1000", "e1000e", "rtl8139", "netfront"]
 DeviceId = pattern_text(DEVICE_ID_RE, "device id")
 DiskTarget = pattern_text(TARGET_RE, "disk target dev")
@@ -40,7 +41,8 @@ class Disk(FrozenModel):
         format: Image format.
         target: Guest device name (``vda``, ``sdb``, ``xvda``, ``hdc``), unique among the domain's disks.
         bus: Guest bus.
-        readonly: Whether the guest sees the disk read-only.
+        readonly: Whether the guest sees the disk read-only (always, for a CD-ROM).
+        device: ``"disk"``, or ``"cdrom"`` for an ISO image the guest sees as a CD-ROM drive.
     """
 
     kind: Literal["disk"] = "disk"
@@ -50,6 +52,16 @@ class Disk(FrozenModel):
     target: DiskTarget
     bus: Bus = "virtio"
     readonly: bool = False
+    # Left out of the serialisation when "disk": existing device files keep their bytes.
+    device: DiskDevice = Field(default="disk", exclude_if=lambda value: value == "disk")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cdrom_readonly(cls, data: object) -> object:
+        # A CD-ROM is read-only whatever was asked (hypervisors report it so): one canonical form.
+        if isinstance(data, dict) and data.get("device") == "cdrom":
+            return {**data, "readonly": True}
+        return data
 
     @field_validator("source", mode="before")
     @classmethod
@@ -119,4 +131,4 @@ Device = Annotated[Disk | Nic, Field(discriminator="kind")]
 DEVICE: TypeAdapter[Disk | Nic] = TypeAdapter(Device)
 
 
-__all__ = ["DEVICE", "Bus", "Device", "Disk", "DiskFormat", "Nic", "NicModel"]
+__all__ = ["DEVICE", "Bus", "Device", "Disk", "DiskDevice", "DiskFormat", "Nic", "NicModel"]

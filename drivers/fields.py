@@ -32,6 +32,8 @@ NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DISK_SOURCE_RE = re.compile(r"^/[^\n\r\x00'\",]*$")
 BOOT_PATH_RE = re.compile(r"^/[^\n\r\x00'\"]*$")
 CMDLINE_RE = re.compile(r"^[^\n\r\x00\"]*$")
+# A CPU model as QEMU and libvirt name them (qemu64, Skylake-Server-v4, EPYC-Rome), or "host".
+CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f]")  # control characters but tab and newline
 # ASCII digits, spaces and tabs only (\d and \s would also take other scripts' digits, and newlines).
 _MEMORY_RE = re.compile(r"^[ \t]*([0-9]+)[ \t]*([A-Za-z]*)[ \t]*$")
@@ -117,6 +119,7 @@ __all__ = [
     "BRIDGE_RE",
     "CMDLINE_RE",
     "CONTROL_CHARS",
+    "CPU_MODEL_RE",
     "DEVICE_ID_RE",
     "DISK_SOURCE_RE",
     "MAC_INPUT_RE",

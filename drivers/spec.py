@@ -24,6 +24,7 @@ from drivers.fields import (
     BOOT_PATH_RE,
     CMDLINE_RE,
     CONTROL_CHARS,
+    CPU_MODEL_RE,
     MAX_VCPUS,
     NAME_RE,
     FrozenModel,
@@ -33,6 +34,10 @@ from drivers.fields import (
 )
 
 BootDevice = Literal["hd", "cdrom", "network"]
+# How the guest's CPU is run: hardware virtualisation, or QEMU's emulation (TCG).
+Accel = Literal["kvm", "tcg"]
+Graphics = Literal["vnc"]
+CpuModel = Annotated[str, schema_pattern(CPU_MODEL_RE)]
 LifecycleAction = Literal[
     "destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"
 ]
@@ -127,6 +132,12 @@ class DomainSpec(FrozenModel):
         on_reboot: What it does when the guest reboots.
         on_crash: What it does when the guest crashes.
         metadata: Free-form string pairs kept with the domain by the hypervisor.
+        accel: ``"kvm"`` or ``"tcg"`` to force one; None lets the driver choose (KVM where the host's
+            works, else TCG; see the driver's ``host_info``).
+        cpu: The guest CPU: ``"host"`` (the host's own, passed through) or a model name (``qemu64``,
+            ``Skylake-Server``); None for the hypervisor's default.
+        graphics: ``"vnc"`` for a graphical console (on loopback only), or None for none. Every domain a
+            driver renders from the model also gets a serial console.
         extra: What the model does not describe, kept verbatim: per key (``"<family>/<place>"``, e.g.
             ``"libvirt/devices"``), the entries in their order (for libvirt one XML element each, for xl
             one ``key = value`` setting each). Opaque here: the driver of the family checks and applies
@@ -146,6 +157,10 @@ class DomainSpec(FrozenModel):
     on_reboot: LifecycleAction = "restart"
     on_crash: LifecycleAction = "destroy"
     metadata: dict[str, str] = Field(default_factory=dict)
+    # Unset, these three are left out of every serialisation, as ``extra`` is: no churn in stored configs.
+    accel: Accel | None = Field(default=None, exclude_if=lambda value: value is None)
+    cpu: CpuModel | None = Field(default=None, exclude_if=lambda value: value is None)
+    graphics: Graphics | None = Field(default=None, exclude_if=lambda value: value is None)
     # Specs without extras serialise as they did before the field existed: no churn in stored configs,
     # xl.cfg files or the simulator's state.
     extra: dict[str, tuple[str, ...]] = Field(default_factory=dict, exclude_if=lambda value: not value)
@@ -186,6 +201,13 @@ class DomainSpec(FrozenModel):
             return None
         if isinstance(value, str | int) and not isinstance(value, bool):
             return parse_memory(value)
+        return value
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            check_pattern(CPU_MODEL_RE, value, "cpu model")
         return value
 
     @field_validator("vcpus", "max_vcpus")
@@ -284,4 +306,13 @@ def _unique(what: str, values: list[str]) -> None:
         seen.add(value)
 
 
-__all__ = ["Boot", "BootDevice", "DomainSpec", "LifecycleAction", "Resource", "extra_family"]
+__all__ = [
+    "Accel",
+    "Boot",
+    "BootDevice",
+    "DomainSpec",
+    "Graphics",
+    "LifecycleAction",
+    "Resource",
+    "extra_family",
+]

@@ -83,6 +83,11 @@ def migration_path(uuid: str) -> str:
     return f"{vm_dir(uuid)}/migration"
 
 
+def autostart_path(uuid: str) -> str:
+    """``true`` when the VM is to be started when its host boots (a toolstack setting, not libvirt's)."""
+    return f"{vm_dir(uuid)}/autostart"
+
+
 def name_shard(name: str) -> str:
     """The shard of a name: names share no prefix worth splitting on ("web1", "web2"...), their hashes do."""
     return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:2]

@@ -38,6 +38,7 @@ class LifecycleOperations(OperationService):
         start: bool = False,
         *,
         observer: TaskObserver | None = None,
+        autostart: bool = False,
         **spec_fields: Any,
     ) -> Task:
         """Define a new VM, stopped, or with ``start`` also booted in the same task (as ``xl create``
@@ -45,6 +46,9 @@ class LifecycleOperations(OperationService):
 
         A VM created with ``start`` is one operation: one task, one commit on main with its desired state
         running. If the boot fails, the domain is undefined again and nothing is recorded on main.
+
+        ``autostart`` records that the VM is to be started when its host boots (``vms/<xx>/<uuid>/autostart``,
+        a toolstack setting that a boot-time reconcile applies; the hypervisor's own autostart is not set).
 
         With ``host`` naming another host, the VM is only recorded, placed there: that host's agent defines
         it (every later operation on it is likewise a desired-state change that its agent applies).
@@ -89,6 +93,8 @@ class LifecycleOperations(OperationService):
         files: dict[str, bytes | None] = dict(vm_files(spec, Desired.RUNNING if start else Desired.STOPPED))
         if host is not None:
             files[layout.host_path(uuid)] = f"{host}\n".encode()
+        if autostart:
+            files[layout.autostart_path(uuid)] = b"true\n"
         operation = Operation(
             "create",
             uuid,

@@ -114,6 +114,9 @@ class VM(BaseModel):
     observed: Observed | None = None
     host: str | None = None
     migration: Migration | None = None
+    # Started when its host boots: applied by the toolstack (a boot-time reconcile), never by libvirt's
+    # own autostart, which would start it on a host the pool may have moved it away from.
+    autostart: bool = False
 
     @property
     def uuid(self) -> str:
@@ -213,12 +216,14 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
             migration = Migration.model_validate(_load_json(tree, layout.migration_path(uuid)))
         except ValidationError as err:
             raise InvalidRecord(layout.migration_path(uuid), field_errors(err), vm=uuid) from err
+    autostart = (tree.get(layout.autostart_path(uuid)) or b"").strip() == b"true"
     return VM(
         spec=spec,
         desired=desired,
         observed=observed,
         host=placed.decode().strip() if placed else None,
         migration=migration,
+        autostart=autostart,
     )
 
 

@@ -254,6 +254,7 @@ class Toolstack:
         start: bool = False,
         *,
         observer: TaskObserver | None = None,
+        autostart: bool = False,
         **spec_fields: Any,
     ) -> VM:
         """See :meth:`LifecycleOperations.create`; returns the new VM.
@@ -262,7 +263,16 @@ class Toolstack:
         VM is claimed, its precondition checked before the hypervisor is called (the API's If-Match).
         """
         task = self.lifecycle.create(
-            name, memory, vcpus, disks, nics, host, start, observer=observer, **spec_fields
+            name,
+            memory,
+            vcpus,
+            disks,
+            nics,
+            host,
+            start,
+            observer=observer,
+            autostart=autostart,
+            **spec_fields,
         )
         return self.vm(task.vm)
 

@@ -21,7 +21,8 @@ import threading
 from typing import Any
 
 from drivers import Driver, DriverError
-from drivers.base import DomainRef, EventCallback, Subscription
+from drivers.base import DomainRef, EventCallback, Subscription, not_found
+from drivers.console import ConsoleStream
 from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo, DomainSpec, Scope
 from toolstack.models import MANAGED_KEY, MANAGED_VALUE
@@ -208,6 +209,20 @@ class OwnedDriver(Driver):
         self.inner.set_memory(uuid, mib, scope)
 
     # -- reads ---------------------------------------------------------------------------------------------
+    def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
+        if not self._check(uuid, "console"):
+            raise not_found(uuid, "console")
+        return self.inner.console(uuid, force)
+
+    def host_info(self) -> dict[str, str]:
+        return self.inner.host_info()
+
+    def dump_xml(self, uuid: DomainRef, inactive: bool = False) -> str:
+        return self.inner.dump_xml(uuid, inactive)
+
+    def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
+        self.inner.create_volume(path, size_mib, fmt)
+
     def info(self, uuid: DomainRef) -> DomainInfo:
         return self.inner.info(uuid)
 

@@ -12,19 +12,23 @@ from drivers.base import (
     Driver,
     check_device_free,
     check_resource,
+    check_volume,
     device_id_of,
     existing_device,
     not_found,
     resolve_scope,
 )
+from drivers.console import ConsoleStream
 from drivers.errors import (
     DomainNotFound,
     InvalidArgument,
     InvalidState,
     Unsupported,
 )
-from drivers.libvirt import binding
+from drivers.libvirt import accel, binding, guest
 from drivers.libvirt.connection import LibvirtConnection
+from drivers.libvirt.console import open_console
+from drivers.libvirt.storage import create_volume
 from drivers.libvirt.xml import device_to_xml, spec_to_xml, xml_to_spec
 from drivers.models import (
     Capability,
@@ -62,7 +66,9 @@ _SHUTDOWN_RETRY_SECONDS = 5.0
 class LibvirtDriver(Driver):
     """A Driver over one libvirt connection.
 
-    QEMU domains are defined with ``type='qemu'`` (TCG), so they run without KVM. On ``test:///default``
+    QEMU domains are defined with ``type='kvm'`` where the host offers KVM and ``type='qemu'`` (TCG)
+    where it does not (``drivers.libvirt.accel``); ``?accel=kvm|tcg`` on the URI, or a spec's ``accel``,
+    forces one. Every domain rendered from the model has a serial console. On ``test:///default``
     live device changes are impossible (libvirt's test driver lacks hotplug): they raise Unsupported, while
     persistent device changes work by redefining the domain. ``shutdown`` presses the ACPI power button again
     every few seconds while it waits, since a press during the guest's boot is lost.
@@ -73,15 +79,19 @@ class LibvirtDriver(Driver):
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        scheme = urlsplit(uri).scheme.partition("+")[0]
+        libvirt_uri, self.accel_setting = accel.split_uri(uri)
+        parts = urlsplit(libvirt_uri)
+        scheme = parts.scheme.partition("+")[0]
         self.domain_type = _DOMAIN_TYPES.get(scheme, "qemu")
         self._is_test_driver = scheme == "test"
-        self.connection = LibvirtConnection(uri, self._emit)
+        self._local = not parts.netloc
+        self._probe: accel.Probe | None = None
+        self.connection = LibvirtConnection(libvirt_uri, self._emit)
 
     # -- configuration -------------------------------------------------------------------------------------
 
     def define(self, spec: DomainSpec) -> None:
-        xml = spec_to_xml(spec, self.domain_type)
+        xml = spec_to_xml(spec, self.domain_type_for(spec))
         self.connection.call("define", spec.uuid, lambda conn: conn.defineXML(xml))
 
     def undefine(self, uuid: DomainRef) -> None:
@@ -252,6 +262,60 @@ class LibvirtDriver(Driver):
             return dom.XMLDesc(0 if live else XML_INACTIVE)
 
         return xml_to_spec(self._call("get_spec", ref, work))
+
+    def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
+        ref = as_uuid(uuid)
+        if self._is_test_driver:
+            raise Unsupported(
+                f"{self.uri} (libvirt's test driver) has no consoles: it cannot open a console stream",
+                uuid=ref,
+                operation="console",
+            )
+
+        def work(conn: Any) -> Any:
+            dom = self._lookup(conn, ref, "console")
+            if not dom.isActive():
+                raise InvalidState("domain is not running", uuid=ref, operation="console")
+            return open_console(conn, dom, force)
+
+        return self._call("console", ref, work)
+
+    def dump_xml(self, uuid: DomainRef, inactive: bool = False) -> str:
+        ref = as_uuid(uuid)
+        return self._call(
+            "dump_xml",
+            ref,
+            lambda conn: self._lookup(conn, ref, "dump_xml").XMLDesc(XML_INACTIVE if inactive else 0),
+        )
+
+    def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
+        check_volume(path, size_mib, fmt)
+        if self._is_test_driver:
+            raise Unsupported(
+                f"{self.uri} (libvirt's test driver) has no storage on disk", operation="create_volume"
+            )
+        self.connection.call("create_volume", None, lambda conn: create_volume(conn, path, size_mib, fmt))
+
+    def host_info(self) -> dict[str, str]:
+        info = super().host_info()
+        if self.domain_type == "qemu":
+            chosen, reason = self._auto_accel()
+            info.update(accel=chosen, accel_setting=self.accel_setting, accel_reason=reason)
+        return info
+
+    def domain_type_for(self, spec: DomainSpec) -> str:
+        """libvirt's domain type for ``spec`` on this connection: the spec's accelerator if it forces one,
+        else this host's (``host_info()["accel"]``); QEMU's only: test and xen domains keep theirs."""
+        if self.domain_type != "qemu":
+            return self.domain_type
+        return guest.DOMAIN_TYPE[spec.accel or self._auto_accel()[0]]
+
+    def _auto_accel(self) -> tuple[str, str]:
+        if self.accel_setting != "auto":
+            return self.accel_setting, f"forced by the driver URI (accel={self.accel_setting})"
+        if self._probe is None:
+            self._probe = self.connection.call("probe", None, lambda conn: accel.probe(conn, self._local))
+        return ("kvm" if self._probe.kvm else "tcg"), f"auto: {self._probe.reason}"
 
     def capabilities(self) -> frozenset[str]:
         capabilities = {Capability.EVENTS, Capability.LIVE_VCPUS, Capability.LIVE_MEMORY}

@@ -34,7 +34,7 @@ import xml.etree.ElementTree as ET
 from pydantic import ValidationError
 
 from drivers.errors import InvalidArgument
-from drivers.libvirt import extra
+from drivers.libvirt import extra, guest
 from drivers.models import Boot, Disk, DomainSpec, Nic, extra_family
 
 NAMESPACE = "http://git-toolstack.org/xmlns/domain/1.0"
@@ -108,12 +108,16 @@ def spec_to_xml(spec: DomainSpec, domain_type: str = "qemu") -> str:
         _sub(features, "acpi")
         _sub(features, "apic")
     root.extend(kept[extra.DOMAIN])
+    cpu = guest.cpu_element(spec)
+    if cpu is not None:
+        root.append(cpu)
     _sub(root, "on_poweroff", spec.on_poweroff)
     _sub(root, "on_reboot", spec.on_reboot)
     _sub(root, "on_crash", spec.on_crash)
     devices = _sub(root, "devices")
     for device in spec.devices:
         devices.append(device_element(device))
+    devices.extend(guest.device_elements(spec, verbatim))
     devices.extend(kept[extra.DEVICES])
     ET.indent(root)
     return ET.tostring(root, encoding="unicode")
@@ -128,7 +132,7 @@ def device_element(device: Disk | Nic) -> ET.Element:
     """Build the element for one device, carrying its id as a user alias."""
     if isinstance(device, Disk):
         block = device.source.startswith("/dev/")
-        element = ET.Element("disk", {"type": "block" if block else "file", "device": "disk"})
+        element = ET.Element("disk", {"type": "block" if block else "file", "device": device.device})
         _sub(element, "driver", name="qemu", type=device.format)
         _sub(element, "source", **{"dev" if block else "file": device.source})
         _sub(element, "target", dev=device.target, bus=device.bus)
@@ -155,6 +159,12 @@ def _kept(spec: DomainSpec) -> dict[str, list[ET.Element]]:
         (extra.OS, lambda e: e.tag in extra.MODELLED_OS_CHILDREN, "is described by the model's boot"),
         (extra.METADATA, lambda e: e.tag == _q("toolstack"), "is the toolstack's own metadata"),
         (extra.DEVICES, lambda e: _modelled_device(e, {}) is not None, "is a device the model describes"),
+        (extra.DOMAIN, lambda e: e.tag == "cpu" and spec.cpu is not None, "clashes with the spec's cpu"),
+        (
+            extra.DEVICES,
+            lambda e: e.tag == "graphics" and e.get("type") == spec.graphics,
+            "clashes with the spec's graphics",
+        ),
     )
     for place, owned, why in checks:
         for index, element in enumerate(kept[place]):
@@ -166,6 +176,7 @@ def _kept(spec: DomainSpec) -> dict[str, list[ET.Element]]:
 def _metadata(root: ET.Element, spec: DomainSpec, verbatim: bool, foreign: list[ET.Element]) -> None:
     metadata = _sub(root, "metadata")
     container = _sub(metadata, _q("toolstack"))
+    guest.record(container, spec)
     if verbatim:
         container.set(KEEP_ATTRIBUTE, KEEP_UNMODELLED)
     metadata.extend(foreign)
@@ -177,7 +188,9 @@ def _metadata(root: ET.Element, spec: DomainSpec, verbatim: bool, foreign: list[
         _sub(container, _q("meta"), value, key=key)
     for device in spec.devices:
         if isinstance(device, Disk):
-            _sub(container, _q("device"), id=device.id, kind="disk", target=device.target)
+            entry = _sub(container, _q("device"), id=device.id, kind="disk", target=device.target)
+            if device.device != "disk":
+                entry.set("media", device.device)  # a CD-ROM: read back as ours, never a foreign one
         else:
             _sub(container, _q("device"), id=device.id, kind="nic", mac=device.mac)
 
@@ -230,8 +243,10 @@ def xml_to_spec(text: str) -> DomainSpec:
     max_vcpus = int(vcpu.text or "1") if vcpu is not None else 1
     vcpus = int(vcpu.get("current", max_vcpus)) if vcpu is not None else 1
     disks, nics, unmodelled_devices = _read_devices(root, device_ids)
+    fields = guest.read(root, root.find(f"metadata/{_q('toolstack')}"))
     if capture:
-        kept.update(_unmodelled(root, unmodelled_devices))
+        devices = [device for device in unmodelled_devices if not guest.rendered(device, fields)]
+        kept.update(_unmodelled(root, devices, fields))
     # libvirt keeps disks sorted by bus and target, not in the order given: our metadata remembers it.
     rank = {device_id: index for index, device_id in enumerate(device_ids.values())}
     disks.sort(key=lambda disk: rank.get(disk.id, len(rank)))
@@ -251,10 +266,13 @@ def xml_to_spec(text: str) -> DomainSpec:
         on_crash=root.findtext("on_crash", "destroy"),
         metadata=meta,
         extra=kept,
+        **fields,
     )
 
 
-def _unmodelled(root: ET.Element, devices: list[ET.Element]) -> dict[str, tuple[str, ...]]:
+def _unmodelled(
+    root: ET.Element, devices: list[ET.Element], fields: dict[str, str | None]
+) -> dict[str, tuple[str, ...]]:
     """Everything of ``root`` the model does not describe, as canonical fragments by place."""
     os_element = root.find("os")
     os_children = list(os_element) if os_element is not None else []
@@ -264,7 +282,9 @@ def _unmodelled(root: ET.Element, devices: list[ET.Element]) -> dict[str, tuple[
             os_children.remove(boots[0])  # the model's boot device
     metadata = root.find("metadata")
     return {
-        extra.DOMAIN: extra.fragments(c for c in root if c.tag not in extra.MODELLED_DOMAIN_CHILDREN),
+        extra.DOMAIN: extra.fragments(
+            c for c in root if c.tag not in extra.MODELLED_DOMAIN_CHILDREN and not guest.rendered(c, fields)
+        ),
         extra.OS: extra.fragments(c for c in os_children if c.tag not in extra.MODELLED_OS_CHILDREN),
         extra.DEVICES: extra.fragments(devices),
         extra.METADATA: extra.fragments(
@@ -308,7 +328,10 @@ def _read_metadata(
     meta = {item.get("key", ""): item.text or "" for item in container.findall(_q("meta"))}
     ids: dict[tuple[str, str], str] = {}
     for item in container.findall(_q("device")):
-        key = ("disk", item.get("target", "")) if item.get("kind") == "disk" else ("nic", item.get("mac", ""))
+        if item.get("kind") == "disk":
+            key = (item.get("media", "disk"), item.get("target", ""))
+        else:
+            key = ("nic", item.get("mac", ""))
         ids[key] = item.get("id", "")
     others: dict[str, list[str]] = {}
     for item in container.findall(_q("extra")):
@@ -372,17 +395,23 @@ def _disk(element: ET.Element, ids: dict[tuple[str, str], str]) -> Disk | None:
     source = element.find("source")
     target = element.find("target")
     path = source.get("file") or source.get("dev") if source is not None else None
-    if element.get("device", "disk") != "disk" or target is None or not path:
+    kind = element.get("device", "disk")
+    if target is None or not path:
         return None
     dev = target.get("dev", "")
+    # A CD-ROM is ours only if our metadata lists it: a foreign one (and any other device kind) is kept
+    # verbatim, so that adopting a domain changes nothing of it.
+    if kind not in ("disk", "cdrom") or (kind == "cdrom" and (kind, dev) not in ids):
+        return None
     driver = element.find("driver")
     return Disk(
-        id=_device_id(element, ids, ("disk", dev), dev),
+        id=_device_id(element, ids, (kind, dev), dev),
         source=path,
         format=driver.get("type", "raw") if driver is not None else "raw",  # type: ignore[arg-type]
         target=dev,
         bus=target.get("bus", _bus_for(dev)),  # type: ignore[arg-type]
         readonly=element.find("readonly") is not None,
+        device=kind,  # type: ignore[arg-type]
     )
 
 

@@ -10,8 +10,17 @@ import uuid as uuidlib
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from drivers.base import DomainRef, Driver, EventCallback, Subscription, device_id_of, resolve_scope
-from drivers.errors import DomainNotFound, InvalidArgument, InvalidState
+from drivers.base import (
+    DomainRef,
+    Driver,
+    EventCallback,
+    Subscription,
+    check_volume,
+    device_id_of,
+    resolve_scope,
+)
+from drivers.console import ConsoleStream, QueuedConsole
+from drivers.errors import DomainExists, DomainNotFound, InvalidArgument, InvalidState
 from drivers.models import (
     Capability,
     Disk,
@@ -181,6 +190,41 @@ class SimDriver(Driver):
         self.faults.after("get_spec", ref)
         return spec
 
+    def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
+        """A sparse file of the size: the simulator never reads it (a qcow2 one has no qcow2 header)."""
+        check_volume(path, size_mib, fmt)
+        try:
+            with open(path, "xb") as image:
+                image.truncate(size_mib << 20)
+        except FileExistsError:
+            raise DomainExists(f"{path} exists already: not overwritten", operation="create_volume") from None
+        except OSError as error:
+            raise InvalidArgument(
+                f"cannot create {path}: {error.strerror}", operation="create_volume"
+            ) from None
+
+    def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
+        """The simulated serial console: a fake boot log, then what is typed, echoed back as a tty does.
+        It ends when the domain stops."""
+        ref = self._enter("console", uuid)
+        domain = self.host.lookup(ref, "console")
+        if not domain.state.is_active or domain.live is None:
+            raise InvalidState(f"domain is {domain.state}, not active", uuid=ref, operation="console")
+        subscription: list[Subscription] = []
+        stream = QueuedConsole(
+            send=lambda data: stream.feed(data.replace(b"\r", b"\r\n")),
+            on_close=lambda: [each.close() for each in subscription],
+        )
+
+        def on_event(event: DomainEvent) -> None:
+            if event.uuid == ref and event.kind in (EventKind.STOPPED, EventKind.UNDEFINED):
+                stream.end()
+
+        subscription.append(self.events(on_event))
+        stream.feed(_boot_log(domain.live))
+        self.faults.after("console", ref)
+        return stream
+
     def events(self, callback: EventCallback) -> Subscription:
         subscription = super().events(callback)
         if isinstance(self._store, DirectoryStore) and self._tail_thread is None:
@@ -302,6 +346,18 @@ class SimDriver(Driver):
 
         self._tail_thread = threading.Thread(target=tail, name=f"sim-events-{self._origin}", daemon=True)
         self._tail_thread.start()
+
+
+def _boot_log(spec: DomainSpec) -> bytes:
+    """What a booting Linux guest prints on its serial console, for people and tests to recognise."""
+    lines = [
+        f"[    0.000000] Linux version 6.1.0-sim (simulated console of {spec.name})",
+        f"[    0.000000] Command line: {spec.boot.cmdline or ''}",
+        f"[    0.010000] Memory: {spec.memory} MiB, {spec.vcpus} vCPU(s)",
+        "[    0.420000] Run /init as init process",
+        f"{spec.name} login: ",
+    ]
+    return "\r\n".join(lines).encode()
 
 
 def _info(domain: SimDomain) -> DomainInfo:

@@ -115,7 +115,8 @@ def check_extra(spec: DomainSpec) -> None:
 def disk_spec(disk: Disk) -> str:
     """The xl diskspec; ``target=`` must come last because it may contain anything but a newline."""
     access = "ro" if disk.readonly else "rw"
-    return f"format={disk.format}, vdev={disk.target}, access={access}, target={disk.source}"
+    devtype = ", devtype=cdrom" if disk.device == "cdrom" else ""
+    return f"format={disk.format}, vdev={disk.target}, access={access}{devtype}, target={disk.source}"
 
 
 def vif_spec(nic: Nic) -> str:

@@ -18,11 +18,13 @@ from drivers.base import (
     not_found,
     resolve_scope,
 )
+from drivers.console import ConsoleStream
 from drivers.errors import (
     DomainExists,
     DomainNotFound,
     InvalidArgument,
     InvalidState,
+    Unsupported,
 )
 from drivers.files import atomic_write
 from drivers.models import (
@@ -283,6 +285,17 @@ class XlDriver(Driver):
             self._config(ref, "get_spec")
             raise InvalidState("domain is not active", uuid=ref, operation="get_spec")
         return live_spec(domain, self._persistent_or_none(ref))
+
+    def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
+        """Not through this driver: ``xl console`` (xenconsole) needs a terminal of its own, which the
+        injected runner, made for commands whose output is read when they exit, cannot give it. The error
+        names the command to run on the host instead."""
+        ref = as_uuid(uuid)
+        raise Unsupported(
+            f"{self.uri} (the xl driver) cannot attach consoles: run `xl console <domain>` on the Xen host",
+            uuid=ref,
+            operation="console",
+        )
 
     def capabilities(self) -> frozenset[str]:
         return frozenset(

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.drivers.conftest import E2E_DIR, _require_e2e_guest, wait_until
+from tests.drivers.conftest import E2E_DIR, E2E_URI, _require_e2e_guest, wait_until
 from tests.toolstack.conftest import ROOT
 from toolstack import layout
 from toolstack.models import MANAGED_KEY, MANAGED_VALUE
 
 pytestmark = pytest.mark.e2e
 
-URI = "qemu:///system"
+URI = E2E_URI
 REFUSED = 8
 INACTIVE = 2  # VIR_DOMAIN_XML_INACTIVE: the persistent definition, as `virsh dumpxml --inactive` prints it
 
@@ -47,7 +47,7 @@ def libvirt() -> Iterator[object]:
     import libvirt as libvirt_module
 
     _require_e2e_guest()
-    connection = libvirt_module.open(URI)
+    connection = libvirt_module.open(URI.partition("?")[0])  # ?accel= is ours, not libvirt's
     connection.prefix = f"s16-{secrets.token_hex(3)}"  # type: ignore[attr-defined]
     yield connection
     for domain in connection.listAllDomains():

@@ -43,6 +43,15 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
 LOGGING_OPTIONS = ("verbose", "quiet", "log_format")
 
 
+# libvirt's test driver lives inside the process that opens it: each CLI command gets a fresh one.
+IN_PROCESS_NOTICE = (
+    "note: test:///default is libvirt's in-process test hypervisor: it starts empty in every toolstack "
+    "command and forgets its domains when the command exits (a domain created by one command is not there "
+    "for the next: 'no such domain'). For the CLI use sim:///DIR or qemu:///system; test:///default is for "
+    "tests that open the driver in one process."
+)
+
+
 class Context:
     """Options shared by every command; the toolstack is opened on first use."""
 
@@ -94,6 +103,8 @@ class Context:
         from toolstack.ops import Toolstack  # imported on use: `--help` stays fast
 
         if self._toolstack is None:
+            if self.driver_uri.startswith("test:///default"):
+                click.echo(IN_PROCESS_NOTICE, err=True)
             self._toolstack = Toolstack.open(
                 self.repo,
                 self.driver_uri,

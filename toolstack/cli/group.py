@@ -24,6 +24,7 @@ COMMANDS: Mapping[str, str] = {
     "vm": "toolstack.cli.vm:vm",
     "disk": "toolstack.cli.devices:disk",
     "nic": "toolstack.cli.devices:nic",
+    "console": "toolstack.cli.console:console_command",
     # the history, plans, tasks and the raw store
     "log": "toolstack.cli.state:log_command",
     "show": "toolstack.cli.state:show_command",

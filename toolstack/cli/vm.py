@@ -1,4 +1,8 @@
-"""CLI commands on VMs: ``vm create/list/show``, the lifecycle commands, ``vm migrate`` and ``vm set``."""
+"""CLI commands on VMs: ``vm list/show``, the lifecycle commands, ``vm migrate`` and ``vm set``.
+
+``vm create`` is in :mod:`toolstack.cli.vm_create`, ``vm define`` and ``vm dumpxml`` in
+:mod:`toolstack.cli.vm_xml`: they add themselves to this group, imported at the end of this module.
+"""
 
 from __future__ import annotations
 
@@ -34,52 +38,6 @@ class Memory(click.ParamType):
 @click.group()
 def vm() -> None:
     """Create, inspect and drive VMs."""
-
-
-@vm.command("create")
-@click.argument("name")
-@click.option("--memory", type=Memory(), required=True, help="e.g. 512M, 2G")
-@click.option("--vcpus", type=click.IntRange(1, 512), default=1, show_default=True)
-@click.option("--max-memory", type=Memory(), default=None, help="Ballooning ceiling (default: --memory)")
-@click.option(
-    "--max-vcpus", type=click.IntRange(1, 512), default=None, help="Hotplug ceiling (default: --vcpus)"
-)
-@click.option("--disk", "disks", multiple=True, type=click.Path(), help="Disk image path (repeatable)")
-@click.option("--nic", "nics", multiple=True, help="Network name (repeatable)")
-@click.option("--start", is_flag=True, help="Boot it too, in the same task (as xl create does)")
-@click.option("--on", "placement", default=None, help="Place it on this pool host (its agent runs it)")
-@pass_ctx
-@handled
-def vm_create(
-    c: Context,
-    name: str,
-    memory: int,
-    vcpus: int,
-    max_memory: int | None,
-    max_vcpus: int | None,
-    disks: tuple[str, ...],
-    nics: tuple[str, ...],
-    start: bool,
-    placement: str | None,
-) -> None:
-    """Define a new VM."""
-    ts = c.toolstack()
-    ceilings = {k: v for k, v in (("max_memory", max_memory), ("max_vcpus", max_vcpus)) if v is not None}
-    created = ts.create(
-        name,
-        memory=memory,
-        vcpus=vcpus,
-        disks=list(disks),
-        nics=list(nics),
-        host=placement,
-        start=start,
-        **ceilings,
-    )
-    emit(
-        vm_record(created),
-        c.json,
-        f"created {created.name} ({created.uuid})" + (", started" if start else ""),
-    )
 
 
 def status_record(status: VMStatus) -> dict[str, Any]:
@@ -136,6 +94,7 @@ def vm_show(c: Context, name: str) -> None:
             f"host:     {status.host}" + ("" if status.local else " (its agent runs it)"),
             f"memory:   {found.spec.memory} MiB",
             f"vcpus:    {found.spec.vcpus}",
+            *guest_lines(ts, found),
             f"desired:  {found.desired.value}",
             f"state:    {status.describe()}"
             + (f" (domid {status.domid})" if status.local and status.domid is not None else ""),
@@ -282,3 +241,31 @@ def vm_set(c: Context, name: str, memory: int | None, vcpus: int | None) -> None
         c.json,
         f"{result.name}: memory {result.spec.memory} MiB, vcpus {result.spec.vcpus}",
     )
+
+
+def guest_lines(ts: Any, found: VM) -> list[str]:
+    """``vm show``'s lines on how the VM boots and runs: boot, accelerator, CPU, consoles, autostart."""
+    spec = found.spec
+    boot = spec.boot
+    if boot.kernel:
+        booted = f"kernel {boot.kernel}" + (f", initrd {boot.initrd}" if boot.initrd else "")
+        booted += f", cmdline {boot.cmdline!r}" if boot.cmdline is not None else ""
+    else:
+        booted = f"from {boot.device}"
+    if spec.accel is not None:
+        accel = f"{spec.accel} (forced for this VM)"
+    else:
+        info = ts.driver.host_info()
+        accel = f"{info['accel']} ({info['accel_reason']})" if "accel" in info else "the driver's choice"
+    return [
+        f"boot:     {booted}",
+        f"accel:    {accel}",
+        f"cpu:      {spec.cpu or 'the hypervisor default'}",
+        "consoles: serial" + (f", {spec.graphics} on 127.0.0.1" if spec.graphics else ""),
+        f"autostart: {'yes' if found.autostart else 'no'}",
+    ]
+
+
+# Commands of this group defined in their own modules (imported last: they take `vm` from here).
+import toolstack.cli.vm_create  # noqa: E402
+import toolstack.cli.vm_xml  # noqa: E402, F401

@@ -1,0 +1,196 @@
+"""Issue 19 from the CLI: boot media and guest options on ``vm create``, ``toolstack console``, and
+``vm define``/``vm dumpxml`` keeping every device through an update and a rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+import drivers
+from tests.toolstack.conftest import ROOT
+from tests.toolstack.test_cli import git, run
+from toolstack import layout
+from toolstack.cli.group import main
+
+
+def config_of(tmp_path, name: str) -> dict:
+    uuid = git(tmp_path, "show", f"main:{layout.name_path(name)}").strip()
+    return json.loads(git(tmp_path, "show", f"main:{layout.config_path(uuid)}")), uuid
+
+
+def test_create_takes_boot_media_cpu_accel_graphics_cdrom_autostart_and_makes_a_sized_disk(tmp_path):
+    run(tmp_path, "init")
+    out = run(
+        tmp_path,
+        "vm", "create", "inst", "--memory", "128M",
+        "--kernel", "/boot/vmlinuz", "--initrd", "/boot/initrd.img", "--cmdline", "console=ttyS0",
+        "--cdrom", "/iso/debian.iso", "--cpu", "host", "--accel", "tcg", "--graphics", "vnc",
+        "--autostart", "--disk", "root.qcow2,size=2G",
+    ).stdout  # fmt: skip
+    image = tmp_path / "root.qcow2"
+    assert f"created {image}" in out
+    assert image.stat().st_size == 2 << 30
+    config, uuid = config_of(tmp_path, "inst")
+    assert config["boot"] == {
+        "kernel": "/boot/vmlinuz",
+        "initrd": "/boot/initrd.img",
+        "cmdline": "console=ttyS0",
+        "device": None,
+    }
+    assert (config["cpu"], config["accel"], config["graphics"]) == ("host", "tcg", "vnc")
+    devices = {
+        d: json.loads(git(tmp_path, "show", f"main:{layout.device_path(uuid, d)}"))
+        for d in ("cdrom0", "disk0")
+    }
+    assert devices["cdrom0"]["device"] == "cdrom" and devices["cdrom0"]["readonly"]
+    assert devices["disk0"]["format"] == "qcow2"
+    assert git(tmp_path, "show", f"main:{layout.autostart_path(uuid)}") == "true\n"
+    shown = run(tmp_path, "vm", "show", "inst").stdout
+    assert "accel:    tcg (forced for this VM)" in shown
+    assert "consoles: serial, vnc on 127.0.0.1" in shown and "autostart: yes" in shown
+
+
+def test_create_boots_from_the_cdrom_by_default_and_refuses_an_initrd_without_a_kernel(tmp_path):
+    run(tmp_path, "init")
+    run(tmp_path, "vm", "create", "live", "--memory", "64M", "--cdrom", "/iso/live.iso")
+    assert config_of(tmp_path, "live")[0]["boot"]["device"] == "cdrom"
+    refused = run(tmp_path, "vm", "create", "bad", "--memory", "64M", "--initrd", "/i", check=False)
+    assert refused.returncode == 1 and "need a 'kernel'" in refused.stderr
+    bad_disk = run(
+        tmp_path, "vm", "create", "bad", "--memory", "64M", "--disk", "/d.img,sise=1G", check=False
+    )
+    assert bad_disk.returncode == 2 and "sise=1G" in bad_disk.stderr
+    assert not (tmp_path / "d.img").exists()
+
+
+def test_console_on_a_terminal_shows_the_boot_log_passes_keys_and_detaches_on_ctrl_bracket(tmp_path):
+    run(tmp_path, "init")
+    run(
+        tmp_path,
+        "vm",
+        "create",
+        "box",
+        "--memory",
+        "64M",
+        "--kernel",
+        "/k",
+        "--cmdline",
+        "console=ttyS0",
+        "--start",
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "TOOLSTACK_REPO": str(tmp_path / "state.git"),
+        "TOOLSTACK_DRIVER": f"sim://{tmp_path}/sim",
+    }
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "toolstack.cli", "console", "box"],
+        stdin=follower, stdout=follower, stderr=follower, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    os.close(follower)
+    seen = read_until(leader, b"box login: ")
+    assert b"Linux version" in seen and b"Connected to box" in seen
+    os.write(leader, b"root\r")
+    assert b"root" in read_until(leader, b"root")
+    os.write(leader, b"\x1d")  # Ctrl-]
+    assert process.wait(timeout=30) == 0
+    assert b"Disconnected" in read_until(leader, b"Disconnected")
+    os.close(leader)
+    assert "running" in run(tmp_path, "vm", "show", "box").stdout  # detaching leaves the VM running
+
+
+def read_until(fd: int, wanted: bytes, seconds: float = 30) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break  # the process closed the terminal
+    return seen
+
+
+def test_console_of_a_stopped_vm_is_an_error_and_test_default_says_it_is_in_process_only(tmp_path):
+    run(tmp_path, "init")
+    run(tmp_path, "vm", "create", "off", "--memory", "64M")
+    stopped = run(tmp_path, "console", "off", check=False)
+    assert stopped.returncode == 1 and "not active" in stopped.stderr
+    listed = run(tmp_path, "vm", "list", env={"TOOLSTACK_DRIVER": "test:///default"})
+    assert "in-process test hypervisor" in listed.stderr
+
+
+# -- define and dumpxml on libvirt's test driver, in one process (its state lives as long as a connection) --
+
+FOREIGN = """<domain type='test'>
+  <name>imported</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os><type>hvm</type><boot dev='cdrom'/></os>
+  <devices>
+    <disk type='file' device='cdrom'>
+      <source file='/iso/rescue.iso'/><target dev='hdc' bus='ide'/><readonly/>
+    </disk>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+  </devices>
+</domain>
+"""
+
+
+@pytest.fixture
+def libvirt_cli(tmp_path):
+    """Run CLI commands in this process on test:///default, kept alive between them by one connection."""
+    keeper = drivers.open("test:///default")
+    runner = CliRunner()
+    repo = str(tmp_path / "state.git")
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(
+            main, ["--repo", repo, "--driver", "test:///default", *args], catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    cli("init")
+    yield cli
+    keeper.close()
+
+
+def devices_of(xml_text: str) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    devices = ET.fromstring(xml_text).find("devices")
+    return sorted(f"{d.tag}:{d.get('type') or d.get('model') or ''}:{d.get('device', '')}" for d in devices)
+
+
+def test_define_imports_a_domain_keeping_every_device_through_an_update_and_a_rollback(libvirt_cli, tmp_path):
+    source = tmp_path / "imported.xml"
+    source.write_text(FOREIGN)
+    out = libvirt_cli("vm", "define", str(source))
+    assert out.startswith("defined imported (") and "kept verbatim" in out
+    wanted = {"disk:file:cdrom", "serial:pty:", "console:pty:", "graphics:vnc:", "rng:virtio:"}
+    first = devices_of(libvirt_cli("vm", "dumpxml", "imported", "--inactive"))
+    assert wanted <= set(first)
+    created = libvirt_cli("log", "imported").splitlines()[-1].split()[0]
+    libvirt_cli("vm", "set", "imported", "--memory", "256M")
+    updated = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
+    assert "<currentMemory unit='KiB'>262144</currentMemory>" in updated
+    assert devices_of(updated) == first
+    libvirt_cli("rollback", created, "--vm", "imported", "--yes")
+    rolled_back = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
+    assert "<currentMemory unit='KiB'>131072</currentMemory>" in rolled_back
+    assert devices_of(rolled_back) == first

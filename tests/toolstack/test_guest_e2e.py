@@ -1,0 +1,210 @@
+"""Issue 19 end to end on a real libvirtd (``make e2e``): the toolstack CLI boots a kernel, shows its boot
+messages through ``toolstack console`` on a pseudo-terminal, attaches a disk and shuts the guest down; a
+domain XML file with a serial console, graphics, an RNG and a CD-ROM goes in with ``vm define`` and every
+device comes back out of ``vm dumpxml`` after an update and a rollback; and one guest boots under KVM and
+under TCG, side by side, timed to its first console line.
+
+Every domain a test defines has a unique name and is destroyed and undefined afterwards. Guests are 128 MiB.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import secrets
+import select
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.drivers.conftest import E2E_DIR, E2E_URI, _require_e2e_guest
+from tests.toolstack.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+USERSPACE = b"e2e guest: userspace up"  # printed by the e2e guest's init (scripts/e2e-setup.sh)
+KERNEL_LINE = re.compile(rb"\[\s*\d+\.\d+\] ")  # a kernel log line: "[    0.000000] Linux version ..."
+BOOT_SECONDS = 90
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A unique name prefix; every domain named with it is destroyed and undefined afterwards."""
+    import libvirt
+
+    _require_e2e_guest()
+    name = f"g19-{secrets.token_hex(3)}"
+    yield name
+    connection = libvirt.open(E2E_URI.partition("?")[0])
+    for domain in connection.listAllDomains():
+        if domain.name().startswith(name):
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()
+    connection.close()
+
+
+def toolstack(cwd: Path, *args: str, uri: str = E2E_URI) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLSTACK_")}
+    argv = [sys.executable, "-m", "toolstack.cli", "--driver", uri, "--author", "E2e <e2e@example.org>"]
+    result = subprocess.run(
+        [*argv, *args],
+        cwd=cwd,
+        env={**env, "PYTHONPATH": ROOT},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, f"toolstack {' '.join(args)}: exit {result.returncode}: {result.stderr}"
+    return result.stdout
+
+
+def read_until(fd: int, wanted: bytes, seconds: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    return seen
+
+
+def test_the_cli_boots_a_kernel_shows_its_console_attaches_a_disk_and_shuts_it_down(tmp_path, prefix):
+    name = f"{prefix}-boot"
+    toolstack(tmp_path, "init")
+    toolstack(
+        tmp_path,
+        *("vm", "create", name, "--memory", "128M", "--kernel", str(E2E_DIR / "vmlinuz")),
+        *("--initrd", str(E2E_DIR / "initrd.img"), "--cmdline", "console=ttyS0 panic=-1"),
+    )
+    shown = toolstack(tmp_path, "vm", "show", name)
+    accel = re.search(r"^accel: +(.*)$", shown, re.M).group(1)  # type: ignore[union-attr]
+    print(f"\naccelerator ({E2E_URI}): {accel}")
+    toolstack(tmp_path, "vm", "start", name)
+
+    leader, follower = pty.openpty()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TOOLSTACK_")}, "PYTHONPATH": ROOT}
+    console = subprocess.Popen(
+        [sys.executable, "-m", "toolstack.cli", "--driver", E2E_URI, "console", name],
+        stdin=follower, stdout=follower, stderr=follower, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    os.close(follower)
+    try:
+        seen = read_until(leader, USERSPACE, BOOT_SECONDS)
+        assert USERSPACE in seen, seen[-2000:]
+        assert KERNEL_LINE.search(seen), "the kernel's own messages reach the console too"
+        os.write(leader, b"\x1d")  # Ctrl-] detaches
+        assert console.wait(timeout=30) == 0
+    finally:
+        if console.poll() is None:
+            console.kill()
+        os.close(leader)
+
+    image = tmp_path / "data.img"
+    image.write_bytes(b"\0" * (1 << 20))
+    toolstack(tmp_path, "disk", "attach", name, str(image), "--target", "vdb")
+    assert str(image) in toolstack(tmp_path, "vm", "dumpxml", name)
+    assert "shutoff" in toolstack(tmp_path, "vm", "shutdown", name, "--timeout", "90")
+    live = ET.fromstring(toolstack(tmp_path, "vm", "dumpxml", name, "--inactive"))
+    assert live.find("devices/serial").get("type") == "pty"
+
+
+DOMAIN_XML = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type><boot dev='cdrom'/></os>
+  <devices>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/><source file='{iso}'/><target dev='hdc' bus='ide'/><readonly/>
+    </disk>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+  </devices>
+</domain>
+"""
+
+
+def device_kinds(xml_text: str) -> set[str]:
+    devices = ET.fromstring(xml_text).find("devices")
+    return {f"{d.tag}:{d.get('type') or d.get('model')}:{d.get('device', '')}" for d in devices}
+
+
+def test_define_keeps_serial_graphics_rng_and_cdrom_through_an_update_and_a_rollback(tmp_path, prefix):
+    name = f"{prefix}-xml"
+    iso = tmp_path / "rescue.iso"
+    iso.write_bytes(b"\0" * 2048)
+    source = tmp_path / "domain.xml"
+    source.write_text(DOMAIN_XML.format(name=name, iso=iso))
+    toolstack(tmp_path, "init")
+    toolstack(tmp_path, "vm", "define", str(source))
+    wanted = {"disk:file:cdrom", "serial:pty:", "console:pty:", "graphics:vnc:", "rng:virtio:"}
+    first = device_kinds(toolstack(tmp_path, "vm", "dumpxml", name, "--inactive"))
+    assert wanted <= first, first
+    created = toolstack(tmp_path, "log", name).splitlines()[-1].split()[0]
+    toolstack(tmp_path, "vm", "set", name, "--memory", "96M")
+    updated = toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")
+    assert "<currentMemory unit='KiB'>98304</currentMemory>" in updated
+    assert device_kinds(updated) == first
+    toolstack(tmp_path, "rollback", created, "--vm", name, "--yes")
+    rolled_back = toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")
+    assert "<currentMemory unit='KiB'>131072</currentMemory>" in rolled_back
+    assert device_kinds(rolled_back) == first
+    print("\n" + "\n".join(sorted(first)))
+
+
+def test_boot_time_to_the_first_console_line_under_kvm_and_under_tcg(prefix):
+    """One guest, booted with each accelerator forced, timed from start to its first kernel line on the
+    serial console. TCG must boot; KVM is reported as it is (it may be absent, or hang)."""
+    from drivers import Boot, DomainSpec
+    from drivers.libvirt import LibvirtDriver
+
+    results: dict[str, str] = {}
+    with LibvirtDriver(E2E_URI.partition("?")[0]) as hv:
+        auto = hv.host_info()
+        print(f"\nauto would choose {auto['accel']}: {auto['accel_reason']}")
+        for accel in ("kvm", "tcg"):
+            spec = DomainSpec(
+                uuid=uuidlib.uuid4(),
+                name=f"{prefix}-{accel}",
+                memory=128,
+                accel=accel,
+                boot=Boot(
+                    kernel=str(E2E_DIR / "vmlinuz"),
+                    initrd=str(E2E_DIR / "initrd.img"),
+                    cmdline="console=ttyS0 panic=-1",
+                ),
+            )
+            hv.define(spec)
+            started = time.monotonic()
+            try:
+                hv.start(spec.uuid)
+            except Exception as error:  # no KVM here at all: libvirt refuses the kvm domain
+                results[accel] = f"did not start: {error}"
+                continue
+            seen = b""
+            with hv.console(spec.uuid) as console:
+                while not KERNEL_LINE.search(seen) and time.monotonic() - started < BOOT_SECONDS:
+                    seen += console.read(timeout=0.5) or b""
+            elapsed = time.monotonic() - started
+            results[accel] = (
+                f"{elapsed:.2f} s" if KERNEL_LINE.search(seen) else f"no kernel line within {BOOT_SECONDS} s"
+            )
+            hv.destroy(spec.uuid)
+    print("\naccelerator  first console line")
+    for accel, result in results.items():
+        print(f"{accel:<12} {result}")
+    assert results["tcg"].endswith(" s") and "within" not in results["tcg"], results

@@ -155,7 +155,9 @@ function render() {
     body.append(el("tr", { class: "empty" }, el("td", { colSpan: 8, class: "hint" }, text)));
   }
   $("#vm-count").textContent =
-    found.length === view.vms.length ? `${view.vms.length} VMs` : `${found.length} of ${view.vms.length} VMs match`;
+    found.length === view.vms.length
+      ? `${view.vms.length} VM${view.vms.length === 1 ? "" : "s"}`
+      : `${found.length} of ${view.vms.length} VMs match`;
   $("#page-info").textContent = found.length
     ? `${start + 1}–${start + shown.length} of ${found.length} · page ${view.page + 1} of ${pages}`
     : "";

@@ -14,7 +14,7 @@ from toolstack.api.deps import ApiSettings, ApiState
 from toolstack.api.errors import install_error_handlers
 from toolstack.api.jobs import OperationJobs
 from toolstack.api.middleware import BodyLimit, SecurityHeaders
-from toolstack.api.routes import actions, devices, events, health, history, plans, tasks, vms
+from toolstack.api.routes import actions, devices, docs, events, health, history, plans, tasks, vmfiles, vms
 from toolstack.ops import Toolstack
 
 DESCRIPTION = """The git-toolstack over HTTP: VMs, their lifecycle and devices, tasks, history with diffs,
@@ -50,7 +50,7 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        # The spec is served below, behind the token; the interactive docs would load scripts from a CDN.
+        # The spec is served below, behind the token; /docs is Swagger UI from local files (routes/docs.py).
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -58,9 +58,10 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
     app.state.api = ApiState(ts=ts, token=token, settings=settings, jobs=jobs)
     install_error_handlers(app)
     authenticated = [Depends(require_token)]
-    for module in (vms, actions, devices, tasks, history, plans, events):
+    for module in (vms, vmfiles, actions, devices, tasks, history, plans, events):
         app.include_router(module.router, dependencies=authenticated)
     app.include_router(health.router)
+    app.include_router(docs.router)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)
     def openapi() -> JSONResponse:

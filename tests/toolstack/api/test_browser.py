@@ -80,8 +80,7 @@ def test_create_start_timeline_diff_and_rollback_through_the_dry_run_dialog(page
     expect(steps.nth(0)).to_contain_text("Web Operator")
     expect(steps.nth(1)).to_contain_text("vm create web1")
     steps.nth(0).locator("button.step").click()
-    expect(page.locator("#diff-changes")).to_contain_text("+paused")
-    expect(page.locator("#diff-changes")).to_contain_text("-running")
+    expect(page.locator('#diff-changes li[data-field="desired"]')).to_have_text("desired: running → paused")
 
     # 4. Roll back to the create step: the dialog shows the dry-run plan first, and nothing has changed yet.
     steps.nth(1).locator("button.rollback").click()

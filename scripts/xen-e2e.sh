@@ -59,7 +59,8 @@ kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0
 [ -n "$kernel_pkg" ] || die "cannot find the current linux-image-*-amd64 (apt-get update?)"
 release=${kernel_pkg#linux-image-}
 xen_pkg=xen-hypervisor-4.17-amd64
-wanted="$IMAGE_VERSION $release $(dpkg-query -W -f='${Version}' xen-utils-4.17)"
+# The image is rebuilt when any of its inputs changes: this layout, the kernel, Xen, or dom0's init.
+wanted="$IMAGE_VERSION $release $(dpkg-query -W -f='${Version}' xen-utils-4.17) $(sha1sum <"$HERE/xen-e2e-init" | cut -c1-12)"
 if [ "$(cat "$XEN_DIR/image-version" 2>/dev/null)" != "$wanted" ]; then
     for pkg in "$xen_pkg" "$kernel_pkg"; do
         ls "$XEN_DIR/debs/${pkg}"_*.deb >/dev/null 2>&1 \

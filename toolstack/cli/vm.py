@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,9 @@ def vm() -> None:
 )
 @click.option("--disk", "disks", multiple=True, type=click.Path(), help="Disk image path (repeatable)")
 @click.option("--nic", "nics", multiple=True, help="Network name (repeatable)")
+@click.option("--kernel", type=click.Path(), default=None, help="Boot this kernel directly (xl: a PV guest)")
+@click.option("--initrd", type=click.Path(), default=None, help="Initial ramdisk for --kernel")
+@click.option("--cmdline", default=None, help="Kernel command line for --kernel")
 @click.option("--start", is_flag=True, help="Boot it too, in the same task (as xl create does)")
 @click.option("--on", "placement", default=None, help="Place it on this pool host (its agent runs it)")
 @pass_ctx
@@ -59,12 +63,27 @@ def vm_create(
     max_vcpus: int | None,
     disks: tuple[str, ...],
     nics: tuple[str, ...],
+    kernel: str | None,
+    initrd: str | None,
+    cmdline: str | None,
     start: bool,
     placement: str | None,
 ) -> None:
     """Define a new VM."""
     ts = c.toolstack()
-    ceilings = {k: v for k, v in (("max_memory", max_memory), ("max_vcpus", max_vcpus)) if v is not None}
+    ceilings: dict[str, Any] = {
+        k: v for k, v in (("max_memory", max_memory), ("max_vcpus", max_vcpus)) if v is not None
+    }
+    if kernel is None and (initrd is not None or cmdline is not None):
+        raise click.UsageError("--initrd and --cmdline need --kernel")
+    if kernel is not None:
+        from drivers.models import Boot
+
+        ceilings["boot"] = Boot(
+            kernel=os.path.abspath(kernel),
+            initrd=os.path.abspath(initrd) if initrd else None,
+            cmdline=cmdline,
+        )
     created = ts.create(
         name,
         memory=memory,

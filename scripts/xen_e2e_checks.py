@@ -213,6 +213,12 @@ def disks(c: Checks, domid: int) -> None:
     (c.fixtures / "block-attach-file.stderr").write_text(result.stderr)
     if result.returncode != 0:
         c.check("disk attach of a plain file", False, result.stderr.strip()[-500:])
+        # What libxl says in full, and where its hotplug script stopped (the driver detached the leftover).
+        c.record(
+            "block-attach-file", "xl", "-vvv", "block-attach", GUEST, f"format=raw, vdev=xvdc, target={image}"
+        )
+        c.run("xl", "block-detach", GUEST, "xvdc")
+        c.run("sh", "-c", "tail -n 30 /var/log/xen/*.log")
         loop = c.run("losetup", "--find", "--show", str(image)).stdout.strip()
         result = c.ts("disk", "attach", GUEST, loop, "--target", "xvdb", "--id", "data")
     c.check("disk attach", result.returncode == 0, result.stderr.strip()[-500:])

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from drivers import Disk, Nic
+from drivers.devices import Bus
 from drivers.models import Scope, parse_memory
 from toolstack import layout
 from toolstack.errors import InvalidInput
@@ -40,13 +41,23 @@ def disk_from_path(
     path: str, index: int, target: str | None = None, device_id: str | None = None, readonly: bool = False
 ) -> Disk:
     fmt = "qcow2" if path.endswith(".qcow2") else "raw"
+    target = target or disk_target(index)
     return Disk(
         id=device_id or f"disk{index}",
         source=os.path.abspath(path),
         format=fmt,
-        target=target or disk_target(index),
+        target=target,
+        bus=bus_of_target(target),
         readonly=readonly,
     )
+
+
+def bus_of_target(target: str) -> Bus:
+    """The bus a disk given by path gets from its guest device name: ``xvd*`` is Xen's PV bus, else virtio.
+
+    Without it a disk attached as ``--target xvdb`` was a virtio disk named xvdb, which xl refuses.
+    """
+    return "xen" if target.startswith("xvd") else "virtio"
 
 
 def free_id(prefix: str, used: set[str]) -> str:

@@ -47,6 +47,21 @@ MODELLED_KEYS = frozenset(
     }
 )
 _SETTING_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*\S")
+# A direct-kernel boot is a PV guest unless the spec's xl extras say ``type = "pvh"``: PV runs on any x86
+# host, PVH needs hardware paging (HAP) or shadow paging, which Xen under QEMU/TCG does not have.
+_KERNEL_TYPES = ("pv", "pvh")
+_TYPE_RE = re.compile(r"""^type\s*=\s*["']?([a-z]+)["']?\s*$""")
+
+
+def guest_type(spec: DomainSpec) -> str:
+    """The xl ``type`` of ``spec``: ``hvm`` for boot devices, else ``pv`` or the extras' ``type = "pvh"``."""
+    if not spec.boot.kernel:
+        return "hvm"
+    for setting in spec.extra.get(EXTRA_KEY, ()):
+        match = _TYPE_RE.match(setting)
+        if match and match.group(1) in _KERNEL_TYPES:
+            return match.group(1)
+    return "pv"
 
 
 def check_supported(spec_or_device: DomainSpec | Disk | Nic, uuid: object) -> None:
@@ -97,7 +112,15 @@ def check_extra(spec: DomainSpec) -> None:
                     operation="define",
                 )
             name = match.group(1)
-            if name in MODELLED_KEYS:
+            if name == "type" and spec.boot.kernel:
+                kind = _TYPE_RE.match(setting)
+                if kind is None or kind.group(1) not in _KERNEL_TYPES:
+                    raise InvalidArgument(
+                        f"extra 'xl' entry {index} {setting!r}: a kernel boot's type is 'pv' or 'pvh'",
+                        uuid=spec.uuid,
+                        operation="define",
+                    )
+            elif name in MODELLED_KEYS:
                 raise InvalidArgument(
                     f"extra 'xl' entry {index} sets {name!r}, which the model describes",
                     uuid=spec.uuid,
@@ -134,7 +157,7 @@ def render(spec: DomainSpec) -> str:
         SPEC_MARKER + spec.model_dump_json(),
         f'name = "{spec.name}"',
         f'uuid = "{spec.uuid}"',
-        f'type = "{"pvh" if spec.boot.kernel else "hvm"}"',
+        f'type = "{guest_type(spec)}"',
         f"memory = {spec.memory}",
         f"maxmem = {spec.effective_max_memory}",
         f"vcpus = {spec.vcpus}",
@@ -154,7 +177,7 @@ def render(spec: DomainSpec) -> str:
         f'on_poweroff = "{spec.on_poweroff}"',
         f'on_reboot = "{spec.on_reboot}"',
         f'on_crash = "{spec.on_crash}"',
-        *spec.extra.get(EXTRA_KEY, ()),
+        *(setting for setting in spec.extra.get(EXTRA_KEY, ()) if not _TYPE_RE.match(setting)),
     ]
     return "\n".join(lines) + "\n"
 

@@ -205,7 +205,7 @@ class XlDriver(Driver):
         if domain is not None and Scope.LIVE in resolved:
             check_device_free(live_spec(domain, self._persistent_or_none(ref)), device, ref)
             if isinstance(device, Disk):
-                self._xl("attach_device", ref, "block-attach", domain.name, xlcfg.disk_spec(device))
+                self._block_attach(ref, domain.name, device)
             else:
                 self._xl(
                     "attach_device", ref, "network-attach", domain.name, *xlcfg.vif_spec(device).split(",")
@@ -213,6 +213,17 @@ class XlDriver(Driver):
             self._event(ref, domain.name, EventKind.DEVICE_ADDED, device.id)
         if Scope.PERSISTENT in resolved:
             atomic_write(path, xlcfg.render(persistent.with_device(device)).encode())
+
+    def _block_attach(self, ref: uuidlib.UUID, name: str, disk: Disk) -> None:
+        """``xl block-attach``; when it fails, ``xl block-detach`` what it left behind.
+
+        Real xl 4.17 leaves a failed attach half made (its backend node stays in xenstore and ``xl list -l``
+        lists the disk), so that the next attach of that target failed with "already in use".
+        """
+        result = self._run("block-attach", name, xlcfg.disk_spec(disk))
+        if not result.ok:
+            self._run("block-detach", name, disk.target)  # best effort: its own failure changes nothing
+            raise translate(result, uuid=ref, operation="attach_device")
 
     def detach_device(self, uuid: DomainRef, device: object, scope: Scope | None = None) -> None:
         ref = as_uuid(uuid)

@@ -63,7 +63,7 @@ def test_create_boots_from_the_cdrom_by_default_and_refuses_an_initrd_without_a_
     run(tmp_path, "vm", "create", "live", "--memory", "64M", "--cdrom", "/iso/live.iso")
     assert config_of(tmp_path, "live")[0]["boot"]["device"] == "cdrom"
     refused = run(tmp_path, "vm", "create", "bad", "--memory", "64M", "--initrd", "/i", check=False)
-    assert refused.returncode == 1 and "need a 'kernel'" in refused.stderr
+    assert refused.returncode == 2 and "--initrd and --cmdline need --kernel" in refused.stderr
     bad_disk = run(
         tmp_path, "vm", "create", "bad", "--memory", "64M", "--disk", "/d.img,sise=1G", check=False
     )

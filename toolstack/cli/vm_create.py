@@ -136,6 +136,8 @@ def vm_create(
         )
         if value is not None
     }
+    if kernel is None and (initrd is not None or cmdline is not None):
+        raise click.UsageError("--initrd and --cmdline need --kernel")
     if kernel or initrd or cmdline is not None:
         absolute = {k: os.path.abspath(v) for k, v in (("kernel", kernel), ("initrd", initrd)) if v}
         fields["boot"] = {**absolute, "cmdline": cmdline, "device": boot}

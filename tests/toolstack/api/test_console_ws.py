@@ -6,11 +6,13 @@ up and detaches whatever its clients do. The bound on open consoles is checked i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import struct
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.toolstack.api.conftest import AUTH, TOKEN, LiveServer, create
 from toolstack.api import ApiSettings, create_app
+from toolstack.api.routes.health import STATIC_DIR
 from toolstack.ops import Toolstack
 
 LOGIN_PROMPT = b"login: "
@@ -154,6 +157,16 @@ def test_the_server_stays_up_and_detaches_when_clients_leave_abruptly(live_serve
     with live_server.client() as client:
         assert client.get("/health").status_code == 200
     assert live_server.process.poll() is None
+
+
+def test_the_xterm_files_are_the_npm_packages_source_md_names():
+    vendor = Path(STATIC_DIR) / "vendor" / "xterm"
+    note = (vendor / "SOURCE.md").read_text()
+    assert "`@xterm/xterm` 6.0.0" in note and "`@xterm/addon-fit` 0.11.0" in note
+    for name in ("xterm.mjs", "xterm.css", "addon-fit.mjs"):
+        digest = hashlib.sha256((vendor / name).read_bytes()).hexdigest()
+        assert f"`{name}` `{digest}`" in " ".join(note.split()), name
+    assert "Permission is hereby granted" in (vendor / "LICENSE").read_text()  # MIT
 
 
 @pytest.fixture

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from drivers import Disk, Nic
+from drivers import Disk, DomainSpec, Nic
 from drivers.devices import Bus
 from drivers.models import Scope, parse_memory
 from toolstack import layout
 from toolstack.errors import InvalidInput
-from toolstack.models import Task, field_errors, vm_files
+from toolstack.models import VM, Task, field_errors, vm_files
 from toolstack.tasks import Operation, OperationService, TaskObserver
 
 
@@ -60,6 +61,31 @@ def bus_of_target(target: str) -> Bus:
     return "xen" if target.startswith("xvd") else "virtio"
 
 
+CDROM_ID = "cdrom0"
+CDROM_TARGET = "hdc"  # the IDE secondary master: a CD-ROM drive every x86 machine type (i440fx) has
+# What ``vm set`` changes besides memory and vCPUs: DomainSpec fields (None resets cpu, accel, graphics),
+# the CD-ROM's image (None removes the drive) and the toolstack's autostart setting.
+SETTINGS = ("boot", "cpu", "accel", "graphics", "cdrom", "autostart")
+
+
+def cdrom_disk(path: str) -> Disk:
+    """A read-only IDE CD-ROM drive holding the image ``path``."""
+    return Disk(id=CDROM_ID, source=os.path.abspath(path), target=CDROM_TARGET, bus="ide", device="cdrom")
+
+
+def with_cdrom(spec: DomainSpec, path: str | None) -> DomainSpec:
+    """``spec`` with its CD-ROM drive holding ``path`` (added if it had none), or without it (None)."""
+    current = next((d for d in spec.disks if d.device == "cdrom"), None)
+    if current is not None:
+        spec = spec.without_device(current.id)
+    if path is None:
+        return spec
+    disk = cdrom_disk(path)
+    if current is not None:  # the drive keeps its place on the bus
+        disk = disk.model_copy(update={"id": current.id, "target": current.target, "bus": current.bus})
+    return spec.with_device(disk)
+
+
 def free_id(prefix: str, used: set[str]) -> str:
     """The first of ``prefix``0, ``prefix``1... not in ``used``."""
     number = 0
@@ -93,10 +119,22 @@ class ConfigOperations(OperationService):
         memory: int | str | None = None,
         vcpus: int | None = None,
         *,
+        settings: Mapping[str, Any] | None = None,
         observer: TaskObserver | None = None,
     ) -> Task:
-        """Change memory and/or vCPUs: persistently, and live if the VM runs."""
+        """Change memory and/or vCPUs (persistently, and live if the VM runs) and the ``settings`` given.
+
+        Args:
+            settings: Any of :data:`SETTINGS`: ``boot`` (a Boot, or its fields), ``cpu``, ``accel`` and
+                ``graphics`` (None resets them to the default), ``cdrom`` (an image path; None removes the
+                drive) and ``autostart``. They change the persistent definition only: a running domain
+                gets them at its next boot.
+        """
         vm = self.inventory.vm(ref)
+        settings = dict(settings or {})
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise InvalidInput(f"vm set {vm.name}: unknown settings {', '.join(unknown)}", vm=vm.name)
         changes: dict[str, Any] = {}
         try:
             if memory is not None:
@@ -109,13 +147,22 @@ class ConfigOperations(OperationService):
                 ceilings["max_memory"] = None
             if "vcpus" in changes and changes["vcpus"] > vm.spec.effective_max_vcpus:
                 ceilings["max_vcpus"] = None
-            spec = vm.spec.evolve(**changes, **ceilings)
+            fields = {key: settings[key] for key in ("boot", "cpu", "accel", "graphics") if key in settings}
+            spec = vm.spec.evolve(**changes, **ceilings, **fields)
+            if "cdrom" in settings:
+                spec = with_cdrom(spec, settings["cdrom"])
         except ValidationError as err:
             raise InvalidInput(f"vm set {vm.name}: {field_errors(err)}", vm=vm.name) from err
         except ValueError as err:
             raise InvalidInput(f"vm set {vm.name}: {err}", vm=vm.name) from err
-        if not changes:
-            raise InvalidInput("vm set: give --memory and/or --vcpus", vm=vm.name)
+        if not changes and not settings:
+            raise InvalidInput("vm set: give what to change (--memory, --vcpus, --kernel...)", vm=vm.name)
+        files = _device_changes(vm, spec)
+        config = layout.config_path(vm.uuid)
+        files[config] = vm_files(spec, vm.desired)[config]
+        if "autostart" in settings:
+            files[layout.autostart_path(vm.uuid)] = b"true\n" if settings["autostart"] else None
+        detail = {**changes, **{key: _plain(value) for key, value in settings.items()}}
         old = vm.spec
         before = self.inventory.info(vm)
         live = before is not None and before.state.is_active
@@ -137,17 +184,8 @@ class ConfigOperations(OperationService):
                 if now.state.is_active and now.vcpus != before.vcpus:
                     self.driver.set_vcpus(vm.uuid, before.vcpus, Scope.LIVE)
 
-        config = layout.config_path(vm.uuid)
         return self.runner.run(
-            Operation(
-                "set",
-                vm.uuid,
-                vm.name,
-                {config: vm_files(spec, vm.desired)[config]},
-                act=act,
-                compensate=undo,
-                detail={"changes": changes},
-            ),
+            Operation("set", vm.uuid, vm.name, files, act=act, compensate=undo, detail={"changes": detail}),
             observer,
         )
 
@@ -242,3 +280,20 @@ class ConfigOperations(OperationService):
             ),
             observer,
         )
+
+
+def _device_changes(vm: VM, spec: DomainSpec) -> dict[str, bytes | None]:
+    """The device files that change from ``vm``'s spec to ``spec`` (None: removed)."""
+    before = {d.id: d for d in vm.spec.devices}
+    after = {d.id: d for d in spec.devices}
+    files: dict[str, bytes | None] = {}
+    for device_id in before.keys() | after.keys():
+        if before.get(device_id) != after.get(device_id):
+            path = layout.device_path(vm.uuid, device_id)
+            files[path] = vm_files(spec, vm.desired)[path] if device_id in after else None
+    return files
+
+
+def _plain(value: Any) -> Any:
+    """A setting as the task record's JSON holds it."""
+    return value.model_dump(mode="json", exclude_none=True) if hasattr(value, "model_dump") else value

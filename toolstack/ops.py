@@ -20,7 +20,7 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import drivers
@@ -314,10 +314,11 @@ class Toolstack:
         memory: int | str | None = None,
         vcpus: int | None = None,
         *,
+        settings: Mapping[str, Any] | None = None,
         observer: TaskObserver | None = None,
     ) -> VM:
         """See :meth:`ConfigOperations.set_resources`."""
-        return self.vm(self.config.set_resources(ref, memory, vcpus, observer=observer).vm)
+        return self.vm(self.config.set_resources(ref, memory, vcpus, settings=settings, observer=observer).vm)
 
     def attach(self, ref: str, device: Disk | Nic, *, observer: TaskObserver | None = None) -> VM:
         return self.vm(self.config.attach(ref, device, observer=observer).vm)

@@ -14,7 +14,19 @@ from toolstack.api.deps import ApiSettings, ApiState
 from toolstack.api.errors import install_error_handlers
 from toolstack.api.jobs import OperationJobs
 from toolstack.api.middleware import BodyLimit, SecurityHeaders
-from toolstack.api.routes import actions, devices, docs, events, health, history, plans, tasks, vmfiles, vms
+from toolstack.api.routes import (
+    actions,
+    console,
+    devices,
+    docs,
+    events,
+    health,
+    history,
+    plans,
+    tasks,
+    vmfiles,
+    vms,
+)
 from toolstack.ops import Toolstack
 
 DESCRIPTION = """The git-toolstack over HTTP: VMs, their lifecycle and devices, tasks, history with diffs,
@@ -61,6 +73,8 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
     for module in (vms, vmfiles, actions, devices, tasks, history, plans, events):
         app.include_router(module.router, dependencies=authenticated)
     app.include_router(health.router)
+    # A WebSocket cannot carry the bearer header from a browser: the route checks the token itself.
+    app.include_router(console.router)
     app.include_router(docs.router)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=authenticated)

@@ -21,6 +21,8 @@ class ApiSettings:
         max_wait: The largest ``wait`` a client may ask for.
         events_poll: Seconds between checks of main in an event stream.
         events_heartbeat: Seconds between SSE comments that keep an idle stream (and its proxies) alive.
+        max_consoles: Console WebSockets attached at once (each holds a reader thread); more are refused.
+        console_auth_timeout: Seconds a console WebSocket may take to send its token.
     """
 
     max_body_bytes: int = 64 * 1024
@@ -28,6 +30,8 @@ class ApiSettings:
     max_wait: float = 60.0
     events_poll: float = 0.2
     events_heartbeat: float = 15.0
+    max_consoles: int = 32
+    console_auth_timeout: float = 10.0
 
 
 @dataclass
@@ -36,6 +40,8 @@ class ApiState:
     token: str
     settings: ApiSettings = field(default_factory=ApiSettings)
     jobs: OperationJobs = field(default_factory=OperationJobs)
+    # Console WebSockets attached now; only the event loop's thread counts them.
+    consoles: int = 0
 
 
 # Async, though they only read an attribute: FastAPI runs a plain ``def`` dependency in a worker thread, a

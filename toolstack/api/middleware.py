@@ -10,7 +10,9 @@ _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
-    # The page loads its own script and style only, and talks to this origin only.
+    # The page loads its own script and style only, and talks to this origin only: connect-src falls back to
+    # 'self', which covers the console's WebSocket to this host and port (CSP 3 matches ws: for an http page;
+    # tests/toolstack/api/test_browser_terminal.py checks Chromium sees no violation).
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
 ]
 

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.fields import CPU_MODEL_RE
 from drivers.models import (  # the patterns are the drivers' own, so that the schema cannot drift from them
     BRIDGE_RE,
     DEVICE_ID_RE,
@@ -103,6 +104,13 @@ DiskSource = Annotated[
     str, Field(pattern=DISK_SOURCE_RE.pattern), _device_rule(Disk, "source", **_DISK_PROBE)
 ]
 DiskTarget = Annotated[str, Field(pattern=TARGET_RE.pattern), _device_rule(Disk, "target", **_DISK_PROBE)]
+CpuModel = Annotated[str, Field(pattern=CPU_MODEL_RE.pattern), _spec_rule("cpu")]
+Accel = Literal["kvm", "tcg"]
+Graphics = Literal["vnc"]
+_CPU = "The guest CPU: `host` (passed through) or a model such as `qemu64`"
+_ACCEL = "`kvm` or `tcg` (QEMU's emulation) forced for this VM"
+_GRAPHICS = "`vnc`: a VNC console listening on 127.0.0.1 (every VM has a serial console)"
+_AUTOSTART = "Start it when its host boots (a toolstack setting, applied by a boot-time reconcile)."
 # on_poweroff and on_reboot: coredump actions are for crashes only.
 PowerAction = Annotated[Literal["destroy", "restart", "preserve", "rename-restart"], _spec_rule("on_reboot")]
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_RE.pattern)]
@@ -193,6 +201,7 @@ class VMOut(BaseModel):
     )
     broken: bool = Field(False, description="Its entry does not validate: see error.")
     error: BrokenEntry | None = None
+    autostart: bool = Field(False, description=_AUTOSTART)
 
 
 class VMCreate(Request):
@@ -222,6 +231,14 @@ class VMCreate(Request):
     on_reboot: PowerAction | None = None
     on_crash: LifecycleAction | None = None
     metadata: Metadata = Field(default_factory=dict)
+    cpu: CpuModel | None = Field(None, description=f"{_CPU}; null: the hypervisor's default.")
+    accel: Accel | None = Field(None, description=f"{_ACCEL}; null: the driver chooses for the host.")
+    graphics: Graphics | None = Field(None, description=f"{_GRAPHICS}; null: none.")
+    cdrom: DiskSource | None = Field(
+        None,
+        description="An ISO image in a read-only IDE CD-ROM drive (cdrom0, hdc); boots from it by default.",
+    )
+    autostart: StrictBool = Field(False, description=_AUTOSTART)
     start: StrictBool = Field(
         False,
         description="Boot the VM too, in the same task (as xl create does); a VM that fails to boot is gone.",
@@ -240,27 +257,58 @@ class VMCreate(Request):
 
     def spec_fields(self) -> dict[str, Any]:
         """The optional DomainSpec fields that were given."""
-        names = ("max_memory", "max_vcpus", "boot", "on_poweroff", "on_reboot", "on_crash")
+        names = (
+            "max_memory",
+            "max_vcpus",
+            "boot",
+            "on_poweroff",
+            "on_reboot",
+            "on_crash",
+            "cpu",
+            "accel",
+            "graphics",
+        )
         fields = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         if self.metadata:
             fields["metadata"] = self.metadata
+        if self.cdrom is not None and self.boot is None:  # as vm create --cdrom: boot the installer
+            fields["boot"] = Boot(device="cdrom")
         return fields
 
 
 class VMUpdate(Request):
-    """A change of memory and/or vCPUs (live where the VM allows, persistently always)."""
+    """A change of memory and/or vCPUs (live where the VM allows, persistently always), and of how the VM
+    boots and runs (boot, cdrom, cpu, accel, graphics: from its next boot) and autostart. Fields absent stay
+    as they are; a null resets cpu, accel and graphics, and removes the CD-ROM drive."""
 
-    # Given or absent, never null (the schema says at least one of the two, which null would not be).
+    # memory, vcpus, boot and autostart: given or absent, never null. At least one field.
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
     memory: Memory = Field(None, description="MiB, or text such as '1G'.")  # type: ignore[assignment]
     vcpus: Vcpus = None  # type: ignore[assignment]
+    boot: Boot = Field(None, description="How it boots, whole: a kernel or a boot device.")  # type: ignore[assignment]
+    cdrom: DiskSource | None = Field(
+        None,
+        description="The image in its CD-ROM drive (the drive is added if it has none); null removes it.",
+    )
+    cpu: CpuModel | None = Field(None, description=f"{_CPU}; null: back to the hypervisor's default.")
+    accel: Accel | None = Field(None, description=f"{_ACCEL}; null: the driver chooses again.")
+    graphics: Graphics | None = Field(None, description=f"{_GRAPHICS}; null: none.")
+    autostart: StrictBool = Field(None, description=_AUTOSTART)  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _something(self) -> Self:
-        if self.memory is None and self.vcpus is None:
-            raise ValueError("give memory and/or vcpus")
+        if not self.model_fields_set:
+            raise ValueError(
+                "give at least one field to change: memory and/or vcpus, boot, cdrom, cpu, accel, graphics, "
+                "autostart"
+            )
         return self
+
+    def settings(self) -> dict[str, Any]:
+        """The fields besides memory and vCPUs that were given (null ones included: they reset)."""
+        names = ("boot", "cdrom", "cpu", "accel", "graphics", "autostart")
+        return {name: getattr(self, name) for name in names if name in self.model_fields_set}
 
 
 class ShutdownRequest(Request):

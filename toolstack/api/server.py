@@ -85,6 +85,7 @@ def serve(
     """Serve the API until interrupted. The token is read from (or created in) ``token_file``; only the
     file's path is ever printed or logged, never the token (nor one sent in a URL: see RedactSecrets)."""
     token, created = load_or_create_token(token_file)
+    settings = settings or ApiSettings()
     app = create_app(ts, token, settings)
     if announce:
         origin = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
@@ -100,6 +101,8 @@ def serve(
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=2,
+        # A console's frames are keystrokes: the request body limit bounds them too.
+        ws_max_size=settings.max_body_bytes,
     )
     # After uvicorn.Config: making it configures logging.
     logging.getLogger("uvicorn.access").addFilter(RedactSecrets(token))

@@ -40,6 +40,7 @@ def vm_out(status: VMStatus, now: float | None = None) -> VMOut:
         drift=list(status.drift),
         broken=status.broken,
         error=BrokenEntry(**broken_detail(status.uuid, status.error)) if status.error is not None else None,
+        autostart=vm.autostart if vm is not None else False,
     )
 
 

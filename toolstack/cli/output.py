@@ -69,4 +69,5 @@ def vm_record(vm_: VM, state: str | None = None) -> dict[str, Any]:
         "desired": vm_.desired.value,
         "state": state if state is not None else (vm_.observed.state if vm_.observed else None),
         "devices": [d.model_dump(mode="json") for d in vm_.spec.devices],
+        "autostart": vm_.autostart,
     }

@@ -1,7 +1,8 @@
-"""CLI commands on VMs: ``vm list/show``, the lifecycle commands, ``vm migrate`` and ``vm set``.
+"""CLI commands on VMs: ``vm list/show``, the lifecycle commands and ``vm migrate``.
 
-``vm create`` is in :mod:`toolstack.cli.vm_create`, ``vm define`` and ``vm dumpxml`` in
-:mod:`toolstack.cli.vm_xml`: they add themselves to this group, imported at the end of this module.
+``vm create`` is in :mod:`toolstack.cli.vm_create`, ``vm set`` in :mod:`toolstack.cli.vm_set`, ``vm define``
+and ``vm dumpxml`` in :mod:`toolstack.cli.vm_xml`: they add themselves to this group, imported at the end of
+this module.
 """
 
 from __future__ import annotations
@@ -227,22 +228,6 @@ def vm_migrate(c: Context, name: str, to_host: str, force: bool, wait: float | N
     emit({**status_record(status_of(ts, result.uuid)), "queued": True, "from": source}, c.json, text)
 
 
-@vm.command("set")
-@click.argument("name")
-@click.option("--memory", type=Memory(), default=None)
-@click.option("--vcpus", type=click.IntRange(1, 512), default=None)
-@pass_ctx
-@handled
-def vm_set(c: Context, name: str, memory: int | None, vcpus: int | None) -> None:
-    """Change memory and/or vCPUs (live where the VM allows, persistently always)."""
-    result = c.toolstack().set_resources(name, memory=memory, vcpus=vcpus)
-    emit(
-        vm_record(result),
-        c.json,
-        f"{result.name}: memory {result.spec.memory} MiB, vcpus {result.spec.vcpus}",
-    )
-
-
 def guest_lines(ts: Any, found: VM) -> list[str]:
     """``vm show``'s lines on how the VM boots and runs: boot, accelerator, CPU, consoles, autostart."""
     spec = found.spec
@@ -268,4 +253,5 @@ def guest_lines(ts: Any, found: VM) -> list[str]:
 
 # Commands of this group defined in their own modules (imported last: they take `vm` from here).
 import toolstack.cli.vm_create  # noqa: E402
+import toolstack.cli.vm_set  # noqa: E402
 import toolstack.cli.vm_xml  # noqa: E402, F401

@@ -14,8 +14,6 @@ from toolstack.cli.errors import handled
 from toolstack.cli.output import emit, vm_record
 from toolstack.cli.vm import Memory, vm
 
-CDROM_TARGET = "hdc"  # the IDE secondary master: a CD-ROM drive every x86 machine type (i440fx) has
-
 
 @dataclass(frozen=True)
 class DiskRequest:
@@ -121,8 +119,7 @@ def vm_create(
     placement: str | None,
 ) -> None:
     """Define a new VM. Every VM gets a serial console (``toolstack console NAME``)."""
-    from drivers import Disk
-    from toolstack.devices import disk_from_path
+    from toolstack.devices import cdrom_disk, disk_from_path
 
     ts = c.toolstack()
     fields: dict[str, Any] = {
@@ -148,9 +145,7 @@ def vm_create(
         for index, disk in enumerate(disks)
     ]
     if cdrom:
-        models.append(
-            Disk(id="cdrom0", source=os.path.abspath(cdrom), target=CDROM_TARGET, bus="ide", device="cdrom")
-        )
+        models.append(cdrom_disk(cdrom))
     created_images = []
     try:
         for disk in disks:

@@ -1,4 +1,5 @@
-"""VMs: list, get, create, update (memory and vCPUs), delete."""
+"""VMs: list, get, create, update (memory, vCPUs, boot media, CPU, accelerator, graphics, autostart),
+delete."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from toolstack.api.routes.common import (
 )
 from toolstack.api.schemas import OperationResult, VMCreate, VMOut, VMUpdate
 from toolstack.api.views import vm_out
+from toolstack.devices import cdrom_disk
 from toolstack.status import listing, lookup
 from toolstack.tasks import TaskObserver
 
@@ -51,14 +53,16 @@ async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait =
     ts = api.ts
 
     def create(watch: TaskWatch) -> Answer:
+        cdrom = [] if body.cdrom is None else [cdrom_disk(body.cdrom)]
         vm = ts.create(
             body.name,
             memory=body.memory,
             vcpus=body.vcpus,
-            disks=body.disks,
+            disks=[*body.disks, *cdrom],
             nics=body.nics,
             start=body.start,
             observer=watch,
+            autostart=body.autostart,
             **body.spec_fields(),
         )
         return answer(ts, vm)
@@ -89,13 +93,14 @@ async def get_vm(ts: TS, vm: str, response: Response) -> VMOut:
 async def update_vm(
     api: State, response: Response, vm: str, body: VMUpdate, wait: Wait = None, if_match: IfMatch = None
 ) -> OperationResult:
-    """Change memory and/or vCPUs: persistently, and live where the running VM allows."""
+    """Change memory and/or vCPUs (persistently, and live where the running VM allows), how the VM boots
+    and runs (boot, CD-ROM, CPU, accelerator, graphics: persistently, so from its next boot) and autostart."""
     return await run_on_vm(
         api,
         response,
         vm,
         lambda uuid, observer: api.ts.set_resources(
-            uuid, memory=body.memory, vcpus=body.vcpus, observer=observer
+            uuid, memory=body.memory, vcpus=body.vcpus, settings=body.settings(), observer=observer
         ),
         wait,
         if_match,

@@ -7,6 +7,7 @@
 // stream is read with fetch() rather than EventSource, because EventSource cannot send that header.
 
 import { api, authHeaders, forgetToken, keepToken, onAuthFailure, takeTokenFromFragment, useToken } from "./api.js";
+import { initConsole } from "./console.js";
 import { initDetail, loadDetail, showVM } from "./detail.js";
 import { $, status } from "./dom.js";
 import { loadRecent, readEvents, showEvent } from "./events.js";
@@ -153,6 +154,7 @@ async function createVM(event) {
 onAuthFailure((code) => showLogin(code === 401 ? "A token is needed." : "That token is wrong."));
 initList({ select, refresh });
 initDetail({ refresh });
+initConsole();
 $("#login-form").addEventListener("submit", (event) => {
   event.preventDefault();
   connect($("#token-input").value.trim());

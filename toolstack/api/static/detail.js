@@ -3,6 +3,7 @@
 // field, what the rollback would change.
 
 import { api } from "./api.js";
+import { openConsole } from "./console.js";
 import { $, el, status, when, who } from "./dom.js";
 import { changeItem, commitChanges, filesChanges, renderChanges } from "./fields.js";
 import { nameOf, vmByUuid, whereText } from "./vmlist.js";
@@ -49,12 +50,17 @@ function renderSummary(vm, uuid) {
   const config = $("#detail-config");
   const devices = $("#detail-devices");
   if (!vm || vm.broken) {
+    $("#console-open").disabled = true;
     const why = vm ? `${vm.error.path}: ${vm.error.message}` : "This VM is deleted; its timeline stays, and it can be rolled back.";
     summary.replaceChildren(...row("uuid", uuid), ...row("entry", why));
     config.replaceChildren();
     devices.replaceChildren(el("p", { class: "hint" }, "—"));
     return;
   }
+  const button = $("#console-open");
+  // The console is there while the domain runs on this host (the server attaches to its own hypervisor).
+  button.disabled = !(ON.has(vm.state) && vm.local !== false);
+  button.onclick = () => openConsole(vm.uuid, vm.name);
   const stateCell = el("span", { class: `state ${vm.state}` }, vm.state);
   summary.replaceChildren(
     ...row("uuid", el("code", {}, vm.uuid)),

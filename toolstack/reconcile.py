@@ -20,8 +20,6 @@ Every function takes the toolstack's :class:`~toolstack.context.Context`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from drivers import DriverError
 from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo, DomainSpec, DomainState, Scope
@@ -32,7 +30,7 @@ from toolstack.context import Context
 from toolstack.errors import DestructivePlanRefused, DomainNameTaken, InvalidInput
 from toolstack.models import VM, Desired, Observed, observed_of, read_vm, vm_files
 from toolstack.ownership import Ownership
-from toolstack.plan import Action, Confirm, Plan
+from toolstack.plan import Action, Confirm, Plan, Progress
 
 _ACTIVE_STATES = {state.value for state in DomainState if state.is_active}
 
@@ -292,9 +290,7 @@ def _spec_difference(current: DomainSpec, wanted: DomainSpec) -> str:
     return "configuration differs: " + ", ".join(fields)
 
 
-def apply_plan(
-    ctx: Context, plan: Plan, tree: Tree | None = None, progress: Callable[[Action], None] | None = None
-) -> Plan:
+def apply_plan(ctx: Context, plan: Plan, tree: Tree | None = None, progress: Progress | None = None) -> Plan:
     """Carry a plan out, then commit drift (first) and the observed state (after)."""
     source = tree if tree is not None else ctx.main.tree
     if plan.drift:
@@ -306,7 +302,7 @@ def apply_plan(
         except (DriverError, DomainNameTaken) as err:
             plan.errors.append(f"{action.describe()}: {err}")
         if progress is not None:
-            progress(action)
+            progress(action, plan)
     plan.applied = True
     if plan.actions:
         summary = ", ".join(f"{a.kind} {a.name}" for a in plan.actions[:8])

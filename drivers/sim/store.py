@@ -225,6 +225,7 @@ class DirectoryStore:
         self.durable = durable
         for sub in ("domains", "names"):
             (path / sub).mkdir(parents=True, exist_ok=True)
+        self._domains = str(path / "domains")
         self._lock_fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         # flock is per open file description: threads of this process must also exclude each other.
         self._thread_lock = threading.RLock()
@@ -254,7 +255,8 @@ class DirectoryStore:
         ones seen for this domain are not parsed again.
         """
         try:
-            data = (self.path / "domains" / f"{uuid}.json").read_bytes()
+            with open(f"{self._domains}/{uuid}.json", "rb") as file:  # not pathlib: read per VM per call
+                data = file.read()
         except FileNotFoundError:
             self.forget(uuid)
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from toolstack import layout
+from toolstack.vmsource import ParsedVMs
 
 if TYPE_CHECKING:
     from drivers import Driver
@@ -32,7 +33,7 @@ class Context:
         author: The operator, recorded as the author of every commit (None: the store's default).
     """
 
-    __slots__ = ("_driver", "_host", "_main", "_pool", "_store", "author")
+    __slots__ = ("_driver", "_host", "_main", "_pool", "_store", "_vms", "author")
 
     def __init__(
         self, store: Store, driver: Driver, host: str, pool: Pool, author: str | None = None
@@ -42,6 +43,7 @@ class Context:
         self._host = host
         self._pool = pool
         self._main = store.branch(layout.MAIN)
+        self._vms = ParsedVMs()
         self.author = author
 
     @property
@@ -64,6 +66,12 @@ class Context:
     @property
     def pool(self) -> Pool:
         return self._pool
+
+    @property
+    def vms(self) -> ParsedVMs:
+        """The VMs parsed so far, kept by the ids of their files: the inventory and reconcile read VMs
+        through it, so that an unchanged VM is parsed once per toolstack."""
+        return self._vms
 
     def __repr__(self) -> str:
         return f"Context(store={self._store.path!r}, host={self._host!r}, pool={self._pool.id})"

@@ -8,13 +8,11 @@ from __future__ import annotations
 from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo
 from store import Tree
-from store.backend import ObjectCache
 from toolstack import layout
 from toolstack.context import Context
 from toolstack.errors import VMNotFound
-from toolstack.models import VM, read_vm, uuid_for_name, vm_uuids
-
-VM_CACHE_SIZE = 16384  # parsed VMs kept (see Inventory.read)
+from toolstack.models import VM, uuid_for_name, vm_uuids
+from toolstack.vmsource import VMSource
 
 
 class Inventory:
@@ -26,32 +24,34 @@ class Inventory:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._cache = ObjectCache(VM_CACHE_SIZE)
+        self._source: VMSource | None = None
+
+    def source(self, tree: Tree) -> VMSource:
+        """A :class:`VMSource` of ``tree`` for this host: the last one made, while it is of the same tree
+        (reading the VMs of one tree one by one then walks each of its shards once)."""
+        source = self._source
+        if source is None or source.tree is not tree:
+            source = VMSource(tree, self.ctx.host)
+            self._source = source
+        return source
 
     def read(self, tree: Tree, uuid: str) -> VM:
-        """``read_vm`` for this host, cached by the ids of what it reads: the VM's directory and its
-        observed state. Listing 1,000 VMs then parses and validates only the ones that changed.
+        """``read_vm`` for this host, parsed only if the ids of what it reads changed (its directory and
+        its observed state; see :class:`~toolstack.vmsource.ParsedVMs`). Listing 1,000 VMs then parses and
+        validates only the ones that changed.
 
         Raises:
             InvalidRecord: the VM's entry does not validate (``path`` names the offending file).
         """
-        host = self.ctx.host
-        key = (
-            uuid,
-            tree.id_at(layout.vm_dir(uuid)),
-            tree.id_at(layout.observed_path(host, uuid)),
-            tree.id_at(layout.legacy_observed_path(host, uuid)),
-        )
-        vm = self._cache.get(key)
-        if vm is None:
-            vm = read_vm(tree, uuid, host)
-            self._cache.put(key, vm)  # VMs are frozen: sharing one is safe
-        return vm  # type: ignore[return-value]
+        return self.ctx.vms.read(self.source(tree), uuid)
 
     def vms(self) -> list[VM]:
         """Every VM of main, by name."""
         tree = self.ctx.main.tree
-        return sorted((self.read(tree, u) for u in vm_uuids(tree)), key=lambda vm: vm.name)
+        uuids = vm_uuids(tree)
+        found = sorted((self.read(tree, u) for u in uuids), key=lambda vm: vm.name)
+        self.ctx.vms.keep_only(uuids)
+        return found
 
     def vm(self, ref: str) -> VM:
         """A VM by name or uuid (or a unique uuid prefix of at least 4 characters).

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from drivers import DomainSpec
 from drivers.models import DEVICE, Disk, DomainState, Nic
-from store import Tree
+from store import NotADirectory, Tree
 from toolstack import layout
 from toolstack.errors import InvalidRecord
 
@@ -154,8 +154,12 @@ def vm_files(spec: DomainSpec, desired: Desired) -> dict[str, bytes]:
     return files
 
 
-def _load_json(tree: Tree, path: str) -> Any:
-    raw = tree.get(path)
+def _get(directory: Tree | None, name: str) -> bytes | None:
+    return None if directory is None else directory.get(name)
+
+
+def _load_json(directory: Tree | None, name: str, path: str) -> Any:
+    raw = _get(directory, name)
     if raw is None:
         raise InvalidRecord(path, "is missing", joiner=" ")
     try:
@@ -169,18 +173,37 @@ def field_errors(err: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(value)'}: {e['msg']}" for e in err.errors())
 
 
+def vm_directory(tree: Tree, uuid: str) -> Tree | None:
+    """The directory of VM ``uuid`` in ``tree`` as a tree of its own (None: a value stands there)."""
+    try:
+        return tree.subtree(layout.vm_dir(uuid))
+    except NotADirectory:
+        return None
+
+
 def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
     """Load and validate one VM from a tree (main's, a commit's, or a transaction's).
 
     Raises:
         InvalidRecord: a file is missing or does not validate; ``path`` names it, the message the field.
     """
-    config = _load_json(tree, layout.config_path(uuid))
+    observed = None if host is None else layout.read_observed(tree, host, uuid)
+    return parse_vm(vm_directory(tree, uuid), uuid, observed)
+
+
+def parse_vm(directory: Tree | None, uuid: str, observed_raw: bytes | None = None) -> VM:
+    """Validate one VM from its directory (``vms/<xx>/<uuid>``; None when a value stands there: every file
+    is then missing) and its observed record, if any.
+
+    Raises:
+        InvalidRecord: a file is missing or does not validate; ``path`` names it, the message the field.
+    """
+    config = _load_json(directory, "config", layout.config_path(uuid))
     devices = []
-    for device_id in tree.list(layout.devices_dir(uuid)):
+    for device_id in [] if directory is None else directory.list("devices"):
         path = layout.device_path(uuid, device_id)
         try:
-            device = DEVICE.validate_python(_load_json(tree, path))
+            device = DEVICE.validate_python(_load_json(directory, f"devices/{device_id}", path))
         except ValidationError as err:
             raise InvalidRecord(path, field_errors(err), vm=uuid) from err
         if device.id != device_id:
@@ -194,7 +217,7 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
         spec = DomainSpec.model_validate({**config, "uuid": uuid, "disks": disks, "nics": nics})
     except ValidationError as err:
         raise InvalidRecord(layout.config_path(uuid), field_errors(err), vm=uuid) from err
-    desired_raw = (tree.get(layout.desired_path(uuid)) or b"stopped").decode().strip()
+    desired_raw = (_get(directory, "desired") or b"stopped").decode().strip()
     try:
         desired = Desired(desired_raw)
     except ValueError as err:
@@ -202,21 +225,21 @@ def read_vm(tree: Tree, uuid: str, host: str | None = None) -> VM:
             layout.desired_path(uuid), f"{desired_raw!r} is not one of running, paused, stopped", vm=uuid
         ) from err
     observed = None
-    if host is not None:
-        raw = layout.read_observed(tree, host, uuid)
-        if raw is not None:
-            try:
-                observed = Observed.model_validate_json(raw)
-            except ValidationError:
-                observed = None  # observed state is advisory; a damaged record is re-read from the hypervisor
-    placed = tree.get(layout.host_path(uuid))
-    migration = None
-    if tree.get(layout.migration_path(uuid)) is not None:
+    if observed_raw is not None:
         try:
-            migration = Migration.model_validate(_load_json(tree, layout.migration_path(uuid)))
+            observed = Observed.model_validate_json(observed_raw)
+        except ValidationError:
+            observed = None  # observed state is advisory; a damaged record is re-read from the hypervisor
+    placed = _get(directory, "host")
+    migration = None
+    if _get(directory, "migration") is not None:
+        try:
+            migration = Migration.model_validate(
+                _load_json(directory, "migration", layout.migration_path(uuid))
+            )
         except ValidationError as err:
             raise InvalidRecord(layout.migration_path(uuid), field_errors(err), vm=uuid) from err
-    autostart = (tree.get(layout.autostart_path(uuid)) or b"").strip() == b"true"
+    autostart = (_get(directory, "autostart") or b"").strip() == b"true"
     return VM(
         spec=spec,
         desired=desired,

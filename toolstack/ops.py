@@ -20,7 +20,7 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import drivers
@@ -36,7 +36,7 @@ from toolstack.inventory import Inventory
 from toolstack.lifecycle import LifecycleOperations
 from toolstack.models import VM, Task, uuid_for_name
 from toolstack.ownership import OwnedDriver
-from toolstack.plan import Action, Confirm, Plan
+from toolstack.plan import Confirm, Plan, Progress
 from toolstack.pool import Pool, init_pool, missing_repository, read_pool
 from toolstack.reconcile import apply_plan, confirm_plan, converge_vm, make_plan
 from toolstack.tasks import TaskObserver, TaskRunner
@@ -383,7 +383,7 @@ class Toolstack:
         self,
         dry_run: bool = False,
         adopt: bool = False,
-        progress: Callable[[Action], None] | None = None,
+        progress: Progress | None = None,
         placed_only: bool = False,
         confirm: Confirm = True,
     ) -> Plan:
@@ -408,7 +408,7 @@ class Toolstack:
         rev: str,
         vm: str | None = None,
         dry_run: bool = False,
-        progress: Callable[[Action], None] | None = None,
+        progress: Progress | None = None,
         confirm: Confirm = True,
     ) -> Plan:
         """Restore the desired state of ``rev`` (all VMs, or one) in a forward commit, then reconcile.

@@ -72,6 +72,9 @@ class Plan:
         }
 
 
+Progress = Callable[[Action, Plan], None]
+"""Called after each action of a plan is carried out, with the plan (whose actions size a progress bar)."""
+
 Confirm = bool | Callable[[Plan], bool]
 """Whether a destructive plan may be applied: True (``--yes``), False (nobody to ask: refuse), or a function
 asked with the plan (a terminal's prompt; the agent's removal limit, which may :meth:`Plan.withhold` actions

@@ -20,8 +20,6 @@ Every function takes the toolstack's :class:`~toolstack.context.Context`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from drivers import DriverError
 from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo, DomainSpec, DomainState, Scope
@@ -32,7 +30,8 @@ from toolstack.context import Context
 from toolstack.errors import DestructivePlanRefused, DomainNameTaken, InvalidInput
 from toolstack.models import VM, Desired, Observed, observed_of, read_vm, vm_files
 from toolstack.ownership import Ownership
-from toolstack.plan import Action, Confirm, Plan
+from toolstack.plan import Action, Confirm, Plan, Progress
+from toolstack.vmsource import ParsedVMs, VMSource
 
 _ACTIVE_STATES = {state.value for state in DomainState if state.is_active}
 
@@ -61,21 +60,27 @@ def confirm_plan(
     return approved | {(a.kind, a.uuid) for a in plan.destructive}
 
 
-def desired_vms(tree: Tree, plan: Plan) -> tuple[dict[str, VM], set[str]]:
+def desired_vms(source: VMSource, vms: ParsedVMs, plan: Plan) -> tuple[dict[str, VM], set[str]]:
     """Every valid VM of a tree by uuid, and the uuids of those that do not validate.
 
     An invalid VM is reported in the plan; its domain must be left alone (not taken for a domain main no
     longer wants), whatever broke it: a config, a device or a ``desired`` file.
+
+    Args:
+        source: The tree's VMs.
+        vms: Where VMs parsed before are kept: only the VMs whose files changed since are parsed again.
     """
-    vms = {}
+    desired = {}
     invalid = set()
-    for uuid in layout.vm_uuids(tree):
+    uuids = layout.vm_uuids(source.tree)
+    for uuid in uuids:
         try:
-            vms[uuid] = read_vm(tree, uuid)
+            desired[uuid] = vms.read(source, uuid)
         except InvalidInput as err:
             invalid.add(uuid)
             plan.invalid.append(f"{err}: its domain is left alone until the entry is fixed")
-    return vms, invalid
+    vms.keep_only(uuids)
+    return desired, invalid
 
 
 def make_plan(
@@ -91,17 +96,21 @@ def make_plan(
         placed_only: Leave VMs that are placed on no host alone (an agent runs only its own VMs).
     """
     plan = Plan()
-    desired, invalid = desired_vms(tree if tree is not None else ctx.main.tree, plan)
     observed_tree = ctx.main.tree
+    observed = VMSource(observed_tree, ctx.host)
+    # The desired VMs are read with this host's observed records (which planning reads beside them), as the
+    # inventory reads them: both keep the same parsed VMs.
+    source = observed if tree is None else VMSource(tree, ctx.host)
+    desired, invalid = desired_vms(source, ctx.vms, plan)
     busy = Claims(ctx.store).busy()
     actual = {str(info.uuid): info for info in ctx.driver.list()}
-    owners: dict[str, Ownership] = {}
+    seen = _Seen()
     for uuid, vm in sorted(desired.items(), key=lambda item: item[1].name):
         if only is not None and uuid not in only:
             continue
         if vm.host is not None and vm.host != ctx.host:
             # Placed on another host: that host's agent runs it; a copy here was migrated away.
-            if uuid in actual and uuid not in busy and _ours(ctx, actual[uuid], owners, plan):
+            if uuid in actual and uuid not in busy and _ours(ctx, actual[uuid], seen, plan):
                 if actual[uuid].state.is_active:
                     plan.actions.append(Action("stop", uuid, vm.name, f"placed on {vm.host}"))
                 plan.actions.append(Action("undefine", uuid, vm.name, f"placed on {vm.host}"))
@@ -116,13 +125,21 @@ def make_plan(
             plan.busy.append(f"{vm.name}: an operation is in progress")
             continue
         info = actual.get(uuid)
-        if info is not None and not _ours(ctx, info, owners, plan, claim=adopt):
+        if info is not None and not _ours(ctx, info, seen, plan, claim=adopt):
             continue
-        _plan_vm(ctx, vm, info, observed_tree, plan)
+        _plan_vm(
+            ctx,
+            vm,
+            info,
+            seen.specs.pop(uuid, None),
+            observed if source is observed else None,
+            observed,
+            plan,
+        )
     for uuid, info in sorted(actual.items(), key=lambda item: item[1].name):
         if uuid in desired or uuid in invalid or (only is not None and uuid not in only) or uuid in busy:
             continue
-        owner = _owner(ctx, info, owners)
+        owner = _owner(ctx, info, seen)
         if owner is None:
             continue
         if owner is Ownership.OURS:
@@ -140,15 +157,24 @@ def make_plan(
     return plan
 
 
-def _owner(ctx: Context, info: DomainInfo, owners: dict[str, Ownership]) -> Ownership | None:
-    """Whose a domain is (None if it vanished meanwhile); asked of the hypervisor once per plan."""
+class _Seen:
+    """What a plan asked the hypervisor of each domain (once): whose it is, and its persistent spec."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, Ownership] = {}
+        self.specs: dict[str, DomainSpec] = {}
+
+
+def _owner(ctx: Context, info: DomainInfo, seen: _Seen) -> Ownership | None:
+    """Whose a domain is (None if it vanished meanwhile); asked of the hypervisor once per plan, with its
+    spec (which planning the domain compares with main's: one read of the domain for both)."""
     uuid = str(info.uuid)
-    if uuid not in owners:
+    if uuid not in seen.owners:
         try:
-            owners[uuid] = ctx.driver.owner(uuid)
+            seen.owners[uuid], seen.specs[uuid] = ctx.driver.inspect(uuid)
         except DomainNotFound:
             return None
-    return owners[uuid]
+    return seen.owners[uuid]
 
 
 def _whose(owner: Ownership) -> str:
@@ -159,12 +185,10 @@ def _whose(owner: Ownership) -> str:
     }.get(owner, "")
 
 
-def _ours(
-    ctx: Context, info: DomainInfo, owners: dict[str, Ownership], plan: Plan, claim: bool = False
-) -> bool:
+def _ours(ctx: Context, info: DomainInfo, seen: _Seen, plan: Plan, claim: bool = False) -> bool:
     """Whether the plan may act on the domain that holds a VM's uuid. With ``claim`` (``--adopt``) a legacy
     or unmanaged domain is claimed first; another pool's domain is only reported."""
-    owner = _owner(ctx, info, owners)
+    owner = _owner(ctx, info, seen)
     if owner is None or owner is Ownership.OURS:
         return True
     uuid = str(info.uuid)
@@ -239,7 +263,23 @@ def _plan_resources(ctx: Context, vm: VM, info: DomainInfo, plan: Plan) -> None:
         plan.actions.append(Action("set-vcpus", vm.uuid, vm.name, reason))
 
 
-def _plan_vm(ctx: Context, vm: VM, info: DomainInfo | None, observed_tree: Tree, plan: Plan) -> None:
+def _plan_vm(
+    ctx: Context,
+    vm: VM,
+    info: DomainInfo | None,
+    spec: DomainSpec | None,
+    read_from: VMSource | None,
+    observed: VMSource,
+    plan: Plan,
+) -> None:
+    """Plan one VM that main wants here.
+
+    Args:
+        spec: The domain's persistent spec, if this plan read it already (asking whose the domain is).
+        read_from: The source ``vm`` was read from when it is ``observed`` (main's): its observed record is
+            then the one read with it.
+        observed: Main's VMs, with this host's observed records.
+    """
     if info is None:
         plan.actions.append(Action("define", vm.uuid, vm.name, "missing from the hypervisor"))
         if vm.desired != Desired.STOPPED:
@@ -247,20 +287,16 @@ def _plan_vm(ctx: Context, vm: VM, info: DomainInfo | None, observed_tree: Tree,
         if vm.desired == Desired.PAUSED:
             plan.actions.append(Action("pause", vm.uuid, vm.name, "desired paused"))
         return
-    raw = layout.read_observed(observed_tree, ctx.host, vm.uuid)
-    if raw is not None:
-        try:
-            last = Observed.model_validate_json(raw)
-            if last.state != info.state.value:
-                plan.drift.append(
-                    f"vm {vm.name} ({vm.uuid}) is {info.state.value}, was {last.state}, desired "
-                    f"{vm.desired.value}: changed outside the toolstack"
-                )
-            plan.drift.extend(_resource_drift(vm, last, info))
-        except ValueError:
-            pass
+    last = vm.observed if read_from is observed else _observed(observed.observed(vm.uuid))
+    if last is not None:
+        if last.state != info.state.value:
+            plan.drift.append(
+                f"vm {vm.name} ({vm.uuid}) is {info.state.value}, was {last.state}, desired "
+                f"{vm.desired.value}: changed outside the toolstack"
+            )
+        plan.drift.extend(_resource_drift(vm, last, info))
     try:
-        current = ctx.driver.get_spec(vm.uuid)
+        current = spec if spec is not None else ctx.driver.get_spec(vm.uuid)
     except DriverError as err:
         plan.errors.append(f"{vm.name}: cannot read its configuration: {err}")
         return
@@ -286,15 +322,24 @@ def _plan_vm(ctx: Context, vm: VM, info: DomainInfo | None, observed_tree: Tree,
         plan.actions.append(Action("resume", vm.uuid, vm.name, f"{info.state.value}, desired running"))
 
 
+def _observed(raw: bytes | None) -> Observed | None:
+    """An observed record, None if there is none or it does not parse (as a VM's ``observed``: a damaged
+    record says nothing)."""
+    if raw is None:
+        return None
+    try:
+        return Observed.model_validate_json(raw)
+    except ValueError:
+        return None
+
+
 def _spec_difference(current: DomainSpec, wanted: DomainSpec) -> str:
     have, want = current.model_dump(mode="json"), wanted.model_dump(mode="json")
     fields = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
     return "configuration differs: " + ", ".join(fields)
 
 
-def apply_plan(
-    ctx: Context, plan: Plan, tree: Tree | None = None, progress: Callable[[Action], None] | None = None
-) -> Plan:
+def apply_plan(ctx: Context, plan: Plan, tree: Tree | None = None, progress: Progress | None = None) -> Plan:
     """Carry a plan out, then commit drift (first) and the observed state (after)."""
     source = tree if tree is not None else ctx.main.tree
     if plan.drift:
@@ -306,7 +351,7 @@ def apply_plan(
         except (DriverError, DomainNameTaken) as err:
             plan.errors.append(f"{action.describe()}: {err}")
         if progress is not None:
-            progress(action)
+            progress(action, plan)
     plan.applied = True
     if plan.actions:
         summary = ", ".join(f"{a.kind} {a.name}" for a in plan.actions[:8])

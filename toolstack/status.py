@@ -233,7 +233,9 @@ def listing(ts: Toolstack) -> list[VMStatus]:
     """Every VM of main, by name, broken ones included (one broken entry never hides the others)."""
     tree = ts.main.tree
     live = {str(info.uuid): info for info in ts.driver.list()}
-    found = [status_of(ts, uuid, tree, live) for uuid in layout.vm_uuids(tree)]
+    uuids = layout.vm_uuids(tree)
+    found = [status_of(ts, uuid, tree, live) for uuid in uuids]
+    ts.context.vms.keep_only(uuids)  # the VMs deleted since the last listing are parsed VMs no more
     return sorted(found, key=lambda status: (status.name, status.uuid))
 
 

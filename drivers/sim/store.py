@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -26,8 +27,6 @@ from pydantic import BaseModel, ConfigDict
 
 from drivers.files import atomic_write
 from drivers.models import DomainEvent, DomainSpec, DomainState, EventKind
-
-PARSED_DOMAINS_KEPT = 4096  # domain files kept parsed, by content
 
 
 class SimDomain(BaseModel):
@@ -63,6 +62,29 @@ class SimDomain(BaseModel):
     def name(self) -> str:
         """Current name."""
         return self.current.name
+
+
+def _digest(data: bytes) -> bytes:
+    """What a domain file's bytes are known by (16 bytes kept per domain, not the whole file)."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def parse_domain(data: bytes) -> SimDomain:
+    """A domain file's domain: ``SimDomain.model_validate_json(data)``, with a running domain's live spec
+    validated once when it is its persistent one (as it mostly is), and shared: half the work and memory.
+
+    Raises:
+        pydantic.ValidationError: the file does not validate (raised as validating it whole raises it).
+    """
+    try:
+        document = json.loads(data)
+        config = document.get("config") if isinstance(document, dict) else None
+        if isinstance(config, dict) and document.get("live") == config:
+            spec = DomainSpec.model_validate(config)
+            return SimDomain.model_validate({**document, "config": spec, "live": spec})
+    except ValueError:
+        pass  # the error is the whole file's, as below reports it
+    return SimDomain.model_validate_json(data)
 
 
 class Transaction(Protocol):
@@ -151,14 +173,14 @@ class _DirectoryTransaction:
 
     def get(self, uuid: uuidlib.UUID) -> SimDomain | None:
         if uuid not in self._cache:
-            self._cache[uuid] = self._store.load(self._domain_file(uuid))
+            self._cache[uuid] = self._store.load(uuid)
         return self._cache[uuid]
 
     def put(self, domain: SimDomain) -> None:
         old = self.get(domain.uuid)
         data = domain.model_dump_json().encode()
         atomic_write(self._domain_file(domain.uuid), data, durable=self._store.durable)
-        self._store.remember(data, domain)
+        self._store.remember(domain.uuid, data, domain)
         self._cache[domain.uuid] = domain
         if old is None or old.name != domain.name:
             if old is not None:
@@ -170,16 +192,21 @@ class _DirectoryTransaction:
         if old is None:
             return
         self._domain_file(uuid).unlink(missing_ok=True)
+        self._store.forget(uuid)
         self._drop_name(old.name, uuid)
         self._cache[uuid] = None
 
     def all(self) -> list[SimDomain]:
         domains = []
+        present = set()
         for entry in os.scandir(self._store.path / "domains"):
             if entry.name.endswith(".json") and not entry.name.startswith("."):
-                domain = self.get(uuidlib.UUID(entry.name[: -len(".json")]))
+                uuid = uuidlib.UUID(entry.name[: -len(".json")])
+                present.add(uuid)
+                domain = self.get(uuid)
                 if domain is not None:
                     domains.append(domain)
+        self._store.keep_only(present)
         return domains
 
     def uuid_for_name(self, name: str) -> uuidlib.UUID | None:
@@ -222,10 +249,13 @@ class DirectoryStore:
         self.durable = durable
         for sub in ("domains", "names"):
             (path / sub).mkdir(parents=True, exist_ok=True)
+        self._domains = str(path / "domains")
         self._lock_fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         # flock is per open file description: threads of this process must also exclude each other.
         self._thread_lock = threading.RLock()
-        self._parsed: dict[bytes, SimDomain] = {}
+        # Per domain file, a digest of its bytes when last read or written and the domain they parse to: one
+        # entry per domain, so the cache is sized to the host and never has to drop a domain still there.
+        self._parsed: dict[uuidlib.UUID, tuple[bytes, SimDomain]] = {}
 
     @contextlib.contextmanager
     def transaction(self, write: bool = True) -> Iterator[Transaction]:
@@ -242,24 +272,41 @@ class DirectoryStore:
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def load(self, file: Path) -> SimDomain | None:
-        """Parse one domain file; None if it does not exist."""
+    def load(self, uuid: uuidlib.UUID) -> SimDomain | None:
+        """Read and parse one domain's file; None if it does not exist.
+
+        The file is read every time (another process may have replaced it), but bytes equal to the last
+        ones seen for this domain are not parsed again.
+        """
         try:
-            data = file.read_bytes()
+            with open(f"{self._domains}/{uuid}.json", "rb") as file:  # not pathlib: read per VM per call
+                data = file.read()
         except FileNotFoundError:
+            self.forget(uuid)
             return None
-        domain = self._parsed.get(data)
-        if domain is None:
-            domain = SimDomain.model_validate_json(data)
-            self.remember(data, domain)
+        digest = _digest(data)
+        known = self._parsed.get(uuid)
+        if known is not None and known[0] == digest:
+            return known[1]
+        domain = parse_domain(data)
+        self._parsed[uuid] = (digest, domain)
         return domain
 
-    def remember(self, data: bytes, domain: SimDomain) -> None:
-        """Keep the domain parsed from (or written as) ``data``: the file is still read every time, but
-        the same bytes are validated once (domains are frozen, so sharing one is safe)."""
-        if len(self._parsed) >= PARSED_DOMAINS_KEPT:
-            self._parsed.clear()
-        self._parsed[data] = domain
+    def remember(self, uuid: uuidlib.UUID, data: bytes, domain: SimDomain) -> None:
+        """Keep ``domain`` as what ``uuid``'s file holds while it holds ``data`` (domains are frozen, so
+        sharing one is safe). Replaces what was kept for that file: a domain has one entry."""
+        self._parsed[uuid] = (_digest(data), domain)
+
+    def forget(self, uuid: uuidlib.UUID) -> None:
+        """Drop what is kept of a domain whose file is gone."""
+        self._parsed.pop(uuid, None)
+
+    def keep_only(self, present: set[uuidlib.UUID]) -> None:
+        """Drop what is kept of the domains whose files a full scan did not find (another process removed
+        them): what is kept never outgrows the host. A domain defined meanwhile is only parsed again."""
+        for uuid in list(self._parsed):  # a copy: readers in other threads may add entries meanwhile
+            if uuid not in present:
+                self._parsed.pop(uuid, None)
 
     def append_event(self, event: DomainEvent, origin: str) -> None:
         """Append to the shared event log (called inside a write transaction, so lines never interleave).

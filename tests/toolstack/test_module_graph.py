@@ -31,6 +31,7 @@ BELOW_THE_FACADE = {
     "toolstack.reconcile",
     "toolstack.task_records",
     "toolstack.tasks",
+    "toolstack.vmsource",
 }
 
 

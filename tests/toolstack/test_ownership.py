@@ -7,14 +7,17 @@ import json
 import uuid as uuidlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import drivers
 from drivers import DomainSpec
 from drivers.models import DomainState
+from tests.drivers.strategies import domain_specs
 from tests.toolstack.test_cli import run
 from toolstack.models import MANAGED_KEY, MANAGED_VALUE
 from toolstack.ops import Toolstack
-from toolstack.ownership import POOL_KEY, VM_KEY, ForeignDomain, Ownership
+from toolstack.ownership import POOL_KEY, VM_KEY, ForeignDomain, Ownership, tagged, untagged
 
 AUTHOR = "Owner <owner@example.org>"
 
@@ -139,3 +142,26 @@ def test_reconcile_in_a_pool_leaves_other_pools_domains_through_the_cli(tmp_path
     for side, mine in ((a, "q1"), (b, "q2")):
         shown = json.loads(run(tmp_path, *side, "--json", "vm", "show", mine).stdout)
         assert shown["state"] == "running"
+
+
+@settings(max_examples=100, deadline=None)
+@given(spec=domain_specs(), pool=st.uuids())
+def test_a_spec_untagged_is_the_spec_that_was_tagged_and_a_valid_one(spec: DomainSpec, pool: uuidlib.UUID):
+    # untagged() copies rather than validates again: dropping metadata entries must leave a valid spec,
+    # equal to the one validation would give.
+    # As main stores a VM's spec: marked as managed, without the pool's and the VM's tags.
+    kept = {k: v for k, v in spec.metadata.items() if k not in (POOL_KEY, VM_KEY)}
+    plain = spec.evolve(metadata={**kept, MANAGED_KEY: MANAGED_VALUE})
+    back = untagged(tagged(plain, str(pool)))
+    assert back == plain
+    assert back == DomainSpec.model_validate(back.model_dump())
+    assert back.model_dump_json() == DomainSpec.model_validate(back.model_dump()).model_dump_json()
+
+
+def test_inspect_answers_whose_a_domain_is_and_its_spec_from_one_read(tmp_path):
+    with Toolstack.init(str(tmp_path / "state.git"), f"sim://{tmp_path}/sim", author=AUTHOR) as ts:
+        vm = ts.create("a", memory="128M")
+        ts.driver.oob_create(DomainSpec(uuid=uuidlib.uuid4(), name="stranger", memory=64))
+        stranger = next(d for d in ts.driver.list() if d.name == "stranger")
+        assert ts.driver.inspect(vm.uuid) == (Ownership.OURS, ts.driver.get_spec(vm.uuid))
+        assert ts.driver.inspect(stranger.uuid) == (Ownership.UNMANAGED, ts.driver.get_spec(stranger.uuid))

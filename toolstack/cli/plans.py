@@ -21,7 +21,7 @@ from toolstack.cli.output import emit
 
 if TYPE_CHECKING:
     from toolstack.cli.context import Context
-    from toolstack.reconcile import Confirm, Plan
+    from toolstack.plan import Action, Confirm, Plan, Progress
 
 YES = click.option(
     "--yes", "-y", is_flag=True, help="Apply a plan that stops or undefines domains without asking"
@@ -66,29 +66,32 @@ def confirmation(yes: bool) -> Confirm:
 
 def run_plan(
     c: Context,
-    compute: Callable[[bool, Callable[[Any], None] | None, Confirm], Plan],
+    compute: Callable[[bool, Progress | None, Confirm], Plan],
     dry_run: bool,
     yes: bool,
     title: str,
 ) -> None:
     """Print a plan (``dry_run``), or carry it out with a progress bar over its actions.
 
-    A destructive plan is confirmed first (:func:`confirmation`): the bar starts after the question, with
-    the first action applied. A plan with errors exits 1 once printed.
+    The plan is made once: the bar is sized by the plan being applied, which each step hands it. A
+    destructive plan is confirmed first (:func:`confirmation`): the bar starts after the question, with the
+    first action applied. A plan with errors exits 1 once printed.
     """
     if dry_run or c.json:
         plan = compute(dry_run, None, confirmation(yes))
     else:
-        steps = len(compute(True, None, True).actions)  # the dry run sizes the bar
         with contextlib.ExitStack() as stack:
             bars: list[Any] = []
 
-            def progress(action: Any) -> None:
+            def progress(action: Action, applying: Plan) -> None:
                 if not bars:
                     bars.append(
                         stack.enter_context(
                             click.progressbar(
-                                length=max(steps, 1), label=title, file=sys.stderr, show_eta=False
+                                length=max(len(applying.actions), 1),
+                                label=title,
+                                file=sys.stderr,
+                                show_eta=False,
                             )
                         )
                     )

@@ -62,12 +62,17 @@ def vm_list(c: Context) -> None:
     ts = c.toolstack()
     now = time.time()
     statuses = listing(ts)
-    records = [status_record(s) for s in statuses]
-    rows = [
-        (s.name or "?", s.uuid, r["memory"], r["vcpus"], r["desired"], s.describe(now))
-        for s, r in zip(statuses, records, strict=True)
-    ]
-    emit(records, c.json, table(["name", "uuid", "memory", "vcpus", "desired", "state"], rows))
+    if c.json:
+        emit([status_record(s) for s in statuses], True)
+        return
+    # The table needs three fields of each record: not the records (a dump of every device of every VM).
+    rows = [(s.name or "?", s.uuid, *_configured(s.vm), s.describe(now)) for s in statuses]
+    emit(None, False, table(["name", "uuid", "memory", "vcpus", "desired", "state"], rows))
+
+
+def _configured(vm_: VM | None) -> tuple[int | None, int | None, str | None]:
+    """Memory, vCPUs and desired state as ``status_record`` gives them (None for a broken entry)."""
+    return (None, None, None) if vm_ is None else (vm_.spec.memory, vm_.spec.vcpus, vm_.desired.value)
 
 
 @vm.command("show")

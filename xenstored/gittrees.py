@@ -28,6 +28,26 @@ from xenstored.tree import PERMS, VALUE, Encoding, Extra, Node, is_reserved
 GitObject = tuple[ObjectId, int, bytes]
 
 
+def _nearest_encoded(node: Node) -> Node | None:
+    """The nearest earlier version of an unencoded ``node`` that has an encoding (None: there is none).
+
+    Walks the chain of versions it was made from, and shortens it: ``node`` then names that version as its
+    origin, with the children any version on the way touched, so that the walk is made once. The versions
+    in between were made by requests while the journal encoded their predecessors: splicing from the
+    newest encoded one looks only at what changed since, not at everything since an older one.
+    """
+    origin = node.origin
+    if origin is None or origin.encoding is not None:
+        return origin
+    touched = node.touched
+    while origin is not None and origin.encoding is None:
+        if touched is not None:
+            touched = None if origin.touched is None else touched | origin.touched
+        origin = origin.origin
+    node.origin, node.touched = origin, touched
+    return origin
+
+
 def load(backend: Backend, oid: ObjectId) -> Node:
     """The node tree of a git tree (every node knows its id: nothing is written again).
 
@@ -94,8 +114,8 @@ class GitEncoder:
         return node.oid
 
     def _spliceable(self, node: Node) -> bool:
-        origin = node.origin
-        return origin is not None and origin.encoding is not None and origin.extra == node.extra
+        origin = _nearest_encoded(node)
+        return origin is not None and origin.extra == node.extra
 
     def _unencoded_children(self, node: Node) -> list[Node]:
         """The children the encoding of ``node`` will need ids of and that have none yet: with a splice,
@@ -118,9 +138,9 @@ class GitEncoder:
 
     def _encode_node(self, node: Node) -> None:
         """Encode one node whose children the encoding needs all have ids."""
-        origin = node.origin
-        if origin is not None and self._spliceable(node):
-            entries, order = self._splice(node, origin, origin.encoding)  # type: ignore[arg-type]
+        if self._spliceable(node):
+            origin = node.origin  # the nearest encoded version, now
+            entries, order = self._splice(node, origin, origin.encoding)  # type: ignore[arg-type,union-attr]
         else:
             entries, order = self._encode(node)
         raw = b"".join(map(entries.__getitem__, order))

@@ -81,14 +81,16 @@ async def wait_for_value(client: AsyncClient, path: str, wanted: set[str]) -> st
         await client.events.get()
 
 
-async def lifecycle(socket: str, index: int, counters: Counters) -> None:
+async def lifecycle(socket: str, index: int, counters: Counters, count: int) -> None:
     vm = str(uuid.UUID(int=index + 1))
     domid = 100 + index
     home = f"/local/domain/{domid}"
     front = f"{home}/device/vif/0"
     back = f"/local/domain/0/backend/vif/{domid}/0"
-    tool = await AsyncClient.connect(socket)
-    guest = await AsyncClient.connect(socket)
+    # oxenstored listens with a tiny backlog and, on a loaded host, accepts 2N connections slowly: wait for
+    # them as long as the storm itself may take (boot_storm's deadline) rather than the client's default.
+    tool = await AsyncClient.connect(socket, timeout=15 + count)
+    guest = await AsyncClient.connect(socket, timeout=15 + count)
     try:
 
         async def create(tx: int) -> None:
@@ -180,7 +182,7 @@ async def boot_storm(socket: str, count: int) -> tuple[float, Counters]:
     counters = Counters()
     started = time.perf_counter()
     await asyncio.wait_for(
-        asyncio.gather(*(lifecycle(socket, i, counters) for i in range(count))), 15 + count
+        asyncio.gather(*(lifecycle(socket, i, counters, count) for i in range(count))), 15 + count
     )
     return time.perf_counter() - started, counters
 

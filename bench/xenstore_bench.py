@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ class Counters:
     eagain: int = 0
     transactions: int = 0
     commit_lag: float = 0.0  # ours: seconds from the storm's end until its last transaction is in git
+    cpu: float = 0.0  # ours: the daemon's CPU seconds (all threads) from its start until then
 
 
 async def transaction(client: AsyncClient, counters: Counters, body) -> None:  # type: ignore[no-untyped-def]
@@ -219,10 +221,18 @@ class Ours(Daemon):
         env = {**os.environ, "PYTHONPATH": checkout}
         self.process = subprocess.Popen([*argv, *(["--durable"] if durable else [])], cwd=checkout, env=env)
         wait_for_socket(self.socket, self.process)
+        self._started_cpu = 0.0
+        self._started_cpu = self.cpu_seconds()  # its imports and start: not the storm's
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=120)
+
+    def cpu_seconds(self) -> float:
+        """CPU the daemon used since it started serving, all threads (what a noisy host's wall times hide)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") - self._started_cpu
 
     def commit_lag(self, merges: int) -> float:
         """Seconds until the branch holds ``merges`` transaction merges (outside durable mode the journal
@@ -287,6 +297,7 @@ def run_storm(
             result = asyncio.run(boot_storm(daemon.socket, n))
             if isinstance(daemon, Ours):
                 result[1].commit_lag = daemon.commit_lag(result[1].transactions)
+                result[1].cpu = daemon.cpu_seconds()
             asyncio.run(check_empty(daemon.socket))
             if name not in latency and kind.checkout == ROOT:  # the baseline: storms only
                 latency[name] = test_xenstore(daemon.socket, args.iterations)
@@ -321,6 +332,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="xenstore-bench-")
     storms: dict[str, dict[int, tuple[float, Counters]]] = {}
     latency: dict[str, dict[str, float]] = {}
+    cpus: dict[str, dict[int, list[tuple[float, Counters]]]] = {}  # every run, for the CPU medians
     kinds = [Kind("oxenstored", None), Kind("ours", False)]
     kinds += [] if args.no_durable else [Kind("ours (durable)", True)]
     if args.baseline:
@@ -334,6 +346,7 @@ def main() -> None:
                 for kind in kinds:
                     runs[kind.name].append(run_storm(work, kind, n, repeat, latency, args))
             for name in runs:
+                cpus.setdefault(name, {})[n] = runs[name]
                 ordered = sorted(runs[name], key=lambda run: run[0])
                 storms.setdefault(name, {})[n] = ordered[len(ordered) // 2]
                 seconds = ", ".join(f"{run[0]:.2f}" for run in runs[name])
@@ -341,7 +354,9 @@ def main() -> None:
                 lag = (
                     ""
                     if name == "oxenstored"
-                    else f"  (in git +{max(r[1].commit_lag for r in runs[name]):.2f} s)"
+                    else f"  (in git +{max(r[1].commit_lag for r in runs[name]):.2f} s; daemon CPU "
+                    + ", ".join(f"{run[1].cpu:.2f}" for run in runs[name])
+                    + " s)"
                 )
                 print(f"  {name:15} N={n:<4} runs {seconds} s  EAGAIN {eagain}{lag}", flush=True)
     finally:
@@ -372,14 +387,20 @@ def main() -> None:
         print(f"  {name:15} " + "  ".join(f"N={n}: +{storms[name][n][1].commit_lag:.2f} s" for n in sizes))
     if args.baseline:
         print(f"\nDurable mode against the baseline checkout {args.baseline} (same runs, interleaved)")
-        print(f"{'N':>5} | {'base durable':>12} {'/ox':>6} | {'ours durable':>12} {'/ox':>6} | ours / base")
+        print(
+            f"{'N':>5} | {'base durable':>12} {'/ox':>6} | {'ours durable':>12} {'/ox':>6} | ours / base"
+            " | daemon CPU base, ours (medians)"
+        )
         for n in sizes:
             ox_s = storms["oxenstored"][n][0]
             base_s = storms["base (durable)"][n][0]
             dur_s = storms["ours (durable)"][n][0]
+            cpu = [
+                statistics.median(r[1].cpu for r in cpus[k][n]) for k in ("base (durable)", "ours (durable)")
+            ]
             print(
                 f"{n:>5} | {base_s:>10.2f} s {base_s / ox_s:>6.2f} | {dur_s:>10.2f} s {dur_s / ox_s:>6.2f} | "
-                f"{dur_s / base_s:.2f}"
+                f"{dur_s / base_s:>11.2f} | {cpu[0]:.2f} s, {cpu[1]:.2f} s ({cpu[1] / cpu[0]:.2f})"
             )
     target = storms["ours"].get(200)
     if target is not None:

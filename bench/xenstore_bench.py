@@ -14,6 +14,11 @@ test-xenstore reports per-operation latency against both daemons. Ratios are our
 same run (below 1 means faster). This is a benchmark, not a test: the machine has 2 cores and is noisy.
 
 Run: ``.venv/bin/python bench/xenstore_bench.py [--sizes 10,50,100,200] [--iterations 200]``
+
+``--baseline CHECKOUT`` adds the durable daemon of another checkout of this project (say a worktree of the
+commit before a change) to the same interleaved runs, so that a change is measured against the code before
+it side by side, on the same noisy machine: ``git worktree add /tmp/base HEAD~3``, then
+``--baseline /tmp/base --sizes 200,400``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +53,7 @@ class Counters:
     eagain: int = 0
     transactions: int = 0
     commit_lag: float = 0.0  # ours: seconds from the storm's end until its last transaction is in git
+    cpu: float = 0.0  # ours: the daemon's CPU seconds (all threads) from its start until then
 
 
 async def transaction(client: AsyncClient, counters: Counters, body) -> None:  # type: ignore[no-untyped-def]
@@ -76,14 +83,16 @@ async def wait_for_value(client: AsyncClient, path: str, wanted: set[str]) -> st
         await client.events.get()
 
 
-async def lifecycle(socket: str, index: int, counters: Counters) -> None:
+async def lifecycle(socket: str, index: int, counters: Counters, count: int) -> None:
     vm = str(uuid.UUID(int=index + 1))
     domid = 100 + index
     home = f"/local/domain/{domid}"
     front = f"{home}/device/vif/0"
     back = f"/local/domain/0/backend/vif/{domid}/0"
-    tool = await AsyncClient.connect(socket)
-    guest = await AsyncClient.connect(socket)
+    # oxenstored listens with a tiny backlog and, on a loaded host, accepts 2N connections slowly: wait for
+    # them as long as the storm itself may take (boot_storm's deadline) rather than the client's default.
+    tool = await AsyncClient.connect(socket, timeout=15 + count)
+    guest = await AsyncClient.connect(socket, timeout=15 + count)
     try:
 
         async def create(tx: int) -> None:
@@ -175,7 +184,7 @@ async def boot_storm(socket: str, count: int) -> tuple[float, Counters]:
     counters = Counters()
     started = time.perf_counter()
     await asyncio.wait_for(
-        asyncio.gather(*(lifecycle(socket, i, counters) for i in range(count))), 15 + count
+        asyncio.gather(*(lifecycle(socket, i, counters, count) for i in range(count))), 15 + count
     )
     return time.perf_counter() - started, counters
 
@@ -203,17 +212,27 @@ class Daemon:
 
 
 class Ours(Daemon):
-    def __init__(self, directory: str, durable: bool) -> None:
+    def __init__(self, directory: str, durable: bool, checkout: str = ROOT) -> None:
         self.name = "ours (durable)" if durable else "ours"
         self.socket = os.path.join(directory, "socket")
         self.repo = os.path.join(directory, "state.git")
         argv = [sys.executable, "-m", "xenstored", "--socket", self.socket, "--repo", self.repo]
-        self.process = subprocess.Popen([*argv, *(["--durable"] if durable else [])], cwd=ROOT)
+        # The checkout's own code, whatever the environment's PYTHONPATH names.
+        env = {**os.environ, "PYTHONPATH": checkout}
+        self.process = subprocess.Popen([*argv, *(["--durable"] if durable else [])], cwd=checkout, env=env)
         wait_for_socket(self.socket, self.process)
+        self._started_cpu = 0.0
+        self._started_cpu = self.cpu_seconds()  # its imports and start: not the storm's
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=120)
+
+    def cpu_seconds(self) -> float:
+        """CPU the daemon used since it started serving, all threads (what a noisy host's wall times hide)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") - self._started_cpu
 
     def commit_lag(self, merges: int) -> float:
         """Seconds until the branch holds ``merges`` transaction merges (outside durable mode the journal
@@ -250,27 +269,37 @@ def test_xenstore(socket: str, iterations: int) -> dict[str, float]:
     return result
 
 
+@dataclass(frozen=True)
+class Kind:
+    """A daemon the storms run against: oxenstored (durable None), or ours from a checkout."""
+
+    name: str
+    durable: bool | None
+    checkout: str = ROOT
+
+
 def run_storm(
     work: str,
-    name: str,
-    durable: bool | None,
+    kind: Kind,
     n: int,
     repeat: int,
     latency: dict[str, dict[str, float]],
     args: argparse.Namespace,
 ) -> tuple[float, Counters]:
     """One boot storm on a fresh daemon (and, the first time, test-xenstore's latencies on it)."""
+    name, durable = kind.name, kind.durable
     # oxenstored without Xen (shared/tools/oxenstored) now and then breaks a client socket under load (recv
     # fails with EINVAL): such a run is retried on a fresh daemon and reported.
     for attempt in range(1, 4):
         directory = os.path.join(work, f"{name.replace(' ', '-')}-{n}-{repeat}-{attempt}")
-        daemon: Daemon = Oxenstored(directory) if durable is None else Ours(directory, durable)
+        daemon: Daemon = Oxenstored(directory) if durable is None else Ours(directory, durable, kind.checkout)
         try:
             result = asyncio.run(boot_storm(daemon.socket, n))
             if isinstance(daemon, Ours):
                 result[1].commit_lag = daemon.commit_lag(result[1].transactions)
+                result[1].cpu = daemon.cpu_seconds()
             asyncio.run(check_empty(daemon.socket))
-            if name not in latency:
+            if name not in latency and kind.checkout == ROOT:  # the baseline: storms only
                 latency[name] = test_xenstore(daemon.socket, args.iterations)
             return result
         except (ConnectionError, OSError) as err:
@@ -288,6 +317,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200, help="test-xenstore iterations per test")
     parser.add_argument("--no-durable", action="store_true", help="skip the durable-mode run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per daemon and size (median reported)")
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also run the durable daemon of this checkout (e.g. a worktree of an older commit), interleaved",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     have_ox = os.path.exists(OXENSTORED_RUN) and os.path.exists("/usr/lib/xen-4.17/bin/oxenstored")
@@ -298,16 +332,21 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="xenstore-bench-")
     storms: dict[str, dict[int, tuple[float, Counters]]] = {}
     latency: dict[str, dict[str, float]] = {}
-    kinds = [("oxenstored", None), ("ours", False)] + ([] if args.no_durable else [("ours (durable)", True)])
+    cpus: dict[str, dict[int, list[tuple[float, Counters]]]] = {}  # every run, for the CPU medians
+    kinds = [Kind("oxenstored", None), Kind("ours", False)]
+    kinds += [] if args.no_durable else [Kind("ours (durable)", True)]
+    if args.baseline:
+        kinds.append(Kind("base (durable)", True, os.path.abspath(args.baseline)))
     try:
         for n in sizes:
             # Each daemon in turn, fresh for every run, interleaved so that a noisy moment hits both sides:
             # the median of the runs is reported.
-            runs: dict[str, list[tuple[float, Counters]]] = {name: [] for name, _ in kinds}
+            runs: dict[str, list[tuple[float, Counters]]] = {kind.name: [] for kind in kinds}
             for repeat in range(args.repeat):
-                for name, durable in kinds:
-                    runs[name].append(run_storm(work, name, durable, n, repeat, latency, args))
-            for name, _ in kinds:
+                for kind in kinds:
+                    runs[kind.name].append(run_storm(work, kind, n, repeat, latency, args))
+            for name in runs:
+                cpus.setdefault(name, {})[n] = runs[name]
                 ordered = sorted(runs[name], key=lambda run: run[0])
                 storms.setdefault(name, {})[n] = ordered[len(ordered) // 2]
                 seconds = ", ".join(f"{run[0]:.2f}" for run in runs[name])
@@ -315,7 +354,9 @@ def main() -> None:
                 lag = (
                     ""
                     if name == "oxenstored"
-                    else f"  (in git +{max(r[1].commit_lag for r in runs[name]):.2f} s)"
+                    else f"  (in git +{max(r[1].commit_lag for r in runs[name]):.2f} s; daemon CPU "
+                    + ", ".join(f"{run[1].cpu:.2f}" for run in runs[name])
+                    + " s)"
                 )
                 print(f"  {name:15} N={n:<4} runs {seconds} s  EAGAIN {eagain}{lag}", flush=True)
     finally:
@@ -342,8 +383,25 @@ def main() -> None:
         " durable mode the journal yields to requests: it starts writing once they pause for 0.1 s, or once"
         " a change has waited 1 s"
     )
-    for name in [k for k, _ in kinds if k != "oxenstored"]:
+    for name in [kind.name for kind in kinds if kind.durable is not None]:
         print(f"  {name:15} " + "  ".join(f"N={n}: +{storms[name][n][1].commit_lag:.2f} s" for n in sizes))
+    if args.baseline:
+        print(f"\nDurable mode against the baseline checkout {args.baseline} (same runs, interleaved)")
+        print(
+            f"{'N':>5} | {'base durable':>12} {'/ox':>6} | {'ours durable':>12} {'/ox':>6} | ours / base"
+            " | daemon CPU base, ours (medians)"
+        )
+        for n in sizes:
+            ox_s = storms["oxenstored"][n][0]
+            base_s = storms["base (durable)"][n][0]
+            dur_s = storms["ours (durable)"][n][0]
+            cpu = [
+                statistics.median(r[1].cpu for r in cpus[k][n]) for k in ("base (durable)", "ours (durable)")
+            ]
+            print(
+                f"{n:>5} | {base_s:>10.2f} s {base_s / ox_s:>6.2f} | {dur_s:>10.2f} s {dur_s / ox_s:>6.2f} | "
+                f"{dur_s / base_s:>11.2f} | {cpu[0]:.2f} s, {cpu[1]:.2f} s ({cpu[1] / cpu[0]:.2f})"
+            )
     target = storms["ours"].get(200)
     if target is not None:
         print(f"Target N=200 in <= 5 s: {target[0]:.2f} s ({'met' if target[0] <= 5 else 'NOT met'})")

@@ -20,12 +20,35 @@ from __future__ import annotations
 
 import bisect
 from binascii import unhexlify
+from typing import TypeVar
 
 from store.backend import Backend
 from store.objects import BLOB, TREE, ObjectId, object_id
 from xenstored.tree import PERMS, VALUE, Encoding, Extra, Node, is_reserved
 
 GitObject = tuple[ObjectId, int, bytes]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _nearest_encoded(node: Node) -> Node | None:
+    """The nearest earlier version of an unencoded ``node`` that has an encoding (None: there is none).
+
+    Walks the chain of versions it was made from, and shortens it: ``node`` then names that version as its
+    origin, with the children any version on the way touched, so that the walk is made once. The versions
+    in between were made by requests while the journal encoded their predecessors: splicing from the
+    newest encoded one looks only at what changed since, not at everything since an older one.
+    """
+    origin = node.origin
+    if origin is None or origin.encoding is not None:
+        return origin
+    touched = node.touched
+    while origin is not None and origin.encoding is None:
+        if touched is not None:
+            touched = None if origin.touched is None else touched | origin.touched
+        origin = origin.origin
+    node.origin, node.touched = origin, touched
+    return origin
 
 
 def load(backend: Backend, oid: ObjectId) -> Node:
@@ -57,14 +80,20 @@ def load(backend: Backend, oid: ObjectId) -> Node:
 class GitEncoder:
     """Gives nodes their git ids, collecting the objects not written yet.
 
-    Blob ids of small values are cached: most values ("1", "", a permission list) recur constantly.
+    Blob ids of small values are cached: most values ("1", "", a permission list) recur constantly. So are
+    the encodings of leaves with small blobs: a boot storm makes the same leaf (``memory/target`` =
+    ``1048576``, owned by dom0) under every VM, and a leaf is a git tree like any node. Each cache drops its
+    oldest entry when full. An id is cached once its object is collected: the journal writes every object
+    it takes, retrying until it can, so a cached id always names an object that is (or will be) written.
     """
 
     BLOB_CACHE = 8192
+    LEAF_CACHE = 8192
     SMALL = 256
 
     def __init__(self) -> None:
         self._blobs: dict[bytes, ObjectId] = {}
+        self._leaves: dict[tuple[bytes | None, bytes | None], tuple[ObjectId, Encoding]] = {}
         self.objects: list[GitObject] = []
 
     def take(self) -> list[GitObject]:
@@ -94,8 +123,8 @@ class GitEncoder:
         return node.oid
 
     def _spliceable(self, node: Node) -> bool:
-        origin = node.origin
-        return origin is not None and origin.encoding is not None and origin.extra == node.extra
+        origin = _nearest_encoded(node)
+        return origin is not None and origin.extra == node.extra
 
     def _unencoded_children(self, node: Node) -> list[Node]:
         """The children the encoding of ``node`` will need ids of and that have none yet: with a splice,
@@ -118,9 +147,16 @@ class GitEncoder:
 
     def _encode_node(self, node: Node) -> None:
         """Encode one node whose children the encoding needs all have ids."""
-        origin = node.origin
-        if origin is not None and self._spliceable(node):
-            entries, order = self._splice(node, origin, origin.encoding)  # type: ignore[arg-type]
+        leaf = self._leaf_key(node)
+        if leaf is not None:
+            known = self._leaves.get(leaf)
+            if known is not None:
+                node.oid, node.encoding = known
+                node.origin = None
+                return
+        if self._spliceable(node):
+            origin = node.origin  # the nearest encoded version, now
+            entries, order = self._splice(node, origin, origin.encoding)  # type: ignore[arg-type,union-attr]
         else:
             entries, order = self._encode(node)
         raw = b"".join(map(entries.__getitem__, order))
@@ -129,6 +165,17 @@ class GitEncoder:
         node.oid = oid
         node.encoding = (entries, order)
         node.origin = None
+        if leaf is not None:
+            _remember(self._leaves, leaf, (oid, node.encoding), self.LEAF_CACHE)
+
+    def _leaf_key(self, node: Node) -> tuple[bytes | None, bytes | None] | None:
+        """What a leaf's encoding depends on, if ``node`` is a leaf whose blobs are small (else None)."""
+        if node.children or node.extra:
+            return None
+        value, perms = node.value, node.perms
+        if (value is not None and len(value) > self.SMALL) or (perms is not None and len(perms) > self.SMALL):
+            return None
+        return perms, value
 
     def _encode(self, node: Node) -> Encoding:
         # git's entry order: by name, a directory's name read as if it ended in "/".
@@ -201,7 +248,13 @@ class GitEncoder:
         oid = object_id(BLOB, data)
         self.objects.append((oid, BLOB, data))
         if small:
-            if len(self._blobs) >= self.BLOB_CACHE:
-                self._blobs.clear()
-            self._blobs[data] = oid
+            _remember(self._blobs, data, oid, self.BLOB_CACHE)
         return oid
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V, size: int) -> None:
+    """Cache ``value`` under ``key``, dropping the oldest entry if the cache is full (dicts keep their
+    insertion order), rather than emptying it: a daemon's working set stays cached."""
+    if len(cache) >= size:
+        del cache[next(iter(cache))]
+    cache[key] = value

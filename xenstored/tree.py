@@ -59,7 +59,8 @@ class Node:
         oid: The node's git tree id, once known (cached; the node never changes).
         encoding: Once encoded, its git entries by sort key and their order, so that a later version of
             the node is encoded by splicing rather than from scratch.
-        origin: The nearest earlier version of this node that has an encoding (until this one is encoded).
+        origin: The version this one was made from (until this one is encoded): the encoder splices from
+            the nearest version along this chain that has an encoding.
         touched: The names of the children that may differ from ``origin``'s (None: unknown, any may), so
             that splicing a directory of hundreds does not compare them all.
         writer: The transaction that may still change this node in place (None: nobody may).
@@ -87,13 +88,11 @@ class Node:
         self.oid = oid
         self.encoding: Encoding | None = None
         self.writer = writer
-        if origin is None or origin.encoding is not None:
-            self.origin = origin
-            self.touched = touched
-        else:  # splice from origin's own origin: what either version touched
-            self.origin = origin.origin
-            previous = origin.touched
-            self.touched = None if touched is None or previous is None else previous | touched
+        # Kept even while ``origin`` has no encoding: the journal may encode it before this version (it
+        # writes the versions its queue holds, while requests keep making newer ones), and a splice from the
+        # nearest encoded version looks at fewer children than one from an older version (see gittrees).
+        self.origin = origin
+        self.touched = touched
 
     def derive(self, value: bytes | _Unchanged | None = ..., perms: bytes | _Unchanged | None = ...) -> Node:
         """A new version of this node with its value or permissions replaced (same children)."""

@@ -1,0 +1,311 @@
+"""The VM log index: main's first-parent commits and the VMs each changed, in SQLite beside the repository.
+
+Every operation is a merge commit on main's first-parent chain, so the operations on one VM are the
+first-parent commits that changed ``vms/<xx>/<uuid>/``. Walking 100,000 commits for each ``log`` would be
+slow, so ``gitstore/vm-log.sqlite`` indexes them: derived data (git itself still reads everything), rebuilt
+by one walk of main when it is missing (a clone) or when main was rewritten (a history squash), and
+brought up to date by reading only main's new commits.
+
+The walk reads raw objects through a :class:`store.history.ScanReader` (no cache, its own pack maps, dropped
+as it goes) and compares ``vms/`` and its shards by entry ids, so that a build from scratch streams: its
+memory is that of one batch of rows, whatever the length of the history. This module imports neither the
+models nor the drivers: ``toolstack log`` answers from it without them.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from store import Store
+from store.history import RawTree, ScanReader, raw_subtree
+from store.objects import decode_commit
+from toolstack import layout
+
+SCHEMA_VERSION = "2"
+BATCH = 2048  # rows written to SQLite at once by a build from scratch
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One commit on main, as the log shows it (an operation, a merge, a reconcile, a revert...)."""
+
+    commit: str
+    time: int
+    author: str
+    message: str
+    vms: tuple[str, ...]
+
+    @property
+    def subject(self) -> str:
+        return self.message.splitlines()[0] if self.message else ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "commit": self.commit,
+            "time": self.time,
+            "author": self.author,
+            "message": self.subject,
+            "vms": list(self.vms),
+        }
+
+
+@dataclass(frozen=True)
+class IndexedCommit:
+    """A first-parent commit of main as the index records it."""
+
+    commit: str
+    time: int
+    author: str
+    message: str
+    vms: tuple[str, ...]
+
+
+def _decode(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")
+
+
+EMPTY = RawTree(b"")
+
+
+class _VMSTree:
+    """One raw ``vms/`` tree, with the shards read from it kept for the comparison at hand."""
+
+    def __init__(self, reader: ScanReader, tree: RawTree) -> None:
+        self.reader = reader
+        self.tree = tree
+        self._shards: dict[bytes, RawTree | None] = {}
+
+    def shard(self, name: bytes) -> RawTree:
+        if name not in self._shards:
+            self._shards[name] = raw_subtree(self.reader, self.tree, name) if self.tree.raw else None
+        return self._shards[name] or EMPTY
+
+    def vm_dir_id(self, uuid: str) -> bytes | None:
+        """The id of ``<xx>/<uuid>``, else of a flat ``<uuid>`` (:func:`toolstack.layout._vm_dir_id`)."""
+        name = uuid.encode("utf-8", "surrogateescape")
+        found = self.shard(uuid[:2].encode("utf-8", "surrogateescape")).lookup(name)
+        if found is None and self.tree.raw:
+            found = self.tree.lookup(name)
+        return None if found is None else found[1]
+
+
+def vm_changes(reader: ScanReader, old_vms: RawTree, new_vms: RawTree) -> set[str]:
+    """The VMs whose directory differs between two raw ``vms/`` trees, as
+    :func:`toolstack.layout.changed_vm_uuids` finds them: the shards that differ, then the VMs in them, less
+    those that only moved into their shard."""
+    if old_vms.raw == new_vms.raw:
+        return set()
+    old, new = _VMSTree(reader, old_vms), _VMSTree(reader, new_vms)
+    changed: set[str] = set()
+    for name in new_vms.changed(old_vms):
+        entry = _decode(name)
+        if layout.is_shard(entry):
+            changed.update(_decode(uuid) for uuid in new.shard(name).changed(old.shard(name)))
+        else:
+            changed.add(entry)
+    return {uuid for uuid in changed if old.vm_dir_id(uuid) != new.vm_dir_id(uuid)}
+
+
+def _vms_of(reader: ScanReader, commit_raw: bytes) -> RawTree:
+    """The raw ``vms/`` tree of a raw commit (empty if it has none)."""
+    _, root = reader.get_raw(commit_raw[5:45])  # a commit's first line is "tree <id>"
+    return raw_subtree(reader, RawTree(root), layout.VMS.encode()) or EMPTY
+
+
+def walk_back(reader: ScanReader, head: str, stop: str | None) -> Iterator[IndexedCommit]:
+    """Main's first-parent commits from ``head`` down to (not including) ``stop`` or the root, newest first,
+    each with the VMs it changed against its first parent. Holds two commits' trees at a time."""
+    commit_id: str | None = head
+    raw = reader.commit(head)
+    vms = _vms_of(reader, raw)
+    while commit_id is not None and commit_id != stop:
+        info = decode_commit(commit_id, raw)
+        parent = info.parents[0] if info.parents else None
+        if parent is None:
+            parent_raw, parent_vms = b"", EMPTY
+        else:
+            parent_raw = reader.commit(parent)
+            parent_vms = vms if parent_raw[5:45] == raw[5:45] else _vms_of(reader, parent_raw)
+        changed = tuple(sorted(vm_changes(reader, parent_vms, vms)))
+        yield IndexedCommit(commit_id, info.author_time, info.author, info.message, changed)
+        commit_id, raw, vms = parent, parent_raw, parent_vms
+
+
+class VMLogIndex:
+    """first-parent commits of main and the VMs each changed, cached in SQLite beside the repository."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        gitdir = store.gitdir
+        path = os.path.join(gitdir, "gitstore", "vm-log.sqlite") if gitdir else ":memory:"
+        # Transactions are explicit (BEGIN IMMEDIATE): an update re-reads what is indexed under the lock.
+        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        # One connection for the threads of a process: a query waits for an update in progress, which would
+        # show it rows not yet committed.
+        self._mutex = threading.RLock()
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        # A cache of what git holds (rebuilt when its head is not main's ancestor): in WAL mode NORMAL cannot
+        # corrupt it, and spares an fsync per indexed operation.
+        db.execute("PRAGMA synchronous=NORMAL")
+        if self._schema() == SCHEMA_VERSION:
+            return
+        with self._transaction():
+            if self._schema() == SCHEMA_VERSION:
+                return  # another process made it meanwhile
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            # A cache: an index written by another version is dropped and rebuilt from git.
+            db.execute("DROP TABLE IF EXISTS ops")
+            db.execute("DROP TABLE IF EXISTS op_vms")
+            db.execute("DELETE FROM meta")
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            db.execute(
+                "CREATE TABLE ops (seq INTEGER PRIMARY KEY, commit_id TEXT, time INTEGER, author TEXT, "
+                "message TEXT)"
+            )
+            db.execute("CREATE TABLE op_vms (vm TEXT, seq INTEGER)")
+            db.execute("CREATE INDEX op_vms_by_vm ON op_vms (vm, seq)")
+            db.execute("CREATE INDEX op_vms_by_seq ON op_vms (seq)")
+
+    def _schema(self) -> str | None:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.OperationalError:  # no meta table yet
+            return None
+        return row[0] if row else None
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def indexed_head(self) -> str | None:
+        """The head of main the index was last brought up to (None: nothing indexed)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='head'").fetchone()
+        return row[0] if row else None
+
+    def update(self, limit: int | None = None) -> bool:
+        """Index main's first-parent commits added since the last update (all of main if the index is empty
+        or main was rewritten).
+
+        Args:
+            limit: Index nothing, and return False, if that is more than this many commits (or a rebuild):
+                an operation brings the index up to date with its own merge, and leaves a long catch-up
+                to the next query.
+
+        Returns:
+            Whether the index is up to date with the head of main it read.
+        """
+        with self._mutex:
+            # Cheap when nothing is new (every query asks): no write lock.
+            head = self.store.branch(layout.MAIN).head
+            if head is None or head == self.indexed_head():
+                return True
+            with self._transaction():
+                # Main's head is read again under the index's write lock: one read before it could be
+                # older than the head another process indexed meanwhile, and look like main had been reset.
+                head = self.store.branch(layout.MAIN).head
+                indexed = self.indexed_head()
+                if head is None or head == indexed:
+                    return True
+                if indexed is not None and not self.store.graph.is_ancestor(indexed, head):
+                    indexed = None  # main was reset or squashed: rebuild
+                if indexed is None and limit is not None:
+                    return False
+                reader = ScanReader(self.store.objects)
+                try:
+                    if indexed is None:
+                        self._rebuild(reader, head)
+                    elif not self._append(reader, head, indexed, limit):
+                        return False
+                finally:
+                    reader.close()
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
+            return True
+
+    def _rebuild(self, reader: ScanReader, head: str) -> None:
+        """Index all of main, newest first, in batches: the head is seq 0, its first parent -1, and so on
+        (later commits are appended above 0)."""
+        self._db.execute("DELETE FROM ops")
+        self._db.execute("DELETE FROM op_vms")
+        rows: list[tuple[int, str, int, str, str]] = []
+        vm_rows: list[tuple[str, int]] = []
+        for seq, commit in enumerate(walk_back(reader, head, None)):
+            rows.append((-seq, commit.commit, commit.time, commit.author, commit.message))
+            vm_rows.extend((vm, -seq) for vm in commit.vms)
+            if len(rows) >= BATCH:
+                self._insert(rows, vm_rows)
+                rows, vm_rows = [], []
+        self._insert(rows, vm_rows)
+
+    def _append(self, reader: ScanReader, head: str, indexed: str, limit: int | None) -> bool:
+        """Index the commits from ``indexed`` (exclusive) up to ``head``; False if more than ``limit``."""
+        pending: list[IndexedCommit] = []
+        for commit in walk_back(reader, head, indexed):
+            if limit is not None and len(pending) >= limit:
+                return False
+            pending.append(commit)
+        top = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM ops").fetchone()[0]
+        rows = [(top + n, c.commit, c.time, c.author, c.message) for n, c in enumerate(reversed(pending), 1)]
+        vm_rows = [(vm, top + n) for n, c in enumerate(reversed(pending), 1) for vm in c.vms]
+        self._insert(rows, vm_rows)
+        return True
+
+    def _insert(self, rows: list[tuple[int, str, int, str, str]], vm_rows: list[tuple[str, int]]) -> None:
+        self._db.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?)", rows)
+        self._db.executemany("INSERT INTO op_vms VALUES (?, ?)", vm_rows)
+
+    def last_change(self, vm: str) -> str | None:
+        """The newest operation that changed ``vm`` (its commit id), or None if none did."""
+        with self._mutex:
+            self.update()
+            row = self._db.execute(
+                "SELECT o.commit_id FROM op_vms v JOIN ops o ON o.seq = v.seq WHERE v.vm = ? "
+                "ORDER BY v.seq DESC LIMIT 1",
+                (vm,),
+            ).fetchone()
+        return row[0] if row else None
+
+    def log(self, vm: str | None = None, limit: int | None = None, offset: int = 0) -> list[LogEntry]:
+        """Operations newest first: all of them, or those that changed one VM."""
+        with self._mutex:
+            self.update()
+            return self._query(vm, limit, offset)
+
+    def _query(self, vm: str | None, limit: int | None, offset: int) -> list[LogEntry]:
+        bound = -1 if limit is None else limit
+        if vm is None:
+            rows = self._db.execute(
+                "SELECT seq, commit_id, time, author, message FROM ops ORDER BY seq DESC LIMIT ? OFFSET ?",
+                (bound, offset),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT o.seq, o.commit_id, o.time, o.author, o.message FROM op_vms v JOIN ops o "
+                "ON o.seq = v.seq WHERE v.vm = ? ORDER BY v.seq DESC LIMIT ? OFFSET ?",
+                (vm, bound, offset),
+            ).fetchall()
+        out = []
+        for seq, commit_id, when, author, message in rows:
+            found = self._db.execute("SELECT vm FROM op_vms WHERE seq = ? ORDER BY vm", (seq,))
+            out.append(LogEntry(commit_id, when, author, message, tuple(row[0] for row in found)))
+        return out
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an exception): one writer of the index at a time,
+    across processes, each seeing what the previous one wrote."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if kind is not None else "COMMIT")

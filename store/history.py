@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from store.backend import ObjectCache, ObjectReader, parse_tree_entries
+from store.backend import ObjectCache, ObjectReader
 from store.errors import CorruptObject, UnknownCommit
 from store.objects import COMMIT, TREE, CommitInfo, ObjectId, commit_links, decode_commit, find_entry
-from store.packs import PackSet
 from store.paths import Key
 
 FIRST_PARENT_PROBE = 64  # first parents is_ancestor looks through before walking the whole graph
@@ -70,167 +68,6 @@ def lookup_entry(raw: bytes, name: bytes) -> tuple[bool, ObjectId] | None:
         return None
     mode_at, sha_at = found
     return raw[mode_at : mode_at + 6] == b"40000 ", raw[sha_at : sha_at + 20].hex().encode("ascii")
-
-
-class RawTree:
-    """A raw tree object read as it is, for walks over many commits: one entry is found, and two versions
-    compared, without parsing the others.
-
-    A tree whose entries are all of one width (its modes of one length, its names of one length: the
-    shards of ``vms/``, named by two characters, or the uuids within them) is read as an array: an entry
-    is found by a C-level search for its name, and two versions with the same names are compared by
-    halves, each a C-level comparison of bytes, down to the entries that differ. Parsing the 256 entries of
-    ``vms/`` instead costs tens of microseconds, for every commit of a history.
-    """
-
-    __slots__ = ("_mode", "_width", "raw")
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-        self._width: int | None = None
-        self._mode = 0
-
-    @property
-    def width(self) -> int:
-        """The width of every entry if all are of one layout, else 0: then the n-th starts at n times it."""
-        if self._width is None:
-            self._width, self._mode = _fixed_layout(self.raw)
-        return self._width
-
-    def lookup(self, name: bytes) -> tuple[bool, ObjectId] | None:
-        """The (is_dir, id) of entry ``name``, or None."""
-        width, raw = self.width, self.raw
-        if not width:
-            return lookup_entry(raw, name)
-        mode = self._mode
-        if len(name) != width - mode - 22:
-            return None
-        needle, start = b" " + name + b"\0", 0
-        while (at := raw.find(needle, start)) >= 0:
-            if (at - mode) % width == 0:  # at an entry's name, not inside an id
-                return raw[at - mode : at] == b"40000", raw[
-                    at + width - mode - 20 : at + width - mode
-                ].hex().encode()
-            start = at + 1
-        return None
-
-    def changed(self, other: RawTree) -> set[bytes]:
-        """The names of the entries that differ from ``other``'s (added, removed, another (is_dir, id)), as
-        :meth:`store.Tree.changed_names` finds them."""
-        old, new = other.raw, self.raw
-        if old == new:
-            return set()
-        width = self.width
-        if width and width == other.width and self._mode == other._mode and len(old) == len(new):
-            found: set[bytes] = set()
-            if _bisect(old, new, width, 0, len(old) // width, found):
-                return found
-        mine, theirs = parse_tree_entries(new), parse_tree_entries(old)
-        return {name.encode("utf-8", "surrogateescape") for name, _ in mine.items() ^ theirs.items()}
-
-
-_LAYOUTS: dict[tuple[int, int], re.Pattern[bytes]] = {}
-
-
-def _fixed_layout(raw: bytes) -> tuple[int, int]:
-    """(width of an entry, length of its mode) if every entry of ``raw`` has the first one's, else (0, 0)."""
-    nul = raw.find(b"\0")
-    mode = raw.find(b" ", 0, nul)
-    if nul < 0 or mode <= 0 or len(raw) % (nul + 21):
-        return 0, 0
-    # Read as git's parser reads: the mode runs to the first space, the name to the first NUL after it.
-    pattern = _LAYOUTS.get((mode, nul))
-    if pattern is None:
-        pattern = re.compile(rb"(?:[^ \0]{%d} [^\0]{%d}\0.{20})*" % (mode, nul - mode - 1), re.S)
-        _LAYOUTS[(mode, nul)] = pattern
-    return (nul + 21, mode) if pattern.fullmatch(raw) else (0, 0)
-
-
-def _bisect(old: bytes, new: bytes, width: int, low: int, high: int, found: set[bytes]) -> bool:
-    """Add to ``found`` the names of the entries in [low, high) whose (is_dir, id) differ; False if two
-    entries in one place have different names (then the trees must be compared by name)."""
-    if old[low * width : high * width] == new[low * width : high * width]:
-        return True
-    if high - low > 1:
-        middle = (low + high) >> 1
-        return _bisect(old, new, width, low, middle, found) and _bisect(old, new, width, middle, high, found)
-    entry, other = old[low * width : high * width], new[low * width : high * width]
-    space = entry.find(b" ")
-    if entry[space:-20] != other[space:-20]:
-        return False
-    if (entry[:space] == b"40000") != (other[:space] == b"40000") or entry[-20:] != other[-20:]:
-        found.add(entry[space + 1 : -21])  # not a change of mode alone (100644 to 100755)
-    return True
-
-
-def raw_subtree(read: ObjectReader, tree: RawTree, name: bytes) -> RawTree | None:
-    """The directory ``name`` of ``tree`` (None if absent or a value)."""
-    found = tree.lookup(name)
-    if found is None or not found[0]:
-        return None
-    type_num, raw = read.get_raw(found[1])
-    if type_num != TREE:
-        raise CorruptObject(found[1].decode(), "expected a tree")
-    return RawTree(raw)
-
-
-class ScanReader:
-    """Objects for one long scan (every commit of a history), read without growing the process.
-
-    It caches nothing, and reads packs through maps of its own that it drops every ``remap_every`` objects:
-    the pages of a mapped pack count in the process's RSS, and the kernel maps those around each page read
-    (fault-around), so a walk of 100,000 commits through the store's maps of a 5 GB repository ends with
-    5 GB resident. Objects its packs do not hold whole (deltas, loose objects) come from ``objects``.
-
-    Args:
-        objects: The store's objects (:attr:`store.Store.objects`).
-        remap_every: Objects read between two remappings.
-    """
-
-    def __init__(self, objects: ObjectReader, remap_every: int = 4096) -> None:
-        self._objects = objects
-        pack_dir = getattr(objects, "pack_dir", None)
-        self._packs = PackSet(pack_dir) if isinstance(pack_dir, str) else None
-        self._remap_every = remap_every
-        self._reads = 0
-        if self._packs is not None:
-            self._packs.rescan()
-
-    def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
-        """(type number, raw bytes) of an object.
-
-        Raises:
-            KeyError: it is absent.
-        """
-        packs = self._packs
-        if packs is not None:
-            self._reads += 1
-            if self._reads >= self._remap_every:
-                self._reads = 0
-                packs.close()
-                packs.rescan()
-            found = packs.get_raw(bytes.fromhex(oid.decode("ascii")))
-            if found is not None:
-                return found
-        return self._objects.get_raw(oid)
-
-    def commit(self, commit_id: str) -> bytes:
-        """A raw commit.
-
-        Raises:
-            UnknownCommit: there is no such commit.
-        """
-        try:
-            type_num, raw = self.get_raw(commit_id.encode("ascii"))
-        except (KeyError, ValueError, AssertionError):
-            raise UnknownCommit(commit_id) from None
-        if type_num != COMMIT:
-            raise UnknownCommit(commit_id, "not a commit")
-        return raw
-
-    def close(self) -> None:
-        if self._packs is not None:
-            self._packs.close()
 
 
 class CommitGraph:

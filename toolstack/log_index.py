@@ -21,8 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from store import Store
-from store.history import RawTree, ScanReader, raw_subtree
-from store.objects import decode_commit
+from store.scan import RawTree, ScanReader, commit_summary, raw_subtree
 from toolstack import layout
 
 SCHEMA_VERSION = "2"
@@ -123,15 +122,14 @@ def walk_back(reader: ScanReader, head: str, stop: str | None) -> Iterator[Index
     raw = reader.commit(head)
     vms = _vms_of(reader, raw)
     while commit_id is not None and commit_id != stop:
-        info = decode_commit(commit_id, raw)
-        parent = info.parents[0] if info.parents else None
+        parent, author, when, message = commit_summary(raw)
         if parent is None:
             parent_raw, parent_vms = b"", EMPTY
         else:
             parent_raw = reader.commit(parent)
             parent_vms = vms if parent_raw[5:45] == raw[5:45] else _vms_of(reader, parent_raw)
         changed = tuple(sorted(vm_changes(reader, parent_vms, vms)))
-        yield IndexedCommit(commit_id, info.author_time, info.author, info.message, changed)
+        yield IndexedCommit(commit_id, when, author, message, changed)
         commit_id, raw, vms = parent, parent_raw, parent_vms
 
 

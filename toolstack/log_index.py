@@ -26,6 +26,7 @@ from toolstack import layout
 
 SCHEMA_VERSION = "2"
 BATCH = 2048  # rows written to SQLite at once by a build from scratch
+BUSY_TIMEOUT_MS = 60_000  # a query waits this long for another process's update (a rebuild: seconds)
 
 
 @dataclass(frozen=True)
@@ -133,15 +134,22 @@ def walk_back(reader: ScanReader, head: str, stop: str | None) -> Iterator[Index
         commit_id, raw, vms = parent, parent_raw, parent_vms
 
 
+def index_path(store: Store) -> str | None:
+    """Where the index of ``store`` lives (None for a repository in memory)."""
+    gitdir = store.gitdir
+    return os.path.join(gitdir, "gitstore", "vm-log.sqlite") if gitdir else None
+
+
 class VMLogIndex:
     """first-parent commits of main and the VMs each changed, cached in SQLite beside the repository."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, path: str | None = None) -> None:
         self.store = store
-        gitdir = store.gitdir
-        path = os.path.join(gitdir, "gitstore", "vm-log.sqlite") if gitdir else ":memory:"
+        path = path or index_path(store) or ":memory:"
         # Transactions are explicit (BEGIN IMMEDIATE): an update re-reads what is indexed under the lock.
-        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+        )
         # One connection for the threads of a process: a query waits for an update in progress, which would
         # show it rows not yet committed.
         self._mutex = threading.RLock()
@@ -187,14 +195,34 @@ class VMLogIndex:
         row = self._db.execute("SELECT value FROM meta WHERE key='head'").fetchone()
         return row[0] if row else None
 
+    def catch_up(self, limit: int) -> bool:
+        """Index main's new commits now, if that is quick: at most ``limit`` of them, without waiting for
+        another thread or process that is writing the index (a rebuild, say). Operations call it after their
+        merge, so that the index follows main as commits land; whatever it leaves (a rebuild, a long
+        catch-up after a pull) the next query does.
+
+        Returns:
+            Whether the index is up to date with the head of main it read.
+        """
+        if not self._mutex.acquire(blocking=False):
+            return False
+        try:
+            self._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                return self.update(limit)
+            except sqlite3.OperationalError:  # locked by another process's update: it indexes the same
+                return False
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        finally:
+            self._mutex.release()
+
     def update(self, limit: int | None = None) -> bool:
         """Index main's first-parent commits added since the last update (all of main if the index is empty
         or main was rewritten).
 
         Args:
-            limit: Index nothing, and return False, if that is more than this many commits (or a rebuild):
-                an operation brings the index up to date with its own merge, and leaves a long catch-up
-                to the next query.
+            limit: Index nothing, and return False, if that is more than this many commits (or a rebuild).
 
         Returns:
             Whether the index is up to date with the head of main it read.

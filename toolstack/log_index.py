@@ -24,8 +24,9 @@ from store import Store
 from store.scan import RawTree, ScanReader, commit_summary, raw_subtree
 from toolstack import layout
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: ops by commit id (where main's new first-parent chain meets the indexed one)
 BATCH = 2048  # rows written to SQLite at once by a build from scratch
+REBUILD_AFTER = 8192  # new commits walked without meeting an indexed one before rebuilding instead
 BUSY_TIMEOUT_MS = 60_000  # a query waits this long for another process's update (a rebuild: seconds)
 
 
@@ -62,6 +63,7 @@ class IndexedCommit:
     author: str
     message: str
     vms: tuple[str, ...]
+    parent: str | None  # the first
 
 
 def _decode(name: bytes) -> str:
@@ -130,7 +132,7 @@ def walk_back(reader: ScanReader, head: str, stop: str | None) -> Iterator[Index
             parent_raw = reader.commit(parent)
             parent_vms = vms if parent_raw[5:45] == raw[5:45] else _vms_of(reader, parent_raw)
         changed = tuple(sorted(vm_changes(reader, parent_vms, vms)))
-        yield IndexedCommit(commit_id, when, author, message, changed)
+        yield IndexedCommit(commit_id, when, author, message, changed, parent)
         commit_id, raw, vms = parent, parent_raw, parent_vms
 
 
@@ -176,6 +178,7 @@ class VMLogIndex:
             db.execute("CREATE TABLE op_vms (vm TEXT, seq INTEGER)")
             db.execute("CREATE INDEX op_vms_by_vm ON op_vms (vm, seq)")
             db.execute("CREATE INDEX op_vms_by_seq ON op_vms (seq)")
+            db.execute("CREATE INDEX ops_by_commit ON ops (commit_id)")
 
     def _schema(self) -> str | None:
         try:
@@ -218,8 +221,9 @@ class VMLogIndex:
             self._mutex.release()
 
     def update(self, limit: int | None = None) -> bool:
-        """Index main's first-parent commits added since the last update (all of main if the index is empty
-        or main was rewritten).
+        """Bring the index to main's first-parent chain: index the commits added since the last update, and
+        drop those that are no longer on it (main reset, squashed by gc, or fast-forwarded to a merge whose
+        first parent is another clone's history); all of main if the index is empty or shares nothing.
 
         Args:
             limit: Index nothing, and return False, if that is more than this many commits (or a rebuild).
@@ -236,21 +240,15 @@ class VMLogIndex:
                 # Main's head is read again under the index's write lock: one read before it could be
                 # older than the head another process indexed meanwhile, and look like main had been reset.
                 head = self.store.branch(layout.MAIN).head
-                indexed = self.indexed_head()
-                if head is None or head == indexed:
+                if head is None or head == self.indexed_head():
                     return True
-                if indexed is not None and not self.store.graph.is_ancestor(indexed, head):
-                    indexed = None  # main was reset or squashed: rebuild
-                if indexed is None and limit is not None:
-                    return False
-                reader = ScanReader(self.store.objects)
-                try:
-                    if indexed is None:
+                with ScanReader(self.store.objects) as reader:
+                    done = self._catch_up(reader, head, limit)
+                    if done is None and limit is None:
                         self._rebuild(reader, head)
-                    elif not self._append(reader, head, indexed, limit):
-                        return False
-                finally:
-                    reader.close()
+                        done = True
+                if not done:
+                    return False
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
             return True
 
@@ -269,18 +267,48 @@ class VMLogIndex:
                 rows, vm_rows = [], []
         self._insert(rows, vm_rows)
 
-    def _append(self, reader: ScanReader, head: str, indexed: str, limit: int | None) -> bool:
-        """Index the commits from ``indexed`` (exclusive) up to ``head``; False if more than ``limit``."""
+    def _catch_up(self, reader: ScanReader, head: str, limit: int | None) -> bool | None:
+        """Walk main's first parents down from ``head`` to the newest commit the index holds (the last
+        indexed head, usually), drop the rows above that one, and index the commits walked.
+
+        Returns:
+            True once done; False if that is more than ``limit`` commits; None if the walk met no indexed
+            commit within :data:`REBUILD_AFTER` (or ``limit``) commits: a rebuild's work.
+        """
+        indexed = self.indexed_head()
+        if indexed is None:
+            return None  # nothing indexed yet: a build from scratch
         pending: list[IndexedCommit] = []
+        fork = None
         for commit in walk_back(reader, head, indexed):
+            fork = self._seq_of(commit.commit)
+            if fork is not None:
+                break
             if limit is not None and len(pending) >= limit:
                 return False
+            if len(pending) >= REBUILD_AFTER:
+                return None  # a history the index does not know: rebuilt in batches, not held here
             pending.append(commit)
-        top = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM ops").fetchone()[0]
-        rows = [(top + n, c.commit, c.time, c.author, c.message) for n, c in enumerate(reversed(pending), 1)]
-        vm_rows = [(vm, top + n) for n, c in enumerate(reversed(pending), 1) for vm in c.vms]
+        else:  # down to the last indexed head (the usual end), or to the root: all of main is new
+            end = pending[-1].parent if pending else head
+            if end is None:
+                self._db.execute("DELETE FROM ops")
+                self._db.execute("DELETE FROM op_vms")
+                fork = 0
+            else:
+                fork = self._seq_of(end)
+        if fork is None:
+            return None
+        self._db.execute("DELETE FROM op_vms WHERE seq > ?", (fork,))
+        self._db.execute("DELETE FROM ops WHERE seq > ?", (fork,))
+        rows = [(fork + n, c.commit, c.time, c.author, c.message) for n, c in enumerate(reversed(pending), 1)]
+        vm_rows = [(vm, fork + n) for n, c in enumerate(reversed(pending), 1) for vm in c.vms]
         self._insert(rows, vm_rows)
         return True
+
+    def _seq_of(self, commit: str) -> int | None:
+        row = self._db.execute("SELECT seq FROM ops WHERE commit_id = ?", (commit,)).fetchone()
+        return None if row is None else int(row[0])
 
     def _insert(self, rows: list[tuple[int, str, int, str, str]], vm_rows: list[tuple[str, int]]) -> None:
         self._db.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?)", rows)

@@ -25,7 +25,7 @@ COMMANDS: Mapping[str, str] = {
     "disk": "toolstack.cli.devices:disk",
     "nic": "toolstack.cli.devices:nic",
     # the history, plans, tasks and the raw store
-    "log": "toolstack.cli.state:log_command",
+    "log": "toolstack.cli.history:log_command",
     "show": "toolstack.cli.state:show_command",
     "diff": "toolstack.cli.state:diff_command",
     "rollback": "toolstack.cli.state:rollback_command",

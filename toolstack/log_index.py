@@ -2,14 +2,16 @@
 
 Every operation is a merge commit on main's first-parent chain, so the operations on one VM are the
 first-parent commits that changed ``vms/<xx>/<uuid>/``. Walking 100,000 commits for each ``log`` would be
-slow, so ``gitstore/vm-log.sqlite`` indexes them: derived data (git itself still reads everything), rebuilt
-by one walk of main when it is missing (a clone) or when main was rewritten (a history squash), and
-brought up to date by reading only main's new commits.
+slow, so ``gitstore/vm-log.sqlite`` indexes them: derived data (git itself still reads everything), built
+by one walk of main when it is missing (a clone) or shares nothing with main, and otherwise brought up to
+date by reading main's new first-parent commits, down to where they meet the indexed ones (dropping those
+that left the chain: a reset, a gc, a fast-forward to another clone's merge). Operations bring it up to
+date with their own merge (:meth:`VMLogIndex.catch_up`); queries with whatever else landed.
 
-The walk reads raw objects through a :class:`store.history.ScanReader` (no cache, its own pack maps, dropped
-as it goes) and compares ``vms/`` and its shards by entry ids, so that a build from scratch streams: its
-memory is that of one batch of rows, whatever the length of the history. This module imports neither the
-models nor the drivers: ``toolstack log`` answers from it without them.
+The walk reads raw objects through a :class:`store.scan.ScanReader` (no cache; the packs read with pread,
+not mapped) and compares ``vms/`` and its shards by entry ids (:class:`store.scan.RawTree`), so that a build
+from scratch streams: its memory is that of one batch of rows, whatever the length of the history. This
+module imports neither the models nor the drivers: ``toolstack log`` answers from it without them.
 """
 
 from __future__ import annotations

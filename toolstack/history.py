@@ -20,8 +20,8 @@ __all__ = ["CommitView", "LogEntry", "VMLogIndex", "changed_vms", "rollback_tree
 def changed_vms(store: Store, parent: str | None, commit: str) -> tuple[str, ...]:
     """The uuids whose ``vms/<xx>/<uuid>/`` differs between two commits (comparing subtree ids only).
 
-    The trees come through the store's cache of recent commits' trees, so indexing the operation just made
-    compares the entries it already holds in memory instead of parsing ``vms/`` again.
+    The trees come through the store's cache of recent commits' trees, so comparing a merge just made (a pull
+    does) reads the entries it already holds in memory instead of parsing ``vms/`` again.
     """
     new = store.tree_at(commit).subtree(layout.VMS)
     old = store.tree_at(parent).subtree(layout.VMS) if parent else store.tree_at(None)

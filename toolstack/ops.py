@@ -17,23 +17,26 @@ it, as the CLI and the API show it.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
+import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import drivers
 from drivers import Disk, Driver, Nic
 from drivers.models import DomainInfo
-from store import Branch, MissingObject, NotARepository, Store, Tree
+from store import Branch, MissingObject, NotARepository, Store, StoreError, Tree
 from toolstack import layout
 from toolstack.context import Context
 from toolstack.devices import ConfigOperations
 from toolstack.errors import DamagedRepository, ToolstackError, VMNotFound
-from toolstack.history import LogEntry, VMLogIndex, rollback_tree
+from toolstack.history import rollback_tree
 from toolstack.inventory import Inventory
 from toolstack.lifecycle import LifecycleOperations
+from toolstack.log_index import LogEntry, VMLogIndex, index_path
 from toolstack.models import VM, Task, uuid_for_name
 from toolstack.ownership import OwnedDriver
 from toolstack.plan import Confirm, Plan, Progress
@@ -41,6 +44,9 @@ from toolstack.pool import Pool, init_pool, missing_repository, read_pool
 from toolstack.reconcile import apply_plan, confirm_plan, converge_vm, make_plan
 from toolstack.tasks import TaskObserver, TaskRunner
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CATCH_UP_LIMIT = 64  # main's new commits an operation indexes after its merge; more are left to a query
 SHARDING_MESSAGE = "Move vms/<uuid> and names/<name> into two-character shards"
 
 
@@ -262,50 +268,52 @@ class Toolstack:
         Every operation takes an ``observer`` (:class:`~toolstack.tasks.TaskObserver`): told its task once the
         VM is claimed, its precondition checked before the hypervisor is called (the API's If-Match).
         """
-        task = self.lifecycle.create(
-            name,
-            memory,
-            vcpus,
-            disks,
-            nics,
-            host,
-            start,
-            observer=observer,
-            autostart=autostart,
-            **spec_fields,
+        task = self._indexed(
+            self.lifecycle.create(
+                name,
+                memory,
+                vcpus,
+                disks,
+                nics,
+                host,
+                start,
+                observer=observer,
+                autostart=autostart,
+                **spec_fields,
+            )
         )
         return self.vm(task.vm)
 
     def start(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
-        return self.vm(self.lifecycle.start(ref, observer=observer).vm)
+        return self.vm(self._indexed(self.lifecycle.start(ref, observer=observer)).vm)
 
     def shutdown(
         self, ref: str, timeout: float = 60.0, force: bool = False, *, observer: TaskObserver | None = None
     ) -> VM:
         """See :meth:`LifecycleOperations.shutdown`."""
-        return self.vm(self.lifecycle.shutdown(ref, timeout, force, observer=observer).vm)
+        return self.vm(self._indexed(self.lifecycle.shutdown(ref, timeout, force, observer=observer)).vm)
 
     def reboot(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
-        return self.vm(self.lifecycle.reboot(ref, observer=observer).vm)
+        return self.vm(self._indexed(self.lifecycle.reboot(ref, observer=observer)).vm)
 
     def pause(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
-        return self.vm(self.lifecycle.pause(ref, observer=observer).vm)
+        return self.vm(self._indexed(self.lifecycle.pause(ref, observer=observer)).vm)
 
     def resume(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
-        return self.vm(self.lifecycle.resume(ref, observer=observer).vm)
+        return self.vm(self._indexed(self.lifecycle.resume(ref, observer=observer)).vm)
 
     def destroy(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
-        return self.vm(self.lifecycle.destroy(ref, observer=observer).vm)
+        return self.vm(self._indexed(self.lifecycle.destroy(ref, observer=observer)).vm)
 
     def delete(self, ref: str, *, observer: TaskObserver | None = None) -> None:
         """See :meth:`LifecycleOperations.delete`."""
-        self.lifecycle.delete(ref, observer=observer)
+        self._indexed(self.lifecycle.delete(ref, observer=observer))
 
     def migrate(
         self, ref: str, to_host: str, force: bool = False, *, observer: TaskObserver | None = None
     ) -> VM:
         """See :meth:`LifecycleOperations.migrate`."""
-        task = self.lifecycle.migrate(ref, to_host, force, observer=observer)
+        task = self._indexed(self.lifecycle.migrate(ref, to_host, force, observer=observer))
         return self.vm(ref if task is None else task.vm)
 
     def set_resources(
@@ -318,10 +326,14 @@ class Toolstack:
         observer: TaskObserver | None = None,
     ) -> VM:
         """See :meth:`ConfigOperations.set_resources`."""
-        return self.vm(self.config.set_resources(ref, memory, vcpus, settings=settings, observer=observer).vm)
+        return self.vm(
+            self._indexed(
+                self.config.set_resources(ref, memory, vcpus, settings=settings, observer=observer)
+            ).vm
+        )
 
     def attach(self, ref: str, device: Disk | Nic, *, observer: TaskObserver | None = None) -> VM:
-        return self.vm(self.config.attach(ref, device, observer=observer).vm)
+        return self.vm(self._indexed(self.config.attach(ref, device, observer=observer)).vm)
 
     def attach_disk(
         self,
@@ -333,7 +345,9 @@ class Toolstack:
         *,
         observer: TaskObserver | None = None,
     ) -> VM:
-        task = self.config.attach_disk(ref, path, target, device_id, readonly, observer=observer)
+        task = self._indexed(
+            self.config.attach_disk(ref, path, target, device_id, readonly, observer=observer)
+        )
         return self.vm(task.vm)
 
     def attach_nic(
@@ -346,13 +360,26 @@ class Toolstack:
         *,
         observer: TaskObserver | None = None,
     ) -> VM:
-        task = self.config.attach_nic(ref, network, bridge, mac, device_id, observer=observer)
+        task = self._indexed(self.config.attach_nic(ref, network, bridge, mac, device_id, observer=observer))
         return self.vm(task.vm)
 
     def detach(self, ref: str, device_id: str, *, observer: TaskObserver | None = None) -> VM:
-        return self.vm(self.config.detach(ref, device_id, observer=observer).vm)
+        return self.vm(self._indexed(self.config.detach(ref, device_id, observer=observer)).vm)
 
     # -- history, reconcile, rollback ------------------------------------------------------------------------
+    def _indexed(self, task: T) -> T:
+        """Bring the VM log index up to date with main after an operation: its own merge (and any that
+        landed meanwhile), read while its trees are fresh, so that no query has history to catch up on.
+        Only an index that exists, and only a short catch-up without waiting for another writer: a rebuild,
+        or the catch-up after a long pull, is the next query's."""
+        if self._log_index is None and not os.path.exists(index_path(self.store) or ""):
+            return task
+        try:
+            self.log_index.catch_up(CATCH_UP_LIMIT)
+        except (sqlite3.Error, StoreError) as err:  # derived data: the operation stands, a query retries
+            log.warning("the VM log index did not follow main: %s", err)
+        return task
+
     @property
     def log_index(self) -> VMLogIndex:
         """The index of main's operations by VM (opened on first use, once: two indexes of one repository

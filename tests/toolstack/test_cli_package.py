@@ -1,5 +1,5 @@
 """The CLI package: a command imports only what it uses (a cold `toolstack --help` loads no layer: no
-FastAPI, no libvirt, not even the store; `toolstack log NAME` on the simulator neither FastAPI nor libvirt),
+FastAPI, no libvirt, not even the store; `toolstack log NAME` only the store and the log index),
 global options go before or after the subcommand, and under `--json` errors are JSON (same exit codes)."""
 
 from __future__ import annotations
@@ -68,11 +68,20 @@ def test_a_cold_help_imports_no_layer(tmp_path):
 def test_a_command_imports_only_what_it_uses(tmp_path):
     run(tmp_path, "init")
     run(tmp_path, "vm", "create", "web", "--memory", "64M")
-    modules = loaded(tmp_path, "log", "web")
+    modules = loaded(tmp_path, "show", "main")
     assert not modules & WEB_AND_LIBVIRT
     assert "toolstack.ops" in modules and "toolstack.cli.state" in modules
     assert "toolstack.cli.vm" not in modules and "xenstored" not in modules  # nor the other commands
     assert not loaded(tmp_path, "serve", "--help") & WEB_AND_LIBVIRT  # FastAPI when it serves
+
+
+def test_a_log_reads_the_index_without_opening_the_toolstack(tmp_path):
+    """`toolstack log NAME` is a query of the VM log index: no models, no drivers, no hypervisor."""
+    run(tmp_path, "init")
+    run(tmp_path, "vm", "create", "web", "--memory", "64M")
+    modules = loaded(tmp_path, "log", "web")
+    assert "toolstack.log_index" in modules and "store" in modules
+    assert not modules & {"toolstack.ops", "toolstack.models", "drivers", "pydantic", "toolstack.cli.state"}
 
 
 def test_the_listing_line_of_a_command_not_imported_is_its_own():

@@ -164,16 +164,17 @@ def test_concurrent_readers_of_the_vm_log_index_each_commit_once(sim_ts, monkeyp
     meanwhile, look like a reset of main, and rebuild the index from scratch."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import toolstack.history
+    import toolstack.log_index
 
     indexed: list[str] = []
-    original = toolstack.history.changed_vms
+    original = toolstack.log_index.walk_back
 
-    def counting(store, parent, commit):
-        indexed.append(commit)
-        return original(store, parent, commit)
+    def counting(reader, head, stop):
+        for commit in original(reader, head, stop):
+            indexed.append(commit.commit)
+            yield commit
 
-    monkeypatch.setattr(toolstack.history, "changed_vms", counting)
+    monkeypatch.setattr(toolstack.log_index, "walk_back", counting)
 
     def operate(n: int) -> None:
         vm = sim_ts.create(f"race{n}", memory="32M")

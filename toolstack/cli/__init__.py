@@ -4,8 +4,9 @@ The modules, from the group down:
 
 - :mod:`~toolstack.cli.group`: the ``toolstack`` group, its global options, and the table naming the module
   of each command; it imports a command's module only when that command runs (or ``--help`` lists it);
-- :mod:`~toolstack.cli.vm`, :mod:`~toolstack.cli.devices`, :mod:`~toolstack.cli.state` (history, plans,
-  tasks, the raw store, fsck, events), :mod:`~toolstack.cli.sync` (init, clone, pull, push, gc, agent) and
+- :mod:`~toolstack.cli.vm`, :mod:`~toolstack.cli.devices`, :mod:`~toolstack.cli.history` (``log``, read
+  without opening the toolstack), :mod:`~toolstack.cli.state` (show, diff, rollback, plans, tasks, the raw
+  store, fsck, events), :mod:`~toolstack.cli.sync` (init, clone, pull, push, gc, agent) and
   :mod:`~toolstack.cli.serve`: the commands (``xenstored`` is :mod:`xenstored.cli`'s);
 - :mod:`~toolstack.cli.context` (the shared options and the toolstack they open),
   :mod:`~toolstack.cli.errors` (exit codes, errors as text or JSON), :mod:`~toolstack.cli.plans`

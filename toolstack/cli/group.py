@@ -26,7 +26,7 @@ COMMANDS: Mapping[str, str] = {
     "nic": "toolstack.cli.devices:nic",
     "console": "toolstack.cli.console:console_command",
     # the history, plans, tasks and the raw store
-    "log": "toolstack.cli.state:log_command",
+    "log": "toolstack.cli.history:log_command",
     "show": "toolstack.cli.state:show_command",
     "diff": "toolstack.cli.state:diff_command",
     "rollback": "toolstack.cli.state:rollback_command",

@@ -1,5 +1,5 @@
-"""CLI commands about the state repository: log, show, diff, rollback, reconcile, tasks, raw store access,
-fsck and events."""
+"""CLI commands about the state repository: show, diff, rollback, reconcile, tasks, raw store access, fsck
+and events (``log`` is :mod:`toolstack.cli.history`'s)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,6 @@ from toolstack.cli.plans import YES, run_plan
 
 
 # -- history -----------------------------------------------------------------------------------------------
-@click.command("log")
-@click.argument("name", required=False)
-@click.option("-n", "--limit", type=int, default=None, help="At most this many entries")
-@pass_ctx
-@handled
-def log_command(c: Context, name: str | None, limit: int | None) -> None:
-    """Operations newest first, on one VM or on all."""
-    ops = c.toolstack().log(name, limit=limit)
-    rows = [(op.commit[:10], when(op.time), op.author, op.subject) for op in ops]
-    emit_lines([op.to_dict() for op in ops], c.json, table(["commit", "date", "author", "operation"], rows))
-
-
 def _render_value(value: bytes | None) -> str:
     if value is None:
         return "-"

@@ -36,6 +36,9 @@ class ApiState:
     token: str
     settings: ApiSettings = field(default_factory=ApiSettings)
     jobs: OperationJobs = field(default_factory=OperationJobs)
+    # Main's head as of the last VM read made in a worker thread: the VM log index (ETags) holds it, so a
+    # read while main is still there has no indexing to do (see routes/vms.py's get_vm).
+    indexed_head: str | None = None
 
 
 # Async, though they only read an attribute: FastAPI runs a plain ``def`` dependency in a worker thread, a

@@ -89,7 +89,12 @@ class Claims:
         """
         if not self.records.create(uuid, record):
             raise BranchExists(self.name(uuid))
-        if not self.store.test_and_set(self.name(uuid), None, record.base, sync=False):
+        try:
+            taken = self.store.test_and_set(self.name(uuid), None, record.base, sync=False)
+        except BaseException:
+            self.records.remove(uuid)  # never claimed: leave nothing for recovery to settle
+            raise
+        if not taken:
             self.records.remove(uuid)
             raise BranchExists(self.name(uuid))
 
@@ -108,6 +113,9 @@ class Claims:
                 break  # materialized already (by a concurrent recovery): keep its commit
             if self.store.test_and_set(ref, current, commit):
                 break
+        else:
+            # The record goes only once the claim ref holds what it stood for.
+            raise ToolstackError(f"claim {ref} kept moving while its record was written out; try again")
         self.records.remove(uuid)
         return self.head(uuid)
 

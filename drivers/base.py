@@ -110,9 +110,14 @@ class Driver(ABC):
 
     Attributes:
         uri: The URI this driver was opened with.
+        reads_never_wait: True when ``info`` and ``list`` only read this process's memory or local files,
+            taking no lock that a write holds across I/O and waiting on no other process: a server may then
+            call them on its event loop. False (the default) for any driver that talks to a daemon, which
+            may hang.
     """
 
     uri: str
+    reads_never_wait: bool = False
 
     @abstractmethod
     def define(self, spec: DomainSpec) -> None:

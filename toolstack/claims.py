@@ -1,10 +1,14 @@
 """Claims: the refs that hold a VM for its running task, and the failed tasks kept for audit.
 
-A task claims its VM by creating ``refs/heads/vm-task/<uuid>`` (a claim) with one compare-and-swap; the
-claim's commits record the task and its intended state. A failed task's claim is kept as
-``refs/heads/failed-tasks/<task>``. The task runner (:mod:`toolstack.tasks`) is the only writer of these
-refs, through :class:`Claims`; everything else (reconcile's busy VMs, the task records, fsck, resync) reads
-them through it too, so that the ref layout is known here alone.
+A task claims its VM by recording the claim (:mod:`toolstack.claim_store`: the task and its intended state,
+made durable as one small file created exclusively), then creating ``refs/heads/vm-task/<uuid>`` (the claim
+ref) at the main head it forks from, with one compare-and-swap. The claim commit that record stands for is
+written only when it is needed: by a failure (:meth:`Claims.materialize`, then the failure is committed on
+it) or by recovery. A claim ref without a record (made by an older release, or by hand) holds its task on
+its own commits, as before. A failed task's claim is kept as ``refs/heads/failed-tasks/<task>``. The task
+runner (:mod:`toolstack.tasks`) is the only writer of these refs and records, through :class:`Claims`;
+everything else (reconcile's busy VMs, the task records, fsck, resync) reads them through it too, so that
+their layout is known here alone.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 
 from store import Branch, BranchExists, Store, Tree
 from toolstack import layout
+from toolstack.claim_store import ClaimRecord, ClaimRecordStore
 from toolstack.errors import ToolstackError
 from toolstack.models import Task
 
@@ -33,6 +38,15 @@ def claim_records(main: Tree, claim: Tree) -> list[tuple[str, bytes]]:
     )
 
 
+def claim_tree(base: Tree, record: ClaimRecord) -> Tree:
+    """The tree of the claim commit ``record`` stands for: ``base`` with the running task and its intended
+    files."""
+    tree = layout.with_task_record(base, record.task.id, record.task.encode())
+    for path, value in record.intended.items():
+        tree = tree.remove(path) if value is None else tree.set(path, value)
+    return tree
+
+
 class Claims:
     """The claims and kept failed tasks of one state repository.
 
@@ -42,6 +56,7 @@ class Claims:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.records = ClaimRecordStore(store)
 
     @staticmethod
     def name(uuid: str) -> str:
@@ -63,13 +78,55 @@ class Claims:
         """
         self.store.fork(self.name(uuid), commit)
 
+    def record(self, uuid: str, record: ClaimRecord) -> None:
+        """Claim VM ``uuid`` with ``record``: the record made durable, then the claim ref at its base.
+
+        The ref needs no fsync of its own: after a crash, recovery finds the claim by its record (and drops
+        a ref that has none and names no task: see :meth:`holder`).
+
+        Raises:
+            BranchExists: the VM is claimed already (by a record, or by a claim ref of its own).
+        """
+        if not self.records.create(uuid, record):
+            raise BranchExists(self.name(uuid))
+        try:
+            taken = self.store.test_and_set(self.name(uuid), None, record.base, sync=False)
+        except BaseException:
+            self.records.remove(uuid)  # never claimed: leave nothing for recovery to settle
+            raise
+        if not taken:
+            self.records.remove(uuid)
+            raise BranchExists(self.name(uuid))
+
+    def materialize(self, uuid: str) -> str | None:
+        """Write the claim commit VM ``uuid``'s record stands for, durably, point the claim ref at it and drop
+        the record; returns the claim's head (None: no claim). A claim without a record is left as it is."""
+        record = self.records.read(uuid)
+        if record is None:
+            return self.head(uuid)
+        tree = claim_tree(self.store.tree_at(record.base), record)
+        commit = self.store.write_commit(tree, [record.base], record.message, record.author)
+        ref = self.name(uuid)
+        for _ in range(8):
+            current = self.head(uuid)
+            if current is not None and current != record.base:
+                break  # materialized already (by a concurrent recovery): keep its commit
+            if self.store.test_and_set(ref, current, commit):
+                break
+        else:
+            # The record goes only once the claim ref holds what it stood for.
+            raise ToolstackError(f"claim {ref} kept moving while its record was written out; try again")
+        self.records.remove(uuid)
+        return self.head(uuid)
+
     def release(self, uuid: str, sync: bool = True) -> None:
-        """Drop the claim of VM ``uuid``; one that is gone already (recovery, or another process, settled it)
-        is no error.
+        """Drop the claim of VM ``uuid`` (its record and its ref); one that is gone already (recovery, or
+        another process, settled it) is no error.
 
         Args:
             sync: Make the removal durable before returning.
         """
+        self.records.remove(uuid, sync=sync)
         try:
             self.store.delete_branch(self.name(uuid), sync=sync)
         except ToolstackError:
@@ -86,12 +143,21 @@ class Claims:
         """The VMs an operation holds."""
         return set(self.held())
 
+    def claimed(self) -> list[str]:
+        """Every VM with a claim ref or a claim record (a crash can leave a record whose ref never reached
+        the disk, or a ref whose record is gone): what recovery looks at."""
+        return sorted({*self.held(), *self.records.uuids()})
+
     def holder(self, uuid: str, main: Tree) -> Task | None:
-        """The task recorded on VM ``uuid``'s claim (None: no claim, or no task on it yet).
+        """The task holding VM ``uuid``: its claim record's, else the one on its claim ref's commits (None: no
+        claim, or no task on it yet).
 
         Args:
             main: Main's tree, which the claim's records are told apart from.
         """
+        record = self.records.read(uuid)
+        if record is not None:
+            return record.task
         head = self.head(uuid)
         if head is None:
             return None

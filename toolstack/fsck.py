@@ -239,8 +239,12 @@ def _check_claims(store: Store, report: FsckReport) -> None:
             report.add("error", "claims", f"claim {ref} does not name a VM uuid", ref)
             continue
         try:
-            records = claim_records(store.branch(layout.MAIN).tree, store.tree_at(head))
-            tasks = [Task.model_validate_json(raw) for _, raw in records]
+            recorded = Claims(store).records.read(uuid)
+            if recorded is not None:
+                tasks = [recorded.task]
+            else:
+                records = claim_records(store.branch(layout.MAIN).tree, store.tree_at(head))
+                tasks = [Task.model_validate_json(raw) for _, raw in records]
         except (UnknownCommit, CorruptObject) as err:
             report.add("error", "claims", f"claim {ref}: {err}", ref)
             continue

@@ -119,6 +119,10 @@ class OwnedDriver(Driver):
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
+    @property  # type: ignore[override]
+    def reads_never_wait(self) -> bool:  # the base class's False would hide the wrapped driver's own
+        return self.inner.reads_never_wait
+
     # -- ownership -----------------------------------------------------------------------------------------
     def owner(self, uuid: DomainRef) -> Ownership:
         """Whose the domain is. Raises DomainNotFound if it is absent."""

@@ -30,7 +30,11 @@ def _side_tasks(ctx: Context) -> dict[str, Task]:
         task = _read(layout.read_task_record(store.tree_at(commit), task_id))
         if task is not None:
             found[task.id] = task
-    for commit in claims.held().values():
+    for uuid, commit in claims.held().items():
+        record = claims.records.read(uuid)
+        if record is not None:  # the claim is only recorded: its ref is at main's head of the time
+            found.setdefault(record.task.id, record.task)
+            continue
         tree = store.tree_at(commit)
         for path in store.changed_paths(commit):
             if layout.is_task_path(path):

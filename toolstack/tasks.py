@@ -1,13 +1,16 @@
 """Operations as tasks: a branch per task, merged into main on success (xapi's distributed-database design).
 
 An operation on a VM:
-  1. claims the VM by creating ``refs/heads/vm-task/<uuid>`` with one compare-and-swap: its first commit,
-     on main's head, records the task (status running, who, pid) and the intended state. A second operation
-     on the VM finds the branch and fails with OperationInProgress.
+  1. claims the VM: a durable claim record (:mod:`toolstack.claim_store`) holds the task (status running,
+     who, pid), main's head and the intended state, then ``refs/heads/vm-task/<uuid>`` is created at that
+     head with one compare-and-swap. A second operation on the VM finds the claim and fails with
+     OperationInProgress.
   2. calls the driver;
-  3. commits the observed state and the task's outcome on the task branch;
-  4. merges the task branch into main (always a merge commit, "vm start web1 (<uuid>)", by the operator),
-     then drops the claim.
+  3. commits the observed state and the task's outcome, with the intended state, on main's head as it was;
+  4. merges that commit into main (always a merge commit, "vm start web1 (<uuid>)", by the operator), then
+     drops the claim.
+The claim commit the record stands for (the task running, on main's head) is written only if the task
+fails, or by recovery: a successful operation makes one durable commit, not two.
 If the driver fails (or the operation's own check does: :class:`~toolstack.errors.TaskAborted`), the partial
 change is compensated, main is left as it was, and the task branch is kept as
 ``refs/heads/failed-tasks/<task>`` for audit. A process killed mid-operation leaves its claim behind;
@@ -32,7 +35,8 @@ from drivers.models import DomainInfo
 from store import Branch, BranchExists, Conflict, Tree, UnknownCommit
 from store.locks import pid_alive
 from toolstack import layout
-from toolstack.claims import Claims
+from toolstack.claim_store import ClaimRecord
+from toolstack.claims import Claims, claim_tree
 from toolstack.context import Context
 from toolstack.errors import (
     OperationConflict,
@@ -204,7 +208,7 @@ class TaskRunner:
     def _run(self, op: Operation, task: Task, observer: TaskObserver | None) -> Task:
         if op.remote is None:
             op.remote = self._placed_elsewhere(op)
-        claimed_from = self._claim(op, task)
+        claim = self._claim(op, task)
         crash_point("claimed")
         try:
             if observer is not None:
@@ -221,24 +225,21 @@ class TaskRunner:
             log.error("task %s interrupted by %r; recovery will settle it", task.id, err)
             raise
         crash_point("acted")
-        done = self._succeed(task, op, claimed_from)
+        done = self._succeed(task, op, claim.base, claim_tree(self.ctx.store.tree_at(claim.base), claim))
         if observer is not None:
             observer.finished(done)
         return done
 
-    def _claim(self, op: Operation, task: Task) -> str | None:
-        """Claim the VM; returns the main head the claim forked from."""
-        store = self.ctx.store
+    def _claim(self, op: Operation, task: Task) -> ClaimRecord:
+        """Claim the VM; returns the claim's record (its base: the main head the claim forked from)."""
         for _ in range(3):
             base = self.main.head
-            tree = layout.with_task_record(store.tree_at(base), task.id, task.encode())
-            for path, value in op.intended.items():
-                tree = tree.remove(path) if value is None else tree.set(path, value)
+            assert base is not None  # a toolstack's main holds its pool record at least
             message = f"task {task.id}: vm {op.name} {op.vm_name} ({op.uuid})"
-            commit = store.write_commit(tree, [base] if base else [], message, self.author)
+            record = ClaimRecord(task, base, dict(op.intended), message, self.author)
             try:
-                self.claims.take(op.uuid, commit)
-                return base
+                self.claims.record(op.uuid, record)
+                return record
             except BranchExists:
                 holder = self.claims.holder(op.uuid, self.main.tree)
                 if holder is not None and self._alive(holder):
@@ -253,21 +254,31 @@ class TaskRunner:
             return None
         return observed_of(info.state, info.domid, info.memory, info.vcpus)
 
-    def _succeed(self, task: Task, op: Operation, claimed_from: str | None) -> Task:
-        """Record the task's success on its claim and merge the claim into main.
+    def _succeed(
+        self, task: Task, op: Operation, claimed_from: str | None, claimed: Tree | None = None
+    ) -> Task:
+        """Record the task's success on its claim and merge it into main.
 
         Args:
             claimed_from: The main head the claim forked from: the merge base of the claim and main, however
                 many commits the claim has.
+            claimed: The tree of the claim that was only recorded (its commit never written): the outcome
+                is committed on ``claimed_from`` with it. None: the claim's commits are written (recovery
+                materialized them), and the outcome is committed on the claim's head.
         """
         observed = None if op.remote else self._observe(op.uuid)
         done = task.model_copy(update={"status": TaskStatus.SUCCEEDED, "finished": time.time()})
-        # The outcome is committed on the claim's head and merged straight into main by one transaction
-        # (group-committed with concurrent operations on other VMs); the claim ref itself need not move:
-        # recovery sees the claim's commit in main's history and just drops the claim.
-        head = self.claims.head(op.uuid)
-        assert head is not None
-        tree = layout.with_task_record(self.ctx.store.tree_at(head), task.id, done.encode())
+        # The outcome is committed and merged straight into main by one transaction (group-committed with
+        # concurrent operations on other VMs); the claim ref itself need not move: recovery finds the task's
+        # outcome on main (or the claim's commit in main's history) and just drops the claim.
+        if claimed is None:
+            head = self.claims.head(op.uuid)
+            assert head is not None
+            parents: list[str] | None = [head]
+            claimed = self.ctx.store.tree_at(head)
+        else:
+            parents = None  # on claimed_from
+        tree = layout.with_task_record(claimed, task.id, done.encode())
         if not op.remote:
             tree = layout.with_observed(
                 tree, self.host, op.uuid, None if observed is None else observed.encode()
@@ -278,7 +289,7 @@ class TaskRunner:
                 message=f"task {task.id}: done",
                 author=self.author,
                 base=claimed_from,
-                parents=[head],
+                parents=parents,
                 no_ff=True,
                 merge_message=f"vm {op.name} {op.vm_name} ({op.uuid})",
             ) as tx:
@@ -311,6 +322,8 @@ class TaskRunner:
         failed = task.model_copy(
             update={"status": TaskStatus.FAILED, "error": error, "finished": time.time()}
         )
+        # The failure is committed on the claim commit, kept for audit: write it first if only recorded.
+        self.claims.materialize(uuid)
         with self.claims.branch(uuid).transaction(
             message=f"task {task.id}: failed", author=self.author
         ) as tx:
@@ -336,7 +349,7 @@ class TaskRunner:
     def recover(self) -> list[Task]:
         """Settle every claim left by a dead process on this host; returns the settled tasks."""
         settled = []
-        for uuid in self.claims.held():
+        for uuid in self.claims.claimed():
             task = self.recover_one(uuid)
             if task is not None:
                 settled.append(task)
@@ -345,6 +358,15 @@ class TaskRunner:
     def recover_one(self, uuid: str) -> Task | None:
         """Settle VM ``uuid``'s claim if the process that holds it is dead; returns the settled task (None:
         no claim, or its holder still runs)."""
+        record = self.claims.records.read(uuid)
+        if record is not None:
+            if self._alive(record.task):
+                return None
+            if layout.read_task_record(self.main.tree, record.task.id) is not None:
+                self.claims.release(uuid)  # its outcome is on main: the claim is all that is left
+                return record.task
+            # Write the claim commit the record stands for, then settle it as any claim.
+            self.claims.materialize(uuid)
         branch = self.claims.branch(uuid)
         head = branch.head
         if head is None:
@@ -411,18 +433,18 @@ class TaskRunner:
         bases = self.ctx.store.graph.merge_bases(claim_head, main_head)
         return bases[0] if bases else None
 
-    def _claim_achieved(self, claim_tree: Tree, uuid: str) -> bool:
+    def _claim_achieved(self, claimed: Tree, uuid: str) -> bool:
         """Whether the hypervisor already shows what the claim intended (config and run state)."""
         try:
             info: DomainInfo | None = self.ctx.driver.info(uuid)
         except DomainNotFound:
             info = None
-        if claim_tree.kind(layout.vm_dir(uuid)) is None:
+        if claimed.kind(layout.vm_dir(uuid)) is None:
             return info is None  # the task deleted the VM
         if info is None:
             return False
         try:
-            intended = read_vm(claim_tree, uuid)
+            intended = read_vm(claimed, uuid)
         except ToolstackError:
             return False
         return intended.desired.matches(info.state) and self.ctx.driver.get_spec(uuid) == intended.spec

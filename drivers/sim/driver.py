@@ -53,6 +53,8 @@ class SimDriver(Driver):
         host: The underlying host with libvirt's raw rules.
     """
 
+    reads_never_wait = True  # domains are read from memory or files, without the write lock
+
     def __init__(self, uri: str = "sim://", state_dir: Path | None = None, durable: bool = True) -> None:
         self.uri = uri
         self._store: MemoryStore | DirectoryStore = (

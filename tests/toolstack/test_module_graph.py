@@ -16,6 +16,7 @@ PACKAGE = ROOT / "toolstack"
 MAX_LINES = 500
 # The services the facade (toolstack.ops) composes, and what they are built on: they take a Context.
 BELOW_THE_FACADE = {
+    "toolstack.claim_store",
     "toolstack.claims",
     "toolstack.context",
     "toolstack.devices",

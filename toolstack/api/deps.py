@@ -42,6 +42,9 @@ class ApiState:
     jobs: OperationJobs = field(default_factory=OperationJobs)
     # Console WebSockets attached now; only the event loop's thread counts them.
     consoles: int = 0
+    # Main's head as of the last VM read made in a worker thread: the VM log index (ETags) holds it, so a
+    # read while main is still there has no indexing to do (see routes/vms.py's get_vm).
+    indexed_head: str | None = None
 
 
 # Async, though they only read an attribute: FastAPI runs a plain ``def`` dependency in a worker thread, a

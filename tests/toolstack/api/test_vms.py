@@ -321,3 +321,18 @@ def test_the_openapi_schema_declares_the_constraints_the_server_enforces(client)
     assert rev["schema"]["pattern"] and rev["schema"]["not"]["pattern"]
     if_match = next(p for p in spec["paths"]["/vms/{vm}"]["patch"]["parameters"] if p["name"] == "if-match")
     assert if_match["schema"]["anyOf"][0]["pattern"]
+
+
+def test_a_vm_is_read_on_the_event_loop_only_for_a_driver_whose_reads_never_wait(tmp_path):
+    # A hung libvirtd must stall one worker thread, never the server: only the simulator's reads (memory
+    # and local files, no lock held across I/O) may run on the event loop.
+    from drivers.libvirt.driver import LibvirtDriver
+    from drivers.sim.driver import SimDriver
+    from toolstack.ops import Toolstack
+
+    assert SimDriver.reads_never_wait and not LibvirtDriver.reads_never_wait
+    ts = Toolstack.init(str(tmp_path / "pool.git"), f"sim://{tmp_path}/sim", name="pool")
+    try:
+        assert ts.driver.reads_never_wait, "the ownership guard reports the wrapped driver's"
+    finally:
+        ts.close()

@@ -4,10 +4,13 @@ Each batch of new objects (one transaction, or a group of them) becomes one smal
 temporary file, fsynced, and renamed into place, before any ref points at it. Packs are rolled up in tiers
 (size-tiered compaction, as LSM trees do): when sixteen packs share a tier of object counts, they become one
 pack of the next tier. An object is then copied about once per tier (log16 of the repository's size) instead
-of once per doubling, and the pack count stays small (under 16 per tier) for git and for lookups.
+of once per doubling, and the pack count stays small (under 16 per tier) for git and for lookups. Small
+roll-ups concatenate packs; those into tier ``DELTA_TIER`` and above compress, storing versions of a tree
+as deltas of one another (:mod:`store.rollup`), and :meth:`DiskObjects.compact` does so for all packs at
+once (repositories written before roll-ups made deltas).
 
-Reads go to :class:`store.packs.PackSet` first (whole objects in packs this library wrote), then to dulwich
-(loose objects, deltas, alternates).
+Reads go to :class:`store.packs.PackSet` first (whole objects and offset delta chains), then to dulwich
+(loose objects, ref deltas, alternates).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -30,6 +34,16 @@ from store.locks import DirectorySyncer, Leases, pid_alive
 from store.objects import ObjectId
 from store.packfile import concatenate_packs, encode_pack, read_whole_object_chunks, read_whole_object_pack
 from store.packs import PackSet
+from store.rollup import (
+    DELTA_TIER,
+    RollUpFailed,
+    git_available,
+    git_pack_objects,
+    install_pack_files,
+    pack_has_deltas,
+    remove_scratch,
+    scratch_directory,
+)
 
 # Temporary names must not end in .pack/.idx: readers would take a half-written pair for a pack.
 _TMP_PATTERN = re.compile(r"^tmp_(?:pack|idx)_(\d+)_[0-9a-f]+$")
@@ -103,7 +117,9 @@ class DiskObjects(ObjectStore):
 
     def __init__(self, gitdir: str, leases: Leases, durable: bool = True) -> None:
         super().__init__()
+        self.gitdir = gitdir
         self.durable = durable
+        self.deltas = git_available()  # roll-ups into DELTA_TIER and above make deltas (with git)
         self._leases = leases
         self._dulwich = DiskObjectStore(os.path.join(gitdir, "objects"))
         # A multi-pack-index written by `git` would be stale after our next pack; don't consult it.
@@ -121,6 +137,7 @@ class DiskObjects(ObjectStore):
         self._maintaining = False
         self._closed = False
         self._remove_orphans()
+        remove_scratch(gitdir)
         self._packs.rescan()
 
     def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
@@ -289,17 +306,49 @@ class DiskObjects(ObjectStore):
         try:
             # A roll-up can fill the next tier: go on until no tier is full (a tier per round at most).
             for _ in range(MAX_ROLL_UP_ROUNDS):
-                victims = tier_to_roll_up(self._list_packs())
-                if not victims or not self._roll_up(victims):
+                packs = self._list_packs()
+                victims = tier_to_roll_up(packs)
+                counts = dict(packs)
+                if not victims or not self._roll_up(victims, sum(counts[name] for name in victims)):
                     break
         finally:
             os.close(fd)
 
-    def _roll_up(self, victims: list[str]) -> bool:
-        """Replace the packs ``victims`` (basenames) by one holding all their objects; False if one of them
-        was removed meanwhile (by `git gc`?), to be tried again later."""
+    def compact(self, threads: int | None = None) -> bool:
+        """Roll every pack up into one, compressed and deltified by git's delta search over all objects.
+
+        For repositories written before roll-ups made deltas (their big packs hold whole objects, and the
+        tiers would not roll them up again for a long while); it is safe beside writers (their new packs are
+        left as they are) and readers (in this process or others). Waits for a roll-up running elsewhere.
+
+        Args:
+            threads: git's delta search threads (None: one per CPU).
+
+        Returns:
+            False if there was nothing to compact, or git is missing.
+        """
+        if not self.deltas:
+            return False
+        with self._leases.get("repack").hold(timeout=3600.0):
+            victims = [name for name, _ in self._list_packs()]
+            if not victims:
+                return False
+            return self._git_roll_up(victims, recompress=True, threads=threads)
+
+    def _roll_up(self, victims: list[str], objects: int | None = None) -> bool:
+        """Replace the packs ``victims`` (basenames, holding about ``objects`` objects: counted if None) by
+        one holding all their objects; False if one of them was removed meanwhile (by `git gc`?), to be tried
+        again later."""
         if len(victims) < 2:
             return False
+        if objects is None:
+            objects = sum(count for name, count in self._list_packs() if name in victims)
+        if self.deltas and pack_tier(objects) >= DELTA_TIER:
+            try:
+                recompress = not any(pack_has_deltas(os.path.join(self.pack_dir, name)) for name in victims)
+            except FileNotFoundError:
+                return False  # removed under us (by `git gc`?): try again later
+            return self._git_roll_up(victims, recompress)
         whole = []
         for name in victims:
             try:
@@ -335,11 +384,33 @@ class DiskObjects(ObjectStore):
         self._replace_packs(victims, "pack-" + checksum.hex(), pack_bytes, index)
         return True
 
+    def _git_roll_up(self, victims: list[str], recompress: bool, threads: int | None = 1) -> bool:
+        """Replace ``victims`` by one pack written by git (see :mod:`store.rollup`); False if git failed."""
+        scratch = scratch_directory(self.gitdir)
+        try:
+            try:
+                written = git_pack_objects(self.gitdir, victims, scratch, recompress, threads)
+            except RollUpFailed as err:
+                log.warning("roll-up of %d packs in %s failed: %s", len(victims), self.pack_dir, err)
+                return False
+            install_pack_files(scratch, written, self.pack_dir, written, self.durable)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if self.durable:
+            self._directories.sync(self.pack_dir)
+        self._packs.add(written)
+        self._remove_packs(victims, written)
+        return True
+
     def _replace_packs(
         self, victims: list[str], new_name: str, pack: bytes | list[bytes | memoryview], index: bytes
     ) -> None:
         """Install a pack holding every object of ``victims``, then remove them."""
         self._install_pack(new_name, pack, index)
+        self._remove_packs(victims, new_name)
+
+    def _remove_packs(self, victims: list[str], new_name: str) -> None:
+        """Remove the packs ``victims`` once ``new_name``, which holds all their objects, is in place."""
         present = set(os.listdir(self.pack_dir))
         for name in victims:
             if name == new_name:

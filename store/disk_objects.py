@@ -135,6 +135,8 @@ class DiskObjects(ObjectStore):
         self._maintenance_due = threading.Event()
         self._maintainer: threading.Thread | None = None
         self._maintaining = False
+        self._deltifying: set[str] = set()  # the packs a deltifier thread is rolling up
+        self._deltifier: threading.Thread | None = None
         self._closed = False
         self._remove_orphans()
         remove_scratch(gitdir)
@@ -264,15 +266,17 @@ class DiskObjects(ObjectStore):
         small = isinstance(pack, bytes) and len(pack) <= KEPT_PACK_BYTES
         self._packs.add(name, (pack, index) if small else None)
 
-    def _list_packs(self) -> list[tuple[str, int]]:
-        """(basename, object count) of complete packs that may be rolled up (no .keep)."""
+    def _list_packs(self, every: bool = False) -> list[tuple[str, int]]:
+        """(basename, object count) of complete packs that may be rolled up (no .keep), but for those a
+        deltifier is rolling up (unless ``every``)."""
         names = set(os.listdir(self.pack_dir))
+        busy = set() if every else self._deltifying
         packs = []
         for entry in names:
             if not entry.endswith(".pack"):
                 continue
             base = entry[:-5]
-            if base + ".idx" not in names or base + ".keep" in names:
+            if base + ".idx" not in names or base + ".keep" in names or base in busy:
                 continue
             try:
                 size = os.path.getsize(os.path.join(self.pack_dir, base + ".idx"))
@@ -289,7 +293,7 @@ class DiskObjects(ObjectStore):
     def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
         """Wait until no roll-up is pending or running (for tests and orderly shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._maintenance_due.is_set() or self._maintaining:
+        while self._maintenance_due.is_set() or self._maintaining or self._deltifying:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -306,13 +310,43 @@ class DiskObjects(ObjectStore):
         try:
             # A roll-up can fill the next tier: go on until no tier is full (a tier per round at most).
             for _ in range(MAX_ROLL_UP_ROUNDS):
-                packs = self._list_packs()
+                packs = self._list_packs()  # without the packs a deltifier is rolling up
                 victims = tier_to_roll_up(packs)
-                counts = dict(packs)
-                if not victims or not self._roll_up(victims, sum(counts[name] for name in victims)):
+                if not victims:
+                    break
+                objects = sum(count for name, count in packs if name in victims)
+                deltify = self.deltas and pack_tier(objects) >= DELTA_TIER
+                if deltify and self._start_deltifier(victims):
+                    continue
+                # A deltifier is busy (its git takes seconds): concatenate meanwhile, so that writers
+                # faster than git never pile up packs; the next roll-up of these deltifies them.
+                if not self._roll_up(victims, objects, deltas=False):
                     break
         finally:
             os.close(fd)
+
+    def _start_deltifier(self, victims: list[str]) -> bool:
+        """Roll ``victims`` up with deltas in a thread of their own; False if one is running already."""
+        with self._objects_mutex:
+            if self._deltifying or self._closed:
+                return False
+            self._deltifying = set(victims)
+        thread = threading.Thread(
+            target=self._deltify, args=(victims,), name="store-pack-deltas", daemon=True
+        )
+        self._deltifier = thread
+        thread.start()
+        return True
+
+    def _deltify(self, victims: list[str]) -> None:
+        try:
+            self._roll_up(victims)
+        except Exception:
+            log.exception("roll-up with deltas failed in %s; will retry on a later commit", self.pack_dir)
+        finally:
+            with self._objects_mutex:
+                self._deltifying = set()
+        self._request_maintenance()  # what filled up meanwhile
 
     def compact(self, threads: int | None = None) -> bool:
         """Roll every pack up into one, compressed and deltified by git's delta search over all objects.
@@ -330,20 +364,29 @@ class DiskObjects(ObjectStore):
         if not self.deltas:
             return False
         with self._leases.get("repack").hold(timeout=3600.0):
+            self._wait_for_deltifier(3600.0)
             victims = [name for name, _ in self._list_packs()]
             if not victims:
                 return False
             return self._git_roll_up(victims, recompress=True, threads=threads)
 
-    def _roll_up(self, victims: list[str], objects: int | None = None) -> bool:
+    def _wait_for_deltifier(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._deltifying:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _roll_up(self, victims: list[str], objects: int | None = None, deltas: bool | None = None) -> bool:
         """Replace the packs ``victims`` (basenames, holding about ``objects`` objects: counted if None) by
-        one holding all their objects; False if one of them was removed meanwhile (by `git gc`?), to be tried
-        again later."""
+        one holding all their objects, with deltas if ``deltas`` (None: from ``DELTA_TIER`` up, if git is
+        there); False if one of them was removed meanwhile (by `git gc`?), to be tried again later."""
         if len(victims) < 2:
             return False
         if objects is None:
-            objects = sum(count for name, count in self._list_packs() if name in victims)
-        if self.deltas and pack_tier(objects) >= DELTA_TIER:
+            objects = sum(count for name, count in self._list_packs(every=True) if name in victims)
+        if (self.deltas if deltas is None else deltas) and pack_tier(objects) >= DELTA_TIER:
             try:
                 recompress = not any(pack_has_deltas(os.path.join(self.pack_dir, name)) for name in victims)
             except FileNotFoundError:
@@ -449,6 +492,9 @@ class DiskObjects(ObjectStore):
         maintainer = self._maintainer
         if maintainer is not None and maintainer is not threading.current_thread():
             maintainer.join(timeout=30)
+        deltifier = self._deltifier
+        if deltifier is not None and deltifier is not threading.current_thread():
+            deltifier.join(timeout=30)
         self._dulwich.close()
         self._packs.close()
         self._directories.close()

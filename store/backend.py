@@ -139,6 +139,10 @@ class ObjectStore(ABC):
     def maintenance(self) -> None:  # noqa: B027 - optional hook
         """Compact storage if needed (a no-op in memory)."""
 
+    def compact(self) -> bool:
+        """Compact all of storage now; False if there is nothing to do (in memory)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and handles."""
 

@@ -4,10 +4,13 @@ Each batch of new objects (one transaction, or a group of them) becomes one smal
 temporary file, fsynced, and renamed into place, before any ref points at it. Packs are rolled up in tiers
 (size-tiered compaction, as LSM trees do): when sixteen packs share a tier of object counts, they become one
 pack of the next tier. An object is then copied about once per tier (log16 of the repository's size) instead
-of once per doubling, and the pack count stays small (under 16 per tier) for git and for lookups.
+of once per doubling, and the pack count stays small (under 16 per tier) for git and for lookups. Small
+roll-ups concatenate packs; those into tier ``DELTA_TIER`` and above compress, storing versions of a tree
+as deltas of one another (:mod:`store.rollup`), and :meth:`DiskObjects.compact` does so for all packs at
+once (repositories written before roll-ups made deltas).
 
-Reads go to :class:`store.packs.PackSet` first (whole objects in packs this library wrote), then to dulwich
-(loose objects, deltas, alternates).
+Reads go to :class:`store.packs.PackSet` first (whole objects and offset delta chains), then to dulwich
+(loose objects, ref deltas, alternates).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -30,6 +34,16 @@ from store.locks import DirectorySyncer, Leases, pid_alive
 from store.objects import ObjectId
 from store.packfile import concatenate_packs, encode_pack, read_whole_object_chunks, read_whole_object_pack
 from store.packs import PackSet
+from store.rollup import (
+    DELTA_TIER,
+    RollUpFailed,
+    git_available,
+    git_pack_objects,
+    install_pack_files,
+    pack_has_deltas,
+    remove_scratch,
+    scratch_directory,
+)
 
 # Temporary names must not end in .pack/.idx: readers would take a half-written pair for a pack.
 _TMP_PATTERN = re.compile(r"^tmp_(?:pack|idx)_(\d+)_[0-9a-f]+$")
@@ -103,7 +117,9 @@ class DiskObjects(ObjectStore):
 
     def __init__(self, gitdir: str, leases: Leases, durable: bool = True) -> None:
         super().__init__()
+        self.gitdir = gitdir
         self.durable = durable
+        self.deltas = git_available()  # roll-ups into DELTA_TIER and above make deltas (with git)
         self._leases = leases
         self._dulwich = DiskObjectStore(os.path.join(gitdir, "objects"))
         # A multi-pack-index written by `git` would be stale after our next pack; don't consult it.
@@ -119,8 +135,11 @@ class DiskObjects(ObjectStore):
         self._maintenance_due = threading.Event()
         self._maintainer: threading.Thread | None = None
         self._maintaining = False
+        self._deltifying: set[str] = set()  # the packs a deltifier thread is rolling up
+        self._deltifier: threading.Thread | None = None
         self._closed = False
         self._remove_orphans()
+        remove_scratch(gitdir)
         self._packs.rescan()
 
     def get_raw(self, oid: ObjectId) -> tuple[int, bytes]:
@@ -247,15 +266,17 @@ class DiskObjects(ObjectStore):
         small = isinstance(pack, bytes) and len(pack) <= KEPT_PACK_BYTES
         self._packs.add(name, (pack, index) if small else None)
 
-    def _list_packs(self) -> list[tuple[str, int]]:
-        """(basename, object count) of complete packs that may be rolled up (no .keep)."""
+    def _list_packs(self, every: bool = False) -> list[tuple[str, int]]:
+        """(basename, object count) of complete packs that may be rolled up (no .keep), but for those a
+        deltifier is rolling up (unless ``every``)."""
         names = set(os.listdir(self.pack_dir))
+        busy = set() if every else self._deltifying
         packs = []
         for entry in names:
             if not entry.endswith(".pack"):
                 continue
             base = entry[:-5]
-            if base + ".idx" not in names or base + ".keep" in names:
+            if base + ".idx" not in names or base + ".keep" in names or base in busy:
                 continue
             try:
                 size = os.path.getsize(os.path.join(self.pack_dir, base + ".idx"))
@@ -272,7 +293,7 @@ class DiskObjects(ObjectStore):
     def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
         """Wait until no roll-up is pending or running (for tests and orderly shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._maintenance_due.is_set() or self._maintaining:
+        while self._maintenance_due.is_set() or self._maintaining or self._deltifying:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -289,17 +310,88 @@ class DiskObjects(ObjectStore):
         try:
             # A roll-up can fill the next tier: go on until no tier is full (a tier per round at most).
             for _ in range(MAX_ROLL_UP_ROUNDS):
-                victims = tier_to_roll_up(self._list_packs())
-                if not victims or not self._roll_up(victims):
+                packs = self._list_packs()  # without the packs a deltifier is rolling up
+                victims = tier_to_roll_up(packs)
+                if not victims:
+                    break
+                objects = sum(count for name, count in packs if name in victims)
+                deltify = self.deltas and pack_tier(objects) >= DELTA_TIER
+                if deltify and self._start_deltifier(victims):
+                    continue
+                # A deltifier is busy (its git takes seconds): concatenate meanwhile, so that writers
+                # faster than git never pile up packs; the next roll-up of these deltifies them.
+                if not self._roll_up(victims, objects, deltas=False):
                     break
         finally:
             os.close(fd)
 
-    def _roll_up(self, victims: list[str]) -> bool:
-        """Replace the packs ``victims`` (basenames) by one holding all their objects; False if one of them
-        was removed meanwhile (by `git gc`?), to be tried again later."""
+    def _start_deltifier(self, victims: list[str]) -> bool:
+        """Roll ``victims`` up with deltas in a thread of their own; False if one is running already."""
+        with self._objects_mutex:
+            if self._deltifying or self._closed:
+                return False
+            self._deltifying = set(victims)
+        thread = threading.Thread(
+            target=self._deltify, args=(victims,), name="store-pack-deltas", daemon=True
+        )
+        self._deltifier = thread
+        thread.start()
+        return True
+
+    def _deltify(self, victims: list[str]) -> None:
+        try:
+            self._roll_up(victims)
+        except Exception:
+            log.exception("roll-up with deltas failed in %s; will retry on a later commit", self.pack_dir)
+        finally:
+            with self._objects_mutex:
+                self._deltifying = set()
+        self._request_maintenance()  # what filled up meanwhile
+
+    def compact(self, threads: int | None = None) -> bool:
+        """Roll every pack up into one, compressed and deltified by git's delta search over all objects.
+
+        For repositories written before roll-ups made deltas (their big packs hold whole objects, and the
+        tiers would not roll them up again for a long while); it is safe beside writers (their new packs are
+        left as they are) and readers (in this process or others). Waits for a roll-up running elsewhere.
+
+        Args:
+            threads: git's delta search threads (None: one per CPU).
+
+        Returns:
+            False if there was nothing to compact, or git is missing.
+        """
+        if not self.deltas:
+            return False
+        with self._leases.get("repack").hold(timeout=3600.0):
+            self._wait_for_deltifier(3600.0)
+            victims = [name for name, _ in self._list_packs()]
+            if not victims:
+                return False
+            return self._git_roll_up(victims, recompress=True, threads=threads)
+
+    def _wait_for_deltifier(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._deltifying:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _roll_up(self, victims: list[str], objects: int | None = None, deltas: bool | None = None) -> bool:
+        """Replace the packs ``victims`` (basenames, holding about ``objects`` objects: counted if None) by
+        one holding all their objects, with deltas if ``deltas`` (None: from ``DELTA_TIER`` up, if git is
+        there); False if one of them was removed meanwhile (by `git gc`?), to be tried again later."""
         if len(victims) < 2:
             return False
+        if objects is None:
+            objects = sum(count for name, count in self._list_packs(every=True) if name in victims)
+        if (self.deltas if deltas is None else deltas) and pack_tier(objects) >= DELTA_TIER:
+            try:
+                recompress = not any(pack_has_deltas(os.path.join(self.pack_dir, name)) for name in victims)
+            except FileNotFoundError:
+                return False  # removed under us (by `git gc`?): try again later
+            return self._git_roll_up(victims, recompress)
         whole = []
         for name in victims:
             try:
@@ -335,11 +427,33 @@ class DiskObjects(ObjectStore):
         self._replace_packs(victims, "pack-" + checksum.hex(), pack_bytes, index)
         return True
 
+    def _git_roll_up(self, victims: list[str], recompress: bool, threads: int | None = 1) -> bool:
+        """Replace ``victims`` by one pack written by git (see :mod:`store.rollup`); False if git failed."""
+        scratch = scratch_directory(self.gitdir)
+        try:
+            try:
+                written = git_pack_objects(self.gitdir, victims, scratch, recompress, threads)
+            except RollUpFailed as err:
+                log.warning("roll-up of %d packs in %s failed: %s", len(victims), self.pack_dir, err)
+                return False
+            install_pack_files(scratch, written, self.pack_dir, written, self.durable)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if self.durable:
+            self._directories.sync(self.pack_dir)
+        self._packs.add(written)
+        self._remove_packs(victims, written)
+        return True
+
     def _replace_packs(
         self, victims: list[str], new_name: str, pack: bytes | list[bytes | memoryview], index: bytes
     ) -> None:
         """Install a pack holding every object of ``victims``, then remove them."""
         self._install_pack(new_name, pack, index)
+        self._remove_packs(victims, new_name)
+
+    def _remove_packs(self, victims: list[str], new_name: str) -> None:
+        """Remove the packs ``victims`` once ``new_name``, which holds all their objects, is in place."""
         present = set(os.listdir(self.pack_dir))
         for name in victims:
             if name == new_name:
@@ -378,6 +492,9 @@ class DiskObjects(ObjectStore):
         maintainer = self._maintainer
         if maintainer is not None and maintainer is not threading.current_thread():
             maintainer.join(timeout=30)
+        deltifier = self._deltifier
+        if deltifier is not None and deltifier is not threading.current_thread():
+            deltifier.join(timeout=30)
         self._dulwich.close()
         self._packs.close()
         self._directories.close()

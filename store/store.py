@@ -237,6 +237,13 @@ class Store:
         """The repository's objects, for readers of raw objects by id (parsed trees and blobs are cached)."""
         return self.repo.objects
 
+    def compact(self) -> bool:
+        """Compact the stored objects now: on disk, every pack rolled up into one, compressed, with versions
+        of a tree stored as deltas of one another (roll-ups do this as packs accumulate; this is for a
+        repository written before they did). Safe beside writers and readers. False if nothing was done
+        (in memory, or without the git CLI)."""
+        return self.repo.objects.compact()
+
     # -- branches ------------------------------------------------------------------------------------------
     ref_name = staticmethod(ref_name)
 

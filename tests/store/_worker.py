@@ -91,6 +91,13 @@ def loop(repo: str) -> None:
         i += 1
 
 
+def compact(repo: str) -> None:
+    """Compact the repository's packs, again and again (until killed)."""
+    store = Store.open(repo)
+    while True:
+        store.compact()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "counters":
         counters(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
@@ -98,3 +105,5 @@ if __name__ == "__main__":
         increments(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1] == "loop":
         loop(sys.argv[2])
+    elif sys.argv[1] == "compact":
+        compact(sys.argv[2])

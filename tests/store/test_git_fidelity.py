@@ -189,6 +189,7 @@ def test_roll_up_includes_packs_with_deltas_written_by_git(disk_store, run_git):
         commit(main, {f"more/{i}": b"v"})  # then many small packs of our own
     pack_dir = os.path.join(disk_store.gitdir, "objects", "pack")
     objects = disk_store.backend.objects
+    assert disk_store.backend.wait_for_maintenance()  # a background roll-up would race this one
     objects._roll_up([name for name, _ in objects._list_packs()])  # all of them
     assert len([p for p in os.listdir(pack_dir) if p.endswith(".pack")]) == 1
     run_git(disk_store.gitdir, "fsck", "--full")

@@ -153,15 +153,32 @@ def push_command(c: Context, remote: str, url: str | None, force: bool) -> None:
 
 
 @click.command("gc")
-@click.option("--before", "before", required=True, help="A commit, or a date (YYYY-MM-DD[ HH:MM[:SS]])")
+@click.option("--before", "before", help="A commit, or a date (YYYY-MM-DD[ HH:MM[:SS]])")
 @click.option("--prune-archives", is_flag=True, help="Also drop archived history (then git gc reclaims it)")
+@click.option(
+    "--compact",
+    is_flag=True,
+    help="Only compact the repository's packs (deltas, zlib), keeping all history; safe while others run",
+)
 @pass_ctx
 @handled
-def gc_command(c: Context, before: str, prune_archives: bool) -> None:
+def gc_command(c: Context, before: str | None, prune_archives: bool, compact: bool) -> None:
     """Squash main's history up to BEFORE into a new root commit and repack; the old history is archived
     under refs/archive/main/ until pruned. Event tokens of rewritten commits resume from their rewrites;
-    tokens from before the squash point report lost events. Peers resync with `toolstack pull --resync`."""
+    tokens from before the squash point report lost events. Peers resync with `toolstack pull --resync`.
+    With --compact instead, rewrite nothing: roll every pack up into one, compressed, versions of a
+    directory stored as deltas of one another (the store does so as packs accumulate; this compacts a
+    repository written before it did)."""
     import datetime
+
+    if compact == (before is not None) or (compact and prune_archives):
+        raise click.UsageError("give --before DATE|COMMIT [--prune-archives], or --compact")
+    if compact:
+        store = c.toolstack().store
+        done = store.compact()
+        emit({"compacted": done}, c.json, "compacted the packs" if done else "nothing to compact")
+        return
+    assert before is not None
 
     from store.squash import find_before, squash
     from store.squash import prune_archives as prune

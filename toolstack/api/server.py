@@ -69,6 +69,12 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+def _drop_color_message(record: logging.LogRecord) -> bool:
+    """uvicorn's terminal-coloured copy of a message: noise in a JSON line."""
+    record.__dict__.pop("color_message", None)
+    return True
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -138,5 +144,10 @@ def serve(
         # Without its config uvicorn adds no handler: its loggers reach the root's JSON handler.
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).propagate = True
+            logging.getLogger(name).addFilter(_drop_color_message)
     tune_gc_for_serving()
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn has shut down gracefully by now: a stop, not an abort (no "Aborted!" line in a JSON log).
+        log.info("stopped by an interrupt")

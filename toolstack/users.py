@@ -31,7 +31,7 @@ from toolstack.errors import ToolstackError
 
 OPERATOR = "operator"
 READ_ONLY = "read-only"
-ROLES = (OPERATOR, READ_ONLY)
+ROLES = (OPERATOR, READ_ONLY)  # toolstack/cli/tokens.py repeats them (its import stays light)
 # A name goes into a git author line and a log field: nothing that could break either.
 _NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,63}\Z")
 _EMAIL = re.compile(r"[^\s<>@]+@[^\s<>@]+\Z")

@@ -11,7 +11,11 @@ import click
 from toolstack.cli.context import Context, pass_ctx
 from toolstack.cli.errors import handled
 from toolstack.cli.output import emit, table, when
-from toolstack.users import OPERATOR, ROLES, add_user, default_users_file, read_users, revoke_user
+
+# As toolstack.users's, not imported from there: `toolstack --help` imports this module, and must not load
+# the layers below the CLI (tests/toolstack/test_cli_package.py).
+OPERATOR = "operator"
+ROLES = (OPERATOR, "read-only")
 
 _users_file = click.option(
     "--users-file",
@@ -22,6 +26,8 @@ _users_file = click.option(
 
 
 def _path(c: Context, users_file: str | None) -> str:
+    from toolstack.users import default_users_file
+
     return users_file or default_users_file(c.repo)
 
 
@@ -39,6 +45,8 @@ def token() -> None:
 @handled
 def add_command(c: Context, name: str, role: str, email: str | None, users_file: str | None) -> None:
     """Add user NAME and print its new token, once: only its hash is kept."""
+    from toolstack.users import add_user
+
     path = _path(c, users_file)
     try:
         new_token = add_user(path, name, role, email)
@@ -59,6 +67,8 @@ def add_command(c: Context, name: str, role: str, email: str | None, users_file:
 @handled
 def list_command(c: Context, users_file: str | None) -> None:
     """The users, revoked ones included (their tokens never shown: only hashes are kept)."""
+    from toolstack.users import read_users
+
     path = _path(c, users_file)
     try:
         users = sorted(read_users(path).values(), key=lambda user: user.name)
@@ -84,6 +94,8 @@ def list_command(c: Context, users_file: str | None) -> None:
 @handled
 def revoke_command(c: Context, name: str, users_file: str | None) -> None:
     """Revoke NAME's token: a running server refuses it (401) from its next request."""
+    from toolstack.users import revoke_user
+
     path = _path(c, users_file)
     user = revoke_user(path, name)
     emit({"name": user.name, "revoked": user.revoked}, c.json, f"revoked {user.name}")

@@ -34,7 +34,7 @@ from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo
 from store import Branch, BranchExists, Conflict, Tree, UnknownCommit
 from store.locks import pid_alive
-from toolstack import layout
+from toolstack import layout, telemetry
 from toolstack.claim_store import ClaimRecord
 from toolstack.claims import Claims, claim_tree
 from toolstack.context import Context
@@ -194,7 +194,8 @@ class TaskRunner:
         with _IN_FLIGHT_MUTEX:
             _IN_FLIGHT.add(task.id)
         try:
-            return self._run(op, task, observer)
+            with telemetry.operation(task):
+                return self._run(op, task, observer)
         finally:
             with _IN_FLIGHT_MUTEX:
                 _IN_FLIGHT.discard(task.id)

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from toolstack.api.auth import require_token
 from toolstack.api.deps import ApiSettings, ApiState
 from toolstack.api.errors import install_error_handlers
+from toolstack.api.identity import Directory, Identify
 from toolstack.api.jobs import OperationJobs
 from toolstack.api.middleware import BodyLimit, SecurityHeaders
 from toolstack.api.routes import (
@@ -22,6 +23,7 @@ from toolstack.api.routes import (
     events,
     health,
     history,
+    metrics,
     plans,
     tasks,
     vmfiles,
@@ -39,17 +41,25 @@ their task once finished, or 202 with the running task (`Location: /tasks/{id}`)
 """
 
 
-def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    ts: Toolstack, token: str | None, settings: ApiSettings | None = None, *, users_file: str | None = None
+) -> FastAPI:
     """The API over one toolstack (its store and driver must be thread-safe: requests run in threads).
 
     Args:
         ts: The toolstack.
-        token: The bearer token every route but /health and the page needs.
+        token: The single bearer token (an operator named after the toolstack's author), valid while there
+            is no users file; None: none.
         settings: Limits and timings.
+        users_file: The named users' file (see :mod:`toolstack.users`): once it exists, its users' tokens
+            are the only valid ones.
     """
-    if len(token) < 16:
+    if token is not None and len(token) < 16:
         raise ValueError("the API token must have at least 16 characters")
+    if token is None and users_file is None:
+        raise ValueError("the API needs a token or a users file")
     settings = settings or ApiSettings()
+    directory = Directory(users_file, token, ts.author, ts.host)
     jobs = OperationJobs()
 
     @asynccontextmanager
@@ -67,10 +77,10 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
         docs_url=None,
         redoc_url=None,
     )
-    app.state.api = ApiState(ts=ts, token=token, settings=settings, jobs=jobs)
+    app.state.api = ApiState(ts=ts, directory=directory, settings=settings, jobs=jobs)
     install_error_handlers(app)
     authenticated = [Depends(require_token)]
-    for module in (vms, vmfiles, actions, devices, tasks, history, plans, events):
+    for module in (vms, vmfiles, actions, devices, tasks, history, plans, events, metrics):
         app.include_router(module.router, dependencies=authenticated)
     app.include_router(health.router)
     # A WebSocket cannot carry the bearer header from a browser: the route checks the token itself.
@@ -82,6 +92,7 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
         return JSONResponse(app.openapi())
 
     app.mount("/static", StaticFiles(directory=health.STATIC_DIR), name="static")
+    app.add_middleware(Identify, directory=directory)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

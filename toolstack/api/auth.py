@@ -1,13 +1,14 @@
-"""The bearer token: generated on first start into a file only its owner can read, checked on every route.
+"""Bearer tokens: the legacy token file (generated on first start, only its owner can read it), or the
+named users of the users file (:mod:`toolstack.users`), checked on every route.
 
-No token gets 401 (with ``WWW-Authenticate: Bearer``), a wrong one 403. Tokens are compared in constant time
-and are never logged: the server only ever prints the token file's path.
+No token gets 401 (with ``WWW-Authenticate: Bearer``), a revoked one 401, a wrong one 403, and a read-only
+user's write (any method but GET, HEAD and OPTIONS) 403. Tokens are compared by their hashes in constant time
+and are never logged: the server only ever prints the files' paths.
 """
 
 from __future__ import annotations
 
 import errno
-import hmac
 import os
 import secrets
 import stat
@@ -15,6 +16,9 @@ from typing import Annotated
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from toolstack.api.identity import Resolved
+from toolstack.users import User
 
 MIN_TOKEN_CHARS = 16
 
@@ -75,16 +79,43 @@ def _read_token(path: str) -> str:
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
-    description="The token the server wrote to its --token-file on first start.",
+    description="A user's token (`toolstack token add`), or the one the server wrote to its --token-file.",
 )
+
+
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 async def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
-) -> None:
-    """The dependency every route but /health and the page's files has."""
-    expected: str = request.app.state.api.token
-    if credentials is None:
-        raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise HTTPException(403, "the bearer token is wrong", headers={"WWW-Authenticate": "Bearer"})
+) -> User:
+    """The dependency every route but /health and the page's files has: the request's user, or a refusal.
+
+    The user was resolved by :class:`toolstack.api.identity.Identify` (which also acts for it).
+    """
+    resolved: Resolved | None = getattr(request.state, "identity", None)
+    if resolved is None:  # an app without the middleware (cannot happen in create_app's): resolve here
+        resolved = request.app.state.api.directory.resolve(credentials.credentials if credentials else None)
+    return admit(resolved, request.method)
+
+
+def admit(resolved: Resolved, method: str) -> User:
+    """The user of ``resolved`` if it may make a ``method`` request.
+
+    Raises:
+        HTTPException: 401 without a token or with a revoked one, 403 with a wrong one or for a read-only
+            user's write, 503 when the users file cannot be used.
+    """
+    if resolved.error is not None:
+        raise HTTPException(503, f"the users file cannot be used: {resolved.error}")
+    if not resolved.presented:
+        raise HTTPException(401, "a bearer token is required", headers=_CHALLENGE)
+    user = resolved.user
+    if user is None:
+        raise HTTPException(403, "the bearer token is wrong", headers=_CHALLENGE)
+    if user.revoked is not None:
+        raise HTTPException(401, f"the token of user {user.name!r} was revoked", headers=_CHALLENGE)
+    if method not in READS and not user.may_write:
+        raise HTTPException(403, f"user {user.name!r} is read-only: it cannot {method} here")
+    return user

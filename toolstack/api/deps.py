@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from toolstack.api.identity import Directory
 from toolstack.api.jobs import OperationJobs
 from toolstack.ops import Toolstack
 
@@ -37,7 +38,7 @@ class ApiSettings:
 @dataclass
 class ApiState:
     ts: Toolstack
-    token: str
+    directory: Directory
     settings: ApiSettings = field(default_factory=ApiSettings)
     jobs: OperationJobs = field(default_factory=OperationJobs)
     # Console WebSockets attached now; only the event loop's thread counts them.

@@ -14,6 +14,7 @@ and one back, however long its operation runs, and waiting requests hold no thre
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -111,7 +112,8 @@ class OperationJobs:
         Errors the operation raises within the wait (not found, busy, failed...) are raised here.
         """
         watch = TaskWatch(guard)
-        future: Future[T] = self._executor().submit(operation, watch)
+        # In the request's context: the operation commits as the request's user and logs under its name.
+        future: Future[T] = self._executor().submit(contextvars.copy_context().run, operation, watch)
         waiting = asyncio.wrap_future(future)
         try:
             await asyncio.wait({waiting}, timeout=wait)  # never cancels the operation

@@ -5,15 +5,19 @@ from __future__ import annotations
 import gc
 import ipaddress
 import logging
+import os
 import re
 from urllib.parse import quote, quote_plus
 
 import uvicorn
+import uvicorn.config
 
+from toolstack import logs
 from toolstack.api.app import create_app
 from toolstack.api.auth import load_or_create_token
 from toolstack.api.deps import ApiSettings
 from toolstack.ops import Toolstack
+from toolstack.users import read_users
 
 log = logging.getLogger("toolstack.api")
 
@@ -47,9 +51,10 @@ class RedactSecrets(logging.Filter):
     Installed on uvicorn's access logger, whose lines hold the request's path with its query string.
     """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str | None) -> None:
         super().__init__()
-        self._forms = sorted({token, quote(token, safe=""), quote_plus(token)}, key=len, reverse=True)
+        forms = {token, quote(token, safe=""), quote_plus(token)} if token else set()
+        self._forms = sorted(forms, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for form in self._forms:
@@ -62,6 +67,12 @@ class RedactSecrets(logging.Filter):
         elif isinstance(record.msg, str) and not record.args:
             record.msg = self.redact(record.msg)
         return True
+
+
+def _drop_color_message(record: logging.LogRecord) -> bool:
+    """uvicorn's terminal-coloured copy of a message: noise in a JSON line."""
+    record.__dict__.pop("color_message", None)
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -81,20 +92,43 @@ def serve(
     settings: ApiSettings | None = None,
     log_level: str = "info",
     announce: bool = True,
+    users_file: str | None = None,
+    log_format: str = "text",
 ) -> None:
-    """Serve the API until interrupted. The token is read from (or created in) ``token_file``; only the
-    file's path is ever printed or logged, never the token (nor one sent in a URL: see RedactSecrets)."""
-    token, created = load_or_create_token(token_file)
+    """Serve the API until interrupted.
+
+    With a users file (``toolstack token add``), its users' tokens are the valid ones; without, the token is
+    read from (or created in) ``token_file``. Only the files' paths are ever printed or logged, never a token
+    (nor one sent in a URL: see RedactSecrets).
+
+    Args:
+        log_format: "text" (uvicorn's own lines) or "json" (every line, uvicorn's included, one JSON object
+            by :class:`toolstack.logs.JsonFormatter`, with the request's user and the task).
+
+    Raises:
+        TokenFileError: The token file cannot be used.
+        UsersFileError: The users file cannot be used.
+    """
+    token: str | None = None
+    if users_file is not None and os.path.lexists(users_file):
+        read_users(users_file)  # refuse to start on an unusable file, rather than refuse every request
+        where = f"users in {users_file}"
+    else:
+        token, created = load_or_create_token(token_file)
+        where = f"{'created a new token in' if created else 'token in'} {token_file}"
     settings = settings or ApiSettings()
-    app = create_app(ts, token, settings)
+    app = create_app(ts, token, settings, users_file=users_file)
     if announce:
         origin = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        made = "created a new token in" if created else "token in"
-        print(f"toolstack serve: {origin}/ ({made} {token_file}; open {origin}/#token=<token>)", flush=True)
+        print(f"toolstack serve: {origin}/ ({where}; open {origin}/#token=<token>)", flush=True)
     if not is_loopback(host):
         log.warning("serving on %s, not loopback: the token crosses the network in clear text", host)
+    if log_format == "json":
+        # uvicorn's own handlers and formats off: its loggers propagate to the root's JSON handler.
+        logs.configure(logging.getLevelNamesMapping()[log_level.upper()], "json")
     config = uvicorn.Config(
         app,
+        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         host=host,
         port=port,
         log_level=log_level,
@@ -106,5 +140,14 @@ def serve(
     )
     # After uvicorn.Config: making it configures logging.
     logging.getLogger("uvicorn.access").addFilter(RedactSecrets(token))
+    if log_format == "json":
+        # Without its config uvicorn adds no handler: its loggers reach the root's JSON handler.
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).propagate = True
+            logging.getLogger(name).addFilter(_drop_color_message)
     tune_gc_for_serving()
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn has shut down gracefully by now: a stop, not an abort (no "Aborted!" line in a JSON log).
+        log.info("stopped by an interrupt")

@@ -45,6 +45,8 @@ COMMANDS: Mapping[str, str] = {
     # the daemons
     "serve": "toolstack.cli.serve:serve",
     "xenstored": "xenstored.cli:xenstored",
+    # the API's users
+    "token": "toolstack.cli.tokens:token",
 }
 
 # `toolstack --help`'s line for commands whose modules are costly to import (xenstored.cli loads the

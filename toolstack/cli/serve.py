@@ -22,6 +22,13 @@ from toolstack.cli.config import LOG_LEVELS
     default=None,
     help="Bearer token file, created (mode 0600) on first start [serve.token_file, <repo>.api-token]",
 )
+@click.option(
+    "--users-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Named users' tokens (`toolstack token add`); once it exists, the token file is not used "
+    "[<repo>.api-users]",
+)
 @click.option("--max-body", type=click.IntRange(1024), default=None, help="Bytes [serve.max_body, 65536]")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="[serve.log_level, info]")
 @click.pass_context
@@ -32,10 +39,14 @@ def serve(
     bind_host: str | None,
     port: int | None,
     token_file: str | None,
+    users_file: str | None,
     max_body: int | None,
     log_level: str | None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json) and the web page at / (give it the token as #token=...).
+
+    The global --log-format json makes every line, uvicorn's too, one JSON object with the request's user
+    and the task.
 
     Note: this command's --host is the address to listen on; the toolstack's own --host (before `serve`)
     is this host's name in the state repository. Options not given come from the config files' [serve]
@@ -49,6 +60,7 @@ def serve(
     from toolstack.cli.config import default_driver, default_host, default_repo, operator_identity, settings
     from toolstack.errors import ToolstackError
     from toolstack.ops import Toolstack
+    from toolstack.users import UsersFileError, default_users_file
 
     parent = ctx.find_root().obj  # the toolstack group's options, when run as `toolstack ... serve`
     repo = os.path.abspath(repo or getattr(parent, "repo", None) or default_repo())
@@ -68,8 +80,10 @@ def serve(
             port=port if port is not None else configured.port if configured.port is not None else 8427,
             settings=ApiSettings(max_body_bytes=max_body or configured.max_body or 64 * 1024),
             log_level=log_level or configured.log_level or "info",
+            users_file=users_file or default_users_file(repo),
+            log_format=getattr(parent, "log_format", None) or "text",
         )
-    except TokenFileError as err:
+    except (TokenFileError, UsersFileError) as err:
         raise click.ClickException(str(err)) from err
     finally:
         ts.close()

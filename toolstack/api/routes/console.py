@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hmac
 import json
 import logging
 import threading
@@ -104,8 +103,15 @@ async def _authenticate(websocket: WebSocket, api: ApiState) -> bool:
     if presented is None:
         await _close(websocket, NO_TOKEN, 'a bearer token is required: send {"token": ...} first')
         return False
-    if not hmac.compare_digest(presented.encode(), api.token.encode()):
+    user = api.directory.resolve(presented).user
+    if user is None:
         await _close(websocket, WRONG_TOKEN, "the bearer token is wrong")
+        return False
+    if user.revoked is not None:
+        await _close(websocket, NO_TOKEN, f"the token of user {user.name!r} was revoked")
+        return False
+    if not user.may_write:  # a console takes keystrokes (and may take the console over): a write
+        await _close(websocket, WRONG_TOKEN, f"user {user.name!r} is read-only: it cannot type on a console")
         return False
     return True
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 
+from toolstack import metrics
 from toolstack.api.deps import TS
 from toolstack.api.errors import error_responses
 from toolstack.api.etags import main_version, require_version, vm_version
@@ -47,5 +50,9 @@ def reconcile(ts: TS, body: ReconcileRequest | None = None) -> PlanOut:
     ``confirmation_required`` with the plan, and nothing is changed.
     """
     request = body or ReconcileRequest()
+    started = time.monotonic()
     plan = ts.reconcile(dry_run=request.dry_run, adopt=request.adopt, confirm=request.confirm)
+    if not request.dry_run:  # a dry run records nothing: its drift is found again by the real one
+        metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        metrics.DRIFT_FOUND.inc(amount=len(plan.drift))
     return plan_out(plan, request.dry_run)

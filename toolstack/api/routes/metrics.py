@@ -1,0 +1,20 @@
+"""``GET /metrics``: this server's metrics for Prometheus (behind the token; a read-only user suffices)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from toolstack import metrics
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def get_metrics() -> PlainTextResponse:
+    """Operations by kind and outcome, their durations, commits, merge conflicts, busy refusals, drift found
+    and reconcile durations, counted by this server process since it started, in Prometheus's text format.
+
+    xenstored runs as a daemon of its own (``toolstack xenstored``): its requests are not counted here.
+    """
+    return PlainTextResponse(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -40,6 +40,19 @@ from xenstored.server import ServerConfig, XenstoreServer
     default=None,
     help="Where an introduced domain N gets a socket N speaking as that domain (default: <socket>.d).",
 )
+@click.option(
+    "--xen",
+    is_flag=True,
+    help="Serve domains on their shared rings under Xen (dom0's kernel too) and release dying domains: "
+    "dom0's xenstored.",
+)
+@click.option(
+    "--ring-dir",
+    type=click.Path(),
+    default=None,
+    help="Without Xen: serve introduced domain N on the ring page <dir>/N/page, kicked through the FIFOs "
+    "<dir>/N/kick and <dir>/N/notify.",
+)
 @click.option("--quota-nodes", default=1000, show_default=True, help="Nodes an unprivileged domain may own.")
 @click.option(
     "--quota-watches", default=128, show_default=True, help="Watches an unprivileged domain may hold."
@@ -76,6 +89,8 @@ def xenstored(
     branch: str,
     durable: bool,
     domain_socket_dir: str | None,
+    xen: bool,
+    ring_dir: str | None,
     quota_nodes: int,
     quota_watches: int,
     quota_value_size: int,
@@ -95,6 +110,8 @@ def xenstored(
         branch=branch,
         durable=durable,
         domain_socket_dir=domain_socket_dir,
+        xen=xen,
+        ring_dir=ring_dir,
         quotas=Quotas(
             nodes=quota_nodes,
             watches=quota_watches,

@@ -14,6 +14,7 @@ from xenstored.client import AsyncClient, ClientError
 from xenstored.protocol import Op
 from xenstored.quotas import Quotas
 from xenstored.server import ServerConfig, XenstoreServer
+from xenstored.xenlibs import XenError
 
 
 @click.command("xenstored")
@@ -129,7 +130,10 @@ def xenstored(
                 handle.write(f"{os.getpid()}\n")
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(server.serve(ready))
+        try:
+            runner.run(server.serve(ready))
+        except XenError as err:  # --xen where Xen is not (no /dev/xen, no privcmd): say so, exit 1
+            raise click.ClickException(f"cannot serve under Xen: {err}") from err
 
 
 STATUS_TIMEOUT = 10.0

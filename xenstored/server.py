@@ -148,19 +148,19 @@ class XenstoreServer:
         _remove_stale_socket(self.config.socket)
         os.makedirs(self.config.domain_dir, exist_ok=True)
         self._main_server = await _listen(lambda: self._connection(Caller(0)), self.config.socket)
-        self._open_rings()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
-        log.info(
-            "xenstored: serving %s (branch %s) on %s",
-            self.config.repo,
-            self.config.branch,
-            self.config.socket,
-        )
-        if ready is not None:
-            ready()
         try:
+            self._open_rings()
+            log.info(
+                "xenstored: serving %s (branch %s) on %s",
+                self.config.repo,
+                self.config.branch,
+                self.config.socket,
+            )
+            if ready is not None:
+                ready()
             await self._stopped.wait()
         finally:
             await self._shutdown()

@@ -31,7 +31,7 @@ PYTHONPATH=$PROJECT "$PYTHON" -m xenstored --xen --socket /var/run/xenstored/soc
     --domain-socket-dir /var/run/xenstored/domains --pid-file /var/run/xenstored.pid --log-level INFO \
     >"$OUT/xenstored.log" 2>&1 &
 daemon=$!
-if wait_until 900 xenstore-read /; then
+if wait_until 900 bash -c "kill -0 $daemon && xenstore-read /"; then
     status "PASS our xenstored answers on the socket ($(($(date +%s) - t0))s after start)"
 else
     status "FAIL our xenstored never answered: $(tail -n 3 "$OUT/xenstored.log" | tr '\n' ' ')"; finish

@@ -13,6 +13,7 @@ import click
 from xenstored.client import AsyncClient, ClientError
 from xenstored.protocol import Op
 from xenstored.quotas import Quotas
+from xenstored.rings import RingUnavailable
 from xenstored.server import ServerConfig, XenstoreServer
 from xenstored.xenlibs import XenError
 
@@ -132,7 +133,7 @@ def xenstored(
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         try:
             runner.run(server.serve(ready))
-        except XenError as err:  # --xen where Xen is not (no /dev/xen, no privcmd): say so, exit 1
+        except (XenError, RingUnavailable) as err:  # --xen where Xen is not, or dom0's ring: say so, exit 1
             raise click.ClickException(f"cannot serve under Xen: {err}") from err
 
 

@@ -202,6 +202,22 @@ class ForeignMemory:
             self._handle = None
 
 
+def map_kernel_page(path: str) -> MappedPage:
+    """Map the page a kernel file offers (``/proc/xen/xsd_kva``: dom0's own xenstore ring). Python's mmap
+    refuses it: the file claims a size of 0, and mmap checks lengths against it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    _declare(libc, "mmap", _P, _P, ctypes.c_size_t, _INT, _INT, _INT, ctypes.c_long)
+    _declare(libc, "munmap", _INT, _P, ctypes.c_size_t)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        address = libc.mmap(None, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    finally:
+        os.close(fd)
+    if address is None or address == ctypes.c_void_p(-1).value:
+        raise XenError(f"mmap {path}", ctypes.get_errno())
+    return MappedPage(_page_view(address), lambda: libc.munmap(address, mmap.PAGESIZE))
+
+
 class DomainInfo(NamedTuple):
     domid: int
     dying: bool

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mmap
-import os
 from collections.abc import Callable
 
 from xenstored.ring import Ring
@@ -22,6 +20,7 @@ from xenstored.xenlibs import (
     GrantTable,
     MappedPage,
     XenError,
+    map_kernel_page,
 )
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ class XenRings:
     def attach(self, domid: int, mfn: int, port: int) -> Attached:
         try:
             if domid == 0:
-                page = self._dom0_page()
+                page = map_kernel_page(XSD_KVA)
                 with open(XSD_PORT) as handle:
                     port = int(handle.read().strip())
             else:
@@ -132,14 +131,6 @@ class XenRings:
 
         log.info("dom%d: ring mapped, event channel %d bound as local port %d", domid, port, local)
         return Attached(ring, XenDoorbell(self, local), release)
-
-    def _dom0_page(self) -> MappedPage:
-        fd = os.open(XSD_KVA, os.O_RDWR)
-        try:
-            mapped = mmap.mmap(fd, mmap.PAGESIZE)
-        finally:
-            os.close(fd)
-        return MappedPage(memoryview(mapped), mapped.close)
 
     def _guest_page(self, domid: int, mfn: int) -> MappedPage:
         failures = []

@@ -41,9 +41,24 @@ check "our xenstored mapped dom0's ring" grep -q "dom0: ring mapped" "$OUT/xenst
 "$XENBIN/xenconsoled" --pid-file=/var/run/xenconsoled.pid --log=guest || status "FAIL xenconsoled"
 check "xl list works on our xenstored" xl list
 
-# A loop device backs the guest's disk: phy: needs no hotplug script work beyond the block script's checks.
+# What a xenstore client costs here (a process per call, as in the hotplug scripts).
+start=$(date +%s.%N)
+for _ in $(seq 20); do xenstore-read /local/domain/0/name >/dev/null; done
+status "INFO 20 xenstore-read calls: $(echo "$(date +%s.%N) - $start" | bc)s"
+
+# A loop device backs the guest's disk. Xen's block script (a bash script making ~20 xenstore client calls)
+# was killed by libxl's hotplug timeout under TCG with this Python daemon (scripts/README.md): the guest
+# uses a hotplug script doing the one thing blkback needs from it, in one client call.
 truncate -s 16M /tmp/disk.img
 loop=$(losetup --find --show /tmp/disk.img)
+cat >/tmp/fast-block <<'HOTPLUG'
+#!/bin/sh
+[ "$1" = add ] || exit 0
+dev=$(xenstore-read "$XENBUS_PATH/params")
+exec xenstore-write "$XENBUS_PATH/physical-device" "$(stat -L -c %t:%T "$dev")" \
+    "$XENBUS_PATH/physical-device-path" "$dev" "$XENBUS_PATH/hotplug-status" connected
+HOTPLUG
+chmod +x /tmp/fast-block
 cat >/tmp/$GUEST.cfg <<CFG
 name = "$GUEST"
 type = "pv"
@@ -52,14 +67,15 @@ ramdisk = "$XEN_DIR/domU-initrd.img"
 extra = "console=hvc0"
 memory = 128
 vcpus = 1
-disk = [ "phy:$loop,xvda,w" ]
+disk = [ "target=$loop,vdev=xvda,access=rw,script=/tmp/fast-block" ]
 on_poweroff = "destroy"
 CFG
-if xl create /tmp/$GUEST.cfg >"$OUT/xl-create.txt" 2>&1; then
+if xl -vvv create /tmp/$GUEST.cfg >"$OUT/xl-create.txt" 2>&1; then
     status "PASS xl create (guest introduced through our xenstored)"
 else
-    status "FAIL xl create: $(tail -n 2 "$OUT/xl-create.txt" | tr '\n' ' ')"
+    status "FAIL xl create: $(grep -m2 error "$OUT/xl-create.txt" | tr '\n' ' ')"
 fi
+trap 'cp -r /var/log/xen "$OUT/var-log-xen" 2>/dev/null' EXIT
 domid=$(xl domid $GUEST 2>/dev/null)
 if [ -z "$domid" ]; then status "FAIL the guest has no domid"; kill "$daemon"; finish; fi
 home=/local/domain/$domid

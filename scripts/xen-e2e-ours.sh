@@ -67,7 +67,7 @@ ramdisk = "$XEN_DIR/domU-initrd.img"
 extra = "console=hvc0"
 memory = 128
 vcpus = 1
-disk = [ "target=$loop,vdev=xvda,access=rw,script=/tmp/fast-block" ]
+disk = [ "vdev=xvda,access=rw,script=/tmp/fast-block,target=$loop" ]
 on_poweroff = "destroy"
 CFG
 if xl -vvv create /tmp/$GUEST.cfg >"$OUT/xl-create.txt" 2>&1; then

@@ -13,7 +13,9 @@ import click
 from xenstored.client import AsyncClient, ClientError
 from xenstored.protocol import Op
 from xenstored.quotas import Quotas
+from xenstored.rings import RingUnavailable
 from xenstored.server import ServerConfig, XenstoreServer
+from xenstored.xenlibs import XenError
 
 
 @click.command("xenstored")
@@ -39,6 +41,19 @@ from xenstored.server import ServerConfig, XenstoreServer
     type=click.Path(),
     default=None,
     help="Where an introduced domain N gets a socket N speaking as that domain (default: <socket>.d).",
+)
+@click.option(
+    "--xen",
+    is_flag=True,
+    help="Serve domains on their shared rings under Xen (dom0's kernel too) and release dying domains: "
+    "dom0's xenstored.",
+)
+@click.option(
+    "--ring-dir",
+    type=click.Path(),
+    default=None,
+    help="Without Xen: serve introduced domain N on the ring page <dir>/N/page, kicked through the FIFOs "
+    "<dir>/N/kick and <dir>/N/notify.",
 )
 @click.option("--quota-nodes", default=1000, show_default=True, help="Nodes an unprivileged domain may own.")
 @click.option(
@@ -76,6 +91,8 @@ def xenstored(
     branch: str,
     durable: bool,
     domain_socket_dir: str | None,
+    xen: bool,
+    ring_dir: str | None,
     quota_nodes: int,
     quota_watches: int,
     quota_value_size: int,
@@ -95,6 +112,8 @@ def xenstored(
         branch=branch,
         durable=durable,
         domain_socket_dir=domain_socket_dir,
+        xen=xen,
+        ring_dir=ring_dir,
         quotas=Quotas(
             nodes=quota_nodes,
             watches=quota_watches,
@@ -112,7 +131,10 @@ def xenstored(
                 handle.write(f"{os.getpid()}\n")
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(server.serve(ready))
+        try:
+            runner.run(server.serve(ready))
+        except (XenError, RingUnavailable) as err:  # --xen where Xen is not, or dom0's ring: say so, exit 1
+            raise click.ClickException(f"cannot serve under Xen: {err}") from err
 
 
 STATUS_TIMEOUT = 10.0

@@ -1,8 +1,9 @@
 """The daemon: the store, the state, the journal, and the unix sockets clients connect to.
 
 The main socket speaks as dom0. With a domain socket directory, introducing domain N opens the socket
-``<dir>/N``, whose connections speak as domain N (this stands in for the shared ring a real guest uses); the
-socket goes away when the domain is released.
+``<dir>/N``, whose connections speak as domain N; the socket goes away when the domain is released. With
+rings (``xen``, or ``ring_dir`` without Xen: ``rings.py``), an introduced domain is also served on its shared
+ring page, and under Xen dom0's kernel on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from xenstored.journal import GitJournal
 from xenstored.perms import Caller
 from xenstored.quotas import Quotas
 from xenstored.requests import NodeRequests
+from xenstored.rings import DomainRings, FileRings, RingProvider, RingUnavailable, reap_domains
 from xenstored.state import State
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ class ServerConfig:
         durable: Reply to a change only once it is committed and fsynced.
         domain_socket_dir: Where introduced domains get their sockets (default: ``<socket>.d``).
         quotas: The quotas in force.
+        xen: Serve domains on their shared rings under Xen (dom0's kernel too), and release dying ones.
+        ring_dir: Without Xen, serve introduced domains on file rings in this directory (``FileRings``).
     """
 
     socket: str
@@ -54,6 +58,8 @@ class ServerConfig:
     durable: bool = False
     domain_socket_dir: str | None = None
     quotas: Quotas = field(default_factory=Quotas)
+    xen: bool = False
+    ring_dir: str | None = None
 
     @property
     def domain_dir(self) -> str:
@@ -120,6 +126,7 @@ class XenstoreServer:
         self._waiters: DurableWaiters | None = None
         self._stopped: asyncio.Event | None = None
         self.journal: GitJournal | None = None
+        self.rings: DomainRings | None = None
 
     # -- running -------------------------------------------------------------------------------------------
     async def serve(self, ready: Callable[[], None] | None = None) -> None:
@@ -144,15 +151,16 @@ class XenstoreServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
-        log.info(
-            "xenstored: serving %s (branch %s) on %s",
-            self.config.repo,
-            self.config.branch,
-            self.config.socket,
-        )
-        if ready is not None:
-            ready()
         try:
+            self._open_rings()
+            log.info(
+                "xenstored: serving %s (branch %s) on %s",
+                self.config.repo,
+                self.config.branch,
+                self.config.socket,
+            )
+            if ready is not None:
+                ready()
             await self._stopped.wait()
         finally:
             await self._shutdown()
@@ -165,6 +173,8 @@ class XenstoreServer:
         servers = [s for s in (self._main_server, *self._domain_servers.values()) if s is not None]
         for server in servers:
             server.close()
+        if self.rings is not None:
+            self.rings.close_all()
         for connection in list(self.connections):
             connection.close()
         for domid in list(self._domain_servers):
@@ -194,12 +204,39 @@ class XenstoreServer:
         with self.state.lock:
             self.state.watches.remove_all(connection)
 
+    # -- rings -------------------------------------------------------------------------------------------
+    def _open_rings(self) -> None:
+        assert self._loop is not None
+        provider: RingProvider
+        if self.config.xen:
+            from xenstored.xenrings import XenRings  # loads Xen's libraries: only when asked to
+
+            provider = XenRings(self._loop, lambda status: reap_domains(self.admin, status))
+        elif self.config.ring_dir:
+            provider = FileRings(self._loop, self.config.ring_dir)
+        else:
+            return
+        self.rings = DomainRings(self._loop, provider, self._domain_connection)
+        if self.config.xen:
+            self.rings.open(0, 0, 0)  # dom0's kernel: its xenbus waits for this daemon's first kick
+
+    def _domain_connection(self, domid: int) -> Connection:
+        domain = self.domains.domains.get(domid)
+        return self._connection(Caller(domid, domain.target if domain else None))
+
     # -- domain sockets (DomainHooks) ----------------------------------------------------------------------
     def _domain_socket(self, domid: int) -> str:
         return os.path.join(self.config.domain_dir, str(domid))
 
     def domain_introduced(self, domid: int) -> None:
         assert self._loop is not None
+        if self.rings is not None:
+            domain = self.domains.get(domid)
+            try:
+                self.rings.open(domid, domain.mfn, domain.port)
+            except RingUnavailable:
+                self.domains.release(domid)  # INTRODUCE fails as a whole: the domain stays unknown
+                raise
         self._loop.create_task(self._open_domain_socket(domid))
 
     async def _open_domain_socket(self, domid: int) -> None:
@@ -216,6 +253,8 @@ class XenstoreServer:
             _remove_stale_socket(path)
 
     def domain_released(self, domid: int) -> None:
+        if self.rings is not None:
+            self.rings.close(domid)
         server = self._domain_servers.pop(domid, None)
         if server is not None:
             server.close()

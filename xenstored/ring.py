@@ -1,0 +1,176 @@
+"""The shared ring page a domain speaks xenstore through (``struct xenstore_domain_interface``).
+
+The page (xen/include/public/io/xs_wire.h) holds two 1024-byte rings, requests (written by the domain) and
+responses (written by the daemon), each with a consumer and a producer index::
+
+    char req[1024]; char rsp[1024];
+    uint32_t req_cons, req_prod, rsp_cons, rsp_prod;
+    uint32_t server_features, connection, error;
+
+Indexes are free-running 32-bit counters: a byte at index ``i`` lives at ``i % 1024``, ``prod - cons`` (mod
+2**32) is what is in a ring, and it can never exceed 1024 unless the other side is broken or hostile. Each
+side writes the data before moving its producer index, and reads the index before the data: on x86, where
+this daemon runs, stores are seen in program order and loads are not reordered with loads, so no barrier
+is needed beyond doing the two in that order (which CPython does: each is one call).
+
+:class:`Ring` is the daemon's side; :class:`GuestRing` the domain's, for tests and tools.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from xenstored.errors import XenstoredError
+
+RING_SIZE = 1024
+REQ_OFFSET = 0
+RSP_OFFSET = RING_SIZE
+REQ_CONS = 2 * RING_SIZE
+REQ_PROD = REQ_CONS + 4
+RSP_CONS = REQ_CONS + 8
+RSP_PROD = REQ_CONS + 12
+SERVER_FEATURES = REQ_CONS + 16
+CONNECTION = REQ_CONS + 20
+ERROR = REQ_CONS + 24
+INTERFACE_SIZE = REQ_CONS + 28
+PAGE_SIZE = 4096
+
+_INDEX = struct.Struct("=I")
+_MASK = 0xFFFFFFFF
+
+
+class RingError(XenstoredError):
+    """A ring's indexes are impossible (more than a ring's worth of bytes between them): the other side is
+    broken or hostile, and the connection is dropped.
+
+    Attributes:
+        reason: Which ring and which indexes.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class _Page:
+    """Index and data access on a writable buffer holding the interface."""
+
+    def __init__(self, buffer: memoryview) -> None:
+        if buffer.nbytes < INTERFACE_SIZE or buffer.readonly:
+            raise ValueError(f"a ring page needs {INTERFACE_SIZE} writable bytes, got {buffer.nbytes}")
+        self.buffer = buffer.cast("B")
+
+    def close(self) -> None:
+        self.buffer.release()
+
+    def index(self, offset: int) -> int:
+        return _INDEX.unpack_from(self.buffer, offset)[0]
+
+    def set_index(self, offset: int, value: int) -> None:
+        _INDEX.pack_into(self.buffer, offset, value & _MASK)
+
+    def used(self, cons_at: int, prod_at: int, name: str) -> tuple[int, int]:
+        """(consumer index, bytes in the ring), checked."""
+        cons, prod = self.index(cons_at), self.index(prod_at)
+        used = (prod - cons) & _MASK
+        if used > RING_SIZE:
+            raise RingError(f"{name} ring: producer {prod} is {used} bytes past consumer {cons}")
+        return cons, used
+
+    def copy_out(self, base: int, start: int, count: int) -> bytes:
+        """``count`` bytes of the ring at ``base`` from free-running index ``start``, across the wrap."""
+        first = start % RING_SIZE
+        head = min(count, RING_SIZE - first)
+        data = bytes(self.buffer[base + first : base + first + head])
+        if head < count:
+            data += bytes(self.buffer[base : base + count - head])
+        return data
+
+    def copy_in(self, base: int, start: int, data: memoryview) -> None:
+        first = start % RING_SIZE
+        head = min(len(data), RING_SIZE - first)
+        self.buffer[base + first : base + first + head] = data[:head]
+        if head < len(data):
+            self.buffer[base : base + len(data) - head] = data[head:]
+
+
+class Ring:
+    """The daemon's side of a ring page: it consumes requests and produces responses.
+
+    Args:
+        buffer: The page (an mmap of a grant, of foreign memory, of ``/proc/xen/xsd_kva``, or of a file).
+    """
+
+    def __init__(self, buffer: memoryview) -> None:
+        self._page = _Page(buffer)
+
+    def read_requests(self) -> bytes:
+        """Every request byte the domain has produced, consumed.
+
+        Raises:
+            RingError: The request ring's indexes are impossible.
+        """
+        cons, used = self._page.used(REQ_CONS, REQ_PROD, "request")
+        if not used:
+            return b""
+        data = self._page.copy_out(REQ_OFFSET, cons, used)
+        self._page.set_index(REQ_CONS, cons + used)
+        return data
+
+    def write_responses(self, data: bytes | bytearray | memoryview) -> int:
+        """Produce as much of ``data`` as the response ring has room for; returns how much.
+
+        Raises:
+            RingError: The response ring's indexes are impossible.
+        """
+        cons, used = self._page.used(RSP_CONS, RSP_PROD, "response")
+        count = min(len(data), RING_SIZE - used)
+        if count:
+            prod = cons + used
+            self._page.copy_in(RSP_OFFSET, prod, memoryview(data)[:count])
+            self._page.set_index(RSP_PROD, prod + count)
+        return count
+
+    @property
+    def requests_pending(self) -> bool:
+        return self._page.index(REQ_PROD) != self._page.index(REQ_CONS)
+
+    def close(self) -> None:
+        """Let go of the page (it can be unmapped once nothing else holds it)."""
+        self._page.close()
+
+
+class GuestRing:
+    """The domain's side of a ring page: it produces requests and consumes responses (what a guest kernel's
+    xenbus driver does; here for tests and tools)."""
+
+    def __init__(self, buffer: memoryview) -> None:
+        self._page = _Page(buffer)
+
+    def write_requests(self, data: bytes | bytearray | memoryview) -> int:
+        """Produce as much of ``data`` as the request ring has room for; returns how much."""
+        cons, used = self._page.used(REQ_CONS, REQ_PROD, "request")
+        count = min(len(data), RING_SIZE - used)
+        if count:
+            prod = cons + used
+            self._page.copy_in(REQ_OFFSET, prod, memoryview(data)[:count])
+            self._page.set_index(REQ_PROD, prod + count)
+        return count
+
+    def read_responses(self) -> bytes:
+        """Every response byte the daemon has produced, consumed."""
+        cons, used = self._page.used(RSP_CONS, RSP_PROD, "response")
+        if not used:
+            return b""
+        data = self._page.copy_out(RSP_OFFSET, cons, used)
+        self._page.set_index(RSP_CONS, cons + used)
+        return data
+
+    def close(self) -> None:
+        self._page.close()
+
+    def start_at(self, index: int) -> None:
+        """Set all four indexes to ``index`` (an empty ring whose next byte is at ``index``): lets tests put
+        the wrap of the ring, and of the 32-bit counters, where they like."""
+        for offset in (REQ_CONS, REQ_PROD, RSP_CONS, RSP_PROD):
+            self._page.set_index(offset, index)

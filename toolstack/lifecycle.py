@@ -175,12 +175,12 @@ class LifecycleOperations(OperationService):
             )
 
         def restart(vm: VM) -> None:
-            # A guest reboot keeps the live definition: only a new boot of the domain reads the persistent one.
-            if self.driver.info(vm.uuid).state.is_active:
-                if not self.driver.shutdown(vm.uuid, timeout=timeout):
-                    if not force:
-                        raise GuestIgnoredShutdown(vm.uuid, vm.name, timeout)
-                    self.driver.destroy(vm.uuid)
+            # A guest reboot keeps the live definition: only a new boot of the domain reads the persistent.
+            active = self.driver.info(vm.uuid).state.is_active
+            if active and not self.driver.shutdown(vm.uuid, timeout=timeout):
+                if not force:
+                    raise GuestIgnoredShutdown(vm.uuid, vm.name, timeout)
+                self.driver.destroy(vm.uuid)
             self.driver.start(vm.uuid)
 
         return self._lifecycle(ref, "reboot", Desired.RUNNING, restart, observer, detail={"apply": True})

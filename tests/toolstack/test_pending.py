@@ -109,3 +109,17 @@ def test_the_pending_diff_ignores_ballooning_within_the_running_ceiling():
     grown = live.evolve(memory=2048, max_memory=2048)
     changes = {c.field: (c.before, c.after, c.unit) for c in pending_changes(live, grown)}
     assert changes == {"memory": (512, 2048, "MiB"), "max_memory": (1024, 2048, "MiB")}
+
+
+def test_pending_changes_and_reboot_apply_hold_on_the_simulator_and_libvirts_test_driver(ts):
+    from tests.toolstack.conftest import unique
+    from toolstack.status import lookup
+
+    name = unique("pend")
+    ts.create(name, "128M", start=True)
+    ts.set_resources(name, memory="512M", settings={"cpu": "qemu64"})
+    found = {c.field: (c.before, c.after) for c in lookup(ts, name).pending}
+    assert found == {"memory": (128, 512), "max_memory": (128, 512), "cpu": (None, "qemu64")}
+    ts.reboot(name, apply=True)
+    status = lookup(ts, name)
+    assert (status.state, status.pending, status.memory) == ("running", [], 512)

@@ -142,3 +142,10 @@ def pending_of(driver: Driver, uuid: str, info: DomainInfo | None) -> list[Field
     if live == persistent:
         return []
     return pending_changes(live, persistent)
+
+
+def without_pending(drift: list[str], pending: list[FieldChange]) -> list[str]:
+    """Resource drift lines (``memory 256 MiB, desired 1024 MiB``) less those a pending change explains: a
+    value beyond the running ceiling waits for the next boot, it was not changed outside the toolstack."""
+    waiting = {change.field for change in pending}
+    return [line for line in drift if line.split(" ", 1)[0] not in waiting]

@@ -20,7 +20,7 @@ from store import StoreError, Tree
 from toolstack import layout
 from toolstack.errors import InvalidInput, ToolstackError
 from toolstack.models import VM, Observed
-from toolstack.pending import FieldChange, pending_of
+from toolstack.pending import FieldChange, pending_of, without_pending
 from toolstack.reconcile import held_by_source
 from toolstack.sync import pull
 
@@ -192,6 +192,7 @@ def status_of(
         if info is None:
             return VMStatus(uuid, vm.name, vm, host, True, ABSENT, migrating_from=migrating_from)
         state = info.state.value
+        pending = pending_of(ts.driver, uuid, info)
         return VMStatus(
             uuid,
             vm.name,
@@ -203,8 +204,8 @@ def status_of(
             memory=info.memory,
             vcpus=info.vcpus,
             migrating_from=migrating_from,
-            drift=resource_drift(vm, state, info.memory, info.vcpus),
-            pending=pending_of(ts.driver, uuid, info),
+            drift=without_pending(resource_drift(vm, state, info.memory, info.vcpus), pending),
+            pending=pending,
         )
     report = _report(tree, host, uuid)
     if report is None:

@@ -45,6 +45,8 @@ def test_memory_beyond_the_running_ceiling_is_pending_with_its_live_and_next_boo
     assert "pending:  memory: live 256 → next boot 1024 MiB" in out
     assert "pending:  vcpus: live 1 → next boot 2" in out
     assert "vm reboot web --apply" in out
+    assert "drift:" not in out  # beyond the running ceiling: it waits, nobody changed it behind our back
+    assert shown(tmp_path, "web")["drift"] == []
     # Reconcile has nothing to do: the persistent definition is main's already.
     assert "nothing to do" in run(tmp_path, "reconcile").stdout.lower()
     assert pending(tmp_path, "web")["memory"] == (256, 1024)

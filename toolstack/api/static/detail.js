@@ -105,14 +105,15 @@ async function loadPending(uuid, vm) {
     if (vm.observed && ON.has(vm.state)) {
       for (const [field, unit] of [["memory", " MiB"], ["vcpus", ""]]) {
         const seen = vm.observed[field];
-        if (seen !== null && seen !== undefined && seen !== vm.spec[field]) {
+        const waits = (vm.pending || []).some((change) => change.field === field); // listed below, as next boot
+        if (seen !== null && seen !== undefined && seen !== vm.spec[field] && !waits) {
           items.push(el("li", {}, `${field}: running with ${seen}${unit}, configured ${vm.spec[field]}${unit}`));
         }
       }
     }
     // What the running domain gets only at its next boot (the API's `pending`): live → next boot, per field.
     for (const change of vm.pending || []) {
-      const item = changeItem({ group: "desired", field: change.field, before: change.live, after: change.next_boot, unit: change.unit, whole: false });
+      const item = changeItem({ group: "desired", field: change.field, before: change.live ?? undefined, after: change.next_boot ?? undefined, unit: change.unit, whole: false });
       item.classList.add("next-boot");
       item.append(" ", el("span", { class: "hint" }, "(next boot)"));
       items.push(item);

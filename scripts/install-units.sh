@@ -27,5 +27,5 @@ echo "install-units: $(cd packaging/systemd && echo *.service) in $units (toolst
 if [[ -z "$destdir" ]]; then
     systemd-sysusers "$sysusers/toolstack.conf"
     if [[ -d /run/systemd/system ]]; then systemctl daemon-reload; fi
-    echo "install-units: enable with: systemctl enable --now toolstack-serve (and toolstack-agent on a pool host)"
+    echo "install-units: enable with: systemctl enable toolstack-boot; systemctl enable --now toolstack-serve (and toolstack-agent on a pool host)"
 fi

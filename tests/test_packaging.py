@@ -44,8 +44,24 @@ def unit_settings(path: Path) -> dict[str, list[str]]:
     return settings
 
 
-def test_there_are_units_for_serve_agent_and_xenstored():
-    assert UNITS == ["toolstack-agent.service", "toolstack-serve.service", "toolstack-xenstored.service"]
+def test_there_are_units_for_serve_agent_xenstored_and_the_boot_reconcile():
+    assert UNITS == [
+        "toolstack-agent.service",
+        "toolstack-boot.service",
+        "toolstack-serve.service",
+        "toolstack-xenstored.service",
+    ]
+
+
+def test_the_boot_reconcile_runs_once_after_libvirtd_and_before_serve_and_agent(installed):
+    settings = unit_settings(installed / "etc" / "systemd" / "system" / "toolstack-boot.service")
+    assert settings["Type"] == ["oneshot"]
+    assert shlex.split(settings["ExecStart"][0])[1:] == ["reconcile", "--boot"]
+    assert "libvirtd.service" in settings["After"][0].split()
+    assert set(settings["Before"][0].split()) == {"toolstack-serve.service", "toolstack-agent.service"}
+    for unit in ("toolstack-serve.service", "toolstack-agent.service"):
+        after = unit_settings(installed / "etc" / "systemd" / "system" / unit)["After"][0].split()
+        assert "toolstack-boot.service" in after
 
 
 @needs_systemd

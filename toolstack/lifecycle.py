@@ -116,7 +116,13 @@ class LifecycleOperations(OperationService):
             raise
 
     def _lifecycle(
-        self, ref: str, verb: str, desired: Desired, act: Callable[[VM], None], observer: TaskObserver | None
+        self,
+        ref: str,
+        verb: str,
+        desired: Desired,
+        act: Callable[[VM], None],
+        observer: TaskObserver | None,
+        detail: dict[str, Any] | None = None,
     ) -> Task:
         vm = self.inventory.vm(ref)
         before = self.inventory.info(vm)
@@ -127,6 +133,7 @@ class LifecycleOperations(OperationService):
             {layout.desired_path(vm.uuid): f"{desired.value}\n".encode()},
             act=lambda: act(vm),
             compensate=lambda: self._restore_state(vm, before),
+            detail=detail or {},
         )
         return self.runner.run(operation, observer)
 
@@ -146,10 +153,37 @@ class LifecycleOperations(OperationService):
 
         return self._lifecycle(ref, "shutdown", Desired.STOPPED, act, observer)
 
-    def reboot(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
-        return self._lifecycle(
-            ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid), observer
-        )
+    def reboot(
+        self,
+        ref: str,
+        *,
+        apply: bool = False,
+        timeout: float = 60.0,
+        force: bool = False,
+        observer: TaskObserver | None = None,
+    ) -> Task:
+        """Ask the guest to reboot; it keeps its live configuration.
+
+        With ``apply``, restart the domain from its persistent definition instead, so that the changes waiting
+        for its next boot (:mod:`toolstack.pending`) take effect: the guest is asked to power off (with
+        ``force``, destroyed if it has not within ``timeout``), then the domain is started. A stopped domain
+        is only started.
+        """
+        if not apply:
+            return self._lifecycle(
+                ref, "reboot", Desired.RUNNING, lambda vm: self.driver.reboot(vm.uuid), observer
+            )
+
+        def restart(vm: VM) -> None:
+            # A guest reboot keeps the live definition: only a new boot of the domain reads the persistent.
+            active = self.driver.info(vm.uuid).state.is_active
+            if active and not self.driver.shutdown(vm.uuid, timeout=timeout):
+                if not force:
+                    raise GuestIgnoredShutdown(vm.uuid, vm.name, timeout)
+                self.driver.destroy(vm.uuid)
+            self.driver.start(vm.uuid)
+
+        return self._lifecycle(ref, "reboot", Desired.RUNNING, restart, observer, detail={"apply": True})
 
     def pause(self, ref: str, *, observer: TaskObserver | None = None) -> Task:
         return self._lifecycle(ref, "pause", Desired.PAUSED, lambda vm: self.driver.pause(vm.uuid), observer)

@@ -293,8 +293,18 @@ class Toolstack:
         """See :meth:`LifecycleOperations.shutdown`."""
         return self.vm(self._indexed(self.lifecycle.shutdown(ref, timeout, force, observer=observer)).vm)
 
-    def reboot(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
-        return self.vm(self._indexed(self.lifecycle.reboot(ref, observer=observer)).vm)
+    def reboot(
+        self,
+        ref: str,
+        *,
+        apply: bool = False,
+        timeout: float = 60.0,
+        force: bool = False,
+        observer: TaskObserver | None = None,
+    ) -> VM:
+        """See :meth:`LifecycleOperations.reboot` (``apply``: restart to apply the pending changes)."""
+        task = self.lifecycle.reboot(ref, apply=apply, timeout=timeout, force=force, observer=observer)
+        return self.vm(self._indexed(task).vm)
 
     def pause(self, ref: str, *, observer: TaskObserver | None = None) -> VM:
         return self.vm(self._indexed(self.lifecycle.pause(ref, observer=observer)).vm)

@@ -339,8 +339,20 @@ def _spec_difference(current: DomainSpec, wanted: DomainSpec) -> str:
     return "configuration differs: " + ", ".join(fields)
 
 
-def apply_plan(ctx: Context, plan: Plan, tree: Tree | None = None, progress: Progress | None = None) -> Plan:
-    """Carry a plan out, then commit drift (first) and the observed state (after)."""
+def apply_plan(
+    ctx: Context,
+    plan: Plan,
+    tree: Tree | None = None,
+    progress: Progress | None = None,
+    subject: str | None = None,
+    files: dict[str, bytes | None] | None = None,
+) -> Plan:
+    """Carry a plan out, then commit drift (first) and the observed state (after).
+
+    Args:
+        subject: The message of the commit of the observed state, in place of ``reconcile: <actions>``.
+        files: More writes for that commit (it is made for them even if the plan has no action).
+    """
     source = tree if tree is not None else ctx.main.tree
     if plan.drift:
         _record(ctx, plan.drift, "drift: " + "; ".join(plan.drift), {})
@@ -353,10 +365,11 @@ def apply_plan(ctx: Context, plan: Plan, tree: Tree | None = None, progress: Pro
         if progress is not None:
             progress(action, plan)
     plan.applied = True
-    if plan.actions:
+    if plan.actions or files:
         summary = ", ".join(f"{a.kind} {a.name}" for a in plan.actions[:8])
         more = f" and {len(plan.actions) - 8} more" if len(plan.actions) > 8 else ""
-        _record(ctx, [a.uuid for a in plan.actions], f"reconcile: {summary}{more}", adopted)
+        message = subject or f"reconcile: {summary}{more}"
+        _record(ctx, [a.uuid for a in plan.actions], message, {**adopted, **(files or {})})
     return plan
 
 

@@ -20,6 +20,7 @@ from store import StoreError, Tree
 from toolstack import layout
 from toolstack.errors import InvalidInput, ToolstackError
 from toolstack.models import VM, Observed
+from toolstack.pending import FieldChange, pending_of, without_pending
 from toolstack.reconcile import held_by_source
 from toolstack.sync import pull
 
@@ -49,6 +50,8 @@ class VMStatus:
         vcpus: vCPUs, live or reported.
         migrating_from: The source host of a migration that waits for that host to stop the VM.
         drift: How the running domain's memory or vCPUs differ from the desired values.
+        pending: What the running domain gets only at its next boot, field by field (live, next-boot
+            value); this host's domains only (:mod:`toolstack.pending`).
         error: For a broken entry: the offending path and what is wrong with it.
     """
 
@@ -64,6 +67,7 @@ class VMStatus:
     vcpus: int | None = None
     migrating_from: str | None = None
     drift: list[str] = field(default_factory=list)
+    pending: list[FieldChange] = field(default_factory=list)
     error: InvalidInput | None = None
 
     @property
@@ -108,6 +112,7 @@ class VMStatus:
             "age": self.age(now),
             "migrating_from": self.migrating_from,
             "drift": list(self.drift),
+            "pending": [change.to_dict() for change in self.pending],
             "broken": self.broken,
             "error": None if self.error is None else broken_detail(self.uuid, self.error),
         }
@@ -187,6 +192,7 @@ def status_of(
         if info is None:
             return VMStatus(uuid, vm.name, vm, host, True, ABSENT, migrating_from=migrating_from)
         state = info.state.value
+        pending = pending_of(ts.driver, uuid, info)
         return VMStatus(
             uuid,
             vm.name,
@@ -198,7 +204,8 @@ def status_of(
             memory=info.memory,
             vcpus=info.vcpus,
             migrating_from=migrating_from,
-            drift=resource_drift(vm, state, info.memory, info.vcpus),
+            drift=without_pending(resource_drift(vm, state, info.memory, info.vcpus), pending),
+            pending=pending,
         )
     report = _report(tree, host, uuid)
     if report is None:

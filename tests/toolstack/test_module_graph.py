@@ -16,6 +16,7 @@ PACKAGE = ROOT / "toolstack"
 MAX_LINES = 500
 # The services the facade (toolstack.ops) composes, and what they are built on: they take a Context.
 BELOW_THE_FACADE = {
+    "toolstack.boot",
     "toolstack.claim_store",
     "toolstack.claims",
     "toolstack.context",
@@ -27,6 +28,7 @@ BELOW_THE_FACADE = {
     "toolstack.lifecycle",
     "toolstack.models",
     "toolstack.ownership",
+    "toolstack.pending",
     "toolstack.plan",
     "toolstack.pool",
     "toolstack.reconcile",

@@ -42,6 +42,7 @@ from drivers.models import (  # the patterns are the drivers' own, so that the s
     Nic,
 )
 from toolstack.api.revisions import Revision
+from toolstack.api.schemas_pending import PendingOut
 from toolstack.models import Desired, Observed, Task
 
 _PROBE_UUID = uuidlib.UUID(int=0)
@@ -199,6 +200,7 @@ class VMOut(BaseModel):
     drift: list[str] = Field(
         default_factory=list, description="How the running domain's memory or vCPUs differ from the desired."
     )
+    pending: list[PendingOut] = Field(default_factory=list, description="What waits for its next boot.")
     broken: bool = Field(False, description="Its entry does not validate: see error.")
     error: BrokenEntry | None = None
     autostart: bool = Field(False, description=_AUTOSTART)

@@ -13,6 +13,7 @@ from toolstack.api.schemas import (
     PlanOut,
     VMOut,
 )
+from toolstack.api.schemas_pending import PendingOut
 from toolstack.history import CommitView, LogEntry
 from toolstack.plan import Plan
 from toolstack.status import VMStatus, broken_detail
@@ -38,6 +39,7 @@ def vm_out(status: VMStatus, now: float | None = None) -> VMOut:
         age=status.age(now),
         migrating_from=status.migrating_from,
         drift=list(status.drift),
+        pending=[PendingOut(**change.to_dict()) for change in status.pending],
         broken=status.broken,
         error=BrokenEntry(**broken_detail(status.uuid, status.error)) if status.error is not None else None,
         autostart=vm.autostart if vm is not None else False,

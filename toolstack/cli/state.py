@@ -101,15 +101,29 @@ def rollback_command(c: Context, commit: str, vm_name: str | None, dry_run: bool
 @click.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing")
 @click.option("--adopt", is_flag=True, help="Import domains the toolstack does not know")
+@click.option(
+    "--boot",
+    is_flag=True,
+    help="At host boot: start only the VMs with autostart; record the others wanted running as stopped",
+)
 @YES
 @pass_ctx
 @handled
-def reconcile_command(c: Context, dry_run: bool, adopt: bool, yes: bool) -> None:
+def reconcile_command(c: Context, dry_run: bool, adopt: bool, boot: bool, yes: bool) -> None:
     """Make the hypervisor match the desired state; record drift.
 
     A plan that would stop or undefine domains asks first on a terminal; elsewhere it needs --yes, or it
-    prints the plan, changes nothing and exits 8.
+    prints the plan, changes nothing and exits 8. With --boot (toolstack-boot.service): start this host's
+    VMs that have autostart, record its other VMs wanted running as stopped, in one commit, and leave the
+    domains that run already alone.
     """
+    if boot:
+        from toolstack.cli.boot import run_boot
+
+        if adopt:
+            raise click.UsageError("--boot and --adopt do not go together: adopt with a plain reconcile")
+        run_boot(c, dry_run, yes)
+        return
     ts = c.toolstack()
     run_plan(
         c,

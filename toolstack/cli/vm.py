@@ -66,8 +66,19 @@ def vm_list(c: Context) -> None:
         emit([status_record(s) for s in statuses], True)
         return
     # The table needs three fields of each record: not the records (a dump of every device of every VM).
-    rows = [(s.name or "?", s.uuid, *_configured(s.vm), s.describe(now)) for s in statuses]
-    emit(None, False, table(["name", "uuid", "memory", "vcpus", "desired", "state"], rows))
+    rows = [(s.name or "?", s.uuid, *_configured(s.vm), s.describe(now) + _marker(s)) for s in statuses]
+    text = table(["name", "uuid", "memory", "vcpus", "desired", "state"], rows)
+    if any(s.pending for s in statuses):
+        text += f"\n{PENDING_MARKER}: changes wait for the next boot (vm show NAME; vm reboot NAME --apply)"
+    emit(None, False, text)
+
+
+PENDING_MARKER = "[pending reboot]"
+
+
+def _marker(status: VMStatus) -> str:
+    """``vm list``'s mark on a VM whose running domain has changes waiting for its next boot."""
+    return f" {PENDING_MARKER}" if status.pending else ""
 
 
 def _configured(vm_: VM | None) -> tuple[int | None, int | None, str | None]:
@@ -105,6 +116,7 @@ def vm_show(c: Context, name: str) -> None:
             f"state:    {status.describe()}"
             + (f" (domid {status.domid})" if status.local and status.domid is not None else ""),
             *[f"drift:    {d} (changed outside the toolstack)" for d in status.drift],
+            *pending_lines(status),
             "devices:",
             *[
                 f"  {d.id}: {d.kind} "
@@ -171,7 +183,6 @@ def _lifecycle_command(verb: str, help_text: str) -> None:
 
 for _verb, _help in [
     ("start", "Boot a VM."),
-    ("reboot", "Ask a VM's guest to reboot."),
     ("pause", "Pause a running VM."),
     ("resume", "Resume a paused VM."),
     ("destroy", "Power a VM off immediately."),
@@ -190,6 +201,29 @@ for _verb, _help in [
 def vm_shutdown(c: Context, name: str, timeout: float, force: bool, wait: float | None) -> None:
     """Ask a VM's guest to power off."""
     report_outcome(c, "shutdown", c.toolstack().shutdown(name, timeout=timeout, force=force), wait)
+
+
+@vm.command("reboot")
+@click.argument("name")
+@click.option(
+    "--apply",
+    "apply_pending",
+    is_flag=True,
+    help="Restart the domain from its next-boot definition (power off, then start) to apply the pending "
+    "changes; a plain reboot is the guest's and keeps the running configuration",
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="With --apply: seconds to wait")
+@click.option("--force", is_flag=True, help="With --apply: destroy the VM if the guest does not power off")
+@wait_option
+@pass_ctx
+@handled
+def vm_reboot(
+    c: Context, name: str, apply_pending: bool, timeout: float, force: bool, wait: float | None
+) -> None:
+    """Ask a VM's guest to reboot (it keeps its running configuration), or with --apply restart it from its
+    next-boot definition, so that the changes ``vm show`` lists as pending take effect."""
+    result = c.toolstack().reboot(name, apply=apply_pending, timeout=timeout, force=force)
+    report_outcome(c, "reboot", result, wait)
 
 
 @vm.command("migrate")
@@ -231,6 +265,15 @@ def vm_migrate(c: Context, name: str, to_host: str, force: bool, wait: float | N
             f"(if {source} is down: --force)"
         )
     emit({**status_record(status_of(ts, result.uuid)), "queued": True, "from": source}, c.json, text)
+
+
+def pending_lines(status: VMStatus) -> list[str]:
+    """``vm show``'s lines on what the running domain gets only at its next boot."""
+    if not status.pending:
+        return []
+    return [f"pending:  {change.describe('live ', 'next boot ')}" for change in status.pending] + [
+        f"          (vm reboot {status.name} --apply restarts it from its next-boot definition)"
+    ]
 
 
 def guest_lines(ts: Any, found: VM) -> list[str]:

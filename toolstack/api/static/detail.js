@@ -88,8 +88,8 @@ function renderSummary(vm, uuid) {
   devices.replaceChildren(disks.length + nics.length ? el("ul", { class: "devices" }, ...disks, ...nics) : el("p", { class: "hint" }, "No devices."));
 }
 
-// What the API shows as not done yet: running tasks on the VM, a desired state not reached, and resources
-// the hypervisor reports differently from the configuration.
+// What the API shows as not done yet: running tasks on the VM, a desired state not reached, resources the
+// hypervisor reports differently from the configuration, and changes waiting for the next boot.
 async function loadPending(uuid, vm) {
   const items = [];
   try {
@@ -105,10 +105,21 @@ async function loadPending(uuid, vm) {
     if (vm.observed && ON.has(vm.state)) {
       for (const [field, unit] of [["memory", " MiB"], ["vcpus", ""]]) {
         const seen = vm.observed[field];
-        if (seen !== null && seen !== undefined && seen !== vm.spec[field]) {
+        const waits = (vm.pending || []).some((change) => change.field === field); // listed below, as next boot
+        if (seen !== null && seen !== undefined && seen !== vm.spec[field] && !waits) {
           items.push(el("li", {}, `${field}: running with ${seen}${unit}, configured ${vm.spec[field]}${unit}`));
         }
       }
+    }
+    // What the running domain gets only at its next boot (the API's `pending`): live → next boot, per field.
+    for (const change of vm.pending || []) {
+      const item = changeItem({ group: "desired", field: change.field, before: change.live ?? undefined, after: change.next_boot ?? undefined, unit: change.unit, whole: false });
+      item.classList.add("next-boot");
+      item.append(" ", el("span", { class: "hint" }, "(next boot)"));
+      items.push(item);
+    }
+    if ((vm.pending || []).length) {
+      items.push(el("li", { class: "hint" }, `Applied by a restart from the next-boot definition: toolstack vm reboot ${vm.name} --apply`));
     }
   }
   const box = $("#detail-pending");

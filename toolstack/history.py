@@ -11,10 +11,12 @@ from store import Store, Tree
 from store.objects import CommitInfo
 from toolstack import layout
 from toolstack.context import Context
+from toolstack.fielddiff import FieldChange
 from toolstack.log_index import LogEntry, VMLogIndex
+from toolstack.messages import vm_changes
 from toolstack.models import read_vm, uuid_for_name
 
-__all__ = ["CommitView", "LogEntry", "VMLogIndex", "changed_vms", "rollback_tree", "show"]
+__all__ = ["CommitView", "LogEntry", "VMLogIndex", "changed_vms", "rollback_tree", "rolled_back", "show"]
 
 
 def changed_vms(store: Store, parent: str | None, commit: str) -> tuple[str, ...]:
@@ -68,3 +70,12 @@ def rollback_tree(ctx: Context, rev: str, vm: str | None = None, base: str | Non
     if old.kind(layout.vm_dir(uuid)) == "directory":
         tree = tree.set(layout.name_path(read_vm(old, uuid).name), f"{uuid}\n".encode())
     return target, tree
+
+
+def rolled_back(before: Tree, after: Tree, only: set[str] | None = None) -> list[FieldChange]:
+    """The field changes a rollback makes to VMs' desired files: those of ``only`` (uuids), else of every VM
+    whose directory differs."""
+    uuids = only
+    if uuids is None:
+        uuids = layout.changed_vm_uuids(before.subtree(layout.VMS), after.subtree(layout.VMS))
+    return [change for uuid in sorted(uuids) for change in vm_changes(before, after, uuid)]

@@ -28,6 +28,7 @@ VM_TRAILER = "VM"
 TASK_TRAILER = "Task"
 EDITED_BY_TRAILER = "Edited-by"  # on a GitOps merge: "<uuid> <author>", one per VM and author
 SHORT_VALUE = 20  # a value longer than this is cut in a subject (the body has it whole)
+_VM_LINE = re.compile(rf"^{VM_TRAILER}: ({layout.UUID_PATTERN})$", re.MULTILINE)
 _TRAILER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*): (.+)$")
 _DRIFT = re.compile(rf"^vm (.+?) \(({layout.UUID_PATTERN})\) (.*?)(?:: changed outside the toolstack)?$")
 
@@ -83,8 +84,9 @@ def parse_trailers(message: str) -> list[tuple[str, str]]:
 
 
 def trailer_vms(message: str) -> set[str]:
-    """The uuids a message's ``VM:`` trailers name."""
-    return {v for k, v in parse_trailers(message) if k == VM_TRAILER and layout.is_vm_uuid(v)}
+    """The uuids named by a message's ``VM: <uuid>`` lines: any line, as ``git log --grep='^VM: <uuid>$'``
+    finds them (the VM log must agree with that command; the toolstack writes them only as trailers)."""
+    return set(_VM_LINE.findall(message))
 
 
 def edited_by(message: str, vm: str | None = None) -> list[str]:

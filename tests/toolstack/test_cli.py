@@ -66,7 +66,7 @@ def test_create_start_list_show_and_log(tmp_path):
     shown = run(tmp_path, "vm", "show", "web1").stdout
     assert "disk0: disk /srv/w.img as vda" in shown and "vm start web1" in shown
     log = [json.loads(line) for line in run(tmp_path, "--json", "log", "web1").stdout.splitlines()]
-    assert [entry["message"].split(" (")[0] for entry in log] == ["vm start web1", "vm create web1"]
+    assert [entry["message"].split(":")[0] for entry in log] == ["vm start web1", "vm create web1"]
     assert log[0]["author"] == "Cli Tester <cli@example.org>"
     # git itself sees the same history.
     assert "vm start web1" in git(tmp_path, "log", "--first-parent", "--format=%s", "main")

@@ -145,7 +145,7 @@ def test_the_wheel_carries_every_runtime_file_and_the_cli_and_serve_run_from_it(
     session("vm", "start", "cli-vm")
     assert "cli-vm" in session("vm", "list") and "running" in session("vm", "list")
     operations = [json.loads(line)["message"] for line in session("--json", "log", "cli-vm").splitlines()]
-    assert [subject.split(" (")[0] for subject in operations] == ["vm start cli-vm", "vm create cli-vm"]
+    assert [subject.split(":")[0] for subject in operations] == ["vm start cli-vm", "vm create cli-vm"]
 
     server = start_server(tmp_path, toolstack=[cli], cwd=elsewhere, env=env)
     try:

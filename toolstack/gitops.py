@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from store import Conflict, Tree
 from store.paths import parse
-from toolstack import layout
+from toolstack import layout, messages
 from toolstack.errors import InvalidInput, Rejection, UnrequestedRemoval
 from toolstack.models import Task, read_vm
 
@@ -171,6 +171,40 @@ def _revert_invalid(
             good = rejection.restored_from
             tx.tree = _restore(tx.tree, store.tree_at(good) if good else store.tree_at(None), rejection.uuid)
     return rejections
+
+
+# -- who made the edits a pull takes -------------------------------------------------------------------------
+INCOMING_WALK = 500  # incoming commits read for their authors; a longer history is a joining host's
+
+
+def pull_message(store: Store, remote: str, head: str | None, incoming: str) -> str:
+    """The message of a pull's merge: the VMs the incoming commits changed and, for each, the authors of
+    those commits (``Edited-by`` trailers): a GitOps edit is by whoever pushed it, not by who pulled it."""
+    edits: dict[str, tuple[str, list[str]]] = {}
+    graph = store.graph
+    bases = graph.merge_bases(head, incoming) if head is not None else []
+    if bases:
+        for n, commit in enumerate(graph.walk([incoming])):
+            if n >= INCOMING_WALK or any(graph.is_ancestor(commit, base) for base in bases):
+                break
+            info = graph.info(commit)
+            if len(info.parents) != 1:
+                continue  # a merge's changes are its parents'
+            old, new = store.tree_at(info.parents[0]), store.tree_at(commit)
+            for uuid in sorted(layout.changed_vm_uuids(old.subtree(layout.VMS), new.subtree(layout.VMS))):
+                name, authors = edits.get(uuid, ("", []))
+                if not name:
+                    raw = store.tree_at(incoming).get(layout.config_path(uuid)) or old.get(
+                        layout.config_path(uuid)
+                    )
+                    try:
+                        name = str(json.loads(raw or b"{}").get("name", ""))
+                    except (ValueError, AttributeError):
+                        name = ""
+                if info.author not in authors:
+                    authors.append(info.author)
+                edits[uuid] = (name, authors)
+    return messages.pull_message(remote, layout.MAIN, edits)
 
 
 # -- the push guard ------------------------------------------------------------------------------------------

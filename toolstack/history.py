@@ -5,16 +5,30 @@ The log of operations by VM is :mod:`toolstack.log_index`'s (re-exported here).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from store import Store, Tree
 from store.objects import CommitInfo
 from toolstack import layout
 from toolstack.context import Context
+from toolstack.fielddiff import FieldChange, by_vm, changes_between
 from toolstack.log_index import LogEntry, VMLogIndex
+from toolstack.messages import vm_changes
 from toolstack.models import read_vm, uuid_for_name
 
-__all__ = ["CommitView", "LogEntry", "VMLogIndex", "changed_vms", "rollback_tree", "show"]
+__all__ = [
+    "CommitView",
+    "LogEntry",
+    "VMChanges",
+    "VMLogIndex",
+    "changed_vms",
+    "changes_by_vm",
+    "rollback_tree",
+    "rolled_back",
+    "show",
+]
 
 
 def changed_vms(store: Store, parent: str | None, commit: str) -> tuple[str, ...]:
@@ -68,3 +82,60 @@ def rollback_tree(ctx: Context, rev: str, vm: str | None = None, base: str | Non
     if old.kind(layout.vm_dir(uuid)) == "directory":
         tree = tree.set(layout.name_path(read_vm(old, uuid).name), f"{uuid}\n".encode())
     return target, tree
+
+
+def rolled_back(before: Tree, after: Tree, only: set[str] | None = None) -> list[FieldChange]:
+    """The field changes a rollback makes to VMs' desired files: those of ``only`` (uuids), else of every VM
+    whose directory differs."""
+    uuids = only
+    if uuids is None:
+        uuids = layout.changed_vm_uuids(before.subtree(layout.VMS), after.subtree(layout.VMS))
+    return [change for uuid in sorted(uuids) for change in vm_changes(before, after, uuid)]
+
+
+@dataclass(frozen=True)
+class VMChanges:
+    """The field changes of one VM (``vm`` None: of no VM's files: task records, names, anything else)."""
+
+    vm: str | None
+    name: str
+    changes: list[FieldChange]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"vm": self.vm, "name": self.name, "changes": [c.to_dict() for c in self.changes]}
+
+
+def _name_of(trees: tuple[Tree, Tree], uuid: str) -> str:
+    for tree in reversed(trees):  # the name it has after the change, else the one it had
+        raw = tree.get(layout.config_path(uuid))
+        try:
+            name = json.loads(raw).get("name") if raw else None
+        except (ValueError, AttributeError):
+            name = None
+        if isinstance(name, str):
+            return name
+    return uuid[:8]
+
+
+def changes_by_vm(
+    changes: Iterable[tuple[str, bytes | None, bytes | None]], before: Tree, after: Tree, everything: bool
+) -> tuple[list[VMChanges], int]:
+    """Field changes per VM, the desired configuration first (fields.js's grouping).
+
+    Args:
+        everything: Include observed state, task records and the name index (else only counted).
+
+    Returns:
+        The groups (VMs in the order their first change comes; no VM's last), and how many changes were
+        left out.
+    """
+    found = changes_between(changes)
+    shown = [c for c in found if everything or c.group == "desired"]
+    groups = [
+        VMChanges(vm, _name_of((before, after), vm) if vm else "", items)
+        for vm, items in by_vm(c for c in shown if c.vm is not None).items()
+    ]
+    rest = [c for c in shown if c.vm is None]
+    if rest:
+        groups.append(VMChanges(None, "", rest))
+    return groups, len(found) - len(shown)

@@ -1,11 +1,15 @@
 """The VM log index: main's first-parent commits and the VMs each changed, in SQLite beside the repository.
 
 Every operation is a merge commit on main's first-parent chain, so the operations on one VM are the
-first-parent commits that changed ``vms/<xx>/<uuid>/``. Walking 100,000 commits for each ``log`` would be
-slow, so ``gitstore/vm-log.sqlite`` indexes them: derived data (git itself still reads everything), built
-by one walk of main when it is missing (a clone) or shares nothing with main, and otherwise brought up to
-date by reading main's new first-parent commits, down to where they meet the indexed ones (dropping those
-that left the chain: a reset, a gc, a fast-forward to another clone's merge). Operations bring it up to
+first-parent commits that changed ``vms/<xx>/<uuid>/``, and those whose message names it on a ``VM: <uuid>``
+line (the trailers of :mod:`toolstack.messages`: drift and reconcile commits, which change only observed
+state, an interrupted task rolled back): the union of ``git log --first-parent main -- vms/<xx>/<uuid>``
+and ``git log --first-parent --grep='^VM: <uuid>$' main`` (README "Using git on the state"). Walking
+100,000 commits for each ``log`` would be slow, so ``gitstore/vm-log.sqlite`` indexes them: derived data
+(git itself still reads everything), built by one walk of main when it is missing (a clone) or shares
+nothing with main, and otherwise brought up to date by reading main's new first-parent commits, down to
+where they meet the indexed ones (dropping those that left the chain: a reset, a gc, a fast-forward to
+another clone's merge). Operations bring it up to
 date with their own merge (:meth:`VMLogIndex.catch_up`); queries with whatever else landed.
 
 The walk reads raw objects through a :class:`store.scan.ScanReader` (no cache; the packs read with pread,
@@ -25,8 +29,9 @@ from dataclasses import dataclass
 from store import Store
 from store.scan import RawTree, ScanReader, commit_summary, raw_subtree
 from toolstack import layout
+from toolstack.messages import edited_by, trailer_vms
 
-SCHEMA_VERSION = "3"  # 3: ops by commit id (where main's new first-parent chain meets the indexed one)
+SCHEMA_VERSION = "4"  # 4: a commit is also a VM's if a ``VM:`` line names it (3: ops by commit id)
 BATCH = 2048  # rows written to SQLite at once by a build from scratch
 INDEXES = {  # made after the rows by a build from scratch: one sort each, not 100,000 inserts into a b-tree
     "op_vms_by_vm": "CREATE INDEX op_vms_by_vm ON op_vms (vm, seq)",
@@ -47,15 +52,23 @@ class LogEntry:
     message: str
     vms: tuple[str, ...]
 
+    edited_by: tuple[str, ...] = ()  # a GitOps merge: who made the edits it took (of the VM asked about)
+
     @property
     def subject(self) -> str:
         return self.message.splitlines()[0] if self.message else ""
+
+    @property
+    def who(self) -> str:
+        """Who made the change: the authors of a GitOps edit (and who merged it), else the commit's author."""
+        return f"{', '.join(self.edited_by)} (merged by {self.author})" if self.edited_by else self.author
 
     def to_dict(self) -> dict[str, object]:
         return {
             "commit": self.commit,
             "time": self.time,
             "author": self.author,
+            "edited_by": list(self.edited_by),
             "message": self.subject,
             "vms": list(self.vms),
         }
@@ -69,8 +82,9 @@ class IndexedCommit:
     time: int
     author: str
     message: str
-    vms: tuple[str, ...]
+    vms: tuple[str, ...]  # whose directory it changed
     parent: str | None  # the first
+    named: tuple[str, ...] = ()  # the others a VM: line names
 
 
 def _decode(name: bytes) -> str:
@@ -138,8 +152,9 @@ def walk_back(reader: ScanReader, head: str, stop: str | None) -> Iterator[Index
         else:
             parent_raw = reader.commit(parent)
             parent_vms = vms if parent_raw[5:45] == raw[5:45] else _vms_of(reader, parent_raw)
-        changed = tuple(sorted(vm_changes(reader, parent_vms, vms)))
-        yield IndexedCommit(commit_id, when, author, message, changed, parent)
+        changed = vm_changes(reader, parent_vms, vms)
+        named = tuple(sorted(trailer_vms(message) - changed))
+        yield IndexedCommit(commit_id, when, author, message, tuple(sorted(changed)), parent, named)
         commit_id, raw, vms = parent, parent_raw, parent_vms
 
 
@@ -182,7 +197,8 @@ class VMLogIndex:
                 "CREATE TABLE ops (seq INTEGER PRIMARY KEY, commit_id TEXT, time INTEGER, author TEXT, "
                 "message TEXT)"
             )
-            db.execute("CREATE TABLE op_vms (vm TEXT, seq INTEGER)")
+            # changed: the commit changed the VM's directory (1), or only names it on a VM: line (0).
+            db.execute("CREATE TABLE op_vms (vm TEXT, seq INTEGER, changed INTEGER)")
             for create in INDEXES.values():
                 db.execute(create)
 
@@ -266,10 +282,10 @@ class VMLogIndex:
         self._db.execute("DELETE FROM ops")
         self._db.execute("DELETE FROM op_vms")
         rows: list[tuple[int, str, int, str, str]] = []
-        vm_rows: list[tuple[str, int]] = []
+        vm_rows: list[tuple[str, int, int]] = []
         for seq, commit in enumerate(walk_back(reader, head, None)):
             rows.append((-seq, commit.commit, commit.time, commit.author, commit.message))
-            vm_rows.extend((vm, -seq) for vm in commit.vms)
+            vm_rows.extend(_vm_rows(commit, -seq))
             if len(rows) >= BATCH:
                 self._insert(rows, vm_rows)
                 rows, vm_rows = [], []
@@ -312,7 +328,7 @@ class VMLogIndex:
         self._db.execute("DELETE FROM op_vms WHERE seq > ?", (fork,))
         self._db.execute("DELETE FROM ops WHERE seq > ?", (fork,))
         rows = [(fork + n, c.commit, c.time, c.author, c.message) for n, c in enumerate(reversed(pending), 1)]
-        vm_rows = [(vm, fork + n) for n, c in enumerate(reversed(pending), 1) for vm in c.vms]
+        vm_rows = [row for n, c in enumerate(reversed(pending), 1) for row in _vm_rows(c, fork + n)]
         self._insert(rows, vm_rows)
         return True
 
@@ -320,16 +336,19 @@ class VMLogIndex:
         row = self._db.execute("SELECT seq FROM ops WHERE commit_id = ?", (commit,)).fetchone()
         return None if row is None else int(row[0])
 
-    def _insert(self, rows: list[tuple[int, str, int, str, str]], vm_rows: list[tuple[str, int]]) -> None:
+    def _insert(
+        self, rows: list[tuple[int, str, int, str, str]], vm_rows: list[tuple[str, int, int]]
+    ) -> None:
         self._db.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?)", rows)
-        self._db.executemany("INSERT INTO op_vms VALUES (?, ?)", vm_rows)
+        self._db.executemany("INSERT INTO op_vms VALUES (?, ?, ?)", vm_rows)
 
     def last_change(self, vm: str) -> str | None:
-        """The newest operation that changed ``vm`` (its commit id), or None if none did."""
+        """The newest commit that changed ``vm``'s directory (its commit id), or None if none did: its
+        version (the API's ETag), which a drift or reconcile commit that only names it does not change."""
         with self._mutex:
             self.update()
             row = self._db.execute(
-                "SELECT o.commit_id FROM op_vms v JOIN ops o ON o.seq = v.seq WHERE v.vm = ? "
+                "SELECT o.commit_id FROM op_vms v JOIN ops o ON o.seq = v.seq WHERE v.vm = ? AND v.changed "
                 "ORDER BY v.seq DESC LIMIT 1",
                 (vm,),
             ).fetchone()
@@ -356,9 +375,14 @@ class VMLogIndex:
             ).fetchall()
         out = []
         for seq, commit_id, when, author, message in rows:
-            found = self._db.execute("SELECT vm FROM op_vms WHERE seq = ? ORDER BY vm", (seq,))
-            out.append(LogEntry(commit_id, when, author, message, tuple(row[0] for row in found)))
+            found = self._db.execute("SELECT vm FROM op_vms WHERE seq = ? AND changed ORDER BY vm", (seq,))
+            vms = tuple(row[0] for row in found)
+            out.append(LogEntry(commit_id, when, author, message, vms, tuple(edited_by(message, vm))))
         return out
+
+
+def _vm_rows(commit: IndexedCommit, seq: int) -> list[tuple[str, int, int]]:
+    return [(vm, seq, 1) for vm in commit.vms] + [(vm, seq, 0) for vm in commit.named]
 
 
 class _Transaction:

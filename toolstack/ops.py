@@ -29,11 +29,11 @@ import drivers
 from drivers import Disk, Driver, Nic
 from drivers.models import DomainInfo
 from store import Branch, MissingObject, NotARepository, Store, StoreError, Tree
-from toolstack import layout
+from toolstack import layout, messages
 from toolstack.context import Context
 from toolstack.devices import ConfigOperations
 from toolstack.errors import DamagedRepository, ToolstackError, VMNotFound
-from toolstack.history import rollback_tree
+from toolstack.history import rollback_tree, rolled_back
 from toolstack.inventory import Inventory
 from toolstack.lifecycle import LifecycleOperations
 from toolstack.log_index import LogEntry, VMLogIndex, index_path
@@ -473,9 +473,8 @@ class Toolstack:
         what = f"vm {vm}" if vm else "all VMs"
         # From the head the plan was made on (not whatever main is by now, which the tree would silently
         # revert), reading what it rolls back: a change made there meanwhile is a conflict.
-        with self.main.transaction(
-            message=f"rollback {what} to {target[:12]}", author=self.author, base=head
-        ) as tx:
+        message = messages.rollback_message(what, target, rolled_back(self.store.tree_at(head), tree, only))
+        with self.main.transaction(message=message, author=self.author, base=head) as tx:
             for path in [layout.VMS, layout.NAMES] if only is None else [layout.vm_dir(u) for u in only]:
                 tx.subtree(path)
             tx.tree = tree

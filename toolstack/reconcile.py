@@ -24,7 +24,7 @@ from drivers import DriverError
 from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo, DomainSpec, DomainState, Scope
 from store import Transaction, Tree
-from toolstack import layout
+from toolstack import layout, messages
 from toolstack.claims import Claims
 from toolstack.context import Context
 from toolstack.errors import DestructivePlanRefused, DomainNameTaken, InvalidInput
@@ -355,7 +355,7 @@ def apply_plan(
     """
     source = tree if tree is not None else ctx.main.tree
     if plan.drift:
-        _record(ctx, plan.drift, "drift: " + "; ".join(plan.drift), {})
+        _record(ctx, plan.drift, messages.drift_message(plan.drift), {})
     adopted: dict[str, bytes | None] = {}
     for action in plan.actions:
         try:
@@ -366,9 +366,8 @@ def apply_plan(
             progress(action, plan)
     plan.applied = True
     if plan.actions or files:
-        summary = ", ".join(f"{a.kind} {a.name}" for a in plan.actions[:8])
-        more = f" and {len(plan.actions) - 8} more" if len(plan.actions) > 8 else ""
-        message = subject or f"reconcile: {summary}{more}"
+        done = [(a.kind, a.uuid, a.name, a.reason) for a in plan.actions]
+        message = subject or messages.reconcile_message(done)
         _record(ctx, [a.uuid for a in plan.actions], message, {**adopted, **(files or {})})
     return plan
 

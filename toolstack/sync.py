@@ -23,7 +23,7 @@ from store import Conflict, NonFastForward
 from store.squash import SquashMarker, root_of, squash_marker
 from toolstack import layout
 from toolstack.errors import DestructivePlanRefused, HistoryRewritten, Rejection
-from toolstack.gitops import _guarded_push, _revert_invalid, take_their_repairs
+from toolstack.gitops import _guarded_push, _revert_invalid, pull_message, take_their_repairs
 from toolstack.history import changed_vms
 from toolstack.plan import Confirm, Plan
 
@@ -159,7 +159,7 @@ def pull(
                     incoming,
                     into=layout.MAIN,
                     author=ts.author,
-                    message=f"Merge {remote}/{layout.MAIN} into {layout.MAIN}",
+                    message=pull_message(store, remote, head, incoming),
                 )
             except Conflict as conflict:
                 if head is None or not take_their_repairs(ts, remote, head, incoming, conflict):

@@ -7,8 +7,9 @@ An operation on a VM:
      OperationInProgress.
   2. calls the driver;
   3. commits the observed state and the task's outcome, with the intended state, on main's head as it was;
-  4. merges that commit into main (always a merge commit, "vm start web1 (<uuid>)", by the operator), then
-     drops the claim.
+  4. merges that commit into main (always a merge commit by the operator, whose subject says what changed,
+     "vm set web1: memory 1024→2048 MiB", with ``VM:`` and ``Task:`` trailers: :mod:`toolstack.messages`),
+     then drops the claim.
 The claim commit the record stands for (the task running, on main's head) is written only if the task
 fails, or by recovery: a successful operation makes one durable commit, not two.
 If the driver fails (or the operation's own check does: :class:`~toolstack.errors.TaskAborted`), the partial
@@ -34,7 +35,7 @@ from drivers.errors import DomainNotFound
 from drivers.models import DomainInfo
 from store import Branch, BranchExists, Conflict, Tree, UnknownCommit
 from store.locks import pid_alive
-from toolstack import layout, telemetry
+from toolstack import layout, messages, telemetry
 from toolstack.claim_store import ClaimRecord
 from toolstack.claims import Claims, claim_tree
 from toolstack.context import Context
@@ -236,7 +237,7 @@ class TaskRunner:
         for _ in range(3):
             base = self.main.head
             assert base is not None  # a toolstack's main holds its pool record at least
-            message = f"task {task.id}: vm {op.name} {op.vm_name} ({op.uuid})"
+            message = messages.claim_message(task.id, op.name, op.vm_name, op.uuid)
             record = ClaimRecord(task, base, dict(op.intended), message, self.author)
             try:
                 self.claims.record(op.uuid, record)
@@ -285,6 +286,9 @@ class TaskRunner:
                 tree, self.host, op.uuid, None if observed is None else observed.encode()
             )
         crash_point("recorded")
+        merge_message = messages.operation_message(
+            op.name, op.vm_name, op.uuid, task.id, self.ctx.store.tree_at(claimed_from), tree
+        )
         try:
             with self.main.transaction(
                 message=f"task {task.id}: done",
@@ -292,7 +296,7 @@ class TaskRunner:
                 base=claimed_from,
                 parents=parents,
                 no_ff=True,
-                merge_message=f"vm {op.name} {op.vm_name} ({op.uuid})",
+                merge_message=merge_message,
             ) as tx:
                 tx.tree = tree
         except Conflict as err:
@@ -419,7 +423,7 @@ class TaskRunner:
                 "error": "interrupted before it completed; rolled back",
             }
         )
-        message = f"recover: task {task.id} (vm {task.operation} {task.vm_name}) rolled back"
+        message = messages.recovery_message(task.id, task.operation, task.vm_name, uuid)
         with self.main.transaction(message=message, author=self.author) as tx:
             tx.tree = layout.with_task_record(tx.tree, task.id, rolled.encode())
         self._fail(uuid, task, rolled.error or "rolled back")

@@ -66,7 +66,7 @@ def test_create_start_list_show_and_log(tmp_path):
     shown = run(tmp_path, "vm", "show", "web1").stdout
     assert "disk0: disk /srv/w.img as vda" in shown and "vm start web1" in shown
     log = [json.loads(line) for line in run(tmp_path, "--json", "log", "web1").stdout.splitlines()]
-    assert [entry["message"].split(" (")[0] for entry in log] == ["vm start web1", "vm create web1"]
+    assert [entry["message"].split(":")[0] for entry in log] == ["vm start web1", "vm create web1"]
     assert log[0]["author"] == "Cli Tester <cli@example.org>"
     # git itself sees the same history.
     assert "vm start web1" in git(tmp_path, "log", "--first-parent", "--format=%s", "main")
@@ -78,10 +78,12 @@ def test_show_diff_store_and_task_commands(tmp_path):
     first = git(tmp_path, "rev-parse", "main").strip()
     run(tmp_path, "vm", "set", "a1", "--memory", "256M")
     shown = run(tmp_path, "show", "main").stdout
-    assert "vm set a1" in shown and "changed  vms/" in shown
+    assert "vm set a1" in shown and "  memory: 128 → 256 MiB" in shown
     diff = json.loads(run(tmp_path, "--json", "diff", first, "main").stdout)
-    config = [d for d in diff if d["path"].endswith("/config")]
-    assert config and '"memory": 128' in config[0]["old"] and '"memory": 256' in config[0]["new"]
+    [vm] = diff["vms"]
+    assert vm["name"] == "a1" and [(c["field"], c["before"], c["after"]) for c in vm["changes"]] == [
+        ("memory", 128, 256)
+    ]
     assert run(tmp_path, "store", "ls", "vms").stdout.strip() != ""
     uuid = run(tmp_path, "store", "get", layout.name_path("a1")).stdout.strip()
     assert len(uuid) == 36

@@ -60,4 +60,4 @@ def test_git_log_of_one_vm_path(sim_ts):
         capture_output=True,
         text=True,
     ).stdout.splitlines()
-    assert out == [f"vm start solo ({vm.uuid})", f"vm create solo ({vm.uuid})"]
+    assert out == ["vm start solo", "vm create solo: 64 MiB, 1 vCPU"]

@@ -35,11 +35,15 @@ KNOWN_SCHEMES = frozenset({"sim", "test", "qemu", "xen", "lxc", "xl"})
 @pass_ctx
 @handled
 def log_command(c: Context, name: str | None, limit: int | None) -> None:
-    """Operations newest first, on one VM or on all."""
+    """Operations newest first, on one VM or on all.
+
+    A VM's log lists every change to it: operations, edits pushed with git (by their authors), rollbacks,
+    and the drift and reconcile commits that name it.
+    """
     ops = quick_log(c, name, limit)
     if ops is None:
         ops = c.toolstack().log(name, limit=limit)
-    rows = [(op.commit[:10], when(op.time), op.author, op.subject) for op in ops]
+    rows = [(op.commit[:10], when(op.time), op.who, op.subject) for op in ops]
     emit_lines([op.to_dict() for op in ops], c.json, table(["commit", "date", "author", "operation"], rows))
 
 

@@ -14,34 +14,51 @@ from toolstack.cli.errors import EXIT_ERROR, handled
 from toolstack.cli.output import emit, emit_lines, table, when
 from toolstack.cli.plans import YES, run_plan
 
-
 # -- history -----------------------------------------------------------------------------------------------
-def _render_value(value: bytes | None) -> str:
-    if value is None:
-        return "-"
-    text = value.decode("utf-8", "replace").strip()
-    return text if len(text) < 200 else text[:200] + "…"
+ALL = click.option(
+    "--all", "everything", is_flag=True, help="Also observed state, task records and the name index"
+)
+
+
+def _changes_text(groups: list[Any], hidden: int) -> list[str]:
+    """Per VM, its field changes: "web1 (281f0a2b):" then "  memory: 1024 → 2048 MiB"."""
+    lines = []
+    for group in groups:
+        lines.append(f"{group.name} ({group.vm[:8]}):" if group.vm else "other:")
+        lines.extend(f"  {change.describe()}" for change in group.changes)
+    if not groups:
+        lines.append("no change to the desired configuration")
+    if hidden:
+        lines.append(f"({hidden} change(s) to observed state, task records and names not shown: --all)")
+    return lines
+
+
+def _changes_record(groups: list[Any], hidden: int) -> dict[str, Any]:
+    return {"vms": [group.to_dict() for group in groups], "hidden": hidden}
 
 
 @click.command("show")
 @click.argument("commit")
+@ALL
 @pass_ctx
 @handled
-def show_command(c: Context, commit: str) -> None:
-    """Show a commit and what it changed."""
+def show_command(c: Context, commit: str, everything: bool) -> None:
+    """Show a commit and what it changed: field by field, per VM, the desired configuration first."""
+    from toolstack.history import changes_by_vm
     from toolstack.history import show as show_commit
 
-    view = show_commit(c.toolstack().context, commit)
+    ts = c.toolstack()
+    view = show_commit(ts.context, commit)
     info = view.info
+    before = ts.store.tree_at(info.parents[0] if info.parents else None)
+    groups, hidden = changes_by_vm(view.changes, before, ts.store.tree_at(info.id), everything)
     record = {
         "commit": info.id,
         "parents": list(info.parents),
         "author": info.author,
         "time": info.author_time,
         "message": info.message,
-        "changes": [
-            {"path": p, "old": _render_value(o), "new": _render_value(n)} for p, o, n in view.changes
-        ],
+        **_changes_record(groups, hidden),
     }
     lines = [
         f"commit {info.id}",
@@ -50,27 +67,28 @@ def show_command(c: Context, commit: str) -> None:
         "",
         *[f"    {line}" for line in info.message.rstrip().splitlines()],
         "",
+        *_changes_text(groups, hidden),
     ]
-    for path, old, new in view.changes:
-        kind = "added" if old is None else "removed" if new is None else "changed"
-        lines.append(f"{kind:8} {path}")
     emit(record, c.json, "\n".join(lines))
 
 
 @click.command("diff")
 @click.argument("a")
 @click.argument("b")
+@ALL
 @pass_ctx
 @handled
-def diff_command(c: Context, a: str, b: str) -> None:
-    """What changed from revision A to revision B."""
-    diff = c.toolstack().store.diff(a, b)
-    records = [
-        {"path": ch.path, "kind": ch.kind, "old": _render_value(ch.old), "new": _render_value(ch.new)}
-        for ch in diff
-    ]
-    rows = [(r["kind"], r["path"], r["old"].replace("\n", " "), r["new"].replace("\n", " ")) for r in records]
-    emit(records, c.json, table(["change", "path", "old", "new"], rows))
+def diff_command(c: Context, a: str, b: str, everything: bool) -> None:
+    """What changed from revision A to revision B: field by field, per VM, the desired configuration first."""
+    from toolstack.history import changes_by_vm
+
+    store = c.toolstack().store
+    changes = [(ch.path, ch.old, ch.new) for ch in store.diff(a, b)]
+    groups, hidden = changes_by_vm(
+        changes, store.tree_at(store.resolve(a)), store.tree_at(store.resolve(b)), everything
+    )
+    record = {"from": store.resolve(a), "to": store.resolve(b), **_changes_record(groups, hidden)}
+    emit(record, c.json, "\n".join(_changes_text(groups, hidden)))
 
 
 @click.command("rollback")

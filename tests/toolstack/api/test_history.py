@@ -10,7 +10,7 @@ from toolstack import layout
 
 
 def subjects(page: dict) -> list[str]:
-    return [item["message"].split(" (")[0] for item in page["items"]]
+    return [item["message"].split(":")[0] for item in page["items"]]
 
 
 def test_history_is_paged_newest_first_globally_and_per_vm(client):
@@ -115,7 +115,7 @@ def test_reconcile_records_drift_and_repairs_it_with_a_dry_run_first(client, ts)
     done = client.post("/reconcile").json()
     assert done["applied"] is True and done["errors"] == []
     assert client.get("/vms/web1").json()["state"] == "running"
-    messages = subjects(client.get("/history", params={"limit": 2}).json())
+    messages = [item["message"] for item in client.get("/history", params={"limit": 2}).json()["items"]]
     assert messages[0].startswith("reconcile: start web1") and messages[1].startswith("drift:")
     assert client.post("/reconcile", json={"dry_run": True}).json()["actions"] == []
 

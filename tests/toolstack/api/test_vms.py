@@ -26,7 +26,7 @@ def test_create_with_start_runs_one_task_and_answers_with_the_running_vm(client)
     assert body["vm"]["desired"] == "running"
     assert (body["task"]["operation"], body["task"]["detail"]) == ("create", {"start": True})
     history = client.get("/vms/quick/history").json()["items"]
-    assert [h["message"].split(" (")[0] for h in history] == ["vm create quick"]
+    assert [h["message"].split(":")[0] for h in history] == ["vm create quick"]
 
 
 def test_get_by_name_or_uuid_with_the_etag_of_the_commit_where_it_last_changed(client, ts):
@@ -158,7 +158,7 @@ def test_delete_removes_the_vm_but_its_history_stays_readable_by_uuid(client):
     assert response.json()["vm"] is None
     assert client.get("/vms/gone").status_code == 404
     history = client.get(f"/vms/{uuid}/history").json()["items"]
-    assert [h["message"].split(" (")[0] for h in history] == ["vm delete gone", "vm create gone"]
+    assert [h["message"].split(":")[0] for h in history] == ["vm delete gone", "vm create gone"]
 
 
 @pytest.mark.parametrize("if_match", ["", "   ", '"abc" "def"', '"unterminated', "a b"])

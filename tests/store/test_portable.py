@@ -13,6 +13,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+# This test starts an interpreter: it checks, on CPython, what Pyodide runs.
+pytestmark = pytest.mark.native
+
+
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ["fcntl", "mmap", "subprocess", "store.disk", "store.locks", "store.packs", "store.disk_objects"]
 

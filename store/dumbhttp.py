@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from store.backend import ObjectReader
 from store.errors import StoreError
 from store.objects import BLOB, COMMIT, TREE, ObjectId, commit_links
 
@@ -50,16 +51,26 @@ def parse_info_packs(text: bytes) -> list[str]:
     return [line[2:].decode().strip() for line in text.splitlines() if line.startswith(b"P ")]
 
 
-def read_pack(data: bytes) -> list[tuple[ObjectId, int, bytes]]:
-    """Every object of a pack, deltas resolved: (id, type number, raw bytes); tags are left out."""
+def read_pack(data: bytes, bases: ObjectReader | None = None) -> list[tuple[ObjectId, int, bytes]]:
+    """Every object of a pack, deltas resolved: (id, type number, raw bytes); tags are left out.
+
+    Args:
+        bases: Where the bases of a thin pack's deltas are (objects the pack refers to but lacks).
+    """
     # Imported here: dulwich's pack module is the one part of dulwich this needs, and it needs mmap, which a
     # store kept in memory on CPython does not otherwise load.
     from dulwich.object_format import DEFAULT_OBJECT_FORMAT
     from dulwich.pack import PackData, UnpackedObjectIterator
 
+    def external(sha: bytes) -> tuple[int, list[bytes]]:
+        if bases is None:
+            raise KeyError(sha)
+        type_num, raw = bases.get_raw(sha.hex().encode("ascii") if len(sha) == 20 else sha)
+        return type_num, [raw]
+
     pack = PackData.from_file(io.BytesIO(data), DEFAULT_OBJECT_FORMAT, len(data))
     objects = []
-    for unpacked in UnpackedObjectIterator.for_pack_data(pack):
+    for unpacked in UnpackedObjectIterator.for_pack_data(pack, resolve_ext_ref=external):
         if unpacked.obj_type_num in (COMMIT, TREE, BLOB):
             raw = b"".join(unpacked.obj_chunks)
             objects.append((unpacked.sha().hex().encode("ascii"), unpacked.obj_type_num, raw))

@@ -14,7 +14,19 @@ from toolstack.api.deps import ApiSettings, ApiState
 from toolstack.api.errors import install_error_handlers
 from toolstack.api.jobs import OperationJobs
 from toolstack.api.middleware import BodyLimit, SecurityHeaders
-from toolstack.api.routes import actions, devices, docs, events, health, history, plans, tasks, vmfiles, vms
+from toolstack.api.routes import (
+    actions,
+    devices,
+    docs,
+    events,
+    git,
+    health,
+    history,
+    plans,
+    tasks,
+    vmfiles,
+    vms,
+)
 from toolstack.ops import Toolstack
 
 DESCRIPTION = """The git-toolstack over HTTP: VMs, their lifecycle and devices, tasks, history with diffs,
@@ -58,7 +70,7 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
     app.state.api = ApiState(ts=ts, token=token, settings=settings, jobs=jobs)
     install_error_handlers(app)
     authenticated = [Depends(require_token)]
-    for module in (vms, vmfiles, actions, devices, tasks, history, plans, events):
+    for module in (vms, vmfiles, actions, devices, tasks, history, plans, events, git):
         app.include_router(module.router, dependencies=authenticated)
     app.include_router(health.router)
     app.include_router(docs.router)

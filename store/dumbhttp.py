@@ -96,10 +96,14 @@ def _tree_children(raw: bytes) -> list[ObjectId]:
     return [oid for _, oid in parse_tree_entries(raw).values()]
 
 
-async def fetch(store: Store, url: str, get: Getter) -> dict[str, str]:
+async def fetch(store: Store, url: str, get: Getter, packs_read: set[str] | None = None) -> dict[str, str]:
     """Copy every branch's objects from the mirror at ``url`` into ``store``; returns {branch: commit}.
 
     Refs are not moved: the caller publishes the branches it wants (see :func:`clone`).
+
+    Args:
+        packs_read: The packs a previous fetch from this mirror read, which are not downloaded again (a
+            pack's name is its content's hash); the packs read now are added to it.
 
     Raises:
         MirrorError: ``info/refs`` is missing (``git update-server-info`` was not run), or an object is.
@@ -116,10 +120,14 @@ async def fetch(store: Store, url: str, get: Getter) -> dict[str, str]:
     objects = store.objects
     packs = await get(base + "objects/info/packs")
     for name in parse_info_packs(packs or b""):
+        if packs_read is not None and name in packs_read:
+            continue
         data = await get(base + "objects/pack/" + name)
         if data is None:
             raise MirrorError(f"{base}objects/pack/{name} is listed in objects/info/packs but missing")
         objects.write_objects(read_pack(data))
+        if packs_read is not None:
+            packs_read.add(name)
     # The walk: whatever the packs lacked, from the tips down, read loose.
     todo = [oid.encode() if isinstance(oid, str) else oid for oid in branches.values()]
     seen: set[ObjectId] = set()

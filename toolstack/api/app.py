@@ -16,6 +16,7 @@ from toolstack.api.jobs import OperationJobs
 from toolstack.api.middleware import BodyLimit, SecurityHeaders
 from toolstack.api.routes import (
     actions,
+    browser,
     devices,
     docs,
     events,
@@ -80,6 +81,7 @@ def create_app(ts: Toolstack, token: str, settings: ApiSettings | None = None) -
         return JSONResponse(app.openapi())
 
     app.mount("/static", StaticFiles(directory=health.STATIC_DIR), name="static")
+    browser.mount(app)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

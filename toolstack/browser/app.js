@@ -47,7 +47,9 @@ function api() {
       try {
         return await repo.commit_and_push(vmName, changes, token, author);
       } catch (err) {
-        throw new Error(String(err.message || err).trim().split("\n").pop());
+        // A Python exception reaches JS as its traceback: keep its last line, without the class name.
+        const last = String(err.message || err).trim().split("\n").pop();
+        throw new Error(last.replace(/^[\w.]+(Rejected|Error): /, ""));
       }
     },
   };

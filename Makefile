@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-pyodide e2e bench bench-scale lint clean chaos install-units
+.PHONY: setup run test test-pyodide browser e2e bench bench-scale lint clean chaos install-units
 
 setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
@@ -16,6 +16,10 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	@if command -v node >/dev/null; then $(MAKE) --no-print-directory test-pyodide; \
 		else echo "make test: node is absent, the store's tests under Pyodide (make test-pyodide) did not run"; fi
+
+# The browser page's runtime (issue 22): Pyodide, dulwich's wheel and the store into toolstack/browser/vendor/.
+browser: setup
+	@VENV=$(VENV) PYODIDE_CACHE=$(PYODIDE_CACHE) bash scripts/pyodide-setup.sh browser
 
 # The store's tests under Pyodide in Node (issue 22): every tests/store test not marked `native` (threads,
 # processes, the disk backend), against Store.memory(). Pyodide and the wheels are cached by the script.

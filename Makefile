@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test e2e xen-e2e bench bench-scale lint clean chaos install-units
+.PHONY: setup run test test-pyodide browser e2e xen-e2e bench bench-scale lint clean chaos install-units
 
 setup:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
@@ -14,6 +14,22 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@if command -v node >/dev/null; then $(MAKE) --no-print-directory test-pyodide; \
+		else echo "make test: node is absent, the store's tests under Pyodide (make test-pyodide) did not run"; fi
+
+# The browser page's runtime (issue 22): Pyodide, dulwich's wheel and the store into toolstack/browser/vendor/.
+browser: setup
+	@VENV=$(VENV) PYODIDE_CACHE=$(PYODIDE_CACHE) bash scripts/pyodide-setup.sh browser
+
+# The store's tests under Pyodide in Node (issue 22): every tests/store test not marked `native` (threads,
+# processes, the disk backend), against Store.memory(). Pyodide and the wheels are cached by the script.
+# --stack-size: the 5,000-segment path test needs more than Node's default stack (it is below ulimit -s).
+PYODIDE_CACHE ?= $(HOME)/.cache/git-toolstack/pyodide
+PYODIDE_TESTS ?= tests/store
+test-pyodide: setup
+	@VENV=$(VENV) PYODIDE_CACHE=$(PYODIDE_CACHE) bash scripts/pyodide-setup.sh
+	node --stack-size=4000 tests/pyodide/run.mjs $(PYODIDE_CACHE)/node_modules/pyodide $(PYODIDE_CACHE)/wheels \
+		$(PYODIDE_TESTS) -q -m 'not native'
 
 # Real libvirtd + QEMU under TCG: installs and starts them, then runs the e2e-marked tests.
 e2e: setup

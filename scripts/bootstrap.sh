@@ -18,6 +18,9 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# node with npm: the store's tests under Pyodide (make test-pyodide) and the browser page's runtime (make browser,
+# the Chromium test of the page). Checked by command, not package: a nodejs build that bundles npm counts.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 python_ok() { python3 -c 'import venv, ensurepip, sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; }
 if ! python_ok; then missing+=(python3-dev python3-venv); fi
 if ((${#missing[@]})); then

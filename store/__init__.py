@@ -11,6 +11,10 @@ that snapshot a branch, run a function, and compare-and-swap the ref with bounde
     b'hi'
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from store import merge
 from store.branch import Branch, ChangeEvent
 from store.codec import BYTES, JSON, Codec, JsonCodec
@@ -24,10 +28,12 @@ from store.errors import (
     IsADirectory,
     LockTimeout,
     MissingObject,
+    NonFastForward,
     NotADirectory,
     NotARepository,
     NotFound,
     ReadConflict,
+    RemoteError,
     StoreError,
     TooManyRetries,
     UnknownBranch,
@@ -36,11 +42,29 @@ from store.errors import (
 from store.history import HistoryEntry, LogEntry
 from store.merge import Conflicted, Rule, Schema
 from store.objects import CommitInfo
-from store.remote import NonFastForward, Remote, RemoteError
 from store.store import Diff, Snapshot, Store
 from store.transaction import Strategy, Transaction, TransactionOptions
 from store.tree import Change, Tree
 from store.watch import Watch
+
+if TYPE_CHECKING:
+    from store.remote import Remote
+
+# Imported on first use, not here: store.remote brings dulwich's client and subprocess, which a store in
+# memory (in a browser under Pyodide, issue 22) neither needs nor always has.
+_LAZY = {"Remote": "store.remote"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BYTES",

@@ -242,3 +242,30 @@ class MissingObject(CorruptObject):
         self.kind = kind
         self.branch = branch
         super().__init__(object_id, f"the {kind} of branch {branch}'s head is missing from the repository")
+
+
+class RemoteError(StoreError):
+    """A remote could not be reached or refused an operation.
+
+    Attributes:
+        remote: The remote's name.
+        url: Its URL.
+    """
+
+    def __init__(self, remote: str, url: str, reason: str) -> None:
+        self.remote = remote
+        self.url = url
+        super().__init__(f"remote {remote!r} ({url}): {reason}")
+
+
+class NonFastForward(RemoteError):
+    """A push would discard commits on the remote (push with force=True to do it anyway), or a pull with
+    strategy "ff-only" cannot fast-forward.
+
+    Attributes:
+        branch: The branch concerned.
+    """
+
+    def __init__(self, remote: str, url: str, branch: str, reason: str) -> None:
+        self.branch = branch
+        super().__init__(remote, url, reason)

@@ -10,11 +10,11 @@ which.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import threading
 import time
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -25,6 +25,14 @@ LOCK_TIMEOUT_SECONDS = 30.0
 # How often a lock file's directory is created again when something (`git pack-refs`, `git gc`) removes it
 # between its creation and the lock's, as git's raceproof_create_file() does.
 DIRECTORY_RACE_ATTEMPTS = 8
+
+
+def _fcntl() -> types.ModuleType:
+    """The ``fcntl`` module, imported on first use: only the disk backend takes leases, and platforms the
+    in-memory store runs on (Pyodide, in a browser) have no ``fcntl``."""
+    import fcntl
+
+    return fcntl
 
 
 def fsync_directory(path: str) -> None:
@@ -103,7 +111,7 @@ class Lease:
                 yield
             finally:
                 self._depth = 0
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                _fcntl().flock(self._fd, _fcntl().LOCK_UN)
         finally:
             self._mutex.release()
 
@@ -116,6 +124,7 @@ class Lease:
     def try_hold(self) -> int | None:
         """Take the lease without waiting; returns a descriptor to close to release it, or None."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl = _fcntl()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -126,6 +135,7 @@ class Lease:
     def _flock(self, fd: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         delay = 0.0005
+        fcntl = _fcntl()
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -23,38 +23,13 @@ from dulwich.objects import ZERO_SHA
 from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
+# RemoteError and NonFastForward live in store.errors, so that `store` exports them without importing this
+# module (dulwich's client, subprocess) until a remote is used.
 from store.backend import ObjectReader
-from store.errors import Conflict, StoreError, UnknownBranch
+from store.errors import Conflict, NonFastForward, RemoteError, StoreError, UnknownBranch
 
 if TYPE_CHECKING:
     from store.store import Store
-
-
-class RemoteError(StoreError):
-    """A remote could not be reached or refused an operation.
-
-    Attributes:
-        remote: The remote's name.
-        url: Its URL.
-    """
-
-    def __init__(self, remote: str, url: str, reason: str) -> None:
-        self.remote = remote
-        self.url = url
-        super().__init__(f"remote {remote!r} ({url}): {reason}")
-
-
-class NonFastForward(RemoteError):
-    """A push would discard commits on the remote (push with force=True to do it anyway), or a pull with
-    strategy "ff-only" cannot fast-forward.
-
-    Attributes:
-        branch: The branch concerned.
-    """
-
-    def __init__(self, remote: str, url: str, branch: str, reason: str) -> None:
-        self.branch = branch
-        super().__init__(remote, url, reason)
 
 
 class _CoalescedPackChunks(dulwich_pack.PackChunkGenerator):

@@ -10,22 +10,26 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
-
-from dulwich.repo import Repo
+from typing import TYPE_CHECKING
 
 from store import revisions
 from store.backend import Backend, MemoryBackend, ObjectStore
 from store.branch import Branch
-from store.disk import DiskBackend
 from store.errors import BranchExists, NotARepository, StoreError, TooManyRetries, UnknownBranch
 from store.merge import Schema
 from store.objects import CommitInfo
 from store.paths import Path
 from store.publish import DEFAULT_RETRIES
-from store.remote import Remote, configured_url, remember_remote
 from store.repository import Repository, ref_name
 from store.tree import Change, Tree
 from store.watch import Watcher
+
+if TYPE_CHECKING:
+    from store.remote import Remote
+
+# The disk backend (flock, mmap, fsync), dulwich's repository and the remotes (dulwich's client, the git
+# subprocess) are imported by the methods that need them: Store.memory() must run where none of them does,
+# in a browser under Pyodide (issue 22).
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,10 @@ class Store:
             NotARepository: ``path`` is a file, a non-empty directory that is not a repository, or missing
                 with ``create=False``.
         """
+        from dulwich.repo import Repo
+
+        from store.disk import DiskBackend
+
         root = os.path.abspath(os.fspath(path))
         gitdir = cls.check(root, create)
         if gitdir is None:
@@ -176,6 +184,8 @@ class Store:
         Raises:
             StoreError: no URL is given and none is configured.
         """
+        from store.remote import Remote, configured_url, remember_remote
+
         if self.gitdir is None:
             raise StoreError("remotes need a store on disk (Store.open), not an in-memory one")
         if url is None:

@@ -15,6 +15,10 @@ import pytest
 
 from store import JSON, Store
 
+# Durability is about fsync, processes killed mid-write and packs on disk.
+pytestmark = pytest.mark.native
+
+
 WORKER = os.path.join(os.path.dirname(__file__), "_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 

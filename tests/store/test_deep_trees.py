@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -70,6 +71,7 @@ def hang(depth: int, points: list[tuple[float, int, bytes]], tag: str) -> dict[s
     return paths
 
 
+@pytest.mark.native  # it reopens the repository on disk and runs git fsck
 @settings(
     max_examples=15,
     deadline=None,

@@ -6,10 +6,14 @@ import os
 import subprocess
 import threading
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from store import Store
+
+# Fidelity is checked by the git CLI, a process.
+pytestmark = pytest.mark.native
 
 
 def commit(branch, changes, message="change", author="Alice Example <alice@example.org>"):

@@ -10,6 +10,9 @@ import pytest
 
 from store.group import GroupCommit, Waiter
 
+# Group commit is about threads that queue behind each other: a browser's Python starts none.
+pytestmark = pytest.mark.native
+
 
 class Request(Waiter):
     def __init__(self, number: int) -> None:

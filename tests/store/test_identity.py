@@ -25,6 +25,7 @@ def test_git_author_variables_win(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_identity() == "Ada <ada@example.org>"
 
 
+@pytest.mark.native  # a password database
 def test_without_variables_the_account_name_is_used_as_getpass_finds_it(
     no_identity_in_environment: None,
 ) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from store.disk_objects import ROLL_UP_FANOUT, pack_tier, tier_to_roll_up
+
+# Pack tiers are the disk backend's.
+pytestmark = pytest.mark.native
 
 
 def test_tiers_are_powers_of_the_fanout():

@@ -236,6 +236,7 @@ def _counter_store(rule: str | None) -> Store:
     return store
 
 
+@pytest.mark.native  # threads
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     threads=st.integers(min_value=2, max_value=6),
@@ -251,6 +252,7 @@ def test_concurrent_increments_under_test_and_set_are_exact_or_explicit_conflict
     assert figures["acked"] + figures["conflicts"] == threads * increments
 
 
+@pytest.mark.native  # threads
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     threads=st.integers(min_value=2, max_value=6),
@@ -276,6 +278,7 @@ def test_concurrent_increments_on_disk_are_exact(tmp_path):
     assert figures["lost"] == 0 and figures["acked"] + figures["conflicts"] == 80, figures
 
 
+@pytest.mark.native  # threads
 def test_set_strategy_is_last_writer_wins_and_never_conflicts():
     with _counter_store(None) as store:
         main = store.branch("main")

@@ -18,6 +18,9 @@ import store.locks
 from store import Store
 from store.objects import COMMIT, encode_commit, object_id
 
+# Ref races are between threads and processes on a repository on disk.
+pytestmark = pytest.mark.native
+
 
 def _commit(store: Store, text: str) -> str:
     with store.branch("main").transaction(message=text) as tx:

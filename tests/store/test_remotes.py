@@ -9,6 +9,9 @@ import pytest
 from store import Conflict, NonFastForward, RemoteError, Store
 from tests.store.git_servers import git_daemon, git_http_backend, ssh_server
 
+# Remotes are git servers run as processes.
+pytestmark = pytest.mark.native
+
 
 def commit(branch, changes, message="change", author="tester"):
     with branch.transaction(message=message, author=author) as tx:

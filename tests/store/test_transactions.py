@@ -145,6 +145,7 @@ def test_a_transaction_cannot_be_reused(store):
         tx.set("a", b"2")
 
 
+@pytest.mark.native  # threads
 def test_writers_on_disjoint_keys_in_many_threads_never_conflict(store):
     branch = store.branch("main")
     errors: list[BaseException] = []
@@ -166,6 +167,7 @@ def test_writers_on_disjoint_keys_in_many_threads_never_conflict(store):
     assert sum(len(branch.list(f"w/{n}")) for n in range(8)) == 120
 
 
+@pytest.mark.native  # threads
 def test_counters_incremented_from_many_threads_lose_nothing(store):
     store.schema.add("count/*", "counter")
     branch = store.branch("main")

@@ -7,7 +7,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 from store import Store
+
+# A watch delivers from its watcher's thread: a browser's Python starts none.
+pytestmark = pytest.mark.native
 
 
 def commit(branch, changes, message="change"):

@@ -17,10 +17,12 @@ from toolstack.api.jobs import OperationJobs
 from toolstack.api.middleware import BodyLimit, SecurityHeaders
 from toolstack.api.routes import (
     actions,
+    browser,
     console,
     devices,
     docs,
     events,
+    git,
     health,
     history,
     metrics,
@@ -80,7 +82,7 @@ def create_app(
     app.state.api = ApiState(ts=ts, directory=directory, settings=settings, jobs=jobs)
     install_error_handlers(app)
     authenticated = [Depends(require_token)]
-    for module in (vms, vmfiles, actions, devices, tasks, history, plans, events, metrics):
+    for module in (vms, vmfiles, actions, devices, tasks, history, plans, events, metrics, git):
         app.include_router(module.router, dependencies=authenticated)
     app.include_router(health.router)
     # A WebSocket cannot carry the bearer header from a browser: the route checks the token itself.
@@ -93,6 +95,7 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=health.STATIC_DIR), name="static")
     app.add_middleware(Identify, directory=directory)
+    browser.mount(app)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

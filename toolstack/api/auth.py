@@ -84,6 +84,8 @@ bearer_scheme = HTTPBearer(
 
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
+# git's smart HTTP reads with a POST: a fetch or clone (upload-pack) is a read, a push (receive-pack) a write.
+READ_POSTS = frozenset({"/git/git-upload-pack"})
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -97,7 +99,8 @@ async def require_token(
     resolved: Resolved | None = getattr(request.state, "identity", None)
     if resolved is None:  # an app without the middleware (cannot happen in create_app's): resolve here
         resolved = request.app.state.api.directory.resolve(credentials.credentials if credentials else None)
-    return admit(resolved, request.method)
+    method = "GET" if request.method == "POST" and request.url.path in READ_POSTS else request.method
+    return admit(resolved, method)
 
 
 def admit(resolved: Resolved, method: str) -> User:

@@ -20,8 +20,8 @@ from typing import Any
 from drivers import DriverError
 from drivers.base import Driver
 from drivers.models import DomainInfo, DomainSpec
+from toolstack.fielddiff import flatten, unit_of  # one notion of a field, as `show` and the page have
 
-MIB_FIELDS = frozenset({"memory", "max_memory"})
 # Balloon and hotplug state: the live value may differ from the next boot's within the running ceilings
 # (``set-memory``/``set-vcpus`` reach it live; a difference there is drift, which reconcile repairs).
 _LIVE_ADJUSTABLE = {"memory": "max_memory", "vcpus": "max_vcpus"}
@@ -61,26 +61,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"boot": {"device": "hd"}}`` as ``{"boot.device": "hd"}``; an empty object or list is one field."""
-    if isinstance(value, Mapping) and value:
-        out: dict[str, Any] = {}
-        for key, child in value.items():
-            out.update(flatten(child, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list | tuple) and value:
-        return flatten({str(index): child for index, child in enumerate(value)}, prefix)
-    return {prefix: value}
-
-
 def field_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[FieldChange]:
     """The fields that differ between two JSON-like documents, in the order of ``before`` then ``after``."""
     old, new = flatten(before), flatten(after)
     changes = []
     for name in dict.fromkeys([*old, *new]):
         if old.get(name) != new.get(name):
-            unit = "MiB" if name.rsplit(".", 1)[-1] in MIB_FIELDS else ""
-            changes.append(FieldChange(name, old.get(name), new.get(name), unit))
+            changes.append(FieldChange(name, old.get(name), new.get(name), unit_of(name)))
     return changes
 
 

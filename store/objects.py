@@ -151,9 +151,11 @@ def default_identity() -> str:
     name = os.environ.get("GIT_AUTHOR_NAME")
     email = os.environ.get("GIT_AUTHOR_EMAIL")
     if not name:
-        name = next((os.environ[v] for v in _LOGIN_VARIABLES if os.environ.get(v)), None) or _account_name(
-            os.getuid()
-        )
+        for variable in _LOGIN_VARIABLES:
+            if name := os.environ.get(variable):
+                break
+        else:
+            name = _account_name(os.getuid())
     if not email:
         email = f"{name}@{_hostname()}"
     return f"{name} <{email}>"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from toolstack import layout
-from toolstack.vmsource import ParsedVMs
+from toolstack.vmsource import ParsedVMs, vm_cache
 
 if TYPE_CHECKING:
     from drivers import Driver
@@ -43,7 +43,7 @@ class Context:
         self._host = host
         self._pool = pool
         self._main = store.branch(layout.MAIN)
-        self._vms = ParsedVMs()
+        self._vms = ParsedVMs(vm_cache(store.gitdir))
         self.author = author
 
     @property

@@ -173,10 +173,12 @@ class ContentCache:
             keys = {name: key for name, (key, _) in wanted.items()}
             if self._on_disk.get(shard) == keys and (shard in present) == bool(keys):
                 continue  # the file holds these very keys already
-            with contextlib.suppress(OSError):
+            try:
                 self._write(shard, wanted)
-                with self._lock:
-                    self._on_disk[shard] = keys
+            except Exception:  # a full disk, an object pickle refuses: that shard is parsed again
+                continue
+            with self._lock:
+                self._on_disk[shard] = keys
 
     def _write(self, shard: str, entries: dict[str, Entry]) -> None:
         assert self.directory is not None

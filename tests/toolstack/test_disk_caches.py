@@ -232,3 +232,19 @@ def test_deleting_the_caches_changes_no_command_output(tmp_path):
     with_caches = (cli(where, "vm", "list"), cli(where, "reconcile", "--dry-run"))
     drop_caches(where)
     assert with_caches == first == (cli(where, "vm", "list"), cli(where, "reconcile", "--dry-run"))
+
+
+def test_changes_made_by_other_processes_are_seen_by_the_next_cold_process(tmp_path):
+    where = str(tmp_path)
+    new_pool(where, [True, False])
+    before = (cli(where, "vm", "list"), cli(where, "reconcile", "--dry-run"))  # the caches hold the pool
+    cli(where, "vm", "set", "vm1", "--memory", "256M")  # main changes in another process
+    with open_pool(where) as ts:
+        domain = Path(where, "sim", "domains", f"{ts.vm('vm0').uuid}.json")
+    document = json.loads(domain.read_bytes())  # and the hypervisor's file, by hand (drift to reconcile)
+    document["config"]["vcpus"] = document["live"]["vcpus"] = 3
+    domain.write_text(json.dumps(document))
+    after = (cli(where, "vm", "list"), cli(where, "reconcile", "--dry-run"))
+    drop_caches(where)
+    assert after == (cli(where, "vm", "list"), cli(where, "reconcile", "--dry-run"))
+    assert after[0] != before[0] and after[1] != before[1]

@@ -31,6 +31,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ import pydantic
 
 MAGIC = b"git-toolstack content cache 1\n"
 _DIGEST = 32
+STALE_TEMP_SECONDS = 3600
 
 Entry = tuple[Hashable, Any]
 
@@ -165,9 +167,11 @@ class ContentCache:
         for name, entry in entries.items():
             by_shard.setdefault(self.shard(name), {})[name] = entry
         try:
-            present = {name for name in os.listdir(self.directory) if not name.startswith(".")}
+            names = os.listdir(self.directory)
         except OSError:
-            present = set()
+            names = []
+        present = {name for name in names if not name.startswith(".")}
+        self._drop_stale_temps(name for name in names if name.startswith("."))
         for shard in sorted(set(by_shard) | present):
             wanted = by_shard.get(shard, {})
             keys = {name: key for name, (key, _) in wanted.items()}
@@ -179,6 +183,16 @@ class ContentCache:
                 continue
             with self._lock:
                 self._on_disk[shard] = keys
+
+    def _drop_stale_temps(self, temps: Iterable[str]) -> None:
+        """Remove the temporary files of writers that died before their rename (an hour old: no writer
+        takes that long), so that the directory never grows past its shards."""
+        assert self.directory is not None
+        for name in temps:
+            path = os.path.join(self.directory, name)
+            with contextlib.suppress(OSError):
+                if time.time() - os.lstat(path).st_mtime > STALE_TEMP_SECONDS:
+                    os.unlink(path)
 
     def _write(self, shard: str, entries: dict[str, Entry]) -> None:
         assert self.directory is not None

@@ -248,3 +248,18 @@ def test_changes_made_by_other_processes_are_seen_by_the_next_cold_process(tmp_p
     drop_caches(where)
     assert after == (cli(where, "vm", "list"), cli(where, "reconcile", "--dry-run"))
     assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_a_temporary_file_left_by_a_writer_that_died_is_removed_by_a_full_read(tmp_path):
+    where = str(tmp_path)
+    new_pool(where, [False])
+    cold_answers(where)
+    left = [directory / ".00.died-before-its-rename" for directory in cache_dirs(where)]
+    for path in left:
+        path.write_bytes(b"half a shard")
+        os.utime(path, (0, 0))  # long ago
+    recent = cache_dirs(where)[0] / ".01.still-being-written"
+    recent.write_bytes(b"a shard being written")
+    cold_answers(where)
+    assert [path.exists() for path in left] == [False, False]
+    assert recent.exists()

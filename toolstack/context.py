@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from toolstack import layout
-from toolstack.vmsource import ParsedVMs
+from toolstack.vmsource import ParsedVMs, vm_cache
 
 if TYPE_CHECKING:
     from drivers import Driver
@@ -65,7 +65,7 @@ class Context:
         self._host = host
         self._pool = pool
         self._main = store.branch(layout.MAIN)
-        self._vms = ParsedVMs()
+        self._vms = ParsedVMs(vm_cache(store.gitdir))
         self._author = author
 
     @property

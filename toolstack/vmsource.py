@@ -7,19 +7,43 @@ it, where :func:`~toolstack.models.read_vm` walks the tree from its root for eve
 :class:`ParsedVMs` keeps, per VM, the VM last parsed and the ids of what it was parsed from (its directory,
 its observed record): a VM whose ids are unchanged is not parsed again. The ids are git object ids, so a
 kept VM is exactly what parsing would give; there is one entry per VM, so it is sized to the pool and never
-drops a VM that is still there (a full read drops the VMs that are gone).
+drops a VM that is still there (a full read drops the VMs that are gone). Given a
+:class:`~drivers.content_cache.ContentCache` (:func:`vm_cache`: ``gitstore/vm-cache/`` in the git directory),
+it keeps them across processes too: a cold process takes a VM from it when its ids are unchanged, and each
+full read writes back the shards whose VMs changed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
+from drivers.content_cache import ContentCache, code_version
 from store import NotADirectory, Tree
 from store.objects import ObjectId
 from toolstack import layout
 from toolstack.models import VM, parse_vm
 
 Key = tuple[str | None, ObjectId | None, ObjectId | None, ObjectId | None]
+
+# What a kept VM depends on besides its files: the records, their parsing, and the keys.
+PARSING_MODULES = (
+    "drivers.content_cache",
+    "drivers.devices",
+    "drivers.fields",
+    "drivers.models",
+    "drivers.spec",
+    "toolstack.layout",
+    "toolstack.models",
+    "toolstack.vmsource",
+)
+
+
+def vm_cache(gitdir: str | None) -> ContentCache:
+    """The on-disk cache of the parsed VMs of the repository at ``gitdir`` (None: in memory, none kept):
+    ``gitstore/vm-cache/``, derived data that is safe to delete."""
+    directory = None if gitdir is None else os.path.join(gitdir, "gitstore", "vm-cache")
+    return ContentCache(directory, code_version(PARSING_MODULES) if directory else None)
 
 
 def _plain(name: str) -> bool:
@@ -112,10 +136,14 @@ class ParsedVMs:
 
     Safe to share between threads: each call is a few single dict operations, and a VM kept by one thread
     while another keeps a newer one is only parsed again (a kept VM is used only under its own key).
+
+    Args:
+        disk: Where VMs are kept across processes (None: in this process only).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, disk: ContentCache | None = None) -> None:
         self._kept: dict[str, tuple[Key, VM]] = {}
+        self._disk = disk
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -130,14 +158,21 @@ class ParsedVMs:
         kept = self._kept.get(uuid)
         if key is not None and kept is not None and kept[0] == key:
             return kept[1]
+        stored = None if key is None or self._disk is None else self._disk.get(uuid)
+        if stored is not None and stored[0] == key and isinstance(stored[1], VM):
+            self._kept[uuid] = (key, stored[1])
+            return stored[1]
         vm = source.read(uuid)
         if key is not None:
             self._kept[uuid] = (key, vm)  # VMs are frozen: sharing one is safe
         return vm
 
     def keep_only(self, uuids: Iterable[str]) -> None:
-        """Drop the VMs not in ``uuids`` (all of a tree's, after reading them all): deleted VMs go."""
+        """Drop the VMs not in ``uuids`` (all of a tree's, after reading them all): deleted VMs go, and the
+        on-disk cache is brought up to date (only its shards that changed are written)."""
         wanted = set(uuids)
         for uuid in list(self._kept):  # a copy: other threads may add entries meanwhile
             if uuid not in wanted:
                 self._kept.pop(uuid, None)
+        if self._disk is not None:
+            self._disk.sync(dict(self._kept))

@@ -8,6 +8,8 @@ Directory layout (``sim:///abs/dir``)::
     domid                the last domid handed out
     events.jsonl         append-only event log read by subscribers in other processes
     fail-<operation>     fault-injection markers (see faults.py)
+    cache/<xx>           parsed domains by the digest of their file's bytes, kept across processes
+                         (drivers/content_cache.py: derived data, safe to delete)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from drivers.content_cache import ContentCache, code_version
 from drivers.files import atomic_write
 from drivers.models import DomainEvent, DomainSpec, DomainState, EventKind
 
@@ -62,6 +65,17 @@ class SimDomain(BaseModel):
     def name(self) -> str:
         """Current name."""
         return self.current.name
+
+
+# What a kept domain depends on besides its file: the records and their parsing.
+PARSING_MODULES = (
+    "drivers.content_cache",
+    "drivers.devices",
+    "drivers.fields",
+    "drivers.models",
+    "drivers.spec",
+    "drivers.sim.store",
+)
 
 
 def _digest(data: bytes) -> bytes:
@@ -256,6 +270,8 @@ class DirectoryStore:
         # Per domain file, a digest of its bytes when last read or written and the domain they parse to: one
         # entry per domain, so the cache is sized to the host and never has to drop a domain still there.
         self._parsed: dict[uuidlib.UUID, tuple[bytes, SimDomain]] = {}
+        # The same across processes: a cold process parses only the files that changed since a full scan.
+        self._disk = ContentCache(path / "cache", code_version(PARSING_MODULES))
 
     @contextlib.contextmanager
     def transaction(self, write: bool = True) -> Iterator[Transaction]:
@@ -288,6 +304,10 @@ class DirectoryStore:
         known = self._parsed.get(uuid)
         if known is not None and known[0] == digest:
             return known[1]
+        stored = self._disk.get(str(uuid))
+        if stored is not None and stored[0] == digest and isinstance(stored[1], SimDomain):
+            self._parsed[uuid] = (digest, stored[1])
+            return stored[1]
         domain = parse_domain(data)
         self._parsed[uuid] = (digest, domain)
         return domain
@@ -303,10 +323,12 @@ class DirectoryStore:
 
     def keep_only(self, present: set[uuidlib.UUID]) -> None:
         """Drop what is kept of the domains whose files a full scan did not find (another process removed
-        them): what is kept never outgrows the host. A domain defined meanwhile is only parsed again."""
+        them): what is kept never outgrows the host. A domain defined meanwhile is only parsed again.
+        The on-disk cache is brought up to date (only its shards that changed are written)."""
         for uuid in list(self._parsed):  # a copy: readers in other threads may add entries meanwhile
             if uuid not in present:
                 self._parsed.pop(uuid, None)
+        self._disk.sync({str(uuid): entry for uuid, entry in list(self._parsed.items())})
 
     def append_event(self, event: DomainEvent, origin: str) -> None:
         """Append to the shared event log (called inside a write transaction, so lines never interleave).

@@ -264,6 +264,16 @@ class Driver(ABC):
             - ``get_spec(u)`` after ``define(spec)`` equals ``spec``.
         """
 
+    def live_and_persistent(self, uuid: DomainRef) -> tuple[DomainSpec, DomainSpec]:
+        """A running domain's live and persistent configurations, read together.
+
+        Contract:
+            - Equals ``(get_spec(u, live=True), get_spec(u))``; raises what they raise.
+            - A driver may return the same object twice when the two are equal (callers compare with ``is``
+              first: the listing of 10,000 VMs asks this of every running one).
+        """
+        return self.get_spec(uuid, live=True), self.get_spec(uuid)
+
     @abstractmethod
     def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
         """Attach to the domain's serial console (its first one), as ``virsh console`` does.

@@ -245,6 +245,13 @@ class OwnedDriver(Driver):
     def get_spec(self, uuid: DomainRef, live: bool = False) -> DomainSpec:
         return untagged(self.inner.get_spec(uuid, live=live))
 
+    def live_and_persistent(self, uuid: DomainRef) -> tuple[DomainSpec, DomainSpec]:
+        live, persistent = self.inner.live_and_persistent(uuid)
+        if live is persistent:
+            shared = untagged(live)
+            return shared, shared
+        return untagged(live), untagged(persistent)
+
     def events(self, callback: EventCallback) -> Subscription:
         return self.inner.events(callback)
 

@@ -122,11 +122,10 @@ def pending_of(driver: Driver, uuid: str, info: DomainInfo | None) -> list[Field
     if info is None or not info.state.is_active:
         return []
     try:
-        live = driver.get_spec(uuid, live=True)
-        persistent = driver.get_spec(uuid)
+        live, persistent = driver.live_and_persistent(uuid)
     except DriverError:
         return []
-    if live == persistent:
+    if live is persistent or live == persistent:
         return []
     return pending_changes(live, persistent)
 

@@ -192,6 +192,16 @@ class SimDriver(Driver):
         self.faults.after("get_spec", ref)
         return spec
 
+    def live_and_persistent(self, uuid: DomainRef) -> tuple[DomainSpec, DomainSpec]:
+        # One lookup, and the shared object when the live spec equals the persistent one (see SimHost).
+        ref = self._enter("get_spec", uuid)
+        domain = self.host.lookup(ref, "get_spec")
+        if domain.live is None or domain.config is None:
+            what = "not active" if domain.live is None else "transient (it has no persistent config)"
+            raise InvalidState(f"domain is {what}", uuid=ref, operation="get_spec")
+        self.faults.after("get_spec", ref)
+        return domain.live, domain.config
+
     def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
         """A sparse file of the size: the simulator never reads it (a qcow2 one has no qcow2 header)."""
         check_volume(path, size_mib, fmt)

@@ -380,6 +380,21 @@ def test_get_spec_live_of_a_stopped_domain_is_invalid_state(driver: Driver, make
     driver.define(spec)
     with pytest.raises(InvalidState):
         driver.get_spec(spec.uuid, live=True)
+    with pytest.raises(InvalidState):
+        driver.live_and_persistent(spec.uuid)
+
+
+def test_live_and_persistent_read_together_equal_the_two_get_specs(driver: Driver, make_spec: SpecFactory):
+    spec = make_spec()
+    driver.define(spec)
+    driver.start(spec.uuid)
+    live, persistent = driver.live_and_persistent(spec.uuid)
+    assert live == persistent == driver.get_spec(spec.uuid) == driver.get_spec(spec.uuid, live=True)
+    driver.define(spec.evolve(vcpus=2))  # waits for the next boot
+    live, persistent = driver.live_and_persistent(spec.uuid)
+    assert (live, persistent) == (driver.get_spec(spec.uuid, live=True), driver.get_spec(spec.uuid))
+    assert (live.vcpus, persistent.vcpus) == (1, 2)
+    driver.destroy(spec.uuid)
 
 
 def test_lifecycle_events_arrive_in_order(driver: Driver, make_spec: SpecFactory, recorder: EventRecorder):

@@ -11,13 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.toolstack.api.conftest import free_port
+from tests.toolstack.api.conftest import free_port, launch
 from tests.toolstack.conftest import ROOT
 from toolstack.cli import config
 
@@ -146,32 +145,20 @@ def test_serve_listens_where_the_file_says_with_the_token_file_it_names(tmp_path
         f'[serve]\nbind = "127.0.0.1"\nport = {port}\ntoken_file = "api-token"\nlog_level = "warning"\n',
     )
     toolstack(tmp_path, "init", "--name", "served", TOOLSTACK_CONFIG=str(named))
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
+    _, server = launch(
         [sys.executable, "-m", "toolstack.cli", "serve"],
+        port,
+        tmp_path / "serve.log",
         cwd=tmp_path,
         env=environment(tmp_path, TOOLSTACK_CONFIG=str(named)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.1)
         token = (tmp_path / "api-token").read_text().strip()  # beside the file that named it
         answer = httpx.get(f"http://127.0.0.1:{port}/vms", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=30)
-        log.close()
 
 
 def test_the_agent_takes_its_remote_and_host_from_the_file(tmp_path):

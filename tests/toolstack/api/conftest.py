@@ -130,6 +130,20 @@ def start_server(
     ]
     init = [*toolstack, "--repo", str(repo), "init", "--name", "served"]
     subprocess.run(init, cwd=cwd, env=env, check=True, timeout=60)
+    url, process = launch(command, port, log, cwd=cwd, env=env)
+    token = token_file.read_text().strip()
+    return LiveServer(url, token, token_file, log, repo, process)
+
+
+def launch(
+    command: Sequence[str],
+    port: int,
+    log: Path,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Run a ``toolstack serve`` command line, its output into ``log``; return its URL and process once
+    ``/health`` answers on ``port`` (an AssertionError with the log if it exits or stays silent 30 s)."""
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -139,15 +153,13 @@ def start_server(
             raise AssertionError(f"toolstack serve exited: {log.read_text()}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
+                return url, process
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"toolstack serve did not answer: {log.read_text()}")
         time.sleep(0.1)
-    token = token_file.read_text().strip()
-    return LiveServer(url, token, token_file, log, repo, process)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ the events panel's recent history, and ``/docs``. Screenshots go under artifacts
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from bench.scale_states import HOST, build_pool_of_vms
 from tests.toolstack.api import test_browser
-from tests.toolstack.api.conftest import ROOT, LiveServer, free_port
+from tests.toolstack.api.conftest import LiveServer, free_port, launch
 from tests.toolstack.api.test_browser import ARTIFACTS
 
 page = test_browser.page  # the fixture: Debian's Chromium, headless
@@ -35,22 +34,7 @@ def serve(tmp_path: Path, repo: Path, sim: Path, host: str) -> LiveServer:
     command = [sys.executable, "-m", "toolstack.cli", "--repo", str(repo), "--driver", f"sim://{sim}"]
     command += ["--host", host, "--author", "Web Operator <web@example.org>"]
     command += ["serve", "--port", str(port), "--token-file", str(token_file)]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"toolstack serve exited: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"toolstack serve did not answer: {log.read_text()}")
-        time.sleep(0.1)
+    url, process = launch(command, port, log)
     return LiveServer(url, token_file.read_text().strip(), token_file, log, repo, process)
 
 

@@ -39,7 +39,9 @@ def test_full_lifecycle_on_a_real_driver(ts):
         assert after.desired == desired, verb
         assert ts.info(after).state == expected_state, verb
         info = last_operation(ts)
-        assert info.message == f"vm {verb} {name} ({vm.uuid})\n"
+        subject, _, body = info.message.partition("\n")
+        assert subject == f"vm {verb} {name}"
+        assert f"\nVM: {vm.uuid}\n" in f"\n{body}\n", "the uuid is a trailer"
         assert len(info.parents) == 2, "each operation is a merge of its task branch"
         assert info.author == "Tester <tester@example.org>"
         observed = JSON.decode(ts.main.get(layout.observed_path(ts.host, vm.uuid)))
@@ -200,7 +202,7 @@ def test_create_with_start_is_one_task_and_one_operation_on_main(sim_ts):
     assert sim_ts.driver.info(vm.uuid).state == DomainState.RUNNING
     first_parents = sim_ts.store.graph.parents(sim_ts.main.head)
     assert first_parents[0] == before  # a single operation landed on main
-    assert [op.subject for op in sim_ts.log(name)] == [f"vm create {name} ({vm.uuid})"]
+    assert [op.subject for op in sim_ts.log(name)] == [f"vm create {name}: 64 MiB, 1 vCPU"]
     tree = sim_ts.main.tree
     tasks = [Task.model_validate_json(layout.read_task_record(tree, t)) for t in layout.task_ids(tree)]
     mine = [(t.operation, t.status, t.detail) for t in tasks if t.vm == vm.uuid]

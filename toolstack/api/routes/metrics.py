@@ -6,11 +6,18 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from toolstack import metrics
+from toolstack.api.errors import error_responses
 
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+# Declared with the default (JSON) response class so that its errors are documented as the JSON they are;
+# the metrics themselves are text, as Prometheus reads them.
+@router.get(
+    "/metrics",
+    response_model=None,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **error_responses()},
+)
 async def get_metrics() -> PlainTextResponse:
     """Operations by kind and outcome, their durations, commits, merge conflicts, busy refusals, drift found
     and reconcile durations, counted by this server process since it started, in Prometheus's text format.

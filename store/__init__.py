@@ -38,6 +38,7 @@ from store.errors import (
     TooManyRetries,
     UnknownBranch,
     UnknownCommit,
+    UnrelatedHistories,
 )
 from store.history import HistoryEntry, LogEntry
 from store.merge import Conflicted, Rule, Schema
@@ -107,6 +108,7 @@ __all__ = [
     "Tree",
     "UnknownBranch",
     "UnknownCommit",
+    "UnrelatedHistories",
     "Watch",
     "merge",
 ]

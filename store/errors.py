@@ -124,6 +124,28 @@ class HistoryLost(StoreError):
         super().__init__(f"commit {commit} is not in the history of branch {branch!r}: resynchronise")
 
 
+class UnrelatedHistories(StoreError):
+    """A merge of two commits with no common ancestor, refused as git refuses it.
+
+    Merged against the empty tree, whatever one side deleted and the other still holds would come back:
+    two histories meet so only after one was rewritten (a squash) or when two repositories were never one.
+
+    Attributes:
+        branch: The branch merged into.
+        head: Its head.
+        source: The commit that was to be merged.
+    """
+
+    def __init__(self, branch: str, head: str, source: str) -> None:
+        self.branch = branch
+        self.head = head
+        self.source = source
+        super().__init__(
+            f"refusing to merge unrelated histories: {source[:12]} has no common ancestor with {branch!r} "
+            f"at {head[:12]} (was one of them rewritten by a squash?)"
+        )
+
+
 @dataclass(frozen=True)
 class ConflictEntry:
     """One path that could not be merged.

@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from dulwich.refs import check_ref_format
 
 from store.backend import Backend, ObjectCache
-from store.errors import Conflict, StoreError
+from store.errors import Conflict, StoreError, UnrelatedHistories
 from store.history import CommitGraph
 from store.merge import Schema, merge_trees
 from store.objects import normalise_identity
@@ -256,6 +256,8 @@ class _Merge(Update):
         if head is None:
             return source, repo.tree_at(source), []
         bases = repo.graph.merge_bases(head, source)
+        if not bases:
+            raise UnrelatedHistories(self._branch, head, source)
         if source in bases:
             return None  # merged already
         if self._ff and head in bases:

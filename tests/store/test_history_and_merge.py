@@ -200,3 +200,25 @@ def test_is_ancestor_agrees_with_reachability_in_any_commit_graph(parent_picks):
     for a in commits:
         for b in commits[-12:]:
             assert store.graph.is_ancestor(a, b) == (a in reachable[b])
+
+
+def test_a_merge_of_unrelated_histories_is_refused_and_nothing_deleted_comes_back():
+    # Merged against the empty tree, a file one side deleted and the other still holds would come back: the
+    # way an acknowledged VM delete was undone after two hosts squashed their histories differently.
+    from store import Store, UnrelatedHistories
+
+    store = Store.memory()
+    main = store.branch("main")
+    with main.transaction("both") as tx:
+        tx.set("vms/a/config", b"a")
+        tx.set("vms/b/config", b"b")
+    with main.transaction("delete b") as tx:
+        tx.remove("vms/b/config")
+    head = main.head
+    other = store.branch("rewritten")  # the same content as before the delete, on a history of its own
+    with other.transaction("squashed") as tx:
+        tx.set("vms/a/config", b"a")
+        tx.set("vms/b/config", b"b")
+    with pytest.raises(UnrelatedHistories, match="refusing to merge unrelated histories"):
+        store.merge("rewritten", into="main")
+    assert main.head == head and main.tree.get("vms/b/config") is None

@@ -1,7 +1,7 @@
 """How the CLI reports errors: one line and a documented exit code, or with ``--json`` one JSON object.
 
 Exit codes: 0 success; 1 error (unknown VM, hypervisor failure, bad repository...); 2 usage (bad option or
-value); 3 conflict (concurrent changes could not be merged); 4 busy (another operation holds the VM);
+value); 3 conflict (concurrent changes could not be merged, or histories with no common ancestor); 4 busy (another operation holds the VM);
 5 rejected (``pull`` reverted invalid edits, each named with commit, author, path and error:
 ``RejectedEdits``); 6 history rewritten (the remote's main was squashed by ``gc``; nothing changed; run
 ``toolstack pull --resync``: ``HistoryRewritten``); 7 unrequested removal (a push would delete VMs that no
@@ -70,7 +70,7 @@ def exit_code(err: Exception) -> int | None:
     refused plan that nobody saw yet is printed first: it is the command's output."""
     # Imported here, where an error was raised: by then the command has loaded these layers.
     from drivers import DriverError
-    from store import Conflict, HistoryLost, StoreError
+    from store import Conflict, HistoryLost, StoreError, UnrelatedHistories
     from toolstack.cli.plans import plan_lines
     from toolstack.errors import DestructivePlanRefused, ToolstackError
 
@@ -86,7 +86,7 @@ def exit_code(err: Exception) -> int | None:
         return err.exit_code
     if isinstance(err, HistoryLost):
         return EXIT_ERROR
-    if isinstance(err, Conflict):
+    if isinstance(err, Conflict | UnrelatedHistories):  # histories that cannot be merged, as git refuses
         return EXIT_CONFLICT
     if isinstance(err, DriverError | StoreError | ValueError):
         return EXIT_ERROR

@@ -1,7 +1,8 @@
 """How the CLI reports errors: one line and a documented exit code, or with ``--json`` one JSON object.
 
 Exit codes: 0 success; 1 error (unknown VM, hypervisor failure, bad repository...); 2 usage (bad option or
-value); 3 conflict (concurrent changes could not be merged, or histories with no common ancestor); 4 busy (another operation holds the VM);
+value); 3 conflict (concurrent changes could not be merged, or histories with no common ancestor); 4 busy
+(another operation holds the VM);
 5 rejected (``pull`` reverted invalid edits, each named with commit, author, path and error:
 ``RejectedEdits``); 6 history rewritten (the remote's main was squashed by ``gc``; nothing changed; run
 ``toolstack pull --resync``: ``HistoryRewritten``); 7 unrequested removal (a push would delete VMs that no

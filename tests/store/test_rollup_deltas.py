@@ -27,6 +27,9 @@ from store.objects import BLOB, object_id
 from store.packs import PackSet
 from store.rollup import DELTA_TIER, pack_has_deltas
 
+# Roll-ups are the disk backend's (packs, threads, git pack-objects): nothing Python in a browser has.
+pytestmark = pytest.mark.native
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 WORKER = os.path.join(os.path.dirname(__file__), "_worker.py")
 

@@ -371,12 +371,8 @@ class TaskPage(BaseModel):
 
 # -- history -----------------------------------------------------------------------------------------------
 class HistoryEntry(BaseModel):
-    """One commit on main's first-parent history: one operation.
-
-    ``author`` is the commit's author; on a GitOps merge (a pull of edits pushed elsewhere) that is who
-    merged them, and ``edited_by`` names who made the edits, from its ``Edited-by`` trailers (of the VM
-    asked about, in a VM's history; of any VM in the global one). Empty for every other commit.
-    """
+    """One commit on main's first-parent history: one operation. On a GitOps merge, ``author`` merged the
+    edits and ``edited_by`` (its ``Edited-by`` trailers, of the VM asked about) made them; else empty."""
 
     commit: str
     time: int

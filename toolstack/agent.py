@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from drivers import DriverError
 from store import Conflict, RemoteError, Tree
-from toolstack import layout
+from toolstack import layout, metrics
 from toolstack.errors import HistoryRewritten, ToolstackError, UnrequestedRemoval
 from toolstack.ops import Toolstack
 from toolstack.plan import Plan
@@ -145,6 +145,14 @@ class RemovalLimit:
         return True
 
 
+def _write_metrics(path: str) -> None:
+    """Write the agent's metrics to ``path``; a failure is logged, never fatal (VMs come first)."""
+    try:
+        metrics.write_textfile(path, metrics.exposition(metrics.AGENT))
+    except OSError as err:
+        log.warning("agent: cannot write the metrics file %s: %s", path, err)
+
+
 def run_agent(
     ts: Toolstack,
     interval: float = 1.0,
@@ -153,12 +161,15 @@ def run_agent(
     report: Callable[[str], None] | None = None,
     joined: bool = False,
     max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE,
+    metrics_file: str | None = None,
 ) -> None:
     """Pull, reconcile this host's VMs, push; every ``interval`` seconds until ``stop`` (or once).
 
     ``joined``: the repository was just cloned, so the first round validates every VM on main.
     ``max_removal_share``: a round that would remove more than this share of the VMs placed here (and more
     than one) has its removals withheld and recorded in ``hosts/<host>/agent`` (:class:`RemovalLimit`).
+    ``metrics_file``: after every round, the agent's metrics (``metrics.AGENT``: rounds by outcome, their
+    and their reconciles' durations, drift found) are written there for ``serve``'s ``/metrics``.
 
     A round that finds the pool's history rewritten by gc resyncs (as ``toolstack pull --resync``: the old
     main is kept under ``refs/resync/``). A round whose push would delete VMs nobody asked to delete changes
@@ -169,10 +180,14 @@ def run_agent(
     while True:
         started = time.monotonic()
         ts.verify()  # damaged by unsafe git maintenance: stop loudly rather than push over it
+        outcome = "ok"
         try:
             limit.new_round()
             result = pull(ts, "origin", push=True, placed_only=True, validate_all=joined, confirm=limit)
             joined = False
+            if result.plan is not None:
+                metrics.AGENT_RECONCILE_SECONDS.observe(result.reconcile_seconds)
+                metrics.AGENT_DRIFT_FOUND.inc(amount=len(result.plan.drift))
             if result.plan is not None and limit.clear():
                 push(ts, "origin")  # the pool sees at once that the refusal is over
             if result.plan and result.plan.withheld:
@@ -196,14 +211,22 @@ def run_agent(
         except (RemoteError, Conflict, DriverError) as err:
             # The pool's server or this host's hypervisor is away for now (libvirtd restarting): a daemon
             # stays up and tries again next round. Damage to the repository stops it above (verify).
+            outcome = "conflict" if isinstance(err, Conflict) else "remote_error"
+            outcome = "driver_error" if isinstance(err, DriverError) else outcome
             say(f"agent {ts.host}: {type(err).__name__}: {err} (retrying)")
         except HistoryRewritten as err:
             # The pool's history was squashed by gc: an agent follows the pool, so it resyncs as an operator
             # would (its own commits are observations, which it reports again; the old main is kept).
+            outcome = "history_rewritten"
             _resync(ts, say, err, limit)
         except UnrequestedRemoval as err:
             # Nothing was merged or pushed: the pool is left alone until an operator acts on the message.
+            outcome = "unrequested_removal"
             say(f"agent {ts.host}: {type(err).__name__}: {err}")
+        metrics.AGENT_ROUNDS.inc(outcome)
+        metrics.AGENT_ROUND_SECONDS.observe(time.monotonic() - started)
+        if metrics_file:
+            _write_metrics(metrics_file)
         if once or (stop is not None and stop.is_set()):
             return
         remaining = interval - (time.monotonic() - started)

@@ -3,11 +3,17 @@
 A few counters and histograms, kept in memory by this process: what the API process did since it started.
 Written here rather than with ``prometheus_client``: the exposition format is a page of text, and the
 server then needs no more dependencies (the tests parse it with ``prometheus_client``'s parser).
+
+The agent (``toolstack agent``) serves no HTTP: it counts its rounds in families of its own (``AGENT``,
+named ``toolstack_agent_*`` so that they never clash with the server's) and writes them to a textfile that
+``serve`` appends to its ``/metrics`` (:mod:`toolstack.textfiles`). One-shot CLI commands are not counted.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import os
 import threading
 from collections.abc import Sequence
 
@@ -101,6 +107,40 @@ RECONCILE_SECONDS = Histogram("toolstack_reconcile_duration_seconds", "Time a re
 ALL = (OPERATIONS, OPERATION_SECONDS, COMMITS, MERGE_CONFLICTS, BUSY_REFUSALS, DRIFT_FOUND, RECONCILE_SECONDS)
 
 
-def exposition() -> str:
-    """Every metric in Prometheus's text format (version 0.0.4)."""
-    return "\n".join(line for metric in ALL for line in metric.render()) + "\n"
+AGENT_ROUNDS = Counter(
+    "toolstack_agent_rounds",
+    "Agent rounds (pull, reconcile, push) by outcome: ok, conflict (the pull's merge), remote_error, "
+    "driver_error, history_rewritten, unrequested_removal",
+    ("outcome",),
+)
+AGENT_ROUND_SECONDS = Histogram("toolstack_agent_round_duration_seconds", "Time an agent round took")
+AGENT_RECONCILE_SECONDS = Histogram(
+    "toolstack_agent_reconcile_duration_seconds", "Time the reconcile of an agent round took"
+)
+AGENT_DRIFT_FOUND = Counter("toolstack_agent_drift_found", "VMs the agent's reconciles found drifted")
+AGENT = (AGENT_ROUNDS, AGENT_ROUND_SECONDS, AGENT_RECONCILE_SECONDS, AGENT_DRIFT_FOUND)
+
+
+def exposition(metrics: Sequence[Counter | Histogram] = ALL) -> str:
+    """The metrics (the server's by default) in Prometheus's text format (version 0.0.4)."""
+    return "\n".join(line for metric in metrics for line in metric.render()) + "\n"
+
+
+def agent_metrics_file(repo: str) -> str:
+    """The agent's default textfile, beside its repository: ``toolstack.git`` -> ``toolstack.agent.prom``."""
+    return os.path.splitext(os.path.abspath(repo))[0] + ".agent.prom"
+
+
+def write_textfile(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (written beside it, then renamed): a reader (``serve``,
+    node_exporter) finds the old content or the new, never a part of it."""
+    staging = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(staging, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(staging, 0o644)  # read by the API's process, which may run as another user
+        os.replace(staging, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise

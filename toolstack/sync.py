@@ -16,6 +16,7 @@ Two guards keep a host from spreading damage through the pool:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ class PullResult:
         rejections: The same, in full: the commit, its author, the path, and what was restored.
         plan: The reconcile that followed (None when nothing came in).
         pushed: Whether main was pushed back.
+        reconcile_seconds: The time its reconciles took (0 if none ran).
     """
 
     before: str | None
@@ -53,6 +55,7 @@ class PullResult:
     rejections: list[Rejection] = field(default_factory=list)
     plan: Plan | None = None
     pushed: bool = False
+    reconcile_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -176,7 +179,9 @@ def pull(
         elif incoming is None and head is None:
             break
         if reconcile and (result.changed or result.plan is None):
+            started = time.monotonic()
             result.plan = _reconcile(ts, confirm, placed_only=placed_only, rejections=result.rejections)
+            result.reconcile_seconds += time.monotonic() - started
         if not push:
             break
         if ts.main.head == store.branch(link.tracking_ref(layout.MAIN)).head:

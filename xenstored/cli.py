@@ -77,6 +77,21 @@ from xenstored.xenlibs import XenError
 @click.option(
     "--pid-file", type=click.Path(), default=None, help="Write the daemon's pid here once it serves."
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the daemon's counters here in Prometheus's text format, every few seconds and at exit, for "
+    "toolstack serve's metrics_textfiles or node_exporter's textfile collector; '' writes none "
+    "[beside the repository: xenstore.git -> xenstore.prom].",
+)
+@click.option(
+    "--metrics-interval",
+    type=click.FloatRange(0.01),
+    default=5.0,
+    show_default=True,
+    help="Seconds between two writes of --metrics-file.",
+)
 @click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
 @click.option(
     "--status",
@@ -99,6 +114,8 @@ def xenstored(
     quota_transactions: int,
     quota_path_max: int,
     pid_file: str | None,
+    metrics_file: str | None,
+    metrics_interval: float,
     log_level: str,
     show_status: bool,
 ) -> None:
@@ -121,6 +138,8 @@ def xenstored(
             transactions=quota_transactions,
             path_max=quota_path_max,
         ),
+        metrics_file=default_metrics_file(repo) if metrics_file is None else metrics_file or None,
+        metrics_interval=metrics_interval,
     )
     server = XenstoreServer(config)
     tune_garbage_collector()
@@ -138,6 +157,11 @@ def xenstored(
 
 
 STATUS_TIMEOUT = 10.0
+
+
+def default_metrics_file(repo: str) -> str:
+    """The metrics file beside the repository: ``/var/lib/x/xenstore.git`` -> ``/var/lib/x/xenstore.prom``."""
+    return os.path.splitext(os.path.abspath(repo))[0] + ".prom"
 
 
 def print_status(socket_path: str) -> int:

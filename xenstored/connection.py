@@ -11,6 +11,7 @@ from typing import cast
 
 from xenstored.dispatch import Dispatcher
 from xenstored.errors import ProtocolError, RequestError
+from xenstored.metrics import XenstoredMetrics
 from xenstored.perms import Caller
 from xenstored.protocol import Packet, PacketReader, watch_event
 from xenstored.session import Outcome
@@ -38,6 +39,7 @@ class Connection(asyncio.Protocol):
         durable_wait: Given a change's sequence number, a future done once it is on disk (None: it is, or
             the daemon is not in durable mode).
         closed: Called once when the connection is gone.
+        metrics: Counts its replies and the watch events it sends (a fresh, unread one if not given).
     """
 
     def __init__(
@@ -46,8 +48,10 @@ class Connection(asyncio.Protocol):
         dispatcher: Dispatcher,
         durable_wait: DurableWait,
         closed: Callable[[Connection], None],
+        metrics: XenstoredMetrics | None = None,
     ) -> None:
         self.caller = caller
+        self._metrics = metrics or XenstoredMetrics()
         self.transactions: dict[int, Transaction] = {}
         self._dispatcher = dispatcher
         self._durable_wait = durable_wait
@@ -102,11 +106,14 @@ class Connection(asyncio.Protocol):
 
     def _answer(self, packet: Packet, result: Outcome | RequestError) -> None:
         if isinstance(result, RequestError):
+            self._metrics.reply(packet.op, result.errno)
             self._write(packet.error(result.errno).encode())
             return
+        self._metrics.reply(packet.op, "ok")
         reply = packet.encoded_reply(result.payload)
         for path, token in result.events:  # a new watch's first event, in the same write
             reply += watch_event(path, token).encode()
+        self._metrics.watch_events += len(result.events)
         self._write(reply)
 
     def _flow_control(self) -> None:
@@ -125,9 +132,13 @@ class Connection(asyncio.Protocol):
         """Queue a watch event (from any thread)."""
         data = watch_event(path, token).encode()
         if threading.get_ident() == self._loop_thread:
-            self._write(data)
+            self._write_event(data)
         else:
-            self._loop.call_soon_threadsafe(self._write, data)
+            self._loop.call_soon_threadsafe(self._write_event, data)
+
+    def _write_event(self, data: bytes) -> None:
+        self._metrics.watch_events += 1  # counted on the loop's thread, as every count is
+        self._write(data)
 
     def _write(self, data: bytes) -> None:
         transport = self._transport

@@ -25,6 +25,7 @@ from xenstored.dispatch import Dispatcher
 from xenstored.domains import DomainTable
 from xenstored.errors import NotSaved
 from xenstored.journal import GitJournal
+from xenstored.metrics import WRITE_INTERVAL, XenstoredMetrics
 from xenstored.perms import Caller
 from xenstored.quotas import Quotas
 from xenstored.requests import NodeRequests
@@ -50,6 +51,8 @@ class ServerConfig:
         quotas: The quotas in force.
         xen: Serve domains on their shared rings under Xen (dom0's kernel too), and release dying ones.
         ring_dir: Without Xen, serve introduced domains on file rings in this directory (``FileRings``).
+        metrics_file: Where to write the daemon's counters for Prometheus (None: nowhere).
+        metrics_interval: Seconds between two writes of ``metrics_file`` (it is written at exit too).
     """
 
     socket: str
@@ -60,6 +63,8 @@ class ServerConfig:
     quotas: Quotas = field(default_factory=Quotas)
     xen: bool = False
     ring_dir: str | None = None
+    metrics_file: str | None = None
+    metrics_interval: float = WRITE_INTERVAL
 
     @property
     def domain_dir(self) -> str:
@@ -120,6 +125,8 @@ class XenstoreServer:
         self.admin = AdminRequests(self.state, self.domains, self)
         self.dispatcher = Dispatcher(NodeRequests(self.state), self.admin)
         self.connections: set[Connection] = set()
+        self.metrics = XenstoredMetrics()
+        self._metrics_failing = False
         self._domain_servers: dict[int, asyncio.AbstractServer] = {}
         self._main_server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,7 +168,11 @@ class XenstoreServer:
             )
             if ready is not None:
                 ready()
-            await self._stopped.wait()
+            writer = self._loop.create_task(self._write_metrics_every(self.config.metrics_interval))
+            try:
+                await self._stopped.wait()
+            finally:
+                writer.cancel()
         finally:
             await self._shutdown()
 
@@ -184,7 +195,29 @@ class XenstoreServer:
         if self.journal is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.journal.stop)
         self.store.close()
+        self.write_metrics()  # the last counts, for whoever reads the file after the daemon is gone
         log.info("xenstored: stopped")
+
+    # -- metrics -------------------------------------------------------------------------------------------
+    async def _write_metrics_every(self, interval: float) -> None:
+        while True:
+            self.write_metrics()
+            await asyncio.sleep(interval)
+
+    def write_metrics(self) -> None:
+        """Write the counters to the metrics file, if there is one; a failure is logged (once until it
+        works again), never fatal: the daemon serves xenstore first."""
+        if not self.config.metrics_file:
+            return
+        self.metrics.connections_open = len(self.connections)
+        try:
+            self.metrics.write(self.config.metrics_file)
+        except OSError as err:
+            if not self._metrics_failing:
+                log.warning("xenstored: cannot write the metrics file %s: %s", self.config.metrics_file, err)
+            self._metrics_failing = True
+        else:
+            self._metrics_failing = False
 
     def _connection(self, caller: Caller) -> Connection:
         assert self._waiters is not None
@@ -195,8 +228,10 @@ class XenstoreServer:
             self.dispatcher,
             (lambda seq: waiters.wait(seq)) if durable else (lambda seq: None),
             self._forget,
+            self.metrics,
         )
         self.connections.add(connection)
+        self.metrics.connections_opened += 1
         return connection
 
     def _forget(self, connection: Connection) -> None:

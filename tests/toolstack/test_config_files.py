@@ -123,6 +123,8 @@ def test_toolstack_config_names_the_only_file_read_and_empty_reads_none(tmp_path
         ("serve = 3\n", "serve: expected a table ([serve])"),
         ("[agent]\ninterval = 0\n", "agent.interval: expected a number from 0.01 to 86400, got 0"),
         ("[agent]\nremote = 7\n", "agent.remote: expected a non-empty string, got 7"),
+        ('[serve]\nmetrics_textfiles = "a.prom"\n', "serve.metrics_textfiles: expected a list of paths"),
+        ("[serve]\nmetrics_textfiles = [1]\n", "serve.metrics_textfiles: expected a non-empty string, got 1"),
         ('repo = "unterminated\n', "not valid TOML"),
     ],
 )
@@ -168,9 +170,10 @@ def test_the_agent_takes_its_remote_and_host_from_the_file(tmp_path):
     named = write(
         tmp_path / "agent.toml",
         f'repo = "agent.git"\ndriver = "sim://{tmp_path}/agent.sim"\nhost = "rack-1"\n'
-        f'[agent]\nremote = "{tmp_path}/pool.git"\ninterval = 0.5\n',
+        f'[agent]\nremote = "{tmp_path}/pool.git"\ninterval = 0.5\nmetrics_file = "agent.prom"\n',
     )
     done = toolstack(tmp_path, "agent", "--once", TOOLSTACK_CONFIG=str(named))
+    assert 'toolstack_agent_rounds_total{outcome="ok"} 1.0' in (tmp_path / "agent.prom").read_text()
     assert f"agent rack-1: {tmp_path}/agent.git <-> {tmp_path}/pool.git" in done.stderr
     shown = json.loads(toolstack(tmp_path, "--json", "vm", "show", "web", TOOLSTACK_CONFIG=str(named)).stdout)
     assert shown["name"] == "web", "the agent cloned the pool the file names into the repository it names"

@@ -24,6 +24,10 @@ class ApiSettings:
         events_heartbeat: Seconds between SSE comments that keep an idle stream (and its proxies) alive.
         max_consoles: Console WebSockets attached at once (each holds a reader thread); more are refused.
         console_auth_timeout: Seconds a console WebSocket may take to send its token.
+        metrics_textfiles: Other processes' Prometheus textfiles (or directories of ``*.prom``) that
+            ``/metrics`` appends: xenstored's, the agent's.
+        optional_textfiles: Textfiles appended when they exist, and not mentioned when they do not (where the
+            agent and xenstored write by default).
     """
 
     max_body_bytes: int = 64 * 1024
@@ -33,6 +37,8 @@ class ApiSettings:
     events_heartbeat: float = 15.0
     max_consoles: int = 32
     console_auth_timeout: float = 10.0
+    metrics_textfiles: tuple[str, ...] = ()
+    optional_textfiles: tuple[str, ...] = ()
 
 
 @dataclass

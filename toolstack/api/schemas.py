@@ -371,13 +371,15 @@ class TaskPage(BaseModel):
 
 # -- history -----------------------------------------------------------------------------------------------
 class HistoryEntry(BaseModel):
-    """One commit on main's first-parent history: one operation."""
+    """One commit on main's first-parent history: one operation. On a GitOps merge, ``author`` merged the
+    edits and ``edited_by`` (its ``Edited-by`` trailers, of the VM asked about) made them; else empty."""
 
     commit: str
     time: int
     author: str
     message: str
     vms: list[str]
+    edited_by: list[str] = []
 
 
 class HistoryPage(BaseModel):

@@ -48,7 +48,12 @@ def vm_out(status: VMStatus, now: float | None = None) -> VMOut:
 
 def history_entry(op: LogEntry) -> HistoryEntry:
     return HistoryEntry(
-        commit=op.commit, time=op.time, author=op.author, message=op.subject, vms=list(op.vms)
+        commit=op.commit,
+        time=op.time,
+        author=op.author,
+        message=op.subject,
+        vms=list(op.vms),
+        edited_by=list(op.edited_by),
     )
 
 

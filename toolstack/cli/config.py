@@ -4,8 +4,8 @@ Where each setting comes from, first found wins (as git: the command line, then 
 user's file, then the system's):
 
 1. the option on the command line (``--repo``, ``--driver``, ``--host``, ``--author``; ``serve``'s own
-   ``--host``, ``--port``, ``--token-file``, ``--max-body``, ``--log-level``; ``agent``'s ``--host``,
-   ``--remote``, ``--interval``, ``--max-removal-share``);
+   ``--host``, ``--port``, ``--token-file``, ``--max-body``, ``--log-level``, ``--metrics-textfile``;
+   ``agent``'s ``--host``, ``--remote``, ``--interval``, ``--max-removal-share``, ``--metrics-file``);
 2. the environment: ``$TOOLSTACK_REPO``, ``$TOOLSTACK_DRIVER``;
 3. the user's file, ``$XDG_CONFIG_HOME/toolstack/config.toml`` (``~/.config/toolstack/config.toml``);
 4. the system's file, ``/etc/toolstack/config.toml``;
@@ -16,7 +16,8 @@ user's file, then the system's):
 ``$TOOLSTACK_CONFIG=FILE`` reads that file instead of both (a service, a test); ``$TOOLSTACK_CONFIG=`` (empty)
 reads none. A file is optional, but one that exists must be valid: an unknown key, a value of the wrong
 type or bad TOML is refused with the file, the key and what was expected, before anything is done. A
-relative path in a file (``repo``, ``serve.token_file``) is relative to the file's directory.
+relative path in a file (``repo``, ``serve.token_file``, ``serve.metrics_textfiles``,
+``agent.metrics_file``) is relative to the file's directory.
 
 ```toml
 repo = "/var/lib/toolstack/state.git"
@@ -30,11 +31,14 @@ port = 8427
 token_file = "/etc/toolstack/api-token"
 max_body = 65536
 log_level = "info"
+# Other processes' Prometheus textfiles (or directories of *.prom) that /metrics appends:
+metrics_textfiles = ["/var/lib/toolstack/xenstored.prom", "/var/lib/toolstack/agent.prom"]
 
 [agent]
 remote = "git://pool.example.org/state.git"   # the pool's shared state repository
 interval = 1.0
 max_removal_share = 0.5
+metrics_file = "/var/lib/toolstack/agent.prom"  # its Prometheus textfile [beside the repo: <repo>.agent.prom]
 ```
 """
 
@@ -82,6 +86,7 @@ class ServeSettings:
     token_file: str | None = None
     max_body: int | None = None
     log_level: str | None = None
+    metrics_textfiles: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class AgentSettings:
     remote: str | None = None
     interval: float | None = None
     max_removal_share: float | None = None
+    metrics_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,12 @@ def _text(path: str, key: str, value: Any) -> str:
 
 def _path(path: str, key: str, value: Any) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(_text(path, key, value)))
+
+
+def _paths(path: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigFileError(path, key, f"expected a list of paths, got {value!r}")
+    return tuple(_path(path, key, item) for item in value)
 
 
 def _integer(low: int, high: int) -> Any:
@@ -148,8 +160,14 @@ SERVE = {
     "token_file": _path,
     "max_body": _integer(1024, 1 << 30),
     "log_level": _log_level,
+    "metrics_textfiles": _paths,
 }
-AGENT = {"remote": _text, "interval": _number(0.01, 86400), "max_removal_share": _number(0, 1)}
+AGENT = {
+    "remote": _text,
+    "interval": _number(0.01, 86400),
+    "max_removal_share": _number(0, 1),
+    "metrics_file": _path,
+}
 TABLES = {"serve": SERVE, "agent": AGENT}
 
 

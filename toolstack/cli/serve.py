@@ -10,6 +10,8 @@ import click
 
 from toolstack.cli.config import LOG_LEVELS
 
+XENSTORE = "xenstore.prom"  # xenstored's default metrics file, beside its default repository xenstore.git
+
 
 @click.command("serve")
 @click.option("--repo", type=click.Path(), default=None, help="State repository [the toolstack's --repo]")
@@ -31,6 +33,15 @@ from toolstack.cli.config import LOG_LEVELS
 )
 @click.option("--max-body", type=click.IntRange(1024), default=None, help="Bytes [serve.max_body, 65536]")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="[serve.log_level, info]")
+@click.option(
+    "--metrics-textfile",
+    "metrics_textfiles",
+    multiple=True,
+    type=click.Path(),
+    help="Append this Prometheus textfile (a directory: its *.prom files) to /metrics: xenstored's "
+    "--metrics-file, the agent's; repeatable [serve.metrics_textfiles; else the agent's and xenstored's "
+    "default files beside the repo, if there]",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -42,6 +53,7 @@ def serve(
     users_file: str | None,
     max_body: int | None,
     log_level: str | None,
+    metrics_textfiles: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json) and the web page at / (give it the token as #token=...).
 
@@ -59,6 +71,7 @@ def serve(
     from toolstack.api.server import serve as run_server
     from toolstack.cli.config import default_driver, default_host, default_repo, operator_identity, settings
     from toolstack.errors import ToolstackError
+    from toolstack.metrics import agent_metrics_file
     from toolstack.ops import Toolstack
     from toolstack.users import UsersFileError, default_users_file
 
@@ -68,6 +81,10 @@ def serve(
     author = getattr(parent, "author", None) or operator_identity()
     host = getattr(parent, "host", None) or default_host()
     configured = settings().serve
+    textfiles = metrics_textfiles or configured.metrics_textfiles or ()
+    # Unconfigured: where the agent and xenstored write by default on a host laid out as the systemd units
+    # lay it out (/var/lib/toolstack/toolstack.git, /var/lib/toolstack/xenstore.git), each if it is there.
+    beside = () if textfiles else (agent_metrics_file(repo), os.path.join(os.path.dirname(repo), XENSTORE))
     try:
         ts = Toolstack.open(repo, driver_uri, host=host, author=author)
     except ToolstackError as err:
@@ -78,7 +95,11 @@ def serve(
             token_file or configured.token_file or default_token_file(repo),
             host=bind_host or configured.bind or "127.0.0.1",
             port=port if port is not None else configured.port if configured.port is not None else 8427,
-            settings=ApiSettings(max_body_bytes=max_body or configured.max_body or 64 * 1024),
+            settings=ApiSettings(
+                max_body_bytes=max_body or configured.max_body or 64 * 1024,
+                metrics_textfiles=tuple(os.path.abspath(path) for path in textfiles),
+                optional_textfiles=beside,
+            ),
             log_level=log_level or configured.log_level or "info",
             users_file=users_file or default_users_file(repo),
             log_format=getattr(parent, "log_format", None) or "text",

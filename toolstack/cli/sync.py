@@ -228,6 +228,12 @@ def gc_command(c: Context, before: str | None, prune_archives: bool, compact: bo
     help="Refuse a round that would remove more than this share of the VMs placed here (and more than one) "
     "[agent.max_removal_share, 0.5]",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    help="Write the agent's metrics here after every round, for serve's /metrics; '' writes none "
+    "[agent.metrics_file, beside the repo: toolstack.git -> toolstack.agent.prom]",
+)
 @pass_ctx
 @handled
 def agent_command(
@@ -237,6 +243,7 @@ def agent_command(
     interval: float | None,
     once: bool,
     max_removal_share: float | None,
+    metrics_file: str | None,
 ) -> None:
     """Run this host's share of the pool: pull, reconcile the VMs placed here, push observed state.
 
@@ -248,6 +255,7 @@ def agent_command(
 
     from toolstack.agent import open_agent, run_agent
     from toolstack.cli.config import default_host, settings
+    from toolstack.metrics import agent_metrics_file
 
     configured = settings().agent
     url = url or configured.remote
@@ -260,6 +268,8 @@ def agent_command(
     if max_removal_share is None:
         share = configured.max_removal_share
         max_removal_share = 0.5 if share is None else share
+    if metrics_file is None:
+        metrics_file = configured.metrics_file or agent_metrics_file(c.repo)
     ts, joined = open_agent(c.repo, c.driver_uri, host_name, url)
     try:
         click.echo(f"agent {host_name}: {c.repo} <-> {url}, driver {c.driver_uri}", err=True)
@@ -270,6 +280,7 @@ def agent_command(
             report=lambda line: (click.echo(line), sys.stdout.flush()),
             joined=joined,
             max_removal_share=max_removal_share,
+            metrics_file=metrics_file or None,
         )
     except KeyboardInterrupt:
         pass

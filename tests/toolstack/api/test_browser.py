@@ -150,3 +150,32 @@ def test_the_list_shows_a_remote_vms_host_and_report_and_a_broken_entry(page, li
     expect(broken.locator("td.error")).to_contain_text(f"{layout.config_path(bad)}: is not valid JSON")
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#vms-panel").screenshot(path=str(ARTIFACTS / "api-browser-pool-view.png"))
+
+
+def test_the_timeline_shows_who_edited_a_gitops_change_and_who_merged_it(page, live_server, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.toolstack.api.test_history import edit_pushed_elsewhere
+
+    with httpx.Client(base_url=live_server.url, headers=live_server.auth) as http:
+        uuid = http.post("/vms", json={"name": "web1", "memory": 64}).json()["vm"]["uuid"]
+        assert http.post("/vms", json={"name": "web2", "memory": 64}).status_code == 201
+        central = edit_pushed_elsewhere(live_server.repo, uuid, tmp_path, 512)  # Ada's GitOps edit
+        assert http.patch("/vms/web2", json={"memory": 128}).status_code == 200  # meanwhile, here
+    olga = "Olga Operator <olga@example.org>"
+    command = [sys.executable, "-m", "toolstack.cli", "--repo", str(live_server.repo), "--author", olga]
+    command += ["--driver", f"sim://{tmp_path}/served.sim", "pull", "--url", str(central), "--yes"]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
+
+    page.goto(f"{live_server.url}/#token={live_server.token}")
+    page.click('tr[data-vm="web1"] td.name button')
+    merge = page.locator("#timeline li", has_text="Merge origin/main into main")
+    expect(merge).to_contain_text("edited by Ada Pusher, merged by Olga Operator")
+    expect(merge.locator(".who").first).to_have_attribute("title", "Ada Pusher <ada@example.org>")
+    expect(page.locator("#timeline li", has_text="vm create web1")).not_to_contain_text("edited by")
+    recent = page.locator('#events li[data-kind="history"]', has_text="Merge origin/main into main")
+    expect(recent).to_contain_text("edited by Ada Pusher, merged by Olga Operator")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#timeline").screenshot(path=str(ARTIFACTS / "api-browser-edited-by.png"))
+    page.screenshot(path=str(ARTIFACTS / "api-browser-edited-by-page.png"), full_page=True)

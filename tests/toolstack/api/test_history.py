@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from urllib.parse import quote
 
+from tests.conftest import git
 from tests.toolstack.api.conftest import create
 from toolstack import layout
+from toolstack.sync import pull
+
+ADA = "Ada Pusher <ada@example.org>"
 
 
 def subjects(page: dict) -> list[str]:
@@ -142,3 +147,43 @@ def test_revisions_that_would_read_outside_the_repository_are_refused_with_422(c
     ]
     failed_branch = client.get("/commits/main").json()["commit"]
     assert client.get("/commits/refs/heads/main").json()["commit"] == failed_branch
+
+
+def edit_pushed_elsewhere(repo: Path, uuid: str, tmp_path: Path, memory: int) -> Path:
+    """Ada sets the VM's memory in her clone of a central copy of ``repo`` and pushes it there (a GitOps
+    edit); returns the central repository, from which a pull merges her edit."""
+    central, work = tmp_path / "central.git", tmp_path / "ada"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(central))
+    git(tmp_path, "clone", "-q", "-b", "main", str(central), str(work))
+    config = work / layout.config_path(uuid)
+    record = json.loads(config.read_text())
+    record["memory"] = memory
+    config.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    git(
+        work,
+        "-c",
+        "user.name=Ada Pusher",
+        "-c",
+        "user.email=ada@example.org",
+        "commit",
+        "-qam",
+        "more memory",
+    )
+    git(work, "push", "-q", "origin", "main")
+    return central
+
+
+def test_a_gitops_merge_names_who_edited_the_vm_and_who_merged_it(client, ts, tmp_path):
+    uuid = create(client, "web1")["vm"]["uuid"]
+    create(client, "web2")
+    central = edit_pushed_elsewhere(Path(ts.store.path), uuid, tmp_path, 512)
+    assert client.patch("/vms/web2", json={"memory": 128}).status_code == 200  # meanwhile, here
+    pull(ts, "origin", url=str(central))  # a merge, by the toolstack's operator, Alice
+    web1 = client.get("/vms/web1/history").json()["items"]
+    [merge] = [entry for entry in web1 if entry["message"].startswith("Merge")]
+    assert (merge["edited_by"], merge["author"]) == ([ADA], "Alice <alice@example.org>")
+    assert all(entry["edited_by"] == [] for entry in web1 if entry is not merge)
+    everything = {entry["commit"]: entry["edited_by"] for entry in client.get("/history").json()["items"]}
+    assert everything[merge["commit"]] == [ADA]
+    web2 = client.get("/vms/web2/history").json()["items"]
+    assert merge["commit"] not in [entry["commit"] for entry in web2]  # Ada did not edit web2

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+import drivers
+from store import Store
 from tests.toolstack.api.conftest import ROOT, start_server
+from toolstack import layout
 
 
 def add_user(repo: Path, name: str, *options: str) -> str:
@@ -80,3 +84,74 @@ def test_json_logs_carry_the_user_and_the_task_of_an_operation(tmp_path):
     assert [line["user"] for line in access] == ["alice"]
     assert any(line["logger"] == "uvicorn.error" for line in logged)  # uvicorn's own lines are JSON too
     assert token not in server.log.read_text()
+
+
+def slow_shutdown(client: httpx.Client, tmp_path: Path, name: str, seconds: float) -> tuple[str, str]:
+    """A running VM whose guest ignores the power button, and a forced shutdown of it that takes ``seconds``
+    (answered 202 at once): its uuid and the shutdown's task."""
+    created = client.post("/vms", json={"name": name, "memory": "64M", "start": True})
+    assert created.status_code == 201, created.text
+    uuid = created.json()["vm"]["uuid"]
+    with drivers.open(f"sim://{tmp_path}/served.sim") as hypervisor:  # the server's simulator, on disk
+        hypervisor.oob_ignore_shutdown(uuid)
+    shutdown = client.post(
+        f"/vms/{name}/shutdown", json={"timeout": seconds, "force": True}, params={"wait": 0}
+    )
+    assert shutdown.status_code == 202, shutdown.text
+    return uuid, shutdown.json()["task"]["id"]
+
+
+MERGE_CONFLICTS = ("toolstack_merge_conflicts_total", ())
+
+
+def finished(client: httpx.Client, task: str) -> dict:
+    deadline = time.monotonic() + 30
+    while (record := client.get(f"/tasks/{task}").json())["status"] == "running":
+        assert time.monotonic() < deadline, record
+        time.sleep(0.05)
+    return record
+
+
+def test_metrics_count_busy_refusals_and_merge_conflicts(tmp_path):
+    server = start_server(tmp_path)
+    try:
+        with server.client() as client:
+            _, running = slow_shutdown(client, tmp_path, "busy", 1.5)
+            for action in ("start", "pause"):  # two refusals while the shutdown holds the VM
+                refused = client.post(f"/vms/busy/{action}")
+                assert (refused.status_code, refused.json()["error"]) == (409, "busy"), refused.text
+            assert finished(client, running)["status"] == "succeeded"
+
+            uuid, contested = slow_shutdown(client, tmp_path, "contested", 1.0)
+            with Store.open(str(server.repo)) as store:  # a GitOps edit lands on main while it runs
+                deadline = time.monotonic() + 10
+                while store.branch(f"{layout.LOCK_PREFIX}/{uuid}").head is None:
+                    assert time.monotonic() < deadline, "the shutdown never held the VM"
+                    time.sleep(0.01)
+                with store.branch(layout.MAIN).transaction(
+                    message="gitops: keep it paused", author="bob"
+                ) as tx:
+                    tx.set(layout.desired_path(uuid), b"paused\n")
+            record = finished(client, contested)
+            assert record["status"] != "succeeded", record
+            # The task record says "failed" a moment before the runner counts it (its outcome is counted
+            # as the operation returns): scrape until the count is there.
+            deadline = time.monotonic() + 10
+            while (found := samples(client.get("/metrics").text))[MERGE_CONFLICTS] == 0:
+                assert time.monotonic() < deadline, "the conflict was never counted"
+                time.sleep(0.05)
+    finally:
+        server.stop()
+    operations = {
+        labels: value for (name, labels), value in found.items() if name == "toolstack_operations_total"
+    }
+    assert operations == {
+        (("operation", "create"), ("outcome", "succeeded")): 2,
+        (("operation", "start"), ("outcome", "busy")): 1,
+        (("operation", "pause"), ("outcome", "busy")): 1,
+        (("operation", "shutdown"), ("outcome", "succeeded")): 1,
+        (("operation", "shutdown"), ("outcome", "conflict")): 1,
+    }
+    assert found[("toolstack_busy_refusals_total", ())] == 2
+    assert found[MERGE_CONFLICTS] == 1
+    assert found[("toolstack_commits_total", ())] == 3  # the creates (each starting its VM) and a shutdown

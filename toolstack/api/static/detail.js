@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { openConsole } from "./console.js";
-import { $, el, status, when, who } from "./dom.js";
+import { $, authors, el, status, when, who } from "./dom.js";
 import { changeItem, commitChanges, filesChanges, renderChanges } from "./fields.js";
 import { nameOf, vmByUuid, whereText } from "./vmlist.js";
 
@@ -147,7 +147,7 @@ async function loadTimeline(uuid, vm) {
         "button",
         { class: "step", onclick: () => showCommit(entry.commit, item) },
         el("span", { class: "meta" }, `${when(entry.time)} · `),
-        who(entry.author),
+        authors(entry),
         el("span", { class: "meta" }, " · "),
         el("span", { class: "message" }, entry.message),
       ),

@@ -36,6 +36,19 @@ export function who(author) {
   return el("span", { class: "who", title: author }, (author || "?").replace(/\s*<.*>$/, "") || author);
 }
 
+/**
+ * Who made a history entry: its author; for a GitOps merge, "edited by X, merged by Y": the authors of the
+ * edits it took (its Edited-by trailers) and who merged them, as the CLI's `toolstack log` shows it.
+ */
+export function authors(entry) {
+  const editors = entry.edited_by || [];
+  if (!editors.length) return who(entry.author);
+  const span = el("span", { class: "authors" }, "edited by ");
+  editors.forEach((editor, index) => span.append(index ? ", " : "", who(editor)));
+  span.append(", merged by ", who(entry.author));
+  return span;
+}
+
 export function status(text, isError = false) {
   const node = $("#status");
   node.textContent = text;

@@ -2,7 +2,7 @@
 // the stream as they come, newest first.
 
 import { api } from "./api.js";
-import { $, el, when, who } from "./dom.js";
+import { $, authors, el, when, who } from "./dom.js";
 
 const RECENT = 25;
 const KEEP = 200;
@@ -20,7 +20,7 @@ export async function loadRecent() {
         el("span", { class: "kind" }, "history"),
         el("span", { class: "what" }, entry.message),
         el("span", { class: "meta" }, " · "),
-        who(entry.author),
+        authors(entry),
         el("span", { class: "meta" }, ` · ${when(entry.time)}`),
       ),
     );

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from drivers import DriverError
 from store import Conflict, RemoteError, Tree
 from toolstack import layout, metrics
-from toolstack.errors import HistoryRewritten, ToolstackError, UnrequestedRemoval
+from toolstack.errors import HistoriesUnrelated, HistoryRewritten, ToolstackError, UnrequestedRemoval
 from toolstack.ops import Toolstack
 from toolstack.plan import Plan
 from toolstack.pool import clone_pool
@@ -172,8 +172,9 @@ def run_agent(
     and their reconciles' durations, drift found) are written there for ``serve``'s ``/metrics``.
 
     A round that finds the pool's history rewritten by gc resyncs (as ``toolstack pull --resync``: the old
-    main is kept under ``refs/resync/``). A round whose push would delete VMs nobody asked to delete changes
-    nothing, reports it and tries again next round (the report names what to do)."""
+    main is kept under ``refs/resync/``). A round whose push would delete VMs nobody asked to delete, or that
+    finds another pool's history on the remote, changes nothing, reports it and tries again next round (the
+    report names what to do)."""
     say = report or (lambda line: log.info("%s", line))
     waiting: list[str] = []  # said once, not every round, until it changes
     limit = RemovalLimit(ts, max_removal_share)
@@ -219,9 +220,10 @@ def run_agent(
             # would (its own commits are observations, which it reports again; the old main is kept).
             outcome = "history_rewritten"
             _resync(ts, say, err, limit)
-        except UnrequestedRemoval as err:
-            # Nothing was merged or pushed: the pool is left alone until an operator acts on the message.
-            outcome = "unrequested_removal"
+        except (UnrequestedRemoval, HistoriesUnrelated) as err:
+            # Nothing was merged or pushed: the pool is left alone until an operator acts on the message,
+            # which names what to do (roll the VMs back, check the remote's URL).
+            outcome = "unrequested_removal" if isinstance(err, UnrequestedRemoval) else "histories_unrelated"
             say(f"agent {ts.host}: {type(err).__name__}: {err}")
         metrics.AGENT_ROUNDS.inc(outcome)
         metrics.AGENT_ROUND_SECONDS.observe(time.monotonic() - started)

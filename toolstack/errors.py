@@ -280,31 +280,75 @@ class RejectedEdits(ToolstackError):
 
 
 class HistoryRewritten(ToolstackError):
-    """The remote's main was rewritten by ``toolstack gc`` (a squash), so it shares no history with ours:
-    nothing was merged, main and the hypervisor are as they were. Exit code 6.
+    """Main here and the remote's main are histories of one pool that share no commit: one was rewritten, by
+    ``toolstack gc`` (a squash) on the remote, or by a gc here whose forced push never landed. Nothing was
+    merged, main and the hypervisor are as they were; ``toolstack pull --resync`` takes the remote's main.
+    Exit code 6.
 
     Attributes:
         remote: The remote.
-        incoming: The remote's (rewritten) main.
-        root: The squash's root commit.
+        incoming: The remote's main.
+        root: The squash's root commit (None: the history was rewritten, but not by gc).
         squashed_at: When the squash ran (UTC), as its root commit says.
         command: The command that resynchronises this host.
+        here: The squash rewrote main here, not the remote's main.
     """
 
     exit_code = 6
 
-    def __init__(self, remote: str, incoming: str, root: str, squashed_at: str, command: str) -> None:
+    def __init__(
+        self, remote: str, incoming: str, root: str | None, squashed_at: str, command: str, here: bool = False
+    ) -> None:
         self.remote = remote
         self.incoming = incoming
         self.root = root
         self.squashed_at = squashed_at
         self.command = command
+        self.here = here
+        when = squashed_at or "an unknown time"
+        if root is None:
+            what = (
+                f"{remote}/main ({incoming[:12]}) and main here are histories of this pool that share no "
+                "commit (one was rewritten, not by gc)"
+            )
+        elif here:
+            what = (
+                f"main here was rewritten by gc at {when} (on the new root {root[:12]}) but that never "
+                f"reached {remote}, whose main ({incoming[:12]}) went on without it: they share no history"
+            )
+        else:
+            what = (
+                f"the pool's history was rewritten by gc at {when} ({remote}/main is now {incoming[:12]}, "
+                f"on the new root {root[:12]}), so it shares no history with main here"
+            )
         super().__init__(
-            f"the pool's history was rewritten by gc at {squashed_at or 'an unknown time'} "
-            f"({remote}/main is now {incoming[:12]}, on the new root {root[:12]}), so it shares no history "
-            "with main here and nothing was merged. Resynchronise with "
-            f"`{command}`: it keeps main's local-only commits under refs/resync/, reports them, "
-            f"then resets main to {remote}/main and reconciles",
+            f"{what} and nothing was merged. Resynchronise with `{command}`: it keeps main's local-only "
+            f"commits under refs/resync/, reports them, then resets main to {remote}/main and reconciles",
+            operation="pull",
+        )
+
+
+class HistoriesUnrelated(ToolstackError):
+    """The remote's main shares no commit with main here and is not this pool's rewritten history: another
+    pool's, or one of two histories without pool records. Nothing was merged. Exit code 3, as a conflict.
+
+    Attributes:
+        remote: The remote.
+        incoming: The remote's main.
+        why: Why it is not taken for this pool's history.
+        fix: What to do about it (named in the message).
+    """
+
+    exit_code = 3
+
+    def __init__(self, remote: str, incoming: str, why: str, fix: str) -> None:
+        self.remote = remote
+        self.incoming = incoming
+        self.why = why
+        self.fix = fix
+        super().__init__(
+            f"refusing to merge unrelated histories: {remote}/main ({incoming[:12]}) shares no commit with "
+            f"main here; {why}. Nothing changed: {fix}",
             operation="pull",
         )
 

@@ -110,7 +110,7 @@ ALL = (OPERATIONS, OPERATION_SECONDS, COMMITS, MERGE_CONFLICTS, BUSY_REFUSALS, D
 AGENT_ROUNDS = Counter(
     "toolstack_agent_rounds",
     "Agent rounds (pull, reconcile, push) by outcome: ok, conflict (the pull's merge), remote_error, "
-    "driver_error, history_rewritten, unrequested_removal",
+    "driver_error, history_rewritten, unrequested_removal, histories_unrelated",
     ("outcome",),
 )
 AGENT_ROUND_SECONDS = Histogram("toolstack_agent_round_duration_seconds", "Time an agent round took")

@@ -1,4 +1,5 @@
-"""Resynchronise with a remote whose history ``toolstack gc`` rewrote (``toolstack pull --resync``).
+"""Resynchronise with a remote whose history ``toolstack gc`` rewrote, or whose main went on without the
+gc that rewrote main here (``toolstack pull --resync``).
 
 ``pull`` (:mod:`toolstack.sync`) detects the rewrite and changes nothing; :func:`resync` keeps the old main
 under ``refs/resync/``, reports the commits of ours that the squash did not fold in
@@ -16,7 +17,7 @@ from toolstack import layout
 from toolstack.claims import Claims
 from toolstack.errors import ToolstackError
 from toolstack.plan import Confirm, Plan
-from toolstack.sync import PullResult, _fetch, _reconcile, pull
+from toolstack.sync import PullResult, Rewrite, _fetch, _reconcile, pull, rewritten, same_pool, unrelated
 
 if TYPE_CHECKING:
     from store import Store
@@ -59,31 +60,37 @@ class ResyncResult:
 
 
 def local_only_commits(
-    store: Store, head: str, incoming: str, marker: SquashMarker, previous: str | None
+    store: Store,
+    head: str,
+    incoming: str,
+    marker: SquashMarker | None,
+    previous: str | None,
+    here: bool = False,
 ) -> list[str]:
-    """The commits on ``head``'s first-parent chain that the squash behind ``incoming`` did not fold in,
-    newest first.
+    """The commits on ``head``'s first-parent chain that the remote's main does not hold, newest first: those
+    the squash behind ``incoming`` did not fold in or, with ``here``, those the squash of main here rewrote
+    or made that never reached the remote.
 
-    The rule: a commit was folded in if the remote's old history holds it, which is known from whichever of
+    The rule: a commit is held if the remote's old history holds it, which is known from whichever of
     these this host has: it is an ancestor of the squash's old head or of its squash point (both named by
     the squash's root commit), or of our last view of the remote's main before the rewrite (the tracking
     ref, which a detecting pull leaves as it was); or the new main holds a commit with its tree, message,
     author and author date (the squash keeps them, so a commit of ours that reached the remote's first-parent
-    chain after our last fetch is recognised without its old id). The ancestors of a folded commit are
-    folded too, so the walk stops at the first one. When this host holds none of those anchors (it never
-    saw the remote's old history), commits as old as the squash point are taken as folded.
+    chain after our last fetch is recognised without its old id). The ancestors of a held commit are held
+    too, so the walk stops at the first one. When this host holds none of those anchors (it never saw the
+    remote's old history), commits as old as the squash point are taken as held. With ``here``, the remote's
+    main itself is the old history, and the root of ours is held when the remote holds its squash point.
     """
     graph = store.graph
-    anchors = [
-        commit
-        for commit in (marker.old_head, marker.point, previous)
-        if commit and commit != incoming and graph.exists(commit)
-    ]
+    olds: list[str | None] = [incoming, previous]  # with ``here``, the remote's main is the old history
+    if not here:
+        olds = [c for c in ([marker.old_head, marker.point] if marker else []) + [previous] if c != incoming]
+    anchors = [c for c in olds if c and graph.exists(c)]
     rewritten = {
         (info.tree, info.message, info.author, info.author_time)
         for info in map(graph.info, graph.first_parent_chain(incoming))
     }
-    cut_time = graph.time(marker.root)
+    cut_time = graph.time(marker.root) if marker and not here else None
     local: list[str] = []
     for commit in graph.first_parent_chain(head):
         info = graph.info(commit)
@@ -91,8 +98,11 @@ def local_only_commits(
             break
         if anchors and any(graph.is_ancestor(commit, anchor) for anchor in anchors):
             break
-        if not anchors and info.commit_time <= cut_time:
+        if not anchors and cut_time is not None and info.commit_time <= cut_time:
             break
+        root = squash_marker(store, commit) if not info.parents else None
+        if root and graph.exists(root.point) and any(graph.is_ancestor(root.point, a) for a in anchors):
+            break  # a squash here of what the remote holds: nothing of ours
         local.append(commit)
     return local
 
@@ -116,7 +126,7 @@ def resync(
 
     Raises:
         ToolstackError: an operation is in progress, the remote has no main, or its history is unrelated to
-            ours without being a gc squash (resync will not replace main by a stranger's).
+            ours without being this pool's rewritten (resync will not replace main by a stranger's).
         DestructivePlanRefused: the reconcile would stop or undefine domains and ``confirm`` did not say yes
             (main is resynced; the hypervisor is left as it was).
     """
@@ -135,14 +145,18 @@ def resync(
     if head is None or graph.merge_bases(head, incoming):
         result = pull(ts, remote, reconcile=reconcile, confirm=confirm, placed_only=placed_only)
         return ResyncResult(before=result.before, after=result.after, plan=result.plan, pull=result)
-    marker = squash_marker(store, root_of(store, incoming))
-    if marker is None:
+    rewrite = rewritten(store, head, incoming, previous)
+    if rewrite is None and same_pool(store, head, incoming) is None:
+        # No pool record to go by: a history rewritten by gc is still recognised by its squash's root.
+        marker = squash_marker(store, root_of(store, incoming))
+        rewrite = Rewrite(marker) if marker is not None else None
+    if rewrite is None:
         raise ToolstackError(
-            f"{remote}/{layout.MAIN} shares no history with {layout.MAIN} and is not a history rewritten by "
-            "gc: refusing to replace main by it",
+            f"{remote}/{layout.MAIN} shares no history with {layout.MAIN} and is not this pool's history "
+            f"rewritten: refusing to replace main by it ({unrelated(ts, remote, head, incoming).why})",
             operation="resync",
         )
-    local = local_only_commits(store, head, incoming, marker, previous)
+    local = local_only_commits(store, head, incoming, rewrite.marker, previous, here=rewrite.here)
     kept = f"{RESYNC_PREFIX}/{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{head[:8]}"
     if not store.test_and_set(kept, None, head):
         raise ToolstackError(f"{kept} exists already: run resync again", operation="resync")

@@ -8,10 +8,12 @@ Two guards keep a host from spreading damage through the pool:
 - **No removal nobody asked for.** Before any push (``pull --push``, ``push``, the agent), the push guard
   (:func:`toolstack.gitops.unrequested_removals`) refuses to delete VMs nobody asked to delete.
 - **Rewritten history is not merged.** After ``toolstack gc`` and a forced push, the remote's main shares no
-  history with ours; merging two unrelated histories would conflict on every changed field (or silently
-  resurrect squashed state). ``pull`` recognises the squash (:func:`store.squash.squash_marker`), changes
-  nothing, and names the command that resynchronises: :func:`toolstack.resync.resync`
-  (``toolstack pull --resync``).
+  history with ours (nor does ours with the remote's after a gc here whose forced push lost its lease);
+  merging two unrelated histories would resurrect squashed state, and the store refuses it. ``pull``
+  recognises the rewrite (:func:`rewritten`: one pool's record on both sides, or the squash's trailers,
+  :func:`store.squash.squash_marker`), changes nothing, and names the command that resynchronises:
+  :func:`toolstack.resync.resync` (``toolstack pull --resync``). Another pool's history is refused too,
+  naming what to check.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from store import Conflict, NonFastForward
+from store import Conflict, NonFastForward, UnrelatedHistories
 from store.squash import SquashMarker, root_of, squash_marker
 from toolstack import layout
-from toolstack.errors import DestructivePlanRefused, HistoryRewritten, Rejection
+from toolstack.errors import (
+    DestructivePlanRefused,
+    HistoriesUnrelated,
+    HistoryRewritten,
+    Rejection,
+    ToolstackError,
+)
 from toolstack.gitops import _guarded_push, _revert_invalid, pull_message, take_their_repairs
 from toolstack.history import changed_vms
 from toolstack.plan import Confirm, Plan
+from toolstack.pool import read_pool
 
 if TYPE_CHECKING:
     from store import Remote, Store
@@ -70,25 +79,94 @@ class PullResult:
 
 
 # -- rewritten history ------------------------------------------------------------------------------------
-def _rewritten(store: Store, head: str, incoming: str, previous: str | None) -> SquashMarker | None:
-    """The squash that rewrote the remote's main under us, or None.
+@dataclass(frozen=True)
+class Rewrite:
+    """Why main here and the remote's main, histories of one pool, share no commit.
 
-    The remote's main was rewritten by gc when it shares no history with ours, its root is a squash's root,
-    and we had shared history with the remote before: our last view of its main (the tracking ref before
-    this fetch) is not in its history now, or we hold the squash point. A fresh host shares nothing with
+    Attributes:
+        marker: The gc squash that rewrote one of them (None: rewritten, but not by gc).
+        here: The squash rewrote main here (a gc whose forced push never landed), not the remote's main.
+    """
+
+    marker: SquashMarker | None
+    here: bool = False
+
+
+def same_pool(store: Store, a: str, b: str) -> bool | None:
+    """Whether two commits hold the same pool's record; None when either holds none (or a broken one)."""
+    ids: list[str] = []
+    for commit in (a, b):
+        try:
+            pool = read_pool(store.tree_at(commit))
+        except ToolstackError:
+            return None
+        if pool is None:
+            return None
+        ids.append(pool.id)
+    return ids[0] == ids[1]
+
+
+def rewritten(store: Store, head: str, incoming: str, previous: str | None) -> Rewrite | None:
+    """What rewrote the history of main here or of the remote's main, when they share no commit; else None.
+
+    Two histories with no common commit are one pool's rewritten when both hold its record (a clone shares the
+    pool's root, so nothing else makes them so). Without records, the remote's main was rewritten by gc when
+    its root is a squash's root and we had shared history with the remote before: our last view of its main
+    (the tracking ref before this fetch) is not in its history now, or we hold the squash point; main here
+    was, when its root is a squash's whose point the remote holds. The tracking ref alone cannot tell: a
+    fetch that did not merge (``push``, a pull or resync killed after its fetch) moves it onto the rewritten
+    main, and a host need not hold the point (a commit it never fetched). A fresh host shares nothing with
     the pool either, but has no such past: its first pull is an ordinary merge.
     """
     graph = store.graph
     if graph.merge_bases(head, incoming):
         return None
-    marker = squash_marker(store, root_of(store, incoming))
-    if marker is None:
-        return None
-    if previous is not None and graph.exists(previous) and not graph.is_ancestor(previous, incoming):
-        return marker
-    if graph.exists(marker.point) and graph.is_ancestor(marker.point, head):
-        return marker
-    return None
+    pool = same_pool(store, head, incoming)
+    if pool is False:
+        return None  # two pools: never one history
+    theirs = squash_marker(store, root_of(store, incoming))
+    if theirs is not None and (
+        pool
+        or (previous is not None and graph.exists(previous) and not graph.is_ancestor(previous, incoming))
+        or (graph.exists(theirs.point) and graph.is_ancestor(theirs.point, head))
+    ):
+        return Rewrite(theirs)
+    ours = squash_marker(store, root_of(store, head))
+    if ours is not None and (pool or (graph.exists(ours.point) and graph.is_ancestor(ours.point, incoming))):
+        return Rewrite(ours, here=True)
+    return Rewrite(None) if pool else None
+
+
+def unrelated(ts: Toolstack, remote: str, head: str, incoming: str) -> HistoriesUnrelated:
+    """The refusal to merge unrelated histories that are not this pool's rewritten one, naming the fix."""
+    store = ts.store
+    try:
+        ours, theirs = read_pool(store.tree_at(head)), read_pool(store.tree_at(incoming))
+    except ToolstackError:
+        ours = theirs = None
+    if ours is not None and theirs is not None and ours.id != theirs.id:
+        return HistoriesUnrelated(
+            remote,
+            incoming,
+            f"it is the history of another pool ({theirs.name}, {theirs.id}), not of this one "
+            f"({ours.name}, {ours.id})",
+            f"check {remote}'s URL (`git -C {store.path or '.'} remote get-url {remote}`)",
+        )
+    if squash_marker(store, root_of(store, incoming)) is not None:
+        return HistoriesUnrelated(
+            remote,
+            incoming,
+            "it was rewritten by gc, and without a pool record on both sides nothing tells whether it is "
+            "this pool's",
+            f"if {remote} is this pool's server, take its main with `{resync_command(ts, remote)}`",
+        )
+    return HistoriesUnrelated(
+        remote,
+        incoming,
+        "without a pool record on both sides, nothing tells whether it is this pool's",
+        f"if {remote} is this pool's server, compare the two histories and reset main to {remote}/main by "
+        "hand (README: History squash)",
+    )
 
 
 def resync_command(ts: Toolstack, remote: str) -> str:
@@ -125,8 +203,10 @@ def pull(
 
     Raises:
         Conflict: the merge conflicts (the error lists each path with both values); nothing moves.
-        HistoryRewritten: the remote's main was rewritten by gc; nothing moves (run
-            :func:`toolstack.resync.resync`).
+        HistoryRewritten: main here and the remote's main are this pool's histories, one rewritten (by gc);
+            nothing moves (run :func:`toolstack.resync.resync`).
+        HistoriesUnrelated: the remote's main shares no commit with ours and is not this pool's rewritten
+            history (another pool's); nothing moves.
         UnrequestedRemoval: pushing back would delete VMs nobody asked to delete; nothing was pushed.
         DestructivePlanRefused: the reconcile would stop or undefine domains and ``confirm`` did not say
             yes: main is merged, the hypervisor is left as it was, nothing was pushed.
@@ -151,12 +231,20 @@ def pull(
         previous, incoming = _fetch(store, link)
         head = ts.main.head
         if incoming is not None and head is not None and not store.graph.is_ancestor(incoming, head):
-            marker = _rewritten(store, head, incoming, previous)
-            if marker is not None:
+            rewrite = rewritten(store, head, incoming, previous)
+            if rewrite is not None:
                 # Leave everything as it was, the tracking ref included, so that resync (and the next pull)
                 # still know what we had seen of the remote before its rewrite.
                 store.test_and_set(link.tracking_ref(layout.MAIN), incoming, previous)
-                raise HistoryRewritten(remote, incoming, marker.root, marker.at, resync_command(ts, remote))
+                marker = rewrite.marker
+                raise HistoryRewritten(
+                    remote,
+                    incoming,
+                    marker.root if marker else None,
+                    marker.at if marker else "",
+                    resync_command(ts, remote),
+                    here=rewrite.here,
+                )
             try:
                 merged = store.merge(
                     incoming,
@@ -164,6 +252,8 @@ def pull(
                     author=ts.author,
                     message=pull_message(store, remote, head, incoming),
                 )
+            except UnrelatedHistories:
+                raise unrelated(ts, remote, head, incoming) from None
             except Conflict as conflict:
                 if head is None or not take_their_repairs(ts, remote, head, incoming, conflict):
                     raise

@@ -8,7 +8,8 @@ import os
 import select
 from collections.abc import Iterable
 
-from xenstored.protocol import HEADER, Op, Packet
+from tests.xenstored.client import XenbusClient
+from xenstored.protocol import HEADER, Packet
 from xenstored.ring import PAGE_SIZE, GuestRing
 
 # How long a guest waits for the daemon's kick before the test fails: a guard against a hung daemon, not a
@@ -16,7 +17,7 @@ from xenstored.ring import PAGE_SIZE, GuestRing
 KICK_TIMEOUT = 20.0
 
 
-class FileGuest:
+class FileGuest(XenbusClient):
     """Domain ``domid``'s page and event channel under ``ring_dir``, made before its INTRODUCE.
 
     Args:
@@ -26,6 +27,7 @@ class FileGuest:
     """
 
     def __init__(self, ring_dir: str, domid: int, start: int = 0) -> None:
+        super().__init__()
         self.domid = domid
         base = os.path.join(ring_dir, str(domid))
         os.makedirs(base, exist_ok=True)
@@ -45,8 +47,6 @@ class FileGuest:
         self._kick = os.open(os.path.join(base, "kick"), os.O_RDWR | os.O_NONBLOCK)
         self._notify = os.open(os.path.join(base, "notify"), os.O_RDWR | os.O_NONBLOCK)
         self._received = bytearray()
-        self.events: list[Packet] = []
-        self._next_req = 1
 
     def close(self) -> None:
         os.close(self._kick)
@@ -106,23 +106,3 @@ class FileGuest:
             self._take_responses()
             if len(self._received) == before:
                 self._wait()
-
-    def request(self, op: int, payload: bytes, chunks: Iterable[int] = ()) -> Packet:
-        """Send one request (cut as ``chunks`` says) and return its reply; watch events go to events."""
-        req_id = self._next_req
-        self._next_req += 1
-        self.send(Packet(op, req_id, 0, payload).encode(), chunks)
-        while True:
-            packet = self.receive()
-            if packet.op == Op.WATCH_EVENT:
-                self.events.append(packet)
-                continue
-            assert packet.req_id == req_id, f"reply to request {packet.req_id}, expected {req_id}"
-            return packet
-
-    def event(self) -> Packet:
-        while not self.events:
-            packet = self.receive()
-            assert packet.op == Op.WATCH_EVENT, packet
-            self.events.append(packet)
-        return self.events.pop(0)

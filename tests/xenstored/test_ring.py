@@ -129,10 +129,10 @@ class TestRingTransport:
         try:
             for number, value in enumerate(values):
                 payload = f"node{number}\0".encode() + value
-                assert guest.request(Op.WRITE, payload, pieces).payload == b"OK\0"
+                assert guest.request(Op.WRITE, payload, chunks=pieces).payload == b"OK\0"
             for number, value in enumerate(values):
                 # Relative paths resolve under the guest's home: the ring speaks as its domain.
-                reply = guest.request(Op.READ, f"node{number}\0".encode(), pieces)
+                reply = guest.request(Op.READ, f"node{number}\0".encode(), chunks=pieces)
                 assert reply.payload == value
             with daemon.wire() as dom0:
                 home = f"/local/domain/{guest.domid}"

@@ -48,7 +48,7 @@ class TestMalformedInput:
 
     def test_errors_echo_the_request_and_transaction_ids(self, shared_daemon):
         with shared_daemon.wire() as client:
-            client.send_bytes(Packet(Op.READ, 4242, 777, b"/x\0").encode())
+            client.send(Packet(Op.READ, 4242, 777, b"/x\0").encode())
             reply = client.receive()
             assert (reply.op, reply.req_id, reply.tx_id, reply.payload) == (Op.ERROR, 4242, 777, b"ENOENT\0")
 
@@ -81,7 +81,7 @@ class TestMalformedInput:
 
     def test_an_oversized_payload_closes_the_connection(self, shared_daemon):
         with shared_daemon.wire() as client:
-            client.send_bytes(HEADER.pack(Op.WRITE, 1, 0, PAYLOAD_MAX + 1) + b"x" * 100)
+            client.send(HEADER.pack(Op.WRITE, 1, 0, PAYLOAD_MAX + 1) + b"x" * 100)
             assert closed_by_daemon(client)
         with shared_daemon.wire() as client:
             assert client.call(Op.READ, "/").op == Op.READ

@@ -1,14 +1,14 @@
 """How the CLI reports errors: one line and a documented exit code, or with ``--json`` one JSON object.
 
 Exit codes: 0 success; 1 error (unknown VM, hypervisor failure, bad repository...); 2 usage (bad option or
-value); 3 conflict (concurrent changes could not be merged, or histories with no common ancestor); 4 busy
-(another operation holds the VM);
-5 rejected (``pull`` reverted invalid edits, each named with commit, author, path and error:
-``RejectedEdits``); 6 history rewritten (the remote's main was squashed by ``gc``; nothing changed; run
-``toolstack pull --resync``: ``HistoryRewritten``); 7 unrequested removal (a push would delete VMs that no
-operation deleted; nothing pushed: ``UnrequestedRemoval``); 8 destructive plan refused (``reconcile``,
-``rollback`` or ``pull`` would stop or undefine domains and was not confirmed: the plan is printed, nothing of
-it applied: ``DestructivePlanRefused``).
+value); 3 conflict (concurrent changes could not be merged, or histories with no common ancestor: another
+pool's is ``HistoriesUnrelated``, naming what to check); 4 busy (another operation holds the VM); 5 rejected
+(``pull`` reverted invalid edits, each named with commit, author, path and error: ``RejectedEdits``); 6
+history rewritten (the remote's main was squashed by ``gc``, or a ``gc`` here never reached it; nothing
+changed; run ``toolstack pull --resync``: ``HistoryRewritten``); 7 unrequested removal (a push would delete
+VMs that no operation deleted; nothing pushed: ``UnrequestedRemoval``); 8 destructive plan refused
+(``reconcile``, ``rollback`` or ``pull`` would stop or undefine domains and was not confirmed: the plan is
+printed, nothing of it applied: ``DestructivePlanRefused``).
 
 An error goes to stderr, as ``error: MESSAGE`` (click's usage errors keep click's own text), or with
 ``--json`` (before or after the subcommand) as one line ``{"error": {"code": EXIT_CODE, "message": ...,

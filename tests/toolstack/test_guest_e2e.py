@@ -9,6 +9,7 @@ Every domain a test defines has a unique name and is destroyed and undefined aft
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -118,6 +119,53 @@ def test_the_cli_boots_a_kernel_shows_its_console_attaches_a_disk_and_shuts_it_d
     assert "shutoff" in toolstack(tmp_path, "vm", "shutdown", name, "--timeout", "90")
     live = ET.fromstring(toolstack(tmp_path, "vm", "dumpxml", name, "--inactive"))
     assert live.find("devices/serial").get("type") == "pty"
+
+
+def memory_kib(xml_text: str) -> int:
+    """A domain XML's boot memory (``<memory>``, in KiB as libvirt writes it)."""
+    element = ET.fromstring(xml_text).find("memory")
+    assert element is not None and element.get("unit", "KiB") == "KiB", xml_text[:300]
+    return int(element.text or 0)
+
+
+def test_a_memory_change_waits_for_the_next_boot_is_shown_applied_by_reboot_apply_and_rolled_back(
+    tmp_path, prefix
+):
+    """``vm set --memory`` beyond a running guest's ceiling lands in the next-boot definition only: ``vm
+    show``, ``vm list`` (its marker) and ``vm list --json`` list it with its live and next-boot values;
+    ``vm reboot --apply`` boots the new memory; a rollback to before the set brings the old memory back."""
+    name = f"{prefix}-pend"
+    toolstack(tmp_path, "init")
+    toolstack(
+        tmp_path,
+        *("vm", "create", name, "--memory", "96M", "--kernel", str(E2E_DIR / "vmlinuz")),
+        *("--initrd", str(E2E_DIR / "initrd.img"), "--cmdline", "console=ttyS0 panic=-1"),
+    )
+    toolstack(tmp_path, "vm", "start", name)
+    before_set = toolstack(tmp_path, "log", name).splitlines()[1].split()[0]  # newest first, under a header
+
+    toolstack(tmp_path, "vm", "set", name, "--memory", "128M")
+    assert memory_kib(toolstack(tmp_path, "vm", "dumpxml", name)) == 96 * 1024, "the running domain keeps 96"
+    assert memory_kib(toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")) == 128 * 1024
+    shown = toolstack(tmp_path, "vm", "show", name)
+    assert re.search(r"^pending: +memory: live 96 → next boot 128 MiB$", shown, re.M), shown
+    assert f"vm reboot {name} --apply" in shown
+    listed = toolstack(tmp_path, "vm", "list")
+    row = next(line for line in listed.splitlines() if line.startswith(name))
+    assert row.endswith("running [pending reboot]"), listed
+    records = json.loads(toolstack(tmp_path, "--json", "vm", "list"))
+    record = next(r for r in records if r["name"] == name)
+    assert {"field": "memory", "live": 96, "next_boot": 128, "unit": "MiB"} in record["pending"], record
+
+    toolstack(tmp_path, "vm", "reboot", name, "--apply", "--timeout", "90")
+    assert memory_kib(toolstack(tmp_path, "vm", "dumpxml", name)) == 128 * 1024, "the new boot has 128"
+    assert json.loads(toolstack(tmp_path, "--json", "vm", "show", name))["pending"] == []
+    assert "[pending reboot]" not in toolstack(tmp_path, "vm", "list")
+    assert "shutoff" in toolstack(tmp_path, "vm", "shutdown", name, "--timeout", "90")
+
+    toolstack(tmp_path, "rollback", before_set, "--vm", name, "--yes")
+    assert memory_kib(toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")) == 96 * 1024
+    assert re.search(r"^memory: +96 MiB$", toolstack(tmp_path, "vm", "show", name), re.M)
 
 
 DOMAIN_XML = """<domain type='qemu'>

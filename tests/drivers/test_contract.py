@@ -433,6 +433,26 @@ def test_closing_a_subscription_stops_delivery(
     assert late.of(spec.uuid) == []
 
 
+def test_consoles_are_the_serial_console_then_graphics_with_a_port_only_while_running(
+    driver: Driver, make_spec: SpecFactory
+):
+    spec = make_spec(graphics="vnc")
+    driver.define(spec)
+    stopped = driver.consoles(spec.uuid)
+    assert [(c.kind, c.listen, c.port) for c in stopped] == [
+        ("serial", None, None),
+        ("vnc", "127.0.0.1", None),
+    ]
+    driver.start(spec.uuid)
+    serial, vnc = driver.consoles(spec.uuid)
+    assert (serial.kind, vnc.kind, vnc.listen) == ("serial", "vnc", "127.0.0.1")
+    assert vnc.port is None or vnc.port >= 5900  # libvirt's test driver reports none; QEMU its autoport
+    if is_qemu(driver):
+        assert vnc.port is not None and serial.path is not None and serial.path.startswith("/dev/pts/")
+    with pytest.raises(DomainNotFound):
+        driver.consoles(uuidlib.uuid4())
+
+
 def test_capabilities_are_strings_from_the_known_set(driver: Driver):
     capabilities = driver.capabilities()
     assert isinstance(capabilities, frozenset)

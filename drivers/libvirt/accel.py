@@ -12,9 +12,9 @@ supervisor code goes through KVM's instruction emulator. Measured on such a host
 statistics): 0.3-0.7 million emulated instructions a second, so the stock Debian kernel, whose real-mode
 setup prints "Probing EDD" within a second, spends about 7 minutes decompressing itself (it looked hung),
 then stops with "KVM internal error. Suberror: 1 ... emulation failure" on a ``lock cmpxchg16b``, which the
-emulator does not handle, before its console is up. No CPU model or kernel argument changed that. So, on a
-local host, a CPU without ``vmx``/``svm`` makes ``auto`` choose TCG, and the reason names PVM where it is
-loaded.
+emulator does not handle, before its console is up; without CX16 in the guest's CPU it prints its first line
+after ~5 minutes and stops the same way on an ``xrstor`` (README, "Drivers", has the runs). So, on a local
+host, a CPU without ``vmx``/``svm`` makes ``auto`` choose TCG, and the reason names PVM where it is loaded.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ def test_the_pages_console_shows_a_real_guests_boot_messages(page, qemu_server):
     page.screenshot(path=str(ARTIFACTS / "console-terminal-libvirt.png"))
 
     with qemu_server.client() as client:
-        assert client.post(f"/vms/{name}/destroy").status_code == 200
+        # 200 once done, or 202 with a job when QEMU takes longer than the API waits: either way it stops.
+        assert client.post(f"/vms/{name}/destroy").status_code in (200, 202)
     expect(page.locator("#console-status")).to_have_text(
         "the console closed (the VM stopped)", timeout=30_000
     )

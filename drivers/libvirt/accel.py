@@ -9,12 +9,13 @@ still forces it.
 (``kvm_pvm``, pagetable-based virtualisation), which serves ``/dev/kvm`` on cloud VMs that hide both: it
 runs PVM-enabled guest kernels (built with ``CONFIG_PVM_GUEST``) natively, but an ordinary kernel's
 supervisor code goes through KVM's instruction emulator. Measured on such a host (QEMU's KVM vCPU
-statistics): 0.3-0.7 million emulated instructions a second, so the stock Debian kernel, whose real-mode
+statistics): 0.3-1.2 million emulated instructions a second, so the stock Debian kernel, whose real-mode
 setup prints "Probing EDD" within a second, spends about 7 minutes decompressing itself (it looked hung),
 then stops with "KVM internal error. Suberror: 1 ... emulation failure" on a ``lock cmpxchg16b``, which the
 emulator does not handle, before its console is up; without CX16 in the guest's CPU it prints its first line
-after ~5 minutes and stops the same way on an ``xrstor`` (README, "Drivers", has the runs). So, on a local
-host, a CPU without ``vmx``/``svm`` makes ``auto`` choose TCG, and the reason names PVM where it is loaded.
+after ~5 minutes and stops the same way on an ``xrstor``, and with ``noxsave`` on an ``int3`` (README,
+"Drivers", has the runs): only a PVM guest kernel would run. So, on a local host, a CPU without
+``vmx``/``svm`` makes ``auto`` choose TCG, and the reason names PVM where it is loaded.
 """
 
 from __future__ import annotations

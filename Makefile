@@ -31,7 +31,8 @@ test-pyodide: setup
 	node --stack-size=4000 tests/pyodide/run.mjs $(PYODIDE_CACHE)/node_modules/pyodide $(PYODIDE_CACHE)/wheels \
 		$(PYODIDE_TESTS) -q -m 'not native'
 
-# Real libvirtd + QEMU under TCG: installs and starts them, then runs the e2e-marked tests.
+# Real libvirtd + QEMU (KVM where hardware-assisted, else TCG): installs and starts them, then runs the
+# e2e-marked tests.
 e2e: setup
 	bash scripts/e2e-setup.sh
 	$(PY) -m pytest -q -m e2e $(PYTEST_ARGS)

@@ -26,7 +26,16 @@ from drivers.errors import (
     InvalidState,
     Unsupported,
 )
-from drivers.models import Disk, DomainEvent, DomainInfo, DomainSpec, Nic, Resource, Scope
+from drivers.models import (
+    ConsoleDevice,
+    Disk,
+    DomainEvent,
+    DomainInfo,
+    DomainSpec,
+    Nic,
+    Resource,
+    Scope,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +301,18 @@ class Driver(ABC):
             - Without ``force``, a console another session holds raises InvalidState.
         """
 
+    def consoles(self, uuid: DomainRef) -> list[ConsoleDevice]:
+        """The domain's consoles as the hypervisor has them: serial consoles first, then graphics.
+
+        Contract:
+            - Raises DomainNotFound if absent.
+            - While the domain runs, a graphics server has the port the hypervisor gave it where it reports
+              one; while it is stopped the port is None.
+            - The default is the spec's: the serial console every domain rendered from a spec has, and the
+              spec's graphics on loopback. Drivers that can read what the hypervisor runs override it.
+        """
+        return spec_consoles(self.get_spec(uuid))
+
     def events(self, callback: EventCallback) -> Subscription:
         """Subscribe ``callback`` to DomainEvents of this connection.
 
@@ -364,6 +385,13 @@ class Driver(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.uri}>"
+
+
+def spec_consoles(spec: DomainSpec) -> list[ConsoleDevice]:
+    """The consoles a spec asks for: the serial console every domain rendered from a spec has, and its
+    graphics on loopback (with no port: a spec does not know the one a running domain gets)."""
+    graphics = [ConsoleDevice(kind=spec.graphics, listen="127.0.0.1")] if spec.graphics else []
+    return [ConsoleDevice(kind="serial"), *graphics]
 
 
 def device_id_of(device: object) -> str:

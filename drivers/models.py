@@ -93,6 +93,35 @@ class DomainInfo(FrozenModel):
     persistent: bool = True
 
 
+class ConsoleDevice(FrozenModel):
+    """One way into a domain's terminal or screen, as its hypervisor reports it (``vm show``'s consoles).
+
+    Attributes:
+        kind: ``serial`` (what ``Driver.console`` attaches to), or a graphics protocol (``vnc``, ``spice``).
+        listen: The address a graphics server listens on (None for a serial console, or where not given).
+        port: A graphics server's TCP port, once the hypervisor has given it one (a running domain's; None
+            while it is stopped or where the hypervisor reports none).
+        path: A serial console's pseudo-terminal on the host while the domain runs, where it is reported.
+    """
+
+    kind: str
+    listen: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+    def describe(self) -> str:
+        """``serial (/dev/pts/3)``, ``vnc 127.0.0.1:5900``; ``vnc on 127.0.0.1`` without a port."""
+        if self.kind == "serial":
+            return "serial" + (f" ({self.path})" if self.path else "")
+        if self.listen is None:
+            return self.kind + (f" port {self.port}" if self.port is not None else "")
+        return (
+            f"{self.kind} {self.listen}:{self.port}"
+            if self.port is not None
+            else f"{self.kind} on {self.listen}"
+        )
+
+
 class Scope(enum.Flag):
     """Which configuration a change applies to.
 

@@ -24,7 +24,7 @@ from drivers import Driver, DriverError
 from drivers.base import DomainRef, EventCallback, Subscription, not_found
 from drivers.console import ConsoleStream
 from drivers.errors import DomainNotFound
-from drivers.models import DomainInfo, DomainSpec, Scope
+from drivers.models import ConsoleDevice, DomainInfo, DomainSpec, Scope
 from toolstack.models import MANAGED_KEY, MANAGED_VALUE
 
 POOL_KEY = "toolstack-pool"
@@ -232,6 +232,9 @@ class OwnedDriver(Driver):
 
     def dump_xml(self, uuid: DomainRef, inactive: bool = False) -> str:
         return self.inner.dump_xml(uuid, inactive)
+
+    def consoles(self, uuid: DomainRef) -> list[ConsoleDevice]:
+        return self.inner.consoles(uuid)
 
     def create_volume(self, path: str, size_mib: int, fmt: str = "raw") -> None:
         self.inner.create_volume(path, size_mib, fmt)

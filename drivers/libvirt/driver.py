@@ -32,6 +32,7 @@ from drivers.libvirt.storage import create_volume
 from drivers.libvirt.xml import device_to_xml, spec_to_xml, xml_to_spec
 from drivers.models import (
     Capability,
+    ConsoleDevice,
     Disk,
     DomainInfo,
     DomainSpec,
@@ -279,6 +280,11 @@ class LibvirtDriver(Driver):
             return open_console(conn, dom, force)
 
         return self._call("console", ref, work)
+
+    def consoles(self, uuid: DomainRef) -> list[ConsoleDevice]:
+        """What the domain's XML has: its live XML while it runs (VNC ports and ptys filled in), else its
+        persistent one."""
+        return guest.consoles_of(self.dump_xml(uuid))
 
     def dump_xml(self, uuid: DomainRef, inactive: bool = False) -> str:
         ref = as_uuid(uuid)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from drivers.models import DomainSpec
+from drivers.models import ConsoleDevice, DomainSpec
 
 # Our metadata attributes carrying the modelled fields.
 ACCEL_ATTRIBUTE = "accel"
@@ -94,3 +94,40 @@ def device_elements(spec: DomainSpec, verbatim: bool) -> list[ET.Element]:
         ET.SubElement(graphics, "listen", {"type": "address", "address": LOOPBACK})
         elements.append(graphics)
     return elements
+
+
+def consoles_of(xml_text: str) -> list[ConsoleDevice]:
+    """The consoles a domain document has: its serial ports (and consoles that are not one of them), then its
+    graphics servers, with the pseudo-terminals and ports libvirt filled in for a running domain."""
+    devices = ET.fromstring(xml_text).find("devices")
+    if devices is None:
+        return []
+    found = []
+    serials = devices.findall("serial")
+    # A <console> whose target is serial port N is that port again (libvirt writes both); others count.
+    extra_consoles = [
+        c for c in devices.findall("console") if not (serials and _target_type(c) in (None, "serial"))
+    ]
+    for element in [*serials, *extra_consoles]:
+        source = element.find("source")
+        path = source.get("path") if source is not None else None
+        found.append(ConsoleDevice(kind="serial", path=path or element.get("tty")))
+    for graphics in devices.findall("graphics"):
+        listen = graphics.get("listen")
+        if listen is None:
+            address = graphics.find("listen[@address]")
+            listen = address.get("address") if address is not None else None
+        port = graphics.get("port")
+        found.append(
+            ConsoleDevice(
+                kind=graphics.get("type", "?"),
+                listen=listen,
+                port=int(port) if port and port.isdigit() else None,  # -1: not given one (yet)
+            )
+        )
+    return found
+
+
+def _target_type(element: ET.Element) -> str | None:
+    target = element.find("target")
+    return target.get("type") if target is not None else None

@@ -23,6 +23,7 @@ from drivers.console import ConsoleStream, QueuedConsole
 from drivers.errors import DomainExists, DomainNotFound, InvalidArgument, InvalidState
 from drivers.models import (
     Capability,
+    ConsoleDevice,
     Disk,
     DomainEvent,
     DomainInfo,
@@ -39,6 +40,7 @@ from drivers.sim.host import SimHost
 from drivers.sim.store import DirectoryStore, MemoryStore, SimDomain
 
 _EVENT_POLL_SECONDS = 0.05
+VNC_BASE_PORT = 5900  # libvirt's autoport starts there
 
 
 class SimDriver(Driver):
@@ -214,6 +216,17 @@ class SimDriver(Driver):
             raise InvalidArgument(
                 f"cannot create {path}: {error.strerror}", operation="create_volume"
             ) from None
+
+    def consoles(self, uuid: DomainRef) -> list[ConsoleDevice]:
+        """The spec's consoles; a running domain's VNC server has port 5900 + its domid, as though libvirt's
+        autoport had given it one (nothing listens there)."""
+        ref = self._enter("consoles", uuid)
+        domain = self.host.lookup(ref, "consoles")
+        spec = domain.current
+        port = None if domain.domid is None else VNC_BASE_PORT + domain.domid
+        return [ConsoleDevice(kind="serial")] + (
+            [ConsoleDevice(kind=spec.graphics, listen="127.0.0.1", port=port)] if spec.graphics else []
+        )
 
     def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
         """The simulated serial console: a fake boot log, then what is typed, echoed back as a tty does.

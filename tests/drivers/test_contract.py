@@ -388,6 +388,8 @@ def test_live_and_persistent_read_together_equal_the_two_get_specs(driver: Drive
     spec = make_spec()
     driver.define(spec)
     driver.start(spec.uuid)
+    if is_qemu(driver):  # QEMU runs the ceiling (max_memory) until the guest's balloon driver takes it down
+        assert wait_until(lambda: driver.get_spec(spec.uuid, live=True).memory == spec.memory, timeout=60)
     live, persistent = driver.live_and_persistent(spec.uuid)
     assert live == persistent == driver.get_spec(spec.uuid) == driver.get_spec(spec.uuid, live=True)
     driver.define(spec.evolve(vcpus=2))  # waits for the next boot
@@ -431,6 +433,26 @@ def test_closing_a_subscription_stops_delivery(
     driver.define(spec)
     recorder.wait_kinds(spec.uuid, EventKind.DEFINED)
     assert late.of(spec.uuid) == []
+
+
+def test_consoles_are_the_serial_console_then_graphics_with_a_port_only_while_running(
+    driver: Driver, make_spec: SpecFactory
+):
+    spec = make_spec(graphics="vnc")
+    driver.define(spec)
+    stopped = driver.consoles(spec.uuid)
+    assert [(c.kind, c.listen, c.port) for c in stopped] == [
+        ("serial", None, None),
+        ("vnc", "127.0.0.1", None),
+    ]
+    driver.start(spec.uuid)
+    serial, vnc = driver.consoles(spec.uuid)
+    assert (serial.kind, vnc.kind, vnc.listen) == ("serial", "vnc", "127.0.0.1")
+    assert vnc.port is None or vnc.port >= 5900  # libvirt's test driver reports none; QEMU its autoport
+    if is_qemu(driver):
+        assert vnc.port is not None and serial.path is not None and serial.path.startswith("/dev/pts/")
+    with pytest.raises(DomainNotFound):
+        driver.consoles(uuidlib.uuid4())
 
 
 def test_capabilities_are_strings_from_the_known_set(driver: Driver):

@@ -15,7 +15,7 @@ import pytest
 import drivers
 from drivers import Disk, DomainSpec
 from drivers.errors import DomainNotFound, InvalidArgument, InvalidState, Unsupported
-from drivers.libvirt import accel
+from drivers.libvirt import accel, guest
 from drivers.libvirt.xml import spec_to_xml, xml_to_spec
 from drivers.xen import XlDriver
 
@@ -150,8 +150,53 @@ def test_the_probe_wants_both_libvirts_kvm_domains_and_an_openable_dev_kvm(libvi
         accel.probe(Offers(), local=True, opener=missing).reason
         == "/dev/kvm does not open: No such file or directory"
     )
-    assert accel.probe(Offers(), local=True, opener=lambda path: -1).kvm
+    assert accel.probe(Offers(), local=True, opener=lambda path: -1, facts=HARDWARE_KVM).kvm
     assert accel.probe(Offers(), local=False, opener=missing).kvm  # a remote daemon's /dev/kvm is not ours
+
+
+HARDWARE_KVM = accel.HostFacts(frozenset({"fpu", "svm", "hypervisor"}), frozenset({"kvm", "kvm_amd"}))
+PVM = accel.HostFacts(frozenset({"fpu", "hypervisor"}), frozenset({"kvm", "kvm_pvm"}))
+
+
+def test_a_dev_kvm_that_opens_without_vmx_or_svm_is_not_chosen_and_pvm_is_named():
+    """PVM serves /dev/kvm on cloud VMs without VMX/SVM, but runs an ordinary kernel through KVM's
+    instruction emulator (the e2e guest seemed to hang after "Probing EDD"): auto chooses TCG there."""
+
+    class Offers:
+        def getDomainCapabilities(self, *args: object) -> str:
+            return "<domainCapabilities/>"
+
+    def opens(path: str) -> int:
+        return -1
+
+    pvm = accel.probe(Offers(), local=True, opener=opens, facts=PVM)
+    assert not pvm.kvm
+    assert pvm.reason.startswith("/dev/kvm opens, but KVM here is PVM (kvm_pvm")
+    other = accel.probe(Offers(), local=True, opener=opens, facts=accel.HostFacts(frozenset(), frozenset()))
+    assert (other.kvm, other.reason) == (
+        False,
+        "/dev/kvm opens, but the CPU has no vmx/svm flag, so this KVM is not hardware-assisted",
+    )
+    unknown = accel.HostFacts(None, frozenset({"kvm_pvm"}))  # flags unreadable: nothing to judge by
+    assert accel.probe(Offers(), local=True, opener=opens, facts=unknown).kvm
+    assert accel.probe(Offers(), local=False, facts=PVM).kvm  # a remote host's CPU is not this one
+
+
+def test_host_facts_are_the_cpu_flags_and_the_loaded_kvm_modules(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu vme hypervisor lm\n\nprocessor\t: 1\n"
+        "flags\t\t: fpu vme hypervisor lm\n"
+    )
+    for module in ("kvm", "kvm_pvm", "virtio_net"):
+        (tmp_path / "sys" / "module" / module).mkdir(parents=True)
+    facts = accel.read_host_facts(str(tmp_path / "proc"), str(tmp_path / "sys"))
+    assert facts == accel.HostFacts(
+        frozenset({"fpu", "vme", "hypervisor", "lm"}), frozenset({"kvm", "kvm_pvm"})
+    )
+    assert accel.software_kvm(facts) is not None
+    empty = accel.read_host_facts(str(tmp_path / "none"), str(tmp_path / "none"))
+    assert empty == accel.HostFacts(None, frozenset())
 
 
 def test_a_spec_forcing_an_accelerator_gets_its_domain_type():
@@ -197,3 +242,43 @@ def test_consoles_the_driver_cannot_attach_are_unsupported_naming_the_driver(lib
         libvirt_test.destroy(domain.uuid)
     with pytest.raises(Unsupported, match=r"xl driver.*xl console"):
         XlDriver(config_dir=tmp_path / "xen", runner=lambda argv, input=None: None).console(domain.uuid)
+
+
+# -- what vm show lists as consoles ------------------------------------------------------------------------
+
+RUNNING_QEMU_DEVICES = """<domain type='kvm'><name>r</name><devices>
+  <serial type='pty'><source path='/dev/pts/7'/><target type='isa-serial' port='0'/></serial>
+  <console type='pty' tty='/dev/pts/7'><source path='/dev/pts/7'/><target type='serial' port='0'/></console>
+  <console type='pty'><target type='virtio' port='1'/></console>
+  <graphics type='vnc' port='5903' autoport='yes' listen='127.0.0.1'>
+    <listen type='address' address='127.0.0.1'/></graphics>
+  <graphics type='spice' autoport='yes'><listen type='address' address='0.0.0.0'/></graphics>
+  <graphics type='spice'><listen type='none'/></graphics>
+</devices></domain>"""
+
+
+def test_the_consoles_of_a_running_qemu_domain_are_read_from_its_live_xml():
+    """As libvirtd writes a running domain (ptys and the autoport filled in): the <console> that is serial
+    port 0 again is not listed twice; a virtio console and each graphics server are."""
+    found = guest.consoles_of(RUNNING_QEMU_DEVICES)
+    assert [c.describe() for c in found] == [
+        "serial (/dev/pts/7)",
+        "serial",
+        "vnc 127.0.0.1:5903",
+        "spice on 0.0.0.0",
+        "spice",
+    ]
+    assert guest.consoles_of("<domain type='qemu'><name>bare</name></domain>") == []
+
+
+def test_the_simulator_gives_a_running_domains_vnc_a_port_of_its_own():
+    with drivers.open("sim://") as sim:
+        first, second = spec(graphics="vnc"), spec(graphics="vnc")
+        for each in (first, second):
+            sim.define(each)
+            assert sim.consoles(each.uuid)[1].port is None
+            sim.start(each.uuid)
+        ports = {sim.consoles(each.uuid)[1].port for each in (first, second)}
+        assert len(ports) == 2 and all(port is not None and port >= 5900 for port in ports)
+        sim.destroy(first.uuid)
+        assert sim.consoles(first.uuid)[1].port is None

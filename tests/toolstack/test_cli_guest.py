@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -56,6 +57,22 @@ def test_create_takes_boot_media_cpu_accel_graphics_cdrom_autostart_and_makes_a_
     shown = run(tmp_path, "vm", "show", "inst").stdout
     assert "accel:    tcg (forced for this VM)" in shown
     assert "consoles: serial, vnc on 127.0.0.1" in shown and "autostart: yes" in shown
+
+
+def test_show_lists_the_consoles_the_driver_reports_with_the_vnc_port_while_it_runs(tmp_path):
+    run(tmp_path, "init")
+    run(tmp_path, "vm", "create", "desk", "--memory", "64M", "--graphics", "vnc")
+    run(tmp_path, "vm", "create", "plain", "--memory", "64M")
+    assert "consoles: serial, vnc on 127.0.0.1\n" in run(tmp_path, "vm", "show", "desk").stdout
+    run(tmp_path, "vm", "start", "desk")
+    shown = run(tmp_path, "vm", "show", "desk").stdout
+    port = int(re.search(r"^consoles: serial, vnc 127\.0\.0\.1:(\d+)$", shown, re.M).group(1))  # type: ignore[union-attr]
+    record = json.loads(run(tmp_path, "--json", "vm", "show", "desk").stdout)
+    assert record["consoles"] == [
+        {"kind": "serial", "listen": None, "port": None, "path": None},
+        {"kind": "vnc", "listen": "127.0.0.1", "port": port, "path": None},
+    ]
+    assert "consoles: serial\n" in run(tmp_path, "vm", "show", "plain").stdout
 
 
 def test_create_boots_from_the_cdrom_by_default_and_refuses_an_initrd_without_a_kernel(tmp_path):
@@ -194,3 +211,21 @@ def test_define_imports_a_domain_keeping_every_device_through_an_update_and_a_ro
     rolled_back = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
     assert "<currentMemory unit='KiB'>131072</currentMemory>" in rolled_back
     assert devices_of(rolled_back) == first
+
+
+def test_show_lists_an_imported_domains_own_consoles_not_a_default_serial(libvirt_cli, tmp_path):
+    """A domain kept verbatim has exactly the consoles its XML has: FOREIGN's serial and VNC, and only a
+    VNC server on every address for one without a serial port."""
+    source = tmp_path / "imported.xml"
+    source.write_text(FOREIGN)
+    libvirt_cli("vm", "define", str(source))
+    assert "consoles: serial, vnc on 127.0.0.1\n" in libvirt_cli("vm", "show", "imported")
+    vnc_only = FOREIGN.replace("<name>imported</name>", "<name>vnc</name>")
+    vnc_only = re.sub(r"<serial.*</console>", "", vnc_only, flags=re.S)
+    vnc_only = vnc_only.replace(
+        "type='vnc' port='-1' autoport='yes' listen='127.0.0.1'",
+        "type='vnc' port='5907' autoport='no' listen='0.0.0.0'",
+    )
+    source.write_text(vnc_only)
+    libvirt_cli("vm", "define", str(source))
+    assert "consoles: vnc 0.0.0.0:5907\n" in libvirt_cli("vm", "show", "vnc")

@@ -17,6 +17,7 @@ from toolstack.cli.errors import handled
 from toolstack.cli.output import emit, table, vm_record, when
 
 if TYPE_CHECKING:
+    from drivers import ConsoleDevice
     from toolstack.models import VM
     from toolstack.status import VMStatus
 
@@ -101,6 +102,8 @@ def vm_show(c: Context, name: str) -> None:
     history = ts.log(status.uuid, limit=5)
     record["history"] = [op.to_dict() for op in history]
     found = status.vm
+    consoles = None if found is None else consoles_of(ts, found, status.local)
+    record["consoles"] = [c.model_dump() for c in consoles or []]
     lines = [f"name:     {status.name or '?'}", f"uuid:     {status.uuid}"]
     if found is None:
         assert status.error is not None
@@ -111,7 +114,7 @@ def vm_show(c: Context, name: str) -> None:
             f"host:     {status.host}" + ("" if status.local else " (its agent runs it)"),
             f"memory:   {found.spec.memory} MiB",
             f"vcpus:    {found.spec.vcpus}",
-            *guest_lines(ts, found),
+            *guest_lines(ts, found, consoles),
             f"desired:  {found.desired.value}",
             f"state:    {status.describe()}"
             + (f" (domid {status.domid})" if status.local and status.domid is not None else ""),
@@ -276,8 +279,30 @@ def pending_lines(status: VMStatus) -> list[str]:
     ]
 
 
-def guest_lines(ts: Any, found: VM) -> list[str]:
-    """``vm show``'s lines on how the VM boots and runs: boot, accelerator, CPU, consoles, autostart."""
+def consoles_of(ts: Any, found: VM, local: bool) -> list[ConsoleDevice]:
+    """A VM's consoles: as this host's hypervisor has them (a running domain's VNC port included), or, for a
+    VM placed elsewhere or not defined here, as its spec gives them."""
+    from drivers import DriverError
+    from drivers.base import spec_consoles
+
+    if local:
+        try:
+            return ts.driver.consoles(found.uuid)
+        except DriverError:
+            pass  # not (yet) defined here: what its spec asks for
+    return spec_consoles(found.spec)
+
+
+def guest_lines(ts: Any, found: VM, consoles: list[ConsoleDevice] | None = None) -> list[str]:
+    """``vm show``'s lines on how the VM boots and runs: boot, accelerator, CPU, consoles, autostart.
+
+    Args:
+        ts: The toolstack.
+        found: The VM.
+        consoles: Its consoles as :func:`consoles_of` gives them (read here when None).
+    """
+    if consoles is None:
+        consoles = consoles_of(ts, found, found.host in (None, ts.host))
     spec = found.spec
     boot = spec.boot
     if boot.kernel:
@@ -294,7 +319,7 @@ def guest_lines(ts: Any, found: VM) -> list[str]:
         f"boot:     {booted}",
         f"accel:    {accel}",
         f"cpu:      {spec.cpu or 'the hypervisor default'}",
-        "consoles: serial" + (f", {spec.graphics} on 127.0.0.1" if spec.graphics else ""),
+        "consoles: " + (", ".join(c.describe() for c in consoles) or "none"),
         f"autostart: {'yes' if found.autostart else 'no'}",
     ]
 

@@ -98,6 +98,7 @@ def start_server(
     toolstack: Sequence[str] = (sys.executable, "-m", "toolstack.cli"),
     cwd: Path = ROOT,
     env: Mapping[str, str] | None = None,
+    driver: str | None = None,
 ) -> LiveServer:
     """Start ``toolstack serve`` on a free loopback port over a new repository in ``tmp_path``; return once
     ``/health`` answers.
@@ -108,6 +109,7 @@ def start_server(
         toolstack: The command that runs the CLI (default: this interpreter, on the checkout's code).
         cwd: The server's working directory.
         env: The server's environment (default: this process's).
+        driver: The hypervisor's URI (default: a simulator in ``tmp_path``).
     """
     port = free_port()
     repo = tmp_path / "served.git"
@@ -118,7 +120,7 @@ def start_server(
         "--repo",
         str(repo),
         "--driver",
-        f"sim://{tmp_path}/served.sim",
+        driver or f"sim://{tmp_path}/served.sim",
         "--author",
         "Web Operator <web@example.org>",
         "serve",

@@ -42,7 +42,7 @@ def default_textfiles(repo: str) -> tuple[str, ...]:
     type=click.Path(dir_okay=False),
     default=None,
     help="Named users' tokens (`toolstack token add`); once it exists, the token file is not used "
-    "[<repo>.api-users]",
+    "[serve.users_file, <repo>.api-users]",
 )
 @click.option("--max-body", type=click.IntRange(1024), default=None, help="Bytes [serve.max_body, 65536]")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="[serve.log_level, info]")
@@ -110,7 +110,7 @@ def serve(
                 optional_textfiles=beside,
             ),
             log_level=log_level or configured.log_level or "info",
-            users_file=users_file or default_users_file(repo),
+            users_file=users_file or configured.users_file or default_users_file(repo),
             log_format=getattr(parent, "log_format", None) or "text",
         )
     except (TokenFileError, UsersFileError) as err:

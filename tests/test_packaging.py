@@ -77,17 +77,51 @@ def test_each_unit_passes_systemd_analyze_verify_without_a_warning(installed, un
 
 
 @pytest.mark.parametrize("unit", UNITS)
-def test_each_unit_is_sandboxed_with_its_own_state_directory(installed, unit):
+def test_each_unit_is_sandboxed_with_a_state_directory(installed, unit):
     settings = unit_settings(installed / "etc" / "systemd" / "system" / unit)
     assert settings["ProtectSystem"] == ["strict"]
     assert settings["ProtectHome"] == ["yes"]
     assert settings["NoNewPrivileges"] == ["yes"]
-    assert settings["StateDirectory"] == ["toolstack"]
     assert settings["SystemCallFilter"] == ["@system-service"]
-    if unit != "toolstack-xenstored.service":  # xenstored is dom0's: it must open /dev/xen as root
+    if unit == "toolstack-xenstored.service":  # xenstored is dom0's: it must open /dev/xen as root
+        assert "User" not in settings
+        assert settings["StateDirectory"] == ["toolstack-xenstored"]
+    else:
         assert settings["User"] == ["toolstack"]
+        assert settings["StateDirectory"] == ["toolstack"]
         assert settings["CapabilityBoundingSet"] == [""]
         assert settings["PrivateDevices"] == ["yes"]
+
+
+def test_no_two_units_of_different_users_share_a_state_directory(installed):
+    # systemd chowns a unit's state directory, recursively, to the unit's user when they differ: two users
+    # sharing one would take it from each other at every start (root's xenstored, the toolstack user's serve).
+    users_of: dict[str, set[str]] = {}
+    for unit in UNITS:
+        settings = unit_settings(installed / "etc" / "systemd" / "system" / unit)
+        for directory in settings.get("StateDirectory", []):
+            for name in directory.split():
+                users_of.setdefault(name, set()).add(settings.get("User", ["root"])[-1])
+    assert users_of == {"toolstack": {"toolstack"}, "toolstack-xenstored": {"root"}}
+
+
+def test_serve_appends_the_textfiles_the_xenstored_and_agent_units_write(installed):
+    from toolstack.cli.serve import default_textfiles
+    from toolstack.metrics import agent_metrics_file
+
+    units = installed / "etc" / "systemd" / "system"
+    serve = unit_settings(units / "toolstack-serve.service")
+    assert "--metrics-textfile" not in serve["ExecStart"][0]  # it would replace [serve] metrics_textfiles
+    # No --repo in the units: serve and the agent use ./toolstack.git in their working directory.
+    repo = os.path.join(serve["WorkingDirectory"][0], "toolstack.git")
+    assert unit_settings(units / "toolstack-agent.service")["WorkingDirectory"] == serve["WorkingDirectory"]
+    xenstored = unit_settings(units / "toolstack-xenstored.service")
+    argv = shlex.split(xenstored["ExecStart"][0])
+    written = argv[argv.index("--metrics-file") + 1]
+    assert os.path.dirname(written) == "/var/lib/" + xenstored["StateDirectory"][0]
+    assert set(default_textfiles(repo)) >= {written, agent_metrics_file(repo)}
+    # serve runs as the toolstack user: xenstored's (root's) directory must let it reach the file.
+    assert int(xenstored["StateDirectoryMode"][0], 8) & 0o005 == 0o005
 
 
 @pytest.mark.parametrize("unit", UNITS)

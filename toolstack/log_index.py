@@ -50,7 +50,7 @@ class LogEntry:
     time: int
     author: str
     message: str
-    vms: tuple[str, ...]
+    vms: tuple[str, ...]  # whose directory it changed, and those its VM: trailers name
 
     edited_by: tuple[str, ...] = ()  # a GitOps merge: who made the edits it took (of the VM asked about)
 
@@ -375,7 +375,9 @@ class VMLogIndex:
             ).fetchall()
         out = []
         for seq, commit_id, when, author, message in rows:
-            found = self._db.execute("SELECT vm FROM op_vms WHERE seq = ? AND changed ORDER BY vm", (seq,))
+            # The VMs it is about: those whose directory it changed and those a VM: trailer names (a drift
+            # or reconcile commit changes only observed state), as the per-VM log counts them.
+            found = self._db.execute("SELECT vm FROM op_vms WHERE seq = ? ORDER BY vm", (seq,))
             vms = tuple(row[0] for row in found)
             out.append(LogEntry(commit_id, when, author, message, vms, tuple(edited_by(message, vm))))
         return out

@@ -27,6 +27,7 @@ MORE = "…"
 VM_TRAILER = "VM"
 TASK_TRAILER = "Task"
 EDITED_BY_TRAILER = "Edited-by"  # on a GitOps merge: "<uuid> <author>", one per VM and author
+POOL_TRAILER = "Pool"  # on a pool's first commit: its id
 SHORT_VALUE = 20  # a value longer than this is cut in a subject (the body has it whole)
 _VM_LINE = re.compile(rf"^{VM_TRAILER}: ({layout.UUID_PATTERN})$", re.MULTILINE)
 _TRAILER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*): (.+)$")
@@ -67,6 +68,11 @@ def compose(subject: str, body: Iterable[str] = (), trailers: Iterable[tuple[str
     if pairs:
         paragraphs.append("\n".join(f"{key}: {value}" for key, value in pairs))
     return "\n\n".join(paragraphs) + "\n"
+
+
+def init_message(name: str, pool_id: str) -> str:
+    """The first commit of pool ``name``: its id in a trailer, as the VMs' uuids are in theirs."""
+    return compose(f"Initialize pool {name}", (), [(POOL_TRAILER, pool_id)])
 
 
 def parse_trailers(message: str) -> list[tuple[str, str]]:

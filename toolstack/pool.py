@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from store import NotARepository, Store, Tree
 from toolstack import layout
 from toolstack.errors import InvalidInput, ToolstackError
+from toolstack.messages import init_message
 
 POOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 STATE_README = b"""This repository is the state of a git-toolstack pool: every change to VM configuration and
@@ -117,7 +118,7 @@ def init_pool(path: str, name: str | None = None, author: str | None = None) -> 
                 f"{path} is already the state repository of pool {existing.name} ({existing.id})"
             )
         fresh = main.head is None
-        message = f"Initialize pool {name} ({pool.id})" if fresh else UPGRADE_MESSAGE
+        message = init_message(name, pool.id) if fresh else UPGRADE_MESSAGE
         with main.transaction(message=message, author=author) as tx:
             if fresh:
                 tx.set("README", STATE_README)

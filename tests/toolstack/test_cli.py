@@ -79,6 +79,7 @@ def test_show_diff_store_and_task_commands(tmp_path):
     run(tmp_path, "vm", "set", "a1", "--memory", "256M")
     shown = run(tmp_path, "show", "main").stdout
     assert "vm set a1" in shown and "  memory: 128 → 256 MiB" in shown
+    assert run(tmp_path, "show").stdout == shown, "as `git show`: the last commit when none is named"
     diff = json.loads(run(tmp_path, "--json", "diff", first, "main").stdout)
     [vm] = diff["vms"]
     assert vm["name"] == "a1" and [(c["field"], c["before"], c["after"]) for c in vm["changes"]] == [

@@ -125,6 +125,7 @@ def test_toolstack_config_names_the_only_file_read_and_empty_reads_none(tmp_path
         ("[agent]\nremote = 7\n", "agent.remote: expected a non-empty string, got 7"),
         ('[serve]\nmetrics_textfiles = "a.prom"\n', "serve.metrics_textfiles: expected a list of paths"),
         ("[serve]\nmetrics_textfiles = [1]\n", "serve.metrics_textfiles: expected a non-empty string, got 1"),
+        ("[serve]\nusers_file = 3\n", "serve.users_file: expected a non-empty string, got 3"),
         ('repo = "unterminated\n', "not valid TOML"),
     ],
 )
@@ -161,6 +162,49 @@ def test_serve_listens_where_the_file_says_with_the_token_file_it_names(tmp_path
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_token_commands_and_serve_share_the_users_file_the_file_names(tmp_path):
+    port = free_port()
+    named = write(
+        tmp_path / "etc" / "service.toml",
+        f'repo = "{tmp_path}/served.git"\ndriver = "sim://{tmp_path}/served.sim"\n'
+        f'[serve]\nport = {port}\nusers_file = "users"\nlog_level = "warning"\n',
+    )
+    toolstack(tmp_path, "init", "--name", "served", TOOLSTACK_CONFIG=str(named))
+    added = toolstack(tmp_path, "--json", "token", "add", "alice", TOOLSTACK_CONFIG=str(named))
+    token = json.loads(added.stdout)["token"]
+    assert (tmp_path / "etc" / "users").is_file(), "beside the file that named it"
+    assert not (tmp_path / "served.api-users").exists()
+    _, server = launch(
+        [sys.executable, "-m", "toolstack.cli", "serve"],
+        port,
+        tmp_path / "serve.log",
+        cwd=tmp_path,
+        env=environment(tmp_path, TOOLSTACK_CONFIG=str(named)),
+    )
+    try:
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/vms",
+            json={"name": "web", "memory": "64M"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert created.status_code == 201, created.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert git_log(tmp_path / "served.git", "-1", "--format=%an").strip() == "alice"
+
+
+@pytest.mark.parametrize("source", ["README.md", "toolstack/cli/config.py"])
+def test_the_documented_sample_file_is_valid(tmp_path, source):
+    text = (Path(ROOT) / source).read_text()
+    start = text.index("```toml\n") + len("```toml\n")
+    sample = write(tmp_path / "config.toml", text[start : text.index("```", start)])
+    top, tables = config.read_config_file(str(sample))
+    assert set(top) == set(config.TOP_LEVEL)
+    assert set(tables["serve"]) == set(config.SERVE), "every [serve] key is documented"
+    assert set(tables["agent"]) == set(config.AGENT)
 
 
 def test_the_agent_takes_its_remote_and_host_from_the_file(tmp_path):

@@ -6,10 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
 
+from tests.toolstack.conftest import ROOT
 from toolstack import logs
 
 
@@ -91,3 +95,47 @@ def test_v_and_q_step_the_level(verbose, quiet, level):
 def test_an_unknown_format_is_refused_by_name():
     with pytest.raises(ValueError, match="unknown log format 'xml': expected one of text, json"):
         logs.formatter("xml")
+
+
+def cli(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as a process, on a simulator; its author is Alice."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "TOOLSTACK_REPO": str(tmp_path / "state.git"),
+        "TOOLSTACK_DRIVER": f"sim://{tmp_path}/sim",
+        "TOOLSTACK_CONFIG": "",
+    }
+    command = [sys.executable, "-m", "toolstack.cli", "--author", "Alice <alice@example.org>", *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_the_cli_logs_json_lines_with_its_author_as_the_user_and_the_task_and_vm(tmp_path):
+    cli(tmp_path, "init", "--name", "test")
+    cli(tmp_path, "vm", "create", "web1", "--memory", "256M")
+    started = cli(tmp_path, "--log-format", "json", "-v", "vm", "start", "web1")
+    lines = [json.loads(line) for line in started.stderr.splitlines()]  # each line is one JSON object
+    tasks = [line for line in lines if line["message"].startswith("task ")]
+    assert [line["message"].split(":")[0] for line in tasks] == ["task started", "task finished"]
+    for line in tasks:
+        assert (line["user"], line["vm"], line["level"]) == ("Alice", "web1", "info")
+        assert line["task"]
+    assert tasks[0]["task"] == tasks[1]["task"]
+
+
+def test_the_clis_v_shows_info_vv_debug_and_q_hides_info(tmp_path):
+    cli(tmp_path, "init", "--name", "test")
+    cli(tmp_path, "vm", "create", "web1", "--memory", "256M")
+
+    def levels(*flags: str) -> set[str]:
+        paused = cli(tmp_path, "--log-format", "json", *flags, "vm", "pause", "web1")
+        cli(tmp_path, "vm", "resume", "web1")  # for the next pause
+        return {json.loads(line)["level"] for line in paused.stderr.splitlines()}
+
+    cli(tmp_path, "vm", "start", "web1")
+    assert levels("-vv") == {"debug", "info"}
+    assert levels("-v") == {"info"}
+    assert levels() == set()  # warnings and worse only: there are none
+    assert levels("-q") == set()

@@ -41,7 +41,8 @@ def test_init_creates_a_pool_whose_root_commit_records_its_identity(tmp_path):
     assert record == {"id": created["id"], "name": "lab", "created": created["created"]}
     (root,) = roots(tmp_path / "state.git")
     assert git(tmp_path, "rev-parse", "main").strip() == root
-    assert git(tmp_path, "log", "--format=%s", "main").strip() == f"Initialize pool lab ({created['id']})"
+    assert git(tmp_path, "log", "--format=%s", "main").strip() == "Initialize pool lab"
+    assert git(tmp_path, "log", "--format=%(trailers:key=Pool,valueonly)", "main").strip() == created["id"]
     assert git(tmp_path, "ls-tree", "--name-only", "main").split() == ["README", "pool"]
 
 

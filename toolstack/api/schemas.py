@@ -372,7 +372,9 @@ class TaskPage(BaseModel):
 # -- history -----------------------------------------------------------------------------------------------
 class HistoryEntry(BaseModel):
     """One commit on main's first-parent history: one operation. On a GitOps merge, ``author`` merged the
-    edits and ``edited_by`` (its ``Edited-by`` trailers, of the VM asked about) made them; else empty."""
+    edits and ``edited_by`` (its ``Edited-by`` trailers, of the VM asked about) made them; else empty.
+    ``vms``: the uuids of the VMs it is about, those whose directory it changed and those its ``VM:``
+    trailers name (a drift or reconcile commit changes only their observed state)."""
 
     commit: str
     time: int

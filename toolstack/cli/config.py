@@ -4,7 +4,8 @@ Where each setting comes from, first found wins (as git: the command line, then 
 user's file, then the system's):
 
 1. the option on the command line (``--repo``, ``--driver``, ``--host``, ``--author``; ``serve``'s own
-   ``--host``, ``--port``, ``--token-file``, ``--max-body``, ``--log-level``, ``--metrics-textfile``;
+   ``--host``, ``--port``, ``--token-file``, ``--users-file``, ``--max-body``, ``--log-level``,
+   ``--metrics-textfile``; ``token``'s ``--users-file``;
    ``agent``'s ``--host``, ``--remote``, ``--interval``, ``--max-removal-share``, ``--metrics-file``);
 2. the environment: ``$TOOLSTACK_REPO``, ``$TOOLSTACK_DRIVER``;
 3. the user's file, ``$XDG_CONFIG_HOME/toolstack/config.toml`` (``~/.config/toolstack/config.toml``);
@@ -16,7 +17,7 @@ user's file, then the system's):
 ``$TOOLSTACK_CONFIG=FILE`` reads that file instead of both (a service, a test); ``$TOOLSTACK_CONFIG=`` (empty)
 reads none. A file is optional, but one that exists must be valid: an unknown key, a value of the wrong
 type or bad TOML is refused with the file, the key and what was expected, before anything is done. A
-relative path in a file (``repo``, ``serve.token_file``, ``serve.metrics_textfiles``,
+relative path in a file (``repo``, ``serve.token_file``, ``serve.users_file``, ``serve.metrics_textfiles``,
 ``agent.metrics_file``) is relative to the file's directory.
 
 ```toml
@@ -29,16 +30,17 @@ author = "Ops <ops@example.org>"
 bind = "127.0.0.1"
 port = 8427
 token_file = "/etc/toolstack/api-token"
+users_file = "/var/lib/toolstack/toolstack.api-users"  # `toolstack token add` writes it, serve reads it
 max_body = 65536
 log_level = "info"
 # Other processes' Prometheus textfiles (or directories of *.prom) that /metrics appends:
-metrics_textfiles = ["/var/lib/toolstack/xenstored.prom", "/var/lib/toolstack/agent.prom"]
+metrics_textfiles = ["/var/lib/toolstack-xenstored/xenstore.prom", "/var/lib/toolstack/toolstack.agent.prom"]
 
 [agent]
 remote = "git://pool.example.org/state.git"   # the pool's shared state repository
 interval = 1.0
 max_removal_share = 0.5
-metrics_file = "/var/lib/toolstack/agent.prom"  # its Prometheus textfile [beside the repo: <repo>.agent.prom]
+metrics_file = "/var/lib/toolstack/toolstack.agent.prom"  # its Prometheus textfile [<repo>.agent.prom]
 ```
 """
 
@@ -84,6 +86,7 @@ class ServeSettings:
     bind: str | None = None
     port: int | None = None
     token_file: str | None = None
+    users_file: str | None = None
     max_body: int | None = None
     log_level: str | None = None
     metrics_textfiles: tuple[str, ...] | None = None
@@ -158,6 +161,7 @@ SERVE = {
     "bind": _text,
     "port": _integer(0, 65535),
     "token_file": _path,
+    "users_file": _path,
     "max_body": _integer(1024, 1 << 30),
     "log_level": _log_level,
     "metrics_textfiles": _paths,

@@ -10,6 +10,8 @@ command with an option of the same name keeps its own (``serve --host`` is the a
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,6 +21,7 @@ import click
 from toolstack.cli.config import default_driver, default_host, default_repo, operator_identity
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("toolstack.cli")
 
 # (declarations, attributes) of each global option, in the order `toolstack --help` lists them.
 GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
@@ -75,6 +78,7 @@ class Context:
         self.quiet = quiet
         self.log_format = log_format or "text"
         self._toolstack: Any = None
+        self._bound = contextlib.ExitStack()  # the log fields bound while the toolstack is open
 
     @property
     def driver_uri(self) -> str:
@@ -100,16 +104,19 @@ class Context:
 
     def toolstack(self) -> Any:
         """The toolstack on this pool's state repository (never created here: ``toolstack init`` does)."""
+        from toolstack import logs
         from toolstack.ops import Toolstack  # imported on use: `--help` stays fast
 
         if self._toolstack is None:
             if self.driver_uri.startswith("test:///default"):
                 click.echo(IN_PROCESS_NOTICE, err=True)
+            author = self.author or operator_identity()
+            # Every line logged from here on says who acts, as serve's say the request's user: the author's
+            # name, without the email (`Ops <ops@example.org>` logs as user=Ops).
+            self._bound.enter_context(logs.bound(user=author.partition(" <")[0].strip() or author))
+            log.debug("opening %s with driver %s as %s", self.repo, self.driver_uri, author)
             self._toolstack = Toolstack.open(
-                self.repo,
-                self.driver_uri,
-                host=self.host or default_host(),
-                author=self.author or operator_identity(),
+                self.repo, self.driver_uri, host=self.host or default_host(), author=author
             )
             for task in self._toolstack.recovered:
                 click.echo(
@@ -121,6 +128,7 @@ class Context:
     def close(self) -> None:
         if self._toolstack is not None:
             self._toolstack.close()
+        self._bound.close()
 
 
 pass_ctx = click.make_pass_decorator(Context)

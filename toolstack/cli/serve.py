@@ -6,11 +6,24 @@ CLI works where they are not installed.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from toolstack.cli.config import LOG_LEVELS
 
 XENSTORE = "xenstore.prom"  # xenstored's default metrics file, beside its default repository xenstore.git
+# Where toolstack-xenstored.service writes it: that root-run unit's own state directory (packaging/systemd).
+XENSTORED_UNIT_TEXTFILE = "/var/lib/toolstack-xenstored/xenstore.prom"
+
+
+def default_textfiles(repo: str) -> tuple[str, ...]:
+    """The textfiles ``serve`` appends when none is named, each only if it exists: the agent's default file
+    beside ``repo``, xenstored's beside its default repository in the same directory, and the file the
+    systemd unit of xenstored writes (tests/test_packaging.py checks the units against these)."""
+    from toolstack.metrics import agent_metrics_file
+
+    return (agent_metrics_file(repo), os.path.join(os.path.dirname(repo), XENSTORE), XENSTORED_UNIT_TEXTFILE)
 
 
 @click.command("serve")
@@ -29,7 +42,7 @@ XENSTORE = "xenstore.prom"  # xenstored's default metrics file, beside its defau
     type=click.Path(dir_okay=False),
     default=None,
     help="Named users' tokens (`toolstack token add`); once it exists, the token file is not used "
-    "[<repo>.api-users]",
+    "[serve.users_file, <repo>.api-users]",
 )
 @click.option("--max-body", type=click.IntRange(1024), default=None, help="Bytes [serve.max_body, 65536]")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="[serve.log_level, info]")
@@ -64,14 +77,11 @@ def serve(
     is this host's name in the state repository. Options not given come from the config files' [serve]
     table (see `toolstack.cli.config`).
     """
-    import os
-
     from toolstack.api.auth import TokenFileError, default_token_file
     from toolstack.api.deps import ApiSettings
     from toolstack.api.server import serve as run_server
     from toolstack.cli.config import default_driver, default_host, default_repo, operator_identity, settings
     from toolstack.errors import ToolstackError
-    from toolstack.metrics import agent_metrics_file
     from toolstack.ops import Toolstack
     from toolstack.users import UsersFileError, default_users_file
 
@@ -82,9 +92,8 @@ def serve(
     host = getattr(parent, "host", None) or default_host()
     configured = settings().serve
     textfiles = metrics_textfiles or configured.metrics_textfiles or ()
-    # Unconfigured: where the agent and xenstored write by default on a host laid out as the systemd units
-    # lay it out (/var/lib/toolstack/toolstack.git, /var/lib/toolstack/xenstore.git), each if it is there.
-    beside = () if textfiles else (agent_metrics_file(repo), os.path.join(os.path.dirname(repo), XENSTORE))
+    # Unconfigured: where the agent and xenstored write by default, and where the systemd units make them.
+    beside = () if textfiles else default_textfiles(repo)
     try:
         ts = Toolstack.open(repo, driver_uri, host=host, author=author)
     except ToolstackError as err:
@@ -101,7 +110,7 @@ def serve(
                 optional_textfiles=beside,
             ),
             log_level=log_level or configured.log_level or "info",
-            users_file=users_file or default_users_file(repo),
+            users_file=users_file or configured.users_file or default_users_file(repo),
             log_format=getattr(parent, "log_format", None) or "text",
         )
     except (TokenFileError, UsersFileError) as err:

@@ -38,12 +38,13 @@ def _changes_record(groups: list[Any], hidden: int) -> dict[str, Any]:
 
 
 @click.command("show")
-@click.argument("commit")
+@click.argument("commit", default="main", required=False)
 @ALL
 @pass_ctx
 @handled
 def show_command(c: Context, commit: str, everything: bool) -> None:
-    """Show a commit and what it changed: field by field, per VM, the desired configuration first."""
+    """Show COMMIT [main: the last one, as `git show`] and what it changed: field by field, per VM, the
+    desired configuration first."""
     from toolstack.history import changes_by_vm
     from toolstack.history import show as show_commit
 

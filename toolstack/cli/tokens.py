@@ -1,6 +1,7 @@
 """``toolstack token add|list|revoke``: the API's named users and their tokens (see :mod:`toolstack.users`).
 
-The users file is beside the repository (``--users-file`` names another, as ``serve --users-file`` does).
+The users file is beside the repository, unless ``--users-file`` or the config files' ``[serve] users_file``
+names another (``serve`` reads the same one).
 Once it exists, ``toolstack serve`` accepts its users' tokens only, not the single token of ``--token-file``.
 """
 
@@ -21,14 +22,15 @@ _users_file = click.option(
     "--users-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="The users file [<repo>.api-users, beside the repository]",
+    help="The users file [serve.users_file, <repo>.api-users, beside the repository]",
 )
 
 
 def _path(c: Context, users_file: str | None) -> str:
+    from toolstack.cli.config import settings
     from toolstack.users import default_users_file
 
-    return users_file or default_users_file(c.repo)
+    return users_file or settings().serve.users_file or default_users_file(c.repo)
 
 
 @click.group("token")

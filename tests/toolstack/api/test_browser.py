@@ -11,6 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+import drivers
 from tests.toolstack.api.conftest import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -94,6 +95,17 @@ def test_create_start_timeline_diff_and_rollback_through_the_dry_run_dialog(page
     expect(row.locator("td.state")).to_have_text("running")
     expect(page.locator("#status")).to_contain_text("rolled web1 back")
     expect(page.locator("#timeline li").first).to_contain_text(re.compile(r"reconcile|rollback"))
+
+    # Drift made behind the toolstack's back, then a reconcile: both are steps of the VM's timeline.
+    uuid = httpx.get(f"{live_server.url}/vms/web1", headers=live_server.auth).json()["uuid"]
+    with drivers.open(f"sim://{live_server.repo.parent}/served.sim") as hypervisor:
+        hypervisor.destroy(uuid)
+    reconciled = httpx.post(f"{live_server.url}/reconcile", json={}, headers=live_server.auth).json()
+    assert reconciled["applied"] is True and reconciled["errors"] == []
+    page.click('tr[data-vm="web1"] td.name button')
+    expect(page.locator("#timeline > li").nth(0)).to_contain_text("reconcile: start web1")
+    expect(page.locator("#timeline > li").nth(1)).to_contain_text("drift: web1 is shutoff")
+    expect(row.locator("td.state")).to_have_text("running")
 
     # Live updates: a change made by another client shows up without reloading the page.
     with httpx.Client(base_url=live_server.url, headers=live_server.auth) as other:

@@ -16,14 +16,19 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from bench.scale_states import HOST, build_pool_of_vms
+from store import Store
 from tests.toolstack.api import test_browser
 from tests.toolstack.api.conftest import LiveServer, free_port, launch
 from tests.toolstack.api.test_browser import ARTIFACTS
+from toolstack import layout
 
 page = test_browser.page  # the fixture: Debian's Chromium, headless
 POOL_SIZE = 1000
 DASH = "\u2013"  # the pager says "1 to 50" with an en dash
 NARROW = {"width": 390, "height": 844}  # a phone
+OTHER_HOST = "rack-2"
+# The VMs placed on OTHER_HOST: the odd ones from vm-00501 (250); the others are on HOST, the server's.
+ON_OTHER_HOST = [f"vm-{n:05d}" for n in range(501, POOL_SIZE, 2)]
 
 
 def serve(tmp_path: Path, repo: Path, sim: Path, host: str) -> LiveServer:
@@ -44,9 +49,27 @@ def pool_server(tmp_path: Path) -> Iterator[LiveServer]:
     commit by the benchmarks' bulk builder: creating them through the API would take minutes."""
     repo, sim = tmp_path / "pool.git", tmp_path / "pool.sim"
     build_pool_of_vms(str(repo), str(sim), POOL_SIZE, seed=20, deadline=time.monotonic() + 120)
+    place_on_another_host(repo, ON_OTHER_HOST)
     server = serve(tmp_path, repo, sim, HOST)
     yield server
     server.stop()
+
+
+def place_on_another_host(repo: Path, names: list[str]) -> None:
+    """Place ``names`` on OTHER_HOST, as `vm migrate` leaves them once it is done: their placement says
+    OTHER_HOST, and their state is what OTHER_HOST reported (HOST's report of them moved there)."""
+    with Store.open(str(repo), durable=False) as store:
+        main = store.branch(layout.MAIN)
+        with main.transaction(message=f"test: {len(names)} VMs on {OTHER_HOST}", author="t <t@x>") as tx:
+            tree = tx.tree
+            for name in names:
+                uuid = (tree.get(layout.name_path(name)) or b"").decode().strip()
+                report = layout.read_observed(tree, HOST, uuid)
+                tree = tree.set(layout.host_path(uuid), f"{OTHER_HOST}\n".encode())
+                tree = layout.with_observed(
+                    layout.with_observed(tree, HOST, uuid, None), OTHER_HOST, uuid, report
+                )
+            tx.tree = tree
 
 
 def rows(page: Page):
@@ -108,16 +131,26 @@ def test_a_thousand_vms_searched_filtered_sorted_paged_stopped_in_bulk_and_destr
     expect(rows(page)).to_have_count(1)
     expect(rows(page).first).to_have_attribute("data-vm", "vm-00777")
 
-    # Filter by state (and host: every VM is on this one).
+    # Filter by state, by host (250 VMs are on the other host), and by both.
     listed = httpx.get(f"{pool_server.url}/vms", headers=pool_server.auth).json()
+    assert sorted(vm["name"] for vm in listed if vm["host"] == OTHER_HOST) == ON_OTHER_HOST
     paused = sorted(vm["name"] for vm in listed if vm["state"] == "paused")
+    paused_there = [name for name in paused if name in ON_OTHER_HOST]
+    assert 0 < len(paused_there) < len(paused), "paused VMs on both hosts"
     page.fill("#vm-search", "")
     page.select_option("#vm-filter-state", "paused")
     expect(page.locator("#vm-count")).to_have_text(f"{len(paused)} of 1000 VMs match")
     assert [row.get_attribute("data-vm") for row in rows(page).all()] == paused
+    page.select_option("#vm-filter-host", OTHER_HOST)
+    expect(page.locator("#vm-count")).to_have_text(f"{len(paused_there)} of 1000 VMs match")
+    assert [row.get_attribute("data-vm") for row in rows(page).all()] == paused_there
     page.select_option("#vm-filter-host", HOST)
-    expect(page.locator("#vm-count")).to_have_text(f"{len(paused)} of 1000 VMs match")
+    expect(page.locator("#vm-count")).to_have_text(f"{len(paused) - len(paused_there)} of 1000 VMs match")
     page.select_option("#vm-filter-state", "")
+    expect(page.locator("#vm-count")).to_have_text(f"{1000 - len(ON_OTHER_HOST)} of 1000 VMs match")
+    page.select_option("#vm-filter-host", OTHER_HOST)
+    expect(page.locator("#vm-count")).to_have_text(f"{len(ON_OTHER_HOST)} of 1000 VMs match")
+    page.select_option("#vm-filter-host", "")
 
     # Bulk stop: the running VMs among vm-00010...vm-00019, each with its outcome.
     running = sorted(vm["name"] for vm in listed if vm["state"] == "running" and "vm-0001" in vm["name"])
@@ -139,6 +172,26 @@ def test_a_thousand_vms_searched_filtered_sorted_paged_stopped_in_bulk_and_destr
     for name in running:
         expect(page.locator(f'tr[data-vm="{name}"] td.state')).to_have_text("shutoff")
     page.screenshot(path=str(ARTIFACTS / "console-bulk-stop.png"))
+    page.click("#bulk-results button.close")
+
+    # Bulk start: the same VMs again, each started.
+    page.select_option("#vm-filter-state", "shutoff")
+    stopped = sorted(row.get_attribute("data-vm") for row in rows(page).all())
+    assert set(running) <= set(stopped), stopped
+    page.check("#select-page")
+    expect(page.locator("#bulk-count")).to_have_text(f"{len(stopped)} selected")
+    page.click("#bulk-start")
+    expect(page.locator("#bulk-results li[data-outcome]")).to_have_count(len(stopped))
+    expect(page.locator("#bulk-results .meta, #bulk-results .error")).to_have_text(
+        f"Start: {len(stopped)} started, 0 skipped, 0 failed"
+    )
+    page.select_option("#vm-filter-state", "")
+    for name in stopped:
+        expect(page.locator(f'tr[data-vm="{name}"] td.state')).to_have_text("running")
+    states = {
+        vm["name"]: vm["state"] for vm in httpx.get(f"{pool_server.url}/vms", headers=pool_server.auth).json()
+    }
+    assert {states[name] for name in stopped} == {"running"}
 
     # Destroy asks first: cancelled, nothing happens; confirmed, the VM is off.
     page.fill("#vm-search", "vm-00002")

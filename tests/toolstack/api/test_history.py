@@ -125,6 +125,22 @@ def test_reconcile_records_drift_and_repairs_it_with_a_dry_run_first(client, ts)
     assert client.post("/reconcile", json={"dry_run": True}).json()["actions"] == []
 
 
+def test_a_vms_history_holds_its_drift_and_the_reconcile_that_repaired_it_and_no_other_vms(client, ts):
+    create(client, "web1", start=True)
+    create(client, "web2", start=True)
+    ts.driver.destroy(ts.vm("web1").uuid)  # stopped outside the toolstack
+    assert client.post("/reconcile").json()["applied"] is True
+    web1 = client.get("/vms/web1/history").json()["items"]
+    assert subjects({"items": web1}) == ["reconcile", "drift", "vm create web1"]
+    reconciled, drifted = web1[0], web1[1]
+    uuid = ts.vm("web1").uuid
+    assert reconciled["vms"] == [uuid] and "start web1" in reconciled["message"]
+    assert uuid in drifted["vms"] and "web1" in drifted["message"]
+    assert reconciled["author"] == drifted["author"] == "Alice <alice@example.org>"
+    web2 = client.get("/vms/web2/history").json()["items"]
+    assert subjects({"items": web2}) == ["vm create web2"], "web2 did not drift"
+
+
 def test_reconcile_adopts_unknown_domains_only_when_asked(client, ts):
     from drivers import DomainSpec
 

@@ -8,11 +8,13 @@ import os
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+import drivers
 from tests.toolstack.api.conftest import ROOT, LiveServer, start_server
 
 
@@ -74,6 +76,53 @@ def test_each_users_commits_are_authored_by_that_user_and_shown_in_the_timeline(
         assert author_of(server.repo) == f"bob <bob@{host}>"
         timeline = client.get("/vms/web1/history", headers=bearer(bob)).json()["items"]
         assert [step["author"] for step in timeline] == [f"bob <bob@{host}>", "alice <alice@example.org>"]
+
+
+def authors_since(repo: Path, rev: str) -> list[str]:
+    """The authors of the commits main gained since ``rev`` (its first-parent chain: one per operation)."""
+    return subprocess.run(
+        ["git", "-C", str(repo), "log", "--first-parent", "--format=%an", f"{rev}..main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+def test_a_vm_set_a_rollback_a_reconcile_and_a_bulk_stop_are_each_authored_by_the_user_who_asked(server):
+    tokens = {name: add_user(server, name) for name in ("alice", "bob", "carol", "dave", "erin")}
+    names = ["web1", "web2", "web3"]
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+
+        def asks(user: str, method: str, path: str, **kwargs: object) -> httpx.Response:
+            answer = client.request(method, path, headers=bearer(tokens[user]), **kwargs)
+            assert answer.is_success, answer.text
+            return answer
+
+        for name in names:
+            asks("alice", "POST", "/vms", json={"name": name, "memory": "256M", "start": True})
+        created = asks("alice", "GET", "/vms/web1/history").json()["items"][0]["commit"]
+
+        head = asks("alice", "GET", "/vms").headers["etag"].strip('"')
+        asks("bob", "PATCH", "/vms/web1", json={"memory": 512})
+        assert authors_since(server.repo, head) == ["bob"]
+
+        head = asks("alice", "GET", "/vms").headers["etag"].strip('"')
+        asks("carol", "POST", "/rollback", json={"commit": created, "vm": "web1"})
+        assert authors_since(server.repo, head) and set(authors_since(server.repo, head)) == {"carol"}
+
+        # A domain stopped behind the toolstack's back: the drift and the repair are dave's reconcile's.
+        with drivers.open(f"sim://{server.repo.parent}/served.sim") as hypervisor:
+            hypervisor.destroy(asks("alice", "GET", "/vms/web2").json()["uuid"])
+        head = asks("alice", "GET", "/vms").headers["etag"].strip('"')
+        asks("dave", "POST", "/reconcile", json={})
+        assert authors_since(server.repo, head) == ["dave", "dave"]  # the drift, then the reconcile
+
+        # A bulk stop as the page makes it: one request per VM, several at once.
+        head = asks("alice", "GET", "/vms").headers["etag"].strip('"')
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(lambda name: asks("erin", "POST", f"/vms/{name}/shutdown?wait=30"), names))
+        assert authors_since(server.repo, head) == ["erin"] * len(names)
+        assert {asks("alice", "GET", f"/vms/{name}").json()["state"] for name in names} == {"shutoff"}
 
 
 def test_a_read_only_user_reads_and_scrapes_but_every_write_is_refused(server):

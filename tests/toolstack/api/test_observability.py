@@ -60,6 +60,31 @@ def test_metrics_count_operations_by_kind_and_outcome_with_durations(tmp_path):
     assert found[("toolstack_reconcile_duration_seconds_count", ())] == 1
 
 
+def test_drift_made_out_of_band_is_counted_by_the_reconcile_that_finds_it_not_by_its_dry_run(tmp_path):
+    server = start_server(tmp_path)
+    drift = ("toolstack_drift_found_total", ())
+    try:
+        with server.client() as client:
+            for name in ("web1", "web2", "web3"):
+                created = client.post("/vms", json={"name": name, "memory": "256M", "start": True})
+                assert created.status_code == 201, created.text
+            before = samples(client.get("/metrics").text)
+            with drivers.open(f"sim://{tmp_path}/served.sim") as hypervisor:  # behind the toolstack's back
+                for name in ("web1", "web2"):
+                    hypervisor.destroy(client.get(f"/vms/{name}").json()["uuid"])
+            planned = client.post("/reconcile", json={"dry_run": True}).json()
+            assert len(planned["drift"]) == 2
+            after_dry_run = samples(client.get("/metrics").text)
+            applied = client.post("/reconcile", json={}).json()
+            assert applied["applied"] is True and len(applied["drift"]) == 2
+            after = samples(client.get("/metrics").text)
+    finally:
+        server.stop()
+    assert before[drift] == after_dry_run[drift] == 0
+    assert after[drift] == 2
+    assert after[("toolstack_reconcile_duration_seconds_count", ())] == 1
+
+
 def test_json_logs_carry_the_user_and_the_task_of_an_operation(tmp_path):
     server = start_server(tmp_path, "--log-format", "json")
     try:

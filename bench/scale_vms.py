@@ -77,7 +77,7 @@ def measure_vms(b: Bench, state: str, vms: int, scratch: str) -> None:
     dry = b.run(toolstack(repo, driver, "reconcile", "--dry-run"))
     real = b.run(toolstack(repo, driver, "reconcile"))
     for label, run in (
-        ("reconcile, caches deleted", reconcile_fill),
+        ("reconcile (first run, parse caches deleted)", reconcile_fill),
         ("reconcile --dry-run", dry),
         ("reconcile", real),
     ):

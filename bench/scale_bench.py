@@ -13,18 +13,23 @@ skips the build) and measures, each beside its baseline, with the ratio and the 
 * the repository on disk beside what ``git repack -adf`` makes of a bare clone of it, and its objects
   by type (what the size is made of): as written, and after ``toolstack gc --compact`` (on a hard-linked
   copy, timed beside the repack), with ``log NAME`` and the index build again on the compacted copy;
-* with 10,000 VMs: ``vm list``, ``reconcile --dry-run`` and ``reconcile`` (nothing to do) in fresh
-  processes, and warm in process, beside the floor: reading all the data (``git archive main | wc -c``
-  plus ``cat`` of every simulator file); peak RSS beside a process that only imports the toolstack.
+* with 10,000 VMs (bench/scale_vms.py): ``vm list``, ``reconcile --dry-run`` and ``reconcile`` (nothing to
+  do) in fresh processes (the first after the parse caches are deleted, then with them filled) and warm in
+  process, beside the floor: reading all the data (``git archive main | wc -c`` plus ``cat`` of every
+  simulator file); ``vm show``, ``log NAME``, ``events``, ``show``, ``agent --once``, ``serve`` (GET ``/vms``)
+  and ``gc``; the peak RSS of each beside a process that only imports the toolstack.
 
 Fresh processes run under ``/usr/bin/time -f '%e %M'`` for their peak RSS; wall times are the harness's
 clock around them, the median of ``--repeat`` runs. "cold" means a fresh process: the page cache is warm
-(each command runs more than once, as operators run them). Every loop has a deadline. Create+start over
-HTTP is bench/api_bench.py's, not repeated here.
+(each command runs more than once, as operators run them). Every loop has a deadline. The commands run on
+private copies of the cached states (hard links, bench/scale_harness.py), which stay as built. A failed
+check (``log NAME`` lists other commits than git, ``reconcile`` had something to do, a command failed or
+timed out) makes the run exit 1 once everything is printed. Create+start over HTTP is bench/api_bench.py's,
+not repeated here.
 
 Run: ``.venv/bin/python bench/scale_bench.py [--quick] [--cache DIR]``. Full size on a 2-core machine: the
 states take ~2.5 min to build the first time (5 GB in the cache), the measures 8 to 12 min; ``--quick`` (1,000
-VMs, 10,000 operations) takes under a minute.
+VMs, 10,000 operations) takes about two minutes.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from scale_harness import (  # noqa: E402
     disk_usage,
     drop_log_index,
     git,
+    private_copy,
     show,
     toolstack,
     warm,
@@ -69,8 +75,9 @@ def measure_startup(b: Bench) -> None:
     b.add("toolstack --help, cold", helped.wall, "s", bare.wall, "python -c pass", "<= 150 ms", 0.150)
 
 
-def measure_history(b: Bench, where: str, name: str, scratch: str, repack_too: bool = True) -> None:
-    repo = os.path.join(where, "pool.git")
+def measure_history(b: Bench, state: str, name: str, scratch: str, repack_too: bool = True) -> None:
+    # On a private copy: the index is built again in it, and the cached state's is never deleted.
+    repo = os.path.join(private_copy(state, os.path.join(scratch, "history")), "pool.git")
     path = layout.vm_dir(git(repo, "show", f"main:{layout.name_path(name)}").strip())
     plain = b.run(["git", "-C", repo, "log", "--format=%H", "main", "--", path])
     drop_log_index(repo)
@@ -140,7 +147,7 @@ def measure_compacted(
     """
     compacted = os.path.join(scratch, "compacted.git")
     subprocess.run(["cp", "-al", repo, compacted], check=True, timeout=600)
-    drop_log_index(compacted)  # the index is written in place: the copy must not share the cache's file
+    drop_log_index(compacted)  # built again below, from scratch
     gc = b.run(["nice", "-n", "10", *toolstack(compacted, "sim://", "gc", "--compact")], repeat=1)
     size = disk_usage(compacted) if gc.ok else None
     limit = None if packed_size is None else 1.5 * packed_size

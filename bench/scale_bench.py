@@ -13,209 +13,59 @@ skips the build) and measures, each beside its baseline, with the ratio and the 
 * the repository on disk beside what ``git repack -adf`` makes of a bare clone of it, and its objects
   by type (what the size is made of): as written, and after ``toolstack gc --compact`` (on a hard-linked
   copy, timed beside the repack), with ``log NAME`` and the index build again on the compacted copy;
-* with 10,000 VMs: ``vm list``, ``reconcile --dry-run`` and ``reconcile`` (nothing to do) in fresh
-  processes, and warm in process, beside the floor: reading all the data (``git archive main | wc -c``
-  plus ``cat`` of every simulator file); peak RSS beside a process that only imports the toolstack.
+* with 10,000 VMs (bench/scale_vms.py): ``vm list``, ``reconcile --dry-run`` and ``reconcile`` (nothing to
+  do) in fresh processes (the first after the parse caches are deleted, then with them filled) and warm in
+  process, beside the floor: reading all the data (``git archive main | wc -c`` plus ``cat`` of every
+  simulator file); ``vm show``, ``log NAME``, ``events``, ``show``, ``agent --once``, ``serve`` (GET ``/vms``)
+  and ``gc``; the peak RSS of each beside a process that only imports the toolstack.
 
 Fresh processes run under ``/usr/bin/time -f '%e %M'`` for their peak RSS; wall times are the harness's
 clock around them, the median of ``--repeat`` runs. "cold" means a fresh process: the page cache is warm
-(each command runs more than once, as operators run them). Every loop has a deadline. Create+start over
-HTTP is bench/api_bench.py's, not repeated here.
+(each command runs more than once, as operators run them). Every loop has a deadline. The commands run on
+private copies of the cached states (hard links, bench/scale_harness.py), which stay as built. A failed
+check (``log NAME`` lists other commits than git, ``reconcile`` had something to do, a command failed or
+timed out) makes the run exit 1 once everything is printed. Create+start over HTTP is bench/api_bench.py's,
+not repeated here.
 
 Run: ``.venv/bin/python bench/scale_bench.py [--quick] [--cache DIR]``. Full size on a 2-core machine: the
 states take ~2.5 min to build the first time (5 GB in the cache), the measures 8 to 12 min; ``--quick`` (1,000
-VMs, 10,000 operations) takes under a minute.
+VMs, 10,000 operations) takes about two minutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(BENCH))
 sys.path.insert(0, BENCH)
 
 import scale_states as states  # noqa: E402
+from scale_harness import (  # noqa: E402
+    MB,
+    TIME,
+    Bench,
+    cells,
+    check_log,
+    disk_usage,
+    drop_log_index,
+    git,
+    private_copy,
+    show,
+    toolstack,
+    warm,
+)
+from scale_vms import measure_vms  # noqa: E402
 
 from toolstack import layout  # noqa: E402
 
-TIME = "/usr/bin/time"
-ENV = {**os.environ, "PYTHONPATH": ROOT}
-for _name in ("TOOLSTACK_REPO", "TOOLSTACK_DRIVER"):
-    ENV.pop(_name, None)
 STAGES = ("startup", "history", "size", "vms")
-MB = 1024  # /usr/bin/time reports KiB; MB here means MiB, GB GiB
-
-
-@dataclass
-class Run:
-    """One fresh process: wall seconds (median of the runs), peak RSS in KiB (max of the runs), output."""
-
-    wall: float
-    rss: int
-    stdout: str
-    ok: bool = True
-
-
-@dataclass
-class Row:
-    """A line of the table: our figure, its baseline from the same run, and the issue's target."""
-
-    measure: str
-    ours: float | None
-    unit: str  # "s", "KB" (RSS) or "B" (bytes on disk)
-    baseline: float | None
-    what: str  # what the baseline is
-    target: str = "-"
-    met: bool | None = None
-
-
-class Bench:
-    """The measures of one run, with their deadlines."""
-
-    def __init__(self, repeat: int, timeout: float, budget: float) -> None:
-        self.repeat = repeat
-        self.timeout = timeout  # one process
-        self.budget = budget  # the repeats of one measure
-        self.rows: list[Row] = []
-        self.notes: list[str] = []
-
-    def run(self, argv: list[str], cwd: str | None = None, repeat: int | None = None) -> Run:
-        """Run ``argv`` in fresh processes under /usr/bin/time: up to ``repeat`` times, within the budget."""
-        walls, rss, out, ok = [], 0, "", True
-        deadline = time.monotonic() + self.budget
-        with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
-            for _ in range(repeat or self.repeat):
-                started = time.perf_counter()
-                try:
-                    done = subprocess.run(
-                        [TIME, "-f", "%e %M", "-o", report.name, *argv],
-                        cwd=cwd,
-                        env=ENV,
-                        capture_output=True,
-                        text=True,
-                        timeout=self.timeout,
-                    )
-                except subprocess.TimeoutExpired:
-                    self.notes.append(f"timed out after {self.timeout:.0f} s: {' '.join(argv)[:120]}")
-                    return Run(float("nan"), 0, "", ok=False)
-                walls.append(time.perf_counter() - started)
-                report.seek(0)
-                rss = max(rss, int(report.read().split()[-1]))
-                out = done.stdout
-                if done.returncode != 0:
-                    ok = False
-                    self.notes.append(
-                        f"exit {done.returncode}: {' '.join(argv)[:120]}: {done.stderr.strip()[-300:]}"
-                    )
-                    break
-                if time.monotonic() > deadline:
-                    break
-        # A failed command's time is no figure of ours: n/a in the table, the error in the notes.
-        return Run(statistics.median(walls) if ok else float("nan"), rss, out, ok)
-
-    def shell(self, script: str, cwd: str | None = None) -> Run:
-        """:meth:`run` for a shell pipeline (the floor's ``git archive | wc -c``)."""
-        return self.run(["sh", "-c", script], cwd=cwd)
-
-    def add(
-        self,
-        measure: str,
-        ours: float | None,
-        unit: str,
-        baseline: float | None,
-        what: str,
-        target: str = "-",
-        limit: float | None = None,
-    ) -> None:
-        """A row of the table; ``limit`` (in ``unit``) is the target's bound on ``ours``, if it has one."""
-        row = Row(
-            measure, ours, unit, baseline, what, target, None if limit is None else at_most(ours, limit)
-        )
-        self.rows.append(row)
-        print("  " + " | ".join(cells(row)), flush=True)
-
-
-def toolstack(repo: str, driver: str, *args: str) -> list[str]:
-    """The command line of a fresh ``toolstack`` process on ``repo``, as this host."""
-    return [
-        sys.executable,
-        "-m",
-        "toolstack.cli",
-        "--repo",
-        repo,
-        "--driver",
-        driver,
-        "--host",
-        states.HOST,
-        *args,
-    ]
-
-
-def warm(kind: str, repo: str, driver: str, *extra: str) -> dict[str, float]:
-    """The first and second in-process call of a measure (bench/scale_warm.py), in a process of its own."""
-    argv = [sys.executable, os.path.join(BENCH, "scale_warm.py"), kind, repo, driver, states.HOST, *extra]
-    done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=1800, check=True)
-    return json.loads(done.stdout)
-
-
-def git(repo: str, *args: str) -> str:
-    """The output of a git command on ``repo`` (not measured: checks and set-up)."""
-    return subprocess.run(
-        ["git", "-C", repo, *args], capture_output=True, text=True, check=True, timeout=600
-    ).stdout
-
-
-def disk_usage(path: str) -> int:
-    """Bytes on disk under ``path`` (allocated blocks, as du counts them; hard links counted once)."""
-    total, seen = 0, set()
-    for parent, _, files in os.walk(path):
-        for name in files:
-            st = os.lstat(os.path.join(parent, name))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
-
-
-def show(value: float | None, unit: str) -> str:
-    """A figure for people: ms or s, MB of RSS (``unit`` "KB": KiB), MB or GB on disk (``unit`` "B")."""
-    if value is None or value != value:  # None or NaN: not measured
-        return "n/a"
-    if unit == "s":
-        if value < 0.1:
-            return f"{value * 1e3:.1f} ms"
-        return f"{value * 1e3:.0f} ms" if value < 1 else f"{value:.2f} s"
-    if unit == "KB":
-        return f"{value / MB:.0f} MB"
-    return f"{value / 2**30:.2f} GB" if value >= 2**30 else f"{value / 2**20:.0f} MB"
-
-
-def cells(row: Row) -> list[str]:
-    """A row's cells: measure, ours, baseline (and what it is), ratio, target, met."""
-    ratio = (
-        f"{row.ours / row.baseline:.2f}x"
-        if row.ours is not None and row.baseline and row.ours == row.ours
-        else "n/a"
-    )
-    met = {True: "yes", False: "NO", None: "-"}[row.met]
-    base = f"{show(row.baseline, row.unit)} ({row.what})"
-    return [row.measure, show(row.ours, row.unit), base, ratio, row.target, met]
-
-
-def at_most(value: float | None, limit: float) -> bool | None:
-    """Whether a figure meets its bound; None when it was not measured (a failed or timed-out run)."""
-    return None if value is None or value != value else value <= limit
 
 
 # -- the measures -------------------------------------------------------------------------------------------
@@ -225,26 +75,9 @@ def measure_startup(b: Bench) -> None:
     b.add("toolstack --help, cold", helped.wall, "s", bare.wall, "python -c pass", "<= 150 ms", 0.150)
 
 
-def drop_log_index(repo: str) -> None:
-    """Delete the per-VM log index (derived data in the git directory), as a clone or a gc leaves it."""
-    index = os.path.join(repo, "gitstore", "vm-log.sqlite")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(index + suffix):
-            os.unlink(index + suffix)
-
-
-def check_log(b: Bench, repo: str, name: str, path: str) -> None:
-    """Note whether ``log NAME`` lists the commits ``git log --first-parent -- PATH`` does."""
-    argv = toolstack(repo, "sim://", "--json", "log", name)
-    out = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=b.timeout, check=True).stdout
-    ours = [json.loads(line)["commit"] for line in out.splitlines() if line.strip()]
-    expected = git(repo, "log", "--first-parent", "--format=%H", "main", "--", path).split()
-    same = "the same" if ours == expected else "NOT the same"
-    b.notes.append(f"log {name}: {len(ours)} commits, {same} as git log --first-parent -- {path}")
-
-
-def measure_history(b: Bench, where: str, name: str, scratch: str, repack_too: bool = True) -> None:
-    repo = os.path.join(where, "pool.git")
+def measure_history(b: Bench, state: str, name: str, scratch: str, repack_too: bool = True) -> None:
+    # On a private copy: the index is built again in it, and the cached state's is never deleted.
+    repo = os.path.join(private_copy(state, os.path.join(scratch, "history")), "pool.git")
     path = layout.vm_dir(git(repo, "show", f"main:{layout.name_path(name)}").strip())
     plain = b.run(["git", "-C", repo, "log", "--format=%H", "main", "--", path])
     drop_log_index(repo)
@@ -314,7 +147,7 @@ def measure_compacted(
     """
     compacted = os.path.join(scratch, "compacted.git")
     subprocess.run(["cp", "-al", repo, compacted], check=True, timeout=600)
-    drop_log_index(compacted)  # the index is written in place: the copy must not share the cache's file
+    drop_log_index(compacted)  # built again below, from scratch
     gc = b.run(["nice", "-n", "10", *toolstack(compacted, "sim://", "gc", "--compact")], repeat=1)
     size = disk_usage(compacted) if gc.ok else None
     limit = None if packed_size is None else 1.5 * packed_size
@@ -350,54 +183,6 @@ def objects_by_type(repo: str) -> str:
     return ", ".join(
         f"{count[k]} {k}s {show(size[k], 'B')}" for k in sorted(size, key=size.__getitem__)[::-1]
     )
-
-
-def measure_vms(b: Bench, where: str, vms: int) -> None:
-    repo, sim = os.path.join(where, "pool.git"), os.path.join(where, "pool.sim")
-    driver = f"sim://{sim}"
-    head = git(repo, "rev-parse", "main").strip()
-    archive = b.shell(f"git -C '{repo}' archive main | wc -c")
-    # The simulator's data, not its cache of parsed domains (derived data: the floor reads the data once).
-    files = b.shell(f"find '{sim}' -path '{sim}/cache' -prune -o -type f -exec cat {{}} + | wc -c")
-    floor = archive.wall + files.wall
-    b.notes.append(
-        f"floor: git archive main {show(archive.wall, 's')} ({int(archive.stdout) / 2**20:.1f} MB) "
-        f"+ simulator files {show(files.wall, 's')} ({int(files.stdout) / 2**20:.1f} MB)"
-    )
-    imports = b.run([sys.executable, "-c", "import toolstack.ops, toolstack.status, toolstack.cli.vm"])
-    listed = b.run(toolstack(repo, driver, "vm", "list"))
-    if len(listed.stdout.splitlines()) != vms + 1:
-        b.notes.append(f"vm list printed {len(listed.stdout.splitlines())} lines for {vms} VMs")
-    dry = b.run(toolstack(repo, driver, "reconcile", "--dry-run"))
-    real = b.run(toolstack(repo, driver, "reconcile"))
-    for label, run in (("reconcile --dry-run", dry), ("reconcile", real)):
-        said = run.stdout.strip()
-        b.notes.append(f"{label}: {said[:300]!r}" + ("" if said == "nothing to do" else ": NOT FAITHFUL"))
-    if git(repo, "rev-parse", "main").strip() != head:
-        b.notes.append("reconcile changed main: the state was not faithful; it is rebuilt next run")
-        states.invalidate(where)
-    listing, plan = warm("list", repo, driver), warm("plan", repo, driver)
-    for label, calls in (("vm list (status.listing)", listing), ("reconcile plan", plan)):
-        b.notes.append(
-            f"{label} in process: 1st call {show(calls['first'], 's')}, 2nd {show(calls['second'], 's')}"
-        )
-
-    what, n = "floor: git archive + cat sim files", f"{vms} VMs"
-    b.add(f"vm list, {n}, cold", listed.wall, "s", floor, what, "<= 2x floor", 2.0 * floor)
-    b.add(f"vm list, {n}, warm (in process, 2nd call)", listing["second"], "s", floor, what)
-    b.add(f"reconcile --dry-run, {n}, cold", dry.wall, "s", floor, what)
-    b.add(f"reconcile, nothing to do, {n}, cold", real.wall, "s", floor, what, "<= 3x floor", 3.0 * floor)
-    b.add(f"reconcile plan, {n}, warm (in process, 2nd call)", plan["second"], "s", floor, what)
-    for label, run in (("vm list", listed), ("reconcile --dry-run", dry), ("reconcile", real)):
-        b.add(
-            f"{label}, {n}, peak RSS",
-            run.rss,
-            "KB",
-            imports.rss,
-            "python + toolstack imports",
-            "<= 300 MB",
-            300 * MB,
-        )
 
 
 def main() -> None:
@@ -473,8 +258,8 @@ def main() -> None:
             name = f"vm-{args.history_vms // 2:04d}"
             measure_history(b, history, name, scratch, repack_too="size" in only)
         if "vms" in only:
-            print(f"  ({vms} VMs: the floor, vm list, reconcile ...)", flush=True)
-            measure_vms(b, pool, vms)
+            print(f"  ({vms} VMs, on a private copy: the floor, every command ...)", flush=True)
+            measure_vms(b, pool, vms, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n## Scale ({vms} VMs; {ops} operations, {commits} commits, on {args.history_vms} VMs)\n")
@@ -488,6 +273,9 @@ def main() -> None:
     )
     for note in b.notes:
         print(f"- {note}")
+    if b.failures:
+        print(f"\n{len(b.failures)} check(s) failed:", *(f"- {f}" for f in b.failures), sep="\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,22 @@ from toolstack.claim_store import ClaimRecord
 from toolstack.claims import Claims
 from toolstack.cli.history import _claimed
 from toolstack.errors import OperationInProgress
-from toolstack.models import Task
+from toolstack.models import VM, Task
 from toolstack.tasks import TaskObserver, new_task_id
+
+
+def running_start(vm: VM, host: str) -> Task:
+    """A start of ``vm`` running on ``host``, by another process (pid 1)."""
+    return Task(
+        id=new_task_id(),
+        operation="start",
+        vm=vm.uuid,
+        vm_name=vm.name,
+        who="other",
+        started=time.time(),
+        host=host,
+        pid=1,
+    )
 
 
 def test_while_an_operation_runs_its_vm_is_held_by_its_record_and_no_claim_ref_exists(sim_ts):
@@ -41,16 +55,7 @@ def test_while_an_operation_runs_its_vm_is_held_by_its_record_and_no_claim_ref_e
 def test_a_claim_ref_of_an_older_release_still_holds_its_vm(sim_ts):
     vm = sim_ts.create(unique(), memory=64)
     # A claim as an older release left it: a ref whose commit records the running task, and no record.
-    task = Task(
-        id=new_task_id(),
-        operation="start",
-        vm=vm.uuid,
-        vm_name=vm.name,
-        who="other",
-        started=time.time(),
-        host="another-host",  # its task is that host's to judge: alive as far as this one knows
-        pid=1,
-    )
+    task = running_start(vm, "another-host")  # that host's to judge: alive as far as this one knows
     claims = Claims(sim_ts.store)
     claims.records.create(vm.uuid, ClaimRecord(task, sim_ts.main.head or "", {}, "task: start", None))
     claims.materialize(vm.uuid)
@@ -66,15 +71,6 @@ def test_the_cold_log_leaves_a_repository_with_a_claim_record_to_the_toolstack_w
     """``toolstack log`` reads the index without opening the toolstack only while nothing is claimed."""
     vm = sim_ts.create(unique(), memory=64)
     assert not _claimed(sim_ts.store)
-    task = Task(
-        id=new_task_id(),
-        operation="start",
-        vm=vm.uuid,
-        vm_name=vm.name,
-        who="x",
-        started=time.time(),
-        host="h",
-        pid=1,
-    )
+    task = running_start(vm, "h")
     Claims(sim_ts.store).records.create(vm.uuid, ClaimRecord(task, sim_ts.main.head or "", {}, "m", None))
     assert _claimed(sim_ts.store)

@@ -10,7 +10,9 @@ the same run on the same repository, so that the HTTP overhead shows as a ratio.
 5. baselines, the parts on their own: durable transactions on a bare store, and ``GET /health`` (a request
    that does nothing). A create+start needs two durable commits (each operation's outcome merged into main;
    its claim is a durable record lighter than a commit) and two requests; from the two rates the bench
-   derives the most create+start could reach on this machine before any toolstack or driver work.
+   derives the most create+start could reach on this machine before any toolstack or driver work;
+6. cold, what a client waits for from a fresh server: ``toolstack serve`` from its start until it answers
+   ``GET /health``, and its first create+start (two requests), beside the warm ones; the server's peak RSS.
 
 The load generator runs on loopback: wrk if it is installed (``make setup`` installs it), else httpx threads.
 Under wrk, a Lua script makes each pair: ``POST /vms``, then ``POST /vms/{name}/start`` for the name the 201
@@ -186,7 +188,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(workdir: str, repo: str, driver: str) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_server(workdir: str, repo: str, driver: str) -> tuple[subprocess.Popen[bytes], str, str, float]:
+    """A fresh ``toolstack serve``: the process, its URL, its token, and the seconds until it answered."""
+    started = time.perf_counter()
     port = free_port()
     token_file = os.path.join(workdir, "bench.api-token")
     command = [
@@ -218,9 +222,28 @@ def start_server(workdir: str, repo: str, driver: str) -> tuple[subprocess.Popen
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("toolstack serve did not start")
-        time.sleep(0.1)
+        time.sleep(0.01)
+    ready = time.perf_counter() - started
     with open(token_file, encoding="utf-8") as handle:
-        return process, url, handle.read().strip()
+        return process, url, handle.read().strip(), ready
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A running process's peak RSS (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return int(re.search(r"^VmHWM:\s+(\d+)", status.read(), re.M).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def first_pair(url: str, token: str) -> float:
+    """Seconds of the first create+start a fresh server answers (two requests, on a new connection)."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        name = names("cold", 1)[0]
+        started = time.perf_counter()
+        codes = (client.post("/vms", json={"name": name, "memory": 64}).status_code,)
+        codes += (client.post(f"/vms/{name}/start").status_code,)
+        if codes != (201, 200):
+            raise SystemExit(f"the first create+start failed: {codes}")
+        return time.perf_counter() - started
 
 
 _WRK_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -407,9 +430,11 @@ def main() -> None:
             probe = ts.vms()[args.vms // 2].name
             local = in_process(ts, args, probe)
         local["commits"] = store_commits(workdir, args.vms, args.seconds, args.concurrency)
-        process, url, token = start_server(workdir, repo, driver)
+        process, url, token, ready = start_server(workdir, repo, driver)
         try:
+            cold_pair = first_pair(url, token)
             remote = over_http(url, token, args, probe, workdir)
+            server_rss = peak_rss_mb(process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -457,6 +482,14 @@ def main() -> None:
         f"  both costs fall on one interpreter (one GIL), so they add: at most ~{ceiling:.0f} pairs/s before any "
         f"toolstack or driver work; measured {best_create:.0f}/s is {best_create / ceiling:.2f}x of that"
     )
+    warm_pair = 1 / local["create1"].per_second
+    print("\ncold, what a client of a fresh server waits for (the server's start, then its first requests):")
+    print(f"  toolstack serve, start until GET /health answers: {ready * 1e3:8.0f} ms")
+    print(
+        f"  its first create+start, 1 client:                  {cold_pair * 1e3:8.1f} ms | warm: "
+        f"{1e3 / remote['create1'].per_second:.1f} ms a pair over HTTP, {warm_pair * 1e3:.1f} ms in process"
+    )
+    print(f"  peak RSS of the server (VmHWM, after every measure): {server_rss:.0f} MB")
     print(
         f"'create started' is one request and one task (POST /vms with start, as xl create): "
         f"{remote['oneN'].per_second:.0f}/s; it is reported beside the target, not counted for it."

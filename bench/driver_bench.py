@@ -2,7 +2,9 @@
 
 Run: ``.venv/bin/python bench/driver_bench.py [--seconds S]``. Every figure is measured in this run; the
 libvirt overhead is reported as a ratio (raw libvirt rate / driver rate; the target is at most 1.5x).
-This is a benchmark, not a timed test: it never fails on speed.
+This is a benchmark, not a timed test: it never fails on speed. Cold figures beside the warm ones: one
+define + start + destroy in a fresh process (importing and opening the driver first, as a command does),
+with its peak RSS (bench/fresh.py); and this process's own peak RSS.
 """
 
 from __future__ import annotations
@@ -16,10 +18,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fresh import PYTHON, cold_warm, fresh, peak_rss_mb  # bench/fresh.py
 
 import drivers
 from drivers import DomainSpec, Driver
 from drivers.libvirt.xml import spec_to_xml
+
+# One cycle in a fresh process: what a command pays to import and open the driver, then call it.
+ONE_CYCLE = """
+import sys, uuid
+import drivers
+from drivers import DomainSpec
+with drivers.open(sys.argv[1]) as hv:
+    spec = DomainSpec(uuid=uuid.uuid4(), name="cold-" + uuid.uuid4().hex[:8], memory=256)
+    hv.define(spec)
+    hv.start(spec.uuid)
+    hv.destroy(spec.uuid)
+"""
+
+
+def cold_line(label: str, uri: str, per_second: float) -> str:
+    """One define + start + destroy in a fresh process, beside a warm cycle."""
+    return cold_warm(label, fresh([PYTHON, "-c", ONE_CYCLE, uri], timeout=60), 1 / per_second, "a cycle")
 
 
 def spec(index: int, tag: str) -> DomainSpec:
@@ -109,6 +131,12 @@ def main() -> None:
     print(f"{'case':<{width}}  {'define+start+destroy/s':>22}  {'cycles':>7}")
     for name, per_second, count in rows:
         print(f"{name:<{width}}  {per_second:>22,.0f}  {count:>7}")
+    print()
+    with tempfile.TemporaryDirectory(prefix="driver-cold-") as state:
+        print(cold_line("sim:///dir, one cycle", f"sim://{state}", rows[1][1]))
+    if driver:
+        print(cold_line("test:///default, one cycle", "test:///default", driver))
+    print(f"peak RSS of this benchmark process (the warm figures): {peak_rss_mb():.0f} MB\n")
     if raw and driver:
         ratio = raw / driver
         verdict = "within" if ratio <= 1.5 else "ABOVE"

@@ -5,7 +5,9 @@ each, and one-leaf transactions. The two one-hex-digit shard levels keep every t
 entries), so a commit rewrites ~4 KB of trees; a flat ``vms/`` of 10,000 entries would rewrite ~600 KB.
 Every figure is printed beside its baseline: the git CLI's plumbing (hash-object, update-index, write-tree, commit-tree, update-ref),
 pygit2 when it is installed, and the disk's own fsync rate. This is a benchmark, not a test: the machine
-is noisy, so compare ratios within one run.
+is noisy, so compare ratios within one run. Cold figures beside the warm ones: one durable commit and one
+key's history each in a fresh process (importing the store and opening the repository first, as a command
+does), with their peak RSS (bench/fresh.py); and this process's own peak RSS.
 
 Run: ``.venv/bin/python bench/store_bench.py [--records 10000] [--seconds 3]``
 """
@@ -25,8 +27,25 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fresh import PYTHON, cold_warm, fresh, peak_rss_mb  # bench/fresh.py
 
 from store import Conflict, Store
+
+# What a command does in a fresh process: import the store, open the repository, then one call.
+ONE_COMMIT = """
+import sys
+from store import Store
+with Store.open(sys.argv[1]) as store, store.branch("main").transaction(message="cold") as tx:
+    tx.set(sys.argv[2], sys.argv[3].encode())
+"""
+ONE_HISTORY = """
+import sys
+from store import Store
+with Store.open(sys.argv[1]) as store:
+    assert store.branch("history").history(sys.argv[2])
+"""
 
 CONFIG = b'{\n  "memory": %d,\n  "name": "vm-%d",\n  "vcpus": 2\n}\n'
 
@@ -268,6 +287,10 @@ def main() -> None:
                 f"pygit2 without fsync (not durable)       {pygit2_plain:8.0f} commits/s   store = {ours / pygit2_plain:6.1f}x"
             )
         print(f"fsyncs the disk allows per store commit  {disk_fsyncs / ours:8.1f}")
+        cold_commit = fresh(
+            lambda n: [PYTHON, "-c", ONE_COMMIT, repo, record_path(vms[n % len(vms)]), f"cold {n}\n"]
+        )
+        print(cold_warm("one durable commit", cold_commit, 1 / ours, "1 writer, one of many"))
 
         rate, conflicts, errors = bench_threads(
             store, vms, threads=16, per_thread=max(20, int(60 * args.seconds))
@@ -294,30 +317,35 @@ def main() -> None:
         print(
             f"(built {args.history_commits} commits, not durable, in {time.perf_counter() - started:.1f} s)"
         )
-        with Store.open(repo) as cold:
+        with Store.open(repo) as opened:
             start = time.perf_counter()
-            entries = cold.branch("history").history(record_path(watched))
+            entries = opened.branch("history").history(record_path(watched))
             ours_cold = time.perf_counter() - start
             start = time.perf_counter()
-            cold.branch("history").history(record_path(watched))
+            opened.branch("history").history(record_path(watched))
             ours_warm = time.perf_counter() - start
+        in_fresh = fresh([PYTHON, "-c", ONE_HISTORY, repo, record_path(watched)])
         start = time.perf_counter()
         git_ids = git(repo, "log", "--format=%H", "history", "--", record_path(watched)).split()
         git_log = time.perf_counter() - start
         agree = "same commits as git" if git_ids == [e.id for e in entries] else "DIFFERENT commits from git"
         print(
-            f"store Branch.history, fresh process      {ours_cold:8.3f} s   ({len(entries)} commits, {agree})"
+            f"store Branch.history, 1st on a new Store {ours_cold:8.3f} s   ({len(entries)} commits, {agree})"
         )
         print(f"store Branch.history, warm               {ours_warm:8.3f} s")
         print(
-            f"git log -- path                          {git_log:8.3f} s   store (fresh) = {git_log / ours_cold:5.1f}x"
+            f"git log -- path                          {git_log:8.3f} s   store (new Store) = {git_log / ours_cold:5.1f}x"
         )
+        print(cold_warm("store Branch.history", in_fresh, ours_warm, "2nd call"))
+        if in_fresh.ok:
+            print(f"git log -- path / the fresh process       {git_log / in_fresh.seconds:8.2f}x")
         samples = []
         for _ in range(5):
             start = time.perf_counter()
             git(repo, "rev-parse", "history")
             samples.append(time.perf_counter() - start)
         print(f"(git process start-up, for scale: {statistics.median(samples) * 1e3:.1f} ms)")
+        print(f"peak RSS of this benchmark process (the warm figures): {peak_rss_mb():.0f} MB")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

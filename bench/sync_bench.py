@@ -5,6 +5,9 @@
    2x of the git CLI).
 2. Event latency: a commit on one host until the event is seen on another host, through ``git daemon``
    (host B polls by fetching, as the agent does).
+3. Cold: host B's pull of one new commit, and the events it brings, in a fresh process (importing the store
+   and opening the repository first, as ``toolstack pull`` does), with its peak RSS, beside the warm
+   round of stage 2 (bench/fresh.py); and this process's own peak RSS.
 
 Run: ``.venv/bin/python bench/sync_bench.py [--commits 1000]``
 """
@@ -21,6 +24,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fresh import PYTHON, Fresh, cold_warm, fresh, peak_rss_mb  # bench/fresh.py
 
 from store import Store
 from tests.store.git_servers import git_daemon
@@ -30,6 +36,30 @@ from toolstack.events import events_since
 # A VM's config where the sharded layout reads it: a change to it is an event (vms/00/config is none).
 BENCH_VM = "00000000-0000-4000-8000-000000000001"
 POLL_DEADLINE = 30.0  # seconds host B polls for one event before the bench gives up
+# Host B's pull in a fresh process: it must see the event host A pushed.
+ONE_PULL = """
+import sys
+from store import Store
+from toolstack.events import events_since
+with Store.open(sys.argv[1]) as store:
+    token = store.branch("main").head
+    store.remote("origin").pull("main", strategy="ff-only")
+    assert events_since(store, token), "the pull brought no event"
+"""
+
+
+def cold_pulls(a: Store, host_b: str, samples: int) -> Fresh:
+    """Host A commits and pushes; host B pulls it in a fresh process; ``samples`` times (the median)."""
+    runs = []
+    for n in range(samples):
+        with a.branch("main").transaction(message=f"vm set cold {n}", author="host-a") as tx:
+            tx.set(layout.config_path(BENCH_VM), f'{{"memory": {20_000 + n}}}\n'.encode())
+        a.remote("origin").push("main")
+        runs.append(fresh([PYTHON, "-c", ONE_PULL, host_b], repeat=1, timeout=POLL_DEADLINE))
+        if not runs[-1].ok:
+            return runs[-1]
+    walls = sorted(run.seconds for run in runs)
+    return Fresh(walls[len(walls) // 2], max(run.rss_mb for run in runs), True, "")
 
 
 def make_history(path: str, commits: int) -> None:
@@ -114,8 +144,9 @@ def main() -> None:
                         )
                 latencies.append(time.perf_counter() - started)
                 fetches.append(polls)
-            a.close()
             b.close()
+            cold = cold_pulls(a, os.path.join(workdir, "host-b.git"), 3)
+            a.close()
             started = time.perf_counter()
             for _ in range(5):
                 git("-C", target, "fetch", "-q", f"{daemon}/theirs.git", "main:main")
@@ -126,6 +157,10 @@ def main() -> None:
                 f"max {max(latencies) * 1e3:6.1f} ms over {len(latencies)} samples "
                 f"(= {median / git_round_trip:4.1f}x one no-op `git fetch` round trip of {git_round_trip * 1e3:.1f} ms)"
             )
+            print(
+                cold_warm("host B pulls one commit and its event", cold, median, "commit, push, pull, median")
+            )
+            print(f"peak RSS of this benchmark process (the warm figures): {peak_rss_mb():.0f} MB")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

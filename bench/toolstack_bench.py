@@ -8,7 +8,11 @@
    toolstack's: one first-parent commit per operation on one of 100 VMs), since 100,000 real operations would
    take an hour here.
 
-Run: ``.venv/bin/python bench/toolstack_bench.py [--ops 200] [--commits 100000]``
+3. What an operator waits for: ``toolstack vm create``, ``vm start``, ``vm list`` and ``log VM`` each in a
+   fresh process (imports, opening the repository, first reads), with its peak RSS, beside the same call
+   warm (the second in one process) and the bare interpreter's start-up (bench/fresh.py).
+
+Run: ``.venv/bin/python bench/toolstack_bench.py [--ops 200] [--commits 100000] [--repeat 3]``
 """
 
 from __future__ import annotations
@@ -17,13 +21,18 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fresh import PYTHON, cold_warm, fresh, peak_rss_mb, toolstack  # bench/fresh.py
 
 import drivers
 from drivers import DomainSpec
@@ -110,12 +119,43 @@ def build_history(repo: str, commits: int, vms: int = 100) -> str:
     return uuids[0]
 
 
+def warm(call: Callable[[int], object], times: int = 3) -> float:
+    """Median seconds of ``call(n)`` after a first call (which fills the process's caches) is left out."""
+    call(-1)
+    samples = []
+    for n in range(times):
+        started = time.perf_counter()
+        call(n)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def cold_commands(workdir: str, repeat: int) -> None:
+    """create, start and list as an operator runs them, in fresh processes, beside the same calls warm."""
+    repo, driver = os.path.join(workdir, "cli.git"), f"sim://{workdir}/cli-sim"
+    with Toolstack.init(repo, driver, author="bench") as ts:
+        for n in range(20):
+            ts.create(f"seed-{n}", memory="64M")
+        warm_create = warm(lambda n: ts.create(f"warm-{n}", memory="64M"))
+        warm_start = warm(lambda n: ts.start(f"warm-{n}"))
+        warm_list = warm(lambda n: ts.vms())
+    cli = ["--repo", repo, "--driver", driver, "--author", "bench"]
+    print(cold_warm("python -c pass (the floor)", fresh([PYTHON, "-c", "pass"], repeat=repeat), None))
+    create = fresh(lambda n: toolstack(*cli, "vm", "create", f"cold-{n}", "--memory", "64M"), repeat=repeat)
+    print(cold_warm("toolstack vm create (sim, durable)", create, warm_create))
+    start = fresh(lambda n: toolstack(*cli, "vm", "start", f"cold-{n}"), repeat=repeat)
+    print(cold_warm("toolstack vm start", start, warm_start))
+    listing = fresh(toolstack(*cli, "vm", "list"), repeat=repeat)
+    print(cold_warm(f"toolstack vm list ({20 + 4 + repeat} VMs)", listing, warm_list))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--ops", type=int, default=200)
     parser.add_argument("--commits", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per cold figure (median)")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="toolstack-bench-")
     try:
@@ -131,6 +171,9 @@ def main() -> None:
                 f"{label:32} raw driver define+start {raw:8.0f}/s   toolstack create+start {ours:6.1f}/s"
                 f"   = 1/{raw / ours:.0f} of the raw rate"
             )
+
+        print("\n## cold: each command in a fresh process, beside the same call warm (2nd in one process)")
+        cold_commands(workdir, args.repeat)
 
         print(f"\n## per-VM log with {args.commits} commits on main (target >= 50x git log, <= 50 ms)")
         repo = os.path.join(workdir, "history.git")
@@ -174,6 +217,9 @@ def main() -> None:
             f"toolstack log after one more operation    {catch_up * 1e3:8.1f} ms   ({len(after_op)} entries)"
         )
         print(f"toolstack log, first use (builds index)   {index_build:8.2f} s    (once per clone)")
+        log_cold = fresh(toolstack("--repo", repo, "--driver", "sim://", "log", vm), repeat=args.repeat)
+        print(cold_warm("toolstack log VM", log_cold, query, "index up to date, median"))
+        print(f"\npeak RSS of this benchmark process (the warm figures): {peak_rss_mb():.0f} MB")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

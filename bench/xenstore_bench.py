@@ -12,6 +12,8 @@ process, against each daemon in turn (a fresh daemon per run, the daemons interl
 ``--repeat`` runs reported); a transaction that gets EAGAIN is retried and counted. Then Xen's
 test-xenstore reports per-operation latency against both daemons. Ratios are ours / oxenstored within the
 same run (below 1 means faster). This is a benchmark, not a test: the machine has 2 cores and is noisy.
+Each daemon is cold for its storm (a fresh process); beside the storms, each daemon's start (until its
+socket answers) and its peak RSS after the storm (VmHWM) are printed, the median of the runs at each N.
 
 Run: ``.venv/bin/python bench/xenstore_bench.py [--sizes 10,50,100,200] [--iterations 200]``
 
@@ -54,6 +56,18 @@ class Counters:
     transactions: int = 0
     commit_lag: float = 0.0  # ours: seconds from the storm's end until its last transaction is in git
     cpu: float = 0.0  # ours: the daemon's CPU seconds (all threads) from its start until then
+    ready: float = 0.0  # seconds from starting the daemon until its socket answered (cold start)
+    rss_mb: float = float("nan")  # the daemon's peak RSS after the storm (VmHWM)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A running process's peak RSS (VmHWM) in MiB; NaN if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            found = re.search(r"^VmHWM:\s+(\d+)", status.read(), re.M)
+    except OSError:
+        return float("nan")
+    return int(found.group(1)) / 1024 if found else float("nan")
 
 
 async def transaction(client: AsyncClient, counters: Counters, body) -> None:  # type: ignore[no-untyped-def]
@@ -206,6 +220,7 @@ async def check_empty(socket: str) -> None:
 class Daemon:
     name: str
     socket: str
+    process: subprocess.Popen[bytes]
 
     def stop(self) -> None:
         raise NotImplementedError
@@ -292,9 +307,12 @@ def run_storm(
     # fails with EINVAL): such a run is retried on a fresh daemon and reported.
     for attempt in range(1, 4):
         directory = os.path.join(work, f"{name.replace(' ', '-')}-{n}-{repeat}-{attempt}")
+        started = time.perf_counter()
         daemon: Daemon = Oxenstored(directory) if durable is None else Ours(directory, durable, kind.checkout)
+        ready = time.perf_counter() - started
         try:
             result = asyncio.run(boot_storm(daemon.socket, n))
+            result[1].ready, result[1].rss_mb = ready, peak_rss_mb(daemon.process.pid)
             if isinstance(daemon, Ours):
                 result[1].commit_lag = daemon.commit_lag(result[1].transactions)
                 result[1].cpu = daemon.cpu_seconds()
@@ -402,6 +420,14 @@ def main() -> None:
                 f"{n:>5} | {base_s:>10.2f} s {base_s / ox_s:>6.2f} | {dur_s:>10.2f} s {dur_s / ox_s:>6.2f} | "
                 f"{dur_s / base_s:>11.2f} | {cpu[0]:.2f} s, {cpu[1]:.2f} s ({cpu[1] / cpu[0]:.2f})"
             )
+    print("\nCold start (until the socket answers) and peak RSS after the storm, medians of the runs")
+    for name, by_size in cpus.items():
+        cells = (
+            f"N={n}: {statistics.median(r[1].ready for r in runs) * 1e3:.0f} ms, "
+            f"{statistics.median(r[1].rss_mb for r in runs):.0f} MB"
+            for n, runs in by_size.items()
+        )
+        print(f"  {name:15} " + "  ".join(cells))
     target = storms["ours"].get(200)
     if target is not None:
         print(f"Target N=200 in <= 5 s: {target[0]:.2f} s ({'met' if target[0] <= 5 else 'NOT met'})")

@@ -1,10 +1,10 @@
 """Claim records: the durable note of a running task, lighter than the commit it stands for.
 
-A task that claims a VM first makes its claim durable as one small file, ``<gitdir>/toolstack/claims/<uuid>``
-(the task, the main head it forks from, the files it intends), created exclusively, then points the claim ref
-(``refs/heads/vm-task/<uuid>``, see :mod:`toolstack.claims`) at that main head without an fsync. That costs
-one file and its directory made durable, where a claim commit cost a pack, its index and a ref, each made
-durable in turn. The record holds what the claim commit held, so recovery rebuilds that commit from it
+A task that claims a VM makes its claim durable as one small file, ``<gitdir>/toolstack/claims/<uuid>`` (the
+task, the main head it forks from, the files it intends), created exclusively: the record is the claim, and no
+claim ref (``refs/heads/vm-task/<uuid>``, see :mod:`toolstack.claims`) is written unless its commit is. That
+costs one file and its directory made durable, where a claim commit cost a pack, its index and a ref, each
+made durable in turn. The record holds what the claim commit held, so recovery rebuilds that commit from it
 (:meth:`toolstack.claims.Claims.materialize`) and settles it as before; a task that fails does the same, so
 that ``failed-tasks/<id>`` keeps the same history as ever. Records are local to their repository: a clone
 never copies them, as it never copies claims.
@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 from store import Store
 from store.locks import fsync_directory
+from toolstack import layout
 from toolstack.models import Task
 
-CLAIMS_DIRECTORY = os.path.join("toolstack", "claims")
+CLAIMS_DIRECTORY = layout.CLAIMS_DIRECTORY
 
 
 @dataclass(frozen=True)

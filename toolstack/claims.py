@@ -1,14 +1,14 @@
-"""Claims: the refs that hold a VM for its running task, and the failed tasks kept for audit.
+"""Claims: the records (and refs) that hold a VM for its running task, and the failed tasks kept for audit.
 
 A task claims its VM by recording the claim (:mod:`toolstack.claim_store`: the task and its intended state,
-made durable as one small file created exclusively), then creating ``refs/heads/vm-task/<uuid>`` (the claim
-ref) at the main head it forks from, with one compare-and-swap. The claim commit that record stands for is
-written only when it is needed: by a failure (:meth:`Claims.materialize`, then the failure is committed on
-it) or by recovery. A claim ref without a record (made by an older release, or by hand) holds its task on
-its own commits, as before. A failed task's claim is kept as ``refs/heads/failed-tasks/<task>``. The task
-runner (:mod:`toolstack.tasks`) is the only writer of these refs and records, through :class:`Claims`;
-everything else (reconcile's busy VMs, the task records, fsck, resync) reads them through it too, so that
-their layout is known here alone.
+made durable as one small file created exclusively). The claim commit that record stands for, and the claim
+ref ``refs/heads/vm-task/<uuid>`` that holds it, are written only when they are needed: by a failure
+(:meth:`Claims.materialize`, then the failure is committed on it) or by recovery. A successful operation
+writes no ref but main's. A claim ref without a record (made by an older release, or by hand) holds its task
+on its own commits, as before; a new claim checks that there is none. A failed task's claim is kept as
+``refs/heads/failed-tasks/<task>``. The task runner (:mod:`toolstack.tasks`) is the only writer of these refs
+and records, through :class:`Claims`; everything else (reconcile's busy VMs, the task records, fsck, resync)
+reads them through it too, so that their layout is known here alone.
 """
 
 from __future__ import annotations
@@ -79,10 +79,9 @@ class Claims:
         self.store.fork(self.name(uuid), commit)
 
     def record(self, uuid: str, record: ClaimRecord) -> None:
-        """Claim VM ``uuid`` with ``record``: the record made durable, then the claim ref at its base.
-
-        The ref needs no fsync of its own: after a crash, recovery finds the claim by its record (and drops
-        a ref that has none and names no task: see :meth:`holder`).
+        """Claim VM ``uuid`` with ``record``, made durable: the record is the claim. No claim ref is written
+        (a lock file, a rename and an unlink per operation, and the same again to drop it): whatever reads
+        the claims reads the records too, and recovery finds a claim by its record.
 
         Raises:
             BranchExists: the VM is claimed already (by a record, or by a claim ref of its own).
@@ -90,11 +89,11 @@ class Claims:
         if not self.records.create(uuid, record):
             raise BranchExists(self.name(uuid))
         try:
-            taken = self.store.test_and_set(self.name(uuid), None, record.base, sync=False)
+            legacy = self.head(uuid)
         except BaseException:
             self.records.remove(uuid)  # never claimed: leave nothing for recovery to settle
             raise
-        if not taken:
+        if legacy is not None:  # a claim ref without a record (an older release's, or made by hand)
             self.records.remove(uuid)
             raise BranchExists(self.name(uuid))
 
@@ -127,6 +126,8 @@ class Claims:
             sync: Make the removal durable before returning.
         """
         self.records.remove(uuid, sync=sync)
+        if self.head(uuid) is None:
+            return  # only recorded (as a successful task's claim is): no ref to drop
         try:
             self.store.delete_branch(self.name(uuid), sync=sync)
         except ToolstackError:
@@ -135,18 +136,26 @@ class Claims:
             log.debug("claim of %s already released: %s", uuid, err)
 
     def held(self) -> dict[str, str]:
-        """Every claim: {VM uuid: the claim's head commit}."""
+        """Every claim: {VM uuid: the claim's head commit}; a claim only recorded is at its record's base
+        (the main head it forks from, where its ref would be)."""
         refs = self.store.list_refs(_CLAIMS)
-        return {ref.rsplit("/", 1)[-1]: commit for ref, commit in refs.items()}
+        held = {ref.rsplit("/", 1)[-1]: commit for ref, commit in refs.items()}
+        for uuid in self.records.uuids():
+            if uuid not in held:
+                record = self.records.read(uuid)
+                if record is not None:
+                    held[uuid] = record.base
+        return held
 
     def busy(self) -> set[str]:
         """The VMs an operation holds."""
-        return set(self.held())
+        return set(self.claimed())
 
     def claimed(self) -> list[str]:
-        """Every VM with a claim ref or a claim record (a crash can leave a record whose ref never reached
-        the disk, or a ref whose record is gone): what recovery looks at."""
-        return sorted({*self.held(), *self.records.uuids()})
+        """Every VM with a claim record or a claim ref (a claim is its record; a ref is written with the
+        claim's commit, and a crash can leave one whose record is gone): what recovery looks at."""
+        refs = self.store.list_refs(_CLAIMS)
+        return sorted({ref.rsplit("/", 1)[-1] for ref in refs} | set(self.records.uuids()))
 
     def holder(self, uuid: str, main: Tree) -> Task | None:
         """The task holding VM ``uuid``: its claim record's, else the one on its claim ref's commits (None: no

@@ -49,6 +49,7 @@ HOSTS = "hosts"
 TASKS = "tasks"
 LOCK_PREFIX = "vm-task"  # refs/heads/vm-task/<uuid>: the running operation on a VM (its task branch)
 FAILED_PREFIX = "failed-tasks"  # refs/heads/failed-tasks/<task>: failed tasks, kept for audit
+CLAIMS_DIRECTORY = "toolstack/claims"  # <gitdir>/toolstack/claims/<uuid>: running tasks' claim records
 MAIN = "main"
 UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # canonical, lower case
 _UUID_RE = re.compile(UUID_PATTERN)

@@ -39,6 +39,9 @@ INDEXES = {  # made after the rows by a build from scratch: one sort each, not 1
     "ops_by_commit": "CREATE INDEX ops_by_commit ON ops (commit_id)",
 }
 REBUILD_AFTER = 8192  # new commits walked without meeting an indexed one before rebuilding instead
+# An update after an operation walks a commit or two, which the store's own reader holds in memory: a scan
+# opens the packs only past this many objects (a long catch-up, a rebuild).
+WARM_READS = 256
 BUSY_TIMEOUT_MS = 60_000  # a query waits this long for another process's update (a rebuild: seconds)
 
 
@@ -264,7 +267,7 @@ class VMLogIndex:
                 head = self.store.branch(layout.MAIN).head
                 if head is None or head == self.indexed_head():
                     return True
-                with ScanReader(self.store.objects) as reader:
+                with ScanReader(self.store.objects, warm=WARM_READS) as reader:
                     done = self._catch_up(reader, head, limit)
                     if done is None and limit is None:
                         self._rebuild(reader, head)

@@ -2,16 +2,16 @@
 
 An operation on a VM:
   1. claims the VM: a durable claim record (:mod:`toolstack.claim_store`) holds the task (status running,
-     who, pid), main's head and the intended state, then ``refs/heads/vm-task/<uuid>`` is created at that
-     head with one compare-and-swap. A second operation on the VM finds the claim and fails with
-     OperationInProgress.
+     who, pid), main's head and the intended state. A second operation on the VM finds the claim and fails
+     with OperationInProgress.
   2. calls the driver;
   3. commits the observed state and the task's outcome, with the intended state, on main's head as it was;
   4. merges that commit into main (always a merge commit by the operator, whose subject says what changed,
      "vm set web1: memory 1024→2048 MiB", with ``VM:`` and ``Task:`` trailers: :mod:`toolstack.messages`),
      then drops the claim.
-The claim commit the record stands for (the task running, on main's head) is written only if the task
-fails, or by recovery: a successful operation makes one durable commit, not two.
+The claim commit the record stands for (the task running, on main's head), and its branch
+``refs/heads/vm-task/<uuid>``, are written only if the task fails, or by recovery: a successful operation
+makes one durable commit, not two, and moves no ref but main.
 If the driver fails (or the operation's own check does: :class:`~toolstack.errors.TaskAborted`), the partial
 change is compensated, main is left as it was, and the task branch is kept as
 ``refs/heads/failed-tasks/<task>`` for audit. A process killed mid-operation leaves its claim behind;

@@ -8,7 +8,7 @@ import subprocess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store import Store
+from store import Store, scan
 from store.backend import parse_tree_entries
 from store.objects import decode_commit, encode_commit
 from store.scan import RawTree, ScanReader, commit_summary
@@ -123,6 +123,24 @@ def test_the_scan_reader_returns_every_object_the_store_does_whole_packed_delta_
         with ScanReader(store.objects) as reader:
             for oid in objects:
                 assert reader.get_raw(oid) == store.objects.get_raw(oid)
+
+
+def test_a_warm_scan_reader_reads_through_the_store_then_opens_the_packs_and_returns_the_same(
+    tmp_path, monkeypatch
+):
+    with Store.open(tmp_path / "repo") as store:
+        main = store.branch("main")
+        for n in range(12):
+            with main.transaction(message=f"change {n}") as tx:
+                tx.set(f"dir/{n % 5}/value", f"{n}\n".encode() * 40)
+        objects = every_object(tmp_path / "repo")
+        opened: list[str] = []
+        real_pack = scan._Pack
+        monkeypatch.setattr(scan, "_Pack", lambda base: opened.append(base) or real_pack(base))
+        with ScanReader(store.objects, warm=5) as reader:
+            for n, oid in enumerate(objects):
+                assert reader.get_raw(oid) == store.objects.get_raw(oid)
+                assert bool(opened) == (n >= 4)  # the packs are opened once the warm reads are spent
 
 
 authors = st.text(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tests.toolstack.conftest import unique
 from toolstack import layout
+from toolstack.claims import Claims
 from toolstack.models import Task, TaskStatus
 from toolstack.task_records import get_task, list_tasks
 from toolstack.tasks import TaskObserver
@@ -56,7 +57,7 @@ def test_an_observer_learns_the_task_when_the_vm_is_claimed_and_when_it_is_done(
     class Recorder(TaskObserver):
         def claimed(self, task: Task) -> None:
             # Claimed: the VM is held and the hypervisor not yet called.
-            assert sim_ts.store.branch(f"{layout.LOCK_PREFIX}/{task.vm}").head is not None
+            assert task.vm in Claims(sim_ts.store).busy()
             seen.append(("claimed", task))
 
         def finished(self, task: Task) -> None:

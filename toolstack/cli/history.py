@@ -11,6 +11,7 @@ no driver serves (the error), and a VM named by a uuid prefix or by the uuid of 
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from toolstack.cli.errors import handled
 from toolstack.cli.output import emit_lines, table, when
 
 if TYPE_CHECKING:
-    from store import Tree
+    from store import Store, Tree
     from toolstack.log_index import LogEntry
 
 # The schemes of the drivers that come with the toolstack (drivers/registry.py): another URI is left to
@@ -64,7 +65,7 @@ def quick_log(c: Context, name: str | None, limit: int | None) -> list[LogEntry]
         return None
     try:
         main = store.branch(layout.MAIN)
-        if main.head is None or store.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/"):
+        if main.head is None or _claimed(store):
             return None  # no pool; or claims, which opening the toolstack settles first
         main.verify()
         tree = main.tree
@@ -82,6 +83,19 @@ def quick_log(c: Context, name: str | None, limit: int | None) -> list[LogEntry]
         return None  # a damaged repository: the toolstack says what is wrong
     finally:
         store.close()
+
+
+def _claimed(store: Store) -> bool:
+    """Whether any VM is claimed: a claim record (a running or interrupted task), or a claim ref."""
+    from toolstack import layout
+
+    if store.list_refs(f"refs/heads/{layout.LOCK_PREFIX}/"):
+        return True
+    try:
+        names = os.listdir(os.path.join(store.gitdir or "", layout.CLAIMS_DIRECTORY))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return any(not name.startswith(".") for name in names)
 
 
 def _is_pool_record(raw: bytes | None) -> bool:

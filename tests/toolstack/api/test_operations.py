@@ -11,6 +11,7 @@ import pytest
 
 from tests.toolstack.api.conftest import create
 from toolstack import layout
+from toolstack.claims import Claims
 
 
 @pytest.mark.parametrize(
@@ -131,7 +132,7 @@ def test_a_merge_conflict_is_409_with_the_structured_conflict_list(client, ts):
     worker = threading.Thread(target=shutdown)
     worker.start()
     deadline = time.monotonic() + 10
-    while ts.store.branch(f"{layout.LOCK_PREFIX}/{uuid}").head is None:
+    while uuid not in Claims(ts.store).busy():
         assert time.monotonic() < deadline
         time.sleep(0.01)
     with ts.main.transaction(message="gitops: keep it paused", author="bob") as tx:

@@ -135,11 +135,17 @@ def check_extra(spec: DomainSpec) -> None:
             seen.add(name)
 
 
-def disk_spec(disk: Disk) -> str:
-    """The xl diskspec; ``target=`` must come last because it may contain anything but a newline."""
+def disk_spec(disk: Disk, block_script: str | None = None) -> str:
+    """The xl diskspec; ``target=`` must come last because it may contain anything but a newline.
+
+    Args:
+        disk: The disk.
+        block_script: The host's hotplug script for disks (``script=``), or None for Xen's ``block``.
+    """
     access = "ro" if disk.readonly else "rw"
     devtype = ", devtype=cdrom" if disk.device == "cdrom" else ""
-    return f"format={disk.format}, vdev={disk.target}, access={access}{devtype}, target={disk.source}"
+    script = f", script={block_script}" if block_script else ""
+    return f"format={disk.format}, vdev={disk.target}, access={access}{devtype}{script}, target={disk.source}"
 
 
 def vif_spec(nic: Nic) -> str:
@@ -150,8 +156,8 @@ def vif_spec(nic: Nic) -> str:
     return ",".join(parts)
 
 
-def render(spec: DomainSpec) -> str:
-    """The xl.cfg text for ``spec``."""
+def render(spec: DomainSpec, block_script: str | None = None) -> str:
+    """The xl.cfg text for ``spec``; its disks name ``block_script`` as their hotplug script if given."""
     lines = [
         HEADER,
         SPEC_MARKER + spec.model_dump_json(),
@@ -171,7 +177,7 @@ def render(spec: DomainSpec) -> str:
             lines.append(f'cmdline = "{spec.boot.cmdline}"')
     else:
         lines.append(f'boot = "{_BOOT_ORDER[spec.boot.device or "hd"]}"')
-    lines.append(_list("disk", [disk_spec(disk) for disk in spec.disks]))
+    lines.append(_list("disk", [disk_spec(disk, block_script) for disk in spec.disks]))
     lines.append(_list("vif", [vif_spec(nic) for nic in spec.nics]))
     lines += [
         f'on_poweroff = "{spec.on_poweroff}"',

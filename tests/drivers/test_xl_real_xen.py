@@ -99,3 +99,58 @@ def test_real_listings_of_a_pv_guest_parse_to_its_state_and_live_spec(tmp_path: 
     live = driver.get_spec(info.uuid, live=True)
     assert live.boot.kernel == "/root/.cache/git-toolstack/xen/vmlinuz"
     assert (live.memory, live.effective_max_memory, live.on_poweroff) == (128, 256, "destroy")
+
+
+ONESHOT = "/usr/local/lib/xen-block-oneshot"
+
+
+def test_a_host_names_its_disk_hotplug_script_in_the_uri_and_every_diskspec_carries_it(tmp_path: Path):
+    # Xen's `block` script (~20 xenstore client calls) outlasted libxl's hotplug timeout under QEMU/TCG:
+    # the host names a script of its own, which xl runs instead (xl-disk-configuration(5) `script=`).
+    xl = RecordedXl()
+    xl.reply(["xl", "list", "-l"], real("real-list-l-pv.json"))
+    xl.reply(["xl", "list"], real("real-list-pv.txt"))
+    driver = XlDriver.from_uri(f"xl://{tmp_path}/xen?block-script={ONESHOT}", runner=xl)
+    assert (driver.config_dir, driver.block_script) == (tmp_path / "xen", ONESHOT)
+    root = Disk(id="root", source="/srv/root.img", target="xvda", bus="xen")
+    spec = pv_guest(disks=(root,)).evolve(
+        uuid=uuidlib.UUID("e17723c7-461d-42b5-8c09-a33a68dfb1a6"), name="e2e-pv"
+    )
+    driver.define(spec)
+    assert (
+        f"disk = [ 'format=raw, vdev=xvda, access=rw, script={ONESHOT}, target=/srv/root.img' ]"
+        in (tmp_path / "xen" / "e2e-pv.cfg").read_text().splitlines()
+    )
+    data = Disk(id="data", source="/tmp/xen-e2e/disk.img", target="xvdb", bus="xen")
+    attach = [
+        "xl",
+        "block-attach",
+        "e2e-pv",
+        f"format=raw, vdev=xvdb, access=rw, script={ONESHOT}, target={data.source}",
+    ]
+    xl.reply(attach)
+    driver.attach_device(spec.uuid, data)
+    assert xl.ran(*attach)
+    assert [disk.id for disk in driver.get_spec(spec.uuid).disks] == ["root", "data"]
+
+
+def test_without_a_block_script_xl_runs_its_own_and_the_diskspec_names_none():
+    disk = Disk(id="data", source="/tmp/disk.img", target="xvdb", bus="xen")
+    assert XlDriver.from_uri("xl:///srv/xen").block_script is None
+    assert xlcfg.disk_spec(disk) == "format=raw, vdev=xvdb, access=rw, target=/tmp/disk.img"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "xl:///srv/xen?block-script=relative/script",
+        "xl:///srv/xen?block-script=/a,b",
+        "xl:///srv/xen?block-script=/a=b",
+        "xl:///srv/xen?block-script=",
+        "xl:///srv/xen?script=/bin/true",
+        f"xl:///srv/xen?block-script={ONESHOT}&block-script=/bin/true",
+    ],
+)
+def test_a_block_script_that_a_diskspec_cannot_carry_or_an_unknown_option_is_refused(uri: str):
+    with pytest.raises(InvalidArgument, match=r"block[ -]script"):
+        XlDriver.from_uri(uri)

@@ -89,6 +89,19 @@ check "xenstore-ls lists the guest's nodes" grep -q "$home/console/ring-ref" "$O
 xenstore-ls -f /local/domain/0/backend >"$OUT/xenstore-ls-backend.txt" 2>&1
 cp "/var/log/xen/console/guest-$GUEST.log" "$OUT/guest-console.log" 2>/dev/null
 
+# xl console, non-interactively: `script` gives it the terminal it insists on, a pipe types into the guest's
+# shell, and timeout ends it. The typed command's answer (42 is computed by the guest) and its kernel's
+# banner (from dmesg; the bracket keeps the typed text, echoed back, from matching) must come back.
+{ sleep 8; printf '\r'; sleep 2; printf 'echo xl-console-$((6*7)); dmesg | grep -m1 "Linux vers[i]on"\r'; sleep 20; } |
+    timeout 45 script -q -c "xl console $GUEST" /dev/null >"$OUT/xl-console.txt" 2>&1
+check "xl console: the guest answers a command typed into it" grep -q "xl-console-42" "$OUT/xl-console.txt"
+check "xl console: the guest's boot text (its kernel banner)" grep -q "Linux version [0-9]" "$OUT/xl-console.txt"
+if grep -q "xen-e2e domU: userspace up" "$OUT/xl-console.txt"; then
+    status "INFO xl console replayed output from before it attached"
+else
+    status "INFO xl console shows only what the guest printed after it attached"
+fi
+
 xl shutdown $GUEST >"$OUT/xl-shutdown.txt" 2>&1 || status "FAIL xl shutdown: $(tail -n1 "$OUT/xl-shutdown.txt")"
 check "shutdown: xl no longer lists the guest" wait_until 300 bash -c "! xl list $GUEST"
 check "shutdown: our xenstored released dom$domid" wait_until 60 grep -q "released dying domains \[$domid\]" "$OUT/xenstored.log"

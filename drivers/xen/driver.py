@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid as uuidlib
@@ -46,6 +47,7 @@ from drivers.xen.listing import XlDomain, live_spec, parse_list_long, parse_list
 from drivers.xen.runner import CommandRunner, CompletedCommand, SubprocessRunner
 
 DEFAULT_CONFIG_DIR = Path("/etc/xen")
+log = logging.getLogger(__name__)
 
 
 def _is_script_path(path: str) -> bool:
@@ -352,7 +354,11 @@ class XlDriver(Driver):
     def _run(self, *args: str) -> CompletedCommand:
         if self._closed:
             raise InvalidState("the driver is closed", operation=args[0])
-        return self.runner([self.xl, *args])
+        result = self.runner([self.xl, *args])
+        if not result.ok:
+            # An error keeps only xl's last line in its message: libxl's reasons come before it.
+            log.info("%s exited %d: %s", " ".join(result.argv), result.returncode, result.stderr.strip())
+        return result
 
     def _xl(self, operation: str, ref: uuidlib.UUID | None, *args: str) -> CompletedCommand:
         result = self._run(*args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid as uuidlib
 from pathlib import Path
 
@@ -68,8 +69,11 @@ def real(name: str) -> str:
     return (Path(__file__).resolve().parents[2] / "fixtures" / "xl" / name).read_text()
 
 
-def test_a_failed_block_attach_is_detached_again_so_the_target_stays_free(tmp_path: Path):
+def test_a_failed_block_attach_is_detached_again_so_the_target_stays_free(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     # Real xl 4.17 left the failed attach half made: the next attach of xvdb was "already in use".
+    caplog.set_level(logging.INFO, logger="drivers.xen")
     xl = RecordedXl()
     xl.reply(["xl", "list", "-l"], real("real-list-l-pv.json"))
     xl.reply(["xl", "list"], real("real-list-pv.txt"))
@@ -86,6 +90,12 @@ def test_a_failed_block_attach_is_detached_again_so_the_target_stays_free(tmp_pa
         driver.attach_device(spec.uuid, disk)
     assert xl.calls[-1] == ("xl", "block-detach", "e2e-pv", "xvdb")
     assert driver.get_spec(spec.uuid).disks == ()
+    # The error says xl's last line; the log keeps libxl's reasons before it, whole.
+    failed = [record.getMessage() for record in caplog.records if record.name == "drivers.xen.driver"]
+    stderr = real("real-block-attach-file.stderr").strip()
+    assert any(message.startswith("xl block-attach e2e-pv") and stderr in message for message in failed), (
+        failed
+    )
 
 
 def test_real_listings_of_a_pv_guest_parse_to_its_state_and_live_spec(tmp_path: Path):

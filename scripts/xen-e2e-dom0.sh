@@ -11,6 +11,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 status() { echo "$*" | tee -a "$OUT/status"; }
 # GT_XEN_CHECKS=ours: our xenstored as dom0's xenstored, and a guest served on its ring (issue 21 step 4).
 [ "$CHECKS" = ours ] && exec /bin/bash "$PROJECT/scripts/xen-e2e-ours.sh"
+# GT_XEN_CHECKS=storm: N guests created and destroyed in parallel on one xenstored (issue 21 step 5).
+[ "$CHECKS" = storm ] && exec /bin/bash "$PROJECT/scripts/xen-e2e-storm.sh"
 
 t0=$(date +%s.%N)
 mkdir -p /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen /var/lib/xen

@@ -164,3 +164,16 @@ def test_without_a_block_script_xl_runs_its_own_and_the_diskspec_names_none():
 def test_a_block_script_that_a_diskspec_cannot_carry_or_an_unknown_option_is_refused(uri: str):
     with pytest.raises(InvalidArgument, match=r"block[ -]script"):
         XlDriver.from_uri(uri)
+
+
+def test_a_real_listing_with_a_hotplugged_disk_gives_it_back_under_its_id(tmp_path: Path):
+    # Real xl list -l after `disk attach` through the block script: the disk carries its `script` there.
+    xl = RecordedXl()
+    xl.reply(["xl", "list", "-l"], real("real-list-l-disk.json"))
+    xl.reply(["xl", "list"], real("real-list-pv.txt"))
+    driver = XlDriver(config_dir=tmp_path / "xen", runner=xl)
+    uuid = uuidlib.UUID("7f9f95bb-1b95-4bc1-bf9d-9c306e1b4b16")
+    data = Disk(id="data", source="/tmp/xen-e2e/disk.img", target="xvdb", bus="xen")
+    spec = pv_guest(disks=(data,)).evolve(uuid=uuid, name="e2e-pv")
+    driver.define(spec)
+    assert driver.get_spec(uuid, live=True).disks == (data,)

@@ -15,7 +15,8 @@ status() { echo "$*" | tee -a "$OUT/status"; }
 [ "$CHECKS" = storm ] && exec /bin/bash "$PROJECT/scripts/xen-e2e-storm.sh"
 
 t0=$(date +%s.%N)
-mkdir -p /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen /var/lib/xen
+# /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
+mkdir -p /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen /var/lib/xen
 if "$XENBIN/xenstored" --pid-file /var/run/xenstored.pid; then
     status "PASS xenstored started ($(readlink -f "$XENBIN/xenstored"))"
 else

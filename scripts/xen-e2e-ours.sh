@@ -24,7 +24,8 @@ xs_is() { [ "$(xenstore-read "$1" 2>/dev/null)" = "$2" ]; }
 finish() { status "DONE"; exit 0; }
 
 t0=$(date +%s)
-mkdir -p /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
+# /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
+mkdir -p /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
 ls -l /dev/xen >"$OUT/dev-xen.txt" 2>&1
 cat /proc/xen/xsd_port >"$OUT/xsd_port.txt" 2>&1
 PYTHONPATH=$PROJECT "$PYTHON" -m xenstored --xen --socket /var/run/xenstored/socket --repo "$REPO" \

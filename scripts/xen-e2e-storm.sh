@@ -27,7 +27,8 @@ N=${STORM_N:-4}
 DAEMON=${STORM_DAEMON:-c}
 MEM=${STORM_MEM:-32}
 
-mkdir -p /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
+# /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
+mkdir -p /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
 t0=$(now)
 case "$DAEMON" in
 c)

@@ -25,7 +25,7 @@ since() { echo "$(now) - $1" | bc; }
 finish() { status "DONE"; exit 0; }
 N=${STORM_N:-4}
 DAEMON=${STORM_DAEMON:-c}
-MEM=${STORM_MEM:-32}
+MEM=${STORM_MEM:-96}
 
 # /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
 mkdir -p /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
@@ -79,7 +79,9 @@ booted() {
         grep -q "xen-e2e domU: userspace up" "/var/log/xen/console/guest-storm$i.log" 2>/dev/null || return 1
     done
 }
-if wait_until 600 booted; then
+if [ "$running" -eq 0 ]; then
+    status "FAIL storm: no guest to boot: $(grep -h -m1 'error' "$OUT"/storm*-create.txt | head -n1)"
+elif wait_until 600 booted; then
     status "INFO storm: all $N guests at their busybox shell $(since "$t")s after the creates began"
     status "PASS storm: every guest booted"
 else

@@ -22,25 +22,28 @@ wait_until() {  # wait_until SECONDS COMMAND...: poll the command every second
 }
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
-finish() { status "DONE"; exit 0; }
+finish() { cp "${LOGS:-/nonexistent}"/* "$OUT/" 2>/dev/null; status "DONE"; exit 0; }
 N=${STORM_N:-4}
 DAEMON=${STORM_DAEMON:-c}
 MEM=${STORM_MEM:-96}
 
 # /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
-mkdir -p /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
+# The daemons' trace and log go to dom0's tmpfs, not to the 9p results share (a write there is slow under
+# TCG and would slow the daemon writing it); they are copied there at the end.
+LOGS=/run/storm-logs
+mkdir -p "$LOGS" /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
 t0=$(now)
 case "$DAEMON" in
 c)
-    "$XENBIN/xenstored" --pid-file /var/run/xenstored.pid -T "$OUT/xenstored-trace.txt" \
+    "$XENBIN/xenstored" --pid-file /var/run/xenstored.pid -T "$LOGS/xenstored-trace.txt" \
         || { status "FAIL xenstored did not start"; finish; }
-    eagain() { grep -c "EAGAIN" "$OUT/xenstored-trace.txt"; }
+    eagain() { grep -c "EAGAIN" "$LOGS/xenstored-trace.txt"; }
     ;;
 ours)
     PYTHONPATH=$PROJECT "$PYTHON" -m xenstored --xen --socket /var/run/xenstored/socket \
         --repo /var/lib/xenstored/state.git --domain-socket-dir /var/run/xenstored/domains \
-        --pid-file /var/run/xenstored.pid --log-level INFO >"$OUT/xenstored.log" 2>&1 &
-    eagain() { grep -c "EAGAIN #" "$OUT/xenstored.log"; }
+        --pid-file /var/run/xenstored.pid --log-level INFO >"$LOGS/xenstored.log" 2>&1 &
+    eagain() { grep -c "EAGAIN #" "$LOGS/xenstored.log"; }
     ;;
 *) status "FAIL STORM_DAEMON must be c or ours, not $DAEMON"; finish ;;
 esac
@@ -100,4 +103,5 @@ gone() { [ "$(xl list | wc -l)" -eq 2 ] && ! xenstore-list /local/domain | grep 
 check "storm: every guest and its xenstore home is gone" wait_until 120 gone
 status "INFO storm: $DAEMON xenstored EAGAIN replies: $((after_create - before)) during the creates and boots, $(($(eagain) - after_create)) during the destroys"
 cp -r /var/log/xen "$OUT/var-log-xen" 2>/dev/null
+cp "$LOGS"/* "$OUT/" 2>/dev/null
 finish

@@ -11,17 +11,12 @@ E2E_DIR=${GT_E2E_DIR:-$HOME/.cache/git-toolstack/e2e}
 APT_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 busybox-static cpio)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 log() { echo "e2e-setup: $*"; }
+die() { echo "e2e-setup: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # -- 1. packages ----------------------------------------------------------------------------------------
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_packages "${APT_PACKAGES[@]}"
 
 # -- 2. libvirtd without systemd ------------------------------------------------------------------------
 getent passwd libvirt-qemu >/dev/null || $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
@@ -69,10 +64,8 @@ if [ ! -s "$E2E_DIR/vmlinuz" ] || [ ! -s "$E2E_DIR/initrd.img" ] \
     || [ "$(cat "$E2E_DIR/guest-version" 2>/dev/null)" != "$GUEST_VERSION" ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    image_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-    [ -n "$image_pkg" ] || { echo "e2e-setup: cannot find the current linux-image-*-cloud-amd64" >&2; exit 1; }
-    log "downloading $image_pkg"
-    (cd "$work" && apt-get download -qq "$image_pkg")
+    image_pkg=$(kernel_package linux-image-cloud-amd64)
+    download_deb "$work" "$image_pkg"
     dpkg-deb -x "$work"/linux-image-*.deb "$work/kernel"
     release=${image_pkg#linux-image-}
     cp "$work/kernel/boot/vmlinuz-$release" "$E2E_DIR/vmlinuz"
@@ -81,17 +74,7 @@ if [ ! -s "$E2E_DIR/vmlinuz" ] || [ ! -s "$E2E_DIR/initrd.img" ] \
     mkdir -p "$root"/{bin,dev,proc,sys,lib/modules}
     cp /bin/busybox "$root/bin/busybox"
     # Copied as NN-name.ko so that the init's glob loads them in order; built-in ones are simply absent.
-    index=10
-    for module in "${GUEST_MODULES[@]}"; do
-        found=$(find "$work/kernel/lib/modules/$release/kernel" -path "*/$module.ko*" | head -n1 || true)
-        target="$root/lib/modules/$index-$(basename "$module").ko"
-        case "$found" in
-            "") ;;
-            *.xz) xz -dc "$found" >"$target" ;;
-            *) cp "$found" "$target" ;;
-        esac
-        index=$((index + 1))
-    done
+    copy_modules "$work/kernel/lib/modules/$release" "$root/lib/modules" --optional "${GUEST_MODULES[@]}"
     cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -109,7 +92,7 @@ done
 while true; do sleep 3600; done
 INIT
     chmod +x "$root/init"
-    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) >"$E2E_DIR/initrd.img"
+    pack_initramfs "$root" "$E2E_DIR/initrd.img" 9
     echo "$GUEST_VERSION" >"$E2E_DIR/guest-version"
     log "guest ready in $E2E_DIR ($release)"
 fi

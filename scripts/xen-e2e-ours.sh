@@ -24,7 +24,8 @@ xs_is() { [ "$(xenstore-read "$1" 2>/dev/null)" = "$2" ]; }
 finish() { status "DONE"; exit 0; }
 
 t0=$(date +%s)
-mkdir -p /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
+# /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
+mkdir -p /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
 ls -l /dev/xen >"$OUT/dev-xen.txt" 2>&1
 cat /proc/xen/xsd_port >"$OUT/xsd_port.txt" 2>&1
 PYTHONPATH=$PROJECT "$PYTHON" -m xenstored --xen --socket /var/run/xenstored/socket --repo "$REPO" \
@@ -88,6 +89,19 @@ xenstore-ls -f "$home" >"$OUT/xenstore-ls-guest.txt" 2>&1
 check "xenstore-ls lists the guest's nodes" grep -q "$home/console/ring-ref" "$OUT/xenstore-ls-guest.txt"
 xenstore-ls -f /local/domain/0/backend >"$OUT/xenstore-ls-backend.txt" 2>&1
 cp "/var/log/xen/console/guest-$GUEST.log" "$OUT/guest-console.log" 2>/dev/null
+
+# xl console, non-interactively: `script` gives it the terminal it insists on, a pipe types into the guest's
+# shell, and timeout ends it. The typed command's answer (42 is computed by the guest) and its kernel's
+# banner (from dmesg; the bracket keeps the typed text, echoed back, from matching) must come back.
+{ sleep 8; printf '\r'; sleep 2; printf 'echo xl-console-$((6*7)); dmesg | grep -m1 "Linux vers[i]on"\r'; sleep 20; } |
+    timeout 45 script -q -c "xl console $GUEST" /dev/null >"$OUT/xl-console.txt" 2>&1
+check "xl console: the guest answers a command typed into it" grep -q "xl-console-42" "$OUT/xl-console.txt"
+check "xl console: the guest's boot text (its kernel banner)" grep -q "Linux version [0-9]" "$OUT/xl-console.txt"
+if grep -q "xen-e2e domU: userspace up" "$OUT/xl-console.txt"; then
+    status "INFO xl console replayed output from before it attached"
+else
+    status "INFO xl console shows only what the guest printed after it attached"
+fi
 
 xl shutdown $GUEST >"$OUT/xl-shutdown.txt" 2>&1 || status "FAIL xl shutdown: $(tail -n1 "$OUT/xl-shutdown.txt")"
 check "shutdown: xl no longer lists the guest" wait_until 300 bash -c "! xl list $GUEST"

@@ -22,7 +22,10 @@ BOOT_TIMEOUT=${GT_XEN_TIMEOUT:-1200}  # seconds for one boot, checks included
 UP_TIMEOUT=${GT_XEN_UP_TIMEOUT:-240}  # seconds until dom0 reports it is up (then KVM gives way to TCG)
 QEMU_MEM=${GT_XEN_MEM:-3072}          # MiB for the whole machine (Xen + dom0 + guests)
 DOM0_MEM=${GT_XEN_DOM0_MEM:-1536}     # MiB for dom0
-CHECKS=${GT_XEN_CHECKS:-all}          # passed to the dom0 script: all | boot (stop once xl list works)
+CHECKS=${GT_XEN_CHECKS:-all}          # passed to the dom0 script: all | boot | ours | storm
+STORM_DAEMON=${GT_XEN_STORM_DAEMON:-c}  # storm: c (Xen's C xenstored) | ours
+STORM_N=${GT_XEN_STORM_N:-4}          # storm: how many guests
+STORM_MEM=${GT_XEN_STORM_MEM:-96}     # storm: MiB per guest (32 is too small for Debian's kernel, see README)
 PYTHON=${GT_XEN_PYTHON:-$PROJECT/.venv/bin/python}  # must live on the host's / (dom0 sees it over 9p)
 APT_PACKAGES=(qemu-system-x86 busybox-static xen-utils-4.17 xenstore-utils cpio)
 IMAGE_VERSION=3
@@ -39,33 +42,23 @@ stage() {  # stage NAME: print the time of the stage that ends and start the nex
 }
 log() { echo "xen-e2e: $*"; }
 die() { echo "xen-e2e: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
 
 # -- 1. packages --------------------------------------------------------------------------------------------
 stage packages
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_packages "${APT_PACKAGES[@]}"
 
 # -- 2. image -----------------------------------------------------------------------------------------------
 stage image
 mkdir -p "$XEN_DIR/debs" "$XEN_DIR/run"
-kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$kernel_pkg" ] || die "cannot find the current linux-image-*-amd64 (apt-get update?)"
+kernel_pkg=$(kernel_package linux-image-amd64)
 release=${kernel_pkg#linux-image-}
 xen_pkg=xen-hypervisor-4.17-amd64
 # The image is rebuilt when any of its inputs changes: this layout, the kernel, Xen, or dom0's init.
 wanted="$IMAGE_VERSION $release $(dpkg-query -W -f='${Version}' xen-utils-4.17) $(sha1sum <"$HERE/xen-e2e-init" | cut -c1-12)"
 if [ "$(cat "$XEN_DIR/image-version" 2>/dev/null)" != "$wanted" ]; then
-    for pkg in "$xen_pkg" "$kernel_pkg"; do
-        ls "$XEN_DIR/debs/${pkg}"_*.deb >/dev/null 2>&1 \
-            || { log "downloading $pkg"; (cd "$XEN_DIR/debs" && apt-get download -qq "$pkg" 2>/dev/null); }
-    done
+    for pkg in "$xen_pkg" "$kernel_pkg"; do download_deb "$XEN_DIR/debs" "$pkg"; done
     rm -rf "$XEN_DIR/root" && mkdir -p "$XEN_DIR/root"
     for deb in "$XEN_DIR/debs/${xen_pkg}"_*.deb "$XEN_DIR/debs/${kernel_pkg}"_*.deb; do
         dpkg-deb -x "$deb" "$XEN_DIR/root"
@@ -73,38 +66,24 @@ if [ "$(cat "$XEN_DIR/image-version" 2>/dev/null)" != "$wanted" ]; then
     zcat "$XEN_DIR"/root/boot/xen-4.17-amd64.gz >"$XEN_DIR/xen"  # QEMU's multiboot loader wants the ELF
     cp "$XEN_DIR/root/boot/vmlinuz-$release" "$XEN_DIR/vmlinuz"
     modules="$XEN_DIR/root/lib/modules/$release"
-    find_module() { find "$modules/kernel" -name "$1.ko*" | head -n1; }
-    copy_modules() {  # copy_modules DIR NAME...: NN-NAME.ko in load order (busybox insmod resolves nothing)
-        local dir=$1 index=10 name found; shift
-        mkdir -p "$dir"
-        for name in "$@"; do
-            found=$(find_module "$name")
-            [ -n "$found" ] || die "module $name is not in $kernel_pkg"
-            case "$found" in
-                *.xz) xz -dc "$found" >"$dir/$index-$name.ko" ;;
-                *) cp "$found" "$dir/$index-$name.ko" ;;
-            esac
-            index=$((index + 1))
-        done
-    }
 
     # dom0's initramfs: mount the host's / (9p) under a tmpfs overlay, then run the dom0 script in it.
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     mkdir -p "$work/dom0"/{bin,dev,proc,sys,mnt,lib/modules}
     cp /bin/busybox "$work/dom0/bin/busybox"
-    copy_modules "$work/dom0/lib/modules" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
+    copy_modules "$modules" "$work/dom0/lib/modules" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
         virtio_pci 9pnet 9pnet_virtio netfs fscache 9p overlay loop xen-privcmd xenfs xen-evtchn xen-gntdev \
         xen-gntalloc xen-blkback xen-netback
     cp "$HERE/xen-e2e-init" "$work/dom0/init"
     chmod +x "$work/dom0/init"
-    (cd "$work/dom0" && find . | cpio -o -H newc --quiet | gzip -1) >"$XEN_DIR/dom0-initrd.img"
+    pack_initramfs "$work/dom0" "$XEN_DIR/dom0-initrd.img" 1
 
     # The domU's initrd, as Xen's CI builds it: busybox, a shell on hvc0; plus the block frontend, and a
     # /sbin/poweroff that Linux's orderly poweroff (xl shutdown) can run.
     mkdir -p "$work/domU"/{bin,sbin,dev,proc,sys,lib/modules}
     cp /bin/busybox "$work/domU/bin/busybox"
-    copy_modules "$work/domU/lib/modules" xen-blkfront
+    copy_modules "$modules" "$work/domU/lib/modules" xen-blkfront
     cat >"$work/domU/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -118,7 +97,7 @@ INIT
     printf '#!/bin/busybox sh\necho "xen-e2e domU: poweroff"\nexec /bin/busybox poweroff -f\n' \
         >"$work/domU/sbin/poweroff"
     chmod +x "$work/domU/init" "$work/domU/sbin/poweroff"
-    (cd "$work/domU" && find . | cpio -o -H newc --quiet | gzip -1) >"$XEN_DIR/domU-initrd.img"
+    pack_initramfs "$work/domU" "$XEN_DIR/domU-initrd.img" 1
     echo "$wanted" >"$XEN_DIR/image-version"
     log "image ready in $XEN_DIR (Xen $(dpkg-query -W -f='${Version}' xen-utils-4.17), Linux $release)"
 fi
@@ -135,6 +114,9 @@ XEN_DIR=$XEN_DIR
 RELEASE=$release
 CHECKS=$CHECKS
 PYTHON=$PYTHON
+STORM_DAEMON=$STORM_DAEMON
+STORM_N=$STORM_N
+STORM_MEM=$STORM_MEM
 ENV
 
 qemu_pid=""

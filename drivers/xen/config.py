@@ -8,6 +8,22 @@ Settings the model does not describe (``serial``, ``vnc``, ``vfb``, ``usb``, ``u
 ``extra``, ``cpuid``, ``viridian``...) are the spec's ``extra["xl"]``: one ``key = value`` line each, written
 verbatim after ours, in their order. Keys the model renders (``memory``, ``disk``...) are refused there, as
 the same key twice would be ambiguous. Other families' extras (``libvirt/...``) ride in the embedded spec.
+
+The guest hardware of ``DomainSpec.cpu`` and ``DomainSpec.graphics`` (see ``guest_hardware``):
+
+- ``cpu = "host"`` is ``cpuid = "host"``: a Xen guest always sees the host's CPU, levelled by Xen's CPUID
+  policy, and that string is the libxl form of exactly that. Xen has no named CPU models (``qemu64``,
+  ``Skylake-Server``): any other name is refused; CPUID bits are shaped with an xl extra
+  ``cpuid = "host,<feature>=0,..."`` instead.
+- ``graphics = "vnc"``: an HVM guest's emulated VGA served by its QEMU on VNC (``vnc = 1``,
+  ``vnclisten = "127.0.0.1"``, ``vncunused = 1``); a PV or PVH guest has no emulated VGA and gets a PV
+  framebuffer (``vfb``) with the same VNC settings, which needs a QEMU with Xen support in dom0 at create.
+  Loopback only, as the libvirt driver: a console must not be opened to the network by default.
+- The serial console every domain gets: an HVM guest's is ``serial = "pty"`` (and ``vnc = 0`` without
+  graphics, as xl's default is VNC on). A PV or PVH guest has no emulated serial port: ``serial`` does not
+  apply there, its console is the PV console (``hvc0``) that xenconsoled serves and ``xl console`` attaches
+  to, always present. A spec with xl extras is complete and gets no defaults (as with libvirt's extras):
+  an adopted domain keeps exactly what it had.
 """
 
 from __future__ import annotations
@@ -51,6 +67,8 @@ _SETTING_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*\S")
 # host, PVH needs hardware paging (HAP) or shadow paging, which Xen under QEMU/TCG does not have.
 _KERNEL_TYPES = ("pv", "pvh")
 _TYPE_RE = re.compile(r"""^type\s*=\s*["']?([a-z]+)["']?\s*$""")
+LOOPBACK = "127.0.0.1"
+_VNC = ("vnc=1", f"vnclisten={LOOPBACK}", "vncunused=1")
 
 
 def guest_type(spec: DomainSpec) -> str:
@@ -68,8 +86,16 @@ def check_supported(spec_or_device: DomainSpec | Disk | Nic, uuid: object) -> No
     """Refuse what xl cannot express, naming the device and the field.
 
     Raises:
-        Unsupported: a virtio disk (``vd*`` target or ``virtio`` bus) or a NIC on a libvirt network.
+        Unsupported: a virtio disk (``vd*`` target or ``virtio`` bus), a NIC on a libvirt network, or a
+            named CPU model (Xen has none: only ``"host"``).
     """
+    if isinstance(spec_or_device, DomainSpec) and spec_or_device.cpu not in (None, "host"):
+        raise Unsupported(
+            f"cpu {spec_or_device.cpu!r}: Xen has no named CPU models; a guest sees the host's CPU through "
+            "Xen's CPUID policy (cpu 'host'), shaped with an xl extra 'cpuid = \"host,<feature>=0\"'",
+            uuid=uuid,
+            operation="define",
+        )
     devices = spec_or_device.devices if isinstance(spec_or_device, DomainSpec) else (spec_or_device,)
     for device in devices:
         if isinstance(device, Disk) and (device.target.startswith("vd") or device.bus == "virtio"):
@@ -94,6 +120,7 @@ def check_extra(spec: DomainSpec) -> None:
             ``key = value`` line, a key the model renders, or a key given twice; the message quotes it.
     """
     seen: set[str] = set()
+    rendered = {line.split("=", 1)[0].strip() for line in guest_hardware(spec)}
     for key, settings in spec.extra.items():
         if extra_family(key) != EXTRA_KEY:
             continue
@@ -120,7 +147,7 @@ def check_extra(spec: DomainSpec) -> None:
                         uuid=spec.uuid,
                         operation="define",
                     )
-            elif name in MODELLED_KEYS:
+            elif name in MODELLED_KEYS or name in rendered:
                 raise InvalidArgument(
                     f"extra 'xl' entry {index} sets {name!r}, which the model describes",
                     uuid=spec.uuid,
@@ -135,11 +162,17 @@ def check_extra(spec: DomainSpec) -> None:
             seen.add(name)
 
 
-def disk_spec(disk: Disk) -> str:
-    """The xl diskspec; ``target=`` must come last because it may contain anything but a newline."""
+def disk_spec(disk: Disk, block_script: str | None = None) -> str:
+    """The xl diskspec; ``target=`` must come last because it may contain anything but a newline.
+
+    Args:
+        disk: The disk.
+        block_script: The host's hotplug script for disks (``script=``), or None for Xen's ``block``.
+    """
     access = "ro" if disk.readonly else "rw"
     devtype = ", devtype=cdrom" if disk.device == "cdrom" else ""
-    return f"format={disk.format}, vdev={disk.target}, access={access}{devtype}, target={disk.source}"
+    script = f", script={block_script}" if block_script else ""
+    return f"format={disk.format}, vdev={disk.target}, access={access}{devtype}{script}, target={disk.source}"
 
 
 def vif_spec(nic: Nic) -> str:
@@ -150,8 +183,26 @@ def vif_spec(nic: Nic) -> str:
     return ",".join(parts)
 
 
-def render(spec: DomainSpec) -> str:
-    """The xl.cfg text for ``spec``."""
+def guest_hardware(spec: DomainSpec) -> list[str]:
+    """The xl.cfg lines of ``spec.cpu``, ``spec.graphics`` and the default serial console (see above)."""
+    lines = []
+    if spec.cpu == "host":
+        lines.append('cpuid = "host"')
+    hvm = guest_type(spec) == "hvm"
+    if spec.graphics == "vnc":
+        if hvm:
+            lines += ["vnc = 1", f'vnclisten = "{LOOPBACK}"', "vncunused = 1"]
+        else:
+            lines.append(f"vfb = [ '{', '.join(_VNC)}' ]")
+    elif hvm and not spec.extra.get(EXTRA_KEY):
+        lines.append("vnc = 0")
+    if hvm and not spec.extra.get(EXTRA_KEY):
+        lines.append('serial = "pty"')
+    return lines
+
+
+def render(spec: DomainSpec, block_script: str | None = None) -> str:
+    """The xl.cfg text for ``spec``; its disks name ``block_script`` as their hotplug script if given."""
     lines = [
         HEADER,
         SPEC_MARKER + spec.model_dump_json(),
@@ -171,12 +222,13 @@ def render(spec: DomainSpec) -> str:
             lines.append(f'cmdline = "{spec.boot.cmdline}"')
     else:
         lines.append(f'boot = "{_BOOT_ORDER[spec.boot.device or "hd"]}"')
-    lines.append(_list("disk", [disk_spec(disk) for disk in spec.disks]))
+    lines.append(_list("disk", [disk_spec(disk, block_script) for disk in spec.disks]))
     lines.append(_list("vif", [vif_spec(nic) for nic in spec.nics]))
     lines += [
         f'on_poweroff = "{spec.on_poweroff}"',
         f'on_reboot = "{spec.on_reboot}"',
         f'on_crash = "{spec.on_crash}"',
+        *guest_hardware(spec),
         *(setting for setting in spec.extra.get(EXTRA_KEY, ()) if not _TYPE_RE.match(setting)),
     ]
     return "\n".join(lines) + "\n"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid as uuidlib
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from drivers.base import (
     DomainRef,
@@ -46,6 +47,14 @@ from drivers.xen.listing import XlDomain, live_spec, parse_list_long, parse_list
 from drivers.xen.runner import CommandRunner, CompletedCommand, SubprocessRunner
 
 DEFAULT_CONFIG_DIR = Path("/etc/xen")
+log = logging.getLogger(__name__)
+
+
+def _is_script_path(path: str) -> bool:
+    # It is written into a comma-separated diskspec of key=value pairs, before target=.
+    return (
+        path.startswith("/") and not any(char in path for char in ",=") and not any(c.isspace() for c in path)
+    )
 
 
 class XlDriver(Driver):
@@ -61,6 +70,9 @@ class XlDriver(Driver):
         xl: The xl executable.
         uri: The URI this driver was opened with.
         poll_interval: Seconds between state polls while waiting for a shutdown.
+        block_script: The hotplug script xl runs for this host's disks (xl-disk-configuration(5)
+            ``script=``), an absolute path; None leaves Xen's ``/etc/xen/scripts/block``. A property of the
+            host, not of a VM: the URI's ``?block-script=/path`` sets it.
     """
 
     def __init__(
@@ -70,8 +82,14 @@ class XlDriver(Driver):
         xl: str = "xl",
         uri: str = "xl://",
         poll_interval: float = 0.5,
+        block_script: str | None = None,
     ) -> None:
+        if block_script is not None and not _is_script_path(block_script):
+            raise InvalidArgument(
+                f"block script {block_script!r}: an absolute path without ',', '=' or whitespace is needed"
+            )
         self.uri = uri
+        self.block_script = block_script
         self.config_dir = config_dir
         self.runner: CommandRunner = runner or SubprocessRunner()
         self.xl = xl
@@ -81,12 +99,20 @@ class XlDriver(Driver):
 
     @classmethod
     def from_uri(cls, uri: str, runner: CommandRunner | None = None) -> XlDriver:
-        """``xl://`` uses /etc/xen; ``xl:///abs/dir`` keeps the xl.cfg files in that directory."""
+        """``xl://`` uses /etc/xen; ``xl:///abs/dir`` keeps the xl.cfg files in that directory.
+
+        The query may name the disks' hotplug script: ``xl:///abs/dir?block-script=/abs/script``.
+        """
         parts = urlsplit(uri)
         if parts.netloc:
             raise InvalidArgument(f"xl URI {uri!r} has a host part; use xl:// or xl:///absolute/config/dir")
+        options = parse_qs(parts.query, keep_blank_values=True, separator="&")
+        unknown = sorted(set(options) - {"block-script"})
+        if unknown or any(len(values) != 1 for values in options.values()):
+            raise InvalidArgument(f"xl URI {uri!r}: the only option is block-script=/path, given once")
         config_dir = Path(parts.path) if parts.path not in ("", "/") else DEFAULT_CONFIG_DIR
-        return cls(config_dir=config_dir, runner=runner, uri=uri)
+        block_script = options["block-script"][0] if options else None
+        return cls(config_dir=config_dir, runner=runner, uri=uri, block_script=block_script)
 
     # -- configuration -------------------------------------------------------------------------------------
 
@@ -115,7 +141,7 @@ class XlDriver(Driver):
                         f"a running domain is named {spec.name!r}", uuid=spec.uuid, operation="define"
                     )
             self.config_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self._path(spec.name), xlcfg.render(spec).encode())
+            atomic_write(self._path(spec.name), self._render(spec).encode())
         self._event(spec.uuid, spec.name, EventKind.DEFINED, "added" if old is None else "updated")
 
     def undefine(self, uuid: DomainRef) -> None:
@@ -212,7 +238,7 @@ class XlDriver(Driver):
                 )
             self._event(ref, domain.name, EventKind.DEVICE_ADDED, device.id)
         if Scope.PERSISTENT in resolved:
-            atomic_write(path, xlcfg.render(persistent.with_device(device)).encode())
+            atomic_write(path, self._render(persistent.with_device(device)).encode())
 
     def _block_attach(self, ref: uuidlib.UUID, name: str, disk: Disk) -> None:
         """``xl block-attach``; when it fails, ``xl block-detach`` what it left behind.
@@ -220,7 +246,7 @@ class XlDriver(Driver):
         Real xl 4.17 leaves a failed attach half made (its backend node stays in xenstore and ``xl list -l``
         lists the disk), so that the next attach of that target failed with "already in use".
         """
-        result = self._run("block-attach", name, xlcfg.disk_spec(disk))
+        result = self._run("block-attach", name, xlcfg.disk_spec(disk, self.block_script))
         if not result.ok:
             self._run("block-detach", name, disk.target)  # best effort: its own failure changes nothing
             raise translate(result, uuid=ref, operation="attach_device")
@@ -240,7 +266,7 @@ class XlDriver(Driver):
                 self._xl("detach_device", ref, "network-detach", domain.name, live.mac)
             self._event(ref, domain.name, EventKind.DEVICE_REMOVED, device_id)
         if Scope.PERSISTENT in resolved:
-            atomic_write(path, xlcfg.render(persistent.without_device(device_id)).encode())
+            atomic_write(path, self._render(persistent.without_device(device_id)).encode())
 
     def set_vcpus(self, uuid: DomainRef, count: int, scope: Scope | None = None) -> None:
         self._set_resource("vcpus", as_uuid(uuid), count, scope, lambda name: ["vcpu-set", name, str(count)])
@@ -328,7 +354,11 @@ class XlDriver(Driver):
     def _run(self, *args: str) -> CompletedCommand:
         if self._closed:
             raise InvalidState("the driver is closed", operation=args[0])
-        return self.runner([self.xl, *args])
+        result = self.runner([self.xl, *args])
+        if not result.ok:
+            # An error keeps only xl's last line in its message: libxl's reasons come before it.
+            log.info("%s exited %d: %s", " ".join(result.argv), result.returncode, result.stderr.strip())
+        return result
 
     def _xl(self, operation: str, ref: uuidlib.UUID | None, *args: str) -> CompletedCommand:
         result = self._run(*args)
@@ -366,6 +396,9 @@ class XlDriver(Driver):
     def _persistent_or_none(self, ref: uuidlib.UUID) -> DomainSpec | None:
         found = self._configs().get(ref)
         return found[1] if found else None
+
+    def _render(self, spec: DomainSpec) -> str:
+        return xlcfg.render(spec, self.block_script)
 
     def _path(self, name: str) -> Path:
         return self.config_dir / f"{name}.cfg"
@@ -411,7 +444,7 @@ class XlDriver(Driver):
             kind = EventKind.VCPUS_CHANGED if resource == "vcpus" else EventKind.MEMORY_CHANGED
             self._event(ref, domain.name, kind, str(value))
         if Scope.PERSISTENT in resolved:
-            atomic_write(path, xlcfg.render(persistent_spec.evolve(**{resource: value})).encode())
+            atomic_write(path, self._render(persistent_spec.evolve(**{resource: value})).encode())
 
     def _event(self, ref: uuidlib.UUID, name: str, kind: EventKind, detail: str = "") -> None:
         self._emit(DomainEvent(uuid=ref, name=name, kind=kind, detail=detail))

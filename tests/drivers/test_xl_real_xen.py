@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid as uuidlib
 from pathlib import Path
 
@@ -68,8 +69,11 @@ def real(name: str) -> str:
     return (Path(__file__).resolve().parents[2] / "fixtures" / "xl" / name).read_text()
 
 
-def test_a_failed_block_attach_is_detached_again_so_the_target_stays_free(tmp_path: Path):
+def test_a_failed_block_attach_is_detached_again_so_the_target_stays_free(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     # Real xl 4.17 left the failed attach half made: the next attach of xvdb was "already in use".
+    caplog.set_level(logging.INFO, logger="drivers.xen")
     xl = RecordedXl()
     xl.reply(["xl", "list", "-l"], real("real-list-l-pv.json"))
     xl.reply(["xl", "list"], real("real-list-pv.txt"))
@@ -86,6 +90,12 @@ def test_a_failed_block_attach_is_detached_again_so_the_target_stays_free(tmp_pa
         driver.attach_device(spec.uuid, disk)
     assert xl.calls[-1] == ("xl", "block-detach", "e2e-pv", "xvdb")
     assert driver.get_spec(spec.uuid).disks == ()
+    # The error says xl's last line; the log keeps libxl's reasons before it, whole.
+    failed = [record.getMessage() for record in caplog.records if record.name == "drivers.xen.driver"]
+    stderr = real("real-block-attach-file.stderr").strip()
+    assert any(message.startswith("xl block-attach e2e-pv") and stderr in message for message in failed), (
+        failed
+    )
 
 
 def test_real_listings_of_a_pv_guest_parse_to_its_state_and_live_spec(tmp_path: Path):
@@ -99,3 +109,71 @@ def test_real_listings_of_a_pv_guest_parse_to_its_state_and_live_spec(tmp_path: 
     live = driver.get_spec(info.uuid, live=True)
     assert live.boot.kernel == "/root/.cache/git-toolstack/xen/vmlinuz"
     assert (live.memory, live.effective_max_memory, live.on_poweroff) == (128, 256, "destroy")
+
+
+ONESHOT = "/usr/local/lib/xen-block-oneshot"
+
+
+def test_a_host_names_its_disk_hotplug_script_in_the_uri_and_every_diskspec_carries_it(tmp_path: Path):
+    # Xen's `block` script (~20 xenstore client calls) outlasted libxl's hotplug timeout under QEMU/TCG:
+    # the host names a script of its own, which xl runs instead (xl-disk-configuration(5) `script=`).
+    xl = RecordedXl()
+    xl.reply(["xl", "list", "-l"], real("real-list-l-pv.json"))
+    xl.reply(["xl", "list"], real("real-list-pv.txt"))
+    driver = XlDriver.from_uri(f"xl://{tmp_path}/xen?block-script={ONESHOT}", runner=xl)
+    assert (driver.config_dir, driver.block_script) == (tmp_path / "xen", ONESHOT)
+    root = Disk(id="root", source="/srv/root.img", target="xvda", bus="xen")
+    spec = pv_guest(disks=(root,)).evolve(
+        uuid=uuidlib.UUID("e17723c7-461d-42b5-8c09-a33a68dfb1a6"), name="e2e-pv"
+    )
+    driver.define(spec)
+    assert (
+        f"disk = [ 'format=raw, vdev=xvda, access=rw, script={ONESHOT}, target=/srv/root.img' ]"
+        in (tmp_path / "xen" / "e2e-pv.cfg").read_text().splitlines()
+    )
+    data = Disk(id="data", source="/tmp/xen-e2e/disk.img", target="xvdb", bus="xen")
+    attach = [
+        "xl",
+        "block-attach",
+        "e2e-pv",
+        f"format=raw, vdev=xvdb, access=rw, script={ONESHOT}, target={data.source}",
+    ]
+    xl.reply(attach)
+    driver.attach_device(spec.uuid, data)
+    assert xl.ran(*attach)
+    assert [disk.id for disk in driver.get_spec(spec.uuid).disks] == ["root", "data"]
+
+
+def test_without_a_block_script_xl_runs_its_own_and_the_diskspec_names_none():
+    disk = Disk(id="data", source="/tmp/disk.img", target="xvdb", bus="xen")
+    assert XlDriver.from_uri("xl:///srv/xen").block_script is None
+    assert xlcfg.disk_spec(disk) == "format=raw, vdev=xvdb, access=rw, target=/tmp/disk.img"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "xl:///srv/xen?block-script=relative/script",
+        "xl:///srv/xen?block-script=/a,b",
+        "xl:///srv/xen?block-script=/a=b",
+        "xl:///srv/xen?block-script=",
+        "xl:///srv/xen?script=/bin/true",
+        f"xl:///srv/xen?block-script={ONESHOT}&block-script=/bin/true",
+    ],
+)
+def test_a_block_script_that_a_diskspec_cannot_carry_or_an_unknown_option_is_refused(uri: str):
+    with pytest.raises(InvalidArgument, match=r"block[ -]script"):
+        XlDriver.from_uri(uri)
+
+
+def test_a_real_listing_with_a_hotplugged_disk_gives_it_back_under_its_id(tmp_path: Path):
+    # Real xl list -l after `disk attach` through the block script: the disk carries its `script` there.
+    xl = RecordedXl()
+    xl.reply(["xl", "list", "-l"], real("real-list-l-disk.json"))
+    xl.reply(["xl", "list"], real("real-list-pv.txt"))
+    driver = XlDriver(config_dir=tmp_path / "xen", runner=xl)
+    uuid = uuidlib.UUID("7f9f95bb-1b95-4bc1-bf9d-9c306e1b4b16")
+    data = Disk(id="data", source="/tmp/xen-e2e/disk.img", target="xvdb", bus="xen")
+    spec = pv_guest(disks=(data,)).evolve(uuid=uuid, name="e2e-pv")
+    driver.define(spec)
+    assert driver.get_spec(uuid, live=True).disks == (data,)

@@ -1,0 +1,107 @@
+#!/bin/bash
+# Runs inside dom0 when GT_XEN_CHECKS=storm (issue 21 step 5): one xenstored (STORM_DAEMON: `c` for Xen's C
+# xenstored, `ours` for `python -m xenstored --xen`), then STORM_N small busybox PV guests created in
+# parallel, booted to their shell, and destroyed in parallel. Times go to status as INFO lines with the
+# number of EAGAIN replies (transactions the daemon told libxl to retry): C xenstored's from its trace file
+# (-T), ours from its log. One daemon per boot: dom0's kernel holds its xenstore ring, so a daemon cannot be
+# swapped under it; `make xen-storm` boots once per daemon.
+set -uo pipefail
+OUT=/run/xen-e2e
+# shellcheck source=/dev/null
+. "$OUT/env"  # PROJECT, XEN_DIR, RELEASE, CHECKS, PYTHON, STORM_DAEMON, STORM_N, STORM_MEM (xen-e2e.sh)
+XENBIN=/usr/lib/xen-4.17/bin
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+status() { echo "$*" | tee -a "$OUT/status"; }
+check() {  # check NAME COMMAND...: PASS if the command succeeds
+    local name=$1; shift
+    if "$@"; then status "PASS $name"; else status "FAIL $name"; fi
+}
+wait_until() {  # wait_until SECONDS COMMAND...: poll the command every second
+    local deadline=$(($(date +%s) + $1)); shift
+    until "$@" >/dev/null 2>&1; do (($(date +%s) < deadline)) || return 1; sleep 1; done
+}
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+finish() { cp "${LOGS:-/nonexistent}"/* "$OUT/" 2>/dev/null; status "DONE"; exit 0; }
+N=${STORM_N:-4}
+DAEMON=${STORM_DAEMON:-c}
+MEM=${STORM_MEM:-96}
+
+# /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
+# The daemons' trace and log go to dom0's tmpfs, not to the 9p results share (a write there is slow under
+# TCG and would slow the daemon writing it); they are copied there at the end.
+LOGS=/run/storm-logs
+mkdir -p "$LOGS" /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
+t0=$(now)
+case "$DAEMON" in
+c)
+    "$XENBIN/xenstored" --pid-file /var/run/xenstored.pid -T "$LOGS/xenstored-trace.txt" \
+        || { status "FAIL xenstored did not start"; finish; }
+    eagain() { grep -c "EAGAIN" "$LOGS/xenstored-trace.txt"; }
+    ;;
+ours)
+    PYTHONPATH=$PROJECT "$PYTHON" -m xenstored --xen --socket /var/run/xenstored/socket \
+        --repo /var/lib/xenstored/state.git --domain-socket-dir /var/run/xenstored/domains \
+        --pid-file /var/run/xenstored.pid --log-level INFO >"$LOGS/xenstored.log" 2>&1 &
+    eagain() { grep -c "EAGAIN #" "$LOGS/xenstored.log"; }
+    ;;
+*) status "FAIL STORM_DAEMON must be c or ours, not $DAEMON"; finish ;;
+esac
+wait_until 900 xenstore-read / || { status "FAIL the $DAEMON xenstored never answered"; finish; }
+status "INFO storm: $DAEMON xenstored answers after $(since "$t0")s"
+"$XENBIN/xen-init-dom0" >"$OUT/xen-init-dom0.txt" 2>&1 || status "FAIL xen-init-dom0"
+"$XENBIN/xenconsoled" --pid-file=/var/run/xenconsoled.pid --log=guest || status "FAIL xenconsoled"
+before=$(eagain)
+
+for i in $(seq "$N"); do
+    cat >"/tmp/storm$i.cfg" <<CFG
+name = "storm$i"
+type = "pv"
+kernel = "$XEN_DIR/vmlinuz"
+ramdisk = "$XEN_DIR/domU-initrd.img"
+extra = "console=hvc0"
+memory = $MEM
+vcpus = 1
+on_poweroff = "destroy"
+CFG
+done
+
+# Create all at once: libxl's domain creation is a handful of xenstore transactions per guest.
+t=$(now)
+pids=()
+for i in $(seq "$N"); do xl create "/tmp/storm$i.cfg" >"$OUT/storm$i-create.txt" 2>&1 & pids+=($!); done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
+created=$(since "$t")
+running=$(($(xl list | wc -l) - 2))
+status "INFO storm: $N parallel xl create took ${created}s ($failed failed, $running running)"
+check "storm: all $N guests created" test "$failed" -eq 0 -a "$running" -eq "$N"
+made=()  # the guests xl lists: a failed create is reported above, not waited for
+for i in $(seq "$N"); do xl domid "storm$i" >/dev/null 2>&1 && made+=("$i"); done
+booted() {
+    local i
+    for i in "${made[@]}"; do
+        grep -q "xen-e2e domU: userspace up" "/var/log/xen/console/guest-storm$i.log" 2>/dev/null || return 1
+    done
+}
+if [ "$running" -eq 0 ]; then
+    status "FAIL storm: no guest to boot: $(grep -h -m1 'error' "$OUT"/storm*-create.txt | head -n1)"
+elif wait_until 600 booted; then
+    status "INFO storm: the ${#made[@]} guests created at their busybox shell $(since "$t")s after the creates began"
+    status "PASS storm: every guest created booted"
+else
+    status "FAIL storm: not every guest created booted: $(grep -L 'userspace up' /var/log/xen/console/guest-storm*.log | tr '\n' ' ')"
+fi
+after_create=$(eagain)
+
+t=$(now)
+pids=()
+for i in $(seq "$N"); do xl destroy "storm$i" >"$OUT/storm$i-destroy.txt" 2>&1 & pids+=($!); done
+for pid in "${pids[@]}"; do wait "$pid"; done
+status "INFO storm: $N parallel xl destroy took $(since "$t")s"
+gone() { [ "$(xl list | wc -l)" -eq 2 ] && ! xenstore-list /local/domain | grep -qv '^0$'; }
+check "storm: every guest and its xenstore home is gone" wait_until 120 gone
+status "INFO storm: $DAEMON xenstored EAGAIN replies: $((after_create - before)) during the creates and boots, $(($(eagain) - after_create)) during the destroys"
+cp -r /var/log/xen "$OUT/var-log-xen" 2>/dev/null
+cp "$LOGS"/* "$OUT/" 2>/dev/null
+finish

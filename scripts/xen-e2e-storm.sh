@@ -43,7 +43,7 @@ ours)
     PYTHONPATH=$PROJECT "$PYTHON" -m xenstored --xen --socket /var/run/xenstored/socket \
         --repo /var/lib/xenstored/state.git --domain-socket-dir /var/run/xenstored/domains \
         --pid-file /var/run/xenstored.pid --log-level INFO >"$LOGS/xenstored.log" 2>&1 &
-    eagain() { grep -c "EAGAIN #" "$LOGS/xenstored.log"; }
+    eagain() { grep -c "EAGAIN: " "$LOGS/xenstored.log"; }
     ;;
 *) status "FAIL STORM_DAEMON must be c or ours, not $DAEMON"; finish ;;
 esac

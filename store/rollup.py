@@ -37,6 +37,7 @@ import subprocess
 
 from store.locks import pid_alive
 
+ROLL_UP_FANOUT = 16  # packs of one tier rolled into one of the next (tiers: object counts, powers of 16)
 DELTA_TIER = 2  # roll-ups into a pack of 16**2 = 256 objects or more make deltas (about every 16 commits)
 DELTA_DEPTH = 50  # git's default: the hot-path reader (store.packs) resolves chains up to MAX_CHAIN
 DELTA_WINDOW = 10
@@ -47,6 +48,34 @@ _SCRATCH_PATTERN = re.compile(r"^(\d+)_[0-9a-f]+$")
 
 class RollUpFailed(Exception):
     """git could not write the rolled-up pack (a victim removed under it, git missing, ...)."""
+
+
+def pack_tier(count: int) -> int:
+    """The tier of a pack of ``count`` objects: 0 below 16 objects, 1 below 256, 2 below 4,096..."""
+    tier = 0
+    while count >= ROLL_UP_FANOUT:
+        count //= ROLL_UP_FANOUT
+        tier += 1
+    return tier
+
+
+def tier_to_roll_up(packs: list[tuple[str, int]]) -> list[str]:
+    """The packs to roll up next: those of the lowest tier holding ``ROLL_UP_FANOUT`` packs, with every
+    smaller one; none if no tier is full.
+
+    Their union holds at least ``ROLL_UP_FANOUT`` times a pack of their tier, so it lands in a higher tier:
+    each object climbs a tier per copy, and no tier keeps more than ``ROLL_UP_FANOUT - 1`` packs.
+
+    Args:
+        packs: (basename, object count) of the packs that may be rolled up.
+    """
+    by_tier: dict[int, list[str]] = {}
+    for name, count in packs:
+        by_tier.setdefault(pack_tier(count), []).append(name)
+    full = [tier for tier, names in by_tier.items() if len(names) >= ROLL_UP_FANOUT]
+    if not full:
+        return []
+    return [name for tier in sorted(by_tier) if tier <= min(full) for name in by_tier[tier]]
 
 
 def git_available() -> bool:
@@ -78,6 +107,58 @@ def pack_has_deltas(base: str) -> bool:
                 if (pack[offset] >> 4) & 7 in (6, 7):
                     return True
     return False
+
+
+class DeltaCensus:
+    """Which packs of a directory store deltas, and which ones git wrote (searched for deltas).
+
+    Args:
+        pack_dir: The repository's ``objects/pack``.
+    """
+
+    def __init__(self, pack_dir: str) -> None:
+        self.pack_dir = pack_dir
+        self._deltas_in: dict[str, bool] = {}  # a pack's name is its checksum: its contents never change
+        self._by_git: set[str] = set()
+
+    def has_deltas(self, name: str) -> bool:
+        """Whether the pack ``name`` stores deltas (True if it is gone: nothing to concatenate)."""
+        found = self._deltas_in.get(name)
+        if found is None:
+            try:
+                found = pack_has_deltas(os.path.join(self.pack_dir, name))
+            except FileNotFoundError:
+                return True
+            self._deltas_in[name] = found
+        return found
+
+    def searched(self, name: str) -> None:
+        """Record that git wrote the pack ``name`` (it stores deltas wherever git found any)."""
+        self._by_git.add(name)
+
+    def forget(self, name: str) -> None:
+        """Drop what is known of a pack that was removed."""
+        self._deltas_in.pop(name, None)
+        self._by_git.discard(name)
+
+    def undeltified(self, deltas: bool, packs: list[tuple[str, int]]) -> list[str]:
+        """The packs of the delta tiers that git never searched for deltas: concatenated while the
+        deltifier was busy, or written before roll-ups made deltas (none if ``deltas`` is off).
+
+        git does not look for deltas between whole objects of one pack whose objects it reuses, so these are
+        compressed on their own before any roll-up that reuses what its packs hold.
+
+        Args:
+            deltas: Whether roll-ups make deltas (git is there).
+            packs: (basename, object count) of the packs to consider.
+        """
+        if not deltas:
+            return []
+        return [
+            name
+            for name, count in packs
+            if pack_tier(count) >= DELTA_TIER and name not in self._by_git and not self.has_deltas(name)
+        ]
 
 
 def scratch_directory(gitdir: str) -> str:

@@ -36,6 +36,7 @@ from store.packfile import concatenate_packs, encode_pack, read_whole_object_chu
 from store.packs import PackSet
 from store.rollup import (
     DELTA_TIER,
+    ROLL_UP_FANOUT,
     DeltaCensus,
     RollUpFailed,
     git_available,
@@ -274,12 +275,10 @@ class DiskObjects(ObjectStore):
         return True
 
     def maintenance(self) -> None:
-        """Roll up the packs of every tier that has filled (see :func:`tier_to_roll_up`), and have git
-        compress whole-object packs of the delta tiers (see :meth:`DeltaCensus.undeltified`)."""
+        """Roll up the packs of every tier that has filled (see :func:`tier_to_roll_up`); have git compress
+        the whole-object packs left meanwhile (see :meth:`DeltaCensus.backlog`)."""
         packs = self._list_packs()
-        if not tier_to_roll_up(packs) and (
-            self._deltifying or not self._census.undeltified(self.deltas, packs)
-        ):
+        if not tier_to_roll_up(packs) and (self._deltifying or not self._census.backlog(self.deltas, packs)):
             return
         lease = self._leases.get("repack")
         fd = lease.try_hold()
@@ -291,9 +290,13 @@ class DiskObjects(ObjectStore):
                 packs = self._list_packs()  # without the packs a deltifier is rolling up
                 victims = tier_to_roll_up(packs)
                 objects = sum(count for name, count in packs if name in victims)
-                if self.deltas and (not victims or pack_tier(objects) >= DELTA_TIER):
-                    # git's work: a roll-up into the delta tiers, else the packs concatenated meanwhile.
-                    job = victims or self._census.undeltified(self.deltas, packs)
+                if self.deltas and (
+                    not victims
+                    or pack_tier(objects) >= DELTA_TIER
+                    or any(self._census.has_deltas(name) for name in victims)  # never inflated back
+                ):
+                    # git's work: a roll-up into the delta tiers, else whole-object packs left meanwhile.
+                    job = victims or self._census.backlog(self.deltas, packs)
                     if job and self._start_deltifier(job):
                         continue
                     # The deltifier is busy (its git takes seconds): concatenate meanwhile, so that writers
@@ -321,20 +324,20 @@ class DiskObjects(ObjectStore):
         return True
 
     def _deltify(self, victims: list[str]) -> None:
-        """Roll ``victims`` up with git: its whole-object packs of the delta tiers are compressed first, on
-        their own (a search over their objects only), then rolled up with the others, whose deltas git
-        reuses (little more than a copy). Each step replaces packs as any roll-up does (crash-safe)."""
+        """Roll ``victims`` up with git: first those of whole objects that git never searched, on their own
+        (unless they are single batches), then the result with the others, whose deltas git reuses (little
+        more than a copy). Each step replaces packs as any roll-up does (crash-safe)."""
         try:
-            whole = self._census.undeltified(
-                self.deltas, [(n, c) for n, c in self._list_packs(every=True) if n in victims]
-            )
-            if whole and (len(whole) < len(victims) or len(whole) == 1):
+            counts = dict(self._list_packs(every=True))
+            whole = [name for name in victims if name in counts and self._census.unsearched(name)]
+            rest = [name for name in victims if name not in whole]
+            if whole and (not rest or any(counts[name] >= ROLL_UP_FANOUT for name in whole)):
                 written = self._git_roll_up(whole, recompress=True)
                 if written is None:
                     return
-                victims = [*(name for name in victims if name not in whole), written]
-            if len(victims) > 1:
-                self._roll_up(victims)
+                rest.append(written)
+            if len(rest) > 1:
+                self._git_roll_up(rest, recompress=False)
         except Exception:
             log.exception("roll-up with deltas failed in %s; will retry on a later commit", self.pack_dir)
         finally:

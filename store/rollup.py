@@ -39,6 +39,7 @@ from store.locks import pid_alive
 
 ROLL_UP_FANOUT = 16  # packs of one tier rolled into one of the next (tiers: object counts, powers of 16)
 DELTA_TIER = 2  # roll-ups into a pack of 16**2 = 256 objects or more make deltas (about every 16 commits)
+WHOLE_SHARE = 8  # whole-object packs are compressed once they hold 1/8 of the pack bytes (below: 1.14x)
 DELTA_DEPTH = 50  # git's default: the hot-path reader (store.packs) resolves chains up to MAX_CHAIN
 DELTA_WINDOW = 10
 ROLL_UP_NICENESS = 10  # the roll-up competes with writers for the CPU: they go first
@@ -110,7 +111,8 @@ def pack_has_deltas(base: str) -> bool:
 
 
 class DeltaCensus:
-    """Which packs of a directory store deltas, and which ones git wrote (searched for deltas).
+    """Which packs of a directory store deltas, which ones git wrote (searched for deltas), and which ones
+    git should compress next.
 
     Args:
         pack_dir: The repository's ``objects/pack``.
@@ -132,6 +134,10 @@ class DeltaCensus:
             self._deltas_in[name] = found
         return found
 
+    def unsearched(self, name: str) -> bool:
+        """Whether the pack ``name`` holds whole objects that git never searched for deltas (ours)."""
+        return name not in self._by_git and not self.has_deltas(name)
+
     def searched(self, name: str) -> None:
         """Record that git wrote the pack ``name`` (it stores deltas wherever git found any)."""
         self._by_git.add(name)
@@ -141,24 +147,34 @@ class DeltaCensus:
         self._deltas_in.pop(name, None)
         self._by_git.discard(name)
 
-    def undeltified(self, deltas: bool, packs: list[tuple[str, int]]) -> list[str]:
-        """The packs of the delta tiers that git never searched for deltas: concatenated while the
-        deltifier was busy, or written before roll-ups made deltas (none if ``deltas`` is off).
+    def backlog(self, deltas: bool, packs: list[tuple[str, int]]) -> list[str]:
+        """The packs git should compress when it has no roll-up to do: whole-object packs of the delta
+        tiers (concatenated while it was busy, or written before roll-ups made deltas), else every
+        whole-object pack once they hold ``DELTA_TIER`` objects and more than ``1 / WHOLE_SHARE`` of the
+        pack bytes (as `git gc --auto` packs loose objects), which bounds their share of a small repository.
 
         git does not look for deltas between whole objects of one pack whose objects it reuses, so these are
         compressed on their own before any roll-up that reuses what its packs hold.
 
         Args:
-            deltas: Whether roll-ups make deltas (git is there).
+            deltas: Whether roll-ups make deltas (git is there): if not, there is nothing to do.
             packs: (basename, object count) of the packs to consider.
         """
         if not deltas:
             return []
-        return [
-            name
-            for name, count in packs
-            if pack_tier(count) >= DELTA_TIER and name not in self._by_git and not self.has_deltas(name)
-        ]
+        whole = [(name, count) for name, count in packs if self.unsearched(name)]
+        big = [name for name, count in whole if pack_tier(count) >= DELTA_TIER]
+        if big or pack_tier(sum(count for _, count in whole)) < DELTA_TIER:
+            return big
+        sizes = {name: self._size(name) for name, _ in packs}
+        whole_bytes = sum(sizes[name] for name, _ in whole)
+        return [name for name, _ in whole] if whole_bytes * WHOLE_SHARE > sum(sizes.values()) else []
+
+    def _size(self, name: str) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.pack_dir, name + ".pack"))
+        except FileNotFoundError:
+            return 0
 
 
 def scratch_directory(gitdir: str) -> str:

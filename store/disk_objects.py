@@ -5,9 +5,8 @@ temporary file, fsynced, and renamed into place, before any ref points at it. Pa
 (size-tiered compaction, as LSM trees do): when sixteen packs share a tier of object counts, they become one
 pack of the next tier. An object is then copied about once per tier (log16 of the repository's size) instead
 of once per doubling, and the pack count stays small (under 16 per tier) for git and for lookups. Small
-roll-ups concatenate packs; those into tier ``DELTA_TIER`` and above compress, storing versions of a tree
-as deltas of one another (:mod:`store.rollup`), and :meth:`DiskObjects.compact` does so for all packs at
-once (repositories written before roll-ups made deltas).
+roll-ups concatenate packs; git writes those into tier ``DELTA_TIER`` and above, and compresses the packs
+concatenated while it was busy: versions of a tree become deltas of one another (:mod:`store.rollup`).
 
 Reads go to :class:`store.packs.PackSet` first (whole objects and offset delta chains), then to dulwich
 (loose objects, ref deltas, alternates).
@@ -207,7 +206,11 @@ class DiskObjects(ObjectStore):
     def _maintain(self) -> None:
         while not self._closed:
             if not self._maintenance_due.wait(timeout=5.0):
-                return  # idle: the next request starts a new thread
+                with self._objects_mutex:  # idle: the next request starts a new thread, also right now
+                    if not self._maintenance_due.is_set():
+                        self._maintainer = None
+                        return
+                continue
             self._maintaining = True
             self._maintenance_due.clear()
             try:
@@ -268,7 +271,10 @@ class DiskObjects(ObjectStore):
     def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
         """Wait until no roll-up is pending or running (for tests and orderly shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._maintenance_due.is_set() or self._maintaining or self._deltifying:
+        while True:
+            with self._objects_mutex:
+                if not (self._maintenance_due.is_set() or self._maintaining or self._deltifying):
+                    return True
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -299,9 +305,8 @@ class DiskObjects(ObjectStore):
                     job = victims or self._census.backlog(self.deltas, packs)
                     if job and self._start_deltifier(job):
                         continue
-                    # The deltifier is busy (its git takes seconds): concatenate meanwhile, so that writers
-                    # faster than git never pile up packs, but whole-object packs only, in tiers of their
-                    # own (inflating git's deltas would undo its work); git compresses the result later.
+                    # The deltifier is busy (its git takes seconds): concatenate meanwhile (writers faster
+                    # than git never pile up packs), whole-object packs only, in tiers of their own.
                     whole = [(name, count) for name, count in packs if not self._census.has_deltas(name)]
                     victims = tier_to_roll_up(whole)
                     objects = sum(count for name, count in whole if name in victims)
@@ -316,11 +321,9 @@ class DiskObjects(ObjectStore):
             if self._deltifying or self._closed:
                 return False
             self._deltifying = set(victims)
-        thread = threading.Thread(
-            target=self._deltify, args=(victims,), name="store-pack-deltas", daemon=True
-        )
-        self._deltifier = thread
-        thread.start()
+        self._deltifier = threading.Thread(target=self._deltify, args=(victims,), name="store-pack-deltas")
+        self._deltifier.daemon = True
+        self._deltifier.start()
         return True
 
     def _deltify(self, victims: list[str]) -> None:
@@ -341,8 +344,9 @@ class DiskObjects(ObjectStore):
         except Exception:
             log.exception("roll-up with deltas failed in %s; will retry on a later commit", self.pack_dir)
         finally:
-            with self._objects_mutex:
+            with self._objects_mutex:  # at once: wait_for_maintenance() never sees neither
                 self._deltifying = set()
+                self._maintenance_due.set()
             self._request_maintenance()  # what filled up meanwhile
 
     def compact(self, threads: int | None = None) -> bool:
@@ -361,19 +365,12 @@ class DiskObjects(ObjectStore):
         if not self.deltas:
             return False
         with self._leases.get("repack").hold(timeout=3600.0):
-            self._wait_for_deltifier(3600.0)
+            while self._deltifying:  # no new one starts: it needs the lease
+                time.sleep(0.01)
             victims = [name for name, _ in self._list_packs()]
             if not victims:
                 return False
             return self._git_roll_up(victims, recompress=True, threads=threads) is not None
-
-    def _wait_for_deltifier(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self._deltifying:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
 
     def _roll_up(self, victims: list[str], objects: int | None = None, deltas: bool | None = None) -> bool:
         """Replace the packs ``victims`` (basenames, holding about ``objects`` objects: counted if None) by

@@ -330,6 +330,7 @@ class DiskObjects(ObjectStore):
         """Roll ``victims`` up with git: first those of whole objects that git never searched, on their own
         (unless they are single batches), then the result with the others, whose deltas git reuses (little
         more than a copy). Each step replaces packs as any roll-up does (crash-safe)."""
+        done = False
         try:
             counts = dict(self._list_packs(every=True))
             whole = [name for name in victims if name in counts and self._census.unsearched(name)]
@@ -339,15 +340,17 @@ class DiskObjects(ObjectStore):
                 if written is None:
                     return
                 rest.append(written)
-            if len(rest) > 1:
-                self._git_roll_up(rest, recompress=False)
+            done = len(rest) < 2 or self._git_roll_up(rest, recompress=False) is not None
         except Exception:
             log.exception("roll-up with deltas failed in %s; will retry on a later commit", self.pack_dir)
         finally:
-            with self._objects_mutex:  # at once: wait_for_maintenance() never sees neither
+            # Both at once (wait_for_maintenance sees one); after a failure, the next commits' retry it.
+            with self._objects_mutex:
                 self._deltifying = set()
-                self._maintenance_due.set()
-            self._request_maintenance()  # what filled up meanwhile
+                if done:
+                    self._maintenance_due.set()
+            if done:
+                self._request_maintenance()
 
     def compact(self, threads: int | None = None) -> bool:
         """Roll every pack up into one, compressed and deltified by git's delta search over all objects.

@@ -278,7 +278,6 @@ class DiskObjects(ObjectStore):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
-        return True
 
     def maintenance(self) -> None:
         """Roll up the packs of every tier that has filled (see :func:`tier_to_roll_up`); have git compress

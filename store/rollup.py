@@ -16,7 +16,16 @@ their paths (``git rev-list --objects``, as ``git repack -adf`` does): 24.9 MB.
 git reuses what a pack it is given already holds: a delta, or a whole object, which it then never tries as a
 delta against another whole object of the same pack (it assumes whoever wrote the pack did). That is true of
 its own packs, not of ours: packs of whole objects only are therefore recompressed (``--no-reuse-object``),
-and packs git wrote have their deltas reused (a roll-up then costs little more than a copy).
+and packs git wrote have their deltas reused (a roll-up then costs little more than a copy). A roll-up of
+both kinds runs git twice: the whole-object packs on their own first, then the result with the others.
+
+One git runs at a time. While it does, the tiers below go on being concatenated (writers faster than git
+never pile up packs), but only packs of whole objects, in tiers of their own: inflating git's deltas back
+would undo its work. Those concatenated packs are git's next work (:meth:`DeltaCensus.backlog`), before they
+are rolled up with packs whose objects git reuses; and so are the whole-object packs of the lowest tiers
+once they hold ``1 / WHOLE_SHARE`` of the pack bytes, as `git gc --auto` packs loose objects. Before these
+rules a repository of a few thousand commits took 8x to 12x `git repack -adf` of it, its biggest packs
+concatenated (or inflated back) while git was busy, and never searched for deltas again.
 
 Crash safety: git writes into a scratch directory of this process (its temporary files too); the pack is
 moved into ``objects/pack`` (fsynced, its index last, as every pack here) and only then are the packs it

@@ -12,7 +12,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from drivers.models import Boot, Disk, DomainSpec, LifecycleAction, Nic
+from drivers.models import Boot, ConsoleDevice, Disk, DomainSpec, LifecycleAction, Nic
 from toolstack.api.revisions import Revision
 from toolstack.api.schemas_fields import (
     ACCEL_DOC,
@@ -84,6 +84,19 @@ class VMOut(BaseModel):
     broken: bool = Field(False, description="Its entry does not validate: see error.")
     error: BrokenEntry | None = None
     autostart: bool = Field(False, description=AUTOSTART_DOC)
+    accel: Accel | None = Field(
+        None,
+        description="The accelerator it gets: its spec's, where it forces one, else the one this host's "
+        "driver chooses for it; null where none is chosen (the simulator, libvirt's test driver, Xen) or, "
+        "unforced, for a VM placed on another host.",
+    )
+    accel_reason: str = Field("", description="Why: 'forced for this VM', or the driver's reason.")
+    consoles: list[ConsoleDevice] | None = Field(
+        None,
+        description="Its consoles, serial first: as this host's hypervisor has them (a running VM's VNC port "
+        "included), or as its spec asks for them. Null in the list of VMs (which does not ask the hypervisor "
+        "about each VM) and for a broken entry.",
+    )
 
 
 class VMCreate(Request):

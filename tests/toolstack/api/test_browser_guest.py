@@ -1,8 +1,8 @@
 """The page's boot and guest settings (issue 19), in Debian's headless Chromium against a live ``toolstack
-serve``: the create form's "advanced" part makes a VM that boots a kernel with a command line and starts with
-its host; the detail view shows its CPU, accelerator, graphics, autostart and consoles; its edit form changes a
-setting through PATCH with If-Match, refuses to overwrite an edit made meanwhile (412), and the API's record
-says what the page did. It fits a 390-pixel phone. Screenshots go under artifacts/."""
+serve``: the create form's "advanced" part makes a VM that boots a kernel with a command line and starts
+with its host; the detail view shows its CPU, accelerator, graphics, autostart and consoles; its edit form
+changes a setting through PATCH with If-Match, refuses to overwrite an edit made meanwhile (412), and the
+API's record says what the page did. It fits a 390-pixel phone. Screenshots go under artifacts/."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ KERNEL = "/var/lib/images/vmlinuz"
 CMDLINE = "console=ttyS0 root=/dev/vda1"
 
 
-def guest_facts(page: Page) -> dict[str, str]:
-    terms = page.locator("#detail-guest dt").all_inner_texts()
-    return dict(zip(terms, page.locator("#detail-guest dd").all_inner_texts(), strict=True))
+def guest_facts(browser_page: Page) -> dict[str, str]:
+    terms = browser_page.locator("#detail-guest dt").all_inner_texts()
+    return dict(zip(terms, browser_page.locator("#detail-guest dd").all_inner_texts(), strict=True))
 
 
 def test_create_with_a_kernel_and_autostart_see_and_edit_the_settings(page, live_server):  # noqa: F811
@@ -61,8 +61,9 @@ def test_create_with_a_kernel_and_autostart_see_and_edit_the_settings(page, live
     }
     with httpx.Client(base_url=live_server.url, headers=live_server.auth, timeout=30) as client:
         record = client.get("/vms/kern1").json()
-        assert record["spec"]["boot"] == {"kernel": KERNEL, "initrd": None, "cmdline": CMDLINE, "device": None}
-        assert (record["spec"]["accel"], record["spec"]["graphics"], record["autostart"]) == ("tcg", "vnc", True)
+        spec = record["spec"]
+        assert spec["boot"] == {"kernel": KERNEL, "initrd": None, "cmdline": CMDLINE, "device": None}
+        assert (spec["accel"], spec["graphics"], record["autostart"]) == ("tcg", "vnc", True)
 
         # 3. The edit form, filled from the record: change the CPU and autostart, keep the rest.
         page.click("#settings-edit > summary")

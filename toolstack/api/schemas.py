@@ -38,11 +38,13 @@ from toolstack.api.schemas_fields import (
     PowerAction,
     Request,
     Vcpus,
+    VolumeIn,
     validate_model_field,
     validate_spec_field,
 )
 from toolstack.api.schemas_pending import PendingOut
 from toolstack.models import Desired, Observed, Task
+from toolstack.volumes import VolumeRequest
 
 
 # -- VMs ---------------------------------------------------------------------------------------------------
@@ -113,8 +115,10 @@ class VMCreate(Request):
     disks: list[DiskRef] = Field(
         default_factory=list,
         max_length=64,
-        description="Image paths or disks. Device ids (of disks and NICs) and disk targets must be unique; "
-        "a path gets the first id (diskN) and target (vda, vdb...) the disks given whole leave free.",
+        description="Image paths, disks, or images to create when missing ({path, size, format}, as vm "
+        "create --disk PATH,size=20G,format=qcow2: made through the hypervisor's storage before the VM is "
+        "defined, removed again if it is not). Device ids (of disks and NICs) and disk targets must be "
+        "unique; a path gets the first id (diskN) and target (vda, vdb...) the disks given whole leave free.",
     )
     nics: list[NicRef] = Field(
         default_factory=list,
@@ -146,9 +150,14 @@ class VMCreate(Request):
 
     @field_validator("disks")
     @classmethod
-    def _plain_disks(cls, value: list[str | Disk]) -> list[str | Disk]:
+    def _plain_disks(cls, value: list[str | Disk | VolumeIn]) -> list[str | Disk | VolumeIn]:
         # The toolstack gets the drivers' own Disk: a DiskIn would compare unequal to the disk read back.
         return [Disk(**disk.model_dump()) if isinstance(disk, DiskIn) else disk for disk in value]
+
+    def disk_args(self) -> tuple[list[str | Disk | VolumeRequest], list[VolumeRequest]]:
+        """The disks as the toolstack's ``create`` takes them, and the images to create if missing."""
+        disks = [disk.request() if isinstance(disk, VolumeIn) else disk for disk in self.disks]
+        return disks, [disk for disk in disks if isinstance(disk, VolumeRequest)]
 
     def spec_fields(self) -> dict[str, Any]:
         """The optional DomainSpec fields that were given."""

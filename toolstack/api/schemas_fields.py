@@ -36,7 +36,9 @@ from drivers.models import (  # the patterns are the drivers' own, so that the s
     Disk,
     DomainSpec,
     Nic,
+    parse_memory,
 )
+from toolstack.volumes import VolumeRequest, default_format
 
 _PROBE_UUID = uuidlib.UUID(int=0)
 
@@ -142,8 +144,47 @@ def _form(kind: str) -> Callable[[Any], str]:
 # A disk or NIC given by a path or network name, or as a whole object: errors then name the object's field
 # (body.nics.0.nic.mac) rather than every member of the union. A path is turned into a disk, a network name
 # into a NIC, with the drivers' rules: the schema states them for both forms.
+def _volume_size(value: Any) -> Any:
+    """A size as MiB, from MiB or text such as '20G' (what ``vm create --disk PATH,size=20G`` takes)."""
+    if isinstance(value, str):
+        return parse_memory(value)  # its ValueError names the text
+    return value
+
+
+# Sizes as text, as memory is given (1 MiB to 16 TiB): the same pattern.
+VolumeSize = Annotated[
+    Annotated[int, Field(ge=1, le=MAX_MEMORY_MIB)] | Annotated[str, Field(pattern=_MEMORY_TEXT)],
+    BeforeValidator(_volume_size),
+]
+
+
+class VolumeIn(BaseModel):
+    """A disk image by path, created with ``size`` through the hypervisor's storage when it is missing (an
+    existing one is used as it is), as ``vm create --disk PATH,size=20G,format=qcow2`` does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: DiskSource = Field(description="Absolute path of the image on the host.")
+    size: VolumeSize = Field(description="MiB, or text such as '20G': its size if it is created.")
+    format: Literal["raw", "qcow2"] | None = Field(
+        None, description="raw or qcow2 (default: qcow2 for a *.qcow2 path, else raw)."
+    )
+
+    def request(self) -> VolumeRequest:
+        return VolumeRequest(self.path, self.size, self.format or default_format(self.path))  # type: ignore[arg-type]
+
+
+def _disk_form(value: Any) -> str:
+    if isinstance(value, str):
+        return "text"
+    return (
+        "volume" if isinstance(value, VolumeIn) or (isinstance(value, dict) and "path" in value) else "disk"
+    )
+
+
 DiskRef = Annotated[
-    Annotated[DiskSource, Tag("text")] | Annotated[DiskIn, Tag("disk")], Discriminator(_form("disk"))
+    Annotated[DiskSource, Tag("text")] | Annotated[DiskIn, Tag("disk")] | Annotated[VolumeIn, Tag("volume")],
+    Discriminator(_disk_form),
 ]
 NicRef = Annotated[
     Annotated[NicNetwork, Tag("text")] | Annotated[Nic, Tag("nic")], Discriminator(_form("nic"))

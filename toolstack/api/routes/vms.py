@@ -27,6 +27,7 @@ from toolstack.api.views import vm_detail, vm_out
 from toolstack.devices import cdrom_disk
 from toolstack.status import listing, lookup
 from toolstack.tasks import TaskObserver
+from toolstack.volumes import with_new_volumes
 
 router = APIRouter(prefix="/vms", tags=["vms"])
 
@@ -55,16 +56,21 @@ async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait =
 
     def create(watch: TaskWatch) -> Answer:
         cdrom = [] if body.cdrom is None else [cdrom_disk(body.cdrom)]
-        vm = ts.create(
-            body.name,
-            memory=body.memory,
-            vcpus=body.vcpus,
-            disks=[*body.disks, *cdrom],
-            nics=body.nics,
-            start=body.start,
-            observer=watch,
-            autostart=body.autostart,
-            **body.spec_fields(),
+        disks, volumes = body.disk_args()
+        vm, _ = with_new_volumes(
+            ts.driver,
+            volumes,
+            lambda: ts.create(
+                body.name,
+                memory=body.memory,
+                vcpus=body.vcpus,
+                disks=[*disks, *cdrom],
+                nics=body.nics,
+                start=body.start,
+                observer=watch,
+                autostart=body.autostart,
+                **body.spec_fields(),
+            ),
         )
         return answer(ts, vm)
 

@@ -15,7 +15,6 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import drivers
 from tests.toolstack.conftest import ROOT
 from tests.toolstack.test_cli import git, run
 from toolstack import layout
@@ -170,8 +169,15 @@ FOREIGN = """<domain type='test'>
 
 @pytest.fixture
 def libvirt_cli(tmp_path):
-    """Run CLI commands in this process on test:///default, kept alive between them by one connection."""
-    keeper = drivers.open("test:///default")
+    """Run CLI commands in this process on test:///default, kept alive between them by one connection.
+
+    libvirt's test:///default is one hypervisor per process while any connection to it is open (another
+    test's may be), so the domains a test made are removed afterwards: the next test starts from the same
+    hypervisor as this one did."""
+    import libvirt
+
+    keeper = libvirt.open("test:///default")
+    before = {domain.name() for domain in keeper.listAllDomains()}
     runner = CliRunner()
     repo = str(tmp_path / "state.git")
 
@@ -184,6 +190,11 @@ def libvirt_cli(tmp_path):
 
     cli("init")
     yield cli
+    for domain in keeper.listAllDomains():
+        if domain.name() not in before:
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()
     keeper.close()
 
 

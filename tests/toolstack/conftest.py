@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import git
+from toolstack import layout
 from toolstack.ops import Toolstack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,3 +43,23 @@ def sim_ts(tmp_path):
 
 def unique(prefix: str = "vm") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def push_memory_edit_as_ada(work: Path, uuid: str, memory: int) -> None:
+    """In ``work``, a clone of a pool's main, Ada Pusher sets the VM's memory by hand, commits and pushes it
+    to origin: a GitOps edit, authored by whoever pushed it."""
+    config = work / layout.config_path(uuid)
+    record = json.loads(config.read_text())
+    record["memory"] = memory
+    config.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    git(
+        work,
+        "-c",
+        "user.name=Ada Pusher",
+        "-c",
+        "user.email=ada@example.org",
+        "commit",
+        "-qam",
+        "more memory",
+    )
+    git(work, "push", "-q", "origin", "main")

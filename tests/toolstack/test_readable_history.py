@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from tests.toolstack.conftest import ROOT
+from tests.toolstack.conftest import ROOT, push_memory_edit_as_ada
 from toolstack.ops import Toolstack
 
 AUTHOR = "Olga Operator <olga@example.org>"
@@ -178,21 +178,7 @@ def test_a_gitops_edit_is_logged_under_whoever_pushed_it(tmp_path):
     # Ada edits web1 in her clone and pushes; meanwhile the operator changes web2 here.
     work = tmp_path / "ada"
     git(tmp_path, "clone", "-q", "-b", "main", str(central), str(work))
-    config = work / "vms" / uuid[:2] / uuid / "config"
-    record = json.loads(config.read_text())
-    record["memory"] = 128
-    config.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    git(
-        work,
-        "-c",
-        "user.name=Ada Pusher",
-        "-c",
-        "user.email=ada@example.org",
-        "commit",
-        "-qam",
-        "more memory",
-    )
-    git(work, "push", "-q", "origin", "main")
+    push_memory_edit_as_ada(work, uuid, 128)
     run(tmp_path, "vm", "set", "web2", "--vcpus", "2")
     run(tmp_path, "pull", "--yes")
     log = [json.loads(line) for line in run(tmp_path, "--json", "log", "web1").splitlines()]

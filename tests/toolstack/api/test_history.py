@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from tests.conftest import git
 from tests.toolstack.api.conftest import create
+from tests.toolstack.conftest import push_memory_edit_as_ada
 from toolstack import layout
 from toolstack.sync import pull
 
@@ -171,21 +172,7 @@ def edit_pushed_elsewhere(repo: Path, uuid: str, tmp_path: Path, memory: int) ->
     central, work = tmp_path / "central.git", tmp_path / "ada"
     git(tmp_path, "clone", "-q", "--bare", str(repo), str(central))
     git(tmp_path, "clone", "-q", "-b", "main", str(central), str(work))
-    config = work / layout.config_path(uuid)
-    record = json.loads(config.read_text())
-    record["memory"] = memory
-    config.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    git(
-        work,
-        "-c",
-        "user.name=Ada Pusher",
-        "-c",
-        "user.email=ada@example.org",
-        "commit",
-        "-qam",
-        "more memory",
-    )
-    git(work, "push", "-q", "origin", "main")
+    push_memory_edit_as_ada(work, uuid, memory)
     return central
 
 

@@ -19,6 +19,7 @@ import drivers
 from tests.toolstack.conftest import ROOT
 from tests.toolstack.test_cli import git, run
 from toolstack import layout
+from toolstack.cli.context import in_process_notice
 from toolstack.cli.group import main
 
 
@@ -148,6 +149,31 @@ def test_console_of_a_stopped_vm_is_an_error_and_test_default_says_it_is_in_proc
     assert "in-process test hypervisor" in listed.stderr
 
 
+def test_a_test_driver_loaded_from_a_file_is_in_process_too_and_the_cli_says_so(tmp_path):
+    """``test:///FILE.xml`` loads its domains from the file in every command and never writes it back."""
+    node = tmp_path / "node.xml"
+    node.write_text("<node/>")
+    run(tmp_path, "init")
+    listed = run(tmp_path, "vm", "list", env={"TOOLSTACK_DRIVER": f"test://{node}"})
+    assert f"note: test://{node} is libvirt's in-process test hypervisor" in listed.stderr
+    assert f"starts from {node} (and never writes it) in every toolstack command" in listed.stderr
+
+
+@pytest.mark.parametrize(
+    ("uri", "in_process"),
+    [
+        ("test:///default", True),
+        ("test:///srv/hypervisor.xml", True),
+        ("test+unix:///default", False),  # a daemon's test driver keeps its domains between connections
+        ("test://remote.example.org/default", False),
+        ("qemu:///system", False),
+        ("sim:///var/lib/toolstack/sim", False),
+    ],
+)
+def test_only_libvirts_in_process_test_driver_gets_the_notice(uri: str, in_process: bool):
+    assert (in_process_notice(uri) is not None) == in_process
+
+
 # -- define and dumpxml on libvirt's test driver, in one process (its state lives as long as a connection) --
 
 FOREIGN = """<domain type='test'>
@@ -229,3 +255,48 @@ def test_show_lists_an_imported_domains_own_consoles_not_a_default_serial(libvir
     source.write_text(vnc_only)
     libvirt_cli("vm", "define", str(source))
     assert "consoles: vnc 0.0.0.0:5907\n" in libvirt_cli("vm", "show", "vnc")
+
+
+def repository_state(repo: str) -> dict[str, str]:
+    """The repository's refs and their commits, but the records of failed tasks (kept for audit as
+    ``refs/heads/failed-tasks/<task>``: README, "Tasks")."""
+    refs = subprocess.run(
+        ["git", "-C", repo, "for-each-ref", "--format=%(refname) %(objectname)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    pairs = (line.split(" ") for line in refs if line)
+    return {ref: commit for ref, commit in pairs if not ref.startswith("refs/heads/failed-tasks/")}
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (FOREIGN.replace("</devices>", "</devics>"), "malformed XML"),
+        (FOREIGN.replace("<memory unit='MiB'>128</memory>", ""), "no <memory>"),
+        # parses, and the model reads it, but libvirt refuses it at define time
+        (FOREIGN.replace("<graphics type='vnc'", "<graphics type='teletype'"), "teletype"),
+    ],
+    ids=["malformed", "unreadable", "refused-by-libvirt"],
+)
+def test_a_failed_define_writes_nothing(tmp_path, broken: str, message: str):
+    """No commit on main nor any other ref in the repository (but the failed task's own record, where the
+    hypervisor refused), and no domain on the hypervisor."""
+    keeper = drivers.open("test:///default")
+    try:
+        repo = str(tmp_path / "state.git")
+        runner = CliRunner()
+        base = ["--repo", repo, "--driver", "test:///default"]
+        assert runner.invoke(main, [*base, "init"]).exit_code == 0
+        before = repository_state(repo)
+        domains = {info.name for info in keeper.list()}
+        source = tmp_path / "broken.xml"
+        source.write_text(broken)
+        result = runner.invoke(main, [*base, "vm", "define", str(source)])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert repository_state(repo) == before
+        assert {info.name for info in keeper.list()} == domains
+        assert "imported" not in runner.invoke(main, [*base, "vm", "list"]).output
+    finally:
+        keeper.close()

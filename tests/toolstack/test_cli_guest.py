@@ -185,6 +185,11 @@ FOREIGN = """<domain type='test'>
     <disk type='file' device='cdrom'>
       <source file='/iso/rescue.iso'/><target dev='hdc' bus='ide'/><readonly/>
     </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none' discard='unmap'/><source file='/srv/imported.qcow2'/>
+      <target dev='vda' bus='virtio'/><serial>imported-0042</serial>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/>
+    </disk>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
     <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
@@ -213,6 +218,14 @@ def libvirt_cli(tmp_path):
     keeper.close()
 
 
+def device_contents(xml_text: str) -> list[str]:
+    """Every device of a domain in canonical XML (indentation ignored), sorted."""
+    import xml.etree.ElementTree as ET
+
+    devices = ET.fromstring(xml_text).find("devices")
+    return sorted(ET.canonicalize(ET.tostring(d, encoding="unicode"), strip_text=True) for d in devices)
+
+
 def devices_of(xml_text: str) -> list[str]:
     import xml.etree.ElementTree as ET
 
@@ -226,17 +239,22 @@ def test_define_imports_a_domain_keeping_every_device_through_an_update_and_a_ro
     out = libvirt_cli("vm", "define", str(source))
     assert out.startswith("defined imported (") and "kept verbatim" in out
     wanted = {"disk:file:cdrom", "serial:pty:", "console:pty:", "graphics:vnc:", "rng:virtio:"}
-    first = devices_of(libvirt_cli("vm", "dumpxml", "imported", "--inactive"))
+    defined = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
+    first = devices_of(defined)
     assert wanted <= set(first)
+    contents = device_contents(defined)
+    assert any("imported-0042" in c and 'cache="none"' in c and 'slot="0x07"' in c for c in contents)
     created = libvirt_cli("log", "imported").splitlines()[-1].split()[0]
     libvirt_cli("vm", "set", "imported", "--memory", "256M")
     updated = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
     assert "<currentMemory unit='KiB'>262144</currentMemory>" in updated
     assert devices_of(updated) == first
+    assert device_contents(updated) == contents
     libvirt_cli("rollback", created, "--vm", "imported", "--yes")
     rolled_back = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
     assert "<currentMemory unit='KiB'>131072</currentMemory>" in rolled_back
     assert devices_of(rolled_back) == first
+    assert device_contents(rolled_back) == contents
 
 
 def test_show_lists_an_imported_domains_own_consoles_not_a_default_serial(libvirt_cli, tmp_path):
@@ -247,7 +265,7 @@ def test_show_lists_an_imported_domains_own_consoles_not_a_default_serial(libvir
     libvirt_cli("vm", "define", str(source))
     assert "consoles: serial, vnc on 127.0.0.1\n" in libvirt_cli("vm", "show", "imported")
     vnc_only = FOREIGN.replace("<name>imported</name>", "<name>vnc</name>")
-    vnc_only = re.sub(r"<serial.*</console>", "", vnc_only, flags=re.S)
+    vnc_only = re.sub(r"<serial type=.*</console>", "", vnc_only, flags=re.S)
     vnc_only = vnc_only.replace(
         "type='vnc' port='-1' autoport='yes' listen='127.0.0.1'",
         "type='vnc' port='5907' autoport='no' listen='0.0.0.0'",

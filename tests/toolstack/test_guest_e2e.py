@@ -254,6 +254,10 @@ DOMAIN_XML = """<domain type='qemu'>
     <disk type='file' device='cdrom'>
       <driver name='qemu' type='raw'/><source file='{iso}'/><target dev='hdc' bus='ide'/><readonly/>
     </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none' discard='unmap'/><source file='{image}'/>
+      <target dev='vda' bus='virtio'/><serial>e2e-0042</serial>
+    </disk>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
     <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
@@ -276,13 +280,16 @@ def device_contents(xml_text: str) -> list[str]:
 def test_define_keeps_serial_graphics_rng_and_cdrom_through_an_update_and_a_rollback(
     tmp_path, prefix, record_property
 ):
-    """Each device comes back as it was, not only its kind: the CD-ROM's ISO, the RNG's backend, and what
-    libvirt added at define (controllers, addresses), canonical XML compared element by element."""
+    """Each device comes back as it was, not only its kind: the CD-ROM's ISO, the RNG's backend, a disk's
+    cache mode and serial (the model describes the disk, not those), and what libvirt added at define
+    (controllers, addresses), canonical XML compared element by element."""
     name = f"{prefix}-xml"
     iso = tmp_path / "rescue.iso"
     iso.write_bytes(b"\0" * 2048)
     source = tmp_path / "domain.xml"
-    source.write_text(DOMAIN_XML.format(name=name, iso=iso))
+    image = tmp_path / "root.img"
+    image.write_bytes(b"\0" * (1 << 20))
+    source.write_text(DOMAIN_XML.format(name=name, iso=iso, image=image))
     toolstack(tmp_path, "init")
     toolstack(tmp_path, "vm", "define", str(source))
     wanted = {"disk:file:cdrom", "serial:pty:", "console:pty:", "graphics:vnc:", "rng:virtio:"}
@@ -293,6 +300,9 @@ def test_define_keeps_serial_graphics_rng_and_cdrom_through_an_update_and_a_roll
     root = ET.fromstring(defined)
     assert root.find(f"devices/disk[@device='cdrom']/source[@file='{iso}']") is not None
     assert root.findtext("devices/rng/backend[@model='random']") == "/dev/urandom"
+    disk = root.find(f"devices/disk/source[@file='{image}']/..")  # a modelled disk, with what it lacks
+    assert (disk.find("driver").get("cache"), disk.findtext("serial")) == ("none", "e2e-0042")
+    assert disk.find("address") is not None, "libvirt gave it a PCI address, which stays"
     created = toolstack(tmp_path, "log", name).splitlines()[-1].split()[0]
     toolstack(tmp_path, "vm", "set", name, "--memory", "96M")
     updated = toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")

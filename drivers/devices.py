@@ -12,11 +12,13 @@ from drivers.fields import (
     BRIDGE_RE,
     DEVICE_ID_RE,
     DISK_SOURCE_RE,
+    EXTRA_SCHEMA,
     MAC_INPUT_RE,
     MAC_RE,
     NETWORK_RE,
     TARGET_RE,
     FrozenModel,
+    check_extra,
     pattern_text,
     schema_pattern,
 )
@@ -43,6 +45,9 @@ class Disk(FrozenModel):
         bus: Guest bus.
         readonly: Whether the guest sees the disk read-only (always, for a CD-ROM).
         device: ``"disk"``, or ``"cdrom"`` for an ISO image the guest sees as a CD-ROM drive.
+        extra: What the model does not describe of this disk, kept verbatim as ``DomainSpec.extra`` keeps
+            the rest of a domain (``libvirt/device``: a ``<disk>`` element holding only the attributes and
+            children ours lacks: ``<address>``, ``<driver cache= discard=>``, ``<boot order>``...).
     """
 
     kind: Literal["disk"] = "disk"
@@ -54,6 +59,15 @@ class Disk(FrozenModel):
     readonly: bool = False
     # Left out of the serialisation when "disk": existing device files keep their bytes.
     device: DiskDevice = Field(default="disk", exclude_if=lambda value: value == "disk")
+    # Left out when empty, as DomainSpec.extra is: devices without extras serialise as before.
+    extra: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, exclude_if=lambda value: not value, json_schema_extra=EXTRA_SCHEMA
+    )
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_shape(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return check_extra(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -87,6 +101,8 @@ class Nic(FrozenModel):
         network: Name of a libvirt network, or None.
         bridge: Name of a host bridge, or None.
         model: Guest NIC model; ``netfront`` is Xen's paravirtual NIC.
+        extra: What the model does not describe of this NIC, kept verbatim (``libvirt/device``: an
+            ``<interface>`` element with only what ours lacks: ``<address>``, ``<link state>``, ``<mtu>``...).
     """
 
     # Exactly one of network and bridge, stated in the JSON schema too (the validator below enforces it).
@@ -106,6 +122,14 @@ class Nic(FrozenModel):
     network: NetworkName | None = None
     bridge: BridgeName | None = None
     model: NicModel = "virtio"
+    extra: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, exclude_if=lambda value: not value, json_schema_extra=EXTRA_SCHEMA
+    )
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_shape(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return check_extra(value)
 
     @field_validator("mac", mode="before")
     @classmethod

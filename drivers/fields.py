@@ -107,6 +107,39 @@ def pattern_text(regex: re.Pattern[str], what: str) -> Any:
     ]
 
 
+# "<family>" or "<family>/<place>": which driver reads the entries and where they go in its configuration.
+EXTRA_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(/[a-z][A-Za-z0-9_-]*)?$")
+# An entry: text without NUL with something besides blanks. The blanks are spelt out (JSON Schema's \s,
+# ECMA-262's, differs from Python's) so that the schema and the check below accept the same texts.
+_BLANKS = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+EXTRA_ENTRY_RE = re.compile(f"^[^\x00]*[^\x00{_BLANKS}][^\x00]*$")
+
+
+def check_extra(value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The shape of an ``extra`` field (a DomainSpec's, a Disk's, a Nic's), in its one canonical form.
+
+    Raises:
+        ValueError: a key is not ``<family>`` or ``<family>/<place>``, or an entry is blank or holds NUL.
+    """
+    for key, entries in value.items():
+        if not EXTRA_KEY_RE.fullmatch(key):
+            raise ValueError(
+                f"extra key {key!r}: expected '<family>' or '<family>/<place>', e.g. 'libvirt/devices'"
+            )
+        for index, entry in enumerate(entries):
+            if not EXTRA_ENTRY_RE.fullmatch(entry):
+                raise ValueError(f"extra {key!r} entry {index}: must be non-empty text without NUL")
+    # One canonical form: a key without entries says nothing, so {"xl": []} is the same as {}.
+    return {key: entries for key, entries in sorted(value.items()) if entries}
+
+
+# What the JSON schema says of an ``extra`` field: what check_extra accepts.
+EXTRA_SCHEMA: dict[str, Any] = {
+    "propertyNames": {"pattern": EXTRA_KEY_RE.pattern},
+    "additionalProperties": {"type": "array", "items": {"type": "string", "pattern": EXTRA_ENTRY_RE.pattern}},
+}
+
+
 class FrozenModel(BaseModel):
     """The base of every domain model: immutable (specs are shared between threads and cached by content),
     and strict about unknown fields (a misspelt field is an error, not silently dropped)."""
@@ -122,6 +155,9 @@ __all__ = [
     "CPU_MODEL_RE",
     "DEVICE_ID_RE",
     "DISK_SOURCE_RE",
+    "EXTRA_ENTRY_RE",
+    "EXTRA_KEY_RE",
+    "EXTRA_SCHEMA",
     "MAC_INPUT_RE",
     "MAC_RE",
     "MAX_MEMORY_MIB",
@@ -130,6 +166,7 @@ __all__ = [
     "NETWORK_RE",
     "TARGET_RE",
     "FrozenModel",
+    "check_extra",
     "check_pattern",
     "parse_memory",
     "pattern_text",

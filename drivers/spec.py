@@ -13,7 +13,6 @@ existed.
 
 from __future__ import annotations
 
-import re
 import uuid as uuidlib
 from typing import Annotated, Literal, Self
 
@@ -25,9 +24,11 @@ from drivers.fields import (
     CMDLINE_RE,
     CONTROL_CHARS,
     CPU_MODEL_RE,
+    EXTRA_SCHEMA,
     MAX_VCPUS,
     NAME_RE,
     FrozenModel,
+    check_extra,
     check_pattern,
     parse_memory,
     schema_pattern,
@@ -43,8 +44,6 @@ LifecycleAction = Literal[
 ]
 # What set_vcpus and set_memory change: the DomainSpec field, whose ceiling is the field "max_<resource>".
 Resource = Literal["vcpus", "memory"]
-# "<family>" or "<family>/<place>": which driver reads the entries and where they go in its configuration.
-_EXTRA_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(/[a-z][A-Za-z0-9_-]*)?$")
 
 
 def extra_family(key: str) -> str:
@@ -163,7 +162,9 @@ class DomainSpec(FrozenModel):
     graphics: Graphics | None = Field(default=None, exclude_if=lambda value: value is None)
     # Specs without extras serialise as they did before the field existed: no churn in stored configs,
     # xl.cfg files or the simulator's state.
-    extra: dict[str, tuple[str, ...]] = Field(default_factory=dict, exclude_if=lambda value: not value)
+    extra: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, exclude_if=lambda value: not value, json_schema_extra=EXTRA_SCHEMA
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -235,16 +236,7 @@ class DomainSpec(FrozenModel):
     @field_validator("extra")
     @classmethod
     def _extra_shape(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for key, entries in value.items():
-            if not _EXTRA_KEY_RE.match(key):
-                raise ValueError(
-                    f"extra key {key!r}: expected '<family>' or '<family>/<place>', e.g. 'libvirt/devices'"
-                )
-            for index, entry in enumerate(entries):
-                if not entry.strip() or "\0" in entry:
-                    raise ValueError(f"extra {key!r} entry {index}: must be non-empty text without NUL")
-        # One canonical form: a key without entries says nothing, so {"xl": []} is the same spec as {}.
-        return {key: entries for key, entries in sorted(value.items()) if entries}
+        return check_extra(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 E2E_DIR=${GT_E2E_DIR:-$HOME/.cache/git-toolstack/e2e}
-APT_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 busybox-static cpio)
+APT_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils busybox-static cpio)
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 log() { echo "e2e-setup: $*"; }
 die() { echo "e2e-setup: $*" >&2; exit 1; }

@@ -7,6 +7,11 @@ import subprocess
 
 import pytest
 
+# What tests record with record_property(FIGURES, ...) is printed at the end of the run (tests/figures.py).
+from tests.figures import pytest_configure
+
+__all__ = ["git", "pytest_configure", "run_git"]
+
 # The suite runs with no config file (a developer's /etc/toolstack/config.toml or ~/.config one would change
 # the CLI's defaults under it); tests of the config files name their own with $TOOLSTACK_CONFIG.
 os.environ["TOOLSTACK_CONFIG"] = ""

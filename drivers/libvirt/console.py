@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 from drivers.console import QueuedConsole
@@ -15,6 +16,8 @@ log = logging.getLogger(__name__)
 
 CONSOLE_FORCE = 1  # VIR_DOMAIN_CONSOLE_FORCE: take the console over from another session
 _CHUNK = 4096
+SEND_RETRY_SECONDS = 0.01  # the wait before sending again when the stream says it would block
+SEND_TIMEOUT_SECONDS = 10.0  # how long keystrokes may wait for a stream that keeps saying so
 
 
 def open_console(conn: Any, dom: Any, force: bool) -> QueuedConsole:
@@ -52,13 +55,28 @@ def open_console(conn: Any, dom: Any, force: bool) -> QueuedConsole:
     return console
 
 
-def _send_all(stream: Any, data: bytes) -> None:
+def _send_all(stream: Any, data: bytes, timeout: float = SEND_TIMEOUT_SECONDS) -> None:
+    """Send all of ``data``, waiting a little each time the stream says it would block (-2).
+
+    A blocking stream does not say so, but a stream that does must not spin a CPU, nor forever.
+
+    Raises:
+        InvalidState: the stream accepted nothing for ``timeout`` seconds.
+    """
     view = memoryview(data)
+    deadline = time.monotonic() + timeout
     while view:
         sent = stream.send(bytes(view))
-        if sent < 0:  # -2: would block; a blocking stream does not say so, but be safe
+        if sent < 0:
+            if time.monotonic() >= deadline:
+                raise InvalidState(
+                    f"the console accepted no input for {timeout:g} s ({len(view)} bytes unsent)",
+                    operation="console",
+                )
+            time.sleep(SEND_RETRY_SECONDS)
             continue
         view = view[sent:]
+        deadline = time.monotonic() + timeout  # progress: the wait is for the next chunk
 
 
 def _pump(stream: Any, console: QueuedConsole, closing: threading.Event) -> None:

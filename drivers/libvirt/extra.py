@@ -18,6 +18,13 @@ document:
                      machine="pc-q35-7.2"/>`` (for ``<os><type>``), ``<vcpu placement="static"/>``
 ==================== ===================================================================================
 
+Inside a modelled device, ``Disk.extra`` and ``Nic.extra`` hold, under ``libvirt/device``, one element of
+the device's own tag with only what the model's rendering of it lacks (:func:`residual`): attributes it
+does not write (``<disk snapshot='no'>``), those of its children (``<driver cache='none' discard='unmap'>``),
+and children it has none of (``<address>``, ``<boot order>``, ``<serial>``, ``<link state>``, ``<mtu>``).
+:func:`merge` puts them back into the rendering, so they survive define, update and rollback with the
+device, and leave with it when it is detached.
+
 Each entry is one element in a canonical form (this module's :func:`fragment`): on one line, without the
 indentation whitespace, attributes sorted, so that equal XML compares equal and a change diffs as one line
 in git. A namespace prefix may be renamed (``ns0``): XML namespaces are identified by their URI.
@@ -39,6 +46,9 @@ DEVICES = "libvirt/devices"
 METADATA = "libvirt/metadata"
 ATTRIBUTES = "libvirt/attributes"
 PLACES = (DOMAIN, OS, DEVICES, METADATA, ATTRIBUTES)
+DEVICE = "libvirt/device"  # the key in Disk.extra and Nic.extra
+# Children of a device element that are ours whatever the model says: the user alias carries the device id.
+_OWN_DEVICE_CHILDREN = frozenset({"alias"})
 
 # Children of <domain> that the model describes (or that hold what it describes).
 MODELLED_DOMAIN_CHILDREN = frozenset(
@@ -157,3 +167,78 @@ def attributes_entry(tag: str, element: ET.Element | None) -> list[str]:
 def fragments(elements: Iterable[ET.Element]) -> tuple[str, ...]:
     """Canonical fragments of ``elements``, in order."""
     return tuple(fragment(element) for element in elements)
+
+
+def residual(actual: ET.Element, rendered: ET.Element) -> str | None:
+    """What device element ``actual`` has that ``rendered`` (the model's rendering of it) lacks, as one
+    canonical fragment, or None if nothing.
+
+    The fragment is an element of the device's tag holding the attributes ``rendered`` does not set; for
+    each child ``rendered`` has, a child of that tag holding only the attributes, text and children it
+    lacks (the n-th child of a tag answers to the n-th of that tag in ``rendered``), first, in the order of
+    ``rendered``; then each other child whole, sorted by tag (so libvirt's reordering changes nothing).
+    """
+    rest = ET.Element(actual.tag, {k: v for k, v in actual.attrib.items() if k not in rendered.attrib})
+    ours = _children_by_tag(rendered)
+    theirs = _children_by_tag(actual)
+    for tag, mine in ours.items():
+        given = theirs.get(tag, [])
+        parts = [_part(child, counterpart) for child, counterpart in zip(given, mine, strict=False)]
+        if len(given) > len(mine):  # more of this tag follow whole: keep the parts aligned with ours
+            rest.extend(parts)
+        else:
+            rest.extend(part for part in parts if part.attrib or len(part) or part.text)
+    answered = {id(child) for tag, mine in ours.items() for child in theirs.get(tag, [])[: len(mine)]}
+    # The others by tag (in document order within one): libvirt writes them in an order of its own.
+    others = [c for c in actual if c.tag not in _OWN_DEVICE_CHILDREN and id(c) not in answered]
+    rest.extend(sorted(others, key=lambda child: child.tag))
+    return fragment(rest) if rest.attrib or len(rest) else None
+
+
+def merge(element: ET.Element, text: str) -> None:
+    """Put a :func:`residual` fragment back into ``element``, the model's rendering of the device.
+
+    Raises:
+        InvalidArgument: ``text`` is not one element of ``element``'s tag.
+    """
+    try:
+        rest = ET.fromstring(text)
+    except ET.ParseError as error:
+        raise InvalidArgument(
+            f"extra {DEVICE!r} of a <{element.tag}>: not one XML element ({error})", operation="define"
+        ) from None
+    if rest.tag != element.tag:
+        raise InvalidArgument(f"extra {DEVICE!r} of a <{element.tag}> is a <{rest.tag}>", operation="define")
+    for name, value in rest.attrib.items():
+        element.attrib.setdefault(name, value)
+    ours = _children_by_tag(element)
+    used: dict[str, int] = {}
+    for child in rest:
+        index = used.get(child.tag, 0)
+        used[child.tag] = index + 1
+        mine = ours.get(child.tag, [])
+        if index < len(mine):
+            counterpart = mine[index]
+            for name, value in child.attrib.items():
+                counterpart.attrib.setdefault(name, value)
+            if child.text and child.text.strip() and not (counterpart.text or "").strip():
+                counterpart.text = child.text
+            counterpart.extend(copy.deepcopy(list(child)))
+        else:
+            element.append(copy.deepcopy(child))
+
+
+def _children_by_tag(element: ET.Element) -> dict[str, list[ET.Element]]:
+    children: dict[str, list[ET.Element]] = {}
+    for child in element:
+        if child.tag not in _OWN_DEVICE_CHILDREN:
+            children.setdefault(child.tag, []).append(child)
+    return children
+
+
+def _part(child: ET.Element, counterpart: ET.Element) -> ET.Element:
+    part = ET.Element(child.tag, {k: v for k, v in child.attrib.items() if k not in counterpart.attrib})
+    if child.text and child.text.strip() and not (counterpart.text or "").strip():
+        part.text = child.text
+    part.extend(child)
+    return part

@@ -10,6 +10,7 @@ from typing import Any
 from drivers.errors import DomainExists, InvalidArgument
 from drivers.libvirt import binding
 
+_NO_SUPPORT = 3  # VIR_ERR_NO_SUPPORT: the connection's driver lacks the call
 _NO_STORAGE_POOL = 49  # VIR_ERR_NO_STORAGE_POOL
 
 
@@ -28,13 +29,9 @@ def create_volume(conn: Any, path: str, size_mib: int, fmt: str) -> None:
     directory, name = os.path.split(path)
     if not os.path.isdir(directory):
         raise InvalidArgument(f"{directory} is not a directory", operation="create_volume")
-    lv = binding.module()
     transient = None
-    try:
-        pool = conn.storagePoolLookupByTargetPath(directory)
-    except lv.libvirtError as error:
-        if error.get_error_code() != _NO_STORAGE_POOL:
-            raise
+    pool = _pool_on(conn, directory)
+    if pool is None:
         pool = transient = conn.storagePoolCreateXML(_pool_xml(directory), 0)
     try:
         pool.refresh(0)
@@ -42,6 +39,28 @@ def create_volume(conn: Any, path: str, size_mib: int, fmt: str) -> None:
     finally:
         if transient is not None:
             transient.destroy()  # a transient pool disappears; its directory and volumes stay
+
+
+def _pool_on(conn: Any, directory: str) -> Any:
+    """The storage pool whose target is ``directory``, or None.
+
+    ``virStoragePoolLookupByTargetPath`` where the connection's driver has it; otherwise (libvirt's test
+    driver, libvirt before 4.1) the pools' own XML says where each one is.
+    """
+    lv = binding.module()
+    try:
+        return conn.storagePoolLookupByTargetPath(directory)
+    except lv.libvirtError as error:
+        if error.get_error_code() == _NO_STORAGE_POOL:
+            return None
+        if error.get_error_code() != _NO_SUPPORT:
+            raise
+    wanted = os.path.normpath(directory)
+    for pool in conn.listAllStoragePools(0):
+        target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+        if target is not None and os.path.normpath(target) == wanted:
+            return pool
+    return None
 
 
 def _pool_xml(directory: str) -> str:

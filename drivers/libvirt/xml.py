@@ -91,7 +91,9 @@ def spec_to_xml(spec: DomainSpec, domain_type: str = "qemu") -> str:
     """
     kept = _kept(spec)
     attributes = extra.attributes_entries(spec)
-    verbatim = any(extra_family(key) == extra.FAMILY for key in spec.extra)
+    verbatim = any(extra_family(key) == extra.FAMILY for key in spec.extra) or any(
+        extra.DEVICE in device.extra for device in spec.devices
+    )
     root = ET.Element("domain", {"type": domain_type})
     _sub(root, "name", spec.name)
     _sub(root, "uuid", str(spec.uuid))
@@ -101,7 +103,10 @@ def spec_to_xml(spec: DomainSpec, domain_type: str = "qemu") -> str:
     vcpu = _sub(root, "vcpu", str(spec.effective_max_vcpus), **attributes.get("vcpu", {}))
     if spec.effective_max_vcpus != spec.vcpus:
         vcpu.set("current", str(spec.vcpus))
-    _os(root, spec.boot, domain_type, attributes, kept[extra.OS])
+    modelled = [device_element(device) for device in spec.devices]
+    # libvirt refuses <os><boot dev> beside a device's <boot order> (kept in its extra, or a kept device's).
+    per_device_boot = any(e.find("boot") is not None for e in (*modelled, *kept[extra.DEVICES]))
+    _os(root, spec.boot, domain_type, attributes, kept[extra.OS], per_device_boot)
     if not verbatim and root.findtext("os/type") == "hvm":
         # Without ACPI the guest gets no power button (shutdown() would be ignored) and no PCI hotplug.
         features = _sub(root, "features")
@@ -115,8 +120,7 @@ def spec_to_xml(spec: DomainSpec, domain_type: str = "qemu") -> str:
     _sub(root, "on_reboot", spec.on_reboot)
     _sub(root, "on_crash", spec.on_crash)
     devices = _sub(root, "devices")
-    for device in spec.devices:
-        devices.append(device_element(device))
+    devices.extend(modelled)
     devices.extend(guest.device_elements(spec, verbatim))
     devices.extend(kept[extra.DEVICES])
     ET.indent(root)
@@ -147,6 +151,8 @@ def device_element(device: Disk | Nic) -> ET.Element:
             _sub(element, "source", bridge=device.bridge or "")
         _sub(element, "model", type=device.model)
     _sub(element, "alias", name=f"{USER_ALIAS_PREFIX}{device.id}")
+    for text in device.extra.get(extra.DEVICE, ()):
+        extra.merge(element, text)
     return element
 
 
@@ -201,6 +207,7 @@ def _os(
     domain_type: str,
     attributes: dict[str, dict[str, str]],
     kept: list[ET.Element],
+    per_device_boot: bool = False,
 ) -> None:
     os_element = _sub(root, "os", **attributes.get("os", {}))
     # Xen PV guests boot a kernel directly; everything else here is a full virtual machine.
@@ -212,7 +219,8 @@ def _os(
             _sub(os_element, "initrd", boot.initrd)
         if boot.cmdline is not None:
             _sub(os_element, "cmdline", boot.cmdline)
-    else:
+    elif not per_device_boot or boot.device not in (None, "hd"):
+        # Left out beside per-device boot orders only when "hd", which is what a domain without it reads as.
         _sub(os_element, "boot", dev=boot.device or "hd")
     os_element.extend(kept)  # after our <boot>: the first one is the model's
 
@@ -242,7 +250,7 @@ def xml_to_spec(text: str) -> DomainSpec:
     vcpu = root.find("vcpu")
     max_vcpus = int(vcpu.text or "1") if vcpu is not None else 1
     vcpus = int(vcpu.get("current", max_vcpus)) if vcpu is not None else 1
-    disks, nics, unmodelled_devices = _read_devices(root, device_ids)
+    disks, nics, unmodelled_devices = _read_devices(root, device_ids, capture)
     fields = guest.read(root, root.find(f"metadata/{_q('toolstack')}"))
     if capture:
         devices = [device for device in unmodelled_devices if not guest.rendered(device, fields)]
@@ -361,14 +369,20 @@ def _device_id(
 
 
 def _read_devices(
-    root: ET.Element, ids: dict[tuple[str, str], str]
+    root: ET.Element, ids: dict[tuple[str, str], str], capture: bool
 ) -> tuple[list[Disk], list[Nic], list[ET.Element]]:
-    """The disks and NICs of ``root``, and the device elements that are neither, in document order."""
+    """The disks and NICs of ``root``, and the device elements that are neither, in document order.
+
+    With ``capture``, each disk and NIC keeps what the model does not describe of it in its ``extra``.
+    """
     disks: list[Disk] = []
     nics: list[Nic] = []
     unmodelled: list[ET.Element] = []
     for element in root.findall("devices/*"):
         device = _modelled_device(element, ids)
+        rest = extra.residual(element, device_element(device)) if capture and device is not None else None
+        if device is not None and rest is not None:
+            device = device.model_copy(update={"extra": {**device.extra, extra.DEVICE: (rest,)}})
         if isinstance(device, Disk):
             disks.append(device)
         elif isinstance(device, Nic):

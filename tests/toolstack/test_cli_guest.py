@@ -15,9 +15,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
+import drivers
 from tests.toolstack.conftest import ROOT
 from tests.toolstack.test_cli import git, run
 from toolstack import layout
+from toolstack.cli.context import in_process_notice
 from toolstack.cli.group import main
 
 
@@ -147,6 +149,31 @@ def test_console_of_a_stopped_vm_is_an_error_and_test_default_says_it_is_in_proc
     assert "in-process test hypervisor" in listed.stderr
 
 
+def test_a_test_driver_loaded_from_a_file_is_in_process_too_and_the_cli_says_so(tmp_path):
+    """``test:///FILE.xml`` loads its domains from the file in every command and never writes it back."""
+    node = tmp_path / "node.xml"
+    node.write_text("<node/>")
+    run(tmp_path, "init")
+    listed = run(tmp_path, "vm", "list", env={"TOOLSTACK_DRIVER": f"test://{node}"})
+    assert f"note: test://{node} is libvirt's in-process test hypervisor" in listed.stderr
+    assert f"starts from {node} (and never writes it) in every toolstack command" in listed.stderr
+
+
+@pytest.mark.parametrize(
+    ("uri", "in_process"),
+    [
+        ("test:///default", True),
+        ("test:///srv/hypervisor.xml", True),
+        ("test+unix:///default", False),  # a daemon's test driver keeps its domains between connections
+        ("test://remote.example.org/default", False),
+        ("qemu:///system", False),
+        ("sim:///var/lib/toolstack/sim", False),
+    ],
+)
+def test_only_libvirts_in_process_test_driver_gets_the_notice(uri: str, in_process: bool):
+    assert (in_process_notice(uri) is not None) == in_process
+
+
 # -- define and dumpxml on libvirt's test driver, in one process (its state lives as long as a connection) --
 
 FOREIGN = """<domain type='test'>
@@ -157,6 +184,11 @@ FOREIGN = """<domain type='test'>
   <devices>
     <disk type='file' device='cdrom'>
       <source file='/iso/rescue.iso'/><target dev='hdc' bus='ide'/><readonly/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none' discard='unmap'/><source file='/srv/imported.qcow2'/>
+      <target dev='vda' bus='virtio'/><serial>imported-0042</serial>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/>
     </disk>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
@@ -169,15 +201,8 @@ FOREIGN = """<domain type='test'>
 
 @pytest.fixture
 def libvirt_cli(tmp_path):
-    """Run CLI commands in this process on test:///default, kept alive between them by one connection.
-
-    libvirt's test:///default is one hypervisor per process while any connection to it is open (another
-    test's may be), so the domains a test made are removed afterwards: the next test starts from the same
-    hypervisor as this one did."""
-    import libvirt
-
-    keeper = libvirt.open("test:///default")
-    before = {domain.name() for domain in keeper.listAllDomains()}
+    """Run CLI commands in this process on test:///default, kept alive between them by one connection."""
+    keeper = drivers.open("test:///default")
     runner = CliRunner()
     repo = str(tmp_path / "state.git")
 
@@ -189,13 +214,23 @@ def libvirt_cli(tmp_path):
         return result.stdout
 
     cli("init")
+    before = {info.uuid for info in keeper.list()}
     yield cli
-    for domain in keeper.listAllDomains():
-        if domain.name() not in before:
-            if domain.isActive():
-                domain.destroy()
-            domain.undefine()
+    # Another open connection in this process (a test's driver) keeps test:///default alive after keeper
+    # closes: leave it as found, or the next test meets "a VM named 'imported' already exists".
+    for info in keeper.list():
+        if info.uuid not in before:
+            keeper.destroy(info.uuid)
+            keeper.undefine(info.uuid)
     keeper.close()
+
+
+def device_contents(xml_text: str) -> list[str]:
+    """Every device of a domain in canonical XML (indentation ignored), sorted."""
+    import xml.etree.ElementTree as ET
+
+    devices = ET.fromstring(xml_text).find("devices")
+    return sorted(ET.canonicalize(ET.tostring(d, encoding="unicode"), strip_text=True) for d in devices)
 
 
 def devices_of(xml_text: str) -> list[str]:
@@ -211,17 +246,22 @@ def test_define_imports_a_domain_keeping_every_device_through_an_update_and_a_ro
     out = libvirt_cli("vm", "define", str(source))
     assert out.startswith("defined imported (") and "kept verbatim" in out
     wanted = {"disk:file:cdrom", "serial:pty:", "console:pty:", "graphics:vnc:", "rng:virtio:"}
-    first = devices_of(libvirt_cli("vm", "dumpxml", "imported", "--inactive"))
+    defined = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
+    first = devices_of(defined)
     assert wanted <= set(first)
+    contents = device_contents(defined)
+    assert any("imported-0042" in c and 'cache="none"' in c and 'slot="0x07"' in c for c in contents)
     created = libvirt_cli("log", "imported").splitlines()[-1].split()[0]
     libvirt_cli("vm", "set", "imported", "--memory", "256M")
     updated = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
     assert "<currentMemory unit='KiB'>262144</currentMemory>" in updated
     assert devices_of(updated) == first
+    assert device_contents(updated) == contents
     libvirt_cli("rollback", created, "--vm", "imported", "--yes")
     rolled_back = libvirt_cli("vm", "dumpxml", "imported", "--inactive")
     assert "<currentMemory unit='KiB'>131072</currentMemory>" in rolled_back
     assert devices_of(rolled_back) == first
+    assert device_contents(rolled_back) == contents
 
 
 def test_show_lists_an_imported_domains_own_consoles_not_a_default_serial(libvirt_cli, tmp_path):
@@ -232,7 +272,7 @@ def test_show_lists_an_imported_domains_own_consoles_not_a_default_serial(libvir
     libvirt_cli("vm", "define", str(source))
     assert "consoles: serial, vnc on 127.0.0.1\n" in libvirt_cli("vm", "show", "imported")
     vnc_only = FOREIGN.replace("<name>imported</name>", "<name>vnc</name>")
-    vnc_only = re.sub(r"<serial.*</console>", "", vnc_only, flags=re.S)
+    vnc_only = re.sub(r"<serial type=.*</console>", "", vnc_only, flags=re.S)
     vnc_only = vnc_only.replace(
         "type='vnc' port='-1' autoport='yes' listen='127.0.0.1'",
         "type='vnc' port='5907' autoport='no' listen='0.0.0.0'",
@@ -240,3 +280,48 @@ def test_show_lists_an_imported_domains_own_consoles_not_a_default_serial(libvir
     source.write_text(vnc_only)
     libvirt_cli("vm", "define", str(source))
     assert "consoles: vnc 0.0.0.0:5907\n" in libvirt_cli("vm", "show", "vnc")
+
+
+def repository_state(repo: str) -> dict[str, str]:
+    """The repository's refs and their commits, but the records of failed tasks (kept for audit as
+    ``refs/heads/failed-tasks/<task>``: README, "Tasks")."""
+    refs = subprocess.run(
+        ["git", "-C", repo, "for-each-ref", "--format=%(refname) %(objectname)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    pairs = (line.split(" ") for line in refs if line)
+    return {ref: commit for ref, commit in pairs if not ref.startswith("refs/heads/failed-tasks/")}
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (FOREIGN.replace("</devices>", "</devics>"), "malformed XML"),
+        (FOREIGN.replace("<memory unit='MiB'>128</memory>", ""), "no <memory>"),
+        # parses, and the model reads it, but libvirt refuses it at define time
+        (FOREIGN.replace("<graphics type='vnc'", "<graphics type='teletype'"), "teletype"),
+    ],
+    ids=["malformed", "unreadable", "refused-by-libvirt"],
+)
+def test_a_failed_define_writes_nothing(tmp_path, broken: str, message: str):
+    """No commit on main nor any other ref in the repository (but the failed task's own record, where the
+    hypervisor refused), and no domain on the hypervisor."""
+    keeper = drivers.open("test:///default")
+    try:
+        repo = str(tmp_path / "state.git")
+        runner = CliRunner()
+        base = ["--repo", repo, "--driver", "test:///default"]
+        assert runner.invoke(main, [*base, "init"]).exit_code == 0
+        before = repository_state(repo)
+        domains = {info.name for info in keeper.list()}
+        source = tmp_path / "broken.xml"
+        source.write_text(broken)
+        result = runner.invoke(main, [*base, "vm", "define", str(source)])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert repository_state(repo) == before
+        assert {info.name for info in keeper.list()} == domains
+        assert "imported" not in runner.invoke(main, [*base, "vm", "list"]).output
+    finally:
+        keeper.close()

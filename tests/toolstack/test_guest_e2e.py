@@ -25,7 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from drivers.libvirt.accel import HARDWARE_FLAGS, KVM_DEVICE, read_host_facts
+from drivers.libvirt.extra import fragment
 from tests.drivers.conftest import E2E_DIR, E2E_URI, _require_e2e_guest
+from tests.figures import FIGURES
 from tests.toolstack.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -69,6 +72,18 @@ def toolstack(cwd: Path, *args: str, uri: str = E2E_URI) -> str:
     return result.stdout
 
 
+def reset(name: str) -> None:
+    """Reset the domain as a reset button would (libvirt's ``virDomainReset``): it reboots with the same
+    definition, its serial port and any console attached to it staying."""
+    import libvirt
+
+    connection = libvirt.open(E2E_URI.partition("?")[0])
+    try:
+        connection.lookupByName(name).reset()
+    finally:
+        connection.close()
+
+
 def read_until(fd: int, wanted: bytes, seconds: float) -> bytes:
     seen = b""
     deadline = time.monotonic() + seconds
@@ -82,7 +97,13 @@ def read_until(fd: int, wanted: bytes, seconds: float) -> bytes:
     return seen
 
 
-def test_the_cli_boots_a_kernel_shows_its_console_attaches_a_disk_and_shuts_it_down(tmp_path, prefix):
+def test_the_cli_boots_a_kernel_shows_its_console_attaches_a_disk_and_shuts_it_down(
+    tmp_path, prefix, record_property
+):
+    """libvirt's console replays nothing of what the guest printed before it attached, and a fast host
+    boots to userspace before ``vm start`` returns: so ``toolstack console`` attaches first, then the guest
+    is reset (its domain and serial port stay) and its whole boot comes through, from the kernel's first
+    line."""
     name = f"{prefix}-boot"
     toolstack(tmp_path, "init")
     toolstack(
@@ -99,11 +120,10 @@ def test_the_cli_boots_a_kernel_shows_its_console_attaches_a_disk_and_shuts_it_d
     )
     shown = toolstack(tmp_path, "vm", "show", name)
     accel = re.search(r"^accel: +(.*)$", shown, re.M).group(1)  # type: ignore[union-attr]
-    print(f"\naccelerator ({E2E_URI}): {accel}")
     assert re.search(r"^consoles: serial, vnc on 127\.0\.0\.1$", shown, re.M), shown
     toolstack(tmp_path, "vm", "start", name)
     running = re.search(r"^consoles: (.*)$", toolstack(tmp_path, "vm", "show", name), re.M).group(1)  # type: ignore[union-attr]
-    print(f"consoles while it runs: {running}")
+    record_property(FIGURES, f"accelerator ({E2E_URI}): {accel}\nconsoles while it runs: {running}")
     assert re.fullmatch(r"serial \(/dev/pts/\d+\), vnc 127\.0\.0\.1:59\d\d", running), running
 
     leader, follower = pty.openpty()
@@ -114,9 +134,14 @@ def test_the_cli_boots_a_kernel_shows_its_console_attaches_a_disk_and_shuts_it_d
     )  # fmt: skip
     os.close(follower)
     try:
+        attached = read_until(leader, b"escape character is ^]", 60)
+        assert b"Connected to " + name.encode() in attached, attached[-2000:]
+        reset(name)
         seen = read_until(leader, USERSPACE, BOOT_SECONDS)
         assert USERSPACE in seen, seen[-2000:]
-        assert KERNEL_LINE.search(seen), "the kernel's own messages reach the console too"
+        booted = seen[: seen.index(USERSPACE)]
+        assert b"Linux version" in booted, "the whole boot came through, from the kernel's first line"
+        assert KERNEL_LINE.search(booted), "the kernel's own messages reach the console too"
         os.write(leader, b"\x1d")  # Ctrl-] detaches
         assert console.wait(timeout=30) == 0
     finally:
@@ -131,6 +156,46 @@ def test_the_cli_boots_a_kernel_shows_its_console_attaches_a_disk_and_shuts_it_d
     assert "shutoff" in toolstack(tmp_path, "vm", "shutdown", name, "--timeout", "90")
     live = ET.fromstring(toolstack(tmp_path, "vm", "dumpxml", name, "--inactive"))
     assert live.find("devices/serial").get("type") == "pty"
+
+
+IMAGES = Path("/var/lib/libvirt/images")
+
+
+@pytest.fixture
+def image(prefix: str) -> Iterator[Path]:
+    """A path for a new image in libvirt's images directory, deleted afterwards."""
+    path = IMAGES / f"{prefix}-root.qcow2"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_vm_create_makes_a_missing_qcow2_disk_through_libvirts_storage_api(tmp_path, prefix, image):
+    """``--disk PATH,size=64M,format=qcow2`` creates the image through libvirt's storage API (a transient
+    pool on the directory unless a pool owns it), as qemu-img sees it, and the domain names it."""
+    name = f"{prefix}-vol"
+    assert not image.exists()
+    toolstack(tmp_path, "init")
+    toolstack(
+        tmp_path,
+        *("vm", "create", name, "--memory", "128M", "--kernel", str(E2E_DIR / "vmlinuz")),
+        *("--disk", f"{image},size=64M,format=qcow2"),
+    )
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", "-U", str(image)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 64 << 20), info
+    disk = ET.fromstring(toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")).find(
+        f"devices/disk/source[@file='{image}']/.."
+    )
+    assert disk is not None and disk.find("driver").get("type") == "qcow2"
+    toolstack(tmp_path, "vm", "delete", name)
+    assert image.exists(), "deleting the VM leaves its image (the fixture removes it)"
 
 
 def memory_kib(xml_text: str) -> int:
@@ -189,6 +254,10 @@ DOMAIN_XML = """<domain type='qemu'>
     <disk type='file' device='cdrom'>
       <driver name='qemu' type='raw'/><source file='{iso}'/><target dev='hdc' bus='ide'/><readonly/>
     </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none' discard='unmap'/><source file='{image}'/>
+      <target dev='vda' bus='virtio'/><serial>e2e-0042</serial>
+    </disk>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
     <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
@@ -203,27 +272,49 @@ def device_kinds(xml_text: str) -> set[str]:
     return {f"{d.tag}:{d.get('type') or d.get('model')}:{d.get('device', '')}" for d in devices}
 
 
-def test_define_keeps_serial_graphics_rng_and_cdrom_through_an_update_and_a_rollback(tmp_path, prefix):
+def device_contents(xml_text: str) -> list[str]:
+    """Every device of a domain XML in canonical form (one line, attributes sorted), sorted."""
+    return sorted(fragment(device) for device in ET.fromstring(xml_text).find("devices"))
+
+
+def test_define_keeps_serial_graphics_rng_and_cdrom_through_an_update_and_a_rollback(
+    tmp_path, prefix, record_property
+):
+    """Each device comes back as it was, not only its kind: the CD-ROM's ISO, the RNG's backend, a disk's
+    cache mode and serial (the model describes the disk, not those), and what libvirt added at define
+    (controllers, addresses), canonical XML compared element by element."""
     name = f"{prefix}-xml"
     iso = tmp_path / "rescue.iso"
     iso.write_bytes(b"\0" * 2048)
     source = tmp_path / "domain.xml"
-    source.write_text(DOMAIN_XML.format(name=name, iso=iso))
+    image = tmp_path / "root.img"
+    image.write_bytes(b"\0" * (1 << 20))
+    source.write_text(DOMAIN_XML.format(name=name, iso=iso, image=image))
     toolstack(tmp_path, "init")
     toolstack(tmp_path, "vm", "define", str(source))
     wanted = {"disk:file:cdrom", "serial:pty:", "console:pty:", "graphics:vnc:", "rng:virtio:"}
-    first = device_kinds(toolstack(tmp_path, "vm", "dumpxml", name, "--inactive"))
+    defined = toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")
+    first = device_kinds(defined)
     assert wanted <= first, first
+    contents = device_contents(defined)
+    root = ET.fromstring(defined)
+    assert root.find(f"devices/disk[@device='cdrom']/source[@file='{iso}']") is not None
+    assert root.findtext("devices/rng/backend[@model='random']") == "/dev/urandom"
+    disk = root.find(f"devices/disk/source[@file='{image}']/..")  # a modelled disk, with what it lacks
+    assert (disk.find("driver").get("cache"), disk.findtext("serial")) == ("none", "e2e-0042")
+    assert disk.find("address") is not None, "libvirt gave it a PCI address, which stays"
     created = toolstack(tmp_path, "log", name).splitlines()[-1].split()[0]
     toolstack(tmp_path, "vm", "set", name, "--memory", "96M")
     updated = toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")
     assert "<currentMemory unit='KiB'>98304</currentMemory>" in updated
     assert device_kinds(updated) == first
+    assert device_contents(updated) == contents
     toolstack(tmp_path, "rollback", created, "--vm", name, "--yes")
     rolled_back = toolstack(tmp_path, "vm", "dumpxml", name, "--inactive")
     assert "<currentMemory unit='KiB'>131072</currentMemory>" in rolled_back
     assert device_kinds(rolled_back) == first
-    print("\n" + "\n".join(sorted(first)))
+    assert device_contents(rolled_back) == contents
+    record_property(FIGURES, "devices kept through define, update, rollback:\n" + "\n".join(sorted(first)))
 
 
 def emulated_instructions(uuid: uuidlib.UUID) -> int | None:
@@ -240,7 +331,18 @@ def emulated_instructions(uuid: uuidlib.UUID) -> int | None:
         connection.close()
 
 
-def test_boot_time_to_the_first_console_line_under_kvm_and_under_tcg(prefix):
+def expected_auto_choice() -> tuple[str, str]:
+    """What ``auto`` must choose on this machine, and a pattern its reason matches, from the host's own
+    facts: KVM needs a ``/dev/kvm`` that opens and a CPU with VMX or SVM (drivers/libvirt/accel.py)."""
+    if not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
+        return "tcg", f"libvirt offers no kvm domains|{KVM_DEVICE} does not open"
+    facts = read_host_facts()
+    if facts.cpu_flags is not None and not facts.cpu_flags & HARDWARE_FLAGS:
+        return "tcg", "is PVM" if "kvm_pvm" in facts.kvm_modules else "no vmx/svm flag"
+    return "kvm", f"^libvirt offers kvm domains and {KVM_DEVICE} opens$"
+
+
+def test_boot_time_to_the_first_console_line_under_kvm_and_under_tcg(prefix, record_property):
     """One guest, booted with each accelerator forced, timed from start to its first kernel line on the
     serial console. TCG must boot; KVM is reported as it is. Where the probe says this host's KVM cannot run
     an ordinary kernel (PVM: no VMX/SVM), the report gives the last line the guest printed and how many
@@ -251,7 +353,9 @@ def test_boot_time_to_the_first_console_line_under_kvm_and_under_tcg(prefix):
     results: dict[str, str] = {}
     with LibvirtDriver(E2E_URI.partition("?")[0]) as hv:
         auto = hv.host_info()
-        print(f"\nauto chooses {auto['accel']}: {auto['accel_reason']}")
+        choice, reason = expected_auto_choice()
+        assert auto["accel_setting"] == "auto" and auto["accel"] == choice, auto
+        assert re.search(reason, auto["accel_reason"]), auto
         for accel in ("kvm", "tcg"):
             budget = BOOT_SECONDS if accel == "tcg" or auto["accel"] == "kvm" else KVM_DOUBTED_SECONDS
             spec = DomainSpec(
@@ -285,7 +389,7 @@ def test_boot_time_to_the_first_console_line_under_kvm_and_under_tcg(prefix):
                 rate = "" if emulated is None else f"; KVM emulated {emulated / elapsed:,.0f} instructions/s"
                 results[accel] = f"no kernel line within {budget} s (last line: {lines[-1]!r}{rate})"
             hv.destroy(spec.uuid)
-    print("\naccelerator  first console line")
-    for accel, result in results.items():
-        print(f"{accel:<12} {result}")
+    table = [f"auto chooses {auto['accel']}; why: {auto['accel_reason']}", "accelerator  first console line"]
+    table += [f"{accel:<12} {result}" for accel, result in results.items()]
+    record_property(FIGURES, "\n".join(table))
     assert results["tcg"].endswith(" s") and "within" not in results["tcg"], results

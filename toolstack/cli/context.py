@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -46,13 +47,27 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
 LOGGING_OPTIONS = ("verbose", "quiet", "log_format")
 
 
-# libvirt's test driver lives inside the process that opens it: each CLI command gets a fresh one.
+# libvirt's test driver lives inside the process that opens it: each CLI command gets a fresh one, empty
+# (test:///default) or loaded from the file the URI names (test:///abs/file.xml), which it never writes.
 IN_PROCESS_NOTICE = (
-    "note: test:///default is libvirt's in-process test hypervisor: it starts empty in every toolstack "
-    "command and forgets its domains when the command exits (a domain created by one command is not there "
-    "for the next: 'no such domain'). For the CLI use sim:///DIR or qemu:///system; test:///default is for "
-    "tests that open the driver in one process."
+    "note: {uri} is libvirt's in-process test hypervisor: it starts {start} in every toolstack command and "
+    "forgets its domains when the command exits (a domain created by one command is not there for the "
+    "next: 'no such domain'). For the CLI use sim:///DIR or qemu:///system; {uri} is for tests that open "
+    "the driver in one process."
 )
+
+
+def in_process_notice(uri: str) -> str | None:
+    """What the CLI says on stderr about ``uri`` if it is libvirt's in-process test driver, else None.
+
+    ``test:///default`` and ``test:///FILE.xml`` are in-process; ``test+unix:///...`` (a daemon's test
+    driver, which keeps its domains between connections) and ``test://host/...`` are not.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme != "test" or parts.netloc:
+        return None
+    start = "empty" if parts.path == "/default" else f"from {parts.path} (and never writes it)"
+    return IN_PROCESS_NOTICE.format(uri=uri, start=start)
 
 
 class Context:
@@ -108,8 +123,9 @@ class Context:
         from toolstack.ops import Toolstack  # imported on use: `--help` stays fast
 
         if self._toolstack is None:
-            if self.driver_uri.startswith("test:///default"):
-                click.echo(IN_PROCESS_NOTICE, err=True)
+            notice = in_process_notice(self.driver_uri)
+            if notice is not None:
+                click.echo(notice, err=True)
             author = self.author or operator_identity()
             # Every line logged from here on says who acts, as serve's say the request's user: the author's
             # name, without the email (`Ops <ops@example.org>` logs as user=Ops).

@@ -113,6 +113,34 @@ def test_the_pending_diff_ignores_ballooning_within_the_running_ceiling():
     assert changes == {"memory": (512, 2048, "MiB"), "max_memory": (1024, 2048, "MiB")}
 
 
+def test_what_the_hypervisor_adds_to_a_running_domains_verbatim_parts_is_not_pending():
+    """libvirt decorates a running domain's unmodelled XML (aliases, pty paths, <seclabel>) and a disk's
+    (<source index>, <backingStore/>): on a real libvirtd, every running imported domain looked pending."""
+    from drivers.models import Disk
+
+    disk = Disk(id="disk0", source="/var/lib/libvirt/images/a.qcow2", target="vda")
+    persistent = DomainSpec(
+        uuid="6f1c2b1e-0000-4000-8000-000000000002",
+        name="imported",
+        memory=512,
+        disks=[
+            disk.model_copy(update={"extra": {"libvirt/device": ("<disk><address type='pci'/></disk>",)}})
+        ],
+        extra={"libvirt/devices": ("<serial type='pty'><target port='0'/></serial>",)},
+    )
+    live = persistent.model_copy(
+        update={
+            "extra": {"libvirt/devices": ("<serial type='pty'><source path='/dev/pts/3'/></serial>",)},
+            "disks": [
+                disk.model_copy(update={"extra": {"libvirt/device": ("<disk><backingStore/></disk>",)}})
+            ],
+        }
+    )
+    assert pending_changes(live, persistent) == []
+    grown = persistent.evolve(memory=2048)
+    assert [c.field for c in pending_changes(live, grown)] == ["memory", "max_memory"]
+
+
 def test_pending_changes_and_reboot_apply_hold_on_the_simulator_and_libvirts_test_driver(ts):
     from tests.toolstack.conftest import unique
     from toolstack.status import lookup

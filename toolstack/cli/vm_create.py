@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,7 +11,9 @@ from toolstack.cli.context import Context, pass_ctx
 from toolstack.cli.errors import handled
 from toolstack.cli.output import emit, vm_record
 from toolstack.cli.vm import Memory, vm
-from toolstack.volumes import VolumeRequest, default_format, with_new_volumes
+
+if TYPE_CHECKING:  # the module is loaded for `toolstack vm --help`, which must not import the layers
+    from toolstack.volumes import VolumeRequest
 
 
 class DiskOption(click.ParamType):
@@ -20,9 +22,11 @@ class DiskOption(click.ParamType):
     name = "PATH[,size=SIZE][,format=FMT]"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> VolumeRequest:
+        from drivers.models import parse_memory
+        from toolstack.volumes import VolumeRequest, default_format
+
         if isinstance(value, VolumeRequest):
             return value
-        from drivers.models import parse_memory
 
         path, *settings = str(value).split(",")
         options: dict[str, str] = {}
@@ -133,6 +137,8 @@ def vm_create(
     models: list[Any] = list(disks)
     if cdrom:
         models.append(cdrom_disk(cdrom))
+    from toolstack.volumes import with_new_volumes
+
     created, created_images = with_new_volumes(
         ts.driver,
         disks,

@@ -16,6 +16,7 @@ import drivers
 from store import Store
 from tests.toolstack.api.conftest import ROOT, start_server
 from toolstack import layout
+from toolstack.claims import Claims
 
 
 def add_user(repo: Path, name: str, *options: str) -> str:
@@ -150,7 +151,7 @@ def test_metrics_count_busy_refusals_and_merge_conflicts(tmp_path):
             uuid, contested = slow_shutdown(client, tmp_path, "contested", 1.0)
             with Store.open(str(server.repo)) as store:  # a GitOps edit lands on main while it runs
                 deadline = time.monotonic() + 10
-                while store.branch(f"{layout.LOCK_PREFIX}/{uuid}").head is None:
+                while uuid not in Claims(store).busy():
                     assert time.monotonic() < deadline, "the shutdown never held the VM"
                     time.sleep(0.01)
                 with store.branch(layout.MAIN).transaction(

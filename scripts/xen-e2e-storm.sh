@@ -4,7 +4,7 @@
 # busybox PV guests created in parallel, booted to their shell, and destroyed in parallel. Times go to status
 # as INFO lines with the number of EAGAIN replies (transactions the daemon told libxl to retry): oxenstored's
 # from its access log (it logs every error reply), C xenstored's from its trace file (-T), ours from its log. One daemon per boot: dom0's kernel holds its xenstore ring, so a daemon cannot be
-# swapped under it; `make xen-storm` boots once per daemon.
+# swapped under it; each daemon gets a boot of its own (`GT_XEN_CHECKS=storm GT_XEN_STORM_DAEMON=...`).
 set -uo pipefail
 OUT=/run/xen-e2e
 # shellcheck source=/dev/null

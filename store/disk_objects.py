@@ -5,9 +5,8 @@ temporary file, fsynced, and renamed into place, before any ref points at it. Pa
 (size-tiered compaction, as LSM trees do): when sixteen packs share a tier of object counts, they become one
 pack of the next tier. An object is then copied about once per tier (log16 of the repository's size) instead
 of once per doubling, and the pack count stays small (under 16 per tier) for git and for lookups. Small
-roll-ups concatenate packs; those into tier ``DELTA_TIER`` and above compress, storing versions of a tree
-as deltas of one another (:mod:`store.rollup`), and :meth:`DiskObjects.compact` does so for all packs at
-once (repositories written before roll-ups made deltas).
+roll-ups concatenate packs; git writes those into tier ``DELTA_TIER`` and above, and compresses the packs
+concatenated while it was busy: versions of a tree become deltas of one another (:mod:`store.rollup`).
 
 Reads go to :class:`store.packs.PackSet` first (whole objects and offset delta chains), then to dulwich
 (loose objects, ref deltas, alternates).
@@ -36,52 +35,26 @@ from store.packfile import concatenate_packs, encode_pack, read_whole_object_chu
 from store.packs import PackSet
 from store.rollup import (
     DELTA_TIER,
+    ROLL_UP_FANOUT,
+    DeltaCensus,
     RollUpFailed,
     git_available,
     git_pack_objects,
     install_pack_files,
-    pack_has_deltas,
+    pack_tier,
     remove_scratch,
     scratch_directory,
+    tier_to_roll_up,
 )
 
 # Temporary names must not end in .pack/.idx: readers would take a half-written pair for a pack.
 _TMP_PATTERN = re.compile(r"^tmp_(?:pack|idx)_(\d+)_[0-9a-f]+$")
-ROLL_UP_FANOUT = 16  # packs of one tier rolled into one of the next (tiers: object counts, powers of 16)
 MAINTENANCE_EVERY = 8
 MAX_ROLL_UP_ROUNDS = 16
 ORPHAN_GRACE_SECONDS = 600.0
 KEPT_PACK_BYTES = 1 << 20  # packs up to this size are read from the bytes written, not mapped again
 
 log = logging.getLogger(__name__)
-
-
-def pack_tier(count: int) -> int:
-    """The tier of a pack of ``count`` objects: 0 below 16 objects, 1 below 256, 2 below 4,096..."""
-    tier = 0
-    while count >= ROLL_UP_FANOUT:
-        count //= ROLL_UP_FANOUT
-        tier += 1
-    return tier
-
-
-def tier_to_roll_up(packs: list[tuple[str, int]]) -> list[str]:
-    """The packs to roll up next: those of the lowest tier holding ``ROLL_UP_FANOUT`` packs, with every
-    smaller one; none if no tier is full.
-
-    Their union holds at least ``ROLL_UP_FANOUT`` times a pack of their tier, so it lands in a higher tier:
-    each object climbs a tier per copy, and no tier keeps more than ``ROLL_UP_FANOUT - 1`` packs.
-
-    Args:
-        packs: (basename, object count) of the packs that may be rolled up.
-    """
-    by_tier: dict[int, list[str]] = {}
-    for name, count in packs:
-        by_tier.setdefault(pack_tier(count), []).append(name)
-    full = [tier for tier, names in by_tier.items() if len(names) >= ROLL_UP_FANOUT]
-    if not full:
-        return []
-    return [name for tier in sorted(by_tier) if tier <= min(full) for name in by_tier[tier]]
 
 
 def _write_file(path: str, data: bytes | list[bytes | memoryview], durable: bool) -> None:
@@ -136,6 +109,7 @@ class DiskObjects(ObjectStore):
         self._maintainer: threading.Thread | None = None
         self._maintaining = False
         self._deltifying: set[str] = set()  # the packs a deltifier thread is rolling up
+        self._census = DeltaCensus(self.pack_dir)
         self._deltifier: threading.Thread | None = None
         self._closed = False
         self._remove_orphans()
@@ -232,7 +206,11 @@ class DiskObjects(ObjectStore):
     def _maintain(self) -> None:
         while not self._closed:
             if not self._maintenance_due.wait(timeout=5.0):
-                return  # idle: the next request starts a new thread
+                with self._objects_mutex:  # idle: the next request starts a new thread, also right now
+                    if not self._maintenance_due.is_set():
+                        self._maintainer = None
+                        return
+                continue
             self._maintaining = True
             self._maintenance_due.clear()
             try:
@@ -293,15 +271,19 @@ class DiskObjects(ObjectStore):
     def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
         """Wait until no roll-up is pending or running (for tests and orderly shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._maintenance_due.is_set() or self._maintaining or self._deltifying:
+        while True:
+            with self._objects_mutex:
+                if not (self._maintenance_due.is_set() or self._maintaining or self._deltifying):
+                    return True
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
-        return True
 
     def maintenance(self) -> None:
-        """Roll up the packs of every tier that has filled (see :func:`tier_to_roll_up`)."""
-        if not tier_to_roll_up(self._list_packs()):
+        """Roll up the packs of every tier that has filled (see :func:`tier_to_roll_up`); have git compress
+        the whole-object packs left meanwhile (see :meth:`DeltaCensus.backlog`)."""
+        packs = self._list_packs()
+        if not tier_to_roll_up(packs) and (self._deltifying or not self._census.backlog(self.deltas, packs)):
             return
         lease = self._leases.get("repack")
         fd = lease.try_hold()
@@ -312,15 +294,22 @@ class DiskObjects(ObjectStore):
             for _ in range(MAX_ROLL_UP_ROUNDS):
                 packs = self._list_packs()  # without the packs a deltifier is rolling up
                 victims = tier_to_roll_up(packs)
-                if not victims:
-                    break
                 objects = sum(count for name, count in packs if name in victims)
-                deltify = self.deltas and pack_tier(objects) >= DELTA_TIER
-                if deltify and self._start_deltifier(victims):
-                    continue
-                # A deltifier is busy (its git takes seconds): concatenate meanwhile, so that writers
-                # faster than git never pile up packs; the next roll-up of these deltifies them.
-                if not self._roll_up(victims, objects, deltas=False):
+                if self.deltas and (
+                    not victims
+                    or pack_tier(objects) >= DELTA_TIER
+                    or any(self._census.has_deltas(name) for name in victims)  # never inflated back
+                ):
+                    # git's work: a roll-up into the delta tiers, else whole-object packs left meanwhile.
+                    job = victims or self._census.backlog(self.deltas, packs)
+                    if job and self._start_deltifier(job):
+                        continue
+                    # The deltifier is busy (its git takes seconds): concatenate meanwhile (writers faster
+                    # than git never pile up packs), whole-object packs only, in tiers of their own.
+                    whole = [(name, count) for name, count in packs if not self._census.has_deltas(name)]
+                    victims = tier_to_roll_up(whole)
+                    objects = sum(count for name, count in whole if name in victims)
+                if not victims or not self._roll_up(victims, objects, deltas=False):
                     break
         finally:
             os.close(fd)
@@ -331,22 +320,36 @@ class DiskObjects(ObjectStore):
             if self._deltifying or self._closed:
                 return False
             self._deltifying = set(victims)
-        thread = threading.Thread(
-            target=self._deltify, args=(victims,), name="store-pack-deltas", daemon=True
-        )
-        self._deltifier = thread
-        thread.start()
+        self._deltifier = threading.Thread(target=self._deltify, args=(victims,), name="store-pack-deltas")
+        self._deltifier.daemon = True
+        self._deltifier.start()
         return True
 
     def _deltify(self, victims: list[str]) -> None:
+        """Roll ``victims`` up with git: first those of whole objects that git never searched, on their own
+        (unless they are single batches), then the result with the others, whose deltas git reuses (little
+        more than a copy). Each step replaces packs as any roll-up does (crash-safe)."""
+        done = False
         try:
-            self._roll_up(victims)
+            counts = dict(self._list_packs(every=True))
+            whole = [name for name in victims if name in counts and self._census.unsearched(name)]
+            rest = [name for name in victims if name not in whole]
+            if whole and (not rest or any(counts[name] >= ROLL_UP_FANOUT for name in whole)):
+                written = self._git_roll_up(whole, recompress=True)
+                if written is None:
+                    return
+                rest.append(written)
+            done = len(rest) < 2 or self._git_roll_up(rest, recompress=False) is not None
         except Exception:
             log.exception("roll-up with deltas failed in %s; will retry on a later commit", self.pack_dir)
         finally:
+            # Both at once (wait_for_maintenance sees one); after a failure, the next commits' retry it.
             with self._objects_mutex:
                 self._deltifying = set()
-        self._request_maintenance()  # what filled up meanwhile
+                if done:
+                    self._maintenance_due.set()
+            if done:
+                self._request_maintenance()
 
     def compact(self, threads: int | None = None) -> bool:
         """Roll every pack up into one, compressed and deltified by git's delta search over all objects.
@@ -364,19 +367,12 @@ class DiskObjects(ObjectStore):
         if not self.deltas:
             return False
         with self._leases.get("repack").hold(timeout=3600.0):
-            self._wait_for_deltifier(3600.0)
+            while self._deltifying:  # no new one starts: it needs the lease
+                time.sleep(0.01)
             victims = [name for name, _ in self._list_packs()]
             if not victims:
                 return False
-            return self._git_roll_up(victims, recompress=True, threads=threads)
-
-    def _wait_for_deltifier(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self._deltifying:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
+            return self._git_roll_up(victims, recompress=True, threads=threads) is not None
 
     def _roll_up(self, victims: list[str], objects: int | None = None, deltas: bool | None = None) -> bool:
         """Replace the packs ``victims`` (basenames, holding about ``objects`` objects: counted if None) by
@@ -387,11 +383,8 @@ class DiskObjects(ObjectStore):
         if objects is None:
             objects = sum(count for name, count in self._list_packs(every=True) if name in victims)
         if (self.deltas if deltas is None else deltas) and pack_tier(objects) >= DELTA_TIER:
-            try:
-                recompress = not any(pack_has_deltas(os.path.join(self.pack_dir, name)) for name in victims)
-            except FileNotFoundError:
-                return False  # removed under us (by `git gc`?): try again later
-            return self._git_roll_up(victims, recompress)
+            recompress = not any(self._census.has_deltas(name) for name in victims)
+            return self._git_roll_up(victims, recompress) is not None
         whole = []
         for name in victims:
             try:
@@ -427,15 +420,20 @@ class DiskObjects(ObjectStore):
         self._replace_packs(victims, "pack-" + checksum.hex(), pack_bytes, index)
         return True
 
-    def _git_roll_up(self, victims: list[str], recompress: bool, threads: int | None = 1) -> bool:
-        """Replace ``victims`` by one pack written by git (see :mod:`store.rollup`); False if git failed."""
+    def _git_roll_up(self, victims: list[str], recompress: bool, threads: int | None = 1) -> str | None:
+        """Replace ``victims`` by one pack written by git (see :mod:`store.rollup`); its name, or None if git
+        failed."""
         scratch = scratch_directory(self.gitdir)
         try:
             try:
                 written = git_pack_objects(self.gitdir, victims, scratch, recompress, threads)
             except RollUpFailed as err:
                 log.warning("roll-up of %d packs in %s failed: %s", len(victims), self.pack_dir, err)
-                return False
+                return None
+            with self._objects_mutex:
+                self._census.searched(written)
+                if self._deltifying:
+                    self._deltifying.add(written)  # the deltifier's next step may roll it up: leave it be
             install_pack_files(scratch, written, self.pack_dir, written, self.durable)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -443,7 +441,7 @@ class DiskObjects(ObjectStore):
             self._directories.sync(self.pack_dir)
         self._packs.add(written)
         self._remove_packs(victims, written)
-        return True
+        return written
 
     def _replace_packs(
         self, victims: list[str], new_name: str, pack: bytes | list[bytes | memoryview], index: bytes
@@ -462,6 +460,7 @@ class DiskObjects(ObjectStore):
                 if name + suffix in present:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(self.pack_dir, name + suffix))
+            self._census.forget(name)
         self._packs.rescan()
         with self._objects_mutex:
             self._dulwich._update_pack_cache()

@@ -16,7 +16,16 @@ their paths (``git rev-list --objects``, as ``git repack -adf`` does): 24.9 MB.
 git reuses what a pack it is given already holds: a delta, or a whole object, which it then never tries as a
 delta against another whole object of the same pack (it assumes whoever wrote the pack did). That is true of
 its own packs, not of ours: packs of whole objects only are therefore recompressed (``--no-reuse-object``),
-and packs git wrote have their deltas reused (a roll-up then costs little more than a copy).
+and packs git wrote have their deltas reused (a roll-up then costs little more than a copy). A roll-up of
+both kinds runs git twice: the whole-object packs on their own first, then the result with the others.
+
+One git runs at a time. While it does, the tiers below go on being concatenated (writers faster than git
+never pile up packs), but only packs of whole objects, in tiers of their own: inflating git's deltas back
+would undo its work. Those concatenated packs are git's next work (:meth:`DeltaCensus.backlog`), before they
+are rolled up with packs whose objects git reuses; and so are the whole-object packs of the lowest tiers
+once they hold ``1 / WHOLE_SHARE`` of the pack bytes, as `git gc --auto` packs loose objects. Before these
+rules a repository of a few thousand commits took 8x to 12x `git repack -adf` of it, its biggest packs
+concatenated (or inflated back) while git was busy, and never searched for deltas again.
 
 Crash safety: git writes into a scratch directory of this process (its temporary files too); the pack is
 moved into ``objects/pack`` (fsynced, its index last, as every pack here) and only then are the packs it
@@ -37,7 +46,9 @@ import subprocess
 
 from store.locks import pid_alive
 
+ROLL_UP_FANOUT = 16  # packs of one tier rolled into one of the next (tiers: object counts, powers of 16)
 DELTA_TIER = 2  # roll-ups into a pack of 16**2 = 256 objects or more make deltas (about every 16 commits)
+WHOLE_SHARE = 8  # whole-object packs are compressed once they hold 1/8 of the pack bytes (below: 1.14x)
 DELTA_DEPTH = 50  # git's default: the hot-path reader (store.packs) resolves chains up to MAX_CHAIN
 DELTA_WINDOW = 10
 ROLL_UP_NICENESS = 10  # the roll-up competes with writers for the CPU: they go first
@@ -47,6 +58,34 @@ _SCRATCH_PATTERN = re.compile(r"^(\d+)_[0-9a-f]+$")
 
 class RollUpFailed(Exception):
     """git could not write the rolled-up pack (a victim removed under it, git missing, ...)."""
+
+
+def pack_tier(count: int) -> int:
+    """The tier of a pack of ``count`` objects: 0 below 16 objects, 1 below 256, 2 below 4,096..."""
+    tier = 0
+    while count >= ROLL_UP_FANOUT:
+        count //= ROLL_UP_FANOUT
+        tier += 1
+    return tier
+
+
+def tier_to_roll_up(packs: list[tuple[str, int]]) -> list[str]:
+    """The packs to roll up next: those of the lowest tier holding ``ROLL_UP_FANOUT`` packs, with every
+    smaller one; none if no tier is full.
+
+    Their union holds at least ``ROLL_UP_FANOUT`` times a pack of their tier, so it lands in a higher tier:
+    each object climbs a tier per copy, and no tier keeps more than ``ROLL_UP_FANOUT - 1`` packs.
+
+    Args:
+        packs: (basename, object count) of the packs that may be rolled up.
+    """
+    by_tier: dict[int, list[str]] = {}
+    for name, count in packs:
+        by_tier.setdefault(pack_tier(count), []).append(name)
+    full = [tier for tier, names in by_tier.items() if len(names) >= ROLL_UP_FANOUT]
+    if not full:
+        return []
+    return [name for tier in sorted(by_tier) if tier <= min(full) for name in by_tier[tier]]
 
 
 def git_available() -> bool:
@@ -78,6 +117,73 @@ def pack_has_deltas(base: str) -> bool:
                 if (pack[offset] >> 4) & 7 in (6, 7):
                     return True
     return False
+
+
+class DeltaCensus:
+    """Which packs of a directory store deltas, which ones git wrote (searched for deltas), and which ones
+    git should compress next.
+
+    Args:
+        pack_dir: The repository's ``objects/pack``.
+    """
+
+    def __init__(self, pack_dir: str) -> None:
+        self.pack_dir = pack_dir
+        self._deltas_in: dict[str, bool] = {}  # a pack's name is its checksum: its contents never change
+        self._by_git: set[str] = set()
+
+    def has_deltas(self, name: str) -> bool:
+        """Whether the pack ``name`` stores deltas (True if it is gone: nothing to concatenate)."""
+        found = self._deltas_in.get(name)
+        if found is None:
+            try:
+                found = pack_has_deltas(os.path.join(self.pack_dir, name))
+            except FileNotFoundError:
+                return True
+            self._deltas_in[name] = found
+        return found
+
+    def unsearched(self, name: str) -> bool:
+        """Whether the pack ``name`` holds whole objects that git never searched for deltas (ours)."""
+        return name not in self._by_git and not self.has_deltas(name)
+
+    def searched(self, name: str) -> None:
+        """Record that git wrote the pack ``name`` (it stores deltas wherever git found any)."""
+        self._by_git.add(name)
+
+    def forget(self, name: str) -> None:
+        """Drop what is known of a pack that was removed."""
+        self._deltas_in.pop(name, None)
+        self._by_git.discard(name)
+
+    def backlog(self, deltas: bool, packs: list[tuple[str, int]]) -> list[str]:
+        """The packs git should compress when it has no roll-up to do: whole-object packs of the delta
+        tiers (concatenated while it was busy, or written before roll-ups made deltas), else every
+        whole-object pack once they hold ``DELTA_TIER`` objects and more than ``1 / WHOLE_SHARE`` of the
+        pack bytes (as `git gc --auto` packs loose objects), which bounds their share of a small repository.
+
+        git does not look for deltas between whole objects of one pack whose objects it reuses, so these are
+        compressed on their own before any roll-up that reuses what its packs hold.
+
+        Args:
+            deltas: Whether roll-ups make deltas (git is there): if not, there is nothing to do.
+            packs: (basename, object count) of the packs to consider.
+        """
+        if not deltas:
+            return []
+        whole = [(name, count) for name, count in packs if self.unsearched(name)]
+        big = [name for name, count in whole if pack_tier(count) >= DELTA_TIER]
+        if big or pack_tier(sum(count for _, count in whole)) < DELTA_TIER:
+            return big
+        sizes = {name: self._size(name) for name, _ in packs}
+        whole_bytes = sum(sizes[name] for name, _ in whole)
+        return [name for name, _ in whole] if whole_bytes * WHOLE_SHARE > sum(sizes.values()) else []
+
+    def _size(self, name: str) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.pack_dir, name + ".pack"))
+        except FileNotFoundError:
+            return 0
 
 
 def scratch_directory(gitdir: str) -> str:

@@ -22,6 +22,7 @@ from toolstack.devices import disk_from_path, free_id, free_mac, free_target
 from toolstack.errors import GuestIgnoredShutdown, InvalidInput, OperationConflict, OperationFailed, VMExists
 from toolstack.models import VM, Desired, Migration, Task, field_errors, managed, uuid_for_name, vm_files
 from toolstack.tasks import Operation, OperationService, TaskObserver
+from toolstack.volumes import VolumeRequest
 
 
 class LifecycleOperations(OperationService):
@@ -32,7 +33,7 @@ class LifecycleOperations(OperationService):
         name: str,
         memory: int | str,
         vcpus: int = 1,
-        disks: Sequence[str | Disk] = (),
+        disks: Sequence[str | Disk | VolumeRequest] = (),
         nics: Sequence[str | Nic] = (),
         host: str | None = None,
         start: bool = False,
@@ -42,7 +43,7 @@ class LifecycleOperations(OperationService):
         **spec_fields: Any,
     ) -> Task:
         """Define a new VM, stopped, or with ``start`` also booted in the same task (as ``xl create``
-        does). Disks may be paths, NICs network names.
+        does). Disks may be paths (or VolumeRequests: a path with its format), NICs network names.
 
         A VM created with ``start`` is one operation: one task, one commit on main with its desired state
         running. If the boot fails, the domain is undefined again and nothing is recorded on main.
@@ -303,7 +304,7 @@ class LifecycleOperations(OperationService):
 
 
 def _devices(
-    uuid: str, disks: Sequence[str | Disk], nics: Sequence[str | Nic]
+    uuid: str, disks: Sequence[str | Disk | VolumeRequest], nics: Sequence[str | Nic]
 ) -> tuple[list[Disk], list[Nic]]:
     """The devices of a new VM: disks given as paths and NICs given as network names get the first id,
     target and MAC that the devices given whole leave free (disk0/vda, nic0 and the VM's default MACs when
@@ -312,12 +313,18 @@ def _devices(
     Raises:
         ValueError: a path or network name is refused (the message names it).
     """
-    used_ids = {device.id for device in (*disks, *nics) if not isinstance(device, str)}
+    used_ids = {device.id for device in (*disks, *nics) if isinstance(device, Disk | Nic)}
     used_targets = {disk.target for disk in disks if isinstance(disk, Disk)}
     used_macs = {nic.mac for nic in nics if isinstance(nic, Nic)}
     disk_models: list[Disk] = []
     for disk in disks:
-        if isinstance(disk, str):
+        if isinstance(disk, VolumeRequest):
+            disk = disk_from_path(
+                disk.path, 0, free_target(used_targets), free_id("disk", used_ids)
+            ).model_copy(update={"format": disk.format})
+            used_ids.add(disk.id)
+            used_targets.add(disk.target)
+        elif isinstance(disk, str):
             disk = disk_from_path(disk, 0, free_target(used_targets), free_id("disk", used_ids))
             used_ids.add(disk.id)
             used_targets.add(disk.target)

@@ -43,6 +43,7 @@ from toolstack.plan import Confirm, Plan, Progress
 from toolstack.pool import Pool, init_pool, missing_repository, read_pool
 from toolstack.reconcile import apply_plan, confirm_plan, converge_vm, make_plan
 from toolstack.tasks import TaskObserver, TaskRunner
+from toolstack.volumes import VolumeRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -254,7 +255,7 @@ class Toolstack:
         name: str,
         memory: int | str,
         vcpus: int = 1,
-        disks: Sequence[str | Disk] = (),
+        disks: Sequence[str | Disk | VolumeRequest] = (),
         nics: Sequence[str | Nic] = (),
         host: str | None = None,
         start: bool = False,

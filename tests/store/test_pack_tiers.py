@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.disk_objects import ROLL_UP_FANOUT, pack_tier, tier_to_roll_up
+from store.rollup import ROLL_UP_FANOUT, pack_tier, tier_to_roll_up
 
 # Pack tiers are the disk backend's.
 pytestmark = pytest.mark.native

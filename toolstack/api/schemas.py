@@ -2,167 +2,49 @@
 
 Responses reuse the toolstack's own models (``DomainSpec``, ``Observed``, ``Task``, ``Desired``); requests
 validate each field with the rules of ``drivers.models.DomainSpec`` itself, so that a bad value is refused
-with a 422 naming the field, before any operation starts, and with the same message the CLI gives.
+with a 422 naming the field, before any operation starts, and with the same message the CLI gives (the
+fields and their rules are in :mod:`toolstack.api.schemas_fields`).
 """
 
 from __future__ import annotations
 
-import uuid as uuidlib
-from collections.abc import Callable
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StrictBool,
-    Tag,
-    ValidationError,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from drivers.fields import CPU_MODEL_RE
-from drivers.models import (  # the patterns are the drivers' own, so that the schema cannot drift from them
-    BRIDGE_RE,
-    DEVICE_ID_RE,
-    DISK_SOURCE_RE,
-    MAC_INPUT_RE,
-    MAX_MEMORY_MIB,
-    MAX_VCPUS,
-    NETWORK_RE,
-    TARGET_RE,
-    Boot,
-    Disk,
-    DomainSpec,
-    LifecycleAction,
-    Nic,
-)
+from drivers.models import Boot, ConsoleDevice, Disk, DomainSpec, LifecycleAction, Nic
 from toolstack.api.revisions import Revision
+from toolstack.api.schemas_fields import (
+    ACCEL_DOC,
+    AUTOSTART_DOC,
+    CPU_DOC,
+    GRAPHICS_DOC,
+    NIC_PROBE,
+    Accel,
+    BridgeName,
+    CpuModel,
+    DeviceId,
+    DiskIn,
+    DiskRef,
+    DiskSource,
+    DiskTarget,
+    DomainName,
+    Graphics,
+    MacAddress,
+    Memory,
+    Metadata,
+    NetworkName,
+    NicRef,
+    PowerAction,
+    Request,
+    Vcpus,
+    VolumeIn,
+    validate_model_field,
+    validate_spec_field,
+)
 from toolstack.api.schemas_pending import PendingOut
 from toolstack.models import Desired, Observed, Task
-
-_PROBE_UUID = uuidlib.UUID(int=0)
-
-
-def validate_model_field(model: type[BaseModel], field: str, value: Any, **others: Any) -> Any:
-    """Validate one field with the rules of ``model`` itself (other fields filled with valid ``others``).
-
-    Returns the parsed value.
-
-    Raises:
-        ValueError: the value is refused; the message is the model's.
-    """
-    try:
-        parsed = model.model_validate({**others, field: value})
-    except ValidationError as err:
-        messages = [
-            str(e["msg"]).removeprefix("Value error, ")
-            for e in err.errors()
-            if e["loc"][:1] in ((field,), ())
-        ]
-        raise ValueError("; ".join(messages) or f"invalid {field}") from None
-    return getattr(parsed, field)
-
-
-def validate_spec_field(field: str, value: Any) -> Any:
-    """Validate one ``DomainSpec`` field with DomainSpec's own validators."""
-    return validate_model_field(DomainSpec, field, value, uuid=_PROBE_UUID, name="probe", memory=1)
-
-
-# The OpenAPI schema declares what the validators enforce, from the drivers' own patterns, so that a client
-# generating requests from the spec (schemathesis does) never sends one that the validators refuse.
-def _spec_rule(field: str) -> BeforeValidator:
-    """Validate with DomainSpec's own rule first: its message names the problem better than a pattern's."""
-    return BeforeValidator(lambda value: validate_spec_field(field, value))
-
-
-def _device_rule(model: type[BaseModel], field: str, **probe: Any) -> BeforeValidator:
-    return BeforeValidator(lambda value: validate_model_field(model, field, value, **probe))
-
-
-_DISK_PROBE = {"id": "probe", "source": "/probe", "target": "vda"}
-_NIC_PROBE: dict[str, Any] = {"id": "probe", "mac": "52:54:00:00:00:01", "network": "probe"}
-# A name: DomainSpec's pattern, and not all digits (xl would read it as a domain id), without a lookahead.
-_NAME_SCHEMA = {"pattern": r"^(?:[0-9]*[A-Za-z]|[0-9]+[._-])[A-Za-z0-9._-]*$", "maxLength": 64}
-# Memory as text, within MAX_MEMORY_MIB: up to 7 digits of MiB, 4 of GiB, or 1-16 TiB.
-_MEMORY_TEXT = (
-    r"^[ \t]*(?:[1-9][0-9]{0,6}[ \t]*(?:[mM](?:[iI]?[bB])?)?|[1-9][0-9]{0,3}[ \t]*[gG](?:[iI]?[bB])?"
-    r"|(?:[1-9]|1[0-6])[ \t]*[tT](?:[iI]?[bB])?)[ \t]*$"
-)
-# Constraints first, validators after: pydantic then puts the constraints in the schema (and checks them
-# after the validators, which run first).
-DomainName = Annotated[str, Field(json_schema_extra=_NAME_SCHEMA), _spec_rule("name")]
-Memory = Annotated[
-    Annotated[int, Field(gt=0, le=MAX_MEMORY_MIB)] | Annotated[str, Field(pattern=_MEMORY_TEXT)],
-    _spec_rule("memory"),
-]
-Vcpus = Annotated[int, Field(ge=1, le=MAX_VCPUS), _spec_rule("vcpus")]
-DiskSource = Annotated[
-    str, Field(pattern=DISK_SOURCE_RE.pattern), _device_rule(Disk, "source", **_DISK_PROBE)
-]
-DiskTarget = Annotated[str, Field(pattern=TARGET_RE.pattern), _device_rule(Disk, "target", **_DISK_PROBE)]
-CpuModel = Annotated[str, Field(pattern=CPU_MODEL_RE.pattern), _spec_rule("cpu")]
-Accel = Literal["kvm", "tcg"]
-Graphics = Literal["vnc"]
-_CPU = "The guest CPU: `host` (passed through) or a model such as `qemu64`"
-_ACCEL = "`kvm` or `tcg` (QEMU's emulation) forced for this VM"
-_GRAPHICS = "`vnc`: a VNC console listening on 127.0.0.1 (every VM has a serial console)"
-_AUTOSTART = "Start it when its host boots (a toolstack setting, applied by a boot-time reconcile)."
-# on_poweroff and on_reboot: coredump actions are for crashes only.
-PowerAction = Annotated[Literal["destroy", "restart", "preserve", "rename-restart"], _spec_rule("on_reboot")]
-DeviceId = Annotated[str, Field(pattern=DEVICE_ID_RE.pattern)]
-NetworkName = Annotated[str, Field(pattern=NETWORK_RE.pattern)]
-NicNetwork = Annotated[NetworkName, _device_rule(Nic, "network", **_NIC_PROBE)]
-BridgeName = Annotated[str, Field(pattern=BRIDGE_RE.pattern)]
-# Unicast only: the first octet's lowest bit is clear (an even second hex digit).
-MacAddress = Annotated[str, Field(pattern=MAC_INPUT_RE.pattern)]
-# Metadata: DomainSpec refuses empty keys and control characters but tab and newline, in keys and values.
-# Stated whole: pydantic would put a key pattern in patternProperties, which leaves other keys unconstrained.
-_METADATA_TEXT = r"^[^\x00-\x08\x0b-\x1f]*$"
-Metadata = Annotated[
-    dict[str, str],
-    WithJsonSchema(
-        {
-            "type": "object",
-            "propertyNames": {"minLength": 1, "pattern": _METADATA_TEXT},
-            "additionalProperties": {"type": "string", "pattern": _METADATA_TEXT},
-        }
-    ),
-]
-
-
-class DiskIn(Disk):
-    """A disk given whole in a request: the drivers' ``Disk``, with ``readonly`` a strict JSON boolean like
-    every other flag the API receives (``0`` or ``"yes"`` is refused, not read as a boolean)."""
-
-    readonly: StrictBool = False
-
-
-def _form(kind: str) -> Callable[[Any], str]:
-    return lambda value: "text" if isinstance(value, str) else kind
-
-
-# A disk or NIC given by a path or network name, or as a whole object: errors then name the object's field
-# (body.nics.0.nic.mac) rather than every member of the union. A path is turned into a disk, a network name
-# into a NIC, with the drivers' rules: the schema states them for both forms.
-DiskRef = Annotated[
-    Annotated[DiskSource, Tag("text")] | Annotated[DiskIn, Tag("disk")], Discriminator(_form("disk"))
-]
-NicRef = Annotated[
-    Annotated[NicNetwork, Tag("text")] | Annotated[Nic, Tag("nic")], Discriminator(_form("nic"))
-]
-
-
-class Request(BaseModel):
-    """A request body: unknown fields are refused (a typo must not be silently ignored). Flags are
-    ``StrictBool``: JSON's true and false only, so that ``0`` or ``"no"`` is refused rather than read as a
-    boolean the client may not have meant."""
-
-    model_config = ConfigDict(extra="forbid")
+from toolstack.volumes import VolumeRequest
 
 
 # -- VMs ---------------------------------------------------------------------------------------------------
@@ -203,7 +85,20 @@ class VMOut(BaseModel):
     pending: list[PendingOut] = Field(default_factory=list, description="What waits for its next boot.")
     broken: bool = Field(False, description="Its entry does not validate: see error.")
     error: BrokenEntry | None = None
-    autostart: bool = Field(False, description=_AUTOSTART)
+    autostart: bool = Field(False, description=AUTOSTART_DOC)
+    accel: Accel | None = Field(
+        None,
+        description="The accelerator it gets: its spec's, where it forces one, else the one this host's "
+        "driver chooses for it; null where none is chosen (the simulator, libvirt's test driver, Xen) or, "
+        "unforced, for a VM placed on another host.",
+    )
+    accel_reason: str = Field("", description="Why: 'forced for this VM', or the driver's reason.")
+    consoles: list[ConsoleDevice] | None = Field(
+        None,
+        description="Its consoles, serial first: as this host's hypervisor has them (a running VM's VNC port "
+        "included), or as its spec asks for them. Null in the list of VMs (which does not ask the hypervisor "
+        "about each VM) and for a broken entry.",
+    )
 
 
 class VMCreate(Request):
@@ -220,8 +115,10 @@ class VMCreate(Request):
     disks: list[DiskRef] = Field(
         default_factory=list,
         max_length=64,
-        description="Image paths or disks. Device ids (of disks and NICs) and disk targets must be unique; "
-        "a path gets the first id (diskN) and target (vda, vdb...) the disks given whole leave free.",
+        description="Image paths, disks, or images to create when missing ({path, size, format}, as vm "
+        "create --disk PATH,size=20G,format=qcow2: made through the hypervisor's storage before the VM is "
+        "defined, removed again if it is not). Device ids (of disks and NICs) and disk targets must be "
+        "unique; a path gets the first id (diskN) and target (vda, vdb...) the disks given whole leave free.",
     )
     nics: list[NicRef] = Field(
         default_factory=list,
@@ -233,14 +130,14 @@ class VMCreate(Request):
     on_reboot: PowerAction | None = None
     on_crash: LifecycleAction | None = None
     metadata: Metadata = Field(default_factory=dict)
-    cpu: CpuModel | None = Field(None, description=f"{_CPU}; null: the hypervisor's default.")
-    accel: Accel | None = Field(None, description=f"{_ACCEL}; null: the driver chooses for the host.")
-    graphics: Graphics | None = Field(None, description=f"{_GRAPHICS}; null: none.")
+    cpu: CpuModel | None = Field(None, description=f"{CPU_DOC}; null: the hypervisor's default.")
+    accel: Accel | None = Field(None, description=f"{ACCEL_DOC}; null: the driver chooses for the host.")
+    graphics: Graphics | None = Field(None, description=f"{GRAPHICS_DOC}; null: none.")
     cdrom: DiskSource | None = Field(
         None,
         description="An ISO image in a read-only IDE CD-ROM drive (cdrom0, hdc); boots from it by default.",
     )
-    autostart: StrictBool = Field(False, description=_AUTOSTART)
+    autostart: StrictBool = Field(False, description=AUTOSTART_DOC)
     start: StrictBool = Field(
         False,
         description="Boot the VM too, in the same task (as xl create does); a VM that fails to boot is gone.",
@@ -253,9 +150,14 @@ class VMCreate(Request):
 
     @field_validator("disks")
     @classmethod
-    def _plain_disks(cls, value: list[str | Disk]) -> list[str | Disk]:
+    def _plain_disks(cls, value: list[str | Disk | VolumeIn]) -> list[str | Disk | VolumeIn]:
         # The toolstack gets the drivers' own Disk: a DiskIn would compare unequal to the disk read back.
         return [Disk(**disk.model_dump()) if isinstance(disk, DiskIn) else disk for disk in value]
+
+    def disk_args(self) -> tuple[list[str | Disk | VolumeRequest], list[VolumeRequest]]:
+        """The disks as the toolstack's ``create`` takes them, and the images to create if missing."""
+        disks = [disk.request() if isinstance(disk, VolumeIn) else disk for disk in self.disks]
+        return disks, [disk for disk in disks if isinstance(disk, VolumeRequest)]
 
     def spec_fields(self) -> dict[str, Any]:
         """The optional DomainSpec fields that were given."""
@@ -293,10 +195,10 @@ class VMUpdate(Request):
         None,
         description="The image in its CD-ROM drive (the drive is added if it has none); null removes it.",
     )
-    cpu: CpuModel | None = Field(None, description=f"{_CPU}; null: back to the hypervisor's default.")
-    accel: Accel | None = Field(None, description=f"{_ACCEL}; null: the driver chooses again.")
-    graphics: Graphics | None = Field(None, description=f"{_GRAPHICS}; null: none.")
-    autostart: StrictBool = Field(None, description=_AUTOSTART)  # type: ignore[assignment]
+    cpu: CpuModel | None = Field(None, description=f"{CPU_DOC}; null: back to the hypervisor's default.")
+    accel: Accel | None = Field(None, description=f"{ACCEL_DOC}; null: the driver chooses again.")
+    graphics: Graphics | None = Field(None, description=f"{GRAPHICS_DOC}; null: none.")
+    autostart: StrictBool = Field(None, description=AUTOSTART_DOC)  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _something(self) -> Self:
@@ -344,7 +246,7 @@ class NicAttach(Request):
     @field_validator("network", "bridge", "mac", "id")
     @classmethod
     def _nic_rules(cls, value: str, info: Any) -> str:
-        probe = dict(_NIC_PROBE, network=None) if info.field_name == "bridge" else _NIC_PROBE
+        probe = dict(NIC_PROBE, network=None) if info.field_name == "bridge" else NIC_PROBE
         return validate_model_field(Nic, info.field_name, value, **probe)
 
     @model_validator(mode="after")

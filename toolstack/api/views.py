@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+from drivers import ConsoleDevice
 from toolstack.api.schemas import (
     ActionOut,
     BrokenEntry,
@@ -14,17 +17,28 @@ from toolstack.api.schemas import (
     VMOut,
 )
 from toolstack.api.schemas_pending import PendingOut
+from toolstack.guest_info import accel_choice, consoles_of
 from toolstack.history import CommitView, LogEntry
 from toolstack.plan import Plan
 from toolstack.status import VMStatus, broken_detail
+
+if TYPE_CHECKING:
+    from toolstack.ops import Toolstack
 
 # Values in the state repository are small JSON documents; a huge one is cut rather than sent whole.
 MAX_VALUE_CHARS = 64 * 1024
 
 
-def vm_out(status: VMStatus, now: float | None = None) -> VMOut:
-    """A VM as the API shows it (see :mod:`toolstack.status`)."""
+def vm_out(
+    status: VMStatus,
+    host_info: Mapping[str, str],
+    now: float | None = None,
+    consoles: list[ConsoleDevice] | None = None,
+) -> VMOut:
+    """A VM as the API shows it (see :mod:`toolstack.status`), given this host's driver's ``host_info``
+    (which accelerator it chooses) and, but in the list, the VM's consoles."""
     vm = status.vm
+    accel, reason = accel_choice(vm.spec, host_info, status.local) if vm is not None else (None, "")
     return VMOut(
         uuid=status.uuid,
         name=status.name,
@@ -43,7 +57,18 @@ def vm_out(status: VMStatus, now: float | None = None) -> VMOut:
         broken=status.broken,
         error=BrokenEntry(**broken_detail(status.uuid, status.error)) if status.error is not None else None,
         autostart=vm.autostart if vm is not None else False,
+        accel=accel,
+        accel_reason=reason,
+        consoles=consoles,
     )
+
+
+def vm_detail(ts: Toolstack, status: VMStatus) -> VMOut:
+    """One VM as ``GET /vms/{vm}`` and operations answer it: with its consoles, as ``vm show`` gives them. It
+    asks the hypervisor, so it runs in a worker thread where the driver's reads may wait."""
+    vm = status.vm
+    consoles = None if vm is None else consoles_of(ts.driver, status.uuid, vm.spec, status.local)
+    return vm_out(status, ts.driver.host_info(), consoles=consoles)
 
 
 def history_entry(op: LogEntry) -> HistoryEntry:

@@ -8,6 +8,7 @@ this module.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -42,13 +43,18 @@ def vm() -> None:
     """Create, inspect and drive VMs."""
 
 
-def status_record(status: VMStatus) -> dict[str, Any]:
-    """A VM as ``vm list``/``vm show --json`` give it: its configuration (none for a broken entry) and its
-    state, live or as its host last reported it."""
+def status_record(status: VMStatus, host_info: Mapping[str, str]) -> dict[str, Any]:
+    """A VM as ``vm list``/``vm show --json`` give it: its configuration (none for a broken entry), the
+    accelerator it gets and why (given this host's driver's ``host_info``), and its state, live or as its
+    host last reported it."""
     record = (
         vm_record(status.vm) if status.vm is not None else {"memory": None, "vcpus": None, "desired": None}
     )
     record.setdefault("devices", [])
+    if status.vm is not None:
+        from toolstack.guest_info import accel_choice
+
+        record["accel"], record["accel_reason"] = accel_choice(status.vm.spec, host_info, status.local)
     return {**record, **status.to_dict()}
 
 
@@ -64,7 +70,8 @@ def vm_list(c: Context) -> None:
     now = time.time()
     statuses = listing(ts)
     if c.json:
-        emit([status_record(s) for s in statuses], True)
+        info = ts.driver.host_info()
+        emit([status_record(s, info) for s in statuses], True)
         return
     # The table needs three fields of each record: not the records (a dump of every device of every VM).
     rows = [(s.name or "?", s.uuid, *_configured(s.vm), s.describe(now) + _marker(s)) for s in statuses]
@@ -98,7 +105,7 @@ def vm_show(c: Context, name: str) -> None:
 
     ts = c.toolstack()
     status = lookup(ts, name)
-    record = status_record(status)
+    record = status_record(status, ts.driver.host_info())
     history = ts.log(status.uuid, limit=5)
     record["history"] = [op.to_dict() for op in history]
     found = status.vm
@@ -161,7 +168,11 @@ def report_outcome(c: Context, verb: str, result: VM, wait: float | None) -> Non
         text = f"{verb} {result.name}: queued for {status.host} (its agent applies it)"
     else:
         text = f"{verb} {result.name}: {status.describe()}"
-    emit({**status_record(status), "queued": not status.local and wait is None}, c.json, text)
+    emit(
+        {**status_record(status, ts.driver.host_info()), "queued": not status.local and wait is None},
+        c.json,
+        text,
+    )
 
 
 def _lifecycle_command(verb: str, help_text: str) -> None:
@@ -267,7 +278,11 @@ def vm_migrate(c: Context, name: str, to_host: str, force: bool, wait: float | N
             f"migrate {result.name}: queued: {source}'s agent stops it, then {to_host}'s starts it "
             f"(if {source} is down: --force)"
         )
-    emit({**status_record(status_of(ts, result.uuid)), "queued": True, "from": source}, c.json, text)
+    emit(
+        {**status_record(status_of(ts, result.uuid), ts.driver.host_info()), "queued": True, "from": source},
+        c.json,
+        text,
+    )
 
 
 def pending_lines(status: VMStatus) -> list[str]:
@@ -280,17 +295,10 @@ def pending_lines(status: VMStatus) -> list[str]:
 
 
 def consoles_of(ts: Any, found: VM, local: bool) -> list[ConsoleDevice]:
-    """A VM's consoles: as this host's hypervisor has them (a running domain's VNC port included), or, for a
-    VM placed elsewhere or not defined here, as its spec gives them."""
-    from drivers import DriverError
-    from drivers.base import spec_consoles
+    """A VM's consoles (see :func:`toolstack.guest_info.consoles_of`)."""
+    from toolstack.guest_info import consoles_of as read_consoles
 
-    if local:
-        try:
-            return ts.driver.consoles(found.uuid)
-        except DriverError:
-            pass  # not (yet) defined here: what its spec asks for
-    return spec_consoles(found.spec)
+    return read_consoles(ts.driver, found.uuid, found.spec, local)
 
 
 def guest_lines(ts: Any, found: VM, consoles: list[ConsoleDevice] | None = None) -> list[str]:
@@ -301,6 +309,8 @@ def guest_lines(ts: Any, found: VM, consoles: list[ConsoleDevice] | None = None)
         found: The VM.
         consoles: Its consoles as :func:`consoles_of` gives them (read here when None).
     """
+    from toolstack.guest_info import accel_choice
+
     if consoles is None:
         consoles = consoles_of(ts, found, found.host in (None, ts.host))
     spec = found.spec
@@ -310,14 +320,10 @@ def guest_lines(ts: Any, found: VM, consoles: list[ConsoleDevice] | None = None)
         booted += f", cmdline {boot.cmdline!r}" if boot.cmdline is not None else ""
     else:
         booted = f"from {boot.device}"
-    if spec.accel is not None:
-        accel = f"{spec.accel} (forced for this VM)"
-    else:
-        info = ts.driver.host_info()
-        accel = f"{info['accel']} ({info['accel_reason']})" if "accel" in info else "the driver's choice"
+    accel, reason = accel_choice(spec, ts.driver.host_info(), found.host in (None, ts.host))
     return [
         f"boot:     {booted}",
-        f"accel:    {accel}",
+        f"accel:    {accel or 'none'} ({reason})",
         f"cpu:      {spec.cpu or 'the hypervisor default'}",
         "consoles: " + (", ".join(c.describe() for c in consoles) or "none"),
         f"autostart: {'yes' if found.autostart else 'no'}",

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -13,15 +11,7 @@ from toolstack.cli.context import Context, pass_ctx
 from toolstack.cli.errors import handled
 from toolstack.cli.output import emit, vm_record
 from toolstack.cli.vm import Memory, vm
-
-
-@dataclass(frozen=True)
-class DiskRequest:
-    """One ``--disk PATH[,size=SIZE][,format=raw|qcow2]``: an image, created when missing if sized."""
-
-    path: str
-    size_mib: int | None
-    format: str
+from toolstack.volumes import VolumeRequest, default_format, with_new_volumes
 
 
 class DiskOption(click.ParamType):
@@ -29,8 +19,8 @@ class DiskOption(click.ParamType):
 
     name = "PATH[,size=SIZE][,format=FMT]"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> DiskRequest:
-        if isinstance(value, DiskRequest):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> VolumeRequest:
+        if isinstance(value, VolumeRequest):
             return value
         from drivers.models import parse_memory
 
@@ -43,7 +33,7 @@ class DiskOption(click.ParamType):
                     f"{value!r}: expected PATH[,size=SIZE][,format=raw|qcow2], not {setting!r}", param, ctx
                 )
             options[key] = item
-        fmt = options.get("format", "qcow2" if path.endswith(".qcow2") else "raw")
+        fmt = options.get("format", default_format(path))
         if fmt not in ("raw", "qcow2"):
             self.fail(f"{value!r}: format must be raw or qcow2", param, ctx)
         size = None
@@ -52,7 +42,7 @@ class DiskOption(click.ParamType):
                 size = parse_memory(options["size"])
             except ValueError as err:
                 self.fail(f"{value!r}: size {options['size']!r} is not a size (e.g. 20G): {err}", param, ctx)
-        return DiskRequest(os.path.abspath(path), size, fmt)
+        return VolumeRequest(os.path.abspath(path), size, fmt)  # type: ignore[arg-type]  # checked above
 
 
 @vm.command("create")
@@ -104,7 +94,7 @@ def vm_create(
     vcpus: int,
     max_memory: int | None,
     max_vcpus: int | None,
-    disks: tuple[DiskRequest, ...],
+    disks: tuple[VolumeRequest, ...],
     nics: tuple[str, ...],
     kernel: str | None,
     initrd: str | None,
@@ -119,7 +109,7 @@ def vm_create(
     placement: str | None,
 ) -> None:
     """Define a new VM. Every VM gets a serial console (``toolstack console NAME``)."""
-    from toolstack.devices import cdrom_disk, disk_from_path
+    from toolstack.devices import cdrom_disk
 
     ts = c.toolstack()
     fields: dict[str, Any] = {
@@ -140,19 +130,13 @@ def vm_create(
         fields["boot"] = {**absolute, "cmdline": cmdline, "device": boot}
     else:
         fields["boot"] = {"device": boot or ("cdrom" if cdrom else "hd")}
-    models: list[Any] = [
-        disk_from_path(disk.path, index).model_copy(update={"format": disk.format})
-        for index, disk in enumerate(disks)
-    ]
+    models: list[Any] = list(disks)
     if cdrom:
         models.append(cdrom_disk(cdrom))
-    created_images = []
-    try:
-        for disk in disks:
-            if disk.size_mib is not None and not os.path.exists(disk.path):
-                ts.driver.create_volume(disk.path, disk.size_mib, disk.format)
-                created_images.append(disk.path)
-        created = ts.create(
+    created, created_images = with_new_volumes(
+        ts.driver,
+        disks,
+        lambda: ts.create(
             name,
             memory=memory,
             vcpus=vcpus,
@@ -162,12 +146,8 @@ def vm_create(
             start=start,
             autostart=autostart,
             **fields,
-        )
-    except (Exception, KeyboardInterrupt):
-        for path in created_images:  # the VM was not created: neither are its new images
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        raise
+        ),
+    )
     emit(
         vm_record(created),
         c.json,

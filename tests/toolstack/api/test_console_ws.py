@@ -163,10 +163,27 @@ def test_the_xterm_files_are_the_npm_packages_source_md_names():
     vendor = Path(STATIC_DIR) / "vendor" / "xterm"
     note = (vendor / "SOURCE.md").read_text()
     assert "`@xterm/xterm` 6.0.0" in note and "`@xterm/addon-fit` 0.11.0" in note
-    for name in ("xterm.mjs", "xterm.css", "addon-fit.mjs"):
+    for name in ("xterm.mjs", "xterm.css", "addon-fit.mjs", "xterm.mjs.map", "addon-fit.mjs.map"):
         digest = hashlib.sha256((vendor / name).read_bytes()).hexdigest()
         assert f"`{name}` `{digest}`" in " ".join(note.split()), name
     assert "Permission is hereby granted" in (vendor / "LICENSE").read_text()  # MIT
+
+
+def test_the_xterm_build_comes_with_its_source():
+    """The minified modules are committed as npm ships them, with the source maps that carry their
+    TypeScript source, and SOURCE.md says how to check them against the npm tarballs."""
+    vendor = Path(STATIC_DIR) / "vendor" / "xterm"
+    for module, source in (
+        ("xterm.mjs", "../src/browser/public/Terminal.ts"),
+        ("addon-fit.mjs", "../src/FitAddon.ts"),
+    ):
+        assert (vendor / module).read_text().rstrip().endswith(f"//# sourceMappingURL={module}.map")
+        source_map = json.loads((vendor / f"{module}.map").read_text())
+        contents = dict(zip(source_map["sources"], source_map["sourcesContent"], strict=True))
+        assert "export class" in contents[source], source
+    note = (vendor / "SOURCE.md").read_text()
+    assert "npm pack @xterm/xterm@6.0.0 @xterm/addon-fit@0.11.0" in note
+    assert "cmp xterm/package/lib/xterm.mjs xterm.mjs" in note
 
 
 @pytest.fixture

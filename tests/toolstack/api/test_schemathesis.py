@@ -10,8 +10,10 @@ with this pytest).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -20,6 +22,7 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.hooks import HookContext
 
+from drivers.fields import DISK_SOURCE_RE
 from drivers.models import parse_memory
 from tests.toolstack.api.conftest import TOKEN
 from toolstack.api import ApiSettings, create_app
@@ -72,7 +75,43 @@ def _within_the_rules_a_schema_cannot_state(context: HookContext, case: schemath
     body = case.body
     if not isinstance(body, dict):
         return True
-    return _ceilings_hold(body) and _devices_unique(body)
+    return _ceilings_hold(body) and _devices_unique(body) and _volumes_fit(body)
+
+
+# Images that POST /vms creates (disks given as {path, size, format}) are made here, never at the generated
+# path: the fuzzer must not write files all over the host.
+VOLUMES = Path(_workdir.name) / "volumes"
+VOLUMES.mkdir()
+# The file system bounds a file's size (ext4: below 16 TiB), which the schema cannot know: a bigger image is
+# refused with a 422 naming it (tested in test_volumes.py).
+MAX_VOLUME_MIB = 8 << 20
+
+
+def _volumes(body: dict) -> list[dict]:
+    disks = body.get("disks")
+    return [d for d in disks if isinstance(d, dict) and "path" in d] if isinstance(disks, list) else []
+
+
+def _volumes_fit(body: dict) -> bool:
+    try:
+        return all(parse_memory(_whole(v["size"])) <= MAX_VOLUME_MIB for v in _volumes(body))  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        return True  # not a valid size: a schema-violating body, which the server must refuse anyway
+
+
+@schema.hook("map_case")
+def _volumes_in_the_workdir(context: HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    """Move each image a ``POST /vms`` body would create under VOLUMES (a valid path stays valid: absolute,
+    without the characters a disk path may not have; an invalid one is left as it is, to be refused)."""
+    operation = context.operation
+    if operation is None or (operation.method.upper(), operation.path) != ("POST", "/vms"):
+        return case
+    if isinstance(case.body, dict):
+        for volume in _volumes(case.body):
+            path = volume["path"]
+            if isinstance(path, str) and DISK_SOURCE_RE.fullmatch(path):
+                volume["path"] = str(VOLUMES / hashlib.sha256(path.encode()).hexdigest()[:16])
+    return case
 
 
 def _whole(value: object) -> object:
@@ -96,7 +135,9 @@ def _devices_unique(body: dict) -> bool:
         items = body.get(key)
         return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
-    disks, nics = given("disks"), given("nics")
+    # Images given by path ({path, size, format}) take free ids and targets, as paths do.
+    disks = [disk for disk in given("disks") if "path" not in disk]
+    nics = given("nics")
     ids = [device.get("id") for device in (*disks, *nics)]
     targets = [disk.get("target") for disk in disks]
     macs = [str(nic.get("mac")).strip(" \t").lower().replace("-", ":") for nic in nics]

@@ -12,7 +12,7 @@ from toolstack.api.errors import error_responses
 from toolstack.api.etags import IF_MATCH_PATTERN, VMVersionGuard, etag, vm_version
 from toolstack.api.jobs import Outcome, TaskWatch
 from toolstack.api.schemas import OperationResult, VMOut
-from toolstack.api.views import vm_out
+from toolstack.api.views import vm_detail
 from toolstack.models import VM
 from toolstack.ops import Toolstack
 from toolstack.status import status_of
@@ -63,7 +63,7 @@ def answer(ts: Toolstack, vm: VM | None) -> Answer:
     VM log index, so it runs in a worker thread."""
     if vm is None:
         return Answer(None, None)
-    return Answer(vm_out(status_of(ts, vm.uuid)), etag(vm_version(ts, vm.uuid)))
+    return Answer(vm_detail(ts, status_of(ts, vm.uuid)), etag(vm_version(ts, vm.uuid)))
 
 
 async def run_on_vm(

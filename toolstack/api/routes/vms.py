@@ -23,10 +23,11 @@ from toolstack.api.routes.common import (
     run_on_vm,
 )
 from toolstack.api.schemas import OperationResult, VMCreate, VMOut, VMUpdate
-from toolstack.api.views import vm_out
+from toolstack.api.views import vm_detail, vm_out
 from toolstack.devices import cdrom_disk
 from toolstack.status import listing, lookup
 from toolstack.tasks import TaskObserver
+from toolstack.volumes import with_new_volumes
 
 router = APIRouter(prefix="/vms", tags=["vms"])
 
@@ -39,7 +40,8 @@ def list_vms(ts: TS, response: Response) -> list[VMOut]:
     head = main_version(ts)
     response.headers["ETag"] = etag(head)
     now = time.time()
-    return [vm_out(status, now) for status in listing(ts)]
+    info = ts.driver.host_info()
+    return [vm_out(status, info, now) for status in listing(ts)]
 
 
 @router.post(
@@ -54,16 +56,21 @@ async def create_vm(api: State, response: Response, body: VMCreate, wait: Wait =
 
     def create(watch: TaskWatch) -> Answer:
         cdrom = [] if body.cdrom is None else [cdrom_disk(body.cdrom)]
-        vm = ts.create(
-            body.name,
-            memory=body.memory,
-            vcpus=body.vcpus,
-            disks=[*body.disks, *cdrom],
-            nics=body.nics,
-            start=body.start,
-            observer=watch,
-            autostart=body.autostart,
-            **body.spec_fields(),
+        disks, volumes = body.disk_args()
+        vm, _ = with_new_volumes(
+            ts.driver,
+            volumes,
+            lambda: ts.create(
+                body.name,
+                memory=body.memory,
+                vcpus=body.vcpus,
+                disks=[*disks, *cdrom],
+                nics=body.nics,
+                start=body.start,
+                observer=watch,
+                autostart=body.autostart,
+                **body.spec_fields(),
+            ),
         )
         return answer(ts, vm)
 
@@ -82,14 +89,15 @@ async def get_vm(api: State, vm: str, response: Response) -> VMOut:
 
     def read() -> tuple[VMOut, str]:
         status = lookup(ts, vm)
-        return vm_out(status), etag(vm_version(ts, status.uuid))
+        return vm_detail(ts, status), etag(vm_version(ts, status.uuid))
 
     head = ts.main.head
     if head is not None and head == api.indexed_head and ts.driver.reads_never_wait:
         # Main has not moved since a read caught the VM log index up: this read is a few cached tree
-        # lookups, the index's query and one driver query, shorter than the two thread hand-offs (and their
-        # waits for the interpreter lock) that a worker would cost; it answers twice as many requests. Only
-        # for a driver whose reads never wait: a hung libvirtd must stall one worker, not the event loop.
+        # lookups, the index's query and two driver queries (state, consoles), shorter than the two thread
+        # hand-offs (and their waits for the interpreter lock) that a worker would cost; it answers twice as
+        # many requests. Only for a driver whose reads never wait: a hung libvirtd must stall one worker, not
+        # the event loop.
         found, tag = read()
     else:
         # Main moved: the index has commits to take in first, which may take long; not on the event loop.

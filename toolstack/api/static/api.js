@@ -52,9 +52,12 @@ export function authHeaders() {
   return { Authorization: `Bearer ${session.token}` };
 }
 
-/** A request; resolves to `{data, response}`, or rejects with an ApiError carrying the error body. */
-export async function api(method, path, body) {
-  const headers = authHeaders();
+/**
+ * A request; resolves to `{data, response}`, or rejects with an ApiError carrying the error body. `extra`:
+ * more headers (If-Match).
+ */
+export async function api(method, path, body, extra = {}) {
+  const headers = { ...authHeaders(), ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,

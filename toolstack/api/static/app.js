@@ -11,6 +11,7 @@ import { initConsole } from "./console.js";
 import { initDetail, loadDetail, showVM } from "./detail.js";
 import { $, status } from "./dom.js";
 import { loadRecent, readEvents, showEvent } from "./events.js";
+import { createFields, initSettings, resetInputs } from "./settings.js";
 import { initList, setSelected, setVMs } from "./vmlist.js";
 
 const page = { head: null, stream: null, refreshing: null, again: false, refreshTimer: null };
@@ -135,12 +136,19 @@ async function createVM(event) {
     vcpus: Number($("#create-vcpus").value),
     start,
   };
+  try {
+    Object.assign(body, createFields("create"));
+  } catch (err) {
+    status(`create ${body.name}: ${err.message}`, true);
+    return;
+  }
   status(`creating ${body.name}…`);
   let created = null;
   try {
     const { data } = await api("POST", "/vms", body);
     status(`created ${body.name}${start ? " and started it" : ""}`);
     $("#create-name").value = "";
+    resetInputs($("#create-guest"));
     created = data.vm ? data.vm.uuid : null;
   } catch (err) {
     const fields = err.body && err.body.fields ? err.body.fields.map((f) => f.loc.slice(1).join(".")).join(", ") : "";
@@ -154,6 +162,7 @@ async function createVM(event) {
 onAuthFailure((code) => showLogin(code === 401 ? "A token is needed." : "That token is wrong."));
 initList({ select, refresh });
 initDetail({ refresh });
+initSettings({ onSaved: refresh });
 initConsole();
 $("#login-form").addEventListener("submit", (event) => {
   event.preventDefault();

@@ -6,6 +6,7 @@ import { api } from "./api.js";
 import { openConsole } from "./console.js";
 import { $, authors, el, status, when, who } from "./dom.js";
 import { changeItem, commitChanges, filesChanges, renderChanges } from "./fields.js";
+import { showGuest } from "./settings.js";
 import { nameOf, vmByUuid, whereText } from "./vmlist.js";
 
 const HISTORY_PAGE = 50;
@@ -37,7 +38,21 @@ export async function loadDetail() {
   }
   const vm = vmByUuid(uuid);
   renderSummary(vm, uuid);
-  await Promise.all([loadTimeline(uuid, vm), loadPending(uuid, vm)]);
+  await Promise.all([loadTimeline(uuid, vm), loadPending(uuid, vm), loadGuest(uuid, vm)]);
+}
+
+// The VM's own record (the list's leaves out its consoles), and its ETag for the settings form's If-Match.
+async function loadGuest(uuid, vm) {
+  if (!vm || vm.broken) {
+    showGuest(vm, null);
+    return;
+  }
+  try {
+    const { data, response } = await api("GET", `/vms/${uuid}`);
+    if (uuid === detail.uuid) showGuest(data, response.headers.get("etag"));
+  } catch (err) {
+    if (!err.isAuth && uuid === detail.uuid) showGuest(null, null);
+  }
 }
 
 function row(label, ...value) {

@@ -111,8 +111,13 @@ xenstore-ls -f >"$OUT/xenstore-ls-after.txt" 2>&1
 cp "/var/log/xen/console/guest-$GUEST.log" "$OUT/guest-console.log" 2>/dev/null
 losetup -d "$loop"
 
-kill "$daemon"; wait "$daemon"
-status "PASS our xenstored stopped (exit $?)"
+# SIGTERM is a clean stop (it commits what is queued, then exits 0): any other status is a failure.
+kill "$daemon"; wait "$daemon"; code=$?
+if [ "$code" -eq 0 ]; then
+    status "PASS our xenstored stopped cleanly on SIGTERM (exit 0)"
+else
+    status "FAIL our xenstored exited $code on SIGTERM: $(tail -n 3 "$OUT/xenstored.log" | tr '\n' ' ')"
+fi
 git -C "$REPO" log --format='%h %an %s%n%b' main >"$OUT/git-log.txt" 2>&1
 check "git log: the toolstack writes the guest's home" grep -q "$home" "$OUT/git-log.txt"
 check "git log: the guest itself writes over its ring (author dom$domid)" \

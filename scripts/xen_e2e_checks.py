@@ -101,6 +101,17 @@ class Checks:
             status.write(line + "\n")
         return ok
 
+    def info(self, text: str) -> None:
+        """Record a fact (not a check) in OUT/status as an ``INFO`` line."""
+        print(f"INFO {text}", flush=True)
+        with (self.out / "status").open("a") as status:
+            status.write(f"INFO {text}\n")
+
+    def home_gone(self, name: str, domid: int) -> bool:
+        """Check (one cheap read) that the domain's xenstore home /local/domain/<domid> is gone."""
+        home = f"/local/domain/{domid}"
+        return self.check(f"{name}: xenstore has no {home}", self.xs(home) is None, f"{home} still exists")
+
     # -- what Xen says -----------------------------------------------------------------------------------
     def xl_domain(self) -> dict[str, Any] | None:
         """The guest's entry in ``xl list -l``, or None."""
@@ -173,6 +184,12 @@ def scenario(c: Checks) -> None:
     c.record("list-l", "xl", "list", "-l")
     c.record("create-name-exists", "xl", "create", str(cfg))
     (c.fixtures / "xenstore-ls-guest.txt").write_text(c.run("xenstore-ls", f"/local/domain/{domid}").stdout)
+    # The PV primary console is served by xenconsoled from console/ring-ref, not a xenbus device that
+    # connects: keep its backend's nodes as evidence of the state Xen's own daemon leaves it in.
+    console = c.run("xenstore-ls", "-f", "/local/domain/0/backend/console").stdout
+    (c.out / "xenstore-ls-console-backend.txt").write_text(console)
+    state = c.xs(f"/local/domain/0/backend/console/{domid}/0/state")
+    c.info(f"Xen's xenstored: the PV console backend's state is {state}")
     # pause, resume
     result = c.ts("vm", "pause", GUEST)
     c.check("vm pause: xl list shows p", result.returncode == 0 and c.xl_flags()[2:3] == "p", c.xl_flags())
@@ -197,13 +214,17 @@ def scenario(c: Checks) -> None:
     c.check("vm shutdown: the guest powers off", result.returncode == 0 and c.xl_domain() is None,
             result.stderr + c.console_log()[-500:])  # fmt: skip
     c.check("shutdown releases the xenstore nodes", c.xs(f"/local/domain/{domid}/name") is None)
-    drift(c)
+    domid = drift(c)
     # destroy (of the guest reconcile restarted), delete
     result = c.ts("vm", "destroy", GUEST)
     gone = result.returncode == 0 and c.xl_domain() is None
     c.check("vm destroy: xl no longer lists it", gone, result.stderr)
+    if domid is not None:
+        c.home_gone("vm destroy", domid)
     result = c.ts("vm", "delete", GUEST)
     c.check("vm delete removes the xl.cfg", result.returncode == 0 and not cfg.exists(), result.stderr)
+    domains = c.run("xenstore-list", "/local/domain").stdout.split()
+    c.check("vm delete: xenstore lists only dom0 under /local/domain", domains == ["0"], str(domains))
     c.record("destroy-invalid-domain", "xl", "destroy", GUEST)
 
 
@@ -261,20 +282,33 @@ def disks(c: Checks, domid: int) -> None:
     c.record("block-attach-invalid-domain", "xl", "block-attach", "no-such-domain", f"target={image}")
 
 
-def drift(c: Checks) -> None:
-    """An ``xl destroy`` made outside the toolstack is drift that reconcile sees and repairs."""
+def drift(c: Checks) -> int | None:
+    """An ``xl destroy`` made outside the toolstack is drift that reconcile sees and repairs.
+
+    Returns:
+        The domid of the guest reconcile restarted, None if it did not.
+    """
     result = c.ts("vm", "start", GUEST)
-    c.check("vm start after shutdown", result.returncode == 0 and c.xl_domain() is not None, result.stderr)
+    entry = c.xl_domain()
+    c.check("vm start after shutdown", result.returncode == 0 and entry is not None, result.stderr)
     c.run("xl", "destroy", GUEST)
+    if entry is not None:
+        c.home_gone("xl destroy behind the toolstack", entry["domid"])
     plan = json.loads(c.ts("reconcile", "--dry-run").stdout or "{}")
     print(json.dumps(plan, indent=1), flush=True)
     text = json.dumps(plan)
     seen = GUEST in text and bool(plan.get("actions"))
     c.check("reconcile --dry-run sees the outside xl destroy", seen, text)
     result = c.ts("reconcile", "--yes")
-    c.check("reconcile restarts it", result.returncode == 0 and c.xl_domain() is not None, result.stderr)
+    restarted = c.xl_domain()
+    c.check("reconcile restarts it", result.returncode == 0 and restarted is not None, result.stderr)
+    if restarted is not None:
+        new = restarted["domid"]
+        name = c.xs(f"/local/domain/{new}/name")
+        c.check("reconcile restart: xenstore has the new domain's name", name == GUEST, str(name))
     history = c.ts("log", GUEST).stdout
     c.check("the drift is in the VM's history", "reconcile" in history, history[-800:])
+    return restarted["domid"] if restarted is not None else None
 
 
 def main() -> int:

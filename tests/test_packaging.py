@@ -124,6 +124,14 @@ def test_serve_appends_the_textfiles_the_xenstored_and_agent_units_write(install
     assert int(xenstored["StateDirectoryMode"][0], 8) & 0o005 == 0o005
 
 
+def test_the_xenstored_unit_serves_xens_rings_as_the_daemon_it_replaces(installed):
+    # Conflicts=xenstored.service: on a Xen host it is dom0's only xenstored, so it must map dom0's ring and
+    # the guests' (--xen); a socket-only daemon there would leave every guest without its devices.
+    settings = unit_settings(installed / "etc" / "systemd" / "system" / "toolstack-xenstored.service")
+    assert settings["Conflicts"] == ["xenstored.service"]
+    assert "--xen" in shlex.split(settings["ExecStart"][0])
+
+
 @pytest.mark.parametrize("unit", UNITS)
 def test_each_units_command_line_is_one_the_cli_accepts(installed, unit):
     (command,) = unit_settings(installed / "etc" / "systemd" / "system" / unit)["ExecStart"]

@@ -257,6 +257,7 @@ def test_start_failing_because_the_name_is_taken_is_domain_exists(xl: RecordedXl
 
 
 def test_destroy_of_absent_or_stopped_domains_runs_nothing_and_succeeds(xl: RecordedXl, driver: XlDriver):
+    xl.host("real-list-l-pv.json", "real-list-pv.txt")  # what real Xen lists: dom0 and one PV guest
     driver.destroy(uuidlib.uuid4())
     assert not any(call[1] == "destroy" for call in xl.calls)
 
@@ -367,7 +368,10 @@ def test_unknown_domain_text_is_domain_not_found(xl: RecordedXl, driver: XlDrive
         driver.reboot(WEB01)
 
 
-def test_operations_on_a_domain_xl_and_our_configs_do_not_know_are_domain_not_found(driver: XlDriver):
+def test_operations_on_a_domain_xl_and_our_configs_do_not_know_are_domain_not_found(
+    xl: RecordedXl, driver: XlDriver
+):
+    xl.host("real-list-l-pv.json", "real-list-pv.txt")  # what real Xen lists: dom0 and one PV guest
     ghost = uuidlib.uuid4()
     for call in (driver.start, driver.pause, driver.info, driver.get_spec, lambda u: driver.shutdown(u, 0)):
         with pytest.raises(DomainNotFound):

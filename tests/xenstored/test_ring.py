@@ -177,6 +177,36 @@ class TestRingTransport:
         finally:
             release(daemon, guest)
 
+    def test_a_transaction_over_the_ring_commits_at_its_end_and_retries_on_a_conflict(self, ring_daemon):
+        daemon, ring_dir = ring_daemon
+        guest = introduced(daemon, ring_dir, WRAP - 50)  # the transaction's packets cross the wrap
+        home = f"/local/domain/{guest.domid}"
+        try:
+            tx = int(guest.request(Op.TRANSACTION_START, b"\0").payload.rstrip(b"\0"))
+            assert tx != 0
+            assert guest.request(Op.WRITE, b"device/state\x004", tx_id=tx).payload == b"OK\0"
+            with daemon.wire() as dom0:  # not visible outside the transaction before its end
+                assert error_name(dom0.call(Op.READ, f"{home}/device/state")) == "ENOENT"
+            assert guest.request(Op.TRANSACTION_END, b"T\0", tx_id=tx).payload == b"OK\0"
+            with daemon.wire() as dom0:
+                assert dom0.call(Op.READ, f"{home}/device/state").payload == b"4"
+            # A conflict: dom0 changes what the transaction read, so its end is EAGAIN and nothing of it
+            # lands; the retry, as xenbus clients do, commits.
+            tx = int(guest.request(Op.TRANSACTION_START, b"\0").payload.rstrip(b"\0"))
+            assert guest.request(Op.READ, b"device/state\0", tx_id=tx).payload == b"4"
+            with daemon.wire() as dom0:
+                assert dom0.write(f"{home}/device/state", "5").payload == b"OK\0"
+            assert guest.request(Op.WRITE, b"device/seen\x004", tx_id=tx).payload == b"OK\0"
+            assert error_name(guest.request(Op.TRANSACTION_END, b"T\0", tx_id=tx)) == "EAGAIN"
+            assert error_name(guest.request(Op.READ, b"device/seen\0")) == "ENOENT"
+            tx = int(guest.request(Op.TRANSACTION_START, b"\0").payload.rstrip(b"\0"))
+            seen = guest.request(Op.READ, b"device/state\0", tx_id=tx).payload
+            assert guest.request(Op.WRITE, b"device/seen\0" + seen, tx_id=tx).payload == b"OK\0"
+            assert guest.request(Op.TRANSACTION_END, b"T\0", tx_id=tx).payload == b"OK\0"
+            assert guest.request(Op.READ, b"device/seen\0").payload == b"5"
+        finally:
+            release(daemon, guest)
+
     def test_introduce_and_release_fire_their_special_watches(self, ring_daemon):
         daemon, ring_dir = ring_daemon
         with daemon.wire() as dom0:

@@ -7,12 +7,19 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.xenstored.conftest import ROOT
 from xenstored.xenlibs import XenError
 
 
+# The one skip in these tests: it is about the absence of Xen, so a host with Xen (dom0, where xenevtchn_open
+# succeeds and the daemon starts) cannot run it; scripts/xen-e2e-ours.sh checks --xen there instead.
+@pytest.mark.skipif(
+    os.path.exists("/dev/xen/evtchn"),
+    reason="this host has Xen (/dev/xen/evtchn exists): the no-Xen refusal cannot happen here",
+)
 def test_without_xen_the_daemon_refuses_xen_mode_naming_the_call(tmp_path):
-    assert not os.path.exists("/dev/xen/evtchn"), "this test describes a machine without Xen"
     socket_path = str(tmp_path / "socket")
     result = subprocess.run(
         [

@@ -267,19 +267,11 @@ def run_wrk(
     path = os.path.join(workdir, "wrk.lua")
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
         handle.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n' + script)
-    command = [
-        "wrk",
-        "-t",
-        str(threads),
-        "-c",
-        str(connections),
-        "-d",
-        f"{seconds:g}s",
-        "--latency",
-        "-s",
-        path,
-    ]
-    output = subprocess.run([*command, url, *extra], capture_output=True, text=True, check=True).stdout
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", path]
+    deadline = seconds + 60  # wrk stops itself after `seconds`; a wedged server must not hang the bench
+    output = subprocess.run(
+        [*command, url, *extra], capture_output=True, text=True, check=True, timeout=deadline
+    ).stdout
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     return output, {q: float(v) * scale[unit] for q, v, unit in _WRK_LATENCY.findall(output)}
 

@@ -12,13 +12,12 @@ from drivers.fields import (
     BRIDGE_RE,
     DEVICE_ID_RE,
     DISK_SOURCE_RE,
-    EXTRA_SCHEMA,
     MAC_INPUT_RE,
     MAC_RE,
     NETWORK_RE,
     TARGET_RE,
+    Extra,
     FrozenModel,
-    check_extra,
     pattern_text,
     schema_pattern,
 )
@@ -60,14 +59,7 @@ class Disk(FrozenModel):
     # Left out of the serialisation when "disk": existing device files keep their bytes.
     device: DiskDevice = Field(default="disk", exclude_if=lambda value: value == "disk")
     # Left out when empty, as DomainSpec.extra is: devices without extras serialise as before.
-    extra: dict[str, tuple[str, ...]] = Field(
-        default_factory=dict, exclude_if=lambda value: not value, json_schema_extra=EXTRA_SCHEMA
-    )
-
-    @field_validator("extra")
-    @classmethod
-    def _extra_shape(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        return check_extra(value)
+    extra: Extra
 
     @model_validator(mode="before")
     @classmethod
@@ -122,14 +114,7 @@ class Nic(FrozenModel):
     network: NetworkName | None = None
     bridge: BridgeName | None = None
     model: NicModel = "virtio"
-    extra: dict[str, tuple[str, ...]] = Field(
-        default_factory=dict, exclude_if=lambda value: not value, json_schema_extra=EXTRA_SCHEMA
-    )
-
-    @field_validator("extra")
-    @classmethod
-    def _extra_shape(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        return check_extra(value)
+    extra: Extra
 
     @field_validator("mac", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ import functools
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 # Safe for libvirt (no '/', no leading '.'), for xl (not all digits: xl would read it as a domid), for file
 # names of the simulator and xl.cfg files, and for shells.
@@ -139,6 +139,14 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "additionalProperties": {"type": "array", "items": {"type": "string", "pattern": EXTRA_ENTRY_RE.pattern}},
 }
 
+# The ``extra`` field of a DomainSpec, a Disk and a Nic: checked by check_extra, and left out of every
+# serialisation when empty, so that models without extras serialise as they did before the field existed.
+Extra = Annotated[
+    dict[str, tuple[str, ...]],
+    AfterValidator(check_extra),
+    Field(default_factory=dict, exclude_if=lambda value: not value, json_schema_extra=EXTRA_SCHEMA),
+]
+
 
 class FrozenModel(BaseModel):
     """The base of every domain model: immutable (specs are shared between threads and cached by content),
@@ -165,6 +173,7 @@ __all__ = [
     "NAME_RE",
     "NETWORK_RE",
     "TARGET_RE",
+    "Extra",
     "FrozenModel",
     "check_extra",
     "check_pattern",

@@ -24,11 +24,10 @@ from drivers.fields import (
     CMDLINE_RE,
     CONTROL_CHARS,
     CPU_MODEL_RE,
-    EXTRA_SCHEMA,
     MAX_VCPUS,
     NAME_RE,
+    Extra,
     FrozenModel,
-    check_extra,
     check_pattern,
     parse_memory,
     schema_pattern,
@@ -162,9 +161,7 @@ class DomainSpec(FrozenModel):
     graphics: Graphics | None = Field(default=None, exclude_if=lambda value: value is None)
     # Specs without extras serialise as they did before the field existed: no churn in stored configs,
     # xl.cfg files or the simulator's state.
-    extra: dict[str, tuple[str, ...]] = Field(
-        default_factory=dict, exclude_if=lambda value: not value, json_schema_extra=EXTRA_SCHEMA
-    )
+    extra: Extra
 
     @model_validator(mode="before")
     @classmethod
@@ -232,11 +229,6 @@ class DomainSpec(FrozenModel):
             if not key or CONTROL_CHARS.search(key) or CONTROL_CHARS.search(item):
                 raise ValueError(f"metadata {key!r}: need a non-empty key; no control chars")
         return value
-
-    @field_validator("extra")
-    @classmethod
-    def _extra_shape(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        return check_extra(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

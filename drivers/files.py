@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, durable: bool = True, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new content, never a mix.
 
     The data goes to a temporary file in the same directory, which is then renamed over ``path`` (a rename
@@ -21,10 +21,14 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
         path: Target file.
         data: New content.
         durable: fsync the file before the rename, so a crash cannot leave an empty file behind.
+        mode: The file's permission bits (None: the temporary file's, 0600), e.g. 0644 for a file that
+            another user's process reads.
     """
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             handle.write(data)
             if durable:
                 handle.flush()

@@ -145,12 +145,16 @@ class RemovalLimit:
         return True
 
 
-def _write_metrics(path: str) -> None:
-    """Write the agent's metrics to ``path``; a failure is logged, never fatal (VMs come first)."""
+def _write_metrics(path: str, failing: bool) -> bool:
+    """Write the agent's metrics to ``path``; whether it failed. A failure is never fatal (VMs come first)
+    and is logged once until a write works again (rounds come every second)."""
     try:
         metrics.write_textfile(path, metrics.exposition(metrics.AGENT))
     except OSError as err:
-        log.warning("agent: cannot write the metrics file %s: %s", path, err)
+        if not failing:
+            log.warning("agent: cannot write the metrics file %s: %s", path, err)
+        return True
+    return False
 
 
 def run_agent(
@@ -177,6 +181,7 @@ def run_agent(
     report names what to do)."""
     say = report or (lambda line: log.info("%s", line))
     waiting: list[str] = []  # said once, not every round, until it changes
+    metrics_failing = False  # the metrics file could not be written: said once until it can again
     limit = RemovalLimit(ts, max_removal_share)
     while True:
         started = time.monotonic()
@@ -228,7 +233,7 @@ def run_agent(
         metrics.AGENT_ROUNDS.inc(outcome)
         metrics.AGENT_ROUND_SECONDS.observe(time.monotonic() - started)
         if metrics_file:
-            _write_metrics(metrics_file)
+            metrics_failing = _write_metrics(metrics_file, metrics_failing)
         if once or (stop is not None and stop.is_set()):
             return
         remaining = interval - (time.monotonic() - started)

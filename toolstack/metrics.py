@@ -12,10 +12,10 @@ named ``toolstack_agent_*`` so that they never clash with the server's) and writ
 from __future__ import annotations
 
 import bisect
-import contextlib
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 # Seconds: an operation on the simulator takes milliseconds, one on a real hypervisor up to minutes.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -132,15 +132,8 @@ def agent_metrics_file(repo: str) -> str:
 
 
 def write_textfile(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (written beside it, then renamed): a reader (``serve``,
-    node_exporter) finds the old content or the new, never a part of it."""
-    staging = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(staging, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(staging, 0o644)  # read by the API's process, which may run as another user
-        os.replace(staging, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(staging)
-        raise
+    """Replace ``path`` with ``text`` atomically: a reader (``serve``, node_exporter) finds the old content
+    or the new, never a part of it. Readable by all: the API's process may run as another user."""
+    from drivers.files import atomic_write  # the drivers package loads its models: only when writing
+
+    atomic_write(Path(path), text.encode("utf-8"), durable=False, mode=0o644)

@@ -4,6 +4,7 @@ the result always parses."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -69,3 +70,16 @@ def test_the_agents_file_is_written_atomically_in_the_text_format(tmp_path):
     assert ("toolstack_agent_drift_found_total", ()) in found
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.prom"]
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_agent_that_cannot_write_its_metrics_says_so_once_until_it_can_again(tmp_path, caplog):
+    from toolstack.agent import _write_metrics
+
+    missing = str(tmp_path / "no-such-directory" / "agent.prom")
+    with caplog.at_level(logging.WARNING, logger="toolstack.agent"):
+        failing = False
+        for _ in range(3):  # three rounds
+            failing = _write_metrics(missing, failing)
+        assert failing and len(caplog.records) == 1, caplog.text
+        assert _write_metrics(str(tmp_path / "agent.prom"), failing) is False
+        assert _write_metrics(missing, False) and len(caplog.records) == 2

@@ -387,10 +387,10 @@ class Driver(ABC):
         return f"<{type(self).__name__} {self.uri}>"
 
 
-def spec_consoles(spec: DomainSpec) -> list[ConsoleDevice]:
+def spec_consoles(spec: DomainSpec, port: int | None = None) -> list[ConsoleDevice]:
     """The consoles a spec asks for: the serial console every domain rendered from a spec has, and its
-    graphics on loopback (with no port: a spec does not know the one a running domain gets)."""
-    graphics = [ConsoleDevice(kind=spec.graphics, listen="127.0.0.1")] if spec.graphics else []
+    graphics on loopback, on ``port`` (None: a spec does not know the one a running domain gets)."""
+    graphics = [ConsoleDevice(kind=spec.graphics, listen="127.0.0.1", port=port)] if spec.graphics else []
     return [ConsoleDevice(kind="serial"), *graphics]
 
 

@@ -18,6 +18,7 @@ from drivers.base import (
     check_volume,
     device_id_of,
     resolve_scope,
+    spec_consoles,
 )
 from drivers.console import ConsoleStream, QueuedConsole
 from drivers.errors import DomainExists, DomainNotFound, InvalidArgument, InvalidState
@@ -222,11 +223,8 @@ class SimDriver(Driver):
         autoport had given it one (nothing listens there)."""
         ref = self._enter("consoles", uuid)
         domain = self.host.lookup(ref, "consoles")
-        spec = domain.current
         port = None if domain.domid is None else VNC_BASE_PORT + domain.domid
-        return [ConsoleDevice(kind="serial")] + (
-            [ConsoleDevice(kind=spec.graphics, listen="127.0.0.1", port=port)] if spec.graphics else []
-        )
+        return spec_consoles(domain.current, port)
 
     def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
         """The simulated serial console: a fake boot log, then what is typed, echoed back as a tty does.

@@ -318,16 +318,14 @@ def _devices(
     used_macs = {nic.mac for nic in nics if isinstance(nic, Nic)}
     disk_models: list[Disk] = []
     for disk in disks:
-        if isinstance(disk, VolumeRequest):
-            disk = disk_from_path(
-                disk.path, 0, free_target(used_targets), free_id("disk", used_ids)
-            ).model_copy(update={"format": disk.format})
-            used_ids.add(disk.id)
-            used_targets.add(disk.target)
-        elif isinstance(disk, str):
-            disk = disk_from_path(disk, 0, free_target(used_targets), free_id("disk", used_ids))
-            used_ids.add(disk.id)
-            used_targets.add(disk.target)
+        if isinstance(disk, VolumeRequest | str):
+            path = disk.path if isinstance(disk, VolumeRequest) else disk
+            model = disk_from_path(path, 0, free_target(used_targets), free_id("disk", used_ids))
+            if isinstance(disk, VolumeRequest):
+                model = model.model_copy(update={"format": disk.format})
+            used_ids.add(model.id)
+            used_targets.add(model.target)
+            disk = model
         disk_models.append(disk)
     nic_models: list[Nic] = []
     for index, nic in enumerate(nics):

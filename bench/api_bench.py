@@ -44,6 +44,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import httpx
+from fresh import peak_rss_mb  # bench/fresh.py
 
 from store import Store
 from toolstack.api.etags import vm_version
@@ -226,12 +227,6 @@ def start_server(workdir: str, repo: str, driver: str) -> tuple[subprocess.Popen
     ready = time.perf_counter() - started
     with open(token_file, encoding="utf-8") as handle:
         return process, url, handle.read().strip(), ready
-
-
-def peak_rss_mb(pid: int) -> float:
-    """A running process's peak RSS (VmHWM), in MiB."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        return int(re.search(r"^VmHWM:\s+(\d+)", status.read(), re.M).group(1)) / 1024  # type: ignore[union-attr]
 
 
 def first_pair(url: str, token: str) -> float:

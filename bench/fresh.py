@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -87,9 +88,17 @@ def toolstack(*args: str) -> list[str]:
     return [PYTHON, "-m", "toolstack.cli", *args]
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS so far, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(pid: int | None = None) -> float:
+    """The peak RSS so far, in MiB, of this process or of the running process ``pid`` (its VmHWM; NaN if
+    it cannot be read: the process is gone)."""
+    if pid is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            found = re.search(r"^VmHWM:\s+(\d+)", status.read(), re.M)
+    except OSError:
+        return float("nan")
+    return int(found.group(1)) / 1024 if found else float("nan")
 
 
 def cold_warm(label: str, cold: Fresh, warm_seconds: float | None, warm_how: str = "in process") -> str:

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from fresh import peak_rss_mb  # noqa: E402 - bench/fresh.py
+
 from xenstored.client import AsyncClient, ClientError  # noqa: E402 - after the sys.path line
 from xenstored.reference import RUN_SH as OXENSTORED_RUN  # noqa: E402
 from xenstored.reference import Oxenstored, wait_for_socket  # noqa: E402
@@ -58,16 +60,6 @@ class Counters:
     cpu: float = 0.0  # ours: the daemon's CPU seconds (all threads) from its start until then
     ready: float = 0.0  # seconds from starting the daemon until its socket answered (cold start)
     rss_mb: float = float("nan")  # the daemon's peak RSS after the storm (VmHWM)
-
-
-def peak_rss_mb(pid: int) -> float:
-    """A running process's peak RSS (VmHWM) in MiB; NaN if it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            found = re.search(r"^VmHWM:\s+(\d+)", status.read(), re.M)
-    except OSError:
-        return float("nan")
-    return int(found.group(1)) / 1024 if found else float("nan")
 
 
 async def transaction(client: AsyncClient, counters: Counters, body) -> None:  # type: ignore[no-untyped-def]

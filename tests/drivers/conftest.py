@@ -184,3 +184,19 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, interval: f
             return condition()
         time.sleep(interval)
     return True
+
+
+@pytest.fixture
+def test_driver() -> Iterator[drivers.libvirt.LibvirtDriver]:
+    """libvirt's test:///default; every domain a test lists in ``driver.made`` is destroyed and undefined
+    afterwards (the test hypervisor is one per process while any connection to it is open)."""
+    from drivers.libvirt import LibvirtDriver
+
+    driver = LibvirtDriver("test:///default")
+    made: list[uuidlib.UUID] = []
+    driver.made = made  # type: ignore[attr-defined]
+    yield driver
+    for ref in made:
+        driver.destroy(ref)
+        driver.undefine(ref)
+    driver.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydantic
@@ -88,18 +87,6 @@ def unmodelled_elements(xml: str) -> list[str]:
 
 def expected_elements() -> list[str]:
     return sorted(canonical(ET.fromstring(text)) for text in (*UNMODELLED_DEVICES, *UNMODELLED_DOMAIN))
-
-
-@pytest.fixture
-def test_driver() -> Iterator[LibvirtDriver]:
-    driver = LibvirtDriver("test:///default")
-    made: list[uuidlib.UUID] = []
-    driver.made = made  # type: ignore[attr-defined]
-    yield driver
-    for ref in made:
-        driver.destroy(ref)
-        driver.undefine(ref)
-    driver.close()
 
 
 def define_virsh_domain(driver: LibvirtDriver) -> tuple[uuidlib.UUID, object]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -79,15 +78,8 @@ def contents(xml: str) -> list[str]:
 
 
 @pytest.fixture
-def hv() -> Iterator[LibvirtDriver]:
-    driver = LibvirtDriver("test:///default")
-    made: list[uuidlib.UUID] = []
-    driver.made = made  # type: ignore[attr-defined]
-    yield driver
-    for ref in made:
-        driver.destroy(ref)
-        driver.undefine(ref)
-    driver.close()
+def hv(test_driver: LibvirtDriver) -> LibvirtDriver:
+    return test_driver
 
 
 def adopt_change_and_roll_back(hv: LibvirtDriver, devices: list[str]) -> DomainSpec:

@@ -93,6 +93,27 @@ class _Page:
         if head < len(data):
             self.buffer[base : base + len(data) - head] = data[head:]
 
+    def consume(self, base: int, cons_at: int, prod_at: int, name: str) -> bytes:
+        """Every byte produced on the ring at ``base`` (indexes at ``cons_at``/``prod_at``), consumed."""
+        cons, used = self.used(cons_at, prod_at, name)
+        if not used:
+            return b""
+        data = self.copy_out(base, cons, used)
+        self.set_index(cons_at, cons + used)
+        return data
+
+    def produce(
+        self, base: int, cons_at: int, prod_at: int, name: str, data: bytes | bytearray | memoryview
+    ) -> int:
+        """Produce as much of ``data`` as the ring at ``base`` has room for; returns how much."""
+        cons, used = self.used(cons_at, prod_at, name)
+        count = min(len(data), RING_SIZE - used)
+        if count:
+            prod = cons + used
+            self.copy_in(base, prod, memoryview(data)[:count])
+            self.set_index(prod_at, prod + count)
+        return count
+
 
 class Ring:
     """The daemon's side of a ring page: it consumes requests and produces responses.
@@ -110,12 +131,7 @@ class Ring:
         Raises:
             RingError: The request ring's indexes are impossible.
         """
-        cons, used = self._page.used(REQ_CONS, REQ_PROD, "request")
-        if not used:
-            return b""
-        data = self._page.copy_out(REQ_OFFSET, cons, used)
-        self._page.set_index(REQ_CONS, cons + used)
-        return data
+        return self._page.consume(REQ_OFFSET, REQ_CONS, REQ_PROD, "request")
 
     def write_responses(self, data: bytes | bytearray | memoryview) -> int:
         """Produce as much of ``data`` as the response ring has room for; returns how much.
@@ -123,13 +139,7 @@ class Ring:
         Raises:
             RingError: The response ring's indexes are impossible.
         """
-        cons, used = self._page.used(RSP_CONS, RSP_PROD, "response")
-        count = min(len(data), RING_SIZE - used)
-        if count:
-            prod = cons + used
-            self._page.copy_in(RSP_OFFSET, prod, memoryview(data)[:count])
-            self._page.set_index(RSP_PROD, prod + count)
-        return count
+        return self._page.produce(RSP_OFFSET, RSP_CONS, RSP_PROD, "response", data)
 
     @property
     def requests_pending(self) -> bool:
@@ -149,22 +159,11 @@ class GuestRing:
 
     def write_requests(self, data: bytes | bytearray | memoryview) -> int:
         """Produce as much of ``data`` as the request ring has room for; returns how much."""
-        cons, used = self._page.used(REQ_CONS, REQ_PROD, "request")
-        count = min(len(data), RING_SIZE - used)
-        if count:
-            prod = cons + used
-            self._page.copy_in(REQ_OFFSET, prod, memoryview(data)[:count])
-            self._page.set_index(REQ_PROD, prod + count)
-        return count
+        return self._page.produce(REQ_OFFSET, REQ_CONS, REQ_PROD, "request", data)
 
     def read_responses(self) -> bytes:
         """Every response byte the daemon has produced, consumed."""
-        cons, used = self._page.used(RSP_CONS, RSP_PROD, "response")
-        if not used:
-            return b""
-        data = self._page.copy_out(RSP_OFFSET, cons, used)
-        self._page.set_index(RSP_CONS, cons + used)
-        return data
+        return self._page.consume(RSP_OFFSET, RSP_CONS, RSP_PROD, "response")
 
     def close(self) -> None:
         self._page.close()

@@ -11,7 +11,9 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, durable: bool = True, mode: int | None = None) -> None:
+def atomic_write(
+    path: Path, data: bytes, durable: bool = True, mode: int | None = None, sync_directory: bool = False
+) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new content, never a mix.
 
     The data goes to a temporary file in the same directory, which is then renamed over ``path`` (a rename
@@ -23,6 +25,8 @@ def atomic_write(path: Path, data: bytes, durable: bool = True, mode: int | None
         durable: fsync the file before the rename, so a crash cannot leave an empty file behind.
         mode: The file's permission bits (None: the temporary file's, 0600), e.g. 0644 for a file that
             another user's process reads.
+        sync_directory: Also fsync the directory after the rename, so that the rename itself survives a
+            crash (for a caller that acknowledges the write).
     """
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -38,6 +42,12 @@ def atomic_write(path: Path, data: bytes, durable: bool = True, mode: int | None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+    if sync_directory:
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 __all__ = ["atomic_write"]

@@ -26,6 +26,7 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from toolstack.errors import ToolstackError
 
@@ -168,25 +169,12 @@ def _locked(path: str) -> Iterator[dict[str, User]]:
 
 
 def _write(path: str, users: dict[str, User]) -> None:
+    from drivers.files import atomic_write  # the drivers package loads its models: only when writing
+
     document = {"version": FORMAT_VERSION, "users": [asdict(user) for user in users.values()]}
-    temporary = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself must survive a crash before we say "added"
-    finally:
-        os.close(directory)
+    data = (json.dumps(document, indent=1) + "\n").encode("utf-8")
+    # Owner-only (it holds token hashes); the rename itself must survive a crash before we say "added".
+    atomic_write(Path(os.path.abspath(path)), data, durable=True, mode=0o600, sync_directory=True)
 
 
 def add_user(path: str, name: str, role: str = OPERATOR, email: str | None = None) -> str:

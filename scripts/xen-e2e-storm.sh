@@ -102,6 +102,8 @@ elif wait_until 600 booted; then
     status "PASS storm: every guest created booted"
 else
     status "FAIL storm: not every guest created booted: $(grep -L 'userspace up' /var/log/xen/console/guest-storm*.log | tr '\n' ' ')"
+    # Where each stuck guest's xenstore ring stands (ours only: the indexes show who owes whom a kick).
+    [ "$DAEMON" = ours ] && xenstore-control rings >"$OUT/rings.txt" 2>&1
 fi
 after_create=$(eagain)
 

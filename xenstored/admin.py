@@ -23,6 +23,7 @@ quota: show the quotas
 quota <name> <value>: change a quota
 flush: commit queued changes now
 status: the journal's health (journal ok|failing, commits, failures, pending, reason)
+rings: each domain's ring: its four indexes, responses held back, whether reading is paused
 """
 
 
@@ -46,6 +47,7 @@ class AdminRequests:
         self.hooks = hooks
         self.flush_now = lambda: None
         self.journal_status: Callable[[], dict[str, str]] = lambda: {"journal": "not running"}
+        self.ring_status: Callable[[], list[str]] = list
 
     def get_domain_path(self, session: Session, packet: Packet) -> Outcome:
         domid = _domid_argument(packet)
@@ -108,6 +110,9 @@ class AdminRequests:
             return Outcome(OK)
         if command == "status":
             report = "".join(f"{name} {value}\n" for name, value in self.journal_status().items())
+            return Outcome(report.encode("utf-8", "replace") + b"\0")
+        if command == "rings":
+            report = "".join(f"{line}\n" for line in self.ring_status())
             return Outcome(report.encode("utf-8", "replace") + b"\0")
         if command == "flush":
             self.flush_now()

@@ -13,6 +13,12 @@ side writes the data before moving its producer index, and reads the index befor
 this daemon runs, stores are seen in program order and loads are not reordered with loads, so no barrier
 is needed beyond doing the two in that order (which CPython does: each is one call).
 
+Kicks are not sent for every change. Linux's xenbus (drivers/xen/xenbus/xenbus_comms.c) kicks after
+producing requests only if the daemon had consumed everything before (``prod <= req_cons``), and after
+consuming responses only if the ring was full. So whoever consumes or produces must look at the ring again
+once its own index is visible (after a full barrier, :mod:`xenstored.barrier`): bytes that came meanwhile
+came with no kick. :class:`~xenstored.ringtransport.RingTransport` does.
+
 :class:`Ring` is the daemon's side; :class:`GuestRing` the domain's, for tests and tools.
 """
 
@@ -143,7 +149,22 @@ class Ring:
 
     @property
     def requests_pending(self) -> bool:
+        """The domain has produced requests not yet consumed."""
         return self._page.index(REQ_PROD) != self._page.index(REQ_CONS)
+
+    @property
+    def response_room(self) -> int:
+        """How many response bytes the ring has room for now.
+
+        Raises:
+            RingError: The response ring's indexes are impossible.
+        """
+        return RING_SIZE - self._page.used(RSP_CONS, RSP_PROD, "response")[1]
+
+    def describe(self) -> str:
+        """The four indexes, as ``req CONS/PROD rsp CONS/PROD``."""
+        index = self._page.index
+        return f"req {index(REQ_CONS)}/{index(REQ_PROD)} rsp {index(RSP_CONS)}/{index(RSP_PROD)}"
 
     def close(self) -> None:
         """Let go of the page (it can be unmapped once nothing else holds it)."""
@@ -164,6 +185,30 @@ class GuestRing:
     def read_responses(self) -> bytes:
         """Every response byte the daemon has produced, consumed."""
         return self._page.consume(RSP_OFFSET, RSP_CONS, RSP_PROD, "response")
+
+    def produce(self, data: bytes | bytearray | memoryview) -> tuple[int, bool]:
+        """Produce requests as Linux's xenbus does (``xb_write``): as much of ``data`` as fits, and whether to
+        kick, which is only if the daemon had consumed every earlier byte (Linux's ``prod <= req_cons``,
+        made safe across the counters' wrap).
+
+        Returns:
+            How many bytes were produced, and whether to kick.
+        """
+        before = self._page.index(REQ_PROD)
+        count = self.write_requests(data)
+        caught_up = (self._page.index(REQ_CONS) - before) & _MASK <= count
+        return count, bool(count) and caught_up
+
+    def consume(self) -> tuple[bytes, bool]:
+        """Consume responses as Linux's xenbus does (``xb_read``): every byte produced, and whether to kick,
+        which is only if the ring was full (the daemon may hold responses that did not fit).
+
+        Returns:
+            The bytes, and whether to kick.
+        """
+        before = self._page.index(RSP_CONS)
+        data = self.read_responses()
+        return data, bool(data) and (self._page.index(RSP_PROD) - before) & _MASK >= RING_SIZE
 
     def close(self) -> None:
         self._page.close()

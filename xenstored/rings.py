@@ -128,6 +128,10 @@ class DomainRings:
         self.transports[domid] = transport
         log.info("dom%d: serving its ring (frame %#x, event channel %d)", domid, mfn, port)
 
+    def describe(self) -> list[str]:
+        """One line per domain's ring (:meth:`RingTransport.describe`)."""
+        return [self.transports[domid].describe() for domid in sorted(self.transports)]
+
     def close(self, domid: int) -> None:
         transport = self.transports.pop(domid, None)
         if transport is not None:

@@ -252,6 +252,7 @@ class XenstoreServer:
         else:
             return
         self.rings = DomainRings(self._loop, provider, self._domain_connection)
+        self.admin.ring_status = self.rings.describe
         if self.config.xen:
             self.rings.open(0, 0, 0)  # dom0's kernel: its xenbus waits for this daemon's first kick
 

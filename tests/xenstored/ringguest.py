@@ -1,5 +1,5 @@
 """A guest without Xen: a domain's side of a file ring (``--ring-dir``), as a guest kernel's xenbus uses its
-shared page and event channel, for the ring transport's tests."""
+shared page and event channel (kicking only when Linux's would), for the ring transport's tests."""
 
 from __future__ import annotations
 
@@ -69,24 +69,26 @@ class FileGuest(XenbusClient):
             pass
 
     def _take_responses(self) -> None:
-        data = self.ring.read_responses()
-        if data:
-            self._received += data
-            self.kick()  # the daemon may hold responses that did not fit
+        data, kick = self.ring.consume()
+        self._received += data
+        if kick:
+            self.kick()
 
     def send(self, data: bytes, chunks: Iterable[int] = ()) -> None:
         """Produce ``data`` on the request ring in pieces of the given sizes (the rest in one piece), kicking
-        after each, waiting for room whenever the ring is full."""
+        when Linux's xenbus would (only if the daemon had consumed everything before), waiting for room
+        whenever the ring is full."""
         view = memoryview(data)
         sizes = [size for size in chunks if size > 0]
         while view:
             size = sizes.pop(0) if sizes else len(view)
             piece = view[:size]
             while piece:
-                written = self.ring.write_requests(piece)
+                written, kick = self.ring.produce(piece)
                 if written:
                     piece = piece[written:]
-                    self.kick()
+                    if kick:
+                        self.kick()
                 else:
                     self._wait()
                     self._take_responses()

@@ -6,10 +6,13 @@ The page layout and index arithmetic are checked in process; the transport again
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
+import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,17 +21,21 @@ from hypothesis import strategies as st
 from tests.xenstored.conftest import Daemon, finish, start_daemon
 from tests.xenstored.ringguest import FileGuest
 from tests.xenstored.wire import error_name
+from xenstored.barrier import BARRIER_KIND, full_barrier
 from xenstored.protocol import PAYLOAD_MAX, Op, Packet
 from xenstored.ring import (
     INTERFACE_SIZE,
     REQ_CONS,
     REQ_PROD,
     RING_SIZE,
+    RSP_OFFSET,
     RSP_PROD,
     GuestRing,
     Ring,
     RingError,
+    _Page,
 )
+from xenstored.ringtransport import PipeDoorbell, RingTransport
 
 WRAP = 2**32
 
@@ -246,6 +253,20 @@ class TestRingTransport:
             assert dom0.call(Op.READ, "/after/bad/ring").payload == b"still here"
         release(daemon, guest)
 
+    def test_control_rings_shows_each_domain_s_indexes(self, ring_daemon):
+        daemon, ring_dir = ring_daemon
+        guest = introduced(daemon, ring_dir)
+        try:
+            request = Packet(Op.READ, 7, 0, f"/local/domain/{guest.domid}\0".encode()).encode()
+            guest.send(request)
+            reply = guest.receive().encode()
+            with daemon.wire() as dom0:
+                report = dom0.call(Op.CONTROL, "rings").payload.decode()
+            line = f"dom{guest.domid}: req {len(request)}/{len(request)} rsp {len(reply)}/{len(reply)} held 0"
+            assert f"{line} paused no\n" in report
+        finally:
+            release(daemon, guest)
+
     def test_introduce_without_a_ring_page_fails_and_leaves_the_domain_unknown(self, ring_daemon):
         daemon, _ = ring_daemon
         with daemon.wire() as dom0:
@@ -266,3 +287,123 @@ def test_packets_cut_anywhere_reassemble(ring_daemon):
             assert (reply.req_id, reply.payload) == (99, b"OK\0")
     finally:
         release(daemon, guest)
+
+
+class Guest:
+    """A domain's side of an in-process ring page, kicking (a pipe) only when Linux's xenbus would."""
+
+    def __init__(self, buffer: memoryview) -> None:
+        self.ring = GuestRing(buffer)
+        self.kicks_read, self._kicks = os.pipe()
+        self.notified_read, self.notified = os.pipe()
+        os.set_blocking(self.notified_read, False)
+        self.kicked: list[bool] = []
+        self.taken = bytearray()
+
+    def writes(self, data: bytes) -> None:
+        written, kick = self.ring.produce(data)
+        assert written == len(data)
+        self._kick_if(kick)
+
+    def reads(self) -> None:
+        data, kick = self.ring.consume()
+        self.taken += data
+        self._kick_if(kick)
+
+    def _kick_if(self, kick: bool) -> None:
+        self.kicked.append(kick)
+        if kick:
+            os.write(self._kicks, b"k")
+
+
+class Sink(asyncio.Protocol):
+    """A protocol that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+
+def serve(
+    buffer: memoryview,
+    guest: Guest,
+    sink: Sink,
+    begin: Callable[[RingTransport], None],
+    done: Callable[[], bool],
+) -> None:
+    """A ring transport on ``buffer`` for ``guest``; ``begin`` once it has looked at the empty ring, then the
+    loop runs until ``done()`` or 5 s."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        doorbell = PipeDoorbell(loop, guest.kicks_read, guest.notified)
+        transport = RingTransport(loop, Ring(buffer), doorbell, sink)
+        await asyncio.sleep(0.05)
+        begin(transport)
+        deadline = loop.time() + 5
+        while not done() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        transport.abort()
+
+    asyncio.run(run())
+
+
+def test_the_barrier_is_the_machine_s_own_fence():
+    # A lock round trip is a full barrier only on x86; on the machines Xen's dom0 runs on, the fence itself.
+    if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
+        assert BARRIER_KIND == "native"
+    full_barrier()  # and it returns
+
+
+class TestKicksTheGuestLeavesOut:
+    """Linux's xenbus kicks after producing requests only if the daemon had consumed every earlier one, and
+    after reading responses only if the ring was full. What the guest does while the daemon is at work on its
+    ring comes with no kick, so the daemon must look again (the boot storm's guests that hung at their first
+    request). The guest's move is injected at the one moment that matters: after the daemon has read the
+    guest's index and before it has moved its own."""
+
+    def test_requests_produced_while_the_daemon_consumes_are_read_without_a_kick(self, mocker):
+        buffer = page()
+        guest, sink = Guest(buffer), Sink()
+        request = Packet(Op.READ, 1, 0, b"/a/path\0").encode()
+        header, body = request[:16], request[16:]
+        copy_out = _Page.copy_out
+
+        def body_arrives_meanwhile(page_: _Page, base: int, start: int, count: int) -> bytes:
+            data = copy_out(page_, base, start, count)
+            if len(guest.kicked) == 1:
+                guest.writes(body)  # the daemon has read req_prod (16), not yet moved req_cons (0)
+            return data
+
+        mocker.patch.object(_Page, "copy_out", body_arrives_meanwhile)
+        serve(buffer, guest, sink, lambda _: guest.writes(header), lambda: len(sink.received) >= len(request))
+        assert guest.kicked == [True, False]  # Linux kicks for the header only
+        assert bytes(sink.received) == request
+
+    def test_room_the_guest_makes_while_the_daemon_produces_is_used_without_a_kick(self, mocker):
+        buffer = page()
+        guest, sink = Guest(buffer), Sink()
+        first, second = b"a" * 1000, b"b" * 2000
+        copy_in = _Page.copy_in
+
+        def guest_reads_meanwhile(page_: _Page, base: int, start: int, data: memoryview) -> None:
+            copy_in(page_, base, start, data)
+            if not guest.kicked and base == RSP_OFFSET and len(data) == RING_SIZE - len(first):
+                guest.reads()  # the daemon has read rsp_cons, not yet moved rsp_prod to fill the ring
+
+        def begin(transport: RingTransport) -> None:
+            transport.write(first)  # unread: the ring holds 1000 of its 1024 bytes
+            mocker.patch.object(_Page, "copy_in", guest_reads_meanwhile)
+            transport.write(second)  # 24 bytes fit; meanwhile the guest reads the first 1000
+            asyncio.get_running_loop().add_reader(guest.notified_read, woken)
+
+        def woken() -> None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(guest.notified_read, 4096)
+            guest.reads()
+
+        serve(buffer, guest, sink, begin, lambda: len(guest.taken) >= len(first + second))
+        assert guest.kicked[0] is False  # the ring was not full when the guest looked: Linux does not kick
+        assert bytes(guest.taken) == first + second

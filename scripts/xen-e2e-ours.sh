@@ -4,28 +4,13 @@
 # with a loop-backed disk, created and shut down with xl. Each step appends PASS/FAIL to status; the daemon's
 # log, the guest's console, xenstore listings and the daemon's git log go to the results share.
 set -uo pipefail
-OUT=/run/xen-e2e
-# shellcheck source=/dev/null
-. "$OUT/env"  # PROJECT, XEN_DIR, RELEASE, CHECKS, PYTHON (written by xen-e2e.sh)
-XENBIN=/usr/lib/xen-4.17/bin
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+# shellcheck source=scripts/xen-e2e-dom0-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/xen-e2e-dom0-lib.sh"
 REPO=/var/lib/xenstored/state.git
 GUEST=ringguest
-status() { echo "$*" | tee -a "$OUT/status"; }
-check() {  # check NAME COMMAND...: PASS if the command succeeds
-    local name=$1; shift
-    if "$@"; then status "PASS $name"; else status "FAIL $name"; fi
-}
-wait_until() {  # wait_until SECONDS COMMAND...: poll the command every second
-    local deadline=$(($(date +%s) + $1)); shift
-    until "$@" >/dev/null 2>&1; do (($(date +%s) < deadline)) || return 1; sleep 1; done
-}
-xs_is() { [ "$(xenstore-read "$1" 2>/dev/null)" = "$2" ]; }
-finish() { status "DONE"; exit 0; }
 
 t0=$(date +%s)
-# /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
-mkdir -p /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
+dom0_dirs
 ls -l /dev/xen >"$OUT/dev-xen.txt" 2>&1
 cat /proc/xen/xsd_port >"$OUT/xsd_port.txt" 2>&1
 PYTHONPATH=$PROJECT "$PYTHON" -m xenstored --xen --socket /var/run/xenstored/socket --repo "$REPO" \
@@ -43,9 +28,9 @@ check "our xenstored mapped dom0's ring" grep -q "dom0: ring mapped" "$OUT/xenst
 check "xl list works on our xenstored" xl list
 
 # What a xenstore client costs here (a process per call, as in the hotplug scripts).
-start=$(date +%s.%N)
+start=$(now)
 for _ in $(seq 20); do xenstore-read /local/domain/0/name >/dev/null; done
-status "INFO 20 xenstore-read calls: $(echo "$(date +%s.%N) - $start" | bc)s"
+status "INFO 20 xenstore-read calls: $(since "$start")s"
 
 # A loop device backs the guest's disk. Xen's block script (a bash script making ~20 xenstore client calls)
 # was killed by libxl's hotplug timeout under TCG with this Python daemon (scripts/README.md): the guest

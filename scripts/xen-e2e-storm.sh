@@ -6,32 +6,16 @@
 # from its access log (it logs every error reply), C xenstored's from its trace file (-T), ours from its log. One daemon per boot: dom0's kernel holds its xenstore ring, so a daemon cannot be
 # swapped under it; each daemon gets a boot of its own (`GT_XEN_CHECKS=storm GT_XEN_STORM_DAEMON=...`).
 set -uo pipefail
-OUT=/run/xen-e2e
-# shellcheck source=/dev/null
-. "$OUT/env"  # PROJECT, XEN_DIR, RELEASE, CHECKS, PYTHON, STORM_DAEMON, STORM_N, STORM_MEM (xen-e2e.sh)
-XENBIN=/usr/lib/xen-4.17/bin
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
-status() { echo "$*" | tee -a "$OUT/status"; }
-check() {  # check NAME COMMAND...: PASS if the command succeeds
-    local name=$1; shift
-    if "$@"; then status "PASS $name"; else status "FAIL $name"; fi
-}
-wait_until() {  # wait_until SECONDS COMMAND...: poll the command every second
-    local deadline=$(($(date +%s) + $1)); shift
-    until "$@" >/dev/null 2>&1; do (($(date +%s) < deadline)) || return 1; sleep 1; done
-}
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc; }
-finish() { cp "${LOGS:-/nonexistent}"/* "$OUT/" 2>/dev/null; status "DONE"; exit 0; }
+# shellcheck source=scripts/xen-e2e-dom0-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/xen-e2e-dom0-lib.sh"
 N=${STORM_N:-4}
 DAEMON=${STORM_DAEMON:-oxenstored}
 MEM=${STORM_MEM:-96}
 
-# /run is a fresh tmpfs here: /run/lock (Debian's /var/lock) is where xenconsole (xl console) takes its lock.
 # The daemons' trace and log go to dom0's tmpfs, not to the 9p results share (a write there is slow under
 # TCG and would slow the daemon writing it); they are copied there at the end.
 LOGS=/run/storm-logs
-mkdir -p "$LOGS" /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen
+dom0_dirs "$LOGS"
 t0=$(now)
 case "$DAEMON" in
 oxenstored)

@@ -2,7 +2,8 @@
 # `make xen-e2e`: boots Xen with a Debian dom0 under QEMU and runs the real-Xen checks inside dom0
 # (scripts/xen-e2e-dom0.sh, then scripts/xen_e2e_checks.py). See scripts/README.md.
 #
-#   1. packages: qemu-system-x86, busybox-static, xen-utils-4.17 from apt (host side; dom0 uses the host's);
+#   1. packages: qemu-system-x86, qemu-system-xen (dom0's device model), busybox-static, xen-utils-4.17 from
+#                apt (host side; dom0 uses the host's);
 #   2. image:    xen-hypervisor-4.17-amd64 and the current linux-image-*-amd64 fetched with apt-get download
 #                and unpacked with dpkg-deb -x into $GT_XEN_DIR (default ~/.cache/git-toolstack/xen), a dom0
 #                initramfs (busybox + the 9p/overlay/Xen modules + init) and a domU busybox initrd;
@@ -27,7 +28,7 @@ STORM_DAEMON=${GT_XEN_STORM_DAEMON:-oxenstored}  # storm: oxenstored | c (Xen's 
 STORM_N=${GT_XEN_STORM_N:-4}          # storm: how many guests
 STORM_MEM=${GT_XEN_STORM_MEM:-96}     # storm: MiB per guest (32 is too small for Debian's kernel, see README)
 PYTHON=${GT_XEN_PYTHON:-$PROJECT/.venv/bin/python}  # must live on the host's / (dom0 sees it over 9p)
-APT_PACKAGES=(qemu-system-x86 busybox-static xen-utils-4.17 xenstore-utils cpio)
+APT_PACKAGES=(qemu-system-x86 qemu-system-xen busybox-static xen-utils-4.17 xenstore-utils cpio)
 IMAGE_VERSION=3
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 

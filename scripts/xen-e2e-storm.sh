@@ -47,6 +47,9 @@ status "INFO storm: $DAEMON xenstored answers after $(since "$t0")s"
 "$XENBIN/xen-init-dom0" >"$OUT/xen-init-dom0.txt" 2>&1 || status "FAIL xen-init-dom0"
 "$XENBIN/xenconsoled" --pid-file=/var/run/xenconsoled.pid --log=guest || status "FAIL xenconsoled"
 before=$(eagain)
+# The daemon's CPU seconds (all its threads, user and system) from /proc: what each daemon costs dom0.
+daemon_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$(cat /var/run/xenstored.pid)/stat"; }
+cpu_before=$(daemon_cpu)
 
 for i in $(seq "$N"); do
     cat >"/tmp/storm$i.cfg" <<CFG
@@ -90,6 +93,7 @@ else
     [ "$DAEMON" = ours ] && xenstore-control rings >"$OUT/rings.txt" 2>&1
 fi
 after_create=$(eagain)
+cpu_after_create=$(daemon_cpu)
 
 t=$(now)
 pids=()
@@ -99,6 +103,7 @@ status "INFO storm: $N parallel xl destroy took $(since "$t")s"
 gone() { [ "$(xl list | wc -l)" -eq 2 ] && ! xenstore-list /local/domain | grep -qv '^0$'; }
 check "storm: every guest and its xenstore home is gone" wait_until 120 gone
 status "INFO storm: $DAEMON xenstored EAGAIN replies: $((after_create - before)) during the creates and boots, $(($(eagain) - after_create)) during the destroys"
+status "INFO storm: $DAEMON xenstored CPU: $(echo "$cpu_after_create - $cpu_before" | bc) s during the creates and boots, $(echo "$(daemon_cpu) - $cpu_after_create" | bc) s during the destroys"
 cp -r /var/log/xen "$OUT/var-log-xen" 2>/dev/null
 cp "$LOGS"/* "$OUT/" 2>/dev/null
 finish

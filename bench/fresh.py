@@ -5,7 +5,8 @@ in a process that has imported everything and filled its caches hides the start-
 command. :func:`fresh` runs a command in new processes ("cold": imports, opening the repository, first reads;
 the page cache stays warm, as it is for an operator's second command) and reads each one's peak RSS from the
 kernel through ``/usr/bin/time``, under a deadline; :func:`peak_rss_mb` is the benchmark process's own peak,
-for the figures it measures in process; :func:`cold_warm` prints one line with both.
+for the figures it measures in process; :func:`cold_warm` prints one line with both. :func:`timed_runs` is
+the counted loop every bench uses for repeated work: it stops at a wall-clock deadline and says how far it got.
 """
 
 from __future__ import annotations
@@ -99,6 +100,49 @@ def peak_rss_mb(pid: int | None = None) -> float:
     except OSError:
         return float("nan")
     return int(found.group(1)) / 1024 if found else float("nan")
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The seconds of each run a counted loop completed, and how many it was asked for."""
+
+    seconds: list[float]
+    asked: int
+
+    @property
+    def done(self) -> int:
+        """How many runs completed."""
+        return len(self.seconds)
+
+    @property
+    def cut(self) -> bool:
+        """Whether the deadline stopped the loop before it had run ``asked`` times."""
+        return self.done < self.asked
+
+    @property
+    def median(self) -> float:
+        """The median run's seconds (NaN if none completed)."""
+        return statistics.median(self.seconds) if self.seconds else math.nan
+
+    def note(self) -> str:
+        """What to append to the figure's line: nothing, or that the deadline cut the loop and where."""
+        return f" (deadline reached: {self.done} of {self.asked} runs)" if self.cut else ""
+
+
+def timed_runs(run: Callable[[int], object], count: int, deadline: float) -> Runs:
+    """Call ``run(n)`` for ``n`` in ``range(count)``, timing each, until ``deadline`` (``time.monotonic()``).
+
+    The deadline is checked before each run, so a loop overruns it by one run at most; figures are computed
+    from the runs completed (``Runs.done``), never from ``count``.
+    """
+    seconds: list[float] = []
+    for n in range(count):
+        if time.monotonic() >= deadline:
+            break
+        started = time.perf_counter()
+        run(n)
+        seconds.append(time.perf_counter() - started)
+    return Runs(seconds, count)
 
 
 def cold_warm(label: str, cold: Fresh, warm_seconds: float | None, warm_how: str = "in process") -> str:

@@ -124,6 +124,12 @@ class Runs:
         """The median run's seconds (NaN if none completed)."""
         return statistics.median(self.seconds) if self.seconds else math.nan
 
+    @property
+    def per_second(self) -> float:
+        """Completed runs per second of their own time (NaN if none completed)."""
+        total = sum(self.seconds)
+        return self.done / total if total > 0 else math.nan
+
     def note(self) -> str:
         """What to append to the figure's line: nothing, or that the deadline cut the loop and where."""
         return f" (deadline reached: {self.done} of {self.asked} runs)" if self.cut else ""

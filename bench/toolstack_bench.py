@@ -12,7 +12,10 @@
    fresh process (imports, opening the repository, first reads), with its peak RSS, beside the same call
    warm (the second in one process) and the bare interpreter's start-up (bench/fresh.py).
 
-Run: ``.venv/bin/python bench/toolstack_bench.py [--ops 200] [--commits 100000] [--repeat 3]``
+Every loop has a deadline (``--deadline`` seconds each): a loop that reaches it stops, says so on its line, and
+its figures come from the iterations it completed (a history cut short is measured at the size it reached).
+
+Run: ``.venv/bin/python bench/toolstack_bench.py [--ops 200] [--commits 100000] [--repeat 3] [--deadline 300]``
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import argparse
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +34,7 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fresh import PYTHON, cold_warm, fresh, peak_rss_mb, toolstack  # bench/fresh.py
+from fresh import PYTHON, Runs, cold_warm, fresh, peak_rss_mb, timed_runs, toolstack  # bench/fresh.py
 
 import drivers
 from drivers import DomainSpec
@@ -44,43 +46,47 @@ from toolstack.ops import Toolstack
 from toolstack.pool import init_pool
 
 
-def raw_define_start(uri: str, count: int) -> float:
+def raw_define_start(uri: str, count: int, deadline: float) -> Runs:
     driver = drivers.open(uri)
     specs = [
         DomainSpec(uuid=uuidlib.uuid4(), name=f"raw-{uuidlib.uuid4().hex[:10]}", memory=64)
         for _ in range(count)
     ]
+
+    def define_start(n: int) -> None:
+        driver.define(specs[n])
+        driver.start(specs[n].uuid)
+
+    runs = Runs([], count)
     try:
-        start = time.perf_counter()
-        for spec in specs:
-            driver.define(spec)
-            driver.start(spec.uuid)
-        elapsed = time.perf_counter() - start
+        runs = timed_runs(define_start, count, deadline)
     finally:
-        for spec in specs:
+        for spec in specs[: runs.done]:
             driver.destroy(spec.uuid)
             driver.undefine(spec.uuid)
         driver.close()
-    return count / elapsed
+    return runs
 
 
-def toolstack_create_start(workdir: str, uri: str, count: int) -> float:
+def toolstack_create_start(workdir: str, uri: str, count: int, deadline: float) -> Runs:
     repo = os.path.join(workdir, f"ops-{uuidlib.uuid4().hex[:6]}.git")
     with Toolstack.init(repo, uri, author="bench") as ts:
         names = [f"vm-{uuidlib.uuid4().hex[:10]}" for _ in range(count)]
-        start = time.perf_counter()
-        for name in names:
-            ts.create(name, memory="64M")
-            ts.start(name)
-        elapsed = time.perf_counter() - start
+
+        def create_start(n: int) -> None:
+            ts.create(names[n], memory="64M")
+            ts.start(names[n])
+
+        runs = timed_runs(create_start, count, deadline)
         for vm in ts.vms():
             ts.driver.destroy(vm.uuid)
             ts.driver.undefine(vm.uuid)
-    return count / elapsed
+    return runs
 
 
-def build_history(repo: str, commits: int, vms: int = 100) -> str:
-    """``commits`` first-parent commits on main, each changing one VM's config; returns one VM's uuid."""
+def build_history(repo: str, commits: int, deadline: float, vms: int = 100) -> tuple[str, int]:
+    """Up to ``commits`` first-parent commits on main, each changing one VM's config, until ``deadline``
+    (monotonic); returns one VM's uuid and how many commits were built."""
     rng = random.Random(7)
     uuids = [str(uuidlib.UUID(int=rng.getrandbits(128), version=4)) for _ in range(vms)]
     with Store.open(repo, durable=False) as store:
@@ -91,7 +97,11 @@ def build_history(repo: str, commits: int, vms: int = 100) -> str:
                 tree = tree.set(path, value)
         head = store.write_commit(tree, [], "seed", "bench")
         pending = []
+        built = 0
         for i in range(commits):
+            if time.monotonic() >= deadline:
+                break
+            built = i + 1
             n = rng.randrange(vms)
             uuid = uuids[n]
             spec = DomainSpec(uuid=uuid, name=f"vm{n}", memory=256 + i % 4096)
@@ -116,29 +126,25 @@ def build_history(repo: str, commits: int, vms: int = 100) -> str:
         store.backend.write_objects(pending)
         store.set_branch("main", head)
     init_pool(repo, "bench")  # the pool record, as on a repository an older release made
-    return uuids[0]
+    return uuids[0], built
 
 
-def warm(call: Callable[[int], object], times: int = 3) -> float:
-    """Median seconds of ``call(n)`` after a first call (which fills the process's caches) is left out."""
+def warm(call: Callable[[int], object], deadline: float, times: int = 3) -> float:
+    """Median seconds of ``call(n)`` after a first call (which fills the process's caches) is left out; up
+    to ``times`` calls before ``deadline`` (NaN if only the first fitted)."""
     call(-1)
-    samples = []
-    for n in range(times):
-        started = time.perf_counter()
-        call(n)
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    return timed_runs(call, times, deadline).median
 
 
-def cold_commands(workdir: str, repeat: int) -> None:
+def cold_commands(workdir: str, repeat: int, seconds: float) -> None:
     """create, start and list as an operator runs them, in fresh processes, beside the same calls warm."""
     repo, driver = os.path.join(workdir, "cli.git"), f"sim://{workdir}/cli-sim"
     with Toolstack.init(repo, driver, author="bench") as ts:
         for n in range(20):
             ts.create(f"seed-{n}", memory="64M")
-        warm_create = warm(lambda n: ts.create(f"warm-{n}", memory="64M"))
-        warm_start = warm(lambda n: ts.start(f"warm-{n}"))
-        warm_list = warm(lambda n: ts.vms())
+        warm_create = warm(lambda n: ts.create(f"warm-{n}", memory="64M"), time.monotonic() + seconds)
+        warm_start = warm(lambda n: ts.start(f"warm-{n}"), time.monotonic() + seconds)
+        warm_list = warm(lambda n: ts.vms(), time.monotonic() + seconds)
     cli = ["--repo", repo, "--driver", driver, "--author", "bench"]
     print(cold_warm("python -c pass (the floor)", fresh([PYTHON, "-c", "pass"], repeat=repeat), None))
     create = fresh(lambda n: toolstack(*cli, "vm", "create", f"cold-{n}", "--memory", "64M"), repeat=repeat)
@@ -156,6 +162,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=200)
     parser.add_argument("--commits", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per cold figure (median)")
+    parser.add_argument("--deadline", type=float, default=300.0, help="seconds allowed for each loop")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="toolstack-bench-")
     try:
@@ -165,21 +172,25 @@ def main() -> None:
             ("simulator (sim://, in memory)", "sim://"),
             ("libvirt test:///default", "test:///default"),
         ):
-            raw = raw_define_start(uri, args.ops)
-            ours = toolstack_create_start(workdir, uri, args.ops)
+            raw_runs = raw_define_start(uri, args.ops, time.monotonic() + args.deadline)
+            our_runs = toolstack_create_start(workdir, uri, args.ops, time.monotonic() + args.deadline)
+            raw, ours = raw_runs.per_second, our_runs.per_second
             print(
-                f"{label:32} raw driver define+start {raw:8.0f}/s   toolstack create+start {ours:6.1f}/s"
-                f"   = 1/{raw / ours:.0f} of the raw rate"
+                f"{label:32} raw driver define+start {raw:8.0f}/s{raw_runs.note()}   toolstack create+start "
+                f"{ours:6.1f}/s{our_runs.note()}   = 1/{raw / ours:.0f} of the raw rate"
             )
 
         print("\n## cold: each command in a fresh process, beside the same call warm (2nd in one process)")
-        cold_commands(workdir, args.repeat)
+        cold_commands(workdir, args.repeat, args.deadline)
 
         print(f"\n## per-VM log with {args.commits} commits on main (target >= 50x git log, <= 50 ms)")
         repo = os.path.join(workdir, "history.git")
         started = time.perf_counter()
-        vm = build_history(repo, args.commits)
-        print(f"(built {args.commits} commits in {time.perf_counter() - started:.1f} s)")
+        vm, built = build_history(repo, args.commits, time.monotonic() + args.deadline)
+        cut = f": deadline reached, {built} of {args.commits}; the figures below are for {built}"
+        print(
+            f"(built {built} commits in {time.perf_counter() - started:.1f} s{cut if built < args.commits else ''})"
+        )
         started = time.perf_counter()
         expected = subprocess.run(
             ["git", "-C", repo, "log", "--format=%H", "main", "--", layout.vm_dir(vm)],
@@ -192,17 +203,13 @@ def main() -> None:
             started = time.perf_counter()
             first = ts.log(vm)
             index_build = time.perf_counter() - started
-            samples = []
-            for _ in range(20):
-                started = time.perf_counter()
-                entries = ts.log(vm)
-                samples.append(time.perf_counter() - started)
+            entries = first
+            samples = timed_runs(lambda _: ts.log(vm), 20, time.monotonic() + args.deadline)
             ts.set_resources(vm, memory="1G")  # one more operation: the index catches up incrementally
             started = time.perf_counter()
             after_op = ts.log(vm)
             catch_up = time.perf_counter() - started
-        samples.sort()
-        query = samples[len(samples) // 2]
+        query = samples.median
         same = [e.commit for e in first][: len(expected)] == expected[: len(first)] and len(first) == len(
             expected
         )
@@ -211,7 +218,7 @@ def main() -> None:
         )
         print(
             f"toolstack log, index up to date (median)  {query * 1e3:8.1f} ms   git log / toolstack = {git_log / query:6.0f}x"
-            f"   ({len(entries)} entries, {'same commits as git' if same else 'DIFFERENT from git'})"
+            f"   ({len(entries)} entries, {'same commits as git' if same else 'DIFFERENT from git'}){samples.note()}"
         )
         print(
             f"toolstack log after one more operation    {catch_up * 1e3:8.1f} ms   ({len(after_op)} entries)"

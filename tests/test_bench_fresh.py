@@ -39,3 +39,8 @@ def test_a_deadline_already_past_runs_nothing() -> None:
     runs = timed_runs(lambda n: None, 3, time.monotonic() - 1)
     assert runs == Runs([], 3)
     assert runs.cut and math.isnan(runs.median)
+
+
+def test_the_rate_counts_the_runs_completed_not_the_runs_asked_for() -> None:
+    assert Runs([0.5, 0.25, 0.25], 100).per_second == 3.0
+    assert math.isnan(Runs([], 100).per_second)

@@ -9,7 +9,10 @@ is noisy, so compare ratios within one run. Cold figures beside the warm ones: o
 key's history each in a fresh process (importing the store and opening the repository first, as a command
 does), with their peak RSS (bench/fresh.py); and this process's own peak RSS.
 
-Run: ``.venv/bin/python bench/store_bench.py [--records 10000] [--seconds 3]``
+The rates run for ``--seconds``; every counted loop (the writer threads, the reads, the history build) stops at
+``--deadline`` seconds, says so on its line, and its figures come from the iterations it completed.
+
+Run: ``.venv/bin/python bench/store_bench.py [--records 10000] [--seconds 3] [--deadline 300]``
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import argparse
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fresh import PYTHON, cold_warm, fresh, peak_rss_mb  # bench/fresh.py
+from fresh import PYTHON, Runs, cold_warm, fresh, peak_rss_mb, timed_runs  # bench/fresh.py
 
 from store import Conflict, Store
 
@@ -181,17 +183,23 @@ def bench_pygit2(gitdir: str, vms: list[str], seconds: float, fsync: bool) -> fl
         pygit2.option(pygit2.enums.Option.ENABLE_FSYNC_GITDIR, False)
 
 
-def bench_threads(store: Store, vms: list[str], threads: int, per_thread: int) -> tuple[float, int, int]:
+def bench_threads(
+    store: Store, vms: list[str], threads: int, per_thread: int, deadline: float
+) -> tuple[float, int, int, Runs]:
+    """Each of ``threads`` writers commits ``per_thread`` transactions on its own keys, or fewer if the
+    ``deadline`` (monotonic) comes first: (tx/s completed, conflicts, errors, every writer's runs together)."""
     branch = store.branch()
     conflicts = 0
     errors = 0
     lock = threading.Lock()
     chunks = [vms[i::threads] for i in range(threads)]
+    runs: list[Runs] = []
 
     def writer(n: int) -> None:
-        nonlocal conflicts, errors
         rng = random.Random(100 + n)
-        for i in range(per_thread):
+
+        def one(i: int) -> None:
+            nonlocal conflicts, errors
             vm = rng.choice(chunks[n])
             try:
                 with branch.transaction(message=f"vm set {vm}", author=f"writer{n}") as tx:
@@ -203,6 +211,10 @@ def bench_threads(store: Store, vms: list[str], threads: int, per_thread: int) -
                 with lock:
                     errors += 1
 
+        done = timed_runs(one, per_thread, deadline)
+        with lock:
+            runs.append(done)
+
     pool = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
     start = time.perf_counter()
     for t in pool:
@@ -210,38 +222,47 @@ def bench_threads(store: Store, vms: list[str], threads: int, per_thread: int) -
     for t in pool:
         t.join()
     elapsed = time.perf_counter() - start
-    return threads * per_thread / elapsed, conflicts, errors
+    together = Runs([s for done in runs for s in done.seconds], threads * per_thread)
+    return together.done / elapsed, conflicts, errors, together
 
 
-def bench_reads(store: Store, vms: list[str], count: int = 20000) -> float:
+READ_CHUNK = 500  # keys read per timed run: a clock read per key would weigh on a microsecond read
+
+
+def bench_reads(store: Store, vms: list[str], deadline: float, count: int = 20000) -> tuple[float, Runs]:
+    """Seconds per warm ``Branch.get``, over up to ``count`` keys (in chunks) before ``deadline``."""
     branch = store.branch()
     rng = random.Random(4)
     keys = [record_path(rng.choice(vms)) for _ in range(count)]
-    for key in keys:  # warm the caches
-        branch.get(key)
-    start = time.perf_counter()
-    for key in keys:
-        branch.get(key)
-    return (time.perf_counter() - start) / count
+    chunks = [keys[i : i + READ_CHUNK] for i in range(0, count, READ_CHUNK)]
+
+    def read(n: int) -> None:
+        for key in chunks[n]:
+            branch.get(key)
+
+    warmed = timed_runs(read, len(chunks), deadline)  # warm the caches, on the keys then timed
+    runs = timed_runs(read, warmed.done, deadline)
+    return sum(runs.seconds) / (runs.done * READ_CHUNK) if runs.done else float("nan"), runs
 
 
-def bench_git_cat_file(gitdir: str, vms: list[str], count: int = 50) -> float:
-    start = time.perf_counter()
-    for vm in vms[:count]:
-        git(gitdir, "cat-file", "-p", f"main:{record_path(vm)}")
-    return (time.perf_counter() - start) / count
+def bench_git_cat_file(gitdir: str, vms: list[str], deadline: float, count: int = 50) -> Runs:
+    return timed_runs(lambda n: git(gitdir, "cat-file", "-p", f"main:{record_path(vms[n])}"), count, deadline)
 
 
-def build_history(path: str, vms: list[str], commits: int, watched: str) -> None:
-    """``commits`` one-leaf commits on branch "history"; ``watched`` changes in every 50th."""
+def build_history(path: str, vms: list[str], commits: int, watched: str, deadline: float) -> int:
+    """Up to ``commits`` one-leaf commits on branch "history", until ``deadline`` (monotonic); ``watched``
+    changes in every 50th. Returns how many were built."""
     with Store.open(path, durable=False) as store:
         store.fork("history", "main")
         branch = store.branch("history")
         rng = random.Random(5)
         for i in range(commits):
+            if time.monotonic() >= deadline:
+                return i
             vm = watched if i % 50 == 0 else rng.choice(vms)
             with branch.transaction(message=f"history {i}", author="bench") as tx:
                 tx.set(record_path(vm), CONFIG % (i, i))
+    return commits
 
 
 def main() -> None:
@@ -251,6 +272,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--history-commits", type=int, default=10_000)
+    parser.add_argument("--deadline", type=float, default=300.0, help="seconds allowed for each counted loop")
     parser.add_argument("--dir", default=None, help="where to build the repositories (default: a temp dir)")
     args = parser.parse_args()
 
@@ -292,31 +314,32 @@ def main() -> None:
         )
         print(cold_warm("one durable commit", cold_commit, 1 / ours, "1 writer, one of many"))
 
-        rate, conflicts, errors = bench_threads(
-            store, vms, threads=16, per_thread=max(20, int(60 * args.seconds))
+        rate, conflicts, errors, writes = bench_threads(
+            store, vms, 16, max(20, int(60 * args.seconds)), time.monotonic() + args.deadline
         )
         print("\n## 16 writer threads on disjoint keys (target >= 1,000 tx/s, 0 conflicts)")
         print(
             f"store, group commit                      {rate:8.0f} tx/s   = {rate / ours:5.1f}x one writer;"
-            f" conflicts {conflicts}, errors {errors}"
+            f" conflicts {conflicts}, errors {errors}{writes.note()}"
         )
 
-        read = bench_reads(store, vms)
-        cat_file = bench_git_cat_file(repo, vms)
+        read, reads = bench_reads(store, vms, time.monotonic() + args.deadline)
+        cat_runs = bench_git_cat_file(repo, vms, time.monotonic() + args.deadline)
+        cat_file = 1 / cat_runs.per_second
         print("\n## read one key at head, warm (target <= 0.1 ms)")
-        print(f"store Branch.get                         {read * 1e3:8.4f} ms")
+        print(f"store Branch.get                         {read * 1e3:8.4f} ms{reads.note()}")
         print(
             f"git cat-file -p (one process per read)   {cat_file * 1e3:8.2f} ms   store = {cat_file / read:6.0f}x faster"
+            f"{cat_runs.note()}"
         )
         store.close()
 
         watched = vms[0]
         started = time.perf_counter()
-        build_history(repo, vms, args.history_commits, watched)
-        print(f"\n## one key's history over {args.history_commits} commits (target <= 0.5 s)")
-        print(
-            f"(built {args.history_commits} commits, not durable, in {time.perf_counter() - started:.1f} s)"
-        )
+        built = build_history(repo, vms, args.history_commits, watched, time.monotonic() + args.deadline)
+        print(f"\n## one key's history over {built} commits (target <= 0.5 s)")
+        cut = f"; deadline reached: {built} of {args.history_commits}" if built < args.history_commits else ""
+        print(f"(built {built} commits, not durable, in {time.perf_counter() - started:.1f} s{cut})")
         with Store.open(repo) as opened:
             start = time.perf_counter()
             entries = opened.branch("history").history(record_path(watched))
@@ -339,12 +362,8 @@ def main() -> None:
         print(cold_warm("store Branch.history", in_fresh, ours_warm, "2nd call"))
         if in_fresh.ok:
             print(f"git log -- path / the fresh process       {git_log / in_fresh.seconds:8.2f}x")
-        samples = []
-        for _ in range(5):
-            start = time.perf_counter()
-            git(repo, "rev-parse", "history")
-            samples.append(time.perf_counter() - start)
-        print(f"(git process start-up, for scale: {statistics.median(samples) * 1e3:.1f} ms)")
+        samples = timed_runs(lambda _: git(repo, "rev-parse", "history"), 5, time.monotonic() + args.deadline)
+        print(f"(git process start-up, for scale: {samples.median * 1e3:.1f} ms{samples.note()})")
         print(f"peak RSS of this benchmark process (the warm figures): {peak_rss_mb():.0f} MB")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

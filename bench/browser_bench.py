@@ -11,10 +11,14 @@ Printed:
    from ``goto`` to ``ready``), with Pyodide's start-up alone beside it;
 2. the download: every response's bytes, split into the runtime (Pyodide, dulwich, the store) and the
    repository;
-3. ``log(vm)`` for a few VMs in the browser against ``Branch.log`` on CPython over the same clone: the median
+3. peak memory (VmHWM from ``/proc``) of the processes the user waits on: the server, and Chromium's (its
+   largest, the page's renderer where Pyodide runs, and the sum over all of them: an upper bound of their
+   peak together, since each peaked at its own moment);
+4. ``log(vm)`` for a few VMs in the browser against ``Branch.log`` on CPython over the same clone: the median
    of ``--repeat`` runs each, and the ratio; and the clone itself, both ways.
 
-Each loop has a deadline (``--deadline`` seconds): a loop that reaches it stops and says so. The browser and
+Each loop has a deadline (``--deadline`` seconds): a loop that reaches it stops and says so, and its median is
+of the runs it completed (bench/fresh.py's ``timed_runs``). The browser and
 the server share this machine's cores: read ratios, not absolute figures.
 
 Run: ``.venv/bin/python bench/browser_bench.py [--commits 10000] [--vms 50] [--repeat 5]`` (it runs
@@ -28,7 +32,6 @@ import asyncio
 import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +43,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fresh import Runs, peak_rss_mb, timed_runs  # noqa: E402  (bench/fresh.py)
 
 from store.dumbhttp import clone  # noqa: E402
 
@@ -106,16 +112,37 @@ def serve(site: Path, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("python -m http.server did not start")
 
 
-def timed_runs(run, repeat: int, deadline: float) -> tuple[list[float], bool]:
-    """Seconds of each run, up to ``repeat`` runs or until ``deadline`` (monotonic); and whether it was cut."""
-    times = []
-    for _ in range(repeat):
-        if time.monotonic() > deadline:
-            return times, True
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times, False
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs, ...), from ``/proc``; the browser is the playwright
+    driver's child, not this process's."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        below = [child for child, parent in parents.items() if parent in frontier]
+        found += below
+        frontier = below
+    return found
+
+
+def chromium_peaks() -> list[float]:
+    """Peak RSS (MiB) of each Chromium process this benchmark started, read while they still run."""
+    peaks = []
+    for pid in descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/comm", encoding="ascii", errors="replace") as comm:
+                name = comm.read().strip()
+        except OSError:
+            continue
+        if "chrom" in name:
+            peaks.append(peak_rss_mb(pid))
+    return [peak for peak in peaks if peak == peak]  # NaN: it exited in between
 
 
 def browser_side(url: str, names: list[str], repeat: int, seconds: float) -> dict:
@@ -126,7 +153,8 @@ def browser_side(url: str, names: list[str], repeat: int, seconds: float) -> dic
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         try:
             page = browser.new_context().new_page()
-            page.set_default_timeout(seconds * 1000)
+            # A timed loop may overrun its budget by one run: the page's own timeout must not cut it first.
+            page.set_default_timeout((seconds + 60) * 1000)
 
             def count(response) -> None:
                 try:
@@ -141,8 +169,6 @@ def browser_side(url: str, names: list[str], repeat: int, seconds: float) -> dic
             wall = time.perf_counter() - start
             timings = page.evaluate("window.toolstackStore.timings")
             logs = {}
-            cut = False
-            deadline = time.monotonic() + seconds
             for name in names:
                 times = page.evaluate(
                     """async ([name, repeat, budgetMs]) => {
@@ -155,14 +181,14 @@ def browser_side(url: str, names: list[str], repeat: int, seconds: float) -> dic
                         }
                         return out;
                     }""",
-                    [name, repeat, max(0, deadline - time.monotonic()) * 1000],
+                    [name, repeat, seconds * 1000],  # each VM's loop its own budget, as on the CPython side
                 )
                 logs[name] = page.evaluate("n => window.toolstackStore.log(n)", name)
-                cut = cut or len(times) < repeat
                 logs[name + ":times"] = times
+            chromium = chromium_peaks()
         finally:
             browser.close()
-    return {"wall": wall, "timings": timings, "sizes": sizes, "logs": logs, "cut": cut}
+    return {"wall": wall, "timings": timings, "sizes": sizes, "logs": logs, "chromium": chromium}
 
 
 def main() -> None:
@@ -210,6 +236,7 @@ def main() -> None:
             start = time.perf_counter()
             store = asyncio.run(clone(f"http://127.0.0.1:{port}/pool.git", get))
             cpython_clone = time.perf_counter() - start
+            server_rss = peak_rss_mb(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -230,18 +257,26 @@ def main() -> None:
     print(f"log(vm) over {args.commits} commits, median of up to {args.repeat} runs:")
     for name in names:
         path = f"vms/{uuid_of[name][:2]}/{uuid_of[name]}"
-        times, cut = timed_runs(
-            lambda p=path: store.branch("main").log(p), args.repeat, time.monotonic() + args.deadline
+        runs = timed_runs(
+            lambda _, p=path: store.branch("main").log(p), args.repeat, time.monotonic() + args.deadline
         )
         expected = [entry.id for entry in store.branch("main").log(path)]
         assert page["logs"][name] == expected, f"log({name}) differs between the browser and CPython"
-        browser_times = page["logs"][name + ":times"]
-        b, c = statistics.median(browser_times), statistics.median(times)
-        note = " (deadline reached)" if cut or page["cut"] else ""
+        browser = Runs(page["logs"][name + ":times"], args.repeat)
+        b, c = browser.median, runs.median
+        sides = (("browser", browser), ("CPython", runs))
+        note = "".join(f" ({side}: {cut.note().strip(' ()')})" for side, cut in sides if cut.cut)
         print(
             f"  {name}: {len(expected)} commits; browser {b * 1000:.0f} ms, CPython {c * 1000:.0f} ms, "
             f"ratio {b / c:.1f}x{note}"
         )
+
+    chromium = page["chromium"]
+    print(
+        f"peak RSS (VmHWM): server (python -m http.server) {server_rss:.0f} MB; Chromium's largest process "
+        f"{max(chromium, default=float('nan')):.0f} MB, its {len(chromium)} processes {sum(chromium):.0f} MB "
+        f"summed (an upper bound: shared pages count in each); this process (CPython's clone and logs) {peak_rss_mb():.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ the load generator share this machine's cores: read ratios, not absolute figures
 create+start at 8 clients >= 100 pairs/s and >= 0.6x the bare store's ceiling printed in the same run; GET
 one VM at 8 connections p50 <= 5 ms and p99 <= 50 ms.
 
+Rates run for ``--seconds``; a batch of ``--ops`` pairs stops at ``--deadline`` seconds and says so.
+
 Run: ``.venv/bin/python bench/api_bench.py [--vms 1000] [--ops 100] [--seconds 5] [--concurrency 8]``
 """
 
@@ -44,7 +46,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import httpx
-from fresh import peak_rss_mb  # bench/fresh.py
+from fresh import Runs, peak_rss_mb  # bench/fresh.py
 
 from store import Store
 from toolstack.api.etags import vm_version
@@ -94,12 +96,18 @@ def timed_loop(call: Callable[[int], None], seconds: float, threads: int = 1, ho
     return Rate(len(samples) / elapsed, percentile(samples, 0.5), percentile(samples, 0.99), how)
 
 
-def fixed_batch(call: Callable[[str], None], names: list[str], threads: int, how: str) -> Rate:
-    """Call ``call(name)`` once per name from ``threads`` threads; every call is timed."""
+def fixed_batch(
+    call: Callable[[str], None], names: list[str], threads: int, how: str, seconds: float
+) -> Rate:
+    """Call ``call(name)`` once per name from ``threads`` threads, every call timed, until ``seconds`` have
+    passed: the names left then are not called, the rate counts the calls completed, and ``how`` says so."""
     samples: list[float] = []
     mutex = threading.Lock()
+    deadline = time.monotonic() + seconds
 
     def one(name: str) -> None:
+        if time.monotonic() >= deadline:
+            return
         begin = time.perf_counter()
         call(name)
         with mutex:
@@ -109,7 +117,8 @@ def fixed_batch(call: Callable[[str], None], names: list[str], threads: int, how
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, names))
     elapsed = time.perf_counter() - start
-    return Rate(len(names) / elapsed, percentile(samples, 0.5), percentile(samples, 0.99), how)
+    how += Runs(samples, len(names)).note()
+    return Rate(len(samples) / elapsed, percentile(samples, 0.5), percentile(samples, 0.99), how)
 
 
 def names(prefix: str, count: int) -> list[str]:
@@ -133,22 +142,16 @@ def in_process(ts: Toolstack, args: argparse.Namespace, probe: str) -> dict[str,
     def create_started(name: str) -> None:
         ts.create(name, memory=64, start=True)
 
+    def batch(call: Callable[[str], None], prefix: str, threads: int, how: str) -> Rate:
+        return fixed_batch(call, names(prefix, args.ops), threads, how, args.deadline)
+
+    n = args.concurrency
     return {
         "get": timed_loop(get_one, args.seconds, how="ts.vm + ts.info + ETag, 1 thread"),
         "list": timed_loop(list_all, args.seconds, how=f"ts.vms() of {args.vms}, 1 thread"),
-        "create1": fixed_batch(create_start, names("ops", args.ops), 1, "ts.create + ts.start, 1 thread"),
-        "createN": fixed_batch(
-            create_start,
-            names("opsc", args.ops),
-            args.concurrency,
-            f"ts.create + ts.start, {args.concurrency} threads",
-        ),
-        "oneN": fixed_batch(
-            create_started,
-            names("opso", args.ops),
-            args.concurrency,
-            f"ts.create(start=True), {args.concurrency} threads",
-        ),
+        "create1": batch(create_start, "ops", 1, "ts.create + ts.start, 1 thread"),
+        "createN": batch(create_start, "opsc", n, f"ts.create + ts.start, {n} threads"),
+        "oneN": batch(create_started, "opso", n, f"ts.create(start=True), {n} threads"),
     }
 
 
@@ -349,7 +352,7 @@ def httpx_get(url: str, token: str, path: str, seconds: float, threads: int) -> 
 
 
 def http_create_start(
-    url: str, token: str, batch: list[str], threads: int, one_request: bool = False
+    url: str, token: str, batch: list[str], threads: int, seconds: float, one_request: bool = False
 ) -> Rate:
     """Create and start each VM: two requests (two tasks), or one ``POST /vms`` with ``start`` (one task)."""
     local = threading.local()
@@ -370,7 +373,7 @@ def http_create_start(
             raise RuntimeError(f"{name}: {created.status_code} {started.status_code} {started.text}")
 
     how = "POST /vms start:true" if one_request else "POST /vms + POST start"
-    return fixed_batch(create_start, batch, threads, f"{how}, {threads} client(s)")
+    return fixed_batch(create_start, batch, threads, f"{how}, {threads} client(s)", seconds)
 
 
 def over_http(url: str, token: str, args: argparse.Namespace, probe: str, workdir: str) -> dict[str, Rate]:
@@ -384,7 +387,7 @@ def over_http(url: str, token: str, args: argparse.Namespace, probe: str, workdi
     def create_start(prefix: str, clients: int) -> Rate:
         if use_wrk:
             return wrk_create_start(url, token, args.seconds, clients, workdir, prefix)
-        return http_create_start(url, token, names(prefix, args.ops), clients)
+        return http_create_start(url, token, names(prefix, args.ops), clients, args.deadline)
 
     return {
         "get": get(f"/vms/{probe}", 1),
@@ -392,7 +395,9 @@ def over_http(url: str, token: str, args: argparse.Namespace, probe: str, workdi
         "list": get("/vms", 1),
         "create1": create_start("http", 1),
         "createN": create_start("httpc", args.concurrency),
-        "oneN": http_create_start(url, token, names("httpo", args.ops), args.concurrency, one_request=True),
+        "oneN": http_create_start(
+            url, token, names("httpo", args.ops), args.concurrency, args.deadline, one_request=True
+        ),
         "health": get("/health", args.concurrency),
     }
 
@@ -403,6 +408,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=100, help="create+start pairs per measurement")
     parser.add_argument("--seconds", type=float, default=5.0, help="Duration of each GET measurement")
     parser.add_argument("--concurrency", type=int, default=8, help="Concurrent clients / threads")
+    parser.add_argument("--deadline", type=float, default=300.0, help="Seconds allowed for each --ops batch")
     parser.add_argument("--no-wrk", action="store_true", help="Use httpx even if wrk exists")
     args = parser.parse_args()
 

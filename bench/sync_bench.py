@@ -9,7 +9,10 @@
    and opening the repository first, as ``toolstack pull`` does), with its peak RSS, beside the warm
    round of stage 2 (bench/fresh.py); and this process's own peak RSS.
 
-Run: ``.venv/bin/python bench/sync_bench.py [--commits 1000]``
+Every loop has a deadline (``--deadline`` seconds each): a loop that reaches it stops, says so on its line, and
+its figures come from the iterations it completed.
+
+Run: ``.venv/bin/python bench/sync_bench.py [--commits 1000] [--latency-samples 10] [--deadline 300]``
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fresh import PYTHON, Fresh, cold_warm, fresh, peak_rss_mb  # bench/fresh.py
+from fresh import PYTHON, Fresh, Runs, cold_warm, fresh, peak_rss_mb, timed_runs  # bench/fresh.py
 
 from store import Store
 from tests.store.git_servers import git_daemon
@@ -48,26 +50,36 @@ with Store.open(sys.argv[1]) as store:
 """
 
 
-def cold_pulls(a: Store, host_b: str, samples: int) -> Fresh:
-    """Host A commits and pushes; host B pulls it in a fresh process; ``samples`` times (the median)."""
-    runs = []
-    for n in range(samples):
+def cold_pulls(a: Store, host_b: str, samples: int, deadline: float) -> tuple[Fresh, Runs]:
+    """Host A commits and pushes; host B pulls it in a fresh process; ``samples`` times (the median), or as
+    many as fit before ``deadline`` (monotonic)."""
+    runs: list[Fresh] = []
+
+    def one(n: int) -> None:
+        if runs and not runs[-1].ok:  # a failed pull is reported, not repeated
+            return
         with a.branch("main").transaction(message=f"vm set cold {n}", author="host-a") as tx:
             tx.set(layout.config_path(BENCH_VM), f'{{"memory": {20_000 + n}}}\n'.encode())
         a.remote("origin").push("main")
         runs.append(fresh([PYTHON, "-c", ONE_PULL, host_b], repeat=1, timeout=POLL_DEADLINE))
-        if not runs[-1].ok:
-            return runs[-1]
+
+    rounds = timed_runs(one, samples, deadline)
+    if not runs[-1].ok:
+        return runs[-1], rounds
     walls = sorted(run.seconds for run in runs)
-    return Fresh(walls[len(walls) // 2], max(run.rss_mb for run in runs), True, "")
+    return Fresh(walls[len(walls) // 2], max(run.rss_mb for run in runs), True, ""), rounds
 
 
-def make_history(path: str, commits: int) -> None:
+def make_history(path: str, commits: int, deadline: float) -> int:
+    """Up to ``commits`` commits on main, until ``deadline`` (monotonic); returns how many were made."""
     with Store.open(path, durable=False) as store:
         branch = store.branch("main")
         for i in range(commits):
+            if time.monotonic() >= deadline:
+                return i
             with branch.transaction(message=f"change {i}", author="bench") as tx:
                 tx.set(f"vms/{i % 50:02d}/config", f'{{"memory": {i}}}\n'.encode())
+    return commits
 
 
 def git(*args: str) -> None:
@@ -80,15 +92,17 @@ def main() -> None:
     )
     parser.add_argument("--commits", type=int, default=1000)
     parser.add_argument("--latency-samples", type=int, default=10)
+    parser.add_argument("--deadline", type=float, default=300.0, help="seconds allowed for each loop")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="sync-bench-")
     try:
         base = os.path.join(workdir, "server")
         os.makedirs(base)
         source = os.path.join(workdir, "source.git")
-        make_history(source, args.commits)
+        commits = make_history(source, args.commits, time.monotonic() + args.deadline)
         with git_daemon(base) as daemon:
-            print(f"# sync benchmark: {args.commits} commits over git daemon on 127.0.0.1, in {workdir}")
+            cut = f" (deadline reached: {commits} of {args.commits} built)" if commits < args.commits else ""
+            print(f"# sync benchmark: {commits} commits over git daemon on 127.0.0.1, in {workdir}{cut}")
             # The store pushes into an empty server repository, then another store pulls it all.
             git("init", "-q", "--bare", os.path.join(base, "ours.git"))
             git("-C", os.path.join(base, "ours.git"), "config", "receive.fsckObjects", "false")
@@ -111,22 +125,21 @@ def main() -> None:
             git("-C", target, "fetch", "-q", f"{daemon}/theirs.git", "main:main")
             git_fetch = time.perf_counter() - started
             print(
-                f"push  {args.commits} commits: store {ours_push:6.2f} s   git push  {git_push:6.2f} s   "
+                f"push  {commits} commits: store {ours_push:6.2f} s   git push  {git_push:6.2f} s   "
                 f"store/git = {ours_push / git_push:5.2f}x (target <= 2x)"
             )
             print(
-                f"pull  {args.commits} commits: store {ours_fetch:6.2f} s   git fetch {git_fetch:6.2f} s   "
+                f"pull  {commits} commits: store {ours_fetch:6.2f} s   git fetch {git_fetch:6.2f} s   "
                 f"store/git = {ours_fetch / git_fetch:5.2f}x (target <= 2x)"
             )
 
             # Event latency: host A commits and pushes; host B fetches until it sees the event.
             a = Store.clone(f"{daemon}/ours.git", os.path.join(workdir, "host-a.git"))
             b = Store.clone(f"{daemon}/ours.git", os.path.join(workdir, "host-b.git"))
-            latencies = []
             fetches = []
-            for n in range(args.latency_samples):
+
+            def event_round(n: int) -> None:
                 token = b.branch("main").head
-                started = time.perf_counter()
                 with a.branch("main").transaction(message=f"vm set {n}", author="host-a") as tx:
                     tx.set(layout.config_path(BENCH_VM), f'{{"memory": {10_000 + n}}}\n'.encode())
                 a.remote("origin").push("main")
@@ -142,23 +155,32 @@ def main() -> None:
                             f"host B saw no event {POLL_DEADLINE:.0f} s after host A pushed sample {n} "
                             f"({polls} fetches)"
                         )
-                latencies.append(time.perf_counter() - started)
                 fetches.append(polls)
+
+            rounds = timed_runs(event_round, args.latency_samples, time.monotonic() + args.deadline)
+            latencies = rounds.seconds
             b.close()
-            cold = cold_pulls(a, os.path.join(workdir, "host-b.git"), 3)
+            cold, pulls = cold_pulls(
+                a, os.path.join(workdir, "host-b.git"), 3, time.monotonic() + args.deadline
+            )
             a.close()
-            started = time.perf_counter()
-            for _ in range(5):
-                git("-C", target, "fetch", "-q", f"{daemon}/theirs.git", "main:main")
-            git_round_trip = (time.perf_counter() - started) / 5
-            median = statistics.median(latencies)
+            fetch = f"{daemon}/theirs.git"
+            no_ops = timed_runs(
+                lambda _: git("-C", target, "fetch", "-q", fetch, "main:main"),
+                5,
+                time.monotonic() + args.deadline,
+            )
+            git_round_trip = 1 / no_ops.per_second
+            median = rounds.median
             print(
                 f"event latency host A commit -> host B event: median {median * 1e3:6.1f} ms, "
                 f"max {max(latencies) * 1e3:6.1f} ms over {len(latencies)} samples "
                 f"(= {median / git_round_trip:4.1f}x one no-op `git fetch` round trip of {git_round_trip * 1e3:.1f} ms)"
+                f"{rounds.note()}{no_ops.note().replace('runs', 'git fetches')}"
             )
             print(
                 cold_warm("host B pulls one commit and its event", cold, median, "commit, push, pull, median")
+                + pulls.note()
             )
             print(f"peak RSS of this benchmark process (the warm figures): {peak_rss_mb():.0f} MB")
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fresh import PYTHON, cold_warm, fresh, peak_rss_mb  # bench/fresh.py
+from fresh import PYTHON, cold_warm, fresh, peak_rss_mb, timed_runs  # bench/fresh.py
 
 import drivers
 from drivers import DomainSpec, Driver
@@ -61,9 +61,9 @@ def spec(index: int, tag: str) -> DomainSpec:
 
 
 def rate(cycle: Callable[[int], None], seconds: float) -> tuple[float, int]:
-    """Run ``cycle(i)`` for about ``seconds``; returns (cycles per second, cycles)."""
-    for warmup in range(20):
-        cycle(-1 - warmup)
+    """Run ``cycle(i)`` for about ``seconds``, after up to 20 warm-up cycles within the same budget; returns
+    (cycles per second, cycles)."""
+    timed_runs(lambda warmup: cycle(-1 - warmup), 20, time.monotonic() + seconds)
     count = 0
     start = time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:

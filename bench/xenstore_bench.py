@@ -9,9 +9,10 @@ Boot storm: N parallel simulated VM lifecycles (N = 10, 50, 100, 200), each foll
 
 Every lifecycle uses two connections (toolstack/backend, and frontend), all driven by one asyncio client
 process, against each daemon in turn (a fresh daemon per run, the daemons interleaved, the median of
-``--repeat`` runs reported); a transaction that gets EAGAIN is retried and counted. Then Xen's
-test-xenstore reports per-operation latency against both daemons. Ratios are ours / oxenstored within the
-same run (below 1 means faster). This is a benchmark, not a test: the machine has 2 cores and is noisy.
+``--repeat`` runs reported, fewer if a size's ``--deadline`` passes: its line says so); a transaction that
+gets EAGAIN is retried and counted. Then Xen's test-xenstore reports per-operation latency against both
+daemons. Ratios are ours / oxenstored within the same run (below 1 means faster). This is a benchmark, not a
+test: the machine has 2 cores and is noisy.
 Each daemon is cold for its storm (a fresh process); beside the storms, each daemon's start (until its
 socket answers) and its peak RSS after the storm (VmHWM) are printed, the median of the runs at each N.
 
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fresh import peak_rss_mb  # noqa: E402 - bench/fresh.py
+from fresh import peak_rss_mb, timed_runs  # noqa: E402 - bench/fresh.py
 
 from xenstored.client import AsyncClient, ClientError  # noqa: E402 - after the sys.path line
 from xenstored.reference import RUN_SH as OXENSTORED_RUN  # noqa: E402
@@ -328,6 +329,12 @@ def main() -> None:
     parser.add_argument("--no-durable", action="store_true", help="skip the durable-mode run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per daemon and size (median reported)")
     parser.add_argument(
+        "--deadline",
+        type=float,
+        default=600.0,
+        help="seconds for each size's runs: no new round starts after",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="CHECKOUT",
         help="also run the durable daemon of this checkout (e.g. a worktree of an older commit), interleaved",
@@ -352,9 +359,14 @@ def main() -> None:
             # Each daemon in turn, fresh for every run, interleaved so that a noisy moment hits both sides:
             # the median of the runs is reported.
             runs: dict[str, list[tuple[float, Counters]]] = {kind.name: [] for kind in kinds}
-            for repeat in range(args.repeat):
+
+            def one_round(
+                repeat: int, n: int = n, runs: dict[str, list[tuple[float, Counters]]] = runs
+            ) -> None:
                 for kind in kinds:
                     runs[kind.name].append(run_storm(work, kind, n, repeat, latency, args))
+
+            rounds = timed_runs(one_round, args.repeat, time.monotonic() + args.deadline)
             for name in runs:
                 cpus.setdefault(name, {})[n] = runs[name]
                 ordered = sorted(runs[name], key=lambda run: run[0])
@@ -368,7 +380,9 @@ def main() -> None:
                     + ", ".join(f"{run[1].cpu:.2f}" for run in runs[name])
                     + " s)"
                 )
-                print(f"  {name:15} N={n:<4} runs {seconds} s  EAGAIN {eagain}{lag}", flush=True)
+                print(
+                    f"  {name:15} N={n:<4} runs {seconds} s  EAGAIN {eagain}{lag}{rounds.note()}", flush=True
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -11,9 +11,9 @@ Printed:
    from ``goto`` to ``ready``), with Pyodide's start-up alone beside it;
 2. the download: every response's bytes, split into the runtime (Pyodide, dulwich, the store) and the
    repository;
-3. peak memory (VmHWM from ``/proc``) of the processes the user waits on: the server, and Chromium's (its
-   largest, the page's renderer where Pyodide runs, and the sum over all of them: an upper bound of their
-   peak together, since each peaked at its own moment);
+3. peak memory (VmHWM from ``/proc``) of the processes the user waits on: the server, and Chromium's (the
+   largest renderer, the page's, where Pyodide runs; the browser process; and the sum over all of them: an
+   upper bound of their peak together, since each peaked at its own moment and shared pages count in each);
 4. ``log(vm)`` for a few VMs in the browser against ``Branch.log`` on CPython over the same clone: the median
    of ``--repeat`` runs each, and the ratio; and the clone itself, both ways.
 
@@ -131,18 +131,21 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def chromium_peaks() -> list[float]:
-    """Peak RSS (MiB) of each Chromium process this benchmark started, read while they still run."""
+def chromium_peaks() -> list[tuple[str, float]]:
+    """Each Chromium process this benchmark started, read while they still run: its kind (``--type``:
+    renderer, gpu-process, ...; the browser process has none) and its peak RSS in MiB."""
     peaks = []
     for pid in descendants(os.getpid()):
         try:
-            with open(f"/proc/{pid}/comm", encoding="ascii", errors="replace") as comm:
-                name = comm.read().strip()
+            with open(f"/proc/{pid}/cmdline", encoding="utf-8", errors="replace") as cmdline:
+                # Chromium rewrites its children's command lines as one string: split on spaces too.
+                argv = cmdline.read().replace("\0", " ").split()
         except OSError:
             continue
-        if "chrom" in name:
-            peaks.append(peak_rss_mb(pid))
-    return [peak for peak in peaks if peak == peak]  # NaN: it exited in between
+        if argv and "chrom" in os.path.basename(argv[0]):
+            kind = next((a.split("=", 1)[1] for a in argv if a.startswith("--type=")), "browser")
+            peaks.append((kind, peak_rss_mb(pid)))
+    return [(kind, peak) for kind, peak in peaks if peak == peak]  # NaN: it exited in between
 
 
 def browser_side(url: str, names: list[str], repeat: int, seconds: float) -> dict:
@@ -272,10 +275,13 @@ def main() -> None:
         )
 
     chromium = page["chromium"]
+    renderer = max((peak for kind, peak in chromium if kind == "renderer"), default=float("nan"))
+    browser = max((peak for kind, peak in chromium if kind == "browser"), default=float("nan"))
     print(
-        f"peak RSS (VmHWM): server (python -m http.server) {server_rss:.0f} MB; Chromium's largest process "
-        f"{max(chromium, default=float('nan')):.0f} MB, its {len(chromium)} processes {sum(chromium):.0f} MB "
-        f"summed (an upper bound: shared pages count in each); this process (CPython's clone and logs) {peak_rss_mb():.0f} MB"
+        f"peak RSS (VmHWM): server (python -m http.server) {server_rss:.0f} MB; Chromium's largest renderer "
+        f"(the page, Pyodide) {renderer:.0f} MB, its browser process {browser:.0f} MB, its {len(chromium)} "
+        f"processes {sum(peak for _, peak in chromium):.0f} MB summed (an upper bound: shared pages count in "
+        f"each); this process (CPython's clone and logs) {peak_rss_mb():.0f} MB"
     )
 
 

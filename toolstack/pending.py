@@ -71,16 +71,14 @@ def field_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[F
     return changes
 
 
-# The verbatim hypervisor text a spec carries for what the model does not describe: a running domain's is
-# decorated by the hypervisor (libvirt adds aliases, pty paths, <seclabel>, <resource>, a disk's source
-# index), so comparing it would list every running imported domain as waiting for a reboot.
-_NOT_COMPARED = {"extra"}
-
-
 def _comparable(spec: DomainSpec) -> dict[str, Any]:
-    """A spec as the modelled fields a boot applies, ceilings as their effective values (an unset ceiling is
-    the boot value), devices left out (:func:`_device_changes` compares them by id)."""
-    data = spec.model_dump(mode="json", exclude={"disks", "nics", *_NOT_COMPARED})
+    """A spec as the fields a boot applies, ceilings as their effective values (an unset ceiling is the boot
+    value), devices left out (:func:`_device_changes` compares them by id).
+
+    Its verbatim ``extra`` is compared too: drivers read a live spec without what the hypervisor adds to a
+    running domain (``drivers.libvirt.runtime``), so a difference there is a change the next boot makes.
+    """
+    data = spec.model_dump(mode="json", exclude={"disks", "nics"})
     data["max_memory"] = spec.effective_max_memory
     data["max_vcpus"] = spec.effective_max_vcpus
     return data
@@ -91,12 +89,8 @@ def _device_changes(live: DomainSpec, persistent: DomainSpec) -> list[FieldChang
     added or removed, its fields for one changed."""
     changes = []
     for kind in ("disks", "nics"):
-        before = {
-            d.id: d.model_dump(mode="json", exclude={"id", *_NOT_COMPARED}) for d in getattr(live, kind)
-        }
-        after = {
-            d.id: d.model_dump(mode="json", exclude={"id", *_NOT_COMPARED}) for d in getattr(persistent, kind)
-        }
+        before = {d.id: d.model_dump(mode="json", exclude={"id"}) for d in getattr(live, kind)}
+        after = {d.id: d.model_dump(mode="json", exclude={"id"}) for d in getattr(persistent, kind)}
         for device_id in dict.fromkeys([*before, *after]):
             old, new = before.get(device_id), after.get(device_id)
             if old is None or new is None:

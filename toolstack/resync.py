@@ -17,7 +17,7 @@ from toolstack import layout
 from toolstack.claims import Claims
 from toolstack.errors import ToolstackError
 from toolstack.plan import Confirm, Plan
-from toolstack.sync import PullResult, Rewrite, _fetch, _reconcile, pull, rewritten, same_pool, unrelated
+from toolstack.sync import PoolRecords, PullResult, Rewrite, _fetch, _reconcile, pull, rewritten, unrelated
 
 if TYPE_CHECKING:
     from store import Store
@@ -145,15 +145,16 @@ def resync(
     if head is None or graph.merge_bases(head, incoming):
         result = pull(ts, remote, reconcile=reconcile, confirm=confirm, placed_only=placed_only)
         return ResyncResult(before=result.before, after=result.after, plan=result.plan, pull=result)
-    rewrite = rewritten(store, head, incoming, previous)
-    if rewrite is None and same_pool(store, head, incoming) is None:
+    pools = PoolRecords(store, head, incoming)
+    rewrite = rewritten(pools, previous)
+    if rewrite is None and pools.same is None:
         # No pool record to go by: a history rewritten by gc is still recognised by its squash's root.
         marker = squash_marker(store, root_of(store, incoming))
         rewrite = Rewrite(marker) if marker is not None else None
     if rewrite is None:
         raise ToolstackError(
             f"{remote}/{layout.MAIN} shares no history with {layout.MAIN} and is not this pool's history "
-            f"rewritten: refusing to replace main by it ({unrelated(ts, remote, head, incoming).why})",
+            f"rewritten: refusing to replace main by it ({unrelated(ts, remote, pools).why})",
             operation="resync",
         )
     local = local_only_commits(store, head, incoming, rewrite.marker, previous, here=rewrite.here)

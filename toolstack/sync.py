@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from store import Conflict, NonFastForward, UnrelatedHistories
@@ -35,7 +36,7 @@ from toolstack.errors import (
 from toolstack.gitops import _guarded_push, _revert_invalid, pull_message, take_their_repairs
 from toolstack.history import changed_vms
 from toolstack.plan import Confirm, Plan
-from toolstack.pool import read_pool
+from toolstack.pool import Pool, read_pool
 
 if TYPE_CHECKING:
     from store import Remote, Store
@@ -92,21 +93,40 @@ class Rewrite:
     here: bool = False
 
 
-def same_pool(store: Store, a: str, b: str) -> bool | None:
-    """Whether two commits hold the same pool's record; None when either holds none (or a broken one)."""
-    ids: list[str] = []
-    for commit in (a, b):
+@dataclass
+class PoolRecords:
+    """The pool records of main here and of the remote's main, read when first asked and then kept: telling
+    a rewritten history from another pool's, and saying why a merge was refused, both go by them.
+
+    Attributes:
+        store: The repository holding both.
+        head: Main here.
+        incoming: The remote's main.
+    """
+
+    store: Store
+    head: str
+    incoming: str
+
+    @cached_property
+    def records(self) -> tuple[Pool, Pool] | None:
+        """Both records (here, theirs); None when either commit holds none (or a broken one)."""
         try:
-            pool = read_pool(store.tree_at(commit))
+            ours, theirs = (
+                read_pool(self.store.tree_at(self.head)),
+                read_pool(self.store.tree_at(self.incoming)),
+            )
         except ToolstackError:
             return None
-        if pool is None:
-            return None
-        ids.append(pool.id)
-    return ids[0] == ids[1]
+        return None if ours is None or theirs is None else (ours, theirs)
+
+    @property
+    def same(self) -> bool | None:
+        """Whether the two commits hold the same pool's record; None when either holds none."""
+        return None if self.records is None else self.records[0].id == self.records[1].id
 
 
-def rewritten(store: Store, head: str, incoming: str, previous: str | None) -> Rewrite | None:
+def rewritten(pools: PoolRecords, previous: str | None) -> Rewrite | None:
     """What rewrote the history of main here or of the remote's main, when they share no commit; else None.
 
     Two histories with no common commit are one pool's rewritten when both hold its record (a clone shares the
@@ -118,10 +138,11 @@ def rewritten(store: Store, head: str, incoming: str, previous: str | None) -> R
     main, and a host need not hold the point (a commit it never fetched). A fresh host shares nothing with
     the pool either, but has no such past: its first pull is an ordinary merge.
     """
+    store, head, incoming = pools.store, pools.head, pools.incoming
     graph = store.graph
     if graph.merge_bases(head, incoming):
         return None
-    pool = same_pool(store, head, incoming)
+    pool = pools.same
     if pool is False:
         return None  # two pools: never one history
     theirs = squash_marker(store, root_of(store, incoming))
@@ -137,14 +158,11 @@ def rewritten(store: Store, head: str, incoming: str, previous: str | None) -> R
     return Rewrite(None) if pool else None
 
 
-def unrelated(ts: Toolstack, remote: str, head: str, incoming: str) -> HistoriesUnrelated:
+def unrelated(ts: Toolstack, remote: str, pools: PoolRecords) -> HistoriesUnrelated:
     """The refusal to merge unrelated histories that are not this pool's rewritten one, naming the fix."""
-    store = ts.store
-    try:
-        ours, theirs = read_pool(store.tree_at(head)), read_pool(store.tree_at(incoming))
-    except ToolstackError:
-        ours = theirs = None
-    if ours is not None and theirs is not None and ours.id != theirs.id:
+    store, incoming = ts.store, pools.incoming
+    if pools.records is not None and pools.same is False:
+        ours, theirs = pools.records
         return HistoriesUnrelated(
             remote,
             incoming,
@@ -231,7 +249,8 @@ def pull(
         previous, incoming = _fetch(store, link)
         head = ts.main.head
         if incoming is not None and head is not None and not store.graph.is_ancestor(incoming, head):
-            rewrite = rewritten(store, head, incoming, previous)
+            pools = PoolRecords(store, head, incoming)
+            rewrite = rewritten(pools, previous)
             if rewrite is not None:
                 # Leave everything as it was, the tracking ref included, so that resync (and the next pull)
                 # still know what we had seen of the remote before its rewrite.
@@ -253,7 +272,7 @@ def pull(
                     message=pull_message(store, remote, head, incoming),
                 )
             except UnrelatedHistories:
-                raise unrelated(ts, remote, head, incoming) from None
+                raise unrelated(ts, remote, pools) from None
             except Conflict as conflict:
                 if head is None or not take_their_repairs(ts, remote, head, incoming, conflict):
                     raise

@@ -28,6 +28,7 @@ from drivers.errors import (
 from drivers.libvirt import accel, binding, guest
 from drivers.libvirt.connection import LibvirtConnection
 from drivers.libvirt.console import open_console
+from drivers.libvirt.runtime import without_runtime
 from drivers.libvirt.storage import create_volume
 from drivers.libvirt.xml import device_to_xml, spec_to_xml, xml_to_spec
 from drivers.models import (
@@ -250,19 +251,25 @@ class LibvirtDriver(Driver):
         return self.connection.call("list", None, work)
 
     def get_spec(self, uuid: DomainRef, live: bool = False) -> DomainSpec:
+        """The domain's spec; the live one without what libvirt added when it started (``runtime``)."""
+        if live:
+            return self._live(as_uuid(uuid), persistent_too=False)[0]
         ref = as_uuid(uuid)
 
         def work(conn: Any) -> str:
             dom = self._lookup(conn, ref, "get_spec")
-            if live and not dom.isActive():
-                raise InvalidState("domain is not active", uuid=ref, operation="get_spec")
-            if not live and not dom.isPersistent():
+            if not dom.isPersistent():
                 raise InvalidState(
                     "domain is transient: it has no persistent config", uuid=ref, operation="get_spec"
                 )
-            return dom.XMLDesc(0 if live else XML_INACTIVE)
+            return dom.XMLDesc(XML_INACTIVE)
 
         return xml_to_spec(self._call("get_spec", ref, work))
+
+    def live_and_persistent(self, uuid: DomainRef) -> tuple[DomainSpec, DomainSpec]:
+        live, persistent = self._live(as_uuid(uuid), persistent_too=True)
+        assert persistent is not None  # _live refused a transient domain
+        return live, persistent
 
     def console(self, uuid: DomainRef, force: bool = False) -> ConsoleStream:
         ref = as_uuid(uuid)
@@ -370,6 +377,26 @@ class LibvirtDriver(Driver):
     def _resolve(self, ref: uuidlib.UUID, scope: Scope | None, operation: str) -> Scope:
         active = self._call(operation, ref, lambda conn: bool(self._lookup(conn, ref, operation).isActive()))
         return resolve_scope(scope, active, uuid=ref, operation=operation)
+
+    def _live(self, ref: uuidlib.UUID, persistent_too: bool) -> tuple[DomainSpec, DomainSpec | None]:
+        """The live spec, and the persistent one if the domain has it (which it must if ``persistent_too``),
+        from one lookup: the persistent XML tells which of the live state libvirt added at start."""
+
+        def work(conn: Any) -> tuple[str, str | None]:
+            dom = self._lookup(conn, ref, "get_spec")
+            if not dom.isActive():
+                raise InvalidState("domain is not active", uuid=ref, operation="get_spec")
+            if not dom.isPersistent():
+                if persistent_too:
+                    raise InvalidState(
+                        "domain is transient: it has no persistent config", uuid=ref, operation="get_spec"
+                    )
+                return dom.XMLDesc(0), None
+            return dom.XMLDesc(0), dom.XMLDesc(XML_INACTIVE)
+
+        live, inactive = self._call("get_spec", ref, work)
+        persistent = None if inactive is None else xml_to_spec(inactive)
+        return xml_to_spec(without_runtime(live, inactive)), persistent
 
     def _run_state(self, operation: str, ref: uuidlib.UUID, wanted: DomainState) -> None:
         def work(conn: Any) -> None:

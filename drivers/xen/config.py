@@ -68,7 +68,9 @@ _SETTING_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*\S")
 _KERNEL_TYPES = ("pv", "pvh")
 _TYPE_RE = re.compile(r"""^type\s*=\s*["']?([a-z]+)["']?\s*$""")
 LOOPBACK = "127.0.0.1"
-_VNC = ("vnc=1", f"vnclisten={LOOPBACK}", "vncunused=1")
+# A guest's VNC server, on loopback and the first free port: an HVM guest's QEMU takes these as settings, a
+# PV or PVH guest's framebuffer as the keys of its ``vfb`` entry.
+_VNC = {"vnc": "1", "vnclisten": LOOPBACK, "vncunused": "1"}
 
 
 def guest_type(spec: DomainSpec) -> str:
@@ -191,9 +193,11 @@ def guest_hardware(spec: DomainSpec) -> list[str]:
     hvm = guest_type(spec) == "hvm"
     if spec.graphics == "vnc":
         if hvm:
-            lines += ["vnc = 1", f'vnclisten = "{LOOPBACK}"', "vncunused = 1"]
+            for key, value in _VNC.items():  # xl.cfg quotes a string, not a number
+                lines.append(f"{key} = {value}" if value.isdigit() else f'{key} = "{value}"')
         else:
-            lines.append(f"vfb = [ '{', '.join(_VNC)}' ]")
+            vfb = ", ".join(f"{key}={value}" for key, value in _VNC.items())
+            lines.append(f"vfb = [ '{vfb}' ]")
     elif hvm and not spec.extra.get(EXTRA_KEY):
         lines.append("vnc = 0")
     if hvm and not spec.extra.get(EXTRA_KEY):

@@ -163,4 +163,7 @@ def live_spec(domain: XlDomain, persistent: DomainSpec | None) -> DomainSpec:
         on_reboot=config.get("on_reboot", "restart").replace("_", "-"),
         on_crash=config.get("on_crash", "destroy").replace("_", "-"),
         metadata=dict(persistent.metadata) if persistent else {},
+        # libxl's config does not give xl.cfg's settings back: the running domain has our config's, as far
+        # as anyone can tell (without them, every running domain with extras would look pending a reboot).
+        extra=dict(persistent.extra) if persistent else {},
     )

@@ -161,6 +161,12 @@ def test_live_spec_is_rebuilt_from_list_l_with_ids_and_metadata_from_our_config(
     assert driver.get_spec(WEB01, live=True) == spec
 
 
+def test_live_spec_keeps_our_configs_xl_settings_which_libxl_does_not_list(driver: XlDriver):
+    spec = web01_spec().evolve(extra={"xl": ("localtime = 1",)})
+    driver.define(spec)
+    assert driver.get_spec(WEB01, live=True) == spec  # so the running domain has no extra pending a reboot
+
+
 def test_live_spec_of_a_foreign_domain_gets_derived_device_ids(driver: XlDriver):
     live = driver.get_spec(DB01, live=True)  # running, but no xl.cfg of ours
     assert [disk.id for disk in live.disks] == ["hda"]

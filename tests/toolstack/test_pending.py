@@ -10,11 +10,19 @@ apart as libvirt does.
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
 
 import drivers
-from drivers.models import DomainSpec
+from drivers.libvirt import LibvirtDriver
+from drivers.libvirt.runtime import without_runtime
+from drivers.libvirt.xml import xml_to_spec
+from drivers.models import Boot, Disk, DomainSpec
+from tests.toolstack.conftest import unique
 from tests.toolstack.test_cli import git, run
-from toolstack.pending import pending_changes
+from toolstack.pending import pending_changes, pending_of
 
 
 def shown(tmp_path, name: str) -> dict:
@@ -113,36 +121,139 @@ def test_the_pending_diff_ignores_ballooning_within_the_running_ceiling():
     assert changes == {"memory": (512, 2048, "MiB"), "max_memory": (1024, 2048, "MiB")}
 
 
-def test_what_the_hypervisor_adds_to_a_running_domains_verbatim_parts_is_not_pending():
-    """libvirt decorates a running domain's unmodelled XML (aliases, pty paths, <seclabel>) and a disk's
-    (<source index>, <backingStore/>): on a real libvirtd, every running imported domain looked pending."""
-    from drivers.models import Disk
+# A running domain as qemu:///system reports it (live) and its next boot (inactive): libvirt has added
+# aliases, a pty path, this run's security labels, a cgroup partition, a disk's backing chain and source
+# index, a VNC port, a tap name and a channel's state; user aliases and a configured seclabel stay.
+_INACTIVE = """<domain type='kvm'>
+  <name>imported</name><uuid>6f1c2b1e-0000-4000-8000-000000000002</uuid>
+  <memory unit='KiB'>524288</memory><currentMemory unit='KiB'>524288</currentMemory>
+  <vcpu placement='static'>1</vcpu>
+  <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type><boot dev='hd'/></os>
+  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/var/lib/libvirt/images/a.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='bridge'>
+      <mac address='52:54:00:12:34:56'/><source bridge='br0'/><model type='virtio'/>
+      <alias name='ua-net0'/>
+    </interface>
+    <serial type='pty'><target type='isa-serial' port='0'><model name='isa-serial'/></target></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'><listen type='address'
+      address='127.0.0.1'/></graphics>
+    <memballoon model='virtio'/>
+  </devices>
+  <seclabel type='dynamic' model='apparmor' relabel='yes'/>
+</domain>"""
+_LIVE = """<domain type='kvm' id='7'>
+  <name>imported</name><uuid>6f1c2b1e-0000-4000-8000-000000000002</uuid>
+  <memory unit='KiB'>524288</memory><currentMemory unit='KiB'>524288</currentMemory>
+  <vcpu placement='static'>1</vcpu>
+  <resource><partition>/machine</partition></resource>
+  <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type><boot dev='hd'/></os>
+  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/var/lib/libvirt/images/a.qcow2' index='1'/>
+      <backingStore/>
+      <target dev='vda' bus='virtio'/>
+      <alias name='virtio-disk0'/>
+    </disk>
+    <interface type='bridge'>
+      <mac address='52:54:00:12:34:56'/><source bridge='br0'/><target dev='vnet3'/><model type='virtio'/>
+      <alias name='ua-net0'/>
+    </interface>
+    <serial type='pty'><source path='/dev/pts/3'/><target type='isa-serial' port='0'><model
+      name='isa-serial'/></target><alias name='serial0'/></serial>
+    <console type='pty' tty='/dev/pts/3'><source path='/dev/pts/3'/><target type='serial' port='0'/><alias
+      name='serial0'/></console>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='connected'/><alias
+      name='channel0'/></channel>
+    <graphics type='vnc' port='5900' autoport='yes' listen='127.0.0.1'><listen type='address'
+      address='127.0.0.1'/></graphics>
+    <memballoon model='virtio'><alias name='balloon0'/></memballoon>
+  </devices>
+  <seclabel type='dynamic' model='apparmor' relabel='yes'><label>libvirt-6f1c2b1e</label><imagelabel
+    >libvirt-6f1c2b1e</imagelabel></seclabel>
+  <seclabel type='dynamic' model='dac' relabel='yes'><label>+64055:+994</label><imagelabel
+    >+64055:+994</imagelabel></seclabel>
+</domain>"""
 
-    disk = Disk(id="disk0", source="/var/lib/libvirt/images/a.qcow2", target="vda")
-    persistent = DomainSpec(
-        uuid="6f1c2b1e-0000-4000-8000-000000000002",
-        name="imported",
-        memory=512,
-        disks=[
-            disk.model_copy(update={"extra": {"libvirt/device": ("<disk><address type='pci'/></disk>",)}})
-        ],
+
+def test_what_libvirt_adds_to_a_running_domain_is_not_pending_and_a_change_in_its_verbatim_parts_is():
+    """libvirt decorates a running domain's XML (aliases, pty paths, <seclabel>, a disk's source index...):
+    read without those, a running imported domain has nothing pending, but an edit to what the model keeps
+    verbatim (a disk's <driver cache>) waits for the next boot like any other."""
+    live = xml_to_spec(without_runtime(_LIVE, _INACTIVE))
+    assert pending_changes(live, xml_to_spec(_INACTIVE)) == []
+    assert pending_changes(xml_to_spec(_LIVE), xml_to_spec(_INACTIVE)) != []  # the decorations do differ
+    edited = xml_to_spec(_INACTIVE.replace("cache='none'", "cache='writeback'"))
+    changes = [(c.field, c.before, c.after) for c in pending_changes(live, edited)]
+    assert changes == [
+        (
+            "disks.vda.extra.libvirt/device.0",
+            '<disk><driver cache="none" /></disk>',
+            '<disk><driver cache="writeback" /></disk>',
+        )
+    ]
+
+
+def test_a_user_alias_a_chosen_tap_and_a_configured_label_are_no_runtime_decoration():
+    live = _LIVE.replace("vnet3", "tap-web").replace("ua-net0", "ua-uplink")
+    kept = without_runtime(live, _INACTIVE)
+    assert "tap-web" in kept and "ua-uplink" in kept
+    assert 'model="apparmor"' in kept and 'model="dac"' not in kept
+    assert "/machine" in without_runtime(_LIVE, _LIVE)  # a configured partition is the domain's own
+
+
+@pytest.fixture
+def test_driver() -> Iterator[LibvirtDriver]:
+    """libvirt's test:///default, leaving it as found: it is one per process while a connection is open."""
+    driver = LibvirtDriver("test:///default")
+    made: list[DomainSpec] = []
+    driver.made = made  # type: ignore[attr-defined]
+    yield driver
+    for spec in made:
+        driver.destroy(spec.uuid)
+        driver.undefine(spec.uuid)
+    driver.close()
+
+
+def test_a_disk_cache_changed_while_running_is_pending_on_libvirts_test_driver(test_driver):
+    disk = Disk(id="disk0", source="/var/lib/libvirt/images/p.img", target="vda")
+    cached = {"libvirt/device": ("<disk><driver cache='none'/></disk>",)}
+    spec = DomainSpec(
+        uuid=uuid.uuid4(),
+        name=unique("pend"),
+        memory=128,
+        boot=Boot(kernel="/boot/vmlinuz"),
+        disks=[disk.model_copy(update={"extra": cached})],
         extra={"libvirt/devices": ("<serial type='pty'><target port='0'/></serial>",)},
     )
-    live = persistent.model_copy(
-        update={
-            "extra": {"libvirt/devices": ("<serial type='pty'><source path='/dev/pts/3'/></serial>",)},
-            "disks": [
-                disk.model_copy(update={"extra": {"libvirt/device": ("<disk><backingStore/></disk>",)}})
-            ],
-        }
-    )
-    assert pending_changes(live, persistent) == []
-    grown = persistent.evolve(memory=2048)
-    assert [c.field for c in pending_changes(live, grown)] == ["memory", "max_memory"]
+    test_driver.define(spec)
+    test_driver.made.append(spec)
+    test_driver.start(spec.uuid)
+    assert pending_of(test_driver, str(spec.uuid), test_driver.info(spec.uuid)) == []
+    writeback = {"libvirt/device": ("<disk><driver cache='writeback'/></disk>",)}
+    test_driver.define(spec.model_copy(update={"disks": [disk.model_copy(update={"extra": writeback})]}))
+    changes = pending_of(test_driver, str(spec.uuid), test_driver.info(spec.uuid))
+    assert [(c.field, c.before, c.after) for c in changes] == [
+        (
+            "disks.disk0.extra.libvirt/device.0",
+            '<disk><driver cache="none" /></disk>',
+            '<disk><driver cache="writeback" /></disk>',
+        )
+    ]
 
 
 def test_pending_changes_and_reboot_apply_hold_on_the_simulator_and_libvirts_test_driver(ts):
-    from tests.toolstack.conftest import unique
     from toolstack.status import lookup
 
     name = unique("pend")

@@ -121,7 +121,7 @@ def vm_show(c: Context, name: str) -> None:
             f"host:     {status.host}" + ("" if status.local else " (its agent runs it)"),
             f"memory:   {found.spec.memory} MiB",
             f"vcpus:    {found.spec.vcpus}",
-            *guest_lines(ts, found, consoles),
+            *guest_lines(ts, found, consoles, (record["accel"], record["accel_reason"])),
             f"desired:  {found.desired.value}",
             f"state:    {status.describe()}"
             + (f" (domid {status.domid})" if status.local and status.domid is not None else ""),
@@ -301,18 +301,27 @@ def consoles_of(ts: Any, found: VM, local: bool) -> list[ConsoleDevice]:
     return read_consoles(ts.driver, found.uuid, found.spec, local)
 
 
-def guest_lines(ts: Any, found: VM, consoles: list[ConsoleDevice] | None = None) -> list[str]:
+def guest_lines(
+    ts: Any,
+    found: VM,
+    consoles: list[ConsoleDevice] | None = None,
+    accel: tuple[str | None, str] | None = None,
+) -> list[str]:
     """``vm show``'s lines on how the VM boots and runs: boot, accelerator, CPU, consoles, autostart.
 
     Args:
         ts: The toolstack.
         found: The VM.
         consoles: Its consoles as :func:`consoles_of` gives them (read here when None).
+        accel: Its accelerator and why, as its record has them (``status_record``; chosen here when None).
     """
     from toolstack.guest_info import accel_choice
 
+    local = found.host in (None, ts.host)
     if consoles is None:
-        consoles = consoles_of(ts, found, found.host in (None, ts.host))
+        consoles = consoles_of(ts, found, local)
+    if accel is None:
+        accel = accel_choice(found.spec, ts.driver.host_info(), local)
     spec = found.spec
     boot = spec.boot
     if boot.kernel:
@@ -320,10 +329,9 @@ def guest_lines(ts: Any, found: VM, consoles: list[ConsoleDevice] | None = None)
         booted += f", cmdline {boot.cmdline!r}" if boot.cmdline is not None else ""
     else:
         booted = f"from {boot.device}"
-    accel, reason = accel_choice(spec, ts.driver.host_info(), found.host in (None, ts.host))
     return [
         f"boot:     {booted}",
-        f"accel:    {accel or 'none'} ({reason})",
+        f"accel:    {accel[0] or 'none'} ({accel[1]})",
         f"cpu:      {spec.cpu or 'the hypervisor default'}",
         "consoles: " + (", ".join(c.describe() for c in consoles) or "none"),
         f"autostart: {'yes' if found.autostart else 'no'}",

@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { openConsole } from "./console.js";
-import { $, authors, el, status, when, who } from "./dom.js";
+import { $, authors, el, row, status, when, who } from "./dom.js";
 import { changeItem, commitChanges, filesChanges, renderChanges } from "./fields.js";
 import { showGuest } from "./settings.js";
 import { nameOf, vmByUuid, whereText } from "./vmlist.js";
@@ -53,10 +53,6 @@ async function loadGuest(uuid, vm) {
   } catch (err) {
     if (!err.isAuth && uuid === detail.uuid) showGuest(null, null);
   }
-}
-
-function row(label, ...value) {
-  return [el("dt", {}, label), el("dd", {}, ...value)];
 }
 
 function renderSummary(vm, uuid) {

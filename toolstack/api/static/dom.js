@@ -20,6 +20,11 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A `<dl>` entry: the term `label` and its description, `value`'s nodes or strings. */
+export function row(label, ...value) {
+  return [el("dt", {}, label), el("dd", {}, ...value)];
+}
+
 export function when(seconds) {
   return new Date(seconds * 1000).toLocaleString();
 }

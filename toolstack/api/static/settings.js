@@ -4,7 +4,7 @@
 // from, so that an edit made meanwhile by someone else is refused with 412 rather than overwritten).
 
 import { api } from "./api.js";
-import { $, el, status } from "./dom.js";
+import { $, el, row, status } from "./dom.js";
 
 const BOOT_DEVICES = [["", "default (disk)"], ["hd", "disk"], ["cdrom", "CD-ROM"], ["network", "network"]];
 const ACCELS = [["", "auto (the driver chooses)"], ["kvm", "KVM"], ["tcg", "TCG (emulation)"]];
@@ -126,10 +126,6 @@ function changedFields(prefix, vm) {
 
 // -- the detail view ---------------------------------------------------------------------------------------
 const editing = { uuid: null, vm: null, etag: null, stale: false, onSaved: async () => {} };
-
-function row(label, ...value) {
-  return [el("dt", {}, label), el("dd", {}, ...value)];
-}
 
 function consoleText(console) {
   if (console.kind === "serial") return console.path ? `serial (${console.path})` : "serial";

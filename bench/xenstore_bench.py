@@ -39,11 +39,12 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bystander import Bystander, percentile  # noqa: E402 - bench/bystander.py
 from fresh import peak_rss_mb, timed_runs  # noqa: E402 - bench/fresh.py
 
 from xenstored.client import AsyncClient, ClientError  # noqa: E402 - after the sys.path line
@@ -61,6 +62,7 @@ class Counters:
     cpu: float = 0.0  # ours: the daemon's CPU seconds (all threads) from its start until then
     ready: float = 0.0  # seconds from starting the daemon until its socket answered (cold start)
     rss_mb: float = float("nan")  # the daemon's peak RSS after the storm (VmHWM)
+    bystander: list[float] = field(default_factory=list)  # seconds of the bystander's READs during the storm
 
 
 async def transaction(client: AsyncClient, counters: Counters, body) -> None:  # type: ignore[no-untyped-def]
@@ -303,8 +305,11 @@ def run_storm(
         started = time.perf_counter()
         daemon: Daemon = Oxenstored(directory) if durable is None else Ours(directory, durable, kind.checkout)
         ready = time.perf_counter() - started
+        bystander: Bystander | None = None
         try:
+            bystander = Bystander(daemon.socket)
             result = asyncio.run(boot_storm(daemon.socket, n))
+            result[1].bystander, bystander = bystander.stop(), None
             result[1].ready, result[1].rss_mb = ready, peak_rss_mb(daemon.process.pid)
             if isinstance(daemon, Ours):
                 result[1].commit_lag = daemon.commit_lag(result[1].transactions)
@@ -318,6 +323,9 @@ def run_storm(
             if attempt == 3:
                 raise
         finally:
+            if bystander is not None:
+                bystander.process.kill()
+                bystander.process.wait()
             daemon.stop()
     raise AssertionError("unreachable")
 
@@ -426,6 +434,22 @@ def main() -> None:
                 f"{n:>5} | {base_s:>10.2f} s {base_s / ox_s:>6.2f} | {dur_s:>10.2f} s {dur_s / ox_s:>6.2f} | "
                 f"{dur_s / base_s:>11.2f} | {cpu[0]:.2f} s, {cpu[1]:.2f} s ({cpu[1] / cpu[0]:.2f})"
             )
+    print(
+        "\nBystander: one more client's sequential READs (one at a time, like xenconsoled's) during the storm,"
+        " all runs' round trips pooled: median / p99 in ms, and ours / oxenstored"
+    )
+    for n in sizes:
+        ox = cpus["oxenstored"][n]
+        ox_all = [s for run in ox for s in run[1].bystander]
+        ox_med, ox_p99 = percentile(ox_all, 0.5), percentile(ox_all, 0.99)
+        cells = [f"oxenstored {ox_med * 1e3:.2f} / {ox_p99 * 1e3:.1f} ({len(ox_all)} READs)"]
+        for name in [kind.name for kind in kinds if kind.durable is not None]:
+            every = [s for run in cpus[name][n] for s in run[1].bystander]
+            med, p99 = percentile(every, 0.5), percentile(every, 0.99)
+            cells.append(
+                f"{name} {med * 1e3:.2f} / {p99 * 1e3:.1f} (x{med / ox_med:.1f} / x{p99 / ox_p99:.1f})"
+            )
+        print(f"  N={n:<4} " + " | ".join(cells))
     print("\nCold start (until the socket answers) and peak RSS after the storm, medians of the runs")
     for name, by_size in cpus.items():
         cells = (

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -92,6 +93,30 @@ class Bystander:
         out, _ = self.process.communicate(timeout=30)
         lines = out.strip().splitlines()
         return json.loads(lines[-1]) if lines else []
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Round trips' median, mean and 99th percentile (seconds), and how many there were."""
+
+    median: float
+    mean: float
+    p99: float
+    count: int
+
+    def cell(self, reference: Latencies | None = None) -> str:
+        """``median / mean / p99`` in ms, and each as a ratio to ``reference``'s, or the count."""
+        cell = f"{self.median * 1e3:.2f} / {self.mean * 1e3:.2f} / {self.p99 * 1e3:.1f}"
+        if reference is None:
+            return f"{cell} ({self.count} READs)"
+        ratios = (self.median / reference.median, self.mean / reference.mean, self.p99 / reference.p99)
+        return f"{cell} (x{ratios[0]:.1f} / x{ratios[1]:.1f} / x{ratios[2]:.1f})"
+
+
+def latencies(seconds: list[float]) -> Latencies:
+    """The summary of these round trips (NaN figures if there are none)."""
+    mean = sum(seconds) / len(seconds) if seconds else math.nan
+    return Latencies(percentile(seconds, 0.5), mean, percentile(seconds, 0.99), len(seconds))
 
 
 def percentile(seconds: list[float], fraction: float) -> float:

@@ -13,8 +13,11 @@ process, against each daemon in turn (a fresh daemon per run, the daemons interl
 gets EAGAIN is retried and counted. Then Xen's test-xenstore reports per-operation latency against both
 daemons. Ratios are ours / oxenstored within the same run (below 1 means faster). This is a benchmark, not a
 test: the machine has 2 cores and is noisy.
-Each daemon is cold for its storm (a fresh process); beside the storms, each daemon's start (until its
-socket answers) and its peak RSS after the storm (VmHWM) are printed, the median of the runs at each N.
+While each storm runs, a bystander client (``bench/bystander.py``, a process of its own) makes sequential
+READ round trips, one at a time as xenconsoled sets up a new guest's console; their median, mean and p99
+are printed beside oxenstored's. Each daemon is cold for its storm (a fresh process); beside the storms,
+each daemon's start (until its socket answers) and its peak RSS after the storm (VmHWM) are printed, the
+median of the runs at each N.
 
 Run: ``.venv/bin/python bench/xenstore_bench.py [--sizes 10,50,100,200] [--iterations 200]``
 
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bystander import Bystander, percentile  # noqa: E402 - bench/bystander.py
+from bystander import Bystander, latencies  # noqa: E402 - bench/bystander.py
 from fresh import peak_rss_mb, timed_runs  # noqa: E402 - bench/fresh.py
 
 from xenstored.client import AsyncClient, ClientError  # noqa: E402 - after the sys.path line
@@ -436,19 +439,14 @@ def main() -> None:
             )
     print(
         "\nBystander: one more client's sequential READs (one at a time, like xenconsoled's) during the storm,"
-        " all runs' round trips pooled: median / p99 in ms, and ours / oxenstored"
+        " all runs' round trips pooled: median / mean / p99 in ms, and ours / oxenstored (xenconsoled's handful"
+        " of round trips per guest costs their sum: the mean)"
     )
     for n in sizes:
-        ox = cpus["oxenstored"][n]
-        ox_all = [s for run in ox for s in run[1].bystander]
-        ox_med, ox_p99 = percentile(ox_all, 0.5), percentile(ox_all, 0.99)
-        cells = [f"oxenstored {ox_med * 1e3:.2f} / {ox_p99 * 1e3:.1f} ({len(ox_all)} READs)"]
+        ox = latencies([s for run in cpus["oxenstored"][n] for s in run[1].bystander])
+        cells = [f"oxenstored {ox.cell()}"]
         for name in [kind.name for kind in kinds if kind.durable is not None]:
-            every = [s for run in cpus[name][n] for s in run[1].bystander]
-            med, p99 = percentile(every, 0.5), percentile(every, 0.99)
-            cells.append(
-                f"{name} {med * 1e3:.2f} / {p99 * 1e3:.1f} (x{med / ox_med:.1f} / x{p99 / ox_p99:.1f})"
-            )
+            cells.append(f"{name} {latencies([s for r in cpus[name][n] for s in r[1].bystander]).cell(ox)}")
         print(f"  N={n:<4} " + " | ".join(cells))
     print("\nCold start (until the socket answers) and peak RSS after the storm, medians of the runs")
     for name, by_size in cpus.items():

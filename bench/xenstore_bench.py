@@ -13,8 +13,11 @@ process, against each daemon in turn (a fresh daemon per run, the daemons interl
 gets EAGAIN is retried and counted. Then Xen's test-xenstore reports per-operation latency against both
 daemons. Ratios are ours / oxenstored within the same run (below 1 means faster). This is a benchmark, not a
 test: the machine has 2 cores and is noisy.
-Each daemon is cold for its storm (a fresh process); beside the storms, each daemon's start (until its
-socket answers) and its peak RSS after the storm (VmHWM) are printed, the median of the runs at each N.
+While each storm runs, a bystander client (``bench/bystander.py``, a process of its own) makes sequential
+READ round trips, one at a time as xenconsoled sets up a new guest's console; their median, mean and p99
+are printed beside oxenstored's. Each daemon is cold for its storm (a fresh process); beside the storms,
+each daemon's start (until its socket answers) and its peak RSS after the storm (VmHWM) are printed, the
+median of the runs at each N.
 
 Run: ``.venv/bin/python bench/xenstore_bench.py [--sizes 10,50,100,200] [--iterations 200]``
 
@@ -39,11 +42,12 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bystander import Bystander, latencies  # noqa: E402 - bench/bystander.py
 from fresh import peak_rss_mb, timed_runs  # noqa: E402 - bench/fresh.py
 
 from xenstored.client import AsyncClient, ClientError  # noqa: E402 - after the sys.path line
@@ -61,6 +65,7 @@ class Counters:
     cpu: float = 0.0  # ours: the daemon's CPU seconds (all threads) from its start until then
     ready: float = 0.0  # seconds from starting the daemon until its socket answered (cold start)
     rss_mb: float = float("nan")  # the daemon's peak RSS after the storm (VmHWM)
+    bystander: list[float] = field(default_factory=list)  # seconds of the bystander's READs during the storm
 
 
 async def transaction(client: AsyncClient, counters: Counters, body) -> None:  # type: ignore[no-untyped-def]
@@ -303,8 +308,11 @@ def run_storm(
         started = time.perf_counter()
         daemon: Daemon = Oxenstored(directory) if durable is None else Ours(directory, durable, kind.checkout)
         ready = time.perf_counter() - started
+        bystander: Bystander | None = None
         try:
+            bystander = Bystander(daemon.socket)
             result = asyncio.run(boot_storm(daemon.socket, n))
+            result[1].bystander, bystander = bystander.stop(), None
             result[1].ready, result[1].rss_mb = ready, peak_rss_mb(daemon.process.pid)
             if isinstance(daemon, Ours):
                 result[1].commit_lag = daemon.commit_lag(result[1].transactions)
@@ -318,6 +326,9 @@ def run_storm(
             if attempt == 3:
                 raise
         finally:
+            if bystander is not None:
+                bystander.process.kill()
+                bystander.process.wait()
             daemon.stop()
     raise AssertionError("unreachable")
 
@@ -426,6 +437,17 @@ def main() -> None:
                 f"{n:>5} | {base_s:>10.2f} s {base_s / ox_s:>6.2f} | {dur_s:>10.2f} s {dur_s / ox_s:>6.2f} | "
                 f"{dur_s / base_s:>11.2f} | {cpu[0]:.2f} s, {cpu[1]:.2f} s ({cpu[1] / cpu[0]:.2f})"
             )
+    print(
+        "\nBystander: one more client's sequential READs (one at a time, like xenconsoled's) during the storm,"
+        " all runs' round trips pooled: median / mean / p99 in ms, and ours / oxenstored (xenconsoled's handful"
+        " of round trips per guest costs their sum: the mean)"
+    )
+    for n in sizes:
+        ox = latencies([s for run in cpus["oxenstored"][n] for s in run[1].bystander])
+        cells = [f"oxenstored {ox.cell()}"]
+        for name in [kind.name for kind in kinds if kind.durable is not None]:
+            cells.append(f"{name} {latencies([s for r in cpus[name][n] for s in r[1].bystander]).cell(ox)}")
+        print(f"  N={n:<4} " + " | ".join(cells))
     print("\nCold start (until the socket answers) and peak RSS after the storm, medians of the runs")
     for name, by_size in cpus.items():
         cells = (

@@ -109,6 +109,7 @@ if [ -n "$qdomid" ]; then
     check "QEMU's guest: QEMU's qdisk backend reaches state 4" \
         wait_until 60 xs_is "/local/domain/0/backend/qdisk/$qdomid/51712/state" 4
     xenstore-ls -f "$qhome" >"$OUT/xenstore-ls-qemu-guest.txt" 2>&1
+    xenstore-control rings >"$OUT/rings-qemu-guest.txt" 2>&1  # where each ring stands, if a device is stuck
     xenstore-ls -f /local/domain/0/backend >"$OUT/xenstore-ls-qemu-backend.txt" 2>&1
     status "INFO QEMU's guest: its devices connected $(since "$start")s after its xl create began"
     xl destroy $QEMU_GUEST >"$OUT/xl-destroy-qemu.txt" 2>&1

@@ -28,3 +28,9 @@ dom0_dirs() {  # dom0_dirs [MORE...]: what Xen's daemons and xl expect to find
     # lock.
     mkdir -p /run/lock /var/run/xenstored /var/lib/xenstored /var/run/xen /var/log/xen/console /var/lib/xen "$@"
 }
+pv_guest_cfg() {  # pv_guest_cfg NAME MIB [LINE...]: /tmp/NAME.cfg, a busybox PV guest with the extra xl.cfg lines
+    local name=$1 memory=$2; shift 2
+    printf '%s\n' "name = \"$name\"" 'type = "pv"' "kernel = \"$XEN_DIR/vmlinuz\"" \
+        "ramdisk = \"$XEN_DIR/domU-initrd.img\"" 'extra = "console=hvc0"' "memory = $memory" 'vcpus = 1' \
+        "$@" 'on_poweroff = "destroy"' >"/tmp/$name.cfg"
+}

@@ -45,17 +45,7 @@ exec xenstore-write "$XENBUS_PATH/physical-device" "$(stat -L -c %t:%T "$dev")" 
     "$XENBUS_PATH/physical-device-path" "$dev" "$XENBUS_PATH/hotplug-status" connected
 HOTPLUG
 chmod +x /tmp/fast-block
-cat >/tmp/$GUEST.cfg <<CFG
-name = "$GUEST"
-type = "pv"
-kernel = "$XEN_DIR/vmlinuz"
-ramdisk = "$XEN_DIR/domU-initrd.img"
-extra = "console=hvc0"
-memory = 128
-vcpus = 1
-disk = [ "vdev=xvda,access=rw,script=/tmp/fast-block,target=$loop" ]
-on_poweroff = "destroy"
-CFG
+pv_guest_cfg $GUEST 128 "disk = [ \"vdev=xvda,access=rw,script=/tmp/fast-block,target=$loop\" ]"
 if xl -vvv create /tmp/$GUEST.cfg >"$OUT/xl-create.txt" 2>&1; then
     status "PASS xl create (guest introduced through our xenstored)"
 else
@@ -97,18 +87,9 @@ fi
 # the second is console 1.
 QEMU_GUEST=qemuguest
 truncate -s 16M /tmp/qdisk.img
-cat >/tmp/$QEMU_GUEST.cfg <<CFG
-name = "$QEMU_GUEST"
-type = "pv"
-kernel = "$XEN_DIR/vmlinuz"
-ramdisk = "$XEN_DIR/domU-initrd.img"
-extra = "console=hvc0"
-memory = 128
-vcpus = 1
-disk = [ "format=raw,vdev=xvda,access=rw,backendtype=qdisk,target=/tmp/qdisk.img" ]
-channel = [ "name=org.xen-e2e.lost,connection=pty", "name=org.xen-e2e.probe,connection=pty" ]
-on_poweroff = "destroy"
-CFG
+pv_guest_cfg $QEMU_GUEST 128 \
+    'disk = [ "format=raw,vdev=xvda,access=rw,backendtype=qdisk,target=/tmp/qdisk.img" ]' \
+    'channel = [ "name=org.xen-e2e.lost,connection=pty", "name=org.xen-e2e.probe,connection=pty" ]'
 start=$(now)
 if xl -vvv create /tmp/$QEMU_GUEST.cfg >"$OUT/xl-create-qemu.txt" 2>&1; then
     status "PASS xl create of a guest with QEMU's backends ($(since "$start")s)"
@@ -128,6 +109,7 @@ if [ -n "$qdomid" ]; then
     check "QEMU's guest: QEMU's qdisk backend reaches state 4" \
         wait_until 60 xs_is "/local/domain/0/backend/qdisk/$qdomid/51712/state" 4
     xenstore-ls -f "$qhome" >"$OUT/xenstore-ls-qemu-guest.txt" 2>&1
+    xenstore-control rings >"$OUT/rings-qemu-guest.txt" 2>&1  # where each ring stands, if a device is stuck
     xenstore-ls -f /local/domain/0/backend >"$OUT/xenstore-ls-qemu-backend.txt" 2>&1
     status "INFO QEMU's guest: its devices connected $(since "$start")s after its xl create began"
     xl destroy $QEMU_GUEST >"$OUT/xl-destroy-qemu.txt" 2>&1

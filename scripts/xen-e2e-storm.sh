@@ -51,18 +51,7 @@ before=$(eagain)
 daemon_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$(cat /var/run/xenstored.pid)/stat"; }
 cpu_before=$(daemon_cpu)
 
-for i in $(seq "$N"); do
-    cat >"/tmp/storm$i.cfg" <<CFG
-name = "storm$i"
-type = "pv"
-kernel = "$XEN_DIR/vmlinuz"
-ramdisk = "$XEN_DIR/domU-initrd.img"
-extra = "console=hvc0"
-memory = $MEM
-vcpus = 1
-on_poweroff = "destroy"
-CFG
-done
+for i in $(seq "$N"); do pv_guest_cfg "storm$i" "$MEM"; done
 
 # Create all at once: libxl's domain creation is a handful of xenstore transactions per guest.
 t=$(now)

@@ -53,7 +53,13 @@ else
 fi
 trap 'cp -r /var/log/xen "$OUT/var-log-xen" 2>/dev/null' EXIT
 domid=$(xl domid $GUEST 2>/dev/null)
-if [ -z "$domid" ]; then status "FAIL the guest has no domid"; kill "$daemon"; finish; fi
+if [ -z "$domid" ]; then
+    status "FAIL the guest has no domid"
+    # Where dom0's ring and the backends stood, before the daemon goes.
+    xenstore-control rings >"$OUT/rings-no-domid.txt" 2>&1
+    xenstore-ls -f /local/domain/0/backend >"$OUT/xenstore-ls-backend-no-domid.txt" 2>&1
+    kill "$daemon"; finish
+fi
 home=/local/domain/$domid
 check "our xenstored serves dom$domid's ring" wait_until 60 grep -q "dom$domid: ring mapped" "$OUT/xenstored.log"
 check "the guest's busybox userspace is up (console log)" \
@@ -130,6 +136,7 @@ cp "/var/log/xen/console/guest-$GUEST.log" "$OUT/guest-console.log" 2>/dev/null
 losetup -d "$loop"
 
 # SIGTERM is a clean stop (it commits what is queued, then exits 0): any other status is a failure.
+xenstore-control rings >"$OUT/rings-at-end.txt" 2>&1
 kill "$daemon"; wait "$daemon"; code=$?
 if [ "$code" -eq 0 ]; then
     status "PASS our xenstored stopped cleanly on SIGTERM (exit 0)"

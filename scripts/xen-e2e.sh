@@ -21,6 +21,7 @@ XEN_DIR=${GT_XEN_DIR:-$HOME/.cache/git-toolstack/xen}
 ACCEL=${GT_XEN_ACCEL:-auto}           # auto | kvm | tcg
 BOOT_TIMEOUT=${GT_XEN_TIMEOUT:-1200}  # seconds for one boot, checks included
 UP_TIMEOUT=${GT_XEN_UP_TIMEOUT:-240}  # seconds until dom0 reports it is up (then KVM gives way to TCG)
+POWEROFF_GRACE=60  # seconds dom0 gets to power off once its checks are done
 QEMU_MEM=${GT_XEN_MEM:-3072}          # MiB for the whole machine (Xen + dom0 + guests)
 DOM0_MEM=${GT_XEN_DOM0_MEM:-1536}     # MiB for dom0
 CHECKS=${GT_XEN_CHECKS:-all}          # passed to the dom0 script: all | boot | ours | storm
@@ -138,7 +139,7 @@ boot() {  # boot kvm|tcg: one run of the machine; 0 when dom0 reported, 1 when i
         -virtfs local,path="$results",mount_tag=results,security_model=none,multidevs=remap \
         -net none 2>"$XEN_DIR/run/qemu-$accel.log" &
     qemu_pid=$!
-    local deadline=$(($(date +%s) + BOOT_TIMEOUT)) up_deadline=$(($(date +%s) + UP_TIMEOUT)) up=0
+    local deadline=$(($(date +%s) + BOOT_TIMEOUT)) up_deadline=$(($(date +%s) + UP_TIMEOUT)) up=0 off=0
     while kill -0 "$qemu_pid" 2>/dev/null; do
         if ((!up)) && { (($(date +%s) > up_deadline)) || grep -q "KVM internal error" "$XEN_DIR/run/qemu-$accel.log"; }; then
             log "dom0 did not come up under $accel: $(grep -m1 -e 'KVM internal error' -e 'error' "$XEN_DIR/run/qemu-$accel.log" || echo "no 'xen-e2e dom0: up' within ${UP_TIMEOUT}s")"
@@ -151,6 +152,16 @@ boot() {  # boot kvm|tcg: one run of the machine; 0 when dom0 reported, 1 when i
         fi
         if (($(date +%s) > deadline)); then
             log "timeout after ${BOOT_TIMEOUT}s: stopping QEMU"
+            kill "$qemu_pid"
+            break
+        fi
+        # The results are complete once dom0 says it powers off. Its poweroff can hang for good (a kernel
+        # thread still waiting on a xenstore reply after the checks stopped the daemon), so it gets a grace.
+        if ((!off)) && grep -q "xen-e2e dom0: powering off" "$serial"; then
+            off=$(date +%s)
+        fi
+        if ((off)) && (($(date +%s) > off + POWEROFF_GRACE)); then
+            log "dom0 did not power off within ${POWEROFF_GRACE}s (serial log kept): stopping QEMU"
             kill "$qemu_pid"
             break
         fi
